@@ -409,3 +409,94 @@ def import_seeds(pool: Pool, data: bytes | str | Path, filename: str | None = No
 def load_starter_seeds(pool: Pool, *, actor: str = "user") -> ImportResult:
     """Import the bundled starter seeds, skipping any already in the pool."""
     return import_seeds(pool, STARTER_SEEDS_PATH, valid_only=True, origin="starter", actor=actor)
+
+
+# -- edits from a table editor --------------------------------------------------
+EDITABLE_COLUMNS = ("name", "instruction", "input", "output", "is_classification")
+
+
+@dataclass(frozen=True)
+class SeedEditResult:
+    changed: int
+    added: int
+    deleted: int
+    issues: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues
+
+
+def apply_seed_edits(pool: Pool, table, edits: dict, *, actor: str = "user") -> SeedEditResult:
+    """Apply a table editor's changes to the seeds shown in `table` (as returned by
+    `Pool.seed_table()`): `edits` holds `edited_rows` ({row position: {column: value}}),
+    `added_rows` (list of {column: value}) and `deleted_rows` (row positions).
+
+    All or nothing: when any change is invalid, nothing is written and the issues
+    say which row and why."""
+    edited = {int(k): v for k, v in (edits.get("edited_rows") or {}).items()}
+    added = list(edits.get("added_rows") or [])
+    deleted = sorted({int(i) for i in edits.get("deleted_rows") or []})
+    issues: list[str] = []
+    ids = [int(i) for i in table["id"]]
+    instructions = {str(t).strip(): pos for pos, t in enumerate(table["instruction"]) if pos not in deleted}
+
+    def check_instruction(value, where: str, own_pos: int | None) -> str | None:
+        text = str(value or "").strip()
+        if not text:
+            issues.append(f"{where}: the instruction is empty.")
+            return None
+        holder = instructions.get(text)
+        if holder is not None and holder != own_pos:
+            issues.append(f"{where}: the same instruction is already in row {holder + 1}.")
+            return None
+        return text
+
+    updates: list[tuple[int, dict]] = []
+    for pos, change in sorted(edited.items()):
+        if pos in deleted or pos >= len(ids):
+            continue
+        change = {k: v for k, v in change.items() if k in EDITABLE_COLUMNS}
+        if "instruction" in change:
+            text = check_instruction(change["instruction"], f"Row {pos + 1}", pos)
+            if text is None:
+                continue
+            instructions.pop(str(table["instruction"].iloc[pos]).strip(), None)
+            instructions[text] = pos
+            change["instruction"] = text
+        for key in ("name", "input", "output"):
+            if key in change:
+                change[key] = "" if change[key] is None else str(change[key]).strip()
+        if "is_classification" in change:
+            change["is_classification"] = bool(change["is_classification"])
+        updates.append((ids[pos], change))
+
+    new_tasks: list[SeedTask] = []
+    for n, row in enumerate(added, start=1):
+        where = f"New row {n}"
+        text = check_instruction(row.get("instruction"), where, None)
+        if text is None:
+            continue
+        instructions[text] = len(ids) + n - 1
+        inp, out = str(row.get("input") or "").strip(), str(row.get("output") or "").strip()
+        new_tasks.append(SeedTask(
+            instruction=text, name=(str(row["name"]).strip() or None) if row.get("name") else None,
+            is_classification=bool(row.get("is_classification") or False),
+            instances=[{"input": inp, "output": out}] if (inp or out) else [],
+        ))
+    if new_tasks:
+        taken = pool.existing_instructions(t.instruction for t in new_tasks)
+        for task in new_tasks:
+            if task.instruction in taken:
+                issues.append(f"New row: this instruction is already in the pool: {_short(task.instruction)}")
+
+    if issues:
+        return SeedEditResult(0, 0, 0, issues)
+    with pool.transaction():
+        for seed_id, change in updates:
+            if change:
+                pool.update_seed_task(seed_id, actor=actor, **change)
+        if new_tasks:
+            pool.add_seed_tasks(new_tasks, origin="editor", actor=actor)
+        pool.delete_seed_tasks([ids[pos] for pos in deleted if pos < len(ids)], actor=actor)
+    return SeedEditResult(len(updates), len(new_tasks), len(deleted), [])

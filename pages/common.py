@@ -1,0 +1,37 @@
+"""What every page shares: the open pool and the sidebar. Not a page itself."""
+from __future__ import annotations
+
+import streamlit as st
+
+from selfinstruct.store import Pool, PoolError, default_db_path
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _open_pool(path: str) -> Pool:
+    # One Pool per file per process: DuckDB allows a single writer per file.
+    return Pool.open(path)
+
+
+def pool_path() -> str:
+    return st.session_state.get("db_path") or str(default_db_path())
+
+
+def current_pool() -> Pool:
+    """The pool this browser session works on; stops the page with a plain message
+    when the file cannot be opened."""
+    try:
+        return _open_pool(pool_path())
+    except PoolError as exc:
+        st.error(str(exc), icon=":material/lock:")
+        st.stop()
+
+
+def pool_sidebar() -> None:
+    with st.sidebar:
+        with st.expander("Pool file", icon=":material/database:"):
+            new_path = st.text_input("DuckDB file", value=pool_path(), key="db_path_input",
+                                     help="Every seed, run, candidate and label lives in this one file.")
+            if st.button("Open", key="db_path_open") and new_path.strip() != pool_path():
+                st.session_state["db_path"] = new_path.strip()
+                st.rerun()
+            st.caption(f"Open: `{pool_path()}`")

@@ -1,0 +1,92 @@
+import streamlit as st
+
+from pages.common import current_pool
+from selfinstruct import seeds
+
+pool = current_pool()
+
+st.title("Seed tasks")
+st.write(
+    "Seed tasks are the hand-written examples every round imitates. The paper started from 175, "
+    "one instance each, 25 of them classification tasks."
+)
+
+# -- load ------------------------------------------------------------------------
+starter_col, upload_col = st.columns([1, 2])
+with starter_col:
+    st.subheader("Starter seeds")
+    st.caption("A set written for this project: varied everyday tasks, some with label sets.")
+    if st.button("Load starter seeds", key="load_starter", icon=":material/download:"):
+        result = seeds.load_starter_seeds(pool)
+        already = len(result.report.issues)
+        st.session_state["seed_flash"] = (
+            f"Loaded {result.imported} starter seed task(s)"
+            + (f"; {already} were already in the pool." if already else ".")
+        )
+        st.rerun()
+
+with upload_col:
+    st.subheader("Upload a file")
+    upload = st.file_uploader(
+        "Self-Instruct JSONL, Alpaca JSON or CSV (instruction,input,output,is_classification)",
+        type=["jsonl", "json", "csv", "ndjson"], key="seed_upload",
+    )
+    valid_only = st.checkbox("Import only the valid rows", key="seed_valid_only",
+                             help="By default a file with any bad row is not imported at all.")
+    if upload is not None and st.button("Import file", key="seed_import", icon=":material/upload:"):
+        try:
+            result = seeds.import_seeds(pool, upload.getvalue(), upload.name, valid_only=valid_only)
+        except seeds.SeedImportError as exc:
+            st.session_state["seed_report"] = exc.report
+            st.session_state.pop("seed_flash", None)
+        else:
+            st.session_state.pop("seed_report", None)
+            skipped = f" Skipped line(s): {', '.join(map(str, result.skipped_lines))}." if result.skipped_lines else ""
+            st.session_state["seed_flash"] = (
+                f"Imported {result.imported} task(s) with {result.instances} instance(s) "
+                f"from {upload.name}.{skipped}"
+            )
+            st.rerun()
+
+if flash := st.session_state.pop("seed_flash", None):
+    st.success(flash, icon=":material/check_circle:")
+if report := st.session_state.get("seed_report"):
+    st.error(f"The file has {len(report.issues)} problem(s); nothing was imported. "
+             "Fix them, or tick \"Import only the valid rows\".", icon=":material/error:")
+    st.dataframe(
+        [{"line": issue.line or "file", "problem": issue.message} for issue in report.issues],
+        hide_index=True, key="seed_issues",
+    )
+
+# -- show and edit -----------------------------------------------------------------
+table = pool.seed_table()
+n_clf = int(table["is_classification"].sum()) if len(table) else 0
+st.subheader(f"{len(table):,} seed tasks")
+st.caption(f"{n_clf} classification task(s). Edit cells, add rows at the bottom, select rows to "
+           "delete; then save. Only the first instance of a task is shown here.")
+st.data_editor(
+    table, key="seed_editor", num_rows="dynamic", hide_index=True,
+    disabled=["id", "instances"],
+    column_config={
+        "id": st.column_config.NumberColumn("id", width="small"),
+        "name": st.column_config.TextColumn("name", width="small"),
+        "instruction": st.column_config.TextColumn("instruction", width="large", required=True),
+        "input": st.column_config.TextColumn("input (first instance)"),
+        "output": st.column_config.TextColumn("output (first instance)"),
+        "is_classification": st.column_config.CheckboxColumn("classification", default=False),
+        "instances": st.column_config.NumberColumn("instances", width="small"),
+    },
+)
+edits = st.session_state.get("seed_editor") or {}
+pending = sum(len(edits.get(k) or []) for k in ("edited_rows", "added_rows", "deleted_rows"))
+if st.button(f"Save {pending} change(s)" if pending else "Save changes", key="seed_save",
+             disabled=not pending, type="primary", icon=":material/save:"):
+    result = seeds.apply_seed_edits(pool, table, edits)
+    if result.ok:
+        st.session_state.pop("seed_editor", None)
+        st.session_state["seed_flash"] = (
+            f"Saved: {result.changed} edited, {result.added} added, {result.deleted} deleted."
+        )
+        st.rerun()
+    for issue in result.issues:
+        st.error(issue, icon=":material/error:")
