@@ -50,6 +50,52 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(func=cmd_info)
 
+    gen = sub.add_parser("generate", parents=[db], help="run Self-Instruct rounds against a model",
+                         description="Grow the pool round by round. With --offline the bundled demo "
+                                     "server answers (it replays examples; it is not a language model).")
+    backend = gen.add_mutually_exclusive_group()
+    backend.add_argument("--offline", action="store_true", help="use the offline demo server (default "
+                         "when no --base-url is given)")
+    backend.add_argument("--base-url", help="an OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 "
+                         "or http://localhost:8000/v1 (vLLM) or http://localhost:11434/v1 (Ollama)")
+    gen.add_argument("--model", help="model name at the endpoint")
+    gen.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                     help="environment variable holding the API key (default: OPENAI_API_KEY); "
+                          "the key is never stored")
+    gen.add_argument("--mode", choices=("chat", "completion"), default="chat",
+                     help="chat completions (default) or the completions endpoint for base models")
+    gen.add_argument("--generation", choices=("selfinstruct", "alpaca"), default="selfinstruct",
+                     help="selfinstruct: numbered-list prompts then classify and instances; "
+                          "alpaca: one request returns complete tasks")
+    gen.add_argument("--rounds", type=int, help="stop after N rounds")
+    gen.add_argument("--target", type=int, help="stop when the pool holds N generated instructions")
+    gen.add_argument("--budget-usd", type=float, help="stop when this run has cost this much")
+    gen.add_argument("--budget-tokens", type=int, help="stop when this run has used this many tokens")
+    gen.add_argument("--requests-per-round", type=int, default=8)
+    gen.add_argument("--concurrency", type=int, default=8)
+    gen.add_argument("--threshold", type=float, default=0.7, help="ROUGE-L novelty threshold (reject above)")
+    gen.add_argument("--seed", type=int, default=0, help="seed for prompt sampling")
+    gen.add_argument("--resume", nargs="?", type=int, const=0, metavar="RUN_ID",
+                     help="resume an interrupted, paused or failed run (the latest when no id is given)")
+    gen.add_argument("--estimate", action="store_true", help="print the pre-run estimate and exit")
+    gen.set_defaults(func=cmd_generate)
+
+    srv = sub.add_parser("offline-server", help="serve the offline demo model over an OpenAI-compatible API")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--api-key", help="require this key (default: accept any)")
+    srv.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    srv.add_argument("--seed", type=int, default=0)
+    srv.set_defaults(func=cmd_offline_server)
+
+    refl = sub.add_parser("refilter", parents=[db], help="decide a run's candidates again with other "
+                          "filter settings, from the stored responses (no model calls)")
+    refl.add_argument("run_id", type=int)
+    refl.add_argument("--threshold", type=float)
+    refl.add_argument("--keywords", help="comma-separated keyword list replacing the run's")
+    refl.add_argument("--apply", action="store_true", help="write the new decisions (audited)")
+    refl.set_defaults(func=cmd_refilter)
+
     return parser
 
 
@@ -104,6 +150,158 @@ def cmd_info(args) -> int:
     width = max(len(k) for k in counts)
     for key, value in counts.items():
         print(f"  {key.replace('_', ' '):<{width}}  {value:>8,}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    import os
+
+    from .llm import LLMError
+    from .pipeline import RunConfig, Runner, estimate_run, start_run
+
+    if args.base_url and not args.model:
+        raise CLIError("--base-url needs --model (the model's name at that endpoint).")
+    offline = not args.base_url
+    with open_pool(args) as pool:
+        if pool.counts().seeds == 0:
+            loaded = seeds_mod.load_starter_seeds(pool, actor="cli")
+            print(f"The pool had no seed tasks: loaded the {loaded.imported} starter seeds.")
+        interrupted = pool.mark_interrupted_runs()
+        if args.resume is not None:
+            run_id = args.resume or _latest_resumable(pool)
+            run = pool.run(run_id) if run_id else None
+            if run is None:
+                raise CLIError("There is no run to resume." if not args.resume else f"There is no run {args.resume}.")
+            if run["status"] == "finished":
+                print(f"Run {run_id} had finished ({run['stop_reason']}); continuing it.")
+            offline = run["config"].get("backend") == "offline"
+        else:
+            if interrupted:
+                print(f"Run(s) {', '.join(map(str, interrupted))} had been interrupted; "
+                      "resume with --resume.")
+            config = RunConfig(
+                model=args.model or "selfinstruct-demo", base_url=args.base_url or "",
+                backend="offline" if offline else "openai-compatible", mode=args.mode,
+                generation=args.generation, requests_per_round=args.requests_per_round,
+                concurrency=args.concurrency, rouge_threshold=args.threshold, seed=args.seed,
+                rounds=args.rounds, target=args.target, budget_usd=args.budget_usd,
+                budget_tokens=args.budget_tokens,
+            )
+            if args.rounds is None and args.target is None and args.budget_usd is None \
+                    and args.budget_tokens is None:
+                config.rounds = 1
+            estimate = estimate_run(pool, config)
+            print(f"Estimate: {estimate.rounds} round(s), ~{estimate.requests:,} requests, "
+                  f"~{estimate.tokens:,} tokens, ~${estimate.cost_usd:.2f}, "
+                  f"~{_duration(estimate.seconds)} ({estimate.basis}).")
+            if args.estimate:
+                return 0
+            run_id = start_run(pool, config, actor="cli")
+        api_key = None if offline else os.environ.get(args.api_key_env)
+        progress = _Progress(sys.stderr)
+        server = None
+        try:
+            if offline:
+                from .offline import OfflineServer
+
+                server = OfflineServer(seed=pool.run(run_id)["config"].get("seed", 0)).start()
+                print(f"Offline demo backend at {server.base_url} (replays bundled examples; "
+                      "not a language model).")
+            runner = Runner(pool, run_id, api_key=api_key, on_event=progress,
+                            base_url=server.base_url if server else None)
+            outcome = runner.run()
+        except KeyboardInterrupt:
+            pool.set_run_status(run_id, "interrupted", stop_reason="interrupted")
+            progress.clear()
+            print(f"Interrupted. Resume with: python -m selfinstruct generate --resume {run_id}",
+                  file=sys.stderr)
+            return 130
+        finally:
+            if server is not None:
+                server.stop()
+        progress.clear()
+        counts = pool.counts()
+        if outcome.status == "failed":
+            raise CLIError(f"{outcome.error} (run {run_id} stopped; fix it and resume with "
+                           f"--resume {run_id})")
+        print(f"Run {run_id} {outcome.status} ({outcome.stop_reason}): {outcome.rounds_done} round(s), "
+              f"{outcome.accepted} accepted in this run. Pool: {counts.seeds} seeds, "
+              f"{counts.accepted} generated, {counts.rejected} rejected, {counts.instances} instances.")
+    return 0
+
+
+def _latest_resumable(pool) -> int | None:
+    for run in pool.runs():
+        if run["status"] in {"interrupted", "paused", "failed", "stopped", "running"}:
+            return run["id"]
+    return None
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class _Progress:
+    """A one-line progress bar on stderr, and a summary line per round."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.width = 0
+
+    def __call__(self, event) -> None:
+        if event.kind in {"request", "step"} and event.total:
+            filled = int(24 * event.done / event.total)
+            line = (f"round {event.round} {event.step:<12} [{'#' * filled}{'.' * (24 - filled)}] "
+                    f"{event.done}/{event.total}")
+            if self.tty:
+                self._write("\r" + line.ljust(self.width))
+            elif event.done == event.total:
+                self._write(line + "\n")
+            self.width = max(self.width, len(line))
+        elif event.kind == "round_done":
+            self.clear()
+            row = event.data
+            print(f"round {event.round}: {row['requests']} requests, {row['candidates']} candidates, "
+                  f"{row['accepted']} accepted ({row['acceptance']:.0%}), {row['rejected']} rejected, "
+                  f"{row['instances']} instances, {row['errors']} errors, {row['tokens']:,} tokens, "
+                  f"${row['cost_usd']:.4f}, {row['seconds']:.1f} s", flush=True)
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.tty and self.width:
+            self._write("\r" + " " * self.width + "\r")
+        self.width = 0
+
+
+def cmd_offline_server(args) -> int:
+    from .offline import serve_forever
+
+    serve_forever(port=args.port, host=args.host, api_key=args.api_key, latency_s=args.latency,
+                  seed=args.seed)
+    return 0
+
+
+def cmd_refilter(args) -> int:
+    from .pipeline import refilter
+
+    keywords = [k.strip() for k in args.keywords.split(",") if k.strip()] if args.keywords else None
+    with open_pool(args) as pool:
+        report = refilter(pool, args.run_id, threshold=args.threshold, keywords=keywords,
+                          apply=args.apply, actor="cli")
+    print(f"Run {report.run_id}: {report.candidates} candidates, {len(report.changed)} would change.")
+    keys = sorted(set(report.before) | set(report.after))
+    for key in keys:
+        print(f"  {key:<26} {report.before.get(key, 0):>7} -> {report.after.get(key, 0):>7}")
+    if args.apply:
+        print(f"Applied {report.applied} change(s).")
     return 0
 
 
