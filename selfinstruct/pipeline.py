@@ -338,7 +338,7 @@ class Runner:
                 continue
             by_candidate[row["meta"]["candidate_id"]] = (
                 row["id"], decide_instances(row["response"] or "", row["meta"]["is_classification"],
-                                            self.config.max_instances))
+                                            self.config.max_instances, row.get("finish_reason")))
         self.pool.add_instances(round_id, by_candidate, next_step=STEP_DONE)
 
 
@@ -353,7 +353,8 @@ def decide_round(requests: list[dict], instruction_filter: InstructionFilter, in
             continue
         text = request["response"]
         if batch:
-            parsed = parsing.parse_batch(text)
+            parsed = parsing.parse_batch(text, _stored_prompt(request),
+                                         finish_reason=request.get("finish_reason"))
             items = [(t["instruction"], t) for t in parsed.tasks]
         else:
             parsed = parsing.parse_instructions(text, _stored_prompt(request),
@@ -411,8 +412,9 @@ def decide_instances_list(instances: list[dict]) -> list[dict]:
     return rows
 
 
-def decide_instances(text: str, is_classification: bool, max_instances: int) -> list[dict]:
-    parsed = parsing.parse_instances(text, is_classification)
+def decide_instances(text: str, is_classification: bool, max_instances: int,
+                     finish_reason: str | None = None) -> list[dict]:
+    parsed = parsing.parse_instances(text, is_classification, finish_reason=finish_reason)
     rows = decide_instances_list(parsed.instances[:max_instances])
     if not parsed.instances and text.strip():
         rows.append({"input": "", "output": text, "status": "rejected", "reason": "unparseable",

@@ -3,9 +3,34 @@
 A `Prompt` is mode-agnostic: `llm.LLMClient` sends `text` as the prompt of the
 completions endpoint, or as one user message (after `system`, when set) to the
 chat completions endpoint.
+
+Every prompt's `text` works on its own as a completion prompt for a base model: it
+ends exactly where the model should carry on (an open list number, an open example,
+an open answer). `system` only adds a "reply with the continuation only" request for
+chat models. `stop` holds the stop sequences meant for completion mode.
+
+Canonical layouts (what the parsers in `parsing` read best, and what `demo` writes):
+
+instructions   one task per line, ``N. text``; the prompt ends with the open label
+               ``N.`` of the first new item; stop at a blank line or at the label of
+               item ``len(examples) + num_to_generate + 1``.
+classify       ``Task: ...`` then ``Labeling task? Yes`` / ``Labeling task? No``; the
+               prompt ends with ``Labeling task?``.
+instances      ``Task: ...`` then ``Example 1``, ``Example 2``... each followed by
+               ``Input: ...`` and ``Output: ...`` (input-first) or ``Label: ...`` and
+               ``Input: ...`` (output-first, for classification tasks). ``Input: (none)``
+               marks a task that needs no input. A value spanning several lines starts
+               on the line after its label. The prompt ends with ``Example 1``.
+batch          ``### Task N`` then ``Instruction: ...``, ``Input: ...``, ``Output: ...``;
+               the prompt ends with the header of the first new task.
+
+The `identify_stage` / `read_prompt` helpers recognise a rendered prompt (either
+`Prompt.full_text()` or a chat request's messages joined with a blank line) and pull its
+payload back out, so the offline demo model can answer any prompt built here.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 # Stage names, stored with every request.
@@ -36,3 +61,429 @@ class Prompt:
         """Everything the model sees, as one string (what is stored and what the
         offline server answers from)."""
         return f"{self.system}\n\n{self.text}" if self.system else self.text
+
+
+# --------------------------------------------------------------------------- versions
+
+PROMPT_VERSIONS: dict[str, str] = {
+    STAGE_INSTRUCTIONS: "instructions-v1",
+    STAGE_CLASSIFY: "classify-v1",
+    STAGE_INSTANCES: "instances-v1",
+    STAGE_BATCH: "batch-v1",
+}
+
+MAX_INSTANCES = 5            # instances asked for per instruction (the paper's limit)
+NO_INPUT = "(none)"          # how a prompt writes an empty input
+
+# The first sentence of each prompt: constant, unique per stage, used to recognise it.
+INSTRUCTIONS_HEAD = "Below is a numbered list of tasks that people might ask an AI assistant to do."
+CLASSIFY_HEAD = "Decide whether each task below is a labeling task."
+INSTANCES_HEAD = "Each task below is followed by worked examples."
+INSTANCES_LABEL_HEAD = "Each task below is a labeling task, followed by worked examples."
+BATCH_HEAD = "We are collecting tasks to teach an AI assistant to follow instructions."
+
+SYSTEM_INSTRUCTIONS = (
+    "You extend numbered lists of tasks. Answer with the continuation only: begin at the "
+    "next number, put one task on each line, and add no introduction or closing remarks.")
+SYSTEM_CLASSIFY = "Answer with a single word, Yes or No."
+SYSTEM_INSTANCES = (
+    "Answer with the examples only, laid out the way the worked examples are, with no "
+    "introduction or closing remarks.")
+SYSTEM_BATCH = (
+    "Answer with the new tasks only, in the layout of the examples, with no introduction or "
+    "closing remarks.")
+
+CLASSIFY_QUESTION = "Labeling task?"
+
+
+def one_line(text: str) -> str:
+    """Collapse every run of whitespace (newlines included) to one space."""
+    return " ".join(str(text).split())
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def render_field(name: str, value: str, *, empty: str | None = None) -> str:
+    """``Name: value``; a value of several lines starts on the next line."""
+    value = (value or "").strip("\n").rstrip()
+    if not value.strip():
+        value = empty if empty is not None else ""
+        return f"{name}: {value}".rstrip()
+    if "\n" in value:
+        return f"{name}:\n{value}"
+    return f"{name}: {value.strip()}"
+
+
+# --------------------------------------------------------------------------- instructions
+
+def instruction_stop_label(n: int) -> str:
+    return f"\n{n}."
+
+
+def build_instruction_prompt(examples: list[str], *, num_to_generate: int = 8) -> Prompt:
+    """Continue a numbered list of tasks (the paper's 8 in-context tasks, new ones
+    up to item 16 by default)."""
+    if num_to_generate < 1:
+        raise ValueError("num_to_generate must be at least 1")
+    items = [one_line(e) for e in examples]
+    if any(not e for e in items):
+        raise ValueError("instruction examples must not be empty")
+    start = len(items) + 1
+    last = start + num_to_generate - 1
+    numbers = f"number {start}" if start == last else f"numbers {start} to {last}"
+    header = (
+        f"{INSTRUCTIONS_HEAD} Add {_plural(num_to_generate, 'new task')} to the list "
+        f"({numbers}). Make the new tasks differ from the ones shown and from each other: "
+        "change the topic, the main verb, the length and the kind of work (answering a "
+        "question, rewriting, classifying, planning, explaining, writing code, creative "
+        "writing). Some tasks may ask the reader to supply material, such as a paragraph to "
+        "shorten or a list to sort. Every task must be possible with text alone and fit on a "
+        "single line.")
+    lines = [f"{i}. {e}" for i, e in enumerate(items, 1)]
+    text = header + "\n\n" + "\n".join(lines + [f"{start}."])
+    return Prompt(
+        stage=STAGE_INSTRUCTIONS,
+        version=PROMPT_VERSIONS[STAGE_INSTRUCTIONS],
+        text=text,
+        system=SYSTEM_INSTRUCTIONS,
+        stop=("\n\n", instruction_stop_label(last + 1)),
+        meta={"start_index": start, "stop_index": last + 1,
+              "num_to_generate": num_to_generate, "num_examples": len(items)},
+    )
+
+
+# --------------------------------------------------------------------------- classify
+
+# Our own few-shot examples: 7 labeling tasks, 7 open-ended ones.
+CLASSIFY_EXAMPLES: tuple[tuple[str, bool], ...] = (
+    ("Tell whether the following email is spam or not spam.", True),
+    ("Write a short poem about leaves falling in autumn.", False),
+    ("Summarize the paragraph in a single sentence.", False),
+    ("Read the product review and say whether the customer was satisfied.", True),
+    ("Decide if the statement is true or false.", True),
+    ("Translate the sentence into Spanish.", False),
+    ("Which section does the news headline belong in: sports, politics, business or science?",
+     True),
+    ("Give three tips for staying focused while studying at home.", False),
+    ("Work out the average of the numbers in the list.", False),
+    ("Identify the language of the text: English, French, Spanish or German.", True),
+    ("Fix the bugs in the following Python function.", False),
+    ("Rate how formal the message is on a scale from 1 to 5.", True),
+    ("Check whether the two sentences mean the same thing. Answer yes or no.", True),
+    ("Explain why the sky looks blue during the day.", False),
+)
+
+_CLASSIFY_INTRO = (
+    f"{CLASSIFY_HEAD} A labeling task is one where every correct answer is picked from a "
+    "small, fixed set of options, such as yes/no, true/false, positive/negative, or a short "
+    "list of named categories. Tasks whose answers are free-form text, calculations, rewrites, "
+    "lists or anything else open-ended are not labeling tasks. Answer Yes or No.")
+
+_CLASSIFY_SHOTS = "\n\n".join(
+    f"Task: {task}\n{CLASSIFY_QUESTION} {'Yes' if yes else 'No'}"
+    for task, yes in CLASSIFY_EXAMPLES)
+
+_CLASSIFY_BODY = _CLASSIFY_INTRO + "\n\n" + _CLASSIFY_SHOTS + "\n\n"
+
+
+def build_classify_prompt(instruction: str) -> Prompt:
+    """Few-shot: is the task a classification task with a small, finite label set?"""
+    target = instruction.strip()
+    if not target:
+        raise ValueError("instruction must not be empty")
+    return Prompt(
+        stage=STAGE_CLASSIFY,
+        version=PROMPT_VERSIONS[STAGE_CLASSIFY],
+        text=f"{_CLASSIFY_BODY}Task: {target}\n{CLASSIFY_QUESTION}",
+        system=SYSTEM_CLASSIFY,
+        stop=("\n\n", "\nTask:"),
+        meta={"instruction": instruction},
+    )
+
+
+# --------------------------------------------------------------------------- instances
+
+# Worked demonstrations of our own. Input-first: (task, [(input, output), ...]).
+INSTANCE_DEMOS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("Put the numbers in order from smallest to largest.",
+     (("14, 3, 27, 8", "3, 8, 14, 27"),
+      ("-2, 0, -9, 5", "-9, -2, 0, 5"))),
+    ("Suggest a name for a small neighborhood bakery.",
+     (("", "Rise & Shine Bakehouse"),)),
+    ("Write a Python function that adds up the even numbers in a list.",
+     (("", "def sum_of_evens(numbers):\n    return sum(n for n in numbers if n % 2 == 0)"),)),
+    ("Rewrite the sentence so that it sounds more polite.",
+     (("Send me the report now.",
+       "Could you please send me the report when you have a moment?"),
+      ("Move your car, it's blocking mine.",
+       "Would you mind moving your car? It is blocking mine."))),
+)
+
+# Output-first (classification): (task, [(label, input), ...]).
+LABEL_DEMOS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("Say whether the movie review is positive or negative.",
+     (("Positive", "I laughed all the way through and would happily watch it again."),
+      ("Negative", "The plot dragged, and I checked my phone every ten minutes."))),
+    ("Is the given number prime? Answer yes or no.",
+     (("Yes", "13"), ("No", "21"), ("Yes", "2"))),
+    ("Which planet is the largest in the solar system: Mars, Jupiter or Venus?",
+     (("Jupiter", ""),)),
+    ("Sort the customer message into one of these topics: billing, delivery or technical "
+     "problem.",
+     (("Delivery", "My parcel was due on Monday and it still hasn't arrived."),
+      ("Billing", "I was charged twice for the same order last week."),
+      ("Technical problem", "The app closes every time I open my basket."))),
+)
+
+_INSTANCES_INTRO = (
+    f"{INSTANCES_HEAD} An example gives an Input, the material the task works on, and then "
+    "an Output, a correct and complete response to the task for that input. When a task "
+    f'needs no extra material, write "Input: {NO_INPUT}" and go straight to the output. Give '
+    f"up to {MAX_INSTANCES} examples per task, and make them differ from one another.")
+
+_LABEL_INTRO = (
+    f"{INSTANCES_LABEL_HEAD} Its answer is always one of a few fixed labels. For each "
+    "example, first pick a label, then write an input for which that label is the correct "
+    "answer. Cover the different labels rather than repeating one. When a task needs no "
+    f'extra material, write "Input: {NO_INPUT}". Give up to {MAX_INSTANCES} examples per task.')
+
+
+def render_instances(instances: list[dict], *, output_first: bool, first: int = 1) -> str:
+    """Examples in the canonical layout (the part after ``Task: ...``)."""
+    blocks = []
+    for k, inst in enumerate(instances, first):
+        inp = render_field("Input", inst.get("input", ""), empty=NO_INPUT)
+        if output_first:
+            body = render_field("Label", inst.get("output", "")) + "\n" + inp
+        else:
+            body = inp + "\n" + render_field("Output", inst.get("output", ""))
+        blocks.append(f"Example {k}\n{body}")
+    return "\n".join(blocks)
+
+
+def _demo_block(task: str, pairs, output_first: bool) -> str:
+    if output_first:
+        instances = [{"input": inp, "output": label} for label, inp in pairs]
+    else:
+        instances = [{"input": inp, "output": out} for inp, out in pairs]
+    return f"Task: {task}\n" + render_instances(instances, output_first=output_first)
+
+
+_INSTANCES_BODY = (_INSTANCES_INTRO + "\n\n"
+                   + "\n\n".join(_demo_block(t, p, False) for t, p in INSTANCE_DEMOS) + "\n\n")
+_LABEL_BODY = (_LABEL_INTRO + "\n\n"
+               + "\n\n".join(_demo_block(t, p, True) for t, p in LABEL_DEMOS) + "\n\n")
+
+
+def build_instance_prompt(instruction: str, is_classification: bool) -> Prompt:
+    """Ask for up to 5 instances: input-first, or output-first (label, then an input
+    with that label) for classification tasks."""
+    target = instruction.strip()
+    if not target:
+        raise ValueError("instruction must not be empty")
+    body = _LABEL_BODY if is_classification else _INSTANCES_BODY
+    return Prompt(
+        stage=STAGE_INSTANCES,
+        version=PROMPT_VERSIONS[STAGE_INSTANCES],
+        text=f"{body}Task: {target}\nExample 1",
+        system=SYSTEM_INSTANCES,
+        stop=(f"Example {MAX_INSTANCES + 1}", "\nTask:"),
+        meta={"instruction": instruction, "is_classification": bool(is_classification),
+              "max_instances": MAX_INSTANCES,
+              "order": "output-first" if is_classification else "input-first"},
+    )
+
+
+# --------------------------------------------------------------------------- batch (Alpaca)
+
+def batch_header_label(n: int) -> str:
+    return f"### Task {n}"
+
+
+def render_batch_task(n: int | None, task: dict) -> str:
+    """One task in the batch layout; ``n=None`` leaves the header out."""
+    body = "\n".join([
+        render_field("Instruction", one_line(task.get("instruction", ""))),
+        render_field("Input", task.get("input", ""), empty=NO_INPUT),
+        render_field("Output", task.get("output", "")),
+    ])
+    return body if n is None else f"{batch_header_label(n)}\n{body}"
+
+
+def build_batch_prompt(examples: list[dict], *, num_to_generate: int = 20) -> Prompt:
+    """Alpaca-style: a few complete example tasks, then up to `num_to_generate` new ones."""
+    if num_to_generate < 1:
+        raise ValueError("num_to_generate must be at least 1")
+    for ex in examples:
+        if not one_line(ex.get("instruction", "")):
+            raise ValueError("every batch example needs an instruction")
+    start = len(examples) + 1
+    last = start + num_to_generate - 1
+    numbers = f"number {start}" if start == last else f"numbers {start} to {last}"
+    header = (
+        f"{BATCH_HEAD} Write {_plural(num_to_generate, 'new task')} ({numbers}), laid out "
+        "exactly like the examples below. Requirements:\n"
+        "1. Use a different main verb in each instruction.\n"
+        "2. Mix the kinds of work: open questions, rewriting, classification, brainstorming, "
+        "step-by-step reasoning, short creative writing, simple code, and more.\n"
+        "3. Phrase the instructions in different ways: some as questions, some as commands, "
+        "some short, some a little longer. Keep each one to one or two sentences.\n"
+        "4. Every task must be something a text-only assistant can do. Do not ask it to look "
+        "at or produce pictures, sound or video, to browse the web, or to act in the physical "
+        "world (for example, setting an alarm).\n"
+        "5. Write everything in English.\n"
+        "6. Give an Input only when the task needs material to work on, such as a paragraph "
+        "to summarise or a list to sort. Make it concrete and realistic, never a placeholder, "
+        f'and keep it under about 100 words. Otherwise write "Input: {NO_INPUT}".\n'
+        "7. The Output must be a correct, complete response to the instruction and input, in "
+        "under about 100 words.")
+    blocks = [render_batch_task(i, ex) for i, ex in enumerate(examples, 1)]
+    text = header + "\n\n" + "\n\n".join(blocks + [batch_header_label(start)])
+    return Prompt(
+        stage=STAGE_BATCH,
+        version=PROMPT_VERSIONS[STAGE_BATCH],
+        text=text,
+        system=SYSTEM_BATCH,
+        stop=(batch_header_label(last + 1),),
+        meta={"start_index": start, "stop_index": last + 1,
+              "num_to_generate": num_to_generate, "num_examples": len(examples)},
+    )
+
+
+# --------------------------------------------------------------------------- reading prompts back
+
+_HEADS = (
+    (INSTRUCTIONS_HEAD, STAGE_INSTRUCTIONS),
+    (CLASSIFY_HEAD, STAGE_CLASSIFY),
+    (INSTANCES_HEAD, STAGE_INSTANCES),
+    (INSTANCES_LABEL_HEAD, STAGE_INSTANCES),
+    (BATCH_HEAD, STAGE_BATCH),
+)
+
+
+@dataclass
+class PromptPayload:
+    """What a rendered prompt asks for."""
+    stage: str
+    instruction: str | None = None          # classify / instances: the target task
+    is_classification: bool | None = None   # instances: output-first requested
+    examples: list = field(default_factory=list)  # instructions: str; batch: dict
+    start_index: int | None = None          # instructions / batch: first new number
+    num_to_generate: int | None = None      # instructions / batch
+
+
+def _find_head(text: str) -> tuple[int, str, str] | None:
+    best = None
+    for head, stage in _HEADS:
+        i = text.find(head)
+        if i >= 0 and (best is None or i < best[0]):
+            best = (i, head, stage)
+    return best
+
+
+def identify_stage(text: str) -> str | None:
+    """The stage of a rendered prompt (full text or chat messages joined), or None."""
+    found = _find_head(text or "")
+    return found[2] if found else None
+
+
+_ADD_RE = re.compile(r"\bAdd (\d+) new tasks? to the list\b")
+_WRITE_RE = re.compile(r"\bWrite (\d+) new tasks? \(")
+_NUMBERED_LINE_RE = re.compile(r"^(\d+)\. (.*\S)\s*$")
+_OPEN_LABEL_RE = re.compile(r"^(\d+)\.\s*$")
+_BATCH_HEADER_RE = re.compile(r"^### Task (\d+)\s*$", re.M)
+
+
+def _after_body(text: str, body: str, fallback_marker: str) -> str | None:
+    """The text after a prompt's constant body, else after the last `fallback_marker`."""
+    i = text.find(body)
+    if i >= 0:
+        return text[i + len(body):]
+    j = text.rfind(fallback_marker)
+    return text[j:].lstrip("\n") if j >= 0 else None
+
+
+def _target_between(rest: str | None, tail: str) -> str | None:
+    if rest is None or not rest.startswith("Task: "):
+        return None
+    rest = rest[len("Task: "):].rstrip()
+    if rest.endswith(tail):
+        rest = rest[: -len(tail)]
+    rest = rest.strip()
+    return rest or None
+
+
+def read_prompt(text: str) -> PromptPayload | None:
+    """Recognise a rendered prompt and pull out what it asks for; None if unknown."""
+    text = (text or "").replace("\r\n", "\n")
+    found = _find_head(text)
+    if found is None:
+        return None
+    pos, head, stage = found
+    region = text[pos:]
+    if stage == STAGE_INSTRUCTIONS:
+        m = _ADD_RE.search(region)
+        lines = region.split("\n")
+        examples = [mm.group(2) for mm in map(_NUMBERED_LINE_RE.match, lines[1:]) if mm]
+        start = None
+        for line in reversed(lines):
+            if line.strip():
+                om = _OPEN_LABEL_RE.match(line.strip())
+                start = int(om.group(1)) if om else None
+                break
+        return PromptPayload(stage, examples=examples,
+                             start_index=start or len(examples) + 1,
+                             num_to_generate=int(m.group(1)) if m else 8)
+    if stage == STAGE_CLASSIFY:
+        rest = _after_body(region, _CLASSIFY_BODY, "\n\nTask: ")
+        return PromptPayload(stage, instruction=_target_between(rest, CLASSIFY_QUESTION))
+    if stage == STAGE_INSTANCES:
+        output_first = head == INSTANCES_LABEL_HEAD
+        body = _LABEL_BODY if output_first else _INSTANCES_BODY
+        rest = _after_body(region, body, "\n\nTask: ")
+        return PromptPayload(stage, instruction=_target_between(rest, "\nExample 1"),
+                             is_classification=output_first)
+    # batch
+    from .parsing import parse_batch  # local: parsing imports this module
+
+    m = _WRITE_RE.search(region)
+    headers = list(_BATCH_HEADER_RE.finditer(region))
+    start = int(headers[-1].group(1)) if headers else None
+    examples: list[dict] = []
+    if len(headers) >= 2:
+        examples = parse_batch(region[headers[0].start(): headers[-1].start()]).tasks
+    return PromptPayload(stage, examples=examples,
+                         start_index=start or len(examples) + 1,
+                         num_to_generate=int(m.group(1)) if m else 20)
+
+
+def extract_target_instruction(text: str) -> str | None:
+    """The task a classify or instances prompt asks about."""
+    p = read_prompt(text)
+    return p.instruction if p else None
+
+
+def extract_instruction_examples(text: str) -> tuple[list[str], int] | None:
+    """(in-context instructions, start index) of an instructions prompt."""
+    p = read_prompt(text)
+    if p is None or p.stage != STAGE_INSTRUCTIONS:
+        return None
+    return p.examples, p.start_index
+
+
+def extract_batch_examples(text: str) -> list[dict] | None:
+    """The example tasks ({"instruction", "input", "output"}) of a batch prompt."""
+    p = read_prompt(text)
+    if p is None or p.stage != STAGE_BATCH:
+        return None
+    return p.examples
+
+
+def wants_output_first(text: str) -> bool | None:
+    """For an instances prompt: True when it asks for label-first examples."""
+    p = read_prompt(text)
+    if p is None or p.stage != STAGE_INSTANCES:
+        return None
+    return p.is_classification

@@ -801,10 +801,11 @@ class Pool:
 
     def set_classifications(self, round_id: int, labels: dict[int, bool], *, next_step: str) -> None:
         with self.transaction() as cur:
-            cur.executemany(
-                "UPDATE candidates SET is_classification = ? WHERE id = ?",
-                [[bool(v), k] for k, v in labels.items()],
-            )
+            if labels:
+                cur.executemany(
+                    "UPDATE candidates SET is_classification = ? WHERE id = ?",
+                    [[bool(v), k] for k, v in labels.items()],
+                )
             cur.execute("UPDATE rounds SET step = ? WHERE id = ?", [next_step, round_id])
 
     def add_instances(self, round_id: int, by_candidate: dict[int, tuple[int | None, list[dict]]], *,

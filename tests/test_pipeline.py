@@ -2,6 +2,7 @@
 HTTP to the offline server on 127.0.0.1."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -220,7 +221,7 @@ def test_killed_mid_round_resumes_with_nothing_lost_or_duplicated(tmp_path, kill
         [sys.executable, "-m", "selfinstruct", "offline-server", "--port", "0", "--latency", "0.05"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
-        base_url = server.stdout.readline().split()[-1].strip()
+        base_url = re.search(r"http://\S+/v1", server.stdout.readline()).group(0)
         assert base_url.startswith("http://127.0.0.1:")
         args = ["generate", "--base-url", base_url, "--model", "selfinstruct-demo", "--rounds", "2",
                 "--concurrency", "2", "--seed", "11"]

@@ -1,0 +1,568 @@
+"""Parsers for each stage's model output: forgiving in, strict out.
+
+Forgiving in: base models continue the prompt's layout mid-line; chat models add a
+preamble, markdown (bold, headings, code fences), bullets, "Task 9:" labels, closing
+remarks, restart the numbering or repeat the open label. Strict out: what comes back
+is clean text (numbering, markdown and wrapping quotes removed, whitespace collapsed
+for instructions), never empty, without duplicates, with a length-truncated last item
+dropped. Pieces that look like an attempt but cannot be read go to `unparseable`, each
+as ``"<reason>: <fragment>"``.
+
+The layouts read best are the canonical ones written by `prompts` (see its docstring).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .prompts import MAX_INSTANCES, Prompt, one_line, read_prompt
+
+
+@dataclass
+class ParsedList:
+    items: list[str] = field(default_factory=list)
+    unparseable: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ParsedInstances:
+    instances: list[dict] = field(default_factory=list)   # {"input", "output"}
+    unparseable: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ParsedBatch:
+    tasks: list[dict] = field(default_factory=list)       # {"instruction", "input", "output"}
+    unparseable: list[str] = field(default_factory=list)
+
+
+TRUNCATED = "cut off by the length limit"
+
+# --------------------------------------------------------------------------- shared helpers
+
+_FENCE_RE = re.compile(r"^\s*(```|~~~)")
+_RULE_RE = re.compile(r"^\s*([-*_=#~])(\s*\1){2,}\s*$")      # ---, ***, ###, ===
+_HEADING_RE = re.compile(r"^\s*#{1,6}\s")
+_MD_EDGE = "*_`#> \t"
+
+# Closing remarks addressed to the user. Kept narrow: a task's output may well end with
+# "Note that ..." or "Enjoy!", and those must survive.
+_CHATTER_RE = re.compile(
+    r"^(?:let me know|i hope|hope (?:this|these|that|it) helps?|feel free|"
+    r"these (?:tasks|examples|instructions|instances|ideas|prompts) (?:should|cover|are|were|"
+    r"span|show|include)|if you(?:'d| would)? (?:like|need|want) (?:more|any|additional|me)|"
+    r"happy to help|is there anything else|i can (?:also|generate|provide|create|make|add|"
+    r"come up with) (?:more|additional|further|other)|would you like (?:me|more)|"
+    r"do you want (?:me|more)|shall i (?:continue|add|generate|write))\b",
+    re.I)
+_PREAMBLE_RE = re.compile(
+    r"^(?:sure|certainly|of course|absolutely|okay|ok|great|alright|here(?:'s| is| are)|"
+    r"below (?:are|is)|as requested|continuing|happy to help|i'd be happy|no problem|"
+    r"gladly|got it|understood)\b", re.I)
+_FIRST_PERSON_RE = re.compile(
+    r"^(?:i|i'm|i am|i'd|i'll|i've|as an ai|as a language model|sorry|unfortunately|my)\b",
+    re.I)
+_SENTENCE_END_RE = re.compile(r"[.!?](?:\s|$)")
+
+_QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019", "`": "`"}
+
+
+def _demd(s: str) -> str:
+    """A line without markdown decoration at its edges (for classifying it)."""
+    return s.strip().strip(_MD_EDGE).strip()
+
+
+def _is_chatter(s: str) -> bool:
+    return bool(_CHATTER_RE.match(_demd(s)))
+
+
+def _is_preamble(s: str) -> bool:
+    t = _demd(s)
+    return bool(t) and (t.endswith(":") or bool(_PREAMBLE_RE.match(t)) or _is_chatter(t))
+
+
+def _lines(text: str) -> list[str]:
+    """Lines with unified newlines, an outer code fence removed, no trailing blanks."""
+    lines = (text or "").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    if lines and _FENCE_RE.match(lines[0]):
+        lines.pop(0)
+        if lines and _FENCE_RE.match(lines[-1]) and lines[-1].strip().strip("`~") == "":
+            lines.pop()
+    return lines
+
+
+def _unwrap_quotes(s: str) -> str:
+    while len(s) >= 2 and s[0] in _QUOTES and s[-1] == _QUOTES[s[0]] \
+            and s[0] not in s[1:-1] and _QUOTES[s[0]] not in s[1:-1]:
+        s = s[1:-1].strip()
+    return s
+
+
+def _unwrap_bold(s: str) -> str:
+    for mark in ("**", "__"):
+        if s.startswith(mark) and s.endswith(mark) and len(s) > 2 * len(mark) \
+                and mark not in s[len(mark):-len(mark)]:
+            s = s[len(mark):-len(mark)].strip()
+    return s
+
+
+_BOLD_TITLE_RE = re.compile(
+    r"^(?:\*\*|__)(?P<title>[^*_\n]{1,60}?)(?::(?:\*\*|__)|(?:\*\*|__)\s*[:\-\u2013\u2014])\s*(?P<rest>.+)$")
+_ITEM_PREFIX_RE = re.compile(
+    r"^(?:new\s+)?(?:task|instruction|prompt)\s*(?:\d{1,3})?\s*:\s*", re.I)
+
+
+def clean_instruction(text: str) -> str:
+    """Strict form of one instruction: one line, no numbering left-overs, markdown
+    emphasis or wrapping quotes. Empty string when nothing is left."""
+    s = one_line(text)
+    m = _BOLD_TITLE_RE.match(s)
+    if m and len(m.group("title").split()) <= 6 and len(m.group("rest").split()) >= 4:
+        s = m.group("rest")                     # "**Haiku:** Write a haiku about ..."
+    s = _ITEM_PREFIX_RE.sub("", s, count=1)     # "Instruction: Write ..."
+    s = _unwrap_bold(s.replace("**", "").strip())    # keeps "__init__", drops "__x__" wraps
+    s = s.strip("*").strip()
+    s = _unwrap_quotes(s)
+    return one_line(s)
+
+
+# --------------------------------------------------------------------------- instructions
+
+_NUM_ITEM_RE = re.compile(
+    r"""^\s*(?:[-*+\u2022]\s+)?(?:\#{1,6}\s*)?(?:\*\*|__)?\s*
+    (?:
+        (?:task|instruction|item)\s*\#?\s*(?P<n1>\d{1,3})\s*(?:\*\*|__)?\s*(?:[.:)\-\u2013\u2014]|$)
+      | \#?(?P<n2>\d{1,3})[.):](?=\s|$|\*|_)
+      | \((?P<n3>\d{1,3})\)(?=\s|$)
+    )
+    (?:\*\*|__)?[ \t]*(?P<rest>.*)$""", re.I | re.X)
+_BULLET_RE = re.compile(r"^(?P<indent>\s*)[-*+\u2022]\s+(?P<rest>.*)$")
+
+
+def _list_bounds(prompt: Prompt | None) -> tuple[int, int | None, int | None]:
+    """(start_index, stop_index, num_to_generate) of an instructions prompt."""
+    meta = dict(getattr(prompt, "meta", None) or {})
+    start = meta.get("start_index")
+    num = meta.get("num_to_generate")
+    if (start is None or num is None) and prompt is not None:
+        payload = read_prompt(prompt.full_text())
+        if payload is not None and payload.start_index is not None:
+            start = start if start is not None else payload.start_index
+            num = num if num is not None else payload.num_to_generate
+    start = int(start) if start is not None else 1
+    stop = meta.get("stop_index")
+    if stop is None and num is not None:
+        stop = start + int(num)
+    return start, (int(stop) if stop is not None else None), (int(num) if num else None)
+
+
+_WORD_RE = re.compile(r"^[(\"'\u201c]?[A-Za-z][A-Za-z'\u2019-]*[)\"'\u201d.,;:!?]*$")
+
+
+def _looks_like_single_task(text: str) -> bool:
+    """An unnumbered answer taken as one task: a few sentences of real words, not a
+    first-person reply (refusal, musing) and not junk."""
+    words = text.split()
+    if not 0 < len(words) <= 150 or _FIRST_PERSON_RE.match(_demd(text)):
+        return False
+    if len(_SENTENCE_END_RE.findall(text)) > 3:
+        return False
+    return sum(bool(_WORD_RE.match(w)) for w in words) >= 0.7 * len(words)
+
+
+def parse_instructions(text: str, prompt: Prompt | None = None, *,
+                       finish_reason: str | None = None) -> ParsedList:
+    """New instructions from a continuation of the numbered list in `prompt`.
+
+    `finish_reason="length"` drops the last item (it was probably cut off) and records it
+    in `unparseable`. Items numbered at or past the prompt's stop label end the list.
+    """
+    start, stop, num = _list_bounds(prompt)
+    start_known = prompt is not None
+    out = ParsedList()
+    raw = [ln for ln in _lines(text) if not _FENCE_RE.match(ln)]
+    has_numbers = any(_NUM_ITEM_RE.match(ln) for ln in raw)
+
+    items: list[list] = []           # [number or None, [text lines]]
+    leading: list[list[str]] = []    # paragraphs before the first item
+    loose: list[list[str]] = []      # paragraphs between/after items that are not items
+    cur = None                       # the item taking continuation lines
+    loose_cur = None
+    after_blank = False
+    ended_in_item = False            # the text ran to its end inside an item
+    for line in raw:
+        if not line.strip() or _RULE_RE.match(line):
+            after_blank = True
+            loose_cur = None
+            if cur is None and leading and leading[-1]:
+                leading.append([])
+            continue
+        m = _NUM_ITEM_RE.match(line)
+        b = _BULLET_RE.match(line) if m is None and not has_numbers else None
+        if m is not None:
+            n = int(m.group("n1") or m.group("n2") or m.group("n3"))
+            if stop is not None and n >= stop:
+                ended_in_item = False
+                break                                  # past the stop label
+            cur = [n, [m.group("rest")]]
+            items.append(cur)
+            after_blank, loose_cur, ended_in_item = False, None, True
+            continue
+        if b is not None:
+            cur = [None, [b.group("rest")]]
+            items.append(cur)
+            after_blank, loose_cur, ended_in_item = False, None, True
+            continue
+        if _HEADING_RE.match(line) and not (cur is not None and not after_blank):
+            loose_cur = None                           # "## More tasks"
+            continue
+        if _is_chatter(line):
+            if items:
+                ended_in_item = False
+                break                                  # closing remarks: the list is over
+            continue
+        if cur is None:
+            if not leading:
+                leading.append([])
+            leading[-1].append(line)
+        elif not after_blank or not clean_instruction(" ".join(cur[1])):
+            cur[1].append(line)                        # an item spanning lines, or the
+            after_blank, ended_in_item = False, True   # text under a "**Task 9**" label
+        else:
+            if loose_cur is None:
+                loose_cur = []
+                loose.append(loose_cur)
+            loose_cur.append(line)
+            ended_in_item = False
+
+    # Text before the first item: a preamble, or (completion mode: the prompt ended with
+    # the open label) the first item itself. A list that goes on at start + 1 says which;
+    # then even a task ending in ":" ("Summarize this email:") is taken as the item.
+    paragraphs = [" ".join(p) for p in leading if p]
+    paragraphs = [p for p in paragraphs if not (_PREAMBLE_RE.match(_demd(p)) or _is_chatter(p))]
+    if paragraphs:
+        first_number = next((it[0] for it in items), None)
+        if not start_known and first_number is not None:
+            start = first_number - 1
+        if items and first_number is not None and first_number == start + 1:
+            items.insert(0, [start, [paragraphs.pop()]])
+        elif not items and len(paragraphs) == 1 and not _is_preamble(paragraphs[0]) \
+                and _looks_like_single_task(paragraphs[0]):
+            items.insert(0, [start, [paragraphs.pop()]])
+            ended_in_item = not loose
+        out.unparseable.extend(f"not a list item: {one_line(p)}"
+                               for p in paragraphs if not _is_preamble(p))
+    out.unparseable.extend(f"not a list item: {one_line(' '.join(p))}" for p in loose if p)
+
+    if num and not has_numbers and len(items) > num:
+        items = items[:num]                        # bullets: no numbers to stop at
+        ended_in_item = False
+
+    cleaned = [(clean_instruction(" ".join(lines)), " ".join(lines)) for _, lines in items]
+    if finish_reason == "length" and ended_in_item and cleaned:
+        _, raw_last = cleaned.pop()
+        if one_line(raw_last):
+            out.unparseable.append(f"{TRUNCATED}: {one_line(raw_last)}")
+    seen = set()
+    for item, _ in cleaned:
+        key = item.casefold()
+        if item and key not in seen:
+            seen.add(key)
+            out.items.append(item)
+    return out
+
+
+# --------------------------------------------------------------------------- classification
+
+_YES = {"yes", "yep", "yeah", "true", "correct"}
+_NO = {"no", "nope", "false", "incorrect"}
+_ECHO_RE = re.compile(
+    r"^(?:labeling task\??|labelling task\??|classification task\??|is it (?:a )?classification\??|"
+    r"answer|final answer|classification|result|verdict|response|output)\s*[:?\-]*\s*", re.I)
+_BOTH_RE = re.compile(r"\b(?:yes\s*(?:and|or|/)\s*no|no\s*(?:and|or|/)\s*yes)\b", re.I)
+_IS_NOT_RE = re.compile(
+    r"\b(?:is not|isn't|is no|not)\s+(?:a\s+)?(?:labeling|labelling|classification)\b", re.I)
+_IS_RE = re.compile(r"\b(?:is|it's)\s+(?:a\s+)?(?:labeling|labelling|classification) task\b", re.I)
+
+
+def parse_classification(text: str) -> bool | None:
+    """Yes -> True, No -> False, anything unclear -> None."""
+    lines = [_demd(ln) for ln in _lines(text)]
+    lines = [ln for ln in lines if ln]
+    for line in lines[:2]:
+        s = _ECHO_RE.sub("", line.replace("*", "").replace("_", " ")).strip()
+        if not s:
+            continue
+        first_sentence = re.split(r"(?<=[.!?])\s", s, maxsplit=1)[0]
+        if _BOTH_RE.search(first_sentence):
+            return None
+        words = re.findall(r"[a-z]+", first_sentence.lower())
+        if words and words[0] in _YES:
+            return True
+        if words and words[0] in _NO:
+            return False
+        has_yes = "yes" in words
+        has_no = "no" in words
+        if has_yes != has_no:
+            return has_yes
+    whole = " ".join(lines)
+    if _IS_NOT_RE.search(whole):
+        return False
+    if _IS_RE.search(whole):
+        return True
+    return None
+
+
+# --------------------------------------------------------------------------- field blocks
+
+_FIELD_RE = re.compile(
+    r"""^\s*(?:[-*+>]\s+)?(?:\#{1,6}\s*)?(?:\*\*|__)?\s*(?:\d{1,3}\s*[.)]\s*)?
+    (?P<key>class\ label|label|input|output|instruction)
+    \s*(?P<num>\d{1,3})?\s*(?:\*\*|__)?\s*:[ \t]*(?:\*\*|__)?(?P<rest>.*)$""", re.I | re.X)
+_EXAMPLE_HEADER_RE = re.compile(
+    r"""^\s*(?:[-*+]\s+)?(?:\#{1,6}\s*)?(?:\*\*|__)?\s*(?:example|instance|sample)\s*\#?\s*
+    (?P<n>\d{1,3})\s*(?:\*\*|__)?\s*[:.)]?\s*(?:\*\*|__)?[ \t]*(?P<rest>.*)$""", re.I | re.X)
+_TASK_HEADER_RE = re.compile(
+    r"""^\s*(?:[-*+]\s+)?(?:\#{1,6}\s*)?(?:\*\*|__)?\s*
+    (?:task\s*\#?\s*(?P<n>\d{1,3})\s*(?:\*\*|__)?\s*[:.)]?
+      | (?P<m>\d{1,3})[.):]\s*(?:\*\*|__)?\s*(?=(?:instruction|input|output)\b|$)   # "4." alone
+    )\s*(?:\*\*|__)?[ \t]*(?P<rest>.*)$""", re.I | re.X)
+_TASK_LINE_RE = re.compile(
+    r"^\s*(?:\#{1,6}\s*)?(?:\*\*|__)?\s*(?:task|instruction)\s*(?:\*\*|__)?\s*:", re.I)
+
+_KEYS = {"class label": "label", "label": "label", "input": "input", "output": "output",
+         "instruction": "instruction"}
+
+_NONE_VALUES = {"", "none", "(none)", "[none]", "<none>", "n/a", "(n/a)", "na", "null", "nil",
+                "-", "\u2014", "no input", "(no input)", "<noinput>", "<no input>", "(empty)",
+                "empty", "nothing", "not applicable", "none required", "(none required)",
+                "no input needed", "(no input needed)", "no input required"}
+
+
+@dataclass
+class _Block:
+    fields: dict = field(default_factory=dict)    # key -> [first-line rest, more lines...]
+    order: list = field(default_factory=list)
+    number: int | None = None
+
+
+def _value(lines: list[str]) -> str:
+    """A field's value: one line stripped, or several lines with their layout kept."""
+    first, more = lines[0], list(lines[1:])
+    while more and (not more[-1].strip() or _RULE_RE.match(more[-1])):
+        more.pop()                                 # a separator after the value
+    if first.strip():
+        body = [first.strip()] + more
+    else:
+        body = more
+        while body and not body[0].strip():
+            body.pop(0)
+    value = "\n".join(body).rstrip()
+    if "\n" not in value:
+        value = _unwrap_bold(value.strip())
+    return value
+
+
+def _empty_input(value: str) -> bool:
+    v = _unwrap_quotes(value.strip().strip("*_`").strip()).rstrip(".").strip().lower()
+    return v in _NONE_VALUES
+
+
+def _drop_trailing_chatter(lines: list[str]) -> list[str]:
+    """Remove closing paragraphs that are remarks to the user."""
+    lines = list(lines)
+    while lines:
+        i = len(lines)
+        while i > 0 and lines[i - 1].strip():
+            i -= 1
+        para = lines[i:]
+        if para and _is_chatter(para[0]) and i > 0:
+            lines = lines[:i]
+            while lines and not lines[-1].strip():
+                lines.pop()
+            continue
+        # a closing remark glued to the last line of the text
+        if lines and _is_chatter(lines[-1]) and len(lines) > 1 and not _FIELD_RE.match(lines[-1]):
+            lines.pop()
+            continue
+        break
+    return lines
+
+
+def _read_blocks(text: str, *, header_re: re.Pattern, keys: set[str],
+                 stop_index: int | None = None, header_rest_key: str | None = None,
+                 ) -> tuple[list[_Block], list[str], bool]:
+    """Split text into blocks of fields.
+
+    A block starts at a header line ("Example 2", "### Task 5"), or at a field that the
+    current block already has or that comes earlier in the answer's own field order (an
+    "Input" after an "Output" in an input-first answer). Lines that are not fields continue the
+    current field's value (so multi-line values keep their layout). Returns (blocks with
+    at least one field, loose paragraphs that are not preambles, ended_in_field): the
+    last flag says whether the text ran out inside a field, i.e. may have been cut.
+    Text after a header on its own line ("Task 5: Write ...") goes to `header_rest_key`.
+    """
+    lines = _drop_trailing_chatter(_lines(text))
+    blocks: list[_Block] = []
+    loose: list[list[str]] = []
+    cur: _Block | None = None
+    cur_key: str | None = None
+    loose_cur: list[str] | None = None
+    echo = False                 # inside an echoed "Task: ..." (instances only)
+    ended_in_field = False
+    seen_order: list[str] = []   # field order as the answer uses it, e.g. input, output
+    for line in lines:
+        stripped = line.strip()
+        if _RULE_RE.match(line) and cur_key is None:   # ---, ###: a separator
+            cur, loose_cur, echo, ended_in_field = None, None, False, False
+            continue                                   # (inside a value: kept, see _value)
+        h = header_re.match(line)
+        if h is not None:
+            number = int(h.group("n") or h.groupdict().get("m"))
+            if stop_index is not None and number >= stop_index:
+                ended_in_field = False
+                break                                   # past the stop label
+            if cur is None or cur.number != number:     # "4. Input:" after "4. Instruction:"
+                cur = _Block(number=number)
+                blocks.append(cur)
+            cur_key, loose_cur, echo, ended_in_field = None, None, False, False
+            if not h.group("rest").strip():
+                continue
+            line = stripped = h.group("rest")
+            if header_rest_key and not _FIELD_RE.match(line):
+                if header_rest_key not in seen_order:
+                    seen_order.append(header_rest_key)
+                cur.fields[header_rest_key] = [line]
+                cur.order.append(header_rest_key)
+                cur_key, ended_in_field = header_rest_key, True
+                continue
+        f = _FIELD_RE.match(line)
+        key = _KEYS[f.group("key").lower()] if f else None
+        if (key is not None and key not in keys) or (
+                key is None and "instruction" not in keys and _TASK_LINE_RE.match(line)):
+            # "Task: ..." / "Instruction: ..." in an instances answer: the task echoed,
+            # or (after some examples) the start of another task, where reading stops.
+            if any(b.fields for b in blocks):
+                ended_in_field = False
+                break
+            echo, cur_key, loose_cur = True, None, None
+            continue
+        if f is not None:
+            if key not in seen_order:
+                seen_order.append(key)
+            if cur is None or key in cur.fields or (
+                    cur.order and seen_order.index(key) < seen_order.index(cur.order[-1])):
+                cur = _Block()                          # a field repeats: the next example
+                blocks.append(cur)
+            cur.fields[key] = [f.group("rest")]
+            cur.order.append(key)
+            cur_key, loose_cur, echo, ended_in_field = key, None, False, True
+            continue
+        if echo:
+            echo = bool(stripped)
+            continue
+        if cur_key is not None:
+            cur.fields[cur_key].append(line)
+            ended_in_field = True
+            continue
+        ended_in_field = False
+        if not stripped:
+            loose_cur = None
+            continue
+        if _HEADING_RE.match(line):
+            continue
+        if loose_cur is None:
+            loose_cur = []
+            loose.append(loose_cur)
+        loose_cur.append(stripped)
+    loose_text = [one_line(" ".join(p)) for p in loose]
+    loose_text = [p for p in loose_text if p and not _is_preamble(p)]
+    return [b for b in blocks if b.fields], loose_text, ended_in_field
+
+
+def _block_text(block: _Block) -> str:
+    parts = [f"{k}: {one_line(' '.join(block.fields[k]))}" for k in block.order]
+    return one_line(" | ".join(parts)) or "(empty example)"
+
+
+# --------------------------------------------------------------------------- instances
+
+def parse_instances(text: str, is_classification: bool, *,
+                    finish_reason: str | None = None) -> ParsedInstances:
+    """Instances (``{"input", "output"}``) for one instruction, at most 5.
+
+    Reads input-first (``Input`` / ``Output``) and output-first (``Label`` / ``Input``)
+    examples in any order of fields; for classification the label becomes the output.
+    An input of "(none)", "None", "N/A" or nothing is returned as "".
+    `finish_reason="length"` drops the last example if the text ended inside it.
+    """
+    out = ParsedInstances()
+    blocks, loose, ended_in_field = _read_blocks(
+        text, header_re=_EXAMPLE_HEADER_RE, keys={"input", "output", "label"})
+    out.unparseable.extend(f"not an example: {p}" for p in loose)
+    if finish_reason == "length" and ended_in_field and blocks:
+        out.unparseable.append(f"{TRUNCATED}: {_block_text(blocks.pop())}")
+    for block in blocks:
+        f = block.fields
+        if is_classification:
+            answer_key = "label" if "label" in f else ("output" if "output" in f else None)
+        else:
+            answer_key = "output" if "output" in f else ("label" if "label" in f else None)
+        if answer_key is None:
+            what = "no label" if is_classification else "no output"
+            out.unparseable.append(f"{what}: {_block_text(block)}")
+            continue
+        inp = _value(f["input"]) if "input" in f else ""
+        if _empty_input(inp):
+            inp = ""
+        answer = _value(f[answer_key])
+        if is_classification:
+            answer = _unwrap_quotes(answer.strip())
+        out.instances.append({"input": inp, "output": answer})
+    out.instances = out.instances[:MAX_INSTANCES]
+    return out
+
+
+# --------------------------------------------------------------------------- batch
+
+def parse_batch(text: str, prompt: Prompt | None = None, *,
+                finish_reason: str | None = None) -> ParsedBatch:
+    """Complete tasks (``{"instruction", "input", "output"}``) from a batch answer.
+
+    With `prompt`, tasks numbered at or past its stop label are ignored and at most
+    `num_to_generate` tasks are kept. `finish_reason="length"` drops the last task if
+    the text ended inside it.
+    """
+    out = ParsedBatch()
+    stop = num = None
+    if prompt is not None:
+        start, stop, num = _list_bounds(prompt)
+    blocks, loose, ended_in_field = _read_blocks(
+        text, header_re=_TASK_HEADER_RE, keys={"instruction", "input", "output"},
+        stop_index=stop, header_rest_key="instruction")
+    out.unparseable.extend(f"not a task: {p}" for p in loose)
+    if finish_reason == "length" and ended_in_field and blocks:
+        out.unparseable.append(f"{TRUNCATED}: {_block_text(blocks.pop())}")
+    seen = set()
+    for block in blocks:
+        f = block.fields
+        instruction = clean_instruction(" ".join(f.get("instruction", [""])))
+        if not instruction or "output" not in f:
+            what = "no instruction" if not instruction else "no output"
+            out.unparseable.append(f"{what}: {_block_text(block)}")
+            continue
+        if instruction.casefold() in seen:
+            continue
+        seen.add(instruction.casefold())
+        inp = _value(f["input"]) if "input" in f else ""
+        if _empty_input(inp):
+            inp = ""
+        out.tasks.append({"instruction": instruction, "input": inp,
+                          "output": _value(f["output"])})
+    if num:
+        out.tasks = out.tasks[:num]
+    return out
