@@ -193,7 +193,7 @@ def cmd_generate(args) -> int:
             estimate = estimate_run(pool, config)
             print(f"Estimate: {estimate.rounds} round(s), ~{estimate.requests:,} requests, "
                   f"~{estimate.tokens:,} tokens, ~${estimate.cost_usd:.2f}, "
-                  f"~{_duration(estimate.seconds)} ({estimate.basis}).")
+                  f"~{_duration(estimate.seconds)}; {estimate.basis}.")
             if args.estimate:
                 return 0
             run_id = start_run(pool, config, actor="cli")
@@ -268,7 +268,7 @@ class _Progress:
             row = event.data
             print(f"round {event.round}: {row['requests']} requests, {row['candidates']} candidates, "
                   f"{row['accepted']} accepted ({row['acceptance']:.0%}), {row['rejected']} rejected, "
-                  f"{row['instances']} instances, {row['errors']} errors, {row['tokens']:,} tokens, "
+                  f"{row['instances']} instances, {row['errors']} errors, {int(row['tokens']):,} tokens, "
                   f"${row['cost_usd']:.4f}, {row['seconds']:.1f} s", flush=True)
 
     def _write(self, text: str) -> None:
