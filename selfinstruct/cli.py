@@ -156,7 +156,6 @@ def cmd_info(args) -> int:
 def cmd_generate(args) -> int:
     import os
 
-    from .llm import LLMError
     from .pipeline import RunConfig, Runner, estimate_run, start_run
 
     if args.base_url and not args.model:

@@ -17,12 +17,11 @@ import asyncio
 import math
 import random
 import threading
-import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from . import parsing, prompts
-from .filters import InstructionFilter, Rejection, filter_instances
+from .filters import InstructionFilter, filter_instances
 from .llm import LLMClient, LLMConfig, LLMError, PriceTable, Sampling
 from .novelty import NoveltyIndex
 from .store import Pool

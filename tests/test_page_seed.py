@@ -1,4 +1,3 @@
-import json
 
 from streamlit.testing.v1 import AppTest
 

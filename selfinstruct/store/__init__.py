@@ -1,0 +1,17 @@
+"""The pool: one DuckDB file. This package is the only place in the project that knows SQL.
+
+`core` holds the connection, transactions, schema migrations and counts; each other
+module holds the queries of one part of the product, and `Pool` combines them.
+"""
+from .core import (DB_ENV_VAR, DEFAULT_DB_PATH, MIGRATIONS, PACKAGE_ROOT, SCHEMA_VERSION, PoolBase,
+                   PoolCounts, PoolError, PoolLockedError, SchemaTooNewError, default_db_path)
+from .runs import RunQueries
+from .seeds import SeedQueries
+
+
+class Pool(RunQueries, SeedQueries, PoolBase):
+    """An open pool file. Create with `Pool.open(path)`; close with `.close()`."""
+
+
+__all__ = ["DB_ENV_VAR", "DEFAULT_DB_PATH", "MIGRATIONS", "PACKAGE_ROOT", "SCHEMA_VERSION", "Pool",
+           "PoolCounts", "PoolError", "PoolLockedError", "SchemaTooNewError", "default_db_path"]

@@ -1,0 +1,417 @@
+"""The pool: one DuckDB file, and the only module in the project that knows SQL.
+
+Everything a run produces lives here: seed tasks, runs, rounds, every raw request
+and response, every candidate instruction (accepted or rejected, with its reason
+and evidence), instances, quality studies with their labels, and an audit log of
+every human action.
+
+Concurrency model (DuckDB allows one writing process per file): a process opens
+the file once (`Pool.open`) and every thread works through its own cursor
+(`Pool.cursor()`), so the app's background job and its pages can share a pool.
+A second process gets `PoolLockedError` with the holder's PID.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import duckdb
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
+DEFAULT_DB_PATH = PACKAGE_ROOT / "data" / "pool.duckdb"
+DB_ENV_VAR = "SELFINSTRUCT_DB"
+
+
+def default_db_path() -> Path:
+    """`$SELFINSTRUCT_DB` when set, else data/pool.duckdb beside the package."""
+    env = os.environ.get(DB_ENV_VAR, "").strip()
+    return Path(env).expanduser() if env else DEFAULT_DB_PATH
+
+
+class PoolError(Exception):
+    """A problem with the pool file, in words a user can act on."""
+
+
+class PoolLockedError(PoolError):
+    def __init__(self, path: Path, pid: int | None, holder: str | None):
+        self.path, self.pid, self.holder = path, pid, holder
+        who = f"PID {pid}" if pid else "another process"
+        if holder:
+            who += f" ({holder})"
+        super().__init__(
+            f"The pool {path} is open in another selfinstruct process, {who}. "
+            "DuckDB lets one process write a file at a time: stop that process "
+            "(for example the running app), or use another pool file with --db."
+        )
+
+
+class SchemaTooNewError(PoolError):
+    pass
+
+
+# ---------------------------------------------------------------------------
+# Schema. Each entry upgrades the file from version N-1 to N inside one transaction.
+# Never edit a released migration: add a new one.
+# ---------------------------------------------------------------------------
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE SEQUENCE seq_seed_tasks START 1""",
+        """CREATE TABLE seed_tasks (
+            id BIGINT PRIMARY KEY DEFAULT nextval('seq_seed_tasks'),
+            source_id VARCHAR,
+            name VARCHAR,
+            instruction VARCHAR NOT NULL,
+            is_classification BOOLEAN NOT NULL DEFAULT FALSE,
+            origin VARCHAR,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            updated_at TIMESTAMP
+        )""",
+        """CREATE SEQUENCE seq_runs START 1""",
+        """CREATE TABLE runs (
+            id BIGINT PRIMARY KEY DEFAULT nextval('seq_runs'),
+            name VARCHAR,
+            status VARCHAR NOT NULL,
+            config JSON NOT NULL,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            started_at TIMESTAMP,
+            finished_at TIMESTAMP,
+            updated_at TIMESTAMP,
+            stop_reason VARCHAR,
+            error VARCHAR
+        )""",
+        """CREATE SEQUENCE seq_rounds START 1""",
+        """CREATE TABLE rounds (
+            id BIGINT PRIMARY KEY DEFAULT nextval('seq_rounds'),
+            run_id BIGINT NOT NULL,
+            number INTEGER NOT NULL,
+            step VARCHAR NOT NULL,
+            started_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            finished_at TIMESTAMP,
+            stats JSON
+        )""",
+        """CREATE SEQUENCE seq_requests START 1""",
+        """CREATE TABLE requests (
+            id BIGINT PRIMARY KEY DEFAULT nextval('seq_requests'),
+            run_id BIGINT NOT NULL,
+            round_id BIGINT NOT NULL,
+            stage VARCHAR NOT NULL,
+            position INTEGER NOT NULL,
+            prompt_version VARCHAR,
+            model VARCHAR,
+            mode VARCHAR,
+            prompt VARCHAR NOT NULL,
+            meta JSON,
+            response VARCHAR,
+            finish_reason VARCHAR,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            cost_usd DOUBLE,
+            latency_s DOUBLE,
+            attempts INTEGER,
+            error VARCHAR,
+            error_kind VARCHAR,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            completed_at TIMESTAMP
+        )""",
+        """CREATE SEQUENCE seq_candidates START 1""",
+        """CREATE TABLE candidates (
+            id BIGINT PRIMARY KEY DEFAULT nextval('seq_candidates'),
+            run_id BIGINT,
+            round_id BIGINT,
+            request_id BIGINT,
+            position INTEGER,
+            instruction VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            reason VARCHAR,
+            details JSON,
+            max_rouge DOUBLE,
+            nearest_text VARCHAR,
+            is_classification BOOLEAN,
+            decided_by VARCHAR NOT NULL DEFAULT 'filter',
+            review VARCHAR,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            updated_at TIMESTAMP
+        )""",
+        """CREATE SEQUENCE seq_instances START 1""",
+        """CREATE TABLE instances (
+            id BIGINT PRIMARY KEY DEFAULT nextval('seq_instances'),
+            seed_id BIGINT,
+            candidate_id BIGINT,
+            request_id BIGINT,
+            position INTEGER NOT NULL,
+            input VARCHAR NOT NULL,
+            output VARCHAR NOT NULL,
+            status VARCHAR NOT NULL DEFAULT 'kept',
+            reason VARCHAR,
+            details JSON,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+        )""",
+        """CREATE SEQUENCE seq_audit START 1""",
+        """CREATE TABLE audit_log (
+            id BIGINT PRIMARY KEY DEFAULT nextval('seq_audit'),
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            actor VARCHAR NOT NULL,
+            action VARCHAR NOT NULL,
+            target_kind VARCHAR,
+            target_id BIGINT,
+            reason VARCHAR,
+            before JSON,
+            after JSON,
+            undone_by BIGINT
+        )""",
+    ],
+    2: [
+        """CREATE SEQUENCE seq_studies START 1""",
+        """CREATE TABLE quality_studies (
+            id BIGINT PRIMARY KEY DEFAULT nextval('seq_studies'),
+            name VARCHAR NOT NULL,
+            sample_size INTEGER NOT NULL,
+            seed BIGINT NOT NULL,
+            config JSON,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+        )""",
+        """CREATE SEQUENCE seq_study_items START 1""",
+        """CREATE TABLE study_items (
+            id BIGINT PRIMARY KEY DEFAULT nextval('seq_study_items'),
+            study_id BIGINT NOT NULL,
+            position INTEGER NOT NULL,
+            candidate_id BIGINT NOT NULL,
+            instance_id BIGINT
+        )""",
+        """CREATE SEQUENCE seq_labels START 1""",
+        """CREATE TABLE labels (
+            id BIGINT PRIMARY KEY DEFAULT nextval('seq_labels'),
+            study_id BIGINT NOT NULL,
+            item_id BIGINT NOT NULL,
+            annotator VARCHAR NOT NULL,
+            valid_task VARCHAR,
+            input_ok VARCHAR,
+            output_ok VARCHAR,
+            note VARCHAR,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            updated_at TIMESTAMP
+        )""",
+    ],
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+_LOCK_RE = re.compile(r"Conflicting lock is held in (?P<holder>.*?) \(PID (?P<pid>\d+)\)")
+
+
+def _open_connection(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        match = _LOCK_RE.search(str(exc))
+        if match or "lock" in str(exc).lower():
+            pid = int(match["pid"]) if match else None
+            holder = match["holder"] if match else None
+            raise PoolLockedError(path, pid, holder) from None
+        raise PoolError(f"Could not open the pool {path}: {exc}") from None
+    except duckdb.Error as exc:
+        raise PoolError(
+            f"{path} is not a pool file DuckDB can read ({exc.__class__.__name__}: {exc})."
+        ) from None
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _loads(value: Any) -> Any:
+    if value is None or not isinstance(value, str):
+        return value
+    return json.loads(value)
+
+
+@dataclass(frozen=True)
+class PoolCounts:
+    seeds: int
+    accepted: int
+    rejected: int
+    rescued: int
+    instances: int
+    runs: int
+    rounds: int
+    requests: int
+    request_errors: int
+    labeled: int
+    studies: int
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class PoolBase:
+    """Connection, transactions, schema and counts. `Pool` adds the queries."""
+
+    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection, read_only: bool):
+        self.path = path
+        self.read_only = read_only
+        self._con = con
+        self._local = threading.local()
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path | None = None, *, read_only: bool = False,
+             migrate_to: int | None = None) -> "PoolBase":
+        """Open (creating if needed) and upgrade the pool at `path`.
+
+        `migrate_to` stops the upgrade at an older schema version (tests use it
+        to make old files)."""
+        path = Path(path).expanduser() if path else default_db_path()
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.exists():
+            raise PoolError(f"No pool file at {path}.")
+        pool = cls(path, _open_connection(path, read_only), read_only)
+        try:
+            pool._migrate(migrate_to or SCHEMA_VERSION)
+        except BaseException:
+            pool.close()
+            raise
+        return pool
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._con.close()
+
+    def __enter__(self) -> "PoolBase":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor (DuckDB connections are not shareable across threads)."""
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            if self._closed:
+                raise PoolError(f"The pool {self.path} is closed.")
+            cur = self._local.cur = self._con.cursor()
+        return cur
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """All-or-nothing block on this thread's cursor; nests as one transaction."""
+        cur = self.cursor()
+        depth = getattr(self._local, "tx_depth", 0)
+        if depth:
+            self._local.tx_depth = depth + 1
+            try:
+                yield cur
+            finally:
+                self._local.tx_depth = depth
+            return
+        cur.execute("BEGIN TRANSACTION")
+        self._local.tx_depth = 1
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        else:
+            cur.execute("COMMIT")
+        finally:
+            self._local.tx_depth = 0
+
+    def _q(self, sql: str, params: Sequence[Any] | None = None) -> duckdb.DuckDBPyConnection:
+        return self.cursor().execute(sql, params or [])
+
+    def _rows(self, sql: str, params: Sequence[Any] | None = None) -> list[dict]:
+        cur = self._q(sql, params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def _scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        row = self._q(sql, params).fetchone()
+        return row[0] if row else None
+
+    def _frame(self, sql: str, params: Sequence[Any] | None = None):
+        return self._q(sql, params).df()
+
+    # -- schema --------------------------------------------------------------
+    def schema_version(self) -> int:
+        exists = self._scalar(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+        )
+        if not exists:
+            return 0
+        return int(self._scalar("SELECT coalesce(max(version), 0) FROM schema_version"))
+
+    def _migrate(self, target: int) -> None:
+        current = self.schema_version()
+        if current > SCHEMA_VERSION:
+            raise SchemaTooNewError(
+                f"The pool {self.path} was written by a newer selfinstruct (schema version "
+                f"{current}; this version understands up to {SCHEMA_VERSION}). Upgrade "
+                "selfinstruct to open it; the file was not changed."
+            )
+        if current >= target:
+            return
+        if self.read_only:
+            raise PoolError(
+                f"The pool {self.path} uses schema version {current} and needs an upgrade "
+                f"to {SCHEMA_VERSION}; open it once without read-only."
+            )
+        with self.transaction() as cur:
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                "version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
+            )
+            for version in range(current + 1, target + 1):
+                for statement in MIGRATIONS[version]:
+                    cur.execute(statement)
+                cur.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+
+    # -- counts --------------------------------------------------------------
+    def counts(self) -> PoolCounts:
+        row = self._q(
+            """SELECT
+                (SELECT count(*) FROM seed_tasks),
+                (SELECT count(*) FROM candidates WHERE status = 'accepted'),
+                (SELECT count(*) FROM candidates WHERE status = 'rejected'),
+                (SELECT count(*) FROM candidates WHERE review = 'rescued' AND status = 'accepted'),
+                (SELECT count(*) FROM instances WHERE status = 'kept'),
+                (SELECT count(*) FROM runs),
+                (SELECT count(*) FROM rounds),
+                (SELECT count(*) FROM requests WHERE response IS NOT NULL OR error IS NOT NULL),
+                (SELECT count(*) FROM requests WHERE error IS NOT NULL),
+                (SELECT count(DISTINCT item_id) FROM labels),
+                (SELECT count(*) FROM quality_studies)
+            """
+        ).fetchone()
+        return PoolCounts(*[int(v) for v in row])
+
+    # -- audit ---------------------------------------------------------------
+    @staticmethod
+    def _audit(cur, actor: str, action: str, target_kind: str | None, target_id: int | None,
+               reason: str | None, before: Any, after: Any) -> int:
+        cur.execute(
+            "INSERT INTO audit_log (actor, action, target_kind, target_id, reason, before, after) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [actor, action, target_kind, target_id, reason, _dumps(before), _dumps(after)],
+        )
+        return cur.fetchone()[0]
+
+    def audit_entries(self, limit: int = 100, action: str | None = None) -> list[dict]:
+        sql = "SELECT * FROM audit_log"
+        params: list[Any] = []
+        if action:
+            sql += " WHERE action = ?"
+            params.append(action)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        rows = self._rows(sql, params)
+        for row in rows:
+            row["before"], row["after"] = _loads(row["before"]), _loads(row["after"])
+        return rows
+

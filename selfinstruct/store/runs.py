@@ -1,0 +1,333 @@
+"""Runs, rounds, requests, candidates and instances: what the pipeline writes and the
+Generate page reads."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .core import _dumps, _loads
+
+
+class RunQueries:
+    # -- runs ------------------------------------------------------------------
+    def create_run(self, config: dict, *, name: str | None = None, actor: str = "user") -> int:
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO runs (name, status, config, started_at, updated_at) "
+                "VALUES (?, 'created', ?, current_timestamp, current_timestamp) RETURNING id",
+                [name, _dumps(config)],
+            )
+            run_id = cur.fetchone()[0]
+            self._audit(cur, actor, "create_run", "run", run_id, None, None, {"name": name})
+        return run_id
+
+    def run(self, run_id: int) -> dict | None:
+        rows = self._rows("SELECT * FROM runs WHERE id = ?", [run_id])
+        if not rows:
+            return None
+        rows[0]["config"] = _loads(rows[0]["config"])
+        return rows[0]
+
+    def runs(self) -> list[dict]:
+        rows = self._rows(
+            """SELECT r.*,
+                 (SELECT count(*) FROM rounds WHERE run_id = r.id AND step = 'done') AS rounds_done,
+                 (SELECT count(*) FROM candidates WHERE run_id = r.id AND status = 'accepted') AS accepted,
+                 (SELECT count(*) FROM candidates WHERE run_id = r.id AND status = 'rejected') AS rejected,
+                 (SELECT coalesce(sum(cost_usd), 0) FROM requests WHERE run_id = r.id) AS cost_usd
+               FROM runs r ORDER BY r.id DESC"""
+        )
+        for row in rows:
+            row["config"] = _loads(row["config"])
+        return rows
+
+    def set_run_status(self, run_id: int, status: str, *, stop_reason: str | None = None,
+                       error: str | None = None) -> None:
+        finished = status in {"finished", "stopped", "failed"}
+        self._q(
+            "UPDATE runs SET status = ?, stop_reason = coalesce(?, stop_reason), error = ?, "
+            "updated_at = current_timestamp, "
+            "finished_at = CASE WHEN ? THEN current_timestamp ELSE NULL END WHERE id = ?",
+            [status, stop_reason, error, finished, run_id],
+        )
+
+    def mark_interrupted_runs(self) -> list[int]:
+        """Runs still marked running when nothing runs them (the process died)."""
+        ids = [r[0] for r in self._q("SELECT id FROM runs WHERE status = 'running'").fetchall()]
+        for run_id in ids:
+            self.set_run_status(run_id, "interrupted", stop_reason="interrupted")
+        return ids
+
+    def run_usage(self, run_id: int) -> dict:
+        row = self._q(
+            "SELECT count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), "
+            "coalesce(sum(cost_usd), 0.0), count(*) FILTER (WHERE error IS NOT NULL) "
+            "FROM requests WHERE run_id = ? AND (response IS NOT NULL OR error IS NOT NULL)",
+            [run_id],
+        ).fetchone()
+        return {"requests": row[0], "prompt_tokens": int(row[1]), "completion_tokens": int(row[2]),
+                "tokens": int(row[1]) + int(row[2]), "cost_usd": float(row[3]), "errors": row[4]}
+
+    def accepted_count(self, run_id: int | None = None) -> int:
+        if run_id is None:
+            return int(self._scalar("SELECT count(*) FROM candidates WHERE status = 'accepted'"))
+        return int(self._scalar(
+            "SELECT count(*) FROM candidates WHERE status = 'accepted' AND run_id = ?", [run_id]))
+
+    # -- rounds ------------------------------------------------------------------
+    def create_round(self, run_id: int, number: int, step: str) -> int:
+        return self._scalar(
+            "INSERT INTO rounds (run_id, number, step) VALUES (?, ?, ?) RETURNING id",
+            [run_id, number, step],
+        )
+
+    def open_round(self, run_id: int) -> dict | None:
+        rows = self._rows(
+            "SELECT * FROM rounds WHERE run_id = ? AND step <> 'done' ORDER BY number DESC LIMIT 1",
+            [run_id],
+        )
+        return rows[0] if rows else None
+
+    def rounds_done(self, run_id: int) -> int:
+        return int(self._scalar(
+            "SELECT count(*) FROM rounds WHERE run_id = ? AND step = 'done'", [run_id]))
+
+    def last_round_number(self, run_id: int) -> int:
+        return int(self._scalar("SELECT coalesce(max(number), 0) FROM rounds WHERE run_id = ?", [run_id]))
+
+    def set_round_step(self, round_id: int, step: str) -> None:
+        self._q(
+            "UPDATE rounds SET step = ?, finished_at = CASE WHEN ? = 'done' THEN current_timestamp "
+            "ELSE finished_at END WHERE id = ?",
+            [step, step, round_id],
+        )
+
+    def round_summaries(self, run_id: int):
+        """One row per round: requests, errors, candidates, accepted, rejections by
+        reason, instances, tokens, cost and duration; derived from the rows, never cached."""
+        frame = self._frame(
+            """WITH req AS (
+                 SELECT round_id, count(*) FILTER (WHERE response IS NOT NULL OR error IS NOT NULL) AS requests,
+                        count(*) FILTER (WHERE error IS NOT NULL) AS errors,
+                        coalesce(sum(prompt_tokens), 0) + coalesce(sum(completion_tokens), 0) AS tokens,
+                        coalesce(sum(cost_usd), 0) AS cost_usd
+                 FROM requests WHERE run_id = ? GROUP BY round_id),
+               cand AS (
+                 SELECT round_id, count(*) AS candidates,
+                        count(*) FILTER (WHERE status = 'accepted') AS accepted,
+                        count(*) FILTER (WHERE status = 'rejected') AS rejected
+                 FROM candidates WHERE run_id = ? GROUP BY round_id),
+               inst AS (
+                 SELECT c.round_id, count(*) FILTER (WHERE i.status = 'kept') AS instances,
+                        count(*) FILTER (WHERE i.status = 'rejected') AS instances_rejected
+                 FROM instances i JOIN candidates c ON c.id = i.candidate_id
+                 WHERE c.run_id = ? GROUP BY c.round_id)
+               SELECT r.number AS round, r.step, r.id AS round_id,
+                      coalesce(req.requests, 0) AS requests, coalesce(req.errors, 0) AS errors,
+                      coalesce(cand.candidates, 0) AS candidates, coalesce(cand.accepted, 0) AS accepted,
+                      coalesce(cand.rejected, 0) AS rejected,
+                      coalesce(inst.instances, 0) AS instances,
+                      coalesce(inst.instances_rejected, 0) AS instances_rejected,
+                      coalesce(req.tokens, 0) AS tokens, coalesce(req.cost_usd, 0) AS cost_usd,
+                      epoch(coalesce(r.finished_at, current_timestamp::TIMESTAMP) - r.started_at) AS seconds
+               FROM rounds r
+               LEFT JOIN req ON req.round_id = r.id
+               LEFT JOIN cand ON cand.round_id = r.id
+               LEFT JOIN inst ON inst.round_id = r.id
+               WHERE r.run_id = ? ORDER BY r.number""",
+            [run_id, run_id, run_id, run_id],
+        )
+        frame["acceptance"] = (frame["accepted"] / frame["candidates"].where(frame["candidates"] > 0)).fillna(0.0)
+        return frame
+
+    def reject_reasons_by_round(self, run_id: int):
+        return self._frame(
+            "SELECT r.number AS round, c.reason, count(*) AS n FROM candidates c "
+            "JOIN rounds r ON r.id = c.round_id WHERE c.run_id = ? AND c.status = 'rejected' "
+            "GROUP BY r.number, c.reason ORDER BY r.number, c.reason",
+            [run_id],
+        )
+
+    # -- requests ----------------------------------------------------------------
+    def add_requests(self, run_id: int, round_id: int, stage: str, planned: Sequence[dict]) -> list[int]:
+        """Store planned requests before any is sent, so a restart sends each once.
+        Each item: position, prompt_version, model, mode, prompt, meta."""
+        with self.transaction() as cur:
+            ids = []
+            for item in planned:
+                cur.execute(
+                    "INSERT INTO requests (run_id, round_id, stage, position, prompt_version, model, "
+                    "mode, prompt, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    [run_id, round_id, stage, item["position"], item.get("prompt_version"),
+                     item.get("model"), item.get("mode"), item["prompt"], _dumps(item.get("meta"))],
+                )
+                ids.append(cur.fetchone()[0])
+        return ids
+
+    def requests_for(self, round_id: int, stage: str, *, pending_only: bool = False) -> list[dict]:
+        sql = "SELECT * FROM requests WHERE round_id = ? AND stage = ?"
+        if pending_only:
+            sql += " AND response IS NULL AND error IS NULL"
+        rows = self._rows(sql + " ORDER BY position", [round_id, stage])
+        for row in rows:
+            row["meta"] = _loads(row["meta"]) or {}
+        return rows
+
+    def record_response(self, request_id: int, *, response: str | None, finish_reason: str | None,
+                        prompt_tokens: int, completion_tokens: int, cost_usd: float, latency_s: float,
+                        attempts: int, error: str | None = None, error_kind: str | None = None) -> None:
+        self._q(
+            "UPDATE requests SET response = ?, finish_reason = ?, prompt_tokens = ?, "
+            "completion_tokens = ?, cost_usd = ?, latency_s = ?, attempts = ?, error = ?, "
+            "error_kind = ?, completed_at = current_timestamp WHERE id = ?",
+            [None if error else response, finish_reason, prompt_tokens, completion_tokens, cost_usd,
+             latency_s, attempts, error, error_kind, request_id],
+        )
+
+    def request_history(self, stage: str, model: str | None = None, limit: int = 500) -> dict:
+        """Medians of recent answered requests, for estimates."""
+        row = self._q(
+            "SELECT count(*), median(prompt_tokens), median(completion_tokens), median(latency_s) "
+            "FROM (SELECT * FROM requests WHERE stage = ? AND response IS NOT NULL "
+            "AND (? IS NULL OR model = ?) ORDER BY id DESC LIMIT ?)",
+            [stage, model, model, limit],
+        ).fetchone()
+        return {"n": row[0], "prompt_tokens": row[1], "completion_tokens": row[2], "latency_s": row[3]}
+
+    def error_summary(self, run_id: int) -> list[dict]:
+        return self._rows(
+            "SELECT error_kind, any_value(error) AS example, count(*) AS n FROM requests "
+            "WHERE run_id = ? AND error IS NOT NULL GROUP BY error_kind ORDER BY n DESC",
+            [run_id],
+        )
+
+    # -- candidates and instances --------------------------------------------------
+    def add_candidates(self, run_id: int, round_id: int, rows: Sequence[dict], *,
+                       next_step: str | None = None) -> list[int]:
+        """Insert a round's decided candidates (and, for batch mode, their instances)
+        and move the round on, in one transaction."""
+        ids = []
+        with self.transaction() as cur:
+            for row in rows:
+                cur.execute(
+                    "INSERT INTO candidates (run_id, round_id, request_id, position, instruction, status, "
+                    "reason, details, max_rouge, nearest_text, is_classification) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    [run_id, round_id, row.get("request_id"), row["position"], row["instruction"],
+                     row["status"], row.get("reason"), _dumps(row.get("details")), row.get("max_rouge"),
+                     row.get("nearest_text"), row.get("is_classification")],
+                )
+                candidate_id = cur.fetchone()[0]
+                ids.append(candidate_id)
+                if row.get("instances"):
+                    self._insert_instances(cur, candidate_id, row.get("request_id"), row["instances"])
+            if next_step:
+                cur.execute("UPDATE rounds SET step = ?, finished_at = CASE WHEN ? = 'done' "
+                            "THEN current_timestamp ELSE NULL END WHERE id = ?",
+                            [next_step, next_step, round_id])
+        return ids
+
+    @staticmethod
+    def _insert_instances(cur, candidate_id: int, request_id: int | None, instances: Sequence[dict]) -> None:
+        cur.executemany(
+            "INSERT INTO instances (candidate_id, request_id, position, input, output, status, reason, details) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [[candidate_id, request_id, i, inst["input"], inst["output"], inst.get("status", "kept"),
+              inst.get("reason"), _dumps(inst.get("details"))] for i, inst in enumerate(instances)],
+        )
+
+    def round_candidates(self, round_id: int, status: str | None = None) -> list[dict]:
+        sql = "SELECT * FROM candidates WHERE round_id = ?"
+        params: list[Any] = [round_id]
+        if status:
+            sql += " AND status = ?"
+            params.append(status)
+        rows = self._rows(sql + " ORDER BY position", params)
+        for row in rows:
+            row["details"] = _loads(row["details"])
+        return rows
+
+    def set_classifications(self, round_id: int, labels: dict[int, bool], *, next_step: str) -> None:
+        with self.transaction() as cur:
+            if labels:
+                cur.executemany(
+                    "UPDATE candidates SET is_classification = ? WHERE id = ?",
+                    [[bool(v), k] for k, v in labels.items()],
+                )
+            cur.execute("UPDATE rounds SET step = ? WHERE id = ?", [next_step, round_id])
+
+    def add_instances(self, round_id: int, by_candidate: dict[int, tuple[int | None, list[dict]]], *,
+                      next_step: str) -> None:
+        """Instances per candidate (request id, rows with status/reason/details),
+        written with the round's next step in one transaction."""
+        with self.transaction() as cur:
+            for candidate_id, (request_id, rows) in by_candidate.items():
+                cur.execute("DELETE FROM instances WHERE candidate_id = ?", [candidate_id])
+                if rows:
+                    self._insert_instances(cur, candidate_id, request_id, rows)
+            cur.execute(
+                "UPDATE rounds SET step = ?, finished_at = CASE WHEN ? = 'done' THEN current_timestamp "
+                "ELSE finished_at END WHERE id = ?",
+                [next_step, next_step, round_id],
+            )
+
+    def machine_instructions(self, limit: int | None = None) -> list[str]:
+        sql = "SELECT instruction FROM candidates WHERE status = 'accepted' ORDER BY id"
+        return [r[0] for r in self._q(sql + (" LIMIT ?" if limit else ""),
+                                      [limit] if limit else []).fetchall()]
+
+    def newest_accepted(self, run_id: int, limit: int = 10) -> list[dict]:
+        return self._rows(
+            "SELECT c.id, r.number AS round, c.instruction, c.max_rouge, c.is_classification "
+            "FROM candidates c JOIN rounds r ON r.id = c.round_id "
+            "WHERE c.run_id = ? AND c.status = 'accepted' ORDER BY c.id DESC LIMIT ?",
+            [run_id, limit],
+        )
+
+    def rouge_scores(self, run_id: int, round_number: int | None = None):
+        sql = ("SELECT r.number AS round, c.status, c.reason, c.max_rouge FROM candidates c "
+               "JOIN rounds r ON r.id = c.round_id WHERE c.run_id = ? AND c.max_rouge IS NOT NULL")
+        params: list[Any] = [run_id]
+        if round_number is not None:
+            sql += " AND r.number = ?"
+            params.append(round_number)
+        return self._frame(sql, params)
+
+    def run_candidates(self, run_id: int):
+        """Every candidate of a run in decision order (for re-filtering and checks)."""
+        rows = self._rows(
+            "SELECT c.*, r.number AS round FROM candidates c JOIN rounds r ON r.id = c.round_id "
+            "WHERE c.run_id = ? ORDER BY r.number, c.position", [run_id])
+        for row in rows:
+            row["details"] = _loads(row["details"])
+        return rows
+
+    def pool_instructions_before_run(self, run_id: int) -> list[str]:
+        """The novelty pool as a run saw it when it began: seeds and what earlier runs accepted."""
+        return [r[0] for r in self._q(
+            "SELECT instruction FROM (SELECT 0 AS k, id, instruction FROM seed_tasks "
+            "UNION ALL SELECT 1 AS k, id, instruction FROM candidates WHERE status = 'accepted' "
+            "AND run_id < ?) ORDER BY k, id", [run_id]).fetchall()]
+
+    def redecide_candidates(self, run_id: int, decisions: dict[int, dict], *, actor: str) -> int:
+        """Apply re-filter decisions ({candidate id: {status, reason, details, max_rouge,
+        nearest_text}}) to candidates the filters decided; audited."""
+        changed = 0
+        with self.transaction() as cur:
+            for candidate_id, new in decisions.items():
+                before = cur.execute(
+                    "SELECT status, reason, max_rouge FROM candidates WHERE id = ? AND run_id = ? "
+                    "AND decided_by = 'filter'", [candidate_id, run_id]).fetchone()
+                if before is None:
+                    continue
+                cur.execute(
+                    "UPDATE candidates SET status = ?, reason = ?, details = ?, max_rouge = ?, "
+                    "nearest_text = ?, updated_at = current_timestamp WHERE id = ?",
+                    [new["status"], new.get("reason"), _dumps(new.get("details")), new.get("max_rouge"),
+                     new.get("nearest_text"), candidate_id],
+                )
+                self._audit(cur, actor, "refilter", "candidate", candidate_id, new.get("why"),
+                            {"status": before[0], "reason": before[1], "max_rouge": before[2]},
+                            {"status": new["status"], "reason": new.get("reason"),
+                             "max_rouge": new.get("max_rouge")})
+                changed += 1
+        return changed
