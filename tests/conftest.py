@@ -50,3 +50,48 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120):
         [sys.executable, "-m", "selfinstruct", *args], cwd=ROOT, capture_output=True, text=True,
         timeout=timeout, env={**os.environ, **(env or {})},
     )
+
+
+@pytest.fixture(scope="session")
+def _demo_pool_template(tmp_path_factory) -> Path:
+    """A pool grown by three offline-demo rounds, made once per test session."""
+    from selfinstruct import seeds
+    from selfinstruct.offline import OfflineServer
+    from selfinstruct.pipeline import RunConfig, Runner, start_run
+
+    path = tmp_path_factory.mktemp("demo") / "demo.duckdb"
+    with Pool.open(path) as pool, OfflineServer(seed=1) as server:
+        seeds.load_starter_seeds(pool)
+        run_id = start_run(pool, RunConfig(base_url=server.base_url, rounds=3, seed=1))
+        outcome = Runner(pool, run_id).run()
+        assert outcome.status == "finished"
+    return path
+
+
+@pytest.fixture
+def demo_db_path(_demo_pool_template, tmp_path) -> Path:
+    """A private copy of the demo pool (seeds + 3 generated rounds) for one test."""
+    import shutil
+
+    path = tmp_path / "pool.duckdb"
+    shutil.copy(_demo_pool_template, path)
+    return path
+
+
+@pytest.fixture
+def demo_pool(demo_db_path):
+    pool = Pool.open(demo_db_path)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def demo_app_env(demo_db_path, monkeypatch):
+    """AppTest on its own copy of the demo pool."""
+    import streamlit as st
+
+    monkeypatch.setenv("SELFINSTRUCT_DB", str(demo_db_path))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield demo_db_path
+    st.cache_resource.clear()

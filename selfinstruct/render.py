@@ -1,0 +1,40 @@
+"""Model text made safe for the browser.
+
+Text produced by a model is untrusted. Pages show it with `st.text`, `st.code` or in
+dataframes (all plain text), or, when words must be marked, as the HTML built here:
+every character of the text is escaped, so tags, scripts and markdown in it stay inert,
+and only our own <mark> and <span> elements are live.
+"""
+from __future__ import annotations
+
+import html
+from typing import Iterable
+
+_BOX = ("white-space: pre-wrap; word-break: break-word; overflow-wrap: anywhere; "
+        "font-family: var(--font, sans-serif); line-height: 1.5;")
+
+
+def escape_text(text: str) -> str:
+    """`text` as inert HTML (line breaks kept by the surrounding pre-wrap box)."""
+    return html.escape(text or "", quote=True)
+
+
+def marked_html(text: str, spans: Iterable[tuple[int, int]], *, mark_style: str = "") -> str:
+    """`text` escaped, with the character ranges in `spans` wrapped in <mark>.
+    Overlapping or unsorted spans are merged first."""
+    merged: list[list[int]] = []
+    for start, end in sorted((max(0, s), min(len(text), e)) for s, e in spans):
+        if end <= start:
+            continue
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    style = f' style="{escape_text(mark_style)}"' if mark_style else ""
+    parts, pos = [], 0
+    for start, end in merged:
+        parts.append(escape_text(text[pos:start]))
+        parts.append(f"<mark{style}>{escape_text(text[start:end])}</mark>")
+        pos = end
+    parts.append(escape_text(text[pos:]))
+    return f'<div style="{_BOX}">{"".join(parts)}</div>'

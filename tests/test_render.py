@@ -1,0 +1,15 @@
+from selfinstruct.render import escape_text, marked_html
+
+
+def test_html_in_model_text_is_inert():
+    hostile = '<script>alert(1)</script> ![x](http://a/b.png) <b>bold</b> "q" & more'
+    out = escape_text(hostile)
+    assert "<script>" not in out and "<b>" not in out
+    assert "&lt;script&gt;" in out and "&amp; more" in out
+
+
+def test_marks_wrap_the_spans_and_nothing_else():
+    text = "Draw a <map> of the town"
+    out = marked_html(text, [(0, 4), (8, 11), (9, 10)])
+    assert out.count("<mark>") == 2
+    assert "<mark>Draw</mark>" in out and "&lt;<mark>map</mark>&gt;" in out
