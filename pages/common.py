@@ -26,8 +26,15 @@ def current_pool() -> Pool:
         st.stop()
 
 
+def current_user() -> str:
+    """Who is acting in this browser session (recorded in the audit log and on labels)."""
+    return (st.session_state.get("user_name") or "").strip() or "user"
+
+
 def pool_sidebar() -> None:
     with st.sidebar:
+        st.text_input("Your name", key="user_name", placeholder="user",
+                      help="Recorded with every change you make and every label you give.")
         with st.expander("Pool file", icon=":material/database:"):
             new_path = st.text_input("DuckDB file", value=pool_path(), key="db_path_input",
                                      help="Every seed, run, candidate and label lives in this one file.")
