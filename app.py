@@ -8,6 +8,7 @@ st.set_page_config(page_title="selfinstruct", page_icon=":material/auto_awesome:
 pages = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/seed.py", title="Seed", icon=":material/spa:"),
+    st.Page("pages/generate.py", title="Generate", icon=":material/auto_awesome:"),
 ]
 navigation = st.navigation(pages)
 pool_sidebar()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from selfinstruct.jobs import JobManager
 from selfinstruct.store import Pool, PoolError, default_db_path
 
 
@@ -10,6 +11,17 @@ from selfinstruct.store import Pool, PoolError, default_db_path
 def _open_pool(path: str) -> Pool:
     # One Pool per file per process: DuckDB allows a single writer per file.
     return Pool.open(path)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _job_manager(path: str) -> JobManager:
+    # One background runner per pool file, shared by every browser session.
+    return JobManager(_open_pool(path))
+
+
+def job_manager() -> JobManager:
+    """The background runner of this session's pool (open the pool with current_pool() first)."""
+    return _job_manager(pool_path())
 
 
 def pool_path() -> str:
@@ -42,3 +54,16 @@ def pool_sidebar() -> None:
                 st.session_state["db_path"] = new_path.strip()
                 st.rerun()
             st.caption(f"Open: `{pool_path()}`")
+        try:
+            busy = job_manager().status().busy
+        except PoolError:  # the page itself reports a pool it cannot open
+            return
+        st.fragment(run_every=2 if busy else None)(_job_status_line)()
+
+
+def _job_status_line() -> None:
+    manager = job_manager()
+    status = manager.status()
+    size = manager.pool.counts()
+    icon = ":material/autorenew:" if status.busy else ":material/pause_circle:"
+    st.caption(f"{icon} {status.line(size.seeds + size.accepted)}")

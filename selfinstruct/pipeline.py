@@ -307,7 +307,8 @@ class Runner:
 
     # -- classify --------------------------------------------------------------------
     def _classify(self, round_id: int, number: int) -> None:
-        accepted = self.pool.round_candidates(round_id, "accepted")
+        # This round's accepted candidates, and any rescued since an earlier round.
+        accepted = self.pool.accepted_needing_classification()
         stage = prompts.STAGE_CLASSIFY
         if not self.pool.requests_for(round_id, stage):
             self.pool.add_requests(self.run_id, round_id, stage, [
@@ -323,7 +324,7 @@ class Runner:
 
     # -- instances ---------------------------------------------------------------------
     def _instances(self, round_id: int, number: int) -> None:
-        accepted = self.pool.round_candidates(round_id, "accepted")
+        accepted = self.pool.accepted_needing_instances()
         stage = prompts.STAGE_INSTANCES
         if not self.pool.requests_for(round_id, stage):
             self.pool.add_requests(self.run_id, round_id, stage, [

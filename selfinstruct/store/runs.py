@@ -67,6 +67,12 @@ class RunQueries:
         return {"requests": row[0], "prompt_tokens": int(row[1]), "completion_tokens": int(row[2]),
                 "tokens": int(row[1]) + int(row[2]), "cost_usd": float(row[3]), "errors": row[4]}
 
+    def pool_size_before_run(self, run_id: int) -> int:
+        """Seeds plus what earlier runs accepted: where a run's pool-growth chart starts."""
+        return int(self._scalar(
+            "SELECT (SELECT count(*) FROM seed_tasks) + (SELECT count(*) FROM candidates "
+            "WHERE status = 'accepted' AND run_id < ?)", [run_id]))
+
     def accepted_count(self, run_id: int | None = None) -> int:
         if run_id is None:
             return int(self._scalar("SELECT count(*) FROM candidates WHERE status = 'accepted'"))
@@ -245,6 +251,20 @@ class RunQueries:
         for row in rows:
             row["details"] = _loads(row["details"])
         return rows
+
+    def accepted_needing_classification(self) -> list[dict]:
+        """Accepted candidates not yet classified (new this round, or rescued by a person)."""
+        return self._rows(
+            "SELECT id, instruction FROM candidates WHERE status = 'accepted' "
+            "AND is_classification IS NULL ORDER BY id")
+
+    def accepted_needing_instances(self) -> list[dict]:
+        """Accepted candidates with no instance rows yet (new, rescued, or whose
+        instance request failed in an earlier round)."""
+        return self._rows(
+            "SELECT c.id, c.instruction, c.is_classification FROM candidates c "
+            "WHERE c.status = 'accepted' AND NOT EXISTS "
+            "(SELECT 1 FROM instances i WHERE i.candidate_id = c.id) ORDER BY c.id")
 
     def set_classifications(self, round_id: int, labels: dict[int, bool], *, next_step: str) -> None:
         with self.transaction() as cur:

@@ -1,0 +1,246 @@
+import os
+
+import altair as alt
+import streamlit as st
+
+from pages.common import current_pool, current_user, job_manager
+from selfinstruct import monitor
+from selfinstruct.filters import ALPACA_EXTRA_KEYWORDS, PAPER_KEYWORDS
+from selfinstruct.llm import LLMClient, LLMConfig, LLMError, Sampling
+from selfinstruct.pipeline import RunConfig, estimate_run
+
+BACKENDS = {
+    "offline": "Offline demo",
+    "openai": "OpenAI",
+    "compatible": "OpenAI-compatible endpoint",
+}
+OPENAI_URL = "https://api.openai.com/v1"
+ENV_KEY = os.environ.get("OPENAI_API_KEY", "")
+
+pool = current_pool()
+manager = job_manager()
+
+st.title("Generate")
+if pool.counts().seeds == 0:
+    st.warning("The pool has no seed tasks yet; every round imitates them.", icon=":material/spa:")
+    st.page_link("pages/seed.py", label="Load seeds first", icon=":material/spa:")
+    st.stop()
+
+# -- settings ----------------------------------------------------------------------
+with st.expander("Model and settings", expanded=not manager.status().busy, icon=":material/tune:"):
+    backend = st.segmented_control(
+        "Backend", list(BACKENDS), format_func=BACKENDS.get, key="gen_backend",
+        default="openai" if ENV_KEY else "offline", required=True)
+    api_key = None
+    if backend == "offline":
+        base_url, model = "", "selfinstruct-demo"
+        st.caption("The offline demo replays example tasks bundled with selfinstruct through a local "
+                   "OpenAI-compatible server. It is not a language model: use it to learn the workflow.")
+    else:
+        url_col, model_col = st.columns(2)
+        base_url = url_col.text_input(
+            "Base URL", value=OPENAI_URL if backend == "openai" else "http://localhost:8000/v1",
+            key=f"gen_base_url_{backend}", disabled=backend == "openai",
+            help="vLLM: http://host:8000/v1 · Ollama: http://localhost:11434/v1 · "
+                 "llama.cpp server: http://localhost:8080/v1")
+        model = model_col.text_input("Model", value="gpt-4o-mini" if backend == "openai" else "",
+                                     key=f"gen_model_{backend}")
+        api_key = st.text_input(
+            "API key", value=ENV_KEY, type="password", key="gen_api_key",
+            help="Held in this browser session only; never written to the pool, logs or exports. "
+                 "Local servers usually need none.") or None
+    mode_col, gen_col = st.columns(2)
+    mode = mode_col.segmented_control(
+        "Mode", ["chat", "completion"], key="gen_mode", default="chat", required=True,
+        help="chat: chat completions (instruction-tuned models). completion: the completions "
+             "endpoint, for base models, as in the paper.")
+    generation = gen_col.segmented_control(
+        "Generation", ["selfinstruct", "alpaca"], key="gen_generation", default="selfinstruct", required=True,
+        format_func={"selfinstruct": "Self-Instruct (list, then instances)",
+                     "alpaca": "Alpaca (whole tasks per request)"}.get)
+    if backend != "offline" and st.button("Test connection", key="gen_test", icon=":material/cable:"):
+        try:
+            message = LLMClient(LLMConfig(base_url=base_url, model=model, api_key=api_key, mode=mode,
+                                          timeout_s=15, max_retries=0)).check_sync()
+        except LLMError as exc:
+            st.error(exc.message, icon=":material/error:")
+        else:
+            st.success(message, icon=":material/check_circle:")
+
+    st.markdown("**Sampling** (the paper: temperature 0.7, top_p 0.5, presence penalty 2, 1024 tokens)")
+    s1, s2, s3, s4 = st.columns(4)
+    temperature = s1.number_input("Temperature", 0.0, 2.0, 0.7, 0.05, key="gen_temperature")
+    top_p = s2.number_input("top_p", 0.0, 1.0, 0.5, 0.05, key="gen_top_p")
+    presence = s3.number_input("Presence penalty", -2.0, 2.0, 2.0, 0.1, key="gen_presence")
+    max_tokens = s4.number_input("Max tokens", 16, 32768, 1024, 64, key="gen_max_tokens")
+
+    st.markdown("**Each round**")
+    r1, r2, r3, r4 = st.columns(4)
+    requests_per_round = r1.number_input("Requests per round", 1, 1000, 8, key="gen_requests")
+    concurrency = r2.number_input("Concurrent requests", 1, 256, 8, key="gen_concurrency")
+    human_examples = r3.number_input("Seed examples per prompt", 0, 16, 6, key="gen_human")
+    machine_examples = r4.number_input("Generated examples per prompt", 0, 16, 2, key="gen_machine",
+                                       help="Used once the pool has generated instructions.")
+
+    st.markdown("**Filters**")
+    f1, f2 = st.columns([1, 2])
+    threshold = f1.slider("ROUGE-L threshold (reject above)", 0.3, 1.0, 0.7, 0.01, key="gen_threshold")
+    alpaca_words = f1.checkbox("Also Alpaca's words (video, audio, music, flowchart, diagram)",
+                               key="gen_alpaca_words")
+    default_words = list(PAPER_KEYWORDS) + (list(ALPACA_EXTRA_KEYWORDS) if alpaca_words else [])
+    keywords_text = f2.text_area("Keywords that reject an instruction (whole words, one per line)",
+                                 value="\n".join(default_words), key=f"gen_keywords_{alpaca_words}",
+                                 height=130)
+
+    st.markdown("**Stop when** (whichever comes first)")
+    c1, c2, c3 = st.columns(3)
+    rounds = c1.number_input("Rounds", 0, 10_000, 3, key="gen_rounds", help="0: no limit")
+    target = c2.number_input("Generated instructions in the pool", 0, 10_000_000, 0, key="gen_target",
+                             help="0: no limit")
+    budget = c3.number_input("Budget (USD)", 0.0, 100_000.0, 0.0, 1.0, key="gen_budget", help="0: no limit")
+
+config = RunConfig(
+    model=model or "", base_url=base_url, backend="offline" if backend == "offline" else "openai-compatible",
+    mode=mode, generation=generation, requests_per_round=int(requests_per_round),
+    human_examples=int(human_examples), machine_examples=int(machine_examples),
+    rouge_threshold=float(threshold), keywords=[w.strip() for w in keywords_text.splitlines() if w.strip()],
+    sampling=Sampling(temperature=temperature, top_p=top_p, presence_penalty=presence,
+                      max_tokens=int(max_tokens)).to_dict(),
+    concurrency=int(concurrency), rounds=int(rounds) or None, target=int(target) or None,
+    budget_usd=float(budget) or None,
+)
+if not (config.rounds or config.target or config.budget_usd):
+    st.info("No stop condition set: the run goes on until you stop it.", icon=":material/all_inclusive:")
+
+estimate = estimate_run(pool, config, manager.prices)
+e1, e2, e3, e4 = st.columns(4)
+e1.metric("Requests (est.)", f"~{estimate.requests:,}")
+e2.metric("Tokens (est.)", f"~{estimate.tokens:,}")
+e3.metric("Cost (est.)", f"~${estimate.cost_usd:,.2f}")
+e4.metric("Time (est.)", f"~{estimate.seconds / 60:,.1f} min")
+st.caption(f"Estimated {estimate.basis}.")
+
+status = manager.status()
+if st.button("Start run", key="gen_start", type="primary", icon=":material/play_arrow:",
+             disabled=status.busy or (backend != "offline" and not model)):
+    try:
+        run_id = manager.start(config, api_key=api_key, actor=current_user())
+    except (RuntimeError, ValueError) as exc:
+        st.error(str(exc))
+    else:
+        st.session_state["gen_run"] = run_id
+        st.rerun()
+
+
+# -- live view --------------------------------------------------------------------------
+def reason_chart(view):
+    return alt.Chart(view.reasons).mark_bar().encode(
+        x=alt.X("round:O", title="Round"), y=alt.Y("n:Q", title="Rejected"),
+        color=alt.Color("label:N", title="Reason"), tooltip=["round", "label", "n"])
+
+
+def rouge_chart(view, threshold_value: float):
+    bars = alt.Chart(view.rouge).mark_bar(opacity=0.8).encode(
+        x=alt.X("max_rouge:Q", bin=alt.Bin(step=0.05), title="ROUGE-L with the most similar pool instruction"),
+        y=alt.Y("count():Q", title="Candidates"), color=alt.Color("status:N", title=None))
+    rule = alt.Chart({"values": [{"t": threshold_value}]}).mark_rule(color="red", strokeDash=[4, 3]).encode(x="t:Q")
+    return bars + rule
+
+
+PAGE_SAW_BUSY = status.busy
+
+
+@st.fragment(run_every=1 if status.busy else None)
+def live_view() -> None:
+    status = manager.status()
+    if PAGE_SAW_BUSY and not status.busy:
+        st.rerun(scope="app")  # the run ended: redraw the page without the 1 s refresh
+    runs = pool.runs()
+    if not runs:
+        st.caption("No runs yet. Choose a backend and press Start run.")
+        return
+    ids = [r["id"] for r in runs]
+    default_id = status.run_id if status.run_id in ids else st.session_state.get("gen_run", ids[0])
+    run_id = st.selectbox(
+        "Run", ids, index=ids.index(default_id) if default_id in ids else 0, key="gen_view_run",
+        format_func=lambda i: next(f"Run {r['id']} · {r['status']} · {r['config'].get('model')} · "
+                                   f"{r['rounds_done']} round(s) · {r['accepted']} accepted"
+                                   for r in runs if r["id"] == i))
+    view = monitor.run_view(pool, run_id)
+    running_this = status.busy and status.run_id == run_id
+
+    if running_this:
+        st.markdown(f"**{status.line()}**")
+        if status.total:
+            st.progress(min(1.0, status.done / status.total),
+                        text=f"Round {status.round} · {status.step} · {status.done}/{status.total}")
+        b1, b2, _ = st.columns([1, 1, 4])
+        if b1.button("Pause", key="gen_pause", icon=":material/pause:", disabled=status.state != "running"):
+            manager.pause()
+            st.rerun(scope="app")
+        if b2.button("Stop", key="gen_stop", icon=":material/stop:", disabled=status.state == "stopping"):
+            manager.stop()
+            st.rerun(scope="app")
+    else:
+        state = view.run["status"]
+        note = {"interrupted": "was interrupted (the app stopped while it ran)",
+                "paused": "is paused", "failed": "stopped on an error", "stopped": "was stopped",
+                "finished": "finished", "created": "has not started"}.get(state, state)
+        st.markdown(f"**Run {run_id} {note}**" + (f" ({view.run['stop_reason']})" if view.run["stop_reason"] else ""))
+        if view.run["error"]:
+            st.error(view.run["error"], icon=":material/error:")
+        if state in {"interrupted", "paused", "failed", "stopped"}:
+            b1, b2, _ = st.columns([1, 1, 4])
+            if b1.button("Resume", key="gen_resume", icon=":material/play_arrow:", disabled=status.busy):
+                manager.resume(run_id, api_key=st.session_state.get("gen_api_key") or ENV_KEY or None)
+                st.rerun(scope="app")
+            if state != "stopped" and b2.button("End run", key="gen_end", icon=":material/stop:"):
+                manager.stop(run_id)
+                st.rerun(scope="app")
+
+    rounds = view.rounds
+    done = rounds[rounds["step"] == "done"]
+    m = st.columns(6)
+    m[0].metric("Rounds done", len(done))
+    m[1].metric("Accepted", f"{int(rounds['accepted'].sum()):,}")
+    m[2].metric("Rejected", f"{int(rounds['rejected'].sum()):,}")
+    total = int(rounds["candidates"].sum())
+    m[3].metric("Acceptance", f"{rounds['accepted'].sum() / total:.0%}" if total else "–")
+    m[4].metric("Tokens", f"{view.usage['tokens']:,}")
+    m[5].metric("Cost", f"${view.usage['cost_usd']:,.4f}")
+
+    for error in view.errors:
+        st.warning(f"{error['n']} request(s) failed ({error['error_kind']}): {error['example']}",
+                   icon=":material/warning:")
+
+    st.dataframe(
+        rounds.drop(columns=["round_id"]), hide_index=True, key="gen_rounds_table",
+        column_config={"acceptance": st.column_config.ProgressColumn("acceptance", min_value=0, max_value=1,
+                                                                     format="percent"),
+                       "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
+                       "seconds": st.column_config.NumberColumn("seconds", format="%.1f")})
+    if len(rounds):
+        left, right = st.columns(2)
+        left.markdown("**Pool size**")
+        left.altair_chart(alt.Chart(view.growth).mark_line(point=True).encode(
+            x=alt.X("round:O", title="After round"), y=alt.Y("pool_size:Q", title="Instructions in the pool")))
+        right.markdown("**Rejections by reason**")
+        if len(view.reasons):
+            right.altair_chart(reason_chart(view))
+        else:
+            right.caption("Nothing rejected yet.")
+        left, right = st.columns(2)
+        left.markdown(f"**ROUGE-L of round {view.latest_round}'s candidates**")
+        if len(view.rouge):
+            left.altair_chart(rouge_chart(view, view.run["config"].get("rouge_threshold", 0.7)))
+        else:
+            left.caption("No scores yet for this round.")
+        right.markdown("**Newest accepted instructions**")
+        right.dataframe([{"round": n["round"], "instruction": n["instruction"],
+                          "ROUGE-L": round(n["max_rouge"] or 0.0, 3)} for n in view.newest],
+                        hide_index=True, key="gen_newest")
+    with st.expander("Configuration of this run"):
+        st.json(view.run["config"], expanded=False)
+
+
+live_view()

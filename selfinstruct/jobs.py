@@ -1,0 +1,172 @@
+"""Background runs inside the app process.
+
+One `JobManager` per pool file (the app keeps it in `st.cache_resource`). It runs a
+`pipeline.Runner` in a thread, so a run survives page switches and browser reloads,
+and it is paused, resumed and stopped from any page. The worker never touches the
+UI: pages read the manager's `status()` and the pool.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, replace
+
+from .llm import PriceTable
+from .pipeline import Event, RunConfig, RunControl, RunOutcome, Runner, start_run
+from .store import Pool
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    state: str = "idle"          # idle | running | pausing | stopping
+    run_id: int | None = None
+    round: int = 0
+    step: str = ""
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    started_at: float | None = None
+    outcome: RunOutcome | None = None   # how the last run in this process ended
+    errors_seen: int = 0
+
+    @property
+    def busy(self) -> bool:
+        return self.state != "idle"
+
+    def line(self, pool_size: int | None = None) -> str:
+        """One line for the sidebar."""
+        size = f", pool {pool_size:,}" if pool_size is not None else ""
+        if self.state == "idle":
+            if self.outcome:
+                return f"Run {self.outcome.run_id} {self.outcome.status}{size}"
+            return f"No run in progress{size}"
+        progress = f" {self.done}/{self.total}" if self.total else ""
+        verb = {"running": "running", "pausing": "pausing", "stopping": "stopping"}[self.state]
+        return f"Run {self.run_id} {verb}: round {self.round}, {self.step}{progress}{size}"
+
+
+class JobManager:
+    """Start, pause, resume and stop the runs of one pool, one at a time."""
+
+    def __init__(self, pool: Pool, *, prices: PriceTable | None = None):
+        self.pool = pool
+        self.prices = prices or PriceTable()
+        self._lock = threading.Lock()
+        self._status = JobStatus()
+        self._thread: threading.Thread | None = None
+        self._control: RunControl | None = None
+        # Runs marked running belong to a process that died: nothing runs them now.
+        self.interrupted_at_start = pool.mark_interrupted_runs()
+
+    # -- what pages read --------------------------------------------------------
+    def status(self) -> JobStatus:
+        with self._lock:
+            return self._status
+
+    def resumable_runs(self) -> list[dict]:
+        busy_id = self.status().run_id if self.status().busy else None
+        return [r for r in self.pool.runs()
+                if r["status"] in {"interrupted", "paused", "failed", "stopped"} and r["id"] != busy_id]
+
+    # -- actions ------------------------------------------------------------------
+    def start(self, config: RunConfig, *, api_key: str | None = None, name: str | None = None,
+              actor: str = "user") -> int:
+        with self._lock:
+            self._refuse_if_busy()
+            run_id = start_run(self.pool, config, name=name, actor=actor)
+            self._launch(run_id, api_key)
+        return run_id
+
+    def resume(self, run_id: int, *, api_key: str | None = None) -> None:
+        with self._lock:
+            self._refuse_if_busy()
+            if self.pool.run(run_id) is None:
+                raise ValueError(f"There is no run {run_id}.")
+            self._launch(run_id, api_key)
+
+    def pause(self) -> None:
+        self._ask("paused", "pausing")
+
+    def stop(self, run_id: int | None = None) -> None:
+        """Stop the running run; or end a paused/interrupted one for good."""
+        with self._lock:
+            busy = self._status.busy
+        if busy:
+            self._ask("stopped", "stopping")
+        elif run_id is not None:
+            self.pool.set_run_status(run_id, "stopped", stop_reason="stopped")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the worker ends (tests and shutdown); True when it has."""
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        self.pause()
+        self.wait(timeout)
+
+    # -- internals -------------------------------------------------------------------
+    def _refuse_if_busy(self) -> None:
+        if self._status.busy:
+            raise RuntimeError(f"Run {self._status.run_id} is still {self._status.state}; "
+                               "pause or stop it first.")
+
+    def _ask(self, reason: str, state: str) -> None:
+        with self._lock:
+            if not self._status.busy or self._control is None:
+                return
+            self._control.request(reason)
+            self._status = replace(self._status, state=state, message=f"{state}…")
+
+    def _launch(self, run_id: int, api_key: str | None) -> None:
+        control = RunControl()
+        self._control = control
+        self._status = JobStatus(state="running", run_id=run_id, message="starting",
+                                 started_at=time.time())
+        self._thread = threading.Thread(target=self._work, args=(run_id, api_key, control),
+                                        name=f"selfinstruct-run-{run_id}", daemon=True)
+        self._thread.start()
+
+    def _work(self, run_id: int, api_key: str | None, control: RunControl) -> None:
+        server = None
+        outcome: RunOutcome | None = None
+        try:
+            config = RunConfig.from_dict(self.pool.run(run_id)["config"])
+            base_url = None
+            if config.backend == "offline":
+                from .offline import OfflineServer
+
+                server = OfflineServer(seed=config.seed).start()
+                base_url = server.base_url
+            runner = Runner(self.pool, run_id, api_key=api_key, prices=self.prices,
+                            on_event=self._on_event, control=control, base_url=base_url)
+            outcome = runner.run()
+        except Exception as exc:  # the worker must never die silently
+            message = f"The run stopped on an unexpected error: {exc.__class__.__name__}: {exc}"
+            self.pool.set_run_status(run_id, "failed", stop_reason="error", error=message)
+            outcome = RunOutcome(run_id, "failed", "error", self.pool.rounds_done(run_id),
+                                 self.pool.accepted_count(run_id), message)
+        finally:
+            if server is not None:
+                server.stop()
+            with self._lock:
+                self._status = JobStatus(outcome=outcome, run_id=run_id,
+                                         message=(outcome.error or outcome.stop_reason) if outcome else "")
+
+    def _on_event(self, event: Event) -> None:
+        with self._lock:
+            status = self._status
+            changes: dict = {"round": event.round or status.round}
+            if event.kind in {"step", "request"}:
+                changes.update(step=event.step, done=event.done, total=event.total)
+            if event.kind == "round_started":
+                changes.update(step=event.step, done=0, total=0)
+            if event.kind == "request" and event.message:
+                changes["errors_seen"] = status.errors_seen + 1
+            if event.message:
+                changes["message"] = event.message
+            self._status = replace(status, **changes)
+

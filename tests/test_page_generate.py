@@ -1,0 +1,148 @@
+"""The Generate page through AppTest, with real background runs against the offline server."""
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from selfinstruct.offline import OfflineServer
+from tests.conftest import ROOT
+
+APP = str(ROOT / "app.py")
+
+
+def open_generate(db_path) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.switch_page("pages/seed.py").run()
+    at.button(key="load_starter").click().run()
+    at.switch_page("pages/generate.py").run()
+    assert not at.exception
+    return at
+
+
+def the_pool(db_path):
+    from pages.common import _open_pool
+    return _open_pool(str(db_path))
+
+
+def manager(db_path):
+    from pages.common import _job_manager
+    return _job_manager(str(db_path))
+
+
+def wait_for(at: AppTest, condition, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            at.run()
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting")
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def table_with(at: AppTest, column: str):
+    """The page's dataframe that has `column` (AppTest does not expose dataframe keys)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def use_endpoint(at: AppTest, server: OfflineServer, key: str | None = None) -> None:
+    at.segmented_control(key="gen_backend").set_value("compatible").run()
+    at.text_input(key="gen_base_url_compatible").input(server.base_url).run()
+    at.text_input(key="gen_model_compatible").input("selfinstruct-demo").run()
+    if key:
+        at.text_input(key="gen_api_key").input(key).run()
+
+
+def test_demo_run_numbers_on_the_page_equal_the_pool(app_env):
+    at = open_generate(app_env)
+    at.number_input(key="gen_rounds").set_value(2).run()
+    at.button(key="gen_start").click().run()
+    assert not at.exception
+    wait_for(at, lambda: not manager(app_env).status().busy)
+    assert not at.exception
+    pool = the_pool(app_env)
+    counts = pool.counts()
+    assert counts.rounds == 2 and pool.run(1)["status"] == "finished"
+    assert metric(at, "Rounds done") == "2"
+    assert metric(at, "Accepted") == f"{counts.accepted:,}"
+    assert metric(at, "Rejected") == f"{counts.rejected:,}"
+    table = table_with(at, "step")
+    assert list(table["round"]) == [1, 2]
+    assert int(table["accepted"].sum()) == counts.accepted
+    assert any("Run 1 finished" in m.value for m in at.markdown)
+    newest = table_with(at, "instruction")
+    assert len(newest) == 10 and set(newest["instruction"]) <= set(pool.machine_instructions())
+
+
+def test_pause_resume_and_stop(app_env):
+    with OfflineServer(latency_s=0.15) as server:
+        at = open_generate(app_env)
+        use_endpoint(at, server)
+        at.number_input(key="gen_rounds").set_value(3).run()
+        at.number_input(key="gen_concurrency").set_value(2).run()
+        at.button(key="gen_start").click().run()
+        jobs = manager(app_env)
+        wait_for(at, lambda: jobs.status().done >= 3)
+        at.button(key="gen_pause").click().run()
+        wait_for(at, lambda: not jobs.status().busy)
+        pool = the_pool(app_env)
+        assert pool.run(1)["status"] == "paused"
+        assert any("Run 1 is paused" in m.value for m in at.markdown)
+        at.button(key="gen_resume").click().run()
+        assert jobs.status().busy
+        wait_for(at, lambda: jobs.status().round >= 2)
+        at.button(key="gen_stop").click().run()
+        wait_for(at, lambda: not jobs.status().busy)
+        assert pool.run(1)["status"] == "stopped"
+        assert any("Run 1 was stopped" in m.value for m in at.markdown)
+        assert not at.exception
+
+
+def test_failing_endpoint_shows_the_error_and_stops_cleanly(app_env):
+    with OfflineServer(api_key="sk-right") as server:
+        at = open_generate(app_env)
+        use_endpoint(at, server, key="sk-wrong")
+        at.button(key="gen_test").click().run()
+        assert "401" in at.error[0].value
+        at.button(key="gen_start").click().run()
+        wait_for(at, lambda: not manager(app_env).status().busy)
+    assert not at.exception
+    pool = the_pool(app_env)
+    run = pool.run(1)
+    assert run["status"] == "failed" and "401" in run["error"]
+    assert any("401" in e.value for e in at.error)
+    assert "Traceback" not in " ".join(e.value for e in at.error)
+
+
+def test_server_errors_are_counted_in_plain_words(app_env):
+    with OfflineServer() as server:
+        server.faults.push("500", count=10_000)
+        at = open_generate(app_env)
+        use_endpoint(at, server)
+        at.number_input(key="gen_rounds").set_value(1).run()
+        at.number_input(key="gen_requests").set_value(2).run()
+        the_pool(app_env)
+        at.button(key="gen_start").click().run()
+        wait_for(at, lambda: not manager(app_env).status().busy, timeout=120)
+    warnings = [w.value for w in at.warning]
+    assert any(w.startswith("2 request(s) failed (server)") for w in warnings), warnings
+
+
+def test_interrupted_run_is_shown_with_resume(app_env):
+    at = open_generate(app_env)
+    pool = the_pool(app_env)
+    from selfinstruct.pipeline import RunConfig, start_run
+    run_id = start_run(pool, RunConfig(rounds=1))
+    pool.set_run_status(run_id, "running")   # as if the app had died mid-run
+    import streamlit as st
+    st.cache_resource.clear()                 # an app restart: new pool handle and job manager
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.switch_page("pages/generate.py").run()
+    assert any(f"Run {run_id} was interrupted" in m.value for m in at.markdown)
+    assert "interrupted" in the_pool(app_env).run(run_id)["status"]
+    at.button(key="gen_resume").click().run()
+    wait_for(at, lambda: not manager(app_env).status().busy)
+    assert the_pool(app_env).run(run_id)["status"] == "finished"
