@@ -27,7 +27,7 @@ if pool.counts().seeds == 0:
     st.stop()
 
 # -- settings ----------------------------------------------------------------------
-with st.expander("Model and settings", expanded=not manager.status().busy, icon=":material/tune:"):
+with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":material/tune:"):
     backend = st.segmented_control(
         "Backend", list(BACKENDS), format_func=BACKENDS.get, key="gen_backend",
         default="openai" if ENV_KEY else "offline", required=True)
@@ -117,7 +117,7 @@ e1, e2, e3, e4 = st.columns(4)
 e1.metric("Requests (est.)", f"~{estimate.requests:,}")
 e2.metric("Tokens (est.)", f"~{estimate.tokens:,}")
 e3.metric("Cost (est.)", f"~${estimate.cost_usd:,.2f}")
-e4.metric("Time (est.)", f"~{estimate.seconds / 60:,.1f} min")
+e4.metric("Time (est.)", f"~{estimate.time_text}")
 st.caption(f"Estimated {estimate.basis}.")
 
 status = manager.status()

@@ -192,7 +192,7 @@ def cmd_generate(args) -> int:
             estimate = estimate_run(pool, config)
             print(f"Estimate: {estimate.rounds} round(s), ~{estimate.requests:,} requests, "
                   f"~{estimate.tokens:,} tokens, ~${estimate.cost_usd:.2f}, "
-                  f"~{_duration(estimate.seconds)}; {estimate.basis}.")
+                  f"~{estimate.time_text}; {estimate.basis}.")
             if args.estimate:
                 return 0
             run_id = start_run(pool, config, actor="cli")
@@ -234,14 +234,6 @@ def _latest_resumable(pool) -> int | None:
         if run["status"] in {"interrupted", "paused", "failed", "stopped", "running"}:
             return run["id"]
     return None
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 class _Progress:

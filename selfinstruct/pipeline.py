@@ -490,6 +490,14 @@ class Estimate:
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    @property
+    def time_text(self) -> str:
+        if self.seconds < 90:
+            return f"{self.seconds:.0f} s"
+        if self.seconds < 5400:
+            return f"{self.seconds / 60:.0f} min"
+        return f"{self.seconds / 3600:.1f} h"
+
 
 def estimate_run(pool: Pool, config: RunConfig, prices: PriceTable | None = None) -> Estimate:
     """Rough tokens, cost and time before a run, from this pool's history when it
