@@ -345,3 +345,13 @@ def test_carry_ripples_through_a_word_without_matches(scoring_path):
     pool += [" ".join(head[-10:] + tail[:10]), " ".join(head + tail)]
     index = NoveltyIndex(pool)
     check_index(index, pool, candidate, k=20, thresholds=(0.3, 0.6))
+
+
+def test_degenerate_inputs_on_every_path(scoring_path):
+    index = NoveltyIndex(["", "a b", "!!!", "a"])
+    assert index.first_above("", -1.0) == (0, 0.0)
+    assert index.first_above("日本", -0.5) == (0, 0.0)
+    assert index.similarity("a", 0) == 0.0 == reference("", "a")
+    assert index.similarity("a", 1) == reference("a b", "a")
+    assert index.max_similarity("") == (0.0, None)
+    check_index(index, ["", "a b", "!!!", "a"], "a a b", k=4, thresholds=(0.0, 0.5))
