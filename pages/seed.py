@@ -53,10 +53,10 @@ if flash := st.session_state.pop("seed_flash", None):
 if report := st.session_state.get("seed_report"):
     st.error(f"The file has {len(report.issues)} problem(s); nothing was imported. "
              "Fix them, or tick \"Import only the valid rows\".", icon=":material/error:")
-    st.dataframe(
-        [{"line": issue.line or "file", "problem": issue.message} for issue in report.issues],
-        hide_index=True, key="seed_issues",
-    )
+    # Plain text: messages quote the uploaded file, which is untrusted.
+    st.code("\n".join(str(issue) for issue in report.issues[:500]), language=None, wrap_lines=True)
+    if len(report.issues) > 500:
+        st.caption(f"… and {len(report.issues) - 500} more.")
 
 # -- show and edit -----------------------------------------------------------------
 table = pool.seed_table()

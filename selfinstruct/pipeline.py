@@ -257,7 +257,7 @@ class Runner:
             return
         done = total - len(pending)
         self.on_event(Event("step", self.run_id, number, stage, done, total, f"sending {len(pending)} request(s)"))
-        asyncio.run(self._send_async(pending, number, stage, Sampling(**sampling), done, total))
+        _run_coroutine(self._send_async(pending, number, stage, Sampling(**sampling), done, total))
         if self.control.requested:
             raise _Interrupted()
 
@@ -532,6 +532,29 @@ def estimate_run(pool: Pool, config: RunConfig, prices: PriceTable | None = None
 
 
 # -- helpers ------------------------------------------------------------------------------
+def _run_coroutine(coro) -> None:
+    """asyncio.run, also from a thread that already runs an event loop (a notebook,
+    Playwright's sync API): then the coroutine gets a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coro)
+        return
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(coro)
+        except BaseException as exc:  # handed back to the caller's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name="selfinstruct-requests")
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+
+
 def _planned(position: int, prompt: prompts.Prompt, cfg: RunConfig, extra: dict | None = None) -> dict:
     return {
         "position": position, "prompt_version": prompt.version, "model": cfg.model, "mode": cfg.mode,

@@ -45,10 +45,9 @@ def test_bad_upload_shows_errors_row_by_row_and_writes_nothing(app_env, monkeypa
     at.button(key="seed_import").click().run()
     assert not at.exception
     assert "nothing was imported" in at.error[0].value
-    issues = at.dataframe[0].value
-    problems = list(issues["problem"])
-    assert list(issues["line"]) == [2, 3]
-    assert problems[0].startswith("Not valid JSON") and "must be text" in problems[1]
+    lines = at.code[0].value.splitlines()
+    assert lines[0].startswith("line 2: Not valid JSON") and lines[1].startswith("line 3: ")
+    assert "must be text" in lines[1] and len(lines) == 2
     assert any("0 seed tasks" in h.value for h in at.subheader)
 
 
