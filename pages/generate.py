@@ -128,7 +128,7 @@ if st.button("Start run", key="gen_start", type="primary", icon=":material/play_
     except (RuntimeError, ValueError) as exc:
         st.error(str(exc))
     else:
-        st.session_state["gen_run"] = run_id
+        st.session_state["gen_view_run"] = run_id   # show the new run
         st.rerun()
 
 
@@ -160,9 +160,10 @@ def live_view() -> None:
         st.caption("No runs yet. Choose a backend and press Start run.")
         return
     ids = [r["id"] for r in runs]
-    default_id = status.run_id if status.run_id in ids else st.session_state.get("gen_run", ids[0])
+    if st.session_state.get("gen_view_run") not in ids:
+        st.session_state["gen_view_run"] = status.run_id if status.run_id in ids else ids[0]
     run_id = st.selectbox(
-        "Run", ids, index=ids.index(default_id) if default_id in ids else 0, key="gen_view_run",
+        "Run", ids, key="gen_view_run",
         format_func=lambda i: next(f"Run {r['id']} · {r['status']} · {r['config'].get('model')} · "
                                    f"{r['rounds_done']} round(s) · {r['accepted']} accepted"
                                    for r in runs if r["id"] == i))
