@@ -175,8 +175,57 @@ def section_requests(args: argparse.Namespace) -> dict:
 
 # --------------------------------------------------------------------------- driver
 
+# --------------------------------------------------------------------------- section: filters
+
+
+def section_filters(args: argparse.Namespace) -> dict:
+    """Candidates per second through parse + heuristic filters + novelty (the pipeline's
+    `decide_round`) against a pool of realistic instructions."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from novelty import Generator, load_instructions  # the novelty bench's corpus generator
+
+    from selfinstruct.filters import InstructionFilter
+    from selfinstruct.novelty import NoveltyIndex
+    from selfinstruct.pipeline import decide_round
+    from selfinstruct.prompts import build_instruction_prompt
+
+    base = load_instructions()
+    rows = []
+    for pool_size in args.pool_sizes:
+        pool = Generator(base, seed=1)
+        texts = [pool.one() for _ in range(pool_size)]
+        started = time.perf_counter()
+        index = NoveltyIndex(texts)
+        build_s = time.perf_counter() - started
+        candidates = Generator(base, seed=2)
+        prompt = build_instruction_prompt(texts[:8], num_to_generate=8)
+        requests = []
+        for n in range(args.responses):
+            items = [candidates.one() for _ in range(8)]
+            response = "\n".join(f"{9 + i}. {item}" for i, item in enumerate(items))
+            requests.append({"id": n, "response": response, "finish_reason": "stop", "stage": prompt.stage,
+                             "prompt_version": prompt.version, "prompt": prompt.text,
+                             "meta": {"system": prompt.system, "stop": list(prompt.stop or []),
+                                      "prompt_meta": prompt.meta}})
+        started = time.perf_counter()
+        decided = decide_round(requests, InstructionFilter(), index, 0.7, batch=False)
+        elapsed = time.perf_counter() - started
+        accepted = sum(r["status"] == "accepted" for r in decided)
+        rows.append({"pool": pool_size, "index build s": round(build_s, 2), "candidates": len(decided),
+                     "accepted": accepted, "seconds": round(elapsed, 2),
+                     "candidates/s": round(len(decided) / elapsed),
+                     "ms/candidate": round(1000 * elapsed / len(decided), 3)})
+    print("filters: parse + heuristic filters + ROUGE-L novelty (decide_round), one core")
+    columns = list(rows[0])
+    print("  ".join(f"{c:>14}" for c in columns))
+    for row in rows:
+        print("  ".join(f"{row[c]:>14,}" if isinstance(row[c], int) else f"{row[c]:>14}" for c in columns))
+    return {"rows": rows}
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "requests": section_requests,
+    "filters": section_filters,
 }
 
 
@@ -184,6 +233,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--section", choices=[*SECTIONS, "all"], default="all",
                         help="which benchmark to run (default: all)")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    f = parser.add_argument_group("filters")
+    f.add_argument("--pool-sizes", type=int, nargs="+", default=[50_000])
+    f.add_argument("--responses", type=int, default=250, help="numbered-list answers of 8 items each")
     g = parser.add_argument_group("requests")
     g.add_argument("--latency", type=float, default=0.05, help="injected seconds per request")
     g.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])

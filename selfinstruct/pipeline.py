@@ -389,18 +389,20 @@ def decide_instruction(instruction: str, instruction_filter: InstructionFilter, 
     if rejection is not None:
         return {"instruction": instruction, "status": "rejected", "reason": rejection.reason,
                 "details": {"message": rejection.message, **rejection.evidence}}
-    nearest = index.most_similar(instruction, k=TOP_K_EVIDENCE)
-    best_score = nearest[0][1] if nearest else 0.0
-    evidence = [{"text": index.text(i), "score": score} for i, score in nearest]
+    # The best score decides; only a reject pays for the top-10 evidence (4x dearer).
+    best_score, best_id = index.max_similarity(instruction)
     row = {"instruction": instruction, "max_rouge": best_score,
-           "nearest_text": evidence[0]["text"] if evidence else None}
+           "nearest_text": index.text(best_id) if best_id is not None else None}
     if best_score > threshold:
+        evidence = [{"text": index.text(i), "score": score}
+                    for i, score in index.most_similar(instruction, k=TOP_K_EVIDENCE)]
         row.update(status="rejected", reason="rouge", details={
             "message": f"ROUGE-L {best_score:.3f} with a pool instruction is above the threshold {threshold}.",
             "threshold": threshold, "nearest": evidence})
     else:
         index.add(instruction)
-        row.update(status="accepted", reason=None, details={"threshold": threshold, "nearest": evidence[:3]})
+        nearest = [{"text": row["nearest_text"], "score": best_score}] if best_id is not None else []
+        row.update(status="accepted", reason=None, details={"threshold": threshold, "nearest": nearest})
     return row
 
 
