@@ -96,6 +96,42 @@ def build_parser() -> argparse.ArgumentParser:
     refl.add_argument("--apply", action="store_true", help="write the new decisions (audited)")
     refl.set_defaults(func=cmd_refilter)
 
+    exp = sub.add_parser("export", parents=[db], help="write the curated pool in a training format, "
+                         "with a dataset card",
+                         description="Export seed tasks and accepted generated tasks with their kept "
+                                     "instances. A path ending in .zip gets the data, README.md and "
+                                     "charts in one archive; otherwise README.md (the dataset card) and "
+                                     "<name>_charts/ are written beside the data file.")
+    exp.add_argument("--format", required=True, choices=("selfinstruct", "alpaca", "chat",
+                                                         "prompt-completion", "parquet", "csv"))
+    exp.add_argument("--out", required=True, type=Path, help="the data file (or a .zip archive)")
+    exp.add_argument("--no-seeds", action="store_true", help="leave the seed tasks out")
+    exp.add_argument("--no-generated", action="store_true", help="leave the generated tasks out")
+    exp.add_argument("--run", action="append", metavar="ID", help="only generated tasks of these runs "
+                     "(repeat, or give a comma-separated list)")
+    exp.add_argument("--min-round", type=int, help="only generated tasks from this round number on")
+    exp.add_argument("--max-round", type=int, help="only generated tasks up to this round number")
+    exp.add_argument("--classification", choices=("only", "exclude"),
+                     help="only classification tasks, or none of them (default: both)")
+    exp.add_argument("--exclude-rescued", action="store_true", help="leave out tasks rescued from the rejects")
+    exp.add_argument("--human-approved-only", action="store_true",
+                     help="only generated tasks a person rescued, approved or edited")
+    exp.add_argument("--exclude-invalid", action="store_true",
+                     help="leave out what quality-study annotators labeled invalid")
+    exp.add_argument("--min-instruction-words", type=int)
+    exp.add_argument("--max-instruction-words", type=int)
+    exp.add_argument("--min-output-words", type=int)
+    exp.add_argument("--max-output-words", type=int)
+    exp.add_argument("--include-empty-tasks", action="store_true",
+                     help="selfinstruct format: also write tasks with no instance left")
+    exp.add_argument("--system-prompt", help="chat format: a system message on every conversation")
+    exp.add_argument("--template-seed", type=int, default=0,
+                     help="prompt-completion format: seed of the random template choice (default 0)")
+    exp.add_argument("--no-card", action="store_true", help="write the data file only")
+    exp.add_argument("--title", help="the dataset card's title")
+    exp.add_argument("--dry-run", action="store_true", help="print what would be exported and exit")
+    exp.set_defaults(func=cmd_export)
+
     return parser
 
 
@@ -295,6 +331,48 @@ def cmd_refilter(args) -> int:
         print(f"Applied {report.applied} change(s).")
     return 0
 
+
+def cmd_export(args) -> int:
+    from . import export as export_mod
+
+    try:
+        filters = export_mod.ExportFilters(
+            include_seeds=not args.no_seeds, include_generated=not args.no_generated,
+            runs=export_mod.parse_run_ids(args.run), min_round=args.min_round, max_round=args.max_round,
+            classification={"only": True, "exclude": False}.get(args.classification),
+            exclude_rescued=args.exclude_rescued, human_approved_only=args.human_approved_only,
+            exclude_invalid=args.exclude_invalid,
+            min_instruction_words=args.min_instruction_words,
+            max_instruction_words=args.max_instruction_words,
+            min_output_words=args.min_output_words, max_output_words=args.max_output_words,
+            include_empty_tasks=args.include_empty_tasks,
+        ).for_format(args.format)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    options = export_mod.ExportOptions(system_prompt=args.system_prompt or None,
+                                       template_seed=args.template_seed)
+    with open_pool(args) as pool:
+        counts = pool.export_counts(filters)
+        for line in filters.describe():
+            print(f"  {line}")
+        empty = counts["empty_tasks"]
+        print(f"{counts['tasks']:,} task(s) ({counts['seed_tasks']:,} seed, {counts['generated_tasks']:,} "
+              f"generated) with {counts['instances']:,} instance(s)"
+              + (f"; {empty:,} task(s) with no instance left "
+                 + ("are written with no instances" if filters.include_empty_tasks else "are skipped")
+                 if empty else "") + ".")
+        if args.dry_run:
+            return 0
+        result = export_mod.export_dataset(pool, args.format, args.out, filters, options,
+                                           card=not args.no_card, title=args.title)
+    print(f"Wrote {result.records:,} {export_mod.FORMAT_INFO[args.format].label} record(s) to "
+          f"{result.path} ({result.bytes / 1e6:.2f} MB) in {result.seconds:.1f} s.")
+    if result.files:
+        print(f"  archive: {', '.join(result.files)}")
+    if result.card_path:
+        print(f"  dataset card: {result.card_path}"
+              + (f" (charts in {result.chart_paths[0].parent})" if result.chart_paths else ""))
+    return 0
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()

@@ -1,6 +1,559 @@
-"""The curated pool: browsing, editing, and the rows exports stream (issue 8)."""
+"""The curated pool: browsing, editing, and the rows exports stream (issue 8).
+
+Two halves:
+
+* Export queries. One query builder (`_export_sql`) turns an `ExportFilters`
+  (selfinstruct/export.py; any object with the same attributes works) into
+  parameterised SQL. Counts, the page's preview, the streamed rows and the
+  dataset card's statistics all run that same query, so they always agree.
+* The pool explorer: paged search over accepted candidates, one item with its
+  instances, and audited edits (edit, approve, remove, undo).
+
+What is exportable: seed tasks (when asked for) and accepted candidates, each with
+its kept instances. A task left with no instance after the filters is skipped
+(counted as `empty_tasks`) unless the filters ask for empty tasks.
+
+"Human-approved" means an accepted candidate a person has vouched for: rescued
+from the rejects (review 'rescued') or approved/edited in the pool explorer
+(review 'approved').
+
+"Labeled invalid" (until the quality module offers its own rule): a candidate is
+invalid when any annotator answered "no" to "is this a valid task?"; an instance
+is invalid when any annotator answered "no" about its input or its output.
+"""
 from __future__ import annotations
+
+from typing import Any
+
+from .core import PoolError, _loads
+
+# Columns of every exported row, in order.
+EXPORT_COLUMNS = ("source", "task_id", "run_id", "round", "instruction", "is_classification",
+                  "instance_id", "position", "input", "output")
+
+# Review values that mean "a person vouched for this accepted item".
+HUMAN_APPROVED_REVIEWS = ("rescued", "approved")
+
+# Pool-explorer actions that `pool_undo` can reverse.
+UNDOABLE_ACTIONS = ("edit_candidate", "edit_instance", "approve", "remove", "remove_instance")
+
+
+def _words(expr: str) -> str:
+    """SQL for the number of whitespace-separated words of `expr` (Python's str.split())."""
+    return f"len(regexp_extract_all({expr}, '\\S+'))"
+
+
+_INVALID_CANDIDATES_SQL = (
+    "SELECT DISTINCT si.candidate_id FROM labels l "
+    "JOIN study_items si ON si.id = l.item_id AND si.study_id = l.study_id "
+    "WHERE l.valid_task = 'no'")
+_INVALID_INSTANCES_SQL = (
+    "SELECT DISTINCT si.instance_id FROM labels l "
+    "JOIN study_items si ON si.id = l.item_id AND si.study_id = l.study_id "
+    "WHERE si.instance_id IS NOT NULL AND (l.input_ok = 'no' OR l.output_ok = 'no')")
+
+
+class ExportStream:
+    """Arrow record batches of an export, read through a cursor of their own that
+    is closed when the batches run out (or on `close()`)."""
+
+    def __init__(self, cursor, reader):
+        self._cursor, self._reader = cursor, reader
+        self.schema = reader.schema
+
+    def __iter__(self):
+        try:
+            yield from self._reader
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
+
+    def __enter__(self) -> "ExportStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class ExploreQueries:
-    pass
+    # =====================================================================
+    # Export: one query builder
+    # =====================================================================
+    @staticmethod
+    def _instance_conditions(f, alias: str) -> tuple[list[str], list[Any]]:
+        where = [f"{alias}.status = 'kept'"]
+        params: list[Any] = []
+        if f.min_output_words is not None:
+            where.append(f"{_words(alias + '.output')} >= ?")
+            params.append(int(f.min_output_words))
+        if f.max_output_words is not None:
+            where.append(f"{_words(alias + '.output')} <= ?")
+            params.append(int(f.max_output_words))
+        if f.exclude_invalid:
+            where.append(f"{alias}.id NOT IN ({_INVALID_INSTANCES_SQL})")
+        return where, params
+
+    @staticmethod
+    def _task_conditions(f, alias: str, *, generated: bool) -> tuple[list[str], list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        clf = f"coalesce({alias}.is_classification, FALSE)"
+        if f.classification is not None:
+            where.append(f"{clf} = ?")
+            params.append(bool(f.classification))
+        if f.min_instruction_words is not None:
+            where.append(f"{_words(alias + '.instruction')} >= ?")
+            params.append(int(f.min_instruction_words))
+        if f.max_instruction_words is not None:
+            where.append(f"{_words(alias + '.instruction')} <= ?")
+            params.append(int(f.max_instruction_words))
+        if not generated:
+            return where, params
+        where.append(f"{alias}.status = 'accepted'")
+        if f.runs:
+            where.append(f"list_contains(?::BIGINT[], {alias}.run_id)")
+            params.append([int(r) for r in f.runs])
+        if f.min_round is not None:
+            where.append("r.number >= ?")
+            params.append(int(f.min_round))
+        if f.max_round is not None:
+            where.append("r.number <= ?")
+            params.append(int(f.max_round))
+        if f.exclude_rescued:
+            where.append(f"{alias}.review IS DISTINCT FROM 'rescued'")
+        if f.human_approved_only:
+            where.append(f"{alias}.review IN ('rescued', 'approved')")
+        if f.exclude_invalid:
+            where.append(f"{alias}.id NOT IN ({_INVALID_CANDIDATES_SQL})")
+        return where, params
+
+    def _export_sql(self, f, *, keep_empty: bool | None = None) -> tuple[str, list[Any]]:
+        """SQL (no ORDER BY) giving one row per exported instance, with the columns
+        `k` (0 seeds, 1 generated) and EXPORT_COLUMNS. With `keep_empty` (default:
+        the filters' include_empty_tasks) a task with no instance gives one row
+        whose instance columns are NULL."""
+        keep_empty = f.include_empty_tasks if keep_empty is None else keep_empty
+        join = "LEFT JOIN" if keep_empty else "JOIN"
+        parts: list[str] = []
+        params: list[Any] = []
+        if f.include_seeds:
+            t_where, t_params = self._task_conditions(f, "s", generated=False)
+            i_where, i_params = self._instance_conditions(f, "i")
+            parts.append(
+                "SELECT 0 AS k, 'seed' AS source, t.id AS task_id, NULL::BIGINT AS run_id, "
+                "NULL::INTEGER AS round, t.instruction, t.is_classification, "
+                "x.id AS instance_id, x.position, x.input, x.output "
+                f"FROM (SELECT s.id, s.instruction, s.is_classification FROM seed_tasks s "
+                f"{'WHERE ' + ' AND '.join(t_where) if t_where else ''}) t "
+                f"{join} (SELECT i.id, i.seed_id, i.position, i.input, i.output FROM instances i "
+                f"WHERE i.seed_id IS NOT NULL AND {' AND '.join(i_where)}) x ON x.seed_id = t.id")
+            params += t_params + i_params
+        if f.include_generated:
+            t_where, t_params = self._task_conditions(f, "c", generated=True)
+            i_where, i_params = self._instance_conditions(f, "i")
+            parts.append(
+                "SELECT 1 AS k, 'generated' AS source, t.id AS task_id, t.run_id, t.round, "
+                "t.instruction, t.is_classification, "
+                "x.id AS instance_id, x.position, x.input, x.output "
+                "FROM (SELECT c.id, c.run_id, r.number AS round, c.instruction, "
+                "coalesce(c.is_classification, FALSE) AS is_classification "
+                "FROM candidates c LEFT JOIN rounds r ON r.id = c.round_id "
+                f"WHERE {' AND '.join(t_where)}) t "
+                f"{join} (SELECT i.id, i.candidate_id, i.position, i.input, i.output FROM instances i "
+                f"WHERE i.candidate_id IS NOT NULL AND {' AND '.join(i_where)}) x "
+                "ON x.candidate_id = t.id")
+            params += t_params + i_params
+        if not parts:  # nothing asked for: a query with the right columns and no row
+            return ("SELECT 0 AS k, NULL::VARCHAR AS source, NULL::BIGINT AS task_id, "
+                    "NULL::BIGINT AS run_id, NULL::INTEGER AS round, NULL::VARCHAR AS instruction, "
+                    "NULL::BOOLEAN AS is_classification, NULL::BIGINT AS instance_id, "
+                    "NULL::INTEGER AS position, NULL::VARCHAR AS input, NULL::VARCHAR AS output "
+                    "WHERE FALSE"), []
+        return " UNION ALL ".join(f"({p})" for p in parts), params
+
+    _EXPORT_ORDER = " ORDER BY k, task_id, position"
+
+    def export_counts(self, filters) -> dict[str, int]:
+        """What an export with these filters holds: tasks (with at least one instance),
+        empty_tasks (matching tasks left with no instance: skipped unless the filters
+        include empty tasks), instances, and the same split by seed/generated, plus
+        instances with a non-empty input and classification tasks."""
+        sql, params = self._export_sql(filters, keep_empty=True)
+        row = self._q(
+            f"""WITH rows AS ({sql}),
+               per_task AS (
+                 SELECT k, task_id, any_value(is_classification) AS clf,
+                        count(instance_id) AS n,
+                        count(instance_id) FILTER (WHERE input <> '') AS n_input
+                 FROM rows GROUP BY k, task_id)
+               SELECT count(*) FILTER (WHERE n > 0),
+                      count(*) FILTER (WHERE n = 0),
+                      coalesce(sum(n), 0),
+                      count(*) FILTER (WHERE n > 0 AND k = 0),
+                      count(*) FILTER (WHERE n > 0 AND k = 1),
+                      coalesce(sum(n) FILTER (WHERE k = 0), 0),
+                      coalesce(sum(n) FILTER (WHERE k = 1), 0),
+                      coalesce(sum(n_input), 0),
+                      count(*) FILTER (WHERE n > 0 AND clf)
+               FROM per_task""", params).fetchone()
+        keys = ("tasks", "empty_tasks", "instances", "seed_tasks", "generated_tasks",
+                "seed_instances", "generated_instances", "with_input", "classification_tasks")
+        return dict(zip(keys, (int(v) for v in row)))
+
+    def export_preview(self, filters, limit: int = 20):
+        """The first `limit` rows an export writes, in its order (a DataFrame)."""
+        sql, params = self._export_sql(filters)
+        return self._frame(
+            f"SELECT {', '.join(EXPORT_COLUMNS)} FROM ({sql}) {self._EXPORT_ORDER} LIMIT ?",
+            params + [int(limit)])
+
+    def export_reader(self, filters, batch_size: int = 2_048) -> "ExportStream":
+        """Every exported row, in order, as Arrow record batches of at most
+        `batch_size` rows: DuckDB produces the batches as they are read, so the rows
+        are never all in Python memory at once. The stream reads through its own
+        cursor (other queries may run while it is open); iterate it to the end or
+        close it."""
+        sql, params = self._export_sql(filters)
+        cur = self._con.cursor()
+        try:
+            reader = cur.sql(f"SELECT {', '.join(EXPORT_COLUMNS)} FROM ({sql}) {self._EXPORT_ORDER}",
+                             params=params).to_arrow_reader(int(batch_size))
+        except BaseException:
+            cur.close()
+            raise
+        return ExportStream(cur, reader)
+
+    def export_instructions(self, filters) -> list[tuple[str, str]]:
+        """(source, instruction) of every exported task, in export order."""
+        sql, params = self._export_sql(filters)
+        return [(r[0], r[1]) for r in self._q(
+            f"SELECT source, any_value(instruction) FROM ({sql}) GROUP BY k, task_id, source "
+            "ORDER BY k, task_id", params).fetchall()]
+
+    def export_run_ids(self, filters) -> list[int]:
+        """Runs that contributed at least one exported task."""
+        sql, params = self._export_sql(filters)
+        return [int(r[0]) for r in self._q(
+            f"SELECT DISTINCT run_id FROM ({sql}) WHERE run_id IS NOT NULL ORDER BY run_id",
+            params).fetchall()]
+
+    def export_length_stats(self, filters, *, bin_width: int = 5, cap: int = 100) -> dict:
+        """Word-count distributions of what an export holds, aggregated in SQL:
+        instructions (one per task), non-empty inputs, outputs (one per instance).
+        Returns {"histogram": DataFrame(field, bin_start, n), "means": {field: mean},
+        "counts": {field: n}}; counts at or above `cap` fall in the last bin."""
+        sql, params = self._export_sql(filters)
+        base = f"""WITH rows AS ({sql}),
+            words AS (
+              SELECT 'instruction' AS field, {_words('any_value(instruction)')} AS w
+                FROM rows GROUP BY k, task_id
+              UNION ALL SELECT 'input', {_words('input')} FROM rows
+                WHERE instance_id IS NOT NULL AND input <> ''
+              UNION ALL SELECT 'output', {_words('output')} FROM rows WHERE instance_id IS NOT NULL)"""
+        hist = self._frame(
+            base + " SELECT field, (least(w, ?) // ?) * ? AS bin_start, count(*) AS n, sum(w) AS words "
+                   "FROM words GROUP BY ALL ORDER BY field, bin_start",
+            params + [int(cap), int(bin_width), int(bin_width)])
+        means, counts = {}, {}
+        for field, group in hist.groupby("field"):
+            counts[field] = int(group["n"].sum())
+            means[field] = float(group["words"].sum()) / counts[field]
+        hist = hist.drop(columns="words")
+        return {"histogram": hist, "means": means, "counts": counts, "bin_width": bin_width, "cap": cap}
+
+    # -- what the dataset card reports beside the rows --------------------------------
+    def seed_instruction_texts(self) -> list[str]:
+        return [r[0] for r in self._q("SELECT instruction FROM seed_tasks ORDER BY id").fetchall()]
+
+    def candidates_labeled_invalid(self) -> list[int]:
+        """Candidates any annotator judged not a valid task (valid_task = 'no')."""
+        return [int(r[0]) for r in self._q(_INVALID_CANDIDATES_SQL + " ORDER BY 1").fetchall()]
+
+    def instances_labeled_invalid(self) -> list[int]:
+        """Instances any annotator judged to have a bad input or output ('no')."""
+        return [int(r[0]) for r in self._q(_INVALID_INSTANCES_SQL + " ORDER BY 1").fetchall()]
+
+    def label_summary(self) -> list[dict]:
+        """Per quality study with labels: items labeled, labels, annotators, and for each
+        question the 'yes' count over the answered ones; `all_yes` counts labels with
+        three yeses among labels with three answers."""
+        return self._rows(
+            """SELECT q.id AS study_id, q.name, q.sample_size,
+                      count(DISTINCT l.item_id) AS items_labeled, count(*) AS labels,
+                      count(DISTINCT l.annotator) AS annotators,
+                      count(*) FILTER (WHERE l.valid_task = 'yes') AS valid_task_yes,
+                      count(l.valid_task) AS valid_task_answered,
+                      count(*) FILTER (WHERE l.input_ok = 'yes') AS input_ok_yes,
+                      count(l.input_ok) AS input_ok_answered,
+                      count(*) FILTER (WHERE l.output_ok = 'yes') AS output_ok_yes,
+                      count(l.output_ok) AS output_ok_answered,
+                      count(*) FILTER (WHERE l.valid_task = 'yes' AND l.input_ok = 'yes'
+                                         AND l.output_ok = 'yes') AS all_yes,
+                      count(*) FILTER (WHERE l.valid_task IS NOT NULL AND l.input_ok IS NOT NULL
+                                         AND l.output_ok IS NOT NULL) AS all_answered
+               FROM quality_studies q JOIN labels l ON l.study_id = q.id
+               GROUP BY q.id, q.name, q.sample_size ORDER BY q.id""")
+
+    # =====================================================================
+    # Pool explorer
+    # =====================================================================
+    def explore_version(self) -> tuple:
+        """Changes whenever the accepted pool does (rows added, decided, edited):
+        a cache key for analyses that read the whole pool."""
+        return tuple(self._q(
+            """SELECT (SELECT count(*) FROM seed_tasks),
+                      (SELECT count(*) FROM candidates WHERE status = 'accepted'),
+                      (SELECT count(*) FROM instances WHERE status = 'kept'),
+                      (SELECT coalesce(max(id), 0) FROM candidates),
+                      (SELECT coalesce(max(id), 0) FROM instances),
+                      (SELECT coalesce(max(id), 0) FROM audit_log),
+                      (SELECT coalesce(max(updated_at)::VARCHAR, '') FROM candidates)""").fetchone())
+
+    @staticmethod
+    def _browse_where(search: str = "", *, in_instances: bool = False, run_id: int | None = None,
+                      classification: bool | None = None, review: str | None = None
+                      ) -> tuple[str, list[Any]]:
+        where = ["c.status = 'accepted'"]
+        params: list[Any] = []
+        text = (search or "").strip().lower()
+        if text:
+            if in_instances:
+                where.append("(contains(lower(c.instruction), ?) OR EXISTS (SELECT 1 FROM instances i "
+                             "WHERE i.candidate_id = c.id AND i.status = 'kept' AND "
+                             "(contains(lower(i.input), ?) OR contains(lower(i.output), ?))))")
+                params += [text, text, text]
+            else:
+                where.append("contains(lower(c.instruction), ?)")
+                params.append(text)
+        if run_id is not None:
+            where.append("c.run_id = ?")
+            params.append(int(run_id))
+        if classification is not None:
+            where.append("coalesce(c.is_classification, FALSE) = ?")
+            params.append(bool(classification))
+        if review == "untouched":
+            where.append("c.review IS NULL")
+        elif review == "human_approved":
+            where.append("c.review IN ('rescued', 'approved')")
+        elif review:
+            where.append("c.review = ?")
+            params.append(review)
+        return " AND ".join(where), params
+
+    def pool_browse_count(self, search: str = "", **kw) -> int:
+        where, params = self._browse_where(search, **kw)
+        return int(self._scalar(f"SELECT count(*) FROM candidates c WHERE {where}", params))
+
+    def pool_browse(self, search: str = "", *, limit: int = 50, offset: int = 0,
+                    newest_first: bool = True, **kw):
+        """One page of accepted candidates matching the search (a case-insensitive
+        substring of the instruction, or also of the kept inputs/outputs), with their
+        kept-instance count. A DataFrame."""
+        where, params = self._browse_where(search, **kw)
+        order = "DESC" if newest_first else "ASC"
+        return self._frame(
+            f"""WITH page AS (
+                  SELECT c.id, c.run_id, r.number AS round, c.instruction,
+                         coalesce(c.is_classification, FALSE) AS is_classification,
+                         c.max_rouge, c.review, c.decided_by
+                  FROM candidates c LEFT JOIN rounds r ON r.id = c.round_id
+                  WHERE {where} ORDER BY c.id {order} LIMIT ? OFFSET ?)
+               SELECT page.*, coalesce(n.instances, 0) AS instances
+               FROM page LEFT JOIN (SELECT candidate_id, count(*) AS instances FROM instances
+                                    WHERE status = 'kept' AND candidate_id IN (SELECT id FROM page)
+                                    GROUP BY candidate_id) n ON n.candidate_id = page.id
+               ORDER BY page.id {order}""",
+            params + [int(limit), int(offset)])
+
+    def pool_item(self, candidate_id: int) -> dict | None:
+        """One candidate with all its instances (kept first, then rejected)."""
+        rows = self._rows(
+            "SELECT c.*, r.number AS round FROM candidates c LEFT JOIN rounds r ON r.id = c.round_id "
+            "WHERE c.id = ?", [int(candidate_id)])
+        if not rows:
+            return None
+        item = rows[0]
+        item["details"] = _loads(item["details"])
+        item["instances"] = self._rows(
+            "SELECT id, position, input, output, status, reason FROM instances WHERE candidate_id = ? "
+            "ORDER BY status = 'kept' DESC, position", [int(candidate_id)])
+        return item
+
+    def pool_runs(self) -> list[dict]:
+        """Runs with accepted candidates, and the rounds they span (for filters)."""
+        return self._rows(
+            "SELECT c.run_id AS id, any_value(ru.name) AS name, min(r.number) AS first_round, "
+            "max(r.number) AS last_round, count(*) AS accepted FROM candidates c "
+            "LEFT JOIN rounds r ON r.id = c.round_id LEFT JOIN runs ru ON ru.id = c.run_id "
+            "WHERE c.status = 'accepted' AND c.run_id IS NOT NULL GROUP BY c.run_id ORDER BY c.run_id")
+
+    # -- audited changes -------------------------------------------------------------
+    @staticmethod
+    def _candidate_state(cur, candidate_id: int) -> dict | None:
+        row = cur.execute(
+            "SELECT instruction, status, reason, decided_by, review FROM candidates WHERE id = ?",
+            [int(candidate_id)]).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("instruction", "status", "reason", "decided_by", "review"), row))
+
+    @staticmethod
+    def _instance_state(cur, instance_id: int) -> dict | None:
+        row = cur.execute(
+            "SELECT input, output, status, reason, candidate_id, seed_id FROM instances WHERE id = ?",
+            [int(instance_id)]).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("input", "output", "status", "reason", "candidate_id", "seed_id"), row))
+
+    @staticmethod
+    def _set_candidate(cur, candidate_id: int, state: dict) -> None:
+        fields = [k for k in ("instruction", "status", "reason", "decided_by", "review") if k in state]
+        cur.execute(
+            f"UPDATE candidates SET {', '.join(f'{k} = ?' for k in fields)}, "
+            "updated_at = current_timestamp WHERE id = ?",
+            [state[k] for k in fields] + [int(candidate_id)])
+
+    @staticmethod
+    def _set_instance(cur, instance_id: int, state: dict) -> None:
+        fields = [k for k in ("input", "output", "status", "reason") if k in state]
+        cur.execute(f"UPDATE instances SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
+                    [state[k] for k in fields] + [int(instance_id)])
+
+    def _accepted_state(self, cur, candidate_id: int) -> dict:
+        state = self._candidate_state(cur, candidate_id)
+        if state is None:
+            raise PoolError(f"There is no candidate {candidate_id}.")
+        if state["status"] != "accepted":
+            raise PoolError(f"Candidate {candidate_id} is not in the accepted pool (it is {state['status']}).")
+        return state
+
+    @staticmethod
+    def _vouched(state: dict) -> dict:
+        """A person touched this accepted item: decided by a human, reviewed 'approved'
+        unless it already carries a review (a rescue stays a rescue)."""
+        return {"decided_by": "human", "review": state["review"] or "approved"}
+
+    def pool_edit_instruction(self, candidate_id: int, instruction: str, *, actor: str = "user",
+                              note: str | None = None) -> int:
+        """Change an accepted instruction's text (audited 'edit_candidate'); the item
+        counts as human-approved afterwards. Returns the audit id."""
+        text = (instruction or "").strip()
+        if not text:
+            raise PoolError("An instruction cannot be empty.")
+        with self.transaction() as cur:
+            before = self._accepted_state(cur, candidate_id)
+            if text == before["instruction"]:
+                raise PoolError("The instruction is unchanged.")
+            after = {**before, "instruction": text, **self._vouched(before)}
+            self._set_candidate(cur, candidate_id, after)
+            return self._audit(cur, actor, "edit_candidate", "candidate", int(candidate_id), note,
+                               before, after)
+
+    def pool_edit_instance(self, instance_id: int, *, input: str, output: str, actor: str = "user",
+                           note: str | None = None) -> int:
+        """Change a generated instance's input and output (audited 'edit_instance', with
+        before and after); its task counts as human-approved afterwards."""
+        new_input, new_output = (input or "").strip(), (output or "").strip()
+        if not new_output:
+            raise PoolError("An instance needs an output.")
+        with self.transaction() as cur:
+            before = self._instance_state(cur, instance_id)
+            if before is None or before["candidate_id"] is None:
+                raise PoolError(f"There is no generated instance {instance_id}.")
+            task_before = self._accepted_state(cur, before["candidate_id"])
+            if (new_input, new_output) == (before["input"], before["output"]):
+                raise PoolError("The instance is unchanged.")
+            after = {**before, "input": new_input, "output": new_output}
+            self._set_instance(cur, instance_id, after)
+            task_after = {**task_before, **self._vouched(task_before)}
+            self._set_candidate(cur, before["candidate_id"], task_after)
+            return self._audit(cur, actor, "edit_instance", "instance", int(instance_id), note,
+                               {**before, "task": task_before}, {**after, "task": task_after})
+
+    def pool_approve(self, candidate_id: int, *, actor: str = "user", note: str | None = None) -> int:
+        """Mark an accepted item as checked by a person (review 'approved', audited)."""
+        with self.transaction() as cur:
+            before = self._accepted_state(cur, candidate_id)
+            after = {**before, "decided_by": "human", "review": "approved"}
+            if before["review"] in HUMAN_APPROVED_REVIEWS and before["decided_by"] == "human":
+                raise PoolError(f"Candidate {candidate_id} is already human-approved.")
+            self._set_candidate(cur, candidate_id, after)
+            return self._audit(cur, actor, "approve", "candidate", int(candidate_id), note, before, after)
+
+    def pool_remove(self, candidate_id: int, *, actor: str = "user", note: str | None = None) -> int:
+        """Take an item out of the accepted pool: status 'rejected', reason 'removed',
+        decided by a human (audited 'remove'; `pool_undo` puts it back)."""
+        with self.transaction() as cur:
+            before = self._accepted_state(cur, candidate_id)
+            after = {**before, "status": "rejected", "reason": "removed", "decided_by": "human"}
+            self._set_candidate(cur, candidate_id, after)
+            return self._audit(cur, actor, "remove", "candidate", int(candidate_id), note, before, after)
+
+    def pool_remove_instance(self, instance_id: int, *, actor: str = "user",
+                             note: str | None = None) -> int:
+        """Drop one kept instance of a generated task (status 'rejected', reason 'removed')."""
+        with self.transaction() as cur:
+            before = self._instance_state(cur, instance_id)
+            if before is None or before["candidate_id"] is None:
+                raise PoolError(f"There is no generated instance {instance_id}.")
+            if before["status"] != "kept":
+                raise PoolError(f"Instance {instance_id} is not kept (it is {before['status']}).")
+            after = {**before, "status": "rejected", "reason": "removed"}
+            self._set_instance(cur, instance_id, after)
+            return self._audit(cur, actor, "remove_instance", "instance", int(instance_id), note,
+                               before, after)
+
+    def pool_undo(self, audit_id: int, *, actor: str = "user") -> int:
+        """Reverse one pool-explorer action by restoring its `before`, provided nothing
+        changed the row since. Audited 'undo'; the original entry gets `undone_by`."""
+        with self.transaction() as cur:
+            row = cur.execute(
+                "SELECT action, target_kind, target_id, before, after, undone_by FROM audit_log "
+                "WHERE id = ?", [int(audit_id)]).fetchone()
+            if row is None:
+                raise PoolError(f"There is no audit entry {audit_id}.")
+            action, kind, target_id, before, after, undone_by = row
+            if action not in UNDOABLE_ACTIONS:
+                raise PoolError(f"Audit entry {audit_id} ({action}) is not a pool-explorer action.")
+            if undone_by is not None:
+                raise PoolError(f"Audit entry {audit_id} was already undone (by entry {undone_by}).")
+            before, after = _loads(before), _loads(after)
+            if kind == "candidate":
+                now = self._candidate_state(cur, target_id)
+                fields = ("instruction", "status", "reason", "decided_by", "review")
+                if now is None or any(now[k] != after.get(k) for k in fields):
+                    raise PoolError(f"Candidate {target_id} changed after that action; undo it by hand.")
+                restore = {k: before[k] for k in fields}
+                self._set_candidate(cur, target_id, restore)
+            else:
+                now = self._instance_state(cur, target_id)
+                fields = ("input", "output", "status", "reason")
+                if now is None or any(now[k] != after.get(k) for k in fields):
+                    raise PoolError(f"Instance {target_id} changed after that action; undo it by hand.")
+                restore = {k: before[k] for k in fields}
+                self._set_instance(cur, target_id, restore)
+                if "task" in before:  # an instance edit also vouched for its task
+                    task_now = self._candidate_state(cur, now["candidate_id"])
+                    if task_now == after["task"]:
+                        self._set_candidate(cur, now["candidate_id"], before["task"])
+            undo_id = self._audit(cur, actor, "undo", kind, target_id, f"undo of audit entry {audit_id}",
+                                  now, restore)
+            cur.execute("UPDATE audit_log SET undone_by = ? WHERE id = ?", [undo_id, int(audit_id)])
+            return undo_id
+
+    def pool_actions(self, limit: int = 20) -> list[dict]:
+        """The latest pool-explorer actions, newest first, with their before/after."""
+        rows = self._rows(
+            f"SELECT * FROM audit_log WHERE action IN ({', '.join('?' * len(UNDOABLE_ACTIONS))}) "
+            "ORDER BY id DESC LIMIT ?", [*UNDOABLE_ACTIONS, int(limit)])
+        for row in rows:
+            row["before"], row["after"] = _loads(row["before"]), _loads(row["after"])
+        return rows
+
+
+__all__ = ["ExploreQueries", "ExportStream", "EXPORT_COLUMNS", "HUMAN_APPROVED_REVIEWS", "UNDOABLE_ACTIONS"]

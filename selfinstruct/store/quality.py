@@ -1,6 +1,287 @@
-"""Quality studies: samples, labels and their statistics' raw data (issue 7)."""
+"""Quality studies: samples, labels and their statistics' raw data (issue 7).
+
+A study is a stored random sample of accepted machine-generated instructions, one kept
+instance each (`study_items`, in labeling order). Labels are one row per (study, item,
+annotator); saving again updates that row. The statistics themselves live in
+`selfinstruct.quality`; this module only reads and writes rows.
+
+Hooks for the pool and export pages:
+- `labeled_candidate_ids()`: candidates that carry at least one label in any study.
+- `invalid_candidate_ids(rule="majority")`: candidates whose instruction people judged not a
+  valid task. "majority" (default): more than half of all the labels given to that candidate
+  on "valid task" (every study, every annotator; an "unsure" counts in the total) are "no".
+  "any": at least one label says "no".
+- `invalid_instance_ids(rule="majority")`: the labeled instances whose input or output people
+  judged wrong, by the same rule applied to "input appropriate" and "output correct" separately.
+- `candidate_label_summary(candidate_ids)`: per candidate, how many labels and how they went.
+"""
 from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+from .core import PoolError, _dumps, _loads
+
+QUESTIONS = ("valid_task", "input_ok", "output_ok")
+ANSWERS = ("yes", "no", "unsure")
+INVALID_RULES = ("majority", "any")
+
+
+def _in_list(values: Sequence[Any]) -> str:
+    return ", ".join("?" for _ in values)
 
 
 class QualityQueries:
-    pass
+    # -- what can be sampled -------------------------------------------------------
+    def quality_scope(self) -> dict:
+        """Runs and round numbers that hold sampleable instructions (accepted, with at least
+        one kept instance), with counts, for the study form."""
+        runs = self._rows(
+            """SELECT c.run_id, any_value(r.name) AS name, count(*) AS eligible
+               FROM candidates c LEFT JOIN runs r ON r.id = c.run_id
+               WHERE c.status = 'accepted' AND EXISTS
+                 (SELECT 1 FROM instances i WHERE i.candidate_id = c.id AND i.status = 'kept')
+               GROUP BY c.run_id ORDER BY c.run_id""")
+        rounds = self._rows(
+            """SELECT rd.number AS round, count(*) AS eligible
+               FROM candidates c JOIN rounds rd ON rd.id = c.round_id
+               WHERE c.status = 'accepted' AND EXISTS
+                 (SELECT 1 FROM instances i WHERE i.candidate_id = c.id AND i.status = 'kept')
+               GROUP BY rd.number ORDER BY rd.number""")
+        return {"runs": runs, "rounds": rounds,
+                "eligible": sum(int(r["eligible"]) for r in runs)}
+
+    def study_candidates(self, run_ids: Sequence[int] | None = None,
+                         round_numbers: Sequence[int] | None = None) -> list[dict]:
+        """Every sampleable candidate (accepted, at least one kept instance) in candidate id
+        order, with its run, round number, classification flag and kept instance ids (in id
+        order). Ids only, no text: this is read once, when a study is created."""
+        sql = ["""SELECT c.id AS candidate_id, c.run_id, rd.number AS round, c.is_classification,
+                         list(i.id ORDER BY i.id) AS instance_ids
+                  FROM candidates c
+                  JOIN instances i ON i.candidate_id = c.id AND i.status = 'kept'
+                  LEFT JOIN rounds rd ON rd.id = c.round_id
+                  WHERE c.status = 'accepted'"""]
+        params: list[Any] = []
+        if run_ids is not None:
+            if not run_ids:
+                return []
+            sql.append(f"AND c.run_id IN ({_in_list(run_ids)})")
+            params.extend(int(r) for r in run_ids)
+        if round_numbers is not None:
+            if not round_numbers:
+                return []
+            sql.append(f"AND rd.number IN ({_in_list(round_numbers)})")
+            params.extend(int(r) for r in round_numbers)
+        sql.append("GROUP BY c.id, c.run_id, rd.number, c.is_classification ORDER BY c.id")
+        return self._rows(" ".join(sql), params)
+
+    # -- studies -------------------------------------------------------------------
+    def create_study(self, name: str, *, seed: int, items: Sequence[tuple[int, int]],
+                     config: dict | None = None, actor: str = "user") -> int:
+        """Store a study and its sample: `items` are (candidate id, instance id) in labeling
+        order. `sample_size` records how many items were actually drawn."""
+        name = (name or "").strip()
+        if not name:
+            raise PoolError("A study needs a name.")
+        if not items:
+            raise PoolError("A study needs at least one item.")
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO quality_studies (name, sample_size, seed, config) VALUES (?, ?, ?, ?) "
+                "RETURNING id", [name, len(items), int(seed), _dumps(config or {})])
+            study_id = cur.fetchone()[0]
+            cur.executemany(
+                "INSERT INTO study_items (study_id, position, candidate_id, instance_id) "
+                "VALUES (?, ?, ?, ?)",
+                [[study_id, pos, int(cand), None if inst is None else int(inst)]
+                 for pos, (cand, inst) in enumerate(items)])
+            self._audit(cur, actor, "create_study", "study", study_id, None, None,
+                        {"name": name, "seed": int(seed), "items": len(items), "config": config or {}})
+        return study_id
+
+    def studies(self) -> list[dict]:
+        """Every study, newest first, with its item, labeled-item, label and annotator counts."""
+        rows = self._rows(
+            """SELECT s.id, s.name, s.sample_size, s.seed, s.config, s.created_at,
+                      (SELECT count(*) FROM study_items si WHERE si.study_id = s.id) AS items,
+                      (SELECT count(DISTINCT item_id) FROM labels l WHERE l.study_id = s.id) AS labeled_items,
+                      (SELECT count(*) FROM labels l WHERE l.study_id = s.id) AS labels,
+                      (SELECT count(DISTINCT annotator) FROM labels l WHERE l.study_id = s.id) AS annotators
+               FROM quality_studies s ORDER BY s.id DESC""")
+        for row in rows:
+            row["config"] = _loads(row["config"]) or {}
+        return rows
+
+    def study(self, study_id: int) -> dict | None:
+        rows = self._rows(
+            "SELECT s.*, (SELECT count(*) FROM study_items si WHERE si.study_id = s.id) AS items "
+            "FROM quality_studies s WHERE s.id = ?", [study_id])
+        if not rows:
+            return None
+        rows[0]["config"] = _loads(rows[0]["config"]) or {}
+        return rows[0]
+
+    def study_item(self, study_id: int, position: int, annotator: str | None = None) -> dict | None:
+        """One item with its texts, round and classification flag, and `annotator`'s label
+        (answers None when not labeled yet). `input`/`output` are None when the sampled
+        instance no longer exists."""
+        rows = self._rows(
+            """SELECT si.id AS item_id, si.position, si.candidate_id, si.instance_id,
+                      c.instruction, i.input, i.output, c.run_id, rd.number AS round,
+                      c.is_classification, c.status AS candidate_status,
+                      l.valid_task, l.input_ok, l.output_ok, l.note, l.updated_at AS labeled_at
+               FROM study_items si
+               JOIN candidates c ON c.id = si.candidate_id
+               LEFT JOIN instances i ON i.id = si.instance_id
+               LEFT JOIN rounds rd ON rd.id = c.round_id
+               LEFT JOIN labels l ON l.study_id = si.study_id AND l.item_id = si.id AND l.annotator = ?
+               WHERE si.study_id = ? AND si.position = ?""",
+            [annotator, study_id, position])
+        return rows[0] if rows else None
+
+    def study_progress(self, study_id: int, annotator: str) -> dict:
+        """How far `annotator` is: items, items they labeled, and the position of their first
+        unlabeled item (None when they have labeled every item)."""
+        row = self._q(
+            """SELECT count(*), count(l.id), min(si.position) FILTER (WHERE l.id IS NULL)
+               FROM study_items si
+               LEFT JOIN labels l ON l.study_id = si.study_id AND l.item_id = si.id AND l.annotator = ?
+               WHERE si.study_id = ?""", [annotator, study_id]).fetchone()
+        return {"items": int(row[0]), "labeled": int(row[1]), "first_unlabeled": row[2]}
+
+    def study_annotators(self, study_id: int) -> list[dict]:
+        return self._rows(
+            "SELECT annotator, count(*) AS labels, min(created_at) AS first_label, "
+            "max(coalesce(updated_at, created_at)) AS last_label FROM labels WHERE study_id = ? "
+            "GROUP BY annotator ORDER BY annotator", [study_id])
+
+    # -- labels --------------------------------------------------------------------
+    def save_label(self, study_id: int, item_id: int, annotator: str, *, valid_task: str | None,
+                   input_ok: str | None, output_ok: str | None, note: str | None = None) -> int:
+        """Create or update `annotator`'s label of one item (audited); returns the label id."""
+        annotator = (annotator or "").strip()
+        if not annotator:
+            raise PoolError("A label needs the annotator's name.")
+        answers = {"valid_task": valid_task, "input_ok": input_ok, "output_ok": output_ok}
+        for question, answer in answers.items():
+            if answer is not None and answer not in ANSWERS:
+                raise PoolError(f"{question} must be one of {', '.join(ANSWERS)}, not {answer!r}.")
+        note = (note or "").strip() or None
+        with self.transaction() as cur:
+            found = cur.execute("SELECT 1 FROM study_items WHERE id = ? AND study_id = ?",
+                                [item_id, study_id]).fetchone()
+            if not found:
+                raise PoolError(f"Study {study_id} has no item {item_id}.")
+            old = cur.execute(
+                "SELECT id, valid_task, input_ok, output_ok, note FROM labels "
+                "WHERE study_id = ? AND item_id = ? AND annotator = ?",
+                [study_id, item_id, annotator]).fetchone()
+            after = {**answers, "note": note, "study_id": study_id, "annotator": annotator}
+            if old is None:
+                cur.execute(
+                    "INSERT INTO labels (study_id, item_id, annotator, valid_task, input_ok, output_ok, "
+                    "note, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, current_timestamp) RETURNING id",
+                    [study_id, item_id, annotator, valid_task, input_ok, output_ok, note])
+                label_id, before = cur.fetchone()[0], None
+            else:
+                label_id = old[0]
+                before = {"valid_task": old[1], "input_ok": old[2], "output_ok": old[3], "note": old[4]}
+                if before == {k: after[k] for k in before}:
+                    return label_id  # nothing changed: no write, no audit entry
+                cur.execute(
+                    "UPDATE labels SET valid_task = ?, input_ok = ?, output_ok = ?, note = ?, "
+                    "updated_at = current_timestamp WHERE id = ?",
+                    [valid_task, input_ok, output_ok, note, label_id])
+            self._audit(cur, annotator, "label", "study_item", item_id, None, before, after)
+        return label_id
+
+    def study_labels(self, study_id: int) -> list[dict]:
+        """Every label of a study with its item's position, candidate, round and
+        classification flag (no texts), in position then annotator order."""
+        return self._rows(
+            """SELECT si.id AS item_id, si.position, si.candidate_id, si.instance_id,
+                      rd.number AS round, c.is_classification,
+                      l.annotator, l.valid_task, l.input_ok, l.output_ok, l.note
+               FROM labels l
+               JOIN study_items si ON si.id = l.item_id AND si.study_id = l.study_id
+               JOIN candidates c ON c.id = si.candidate_id
+               LEFT JOIN rounds rd ON rd.id = c.round_id
+               WHERE l.study_id = ? ORDER BY si.position, l.annotator""", [study_id])
+
+    def study_texts(self, study_id: int, item_ids: Iterable[int]) -> dict[int, dict]:
+        """Instruction, input and output of some items of a study, by item id."""
+        item_ids = [int(i) for i in item_ids]
+        if not item_ids:
+            return {}
+        rows = self._rows(
+            f"""SELECT si.id AS item_id, c.instruction, i.input, i.output
+                FROM study_items si JOIN candidates c ON c.id = si.candidate_id
+                LEFT JOIN instances i ON i.id = si.instance_id
+                WHERE si.study_id = ? AND si.id IN ({_in_list(item_ids)})""", [study_id, *item_ids])
+        return {r["item_id"]: r for r in rows}
+
+    def study_export_rows(self, study_id: int) -> list[dict]:
+        """Every item of a study with its texts and each of its labels: one row per
+        (item, annotator), and one row with empty answers for an item nobody labeled."""
+        return self._rows(
+            """SELECT si.position + 1 AS item, si.id AS item_id, si.candidate_id, si.instance_id,
+                      c.run_id, rd.number AS round, c.is_classification,
+                      c.instruction, i.input, i.output,
+                      l.annotator, l.valid_task, l.input_ok, l.output_ok, l.note,
+                      coalesce(l.updated_at, l.created_at) AS labeled_at
+               FROM study_items si
+               JOIN candidates c ON c.id = si.candidate_id
+               LEFT JOIN instances i ON i.id = si.instance_id
+               LEFT JOIN rounds rd ON rd.id = c.round_id
+               LEFT JOIN labels l ON l.study_id = si.study_id AND l.item_id = si.id
+               WHERE si.study_id = ? ORDER BY si.position, l.annotator""", [study_id])
+
+    # -- hooks for the pool and export pages -----------------------------------------
+    def labeled_candidate_ids(self) -> set[int]:
+        """Candidates with at least one label, in any study."""
+        return {r[0] for r in self._q(
+            "SELECT DISTINCT si.candidate_id FROM labels l "
+            "JOIN study_items si ON si.id = l.item_id AND si.study_id = l.study_id").fetchall()}
+
+    @staticmethod
+    def _no_rule(column: str, rule: str) -> str:
+        if rule not in INVALID_RULES:
+            raise ValueError(f"rule must be one of {INVALID_RULES}, not {rule!r}")
+        if rule == "any":
+            return f"count(*) FILTER (WHERE l.{column} = 'no') > 0"
+        return (f"2 * count(*) FILTER (WHERE l.{column} = 'no') > "
+                f"count(*) FILTER (WHERE l.{column} IS NOT NULL)")
+
+    def invalid_candidate_ids(self, rule: str = "majority") -> set[int]:
+        """Candidates people judged not a valid task (see the module docstring for `rule`)."""
+        return {r[0] for r in self._q(
+            "SELECT si.candidate_id FROM labels l "
+            "JOIN study_items si ON si.id = l.item_id AND si.study_id = l.study_id "
+            f"GROUP BY si.candidate_id HAVING {self._no_rule('valid_task', rule)}").fetchall()}
+
+    def invalid_instance_ids(self, rule: str = "majority") -> set[int]:
+        """Labeled instances whose input or output people judged wrong (same rule, applied
+        to each of the two questions)."""
+        return {r[0] for r in self._q(
+            "SELECT si.instance_id FROM labels l "
+            "JOIN study_items si ON si.id = l.item_id AND si.study_id = l.study_id "
+            "WHERE si.instance_id IS NOT NULL GROUP BY si.instance_id "
+            f"HAVING ({self._no_rule('input_ok', rule)}) OR ({self._no_rule('output_ok', rule)})"
+        ).fetchall()}
+
+    def candidate_label_summary(self, candidate_ids: Iterable[int]) -> dict[int, dict]:
+        """For each given candidate that has labels: {labels, valid_yes, valid_no,
+        all_yes (labels with three yes), invalid (majority rule)}. For a page of rows."""
+        ids = [int(i) for i in candidate_ids]
+        if not ids:
+            return {}
+        rows = self._rows(
+            f"""SELECT si.candidate_id, count(*) AS labels,
+                       count(*) FILTER (WHERE l.valid_task = 'yes') AS valid_yes,
+                       count(*) FILTER (WHERE l.valid_task = 'no') AS valid_no,
+                       count(*) FILTER (WHERE l.valid_task = 'yes' AND l.input_ok = 'yes'
+                                        AND l.output_ok = 'yes') AS all_yes,
+                       {self._no_rule('valid_task', 'majority')} AS invalid
+                FROM labels l JOIN study_items si ON si.id = l.item_id AND si.study_id = l.study_id
+                WHERE si.candidate_id IN ({_in_list(ids)}) GROUP BY si.candidate_id""", ids)
+        return {r.pop("candidate_id"): r for r in rows}

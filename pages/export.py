@@ -1,0 +1,178 @@
+from pathlib import Path
+
+import streamlit as st
+
+from pages.common import current_pool
+from selfinstruct import export
+from selfinstruct.export import FORMAT_INFO, FORMATS, ExportFilters, ExportOptions
+from selfinstruct.store import PoolError
+
+PREVIEW_ROWS = 20
+CLASSIFICATION = {"both": "Included", "only": "Only these", "exclude": "Left out"}
+
+pool = current_pool()
+
+st.title("Export")
+st.write(
+    "The curated pool in the format your trainer reads: seed tasks and accepted generated tasks, "
+    "each with the instances the filters kept. Pick a format and filters, check the counts and "
+    "the first rows, then download or write the files. A dataset card (README.md with the counts, "
+    "the generation settings, the filters, quality results and charts) goes with the data.")
+
+counts = pool.counts()
+if counts.seeds + counts.accepted == 0:
+    st.info("The pool is empty: load seed tasks and run a few rounds first.", icon=":material/spa:")
+    st.page_link("pages/seed.py", label="Go to Seed", icon=":material/spa:")
+    st.stop()
+
+# -- choose ------------------------------------------------------------------------------
+fmt = st.segmented_control("Format", list(FORMATS), format_func=lambda f: FORMAT_INFO[f].label,
+                           default="selfinstruct", required=True, key="exp_format")
+st.caption(FORMAT_INFO[fmt].description)
+
+options = ExportOptions()
+if fmt == "chat":
+    system = st.text_area("System message (optional)", key="exp_system", height=80,
+                          placeholder="Leave empty for conversations without a system message.")
+    options = ExportOptions(system_prompt=system.strip() or None)
+elif fmt == "prompt-completion":
+    seed = st.number_input("Template seed", min_value=0, value=0, step=1, key="exp_template_seed",
+                           help="Which template each row gets is drawn at random from this seed; the "
+                                "same seed and filters give the same file.")
+    options = ExportOptions(template_seed=int(seed))
+    st.caption("Templates: " + ", ".join(f"`{t.id}`" for t in options.templates))
+
+with st.expander("Filters", expanded=True, icon=":material/filter_alt:"):
+    left, middle, right = st.columns(3)
+    with left:
+        st.markdown("**What**")
+        include_seeds = st.checkbox("Seed tasks", value=True, key="exp_seeds")
+        include_generated = st.checkbox("Generated tasks", value=True, key="exp_generated")
+        clf = st.selectbox("Classification tasks", list(CLASSIFICATION), format_func=CLASSIFICATION.get,
+                           key="exp_clf")
+        include_empty = False
+        if FORMAT_INFO[fmt].per_task:
+            include_empty = st.checkbox("Also tasks with no instance left", key="exp_empty",
+                                        help="Written with an empty instance list. The other formats "
+                                             "are one row per instance, so such tasks have no row there.")
+    runs = pool.pool_runs()
+    with middle:
+        st.markdown("**Generated tasks from**")
+        run_ids = [r["id"] for r in runs]
+        names = {r["id"]: f"Run {r['id']}" + (f" · {r['name']}" if r["name"] else "")
+                 + f" ({r['accepted']:,} accepted)" for r in runs}
+        chosen_runs = st.multiselect("Runs", run_ids, format_func=names.get, key="exp_runs",
+                                     placeholder="Every run")
+        last_round = max((r["last_round"] or 1 for r in runs), default=1)
+        round_range = (1, last_round)
+        if last_round > 1:
+            round_range = st.slider("Rounds", 1, last_round, (1, last_round), key="exp_rounds",
+                                    help="Round numbers count within each run.")
+        exclude_rescued = st.checkbox("Leave out rescued tasks", key="exp_no_rescued",
+                                      help="Tasks a person rescued from the rejects.")
+        approved_only = st.checkbox("Only human-approved tasks", key="exp_approved_only",
+                                    help="Generated tasks a person rescued, approved or edited "
+                                         "(on the Rejects and Pool pages).")
+        exclude_invalid = st.checkbox("Leave out what annotators labeled invalid", key="exp_no_invalid",
+                                      help="Tasks any annotator judged not a valid task, and instances "
+                                           "any annotator judged to have a wrong input or output.")
+    with right:
+        st.markdown("**Length in words**")
+        a, b = st.columns(2)
+        min_iw = a.number_input("Instruction, min", min_value=0, value=None, step=1, key="exp_min_iw")
+        max_iw = b.number_input("Instruction, max", min_value=0, value=None, step=1, key="exp_max_iw")
+        min_ow = a.number_input("Output, min", min_value=0, value=None, step=1, key="exp_min_ow")
+        max_ow = b.number_input("Output, max", min_value=0, value=None, step=1, key="exp_max_ow")
+
+try:
+    filters = ExportFilters(
+        include_seeds=include_seeds, include_generated=include_generated, runs=tuple(chosen_runs),
+        min_round=round_range[0] if round_range[0] > 1 else None,
+        max_round=round_range[1] if round_range[1] < last_round else None,
+        classification={"only": True, "exclude": False}.get(clf),
+        exclude_rescued=exclude_rescued, human_approved_only=approved_only, exclude_invalid=exclude_invalid,
+        min_instruction_words=min_iw, max_instruction_words=max_iw,
+        min_output_words=min_ow, max_output_words=max_ow, include_empty_tasks=include_empty,
+    ).for_format(fmt)
+except ValueError as exc:
+    st.error(f"Check the filters: {exc}", icon=":material/error:")
+    st.stop()
+
+# -- counts and preview ------------------------------------------------------------------
+found = pool.export_counts(filters)
+records = (found["tasks"] + (found["empty_tasks"] if include_empty else 0)
+           if FORMAT_INFO[fmt].per_task else found["instances"])
+columns = st.columns(5)
+for column, (label, value) in zip(columns, [
+    ("Tasks", found["tasks"]), ("Instances", found["instances"]), ("Seed tasks", found["seed_tasks"]),
+    ("Generated tasks", found["generated_tasks"]), ("Records in the file", records),
+]):
+    column.metric(label, f"{value:,}")
+notes = [f"{found['classification_tasks']:,} classification task(s)",
+         f"{found['with_input']:,} instance(s) with an input"]
+if found["empty_tasks"]:
+    notes.append(f"{found['empty_tasks']:,} matching task(s) have no instance left and are "
+                 + ("written with no instances" if include_empty else "skipped"))
+st.caption(" · ".join(notes) + ".")
+
+st.subheader("Preview")
+if not records:
+    st.warning("Nothing matches these filters.", icon=":material/filter_alt_off:")
+    st.stop()
+st.caption(f"The first {min(PREVIEW_ROWS, found['instances'])} rows, in file order:")
+st.dataframe(pool.export_preview(filters, PREVIEW_ROWS), hide_index=True, key="exp_preview_table",
+             column_config={"instruction": st.column_config.TextColumn(width="large"),
+                            "output": st.column_config.TextColumn(width="large")})
+st.caption(f"The first records as {FORMAT_INFO[fmt].label} writes them:")
+st.code("\n".join(export.preview_records(pool, fmt, filters, options, limit=3)),
+        language="json" if fmt not in ("csv", "parquet") else None, wrap_lines=True)
+if fmt == "parquet":
+    st.caption("(Shown as CSV; the Parquet file holds the same columns with their types.)")
+
+# -- card, download, write -------------------------------------------------------------------
+st.subheader("Get the files")
+with_card = st.toggle("Include the dataset card (README.md and charts, in a .zip)", value=True,
+                      key="exp_card")
+title = st.text_input("Dataset title", value="Self-Instruct dataset", key="exp_title") if with_card else None
+if with_card:
+    with st.expander("Dataset card preview", icon=":material/description:"):
+        card_key = (fmt, filters, options, title)
+        if st.button("Build the card", key="exp_card_build", icon=":material/description:",
+                     help="Reads every exported instruction for the charts (a few seconds on a large pool)."):
+            st.session_state["exp_card_built"] = (card_key, export.build_card(pool, fmt, filters, options,
+                                                                        title=title).markdown)
+        built = st.session_state.get("exp_card_built")
+        if built and built[0] == card_key:
+            st.code(built[1], language="markdown", wrap_lines=True, height=400)
+        elif built:
+            st.caption("The settings changed since the card was built: build it again.")
+
+download_col, write_col = st.columns(2)
+with download_col:
+    st.markdown("**Download**")
+    name = "selfinstruct-data"
+    st.download_button(
+        f"Download {export.download_name(fmt, card=with_card, name=name)}",
+        data=lambda: export.export_archive_bytes(pool, fmt, filters, options, name=name, card=with_card,
+                                                 title=title),
+        file_name=export.download_name(fmt, card=with_card, name=name),
+        mime="application/zip" if with_card else FORMAT_INFO[fmt].mime,
+        key="exp_download", icon=":material/download:", type="primary",
+        help="The file is built when you click, on the server, then sent to your browser.")
+with write_col:
+    st.markdown("**Write on this machine**")
+    default_path = Path(pool.path).parent / "exports" / (
+        f"selfinstruct-data{'.zip' if with_card else FORMAT_INFO[fmt].extension}")
+    target = st.text_input("Path", value=str(default_path), key=f"exp_path_{fmt}_{with_card}",
+                           help="A path ending in .zip gets one archive; otherwise the card and charts "
+                                "are written beside the data file.")
+    if st.button("Write", key="exp_write", icon=":material/save:"):
+        try:
+            result = export.export_dataset(pool, fmt, target, filters, options, card=with_card, title=title)
+        except (OSError, PoolError, ValueError) as exc:
+            st.error(f"Could not write {target}: {exc}", icon=":material/error:")
+        else:
+            st.success(f"Wrote {result.records:,} record(s) ({result.bytes / 1e6:.2f} MB, "
+                       f"{result.seconds:.1f} s).", icon=":material/check_circle:")
+            st.text("\n".join([str(result.path)] + ([f"card: {result.card_path}"] if result.card_path else [])
+                              + [f"  {name}" for name in result.files]))

@@ -1,0 +1,431 @@
+import random
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from pages.common import current_pool, current_user
+from selfinstruct import quality
+from selfinstruct.quality import MEASURE_LABELS, QUESTION_TEXT, QUESTIONS
+from selfinstruct.store import PoolError
+
+ANSWER_LABELS = {"yes": "Yes", "no": "No", "unsure": "Unsure"}
+VIEWS = {"label": "Label items", "results": "Results", "data": "Study data"}
+STRATA = {"none": "None", "round": "By round", "classification": "Classification vs not"}
+US, PAPER = "This study", "Paper (Wang et al. 2023)"
+
+pool = current_pool()
+
+st.title("Quality study")
+st.caption(
+    "Hand-label a random sample of the pool, as the Self-Instruct paper did: 200 generated "
+    "instructions, one random instance each, three yes/no questions. The paper found 92% valid "
+    "tasks, 79% appropriate inputs, 58% acceptable outputs, 54% all three. Label alone or with "
+    "colleagues; results come with 95% confidence intervals and agreement between annotators."
+)
+
+
+# -- who is labeling -----------------------------------------------------------------
+def _adopt_name() -> None:
+    # Becomes the session's name in the sidebar too (setting another widget is allowed in a
+    # callback); also kept under a plain key, which outlives any widget.
+    name = (st.session_state.get("label_annotator") or "").strip()
+    st.session_state["label_annotator_name"] = name
+    st.session_state["user_name"] = name
+
+
+annotator = current_user()
+if annotator == "user":
+    annotator = st.session_state.get("label_annotator_name", "")
+if annotator in ("", "user"):
+    st.text_input("Your name, as the annotator", key="label_annotator", on_change=_adopt_name,
+                  placeholder="e.g. Dana", icon=":material/person:",
+                  help="Labels are kept per annotator, so several people can label the same study "
+                       "and their agreement can be measured. Asked once per session.")
+    annotator = ""
+
+# -- studies -------------------------------------------------------------------------
+if pending := st.session_state.pop("label_study_pending", None):
+    st.session_state["label_study"] = pending
+if flash := st.session_state.pop("label_study_flash", None):
+    text, short = flash
+    if short:  # fewer eligible than asked for: say so where it stays visible
+        st.warning(text, icon=":material/info:")
+    else:
+        st.toast(text, icon=":material/check_circle:")
+
+studies = pool.studies()
+scope = pool.quality_scope()
+with st.expander("New study", icon=":material/add_circle:", expanded=not studies):
+    if scope["eligible"] == 0:
+        st.info("Nothing to sample yet: a study draws from accepted generated instructions that "
+                "have at least one kept instance.", icon=":material/info:")
+        st.page_link("pages/generate.py", label="Generate some first", icon=":material/auto_awesome:")
+    else:
+        run_ids = [r["run_id"] for r in scope["runs"]]
+        run_names = {r["run_id"]: f"Run {r['run_id']}" + (f" · {r['name']}" if r["name"] else "")
+                     + f" ({r['eligible']})" for r in scope["runs"]}
+        round_numbers = [r["round"] for r in scope["rounds"]]
+        round_names = {r["round"]: f"Round {r['round']} ({r['eligible']})" for r in scope["rounds"]}
+        st.session_state.setdefault("study_seed", random.randrange(1, 100_000))
+        with st.form("label_new_study", border=False):
+            st.text_input("Name", value=f"Study {len(studies) + 1}", key="study_name")
+            size_col, seed_col = st.columns(2)
+            size_col.number_input("Instructions to sample", min_value=1, value=quality.DEFAULT_SIZE,
+                                  step=10, key="study_size",
+                                  help=f"{scope['eligible']} accepted instructions have a kept instance. "
+                                       "One random instance of each sampled instruction is labeled.")
+            seed_col.number_input("Random seed", min_value=0, step=1, key="study_seed",
+                                  help="The same pool, seed and filters draw the same sample.")
+            st.multiselect("Runs", run_ids, default=run_ids, format_func=run_names.get, key="study_runs")
+            st.multiselect("Rounds", round_numbers, default=round_numbers, format_func=round_names.get,
+                           key="study_rounds", help="Round numbers count within each run.")
+            st.segmented_control("Strata", list(STRATA), format_func=STRATA.get, default="none",
+                                 required=True, key="study_stratify",
+                                 help="Stratified: each round (or classification and other tasks) "
+                                      "gets a share of the sample proportional to its size.")
+            create = st.form_submit_button("Draw the sample", key="study_create", type="primary",
+                                           icon=":material/casino:")
+        if create:
+            chosen_runs = st.session_state["study_runs"]
+            chosen_rounds = st.session_state["study_rounds"]
+            stratify = st.session_state["study_stratify"]
+            try:
+                created = quality.create_study(
+                    pool, st.session_state["study_name"], size=int(st.session_state["study_size"]),
+                    seed=int(st.session_state["study_seed"]),
+                    run_ids=None if set(chosen_runs) == set(run_ids) else chosen_runs,
+                    rounds=None if set(chosen_rounds) == set(round_numbers) else chosen_rounds,
+                    stratify=None if stratify == "none" else stratify, actor=annotator or current_user())
+            except (PoolError, ValueError) as exc:  # nothing eligible, no name: plain words
+                st.error(str(exc), icon=":material/error:")
+            else:
+                st.session_state["label_study_pending"] = created.study_id
+                st.session_state["label_study_flash"] = (created.message(), created.sample.short)
+                st.rerun()
+
+if not studies:
+    st.stop()
+
+by_id = {s["id"]: s for s in studies}
+pick, switch = st.columns([3, 2], vertical_alignment="bottom")
+study_id = pick.selectbox(
+    "Study", list(by_id), key="label_study",
+    format_func=lambda i: f"{by_id[i]['name']} ({by_id[i]['items']} items, created "
+                          f"{by_id[i]['created_at']:%Y-%m-%d %H:%M})")
+study = by_id[study_id]
+st.session_state["label_view"] = (st.session_state.pop("label_view_pending", None)
+                                  or st.session_state.get("label_view") or "label")
+view = switch.segmented_control("View", list(VIEWS), format_func=VIEWS.get, required=True,
+                                key="label_view", label_visibility="collapsed")
+st.caption(quality.describe_study(study))
+
+
+# -- label ---------------------------------------------------------------------------
+def _text_block(text: str) -> None:
+    # Plain text (never markdown): line breaks kept, long lines wrapped, long text scrolls.
+    rows = text.count("\n") + 1 + len(text) // 90
+    st.code(text, language=None, wrap_lines=True, height=280 if rows > 14 else "content")
+
+
+def _keys(item_id: int) -> dict:
+    return {**{q: f"lab_{q}_{item_id}" for q in QUESTIONS}, "note": f"lab_note_{item_id}"}
+
+
+def _go(pos_key: str, jump_key: str, position: int) -> None:
+    st.session_state[pos_key] = position
+    st.session_state[jump_key] = position + 1
+
+
+def _save(item: dict, n_items: int, pos_key: str, jump_key: str, all_yes: bool = False) -> None:
+    keys = _keys(item["item_id"])
+    answers = {q: "yes" if all_yes else st.session_state.get(keys[q]) for q in QUESTIONS}
+    if any(a is None for a in answers.values()):
+        st.session_state["label_flash"] = ("warning", "Answer all three questions before saving "
+                                           "(\"Unsure\" is an answer).")
+        return
+    pool.save_label(study_id, item["item_id"], annotator, note=st.session_state.get(keys["note"]),
+                    **answers)
+    for key in keys.values():  # the next visit shows what was saved
+        st.session_state.pop(key, None)
+    st.session_state["label_flash"] = ("success", f"Saved item {item['position'] + 1}.")
+    following = item["position"] + 1
+    if following >= n_items:
+        following = pool.study_progress(study_id, annotator)["first_unlabeled"]
+        if following is None:
+            st.session_state["label_flash"] = ("success", f"Saved. Every one of the {n_items} items "
+                                               "carries your label: see the results.")
+            following = item["position"]
+    _go(pos_key, jump_key, following)
+
+
+def _first_unlabeled(pos_key: str, jump_key: str) -> None:
+    first = pool.study_progress(study_id, annotator)["first_unlabeled"]
+    if first is None:
+        st.session_state["label_flash"] = ("info", "You have labeled every item of this study.")
+    else:
+        _go(pos_key, jump_key, first)
+
+
+def _jump(pos_key: str, jump_key: str) -> None:
+    st.session_state[pos_key] = int(st.session_state[jump_key]) - 1
+
+
+@st.fragment
+def labeling() -> None:
+    # A fragment: saving or moving reruns only this part of the page.
+    progress = pool.study_progress(study_id, annotator)
+    n_items = progress["items"]
+    pos_key, jump_key = f"label_pos_{study_id}_{annotator}", f"label_jump_{study_id}"
+    if pos_key not in st.session_state:  # resume where this annotator stopped
+        start = progress["first_unlabeled"]
+        _go(pos_key, jump_key, 0 if start is None else start)
+    position = min(max(int(st.session_state[pos_key]), 0), n_items - 1)
+    st.session_state.setdefault(jump_key, position + 1)
+    item = pool.study_item(study_id, position, annotator)
+
+    head, bar, jump = st.columns([2, 3, 1], vertical_alignment="bottom")
+    head.subheader(f"Item {position + 1} of {n_items}")
+    bar.progress(progress["labeled"] / n_items,
+                 text=f"{progress['labeled']} of {n_items} items labeled by {annotator}")
+    jump.number_input("Go to item", min_value=1, max_value=n_items, step=1, key=jump_key,
+                      on_change=_jump, args=(pos_key, jump_key))
+    if flash := st.session_state.pop("label_flash", None):
+        kind, message = flash
+        if kind == "success":
+            st.toast(message, icon=":material/check:")
+        else:
+            getattr(st, kind)(message)
+    facts = [f"round {item['round']}" if item["round"] is not None else "no round",
+             "classification task" if item["is_classification"] else "not a classification task",
+             f"candidate {item['candidate_id']}"]
+    if item["candidate_status"] != "accepted":
+        facts.append(f"now {item['candidate_status']} in the pool")
+    if item["labeled_at"] is not None:
+        facts.append(f"you labeled it {item['labeled_at']:%Y-%m-%d %H:%M}")
+    st.caption(" · ".join(facts))
+
+    texts, answers = st.columns([3, 2], gap="large")
+    with texts:
+        st.markdown("**Instruction**")
+        _text_block(item["instruction"])
+        if item["input"] is None:
+            st.warning("The sampled instance is no longer in the pool (its instances were regenerated). "
+                       "Judge the instruction, and answer the other two questions \"Unsure\".")
+        else:
+            st.markdown("**Input**")
+            if item["input"].strip():
+                _text_block(item["input"])
+            else:
+                st.caption("Empty: this instance has no input.")
+            st.markdown("**Output**")
+            _text_block(item["output"])
+
+    keys = _keys(item["item_id"])
+    with answers:
+        for question in QUESTIONS:
+            st.segmented_control(
+                QUESTION_TEXT[question], list(ANSWER_LABELS), format_func=ANSWER_LABELS.get,
+                default=item[question], key=keys[question], on_change="ignore")
+            if question == "input_ok" and item["input"] is not None and not item["input"].strip():
+                st.caption("The input is empty. That is appropriate when the instruction needs no "
+                           "input; answer no if it needed one.")
+        st.text_input("Note (optional)", value=item["note"] or "", key=keys["note"],
+                      placeholder="Why, for the record or for a disagreement")
+        args = (item, n_items, pos_key, jump_key)
+        with st.container(horizontal=True):
+            st.button("Save and next", key="label_save", type="primary", icon=":material/done:",
+                      shortcut="Ctrl+S", on_click=_save, args=args)
+            st.button("All yes, save and next", key="label_all_yes", icon=":material/done_all:",
+                      shortcut="Y", on_click=_save, args=args, kwargs={"all_yes": True})
+        with st.container(horizontal=True):
+            st.button("Previous", key="label_prev", icon=":material/chevron_left:", shortcut="P",
+                      disabled=position == 0, on_click=_go, args=(pos_key, jump_key, position - 1))
+            st.button("Next", key="label_next", icon=":material/chevron_right:", shortcut="N",
+                      disabled=position >= n_items - 1, on_click=_go,
+                      args=(pos_key, jump_key, position + 1))
+            st.button("First unlabeled", key="label_first_unlabeled", icon=":material/skip_next:",
+                      shortcut="U", disabled=progress["first_unlabeled"] is None,
+                      on_click=_first_unlabeled,
+                      args=(pos_key, jump_key))
+        st.caption("Keys: Ctrl+S saves and moves on; Y answers yes to all three and moves on; "
+                   "P / N go to the previous / next item without saving, U to your first unlabeled "
+                   "one. Clicking an answer is instant: answers are sent when you save.")
+
+
+# -- results -------------------------------------------------------------------------
+def rates_chart(frame: pd.DataFrame) -> alt.Chart:
+    """Share of yes per measure with its 95% interval, and the paper's figure as a tick."""
+    order = list(MEASURE_LABELS.values())
+    frame = frame.dropna(subset=["share"]).assign(source=US)
+    paper = frame.assign(source=PAPER)
+    color = alt.Color("source:N", title=None, scale=alt.Scale(domain=[US, PAPER], range=["#4c78a8", "#e45756"]))
+    y = alt.Y("label:N", sort=order, title=None)
+    x = alt.X("share:Q", title="Share answered yes", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"))
+    tooltip = [alt.Tooltip("label:N", title="Question"), alt.Tooltip("share:Q", format=".1%", title="Yes"),
+               alt.Tooltip("low:Q", format=".1%", title="95% from"), alt.Tooltip("high:Q", format=".1%", title="95% to"),
+               "yes:Q", "n:Q", "unsure:Q", alt.Tooltip("paper:Q", format=".0%", title="Paper")]
+    bars = alt.Chart(frame).mark_bar(opacity=0.8, height=22).encode(x=x, y=y, color=color, tooltip=tooltip)
+    whiskers = alt.Chart(frame).mark_errorbar(ticks=True, color="#1f2937").encode(
+        x=alt.X("low:Q", title="Share answered yes"), x2="high:Q", y=y)
+    ticks = alt.Chart(paper).mark_tick(thickness=4, size=34).encode(
+        x="paper:Q", y=y, color=color, tooltip=[alt.Tooltip("paper:Q", format=".0%", title="Paper")])
+    return (bars + whiskers + ticks).properties(height=210)
+
+
+def group_chart(frame: pd.DataFrame, title: str) -> alt.Chart:
+    """The same, one bar per group (round, or classification vs not) within each measure."""
+    order = list(MEASURE_LABELS.values())
+    frame = frame.dropna(subset=["share"]).assign(group=lambda f: f["group"].astype(str))
+    y = alt.Y("label:N", sort=order, title=None)
+    offset = alt.YOffset("group:N")
+    color = alt.Color("group:N", title=title)
+    x = alt.X("share:Q", title="Share answered yes", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"))
+    tooltip = [alt.Tooltip("group:N", title=title), alt.Tooltip("label:N", title="Question"),
+               alt.Tooltip("share:Q", format=".1%", title="Yes"), alt.Tooltip("low:Q", format=".1%", title="95% from"),
+               alt.Tooltip("high:Q", format=".1%", title="95% to"), "yes:Q", "n:Q"]
+    bars = alt.Chart(frame).mark_bar(opacity=0.8).encode(x=x, y=y, yOffset=offset, color=color, tooltip=tooltip)
+    whiskers = alt.Chart(frame).mark_rule(color="#1f2937").encode(
+        x=alt.X("low:Q", title="Share answered yes"), x2="high:Q", y=y, yOffset=offset)
+    ticks = alt.Chart(frame.drop_duplicates("measure")).mark_tick(color="#e45756", thickness=3).encode(
+        x="paper:Q", y=y, tooltip=[alt.Tooltip("paper:Q", format=".0%", title="Paper")])
+    groups = frame["group"].nunique()
+    return (bars + whiskers + ticks).properties(height=max(160, 4 * (14 * groups + 16)))
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{value:.0%}"
+
+
+def numbers_table(frame: pd.DataFrame, group_title: str | None = None) -> None:
+    shown = frame.assign(
+        interval=[f"{_pct(lo)} – {_pct(hi)}" if pd.notna(lo) else "n/a" for lo, hi in zip(frame["low"], frame["high"])])
+    columns = (["group"] if group_title else []) + ["label", "yes", "n", "share", "interval", "no", "unsure",
+                                                    "split", "paper"]
+    st.dataframe(shown[columns], hide_index=True, column_config={
+        "group": st.column_config.TextColumn(group_title),
+        "label": st.column_config.TextColumn("Question"),
+        "share": st.column_config.NumberColumn("Share yes", format="percent"),
+        "interval": st.column_config.TextColumn("95% Wilson interval"),
+        "split": st.column_config.NumberColumn("no majority", help="Annotators split with no majority"),
+        "paper": st.column_config.NumberColumn("Paper", format="percent"),
+    })
+
+
+def results() -> None:
+    labels = pool.study_labels(study_id)
+    if not labels:
+        st.info("No labels yet. Label a few items and the results appear here.", icon=":material/info:")
+        return
+    annotators = sorted({row["annotator"] for row in labels})
+    whose_options = [""] + annotators if len(annotators) > 1 else annotators
+    whose = st.selectbox("Whose answers", whose_options, key="label_whose",
+                         format_func=lambda a: a or "Everyone: the majority answer per item")
+    result = quality.study_results(pool, study_id, whose or None, labels=labels)
+    overall = result.overall.set_index("measure")
+
+    st.subheader(f"{result.labeled} of {result.items} items labeled")
+    for column, measure in zip(st.columns(4), quality.MEASURES):
+        row = overall.loc[measure]
+        column.metric(MEASURE_LABELS[measure], _pct(row["share"]),
+                      delta=f"{100 * (row['share'] - row['paper']):+.0f} pts vs the paper", delta_color="off",
+                      help=f"{row['yes']} yes of {row['n']}; 95% Wilson interval "
+                           f"{_pct(row['low'])} to {_pct(row['high'])}. The paper: {row['paper']:.0%}.")
+    st.altair_chart(rates_chart(result.overall), key="label_rates_chart")
+    unsure = int(overall.loc[list(QUESTIONS), "unsure"].sum())
+    split = int(overall.loc[list(QUESTIONS), "split"].sum())
+    st.caption(
+        "Bars: share of yes in this study, with its 95% Wilson interval; ticks: the paper's figure. "
+        f"\"Unsure\" counts as not yes ({unsure} unsure answer(s) here"
+        + (f"; {split} answer(s) without a majority among annotators" if split else "")
+        + "). \"All three valid\" needs yes to every question.")
+
+    by_round, by_group = st.columns(2)
+    with by_round:
+        st.markdown("**By round**")
+        st.altair_chart(group_chart(result.by_round, "Round"), key="label_round_chart")
+    with by_group:
+        st.markdown("**Classification vs not**")
+        st.altair_chart(group_chart(result.by_group, "Task kind"), key="label_group_chart")
+    with st.expander("The numbers", icon=":material/table:"):
+        numbers_table(result.overall)
+        numbers_table(result.by_round, "Round")
+        numbers_table(result.by_group, "Task kind")
+
+    st.subheader("Agreement between annotators")
+    if len(annotators) < 2:
+        st.caption("Agreement needs two or more annotators on the same items. Ask a colleague to "
+                   "label this study under their own name.")
+        return
+    chosen = st.multiselect("Annotators", annotators, default=annotators, key="label_agree_with")
+    kappas = quality.agreement(labels, chosen)
+    if kappas:
+        st.dataframe(pd.DataFrame(kappas).assign(
+            kappa=lambda f: f["kappa"].map(lambda k: "n/a" if k is None or pd.isna(k) else f"{k:.2f}"),
+            why_undefined=lambda f: f["why_undefined"].fillna("")),
+            hide_index=True, column_order=["label", "method", "items", "observed", "kappa", "reading",
+                                           "why_undefined"],
+            column_config={"label": "Question", "method": "Method", "items": "Items compared",
+                           "observed": st.column_config.NumberColumn("Agreed on", format="percent"),
+                           "kappa": "Kappa", "reading": "Reading", "why_undefined": "Why n/a"})
+        st.caption("Cohen's kappa for two annotators (items both labeled), Fleiss' kappa for more "
+                   "(items all of them labeled): agreement beyond what chance would give, 1 perfect, "
+                   "0 no better than chance. Readings follow Landis and Koch (1977).")
+    else:
+        st.caption("Choose two or more annotators.")
+    found = quality.disagreements(labels, chosen)
+    if not found:
+        st.success("No disagreements to resolve.", icon=":material/handshake:")
+        return
+    texts = pool.study_texts(study_id, [row["item_id"] for row in found])
+    table = pd.DataFrame([{**row, "instruction": texts[row["item_id"]]["instruction"]} for row in found])
+    st.markdown(f"**{len(found)} item(s) with a disagreement to resolve**")
+    picked = st.dataframe(
+        table, hide_index=True, key="label_disagreements", on_select="rerun", selection_mode="single-row",
+        column_order=["item", *QUESTIONS, "instruction"],
+        column_config={"item": st.column_config.NumberColumn("Item", width="small"),
+                       **{q: MEASURE_LABELS[q] for q in QUESTIONS}})
+    rows = picked.selection.rows if picked is not None else []
+    if st.button("Open the selected item", key="label_open_disagreement", icon=":material/open_in_new:",
+                 disabled=not rows):
+        position = int(table.iloc[rows[0]]["position"])
+        st.session_state[f"label_pos_{study_id}_{annotator}"] = position
+        st.session_state[f"label_jump_{study_id}"] = position + 1
+        st.session_state["label_view_pending"] = "label"
+        st.rerun()
+
+
+# -- study data ----------------------------------------------------------------------
+def study_data() -> None:
+    rows = quality.study_rows(pool, study_id)
+    st.dataframe(pd.DataFrame(rows, columns=quality.STUDY_COLUMNS), hide_index=True, key="label_study_rows",
+                 column_order=["item", "annotator", *QUESTIONS, "note", "instruction", "input", "output",
+                               "round", "is_classification", "candidate_id", "instance_id", "labeled_at"],
+                 column_config={"item": st.column_config.NumberColumn("Item", width="small"),
+                                **{q: MEASURE_LABELS[q] for q in QUESTIONS},
+                                "is_classification": st.column_config.CheckboxColumn("classification")})
+    slug = "".join(ch if ch.isalnum() else "-" for ch in study["name"].lower()).strip("-") or "study"
+    csv_col, json_col = st.columns(2)
+    csv_col.download_button("Download CSV", quality.study_csv(pool, study_id), file_name=f"{slug}.csv",
+                            mime="text/csv", key="label_download_csv", icon=":material/download:",
+                            on_click="ignore")
+    json_col.download_button("Download JSON", quality.study_json(pool, study_id), file_name=f"{slug}.json",
+                             mime="application/json", key="label_download_json", icon=":material/download:",
+                             on_click="ignore")
+    st.caption("One row per item and annotator; an item nobody labeled has one row with empty answers. "
+               "The JSON holds the study, its settings, its annotators and every item with its labels.")
+    labeled, invalid = pool.labeled_candidate_ids(), pool.invalid_candidate_ids()
+    st.info(f"Across all studies, {len(labeled)} instruction(s) in the pool carry a label; "
+            f"{len(invalid)} of them judged not a valid task by most of their annotators. "
+            "Exports can leave those out.", icon=":material/label:")
+
+
+if view == "label":
+    if not annotator:
+        st.info("Enter your name above to start labeling.", icon=":material/person:")
+    else:
+        labeling()
+elif view == "results":
+    results()
+else:
+    study_data()

@@ -1,0 +1,324 @@
+import math
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from pages.common import current_pool, current_user
+from selfinstruct import explore
+from selfinstruct.export import ExportFilters, PAPER_LENGTHS
+from selfinstruct.store import PoolError
+
+PAGE_SIZE = 50
+VIEWS = {"browse": "Browse and edit", "diversity": "Diversity"}
+CLASSIFICATION = {"both": "All tasks", "only": "Classification tasks", "exclude": "Other tasks"}
+REVIEWS = {"all": "Any", "untouched": "Not reviewed", "human_approved": "Human-approved",
+           "rescued": "Rescued", "approved": "Approved here"}
+ACTION_LABELS = {"edit_candidate": "edited the instruction of", "edit_instance": "edited instance",
+                 "approve": "approved", "remove": "removed", "remove_instance": "removed instance"}
+
+pool = current_pool()
+user = current_user()
+
+st.title("Pool")
+counts = pool.counts()
+st.caption(f"{counts.accepted:,} accepted generated instructions · {counts.seeds:,} seed tasks · "
+           f"{counts.instances:,} kept instances")
+if counts.accepted == 0:
+    st.info("No generated instruction has been accepted yet. Run a few rounds on the Generate page.",
+            icon=":material/auto_awesome:")
+    st.page_link("pages/generate.py", label="Go to Generate", icon=":material/auto_awesome:")
+    st.stop()
+
+view = st.segmented_control("View", list(VIEWS), format_func=VIEWS.get, default="browse", required=True,
+                            key="pool_view", label_visibility="collapsed")
+
+
+def flash(kind: str, text: str) -> None:
+    st.session_state["pool_flash"] = (kind, text)
+
+
+def act(fn, *args, done: str, **kwargs) -> None:
+    """Run one audited change; report it on the next run."""
+    try:
+        audit_id = fn(*args, actor=user, **kwargs)
+    except PoolError as exc:
+        flash("error", str(exc))
+    else:
+        st.session_state["pool_last_action"] = audit_id
+        flash("success", done)
+    st.rerun()
+
+
+# ============================================================================ browse
+def browse() -> None:
+    search_col, clf_col, review_col, run_col = st.columns([3, 2, 2, 2])
+    search = search_col.text_input("Search", key="pool_search", placeholder="words in the instruction",
+                                   help="Case-insensitive; finds the text anywhere in the instruction.")
+    in_instances = search_col.checkbox("Also search inputs and outputs", key="pool_search_instances")
+    clf = clf_col.selectbox("Tasks", list(CLASSIFICATION), format_func=CLASSIFICATION.get, key="pool_clf")
+    review = review_col.selectbox("Review", list(REVIEWS), format_func=REVIEWS.get, key="pool_review",
+                                  help="Human-approved: rescued from the rejects, or approved or edited here.")
+    runs = pool.pool_runs()
+    run_names = {None: "Every run", **{r["id"]: f"Run {r['id']}" + (f" · {r['name']}" if r["name"] else "")
+                                        for r in runs}}
+    run_id = run_col.selectbox("Run", list(run_names), format_func=run_names.get, key="pool_run")
+    query = dict(in_instances=in_instances, run_id=run_id,
+                 classification={"only": True, "exclude": False}.get(clf),
+                 review=None if review == "all" else review)
+
+    total = pool.pool_browse_count(search, **query)
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    # The page number lives in session state (clamped when a search shrinks the result).
+    st.session_state["pool_page"] = min(max(1, st.session_state.get("pool_page") or 1), pages)
+    info_col, page_col = st.columns([4, 1])
+    page = page_col.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, step=1,
+                                 key="pool_page")
+    info_col.markdown(f"**{total:,}** matching instruction(s), newest first. Select a row to open it.")
+    frame = pool.pool_browse(search, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, **query)
+    # A selected row means a row of this page of this query: start afresh when either changes.
+    signature = (search, in_instances, clf, review, run_id, page)
+    if st.session_state.get("pool_query") != signature:
+        st.session_state["pool_query"] = signature
+        st.session_state["pool_table"] = {"selection": {"rows": [], "columns": []}}
+        st.session_state["pool_last_selected"] = None
+    event = st.dataframe(
+        frame, key="pool_table", on_select="rerun", selection_mode="single-row", hide_index=True,
+        column_order=["id", "run_id", "round", "instruction", "instances", "is_classification",
+                      "max_rouge", "review"],
+        column_config={
+            "id": st.column_config.NumberColumn("#", width="small"),
+            "run_id": st.column_config.NumberColumn("run", width="small"),
+            "round": st.column_config.NumberColumn("round", width="small"),
+            "instruction": st.column_config.TextColumn("instruction", width="large"),
+            "instances": st.column_config.NumberColumn("instances", width="small"),
+            "is_classification": st.column_config.CheckboxColumn("classification", width="small"),
+            "max_rouge": st.column_config.NumberColumn("max ROUGE-L", format="%.2f", width="small",
+                                                       help="Against the pool when it was accepted."),
+            "review": st.column_config.TextColumn("review", width="small"),
+        })
+    rows = event.selection.rows if event is not None else []
+    selected = int(frame.iloc[rows[0]]["id"]) if rows and rows[0] < len(frame) else None
+    st.session_state.setdefault("pool_open", None)
+    if selected is not None and selected != st.session_state.get("pool_last_selected"):
+        st.session_state["pool_last_selected"] = selected
+        st.session_state["pool_open"] = selected
+    opened = st.number_input("Open item #", min_value=1, step=1, key="pool_open",
+                             help="Select a row above, or type an item number.")
+    if opened:
+        item_panel(int(opened))
+    recent_actions()
+
+
+def item_panel(candidate_id: int) -> None:
+    item = pool.pool_item(candidate_id)
+    if item is None:
+        st.warning(f"There is no item #{candidate_id}.", icon=":material/search_off:")
+        return
+    with st.container(border=True):
+        where = f"run {item['run_id']}, round {item['round']}" if item["run_id"] else "no run"
+        state = item["status"] + (f" ({item['reason']})" if item["reason"] else "")
+        review = f" · review: {item['review']}" if item["review"] else ""
+        rouge = f" · max ROUGE-L {item['max_rouge']:.2f}" if item["max_rouge"] is not None else ""
+        st.markdown(f"**Item #{candidate_id}** · {where} · {state}{review} · decided by "
+                    f"{item['decided_by']}{rouge}")
+        if item["status"] != "accepted":
+            st.info("This item is not in the accepted pool (it was removed or rejected); see the "
+                    "Rejects page, or undo the removal below.", icon=":material/info:")
+            st.text(item["instruction"])
+            return
+        text_key = f"pool_instr_{candidate_id}"
+        new_text = st.text_area("Instruction", value=item["instruction"], key=text_key, height=90)
+        if new_text.strip() != item["instruction"]:
+            for warning in explore.edit_warnings(new_text):
+                st.warning(warning, icon=":material/warning:")
+        save_col, approve_col, remove_col = st.columns(3)
+        if save_col.button("Save instruction", key="pool_save_instruction", icon=":material/save:",
+                           disabled=new_text.strip() == item["instruction"]):
+            act(pool.pool_edit_instruction, candidate_id, new_text, done=f"Saved the instruction of #{candidate_id}.")
+        approved = item["review"] in ("rescued", "approved") and item["decided_by"] == "human"
+        if approve_col.button("Approve", key="pool_approve", icon=":material/verified:", disabled=approved,
+                              help="Mark it as checked by a person (the export can keep only these)."):
+            act(pool.pool_approve, candidate_id, done=f"Approved #{candidate_id}.")
+        if remove_col.button("Remove from the pool", key="pool_remove", icon=":material/delete:",
+                             help="It becomes a reject with reason 'removed'; you can undo it."):
+            act(pool.pool_remove, candidate_id, done=f"Removed #{candidate_id} from the pool.")
+
+        kept = [i for i in item["instances"] if i["status"] == "kept"]
+        dropped = [i for i in item["instances"] if i["status"] != "kept"]
+        st.markdown(f"**{len(kept)} kept instance(s)**")
+        if not kept:
+            st.caption("No kept instance: exports skip this task unless asked for empty tasks.")
+        for inst in kept:
+            iid = inst["id"]
+            in_col, out_col, button_col = st.columns([4, 4, 1])
+            new_in = in_col.text_area("Input", value=inst["input"], key=f"pool_in_{iid}", height=100)
+            new_out = out_col.text_area("Output", value=inst["output"], key=f"pool_out_{iid}", height=100)
+            changed = (new_in.strip(), new_out.strip()) != (inst["input"], inst["output"])
+            if button_col.button("Save", key=f"pool_save_inst_{iid}", disabled=not changed,
+                                 icon=":material/save:"):
+                act(pool.pool_edit_instance, iid, input=new_in, output=new_out,
+                    done=f"Saved instance {iid} of #{candidate_id}.")
+            if button_col.button("Drop", key=f"pool_drop_inst_{iid}", icon=":material/delete:"):
+                act(pool.pool_remove_instance, iid, done=f"Dropped instance {iid} of #{candidate_id}.")
+        if dropped:
+            st.caption(f"{len(dropped)} instance(s) the filters (or a person) dropped:")
+            st.dataframe(pd.DataFrame(dropped)[["id", "reason", "input", "output"]], hide_index=True,
+                         key=f"pool_dropped_{candidate_id}")
+
+
+def recent_actions() -> None:
+    actions = pool.pool_actions(limit=8)
+    if not actions:
+        return
+    with st.expander("Recent changes on this page", icon=":material/history:",
+                     expanded=bool(st.session_state.get("pool_last_action"))):
+        for entry in actions:
+            text_col, button_col = st.columns([5, 1])
+            target = f"#{entry['target_id']}" if entry["target_kind"] == "candidate" else str(entry["target_id"])
+            when = entry["created_at"].strftime("%Y-%m-%d %H:%M:%S")
+            status = " (undone)" if entry["undone_by"] else ""
+            text_col.text(f"{when} · {entry['actor']} {ACTION_LABELS.get(entry['action'], entry['action'])} "
+                          f"{target}{status}")
+            if not entry["undone_by"] and button_col.button("Undo", key=f"pool_undo_{entry['id']}",
+                                                            icon=":material/undo:"):
+                act(pool.pool_undo, entry["id"], done=f"Undid: {ACTION_LABELS.get(entry['action'])} {target}.")
+
+
+# ============================================================================ diversity
+@st.cache_data(show_spinner="Reading the leading verbs ...", max_entries=8)
+def verb_table(path: str, version: tuple, top: int) -> pd.DataFrame:
+    return explore.verb_noun_counts(current_pool().machine_instructions(), top_verbs=top, nouns_per_verb=4)
+
+
+@st.cache_data(show_spinner="Scoring every generated instruction against the seeds ...", max_entries=8)
+def rouge_scores(path: str, version: tuple) -> explore.RougeVsSeeds:
+    p = current_pool()
+    return explore.rouge_vs_seeds(p.seed_instruction_texts(), p.machine_instructions())
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def length_stats(path: str, version: tuple) -> dict:
+    return current_pool().export_length_stats(ExportFilters(include_seeds=False))
+
+
+def sunburst(table: pd.DataFrame) -> alt.Chart:
+    """Verbs on the inner ring, their first nouns on the outer ring (angles computed here)."""
+    shown = table[table["verb"] != explore.NONE].copy()
+    grand = shown["count"].sum()
+    rows, start = [], 0.0
+    for verb, group in shown.groupby("verb", sort=False):
+        total = int(group["verb_total"].iloc[0])
+        rows.append({"ring": "verb", "verb": verb, "noun": "", "count": total,
+                     "start": start, "end": start + 2 * math.pi * total / grand})
+        inner = start
+        for noun, count in zip(group["noun"], group["count"]):
+            angle = 2 * math.pi * int(count) / grand
+            rows.append({"ring": "noun", "verb": verb, "noun": noun, "count": int(count),
+                         "start": inner, "end": inner + angle})
+            inner += angle
+        start += 2 * math.pi * total / grand
+    arcs = pd.DataFrame(rows)
+    arcs["mid"] = (arcs["start"] + arcs["end"]) / 2
+    # a label only where its arc is long enough to hold it (inner ring: radius 95, outer: 190)
+    arcs["label"] = arcs.apply(
+        lambda r: (r["verb"] if (r["end"] - r["start"]) > 0.24 else "") if r["ring"] == "verb"
+        else (r["noun"] if (r["end"] - r["start"]) > 0.12 else ""), axis=1)
+    base = alt.Chart(arcs)
+    color = alt.Color("verb:N", legend=None, scale=alt.Scale(scheme="tableau20"),
+                      sort=list(dict.fromkeys(shown["verb"])))
+    tooltip = [alt.Tooltip("verb:N"), alt.Tooltip("noun:N"), alt.Tooltip("count:Q")]
+    inner = base.transform_filter(alt.datum.ring == "verb").mark_arc(
+        innerRadius=40, outerRadius=140, stroke="white").encode(
+        theta=alt.Theta("start:Q", scale=None), theta2="end:Q", color=color, tooltip=tooltip)
+    outer = base.transform_filter(alt.datum.ring == "noun").mark_arc(
+        innerRadius=142, outerRadius=230, stroke="white", opacity=0.6).encode(
+        theta=alt.Theta("start:Q", scale=None), theta2="end:Q", color=color, tooltip=tooltip)
+    inner_text = base.transform_filter(alt.datum.ring == "verb").mark_text(
+        radius=95, fontSize=11, fontWeight="bold").encode(
+        theta=alt.Theta("mid:Q", scale=None), text="label:N")
+    outer_text = base.transform_filter(alt.datum.ring == "noun").mark_text(
+        radius=190, fontSize=10).encode(theta=alt.Theta("mid:Q", scale=None), text="label:N")
+    return (inner + outer + inner_text + outer_text).properties(width=480, height=480)
+
+
+def diversity() -> None:
+    version = pool.explore_version()
+    path = str(pool.path)
+    st.caption("The Self-Instruct paper's diversity analysis (section 3.2), on your accepted generated "
+               "instructions. Computed once per change of the pool and kept.")
+
+    st.subheader("Leading verbs and their first nouns")
+    top = st.slider("Verbs shown", 5, 40, 20, key="pool_top_verbs")
+    table = verb_table(path, version, top)
+    st.caption(explore.HEURISTIC_NOTE)
+    none = int(table.loc[table["verb"] == explore.NONE, "count"].sum())
+    recognised = counts.accepted - none
+    st.markdown(f"A leading verb was recognised in **{recognised:,}** of {counts.accepted:,} instructions "
+                f"({recognised / max(counts.accepted, 1):.0%}).")
+    if len(table[table["verb"] != explore.NONE]):
+        chart_col, table_col = st.columns([3, 2])
+        chart_col.altair_chart(sunburst(table), key="pool_sunburst")
+        table_col.dataframe(table[table["verb"] != explore.NONE][["verb", "noun", "count"]], hide_index=True,
+                            height=500, key="pool_verb_table")
+
+    st.subheader("ROUGE-L against the most similar seed")
+    result = rouge_scores(path, version)
+    if not len(result.scores):
+        st.info("No seed tasks to compare with.", icon=":material/info:")
+    else:
+        hist = explore.rouge_histogram(result.scores)
+        threshold = pool_threshold()
+        bars = alt.Chart(hist).mark_bar().encode(
+            x=alt.X("bin_start:Q", bin="binned", title="ROUGE-L F-measure", scale=alt.Scale(domain=[0, 1])),
+            x2="bin_end:Q", y=alt.Y("n:Q", title="instructions"),
+            tooltip=[alt.Tooltip("bin_start:Q", title="from"), alt.Tooltip("bin_end:Q", title="to"),
+                     alt.Tooltip("n:Q", title="instructions")])
+        rule = alt.Chart(pd.DataFrame({"x": [threshold]})).mark_rule(color="#c0392b", strokeDash=[4, 3]).encode(
+            x="x:Q")
+        st.altair_chart((bars + rule).properties(height=260), key="pool_rouge_chart")
+        sample = (f"a random sample of {len(result.scores):,} of {result.total:,} instructions"
+                  if result.sampled else f"all {result.total:,} instructions")
+        st.caption(f"Exact ROUGE-L of each generated instruction against the most similar of {result.seeds:,} "
+                   f"seeds ({sample}): median {result.median:.2f}, mean {result.mean:.2f}. The dashed line "
+                   f"is the novelty threshold ({threshold}). Mostly low scores mean the model wrote new "
+                   "tasks rather than rewording the seeds.")
+
+    st.subheader("Lengths")
+    stats = length_stats(path, version)
+    metric_cols = st.columns(3)
+    names = {"instruction": "Instruction", "input": "Input (non-empty)", "output": "Output"}
+    for column, field in zip(metric_cols, names):
+        mean = stats["means"].get(field)
+        column.metric(f"{names[field]}, mean words", f"{mean:.1f}" if mean is not None else "–",
+                      delta=f"{mean - PAPER_LENGTHS[field]:+.1f} vs the paper's {PAPER_LENGTHS[field]}"
+                      if mean is not None else None, delta_color="off")
+    hist = stats["histogram"].copy()
+    hist["field"] = hist["field"].map(names)
+    hist["bin_end"] = hist["bin_start"] + stats["bin_width"]
+    chart = alt.Chart(hist).mark_bar().encode(
+        x=alt.X("bin_start:Q", bin="binned", title=f"words ({stats['cap']}+ in the last bar)",
+                scale=alt.Scale(domain=[0, stats["cap"] + stats["bin_width"]])),
+        x2="bin_end:Q", y=alt.Y("n:Q", title="count"),
+        column=alt.Column("field:N", title=None, sort=list(names.values())),
+        tooltip=["field:N", alt.Tooltip("bin_start:Q", title="from"), alt.Tooltip("n:Q", title="count")],
+    ).properties(width=210, height=200).resolve_scale(y="independent")
+    st.altair_chart(chart, key="pool_length_chart")
+    st.caption(f"Word counts over every accepted generated instruction with kept instances "
+               f"({stats['counts'].get('instruction', 0):,} instructions, "
+               f"{stats['counts'].get('output', 0):,} instances), counted in the database.")
+
+
+def pool_threshold() -> float:
+    runs = pool.runs()
+    return float((runs[0]["config"] or {}).get("rouge_threshold", 0.7)) if runs else 0.7
+
+
+# ============================================================================ page
+if message := st.session_state.pop("pool_flash", None):
+    kind, text = message
+    (st.success if kind == "success" else st.error)(text)
+if view == "browse":
+    browse()
+else:
+    diversity()

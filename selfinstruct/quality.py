@@ -1,0 +1,468 @@
+"""The quality study: sampling, rates with confidence intervals, agreement, exports.
+
+The paper (Wang et al. 2023, section 3) drew 200 generated instructions, took one random
+instance of each, and asked three yes/no questions. Its answers: valid task 92%, appropriate
+input 79%, acceptable output 58%, all three 54%. A study here does the same on your own pool,
+with any number of annotators, "unsure" as a third answer, 95% Wilson intervals, and
+Cohen's / Fleiss' kappa between annotators.
+
+Rules, in one place:
+- Sampling (`draw_sample`): the eligible candidates are the accepted ones with at least one
+  kept instance, in candidate id order. One `random.Random(seed)` draws the instructions and
+  then, in sample order, one kept instance of each, so the same pool, seed and filters give the
+  same sample. When fewer are eligible than asked for, every eligible one is taken.
+- Stratified sampling gives each stratum (a round number, or classification / other /
+  not yet classified) a share of the sample proportional to its size: each gets the whole part
+  of `size * stratum / eligible`, and the units left over go to the largest fractional parts
+  (ties: the larger stratum, then the stratum key in sorted order). Each stratum is sampled on
+  its own, and the whole sample is then shuffled so the labeling order mixes strata.
+- Rates: "unsure" counts as not-yes. "All valid" means three "yes". With several annotators,
+  the study's answer to a question for an item is the majority answer among those who labeled
+  it (more than half); without a majority it is "split", which counts as not-yes. An item is
+  all-valid when its three majority answers are "yes".
+- Agreement: Cohen's kappa for exactly two annotators over the items both labeled; Fleiss'
+  kappa for three or more over the items all of them labeled. Categories: yes / no / unsure
+  (all-valid: yes / no). Kappa is undefined (None) when there is no such item, or when the
+  agreement expected by chance is already 1: every answer in the set is the same single
+  category, so there is nothing to agree beyond chance.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from .store.quality import ANSWERS, QUESTIONS
+
+Z95 = 1.959963984540054
+MEASURES = QUESTIONS + ("all_valid",)
+QUESTION_TEXT = {
+    "valid_task": "Does the instruction describe a valid task?",
+    "input_ok": "Is the input appropriate for the instruction?",
+    "output_ok": "Is the output a correct and acceptable response to the instruction and input?",
+}
+MEASURE_LABELS = {
+    "valid_task": "Valid task",
+    "input_ok": "Input appropriate",
+    "output_ok": "Output acceptable",
+    "all_valid": "All three valid",
+}
+# Share of "yes" in the paper's study of 200 GPT-3 generations (Table 2 of Wang et al. 2023).
+PAPER_RATES = {"valid_task": 0.92, "input_ok": 0.79, "output_ok": 0.58, "all_valid": 0.54}
+STRATIFY = {None: "No strata", "round": "By round", "classification": "Classification vs not"}
+CLASS_GROUPS = {True: "classification", False: "other", None: "not classified"}
+DEFAULT_SIZE = 200
+
+
+# ---------------------------------------------------------------------------
+# Statistics
+# ---------------------------------------------------------------------------
+def wilson_interval(yes: int, n: int, z: float = Z95) -> tuple[float, float] | None:
+    """The Wilson score interval for `yes` successes in `n` trials (None when n is 0).
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at 0% or 100%."""
+    if n <= 0:
+        return None
+    if not 0 <= yes <= n:
+        raise ValueError(f"yes must be between 0 and n, got {yes} of {n}")
+    p = yes / n
+    z2 = z * z
+    denom = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    low = 0.0 if yes == 0 else max(0.0, centre - half)
+    high = 1.0 if yes == n else min(1.0, centre + half)
+    return low, high
+
+
+@dataclass(frozen=True)
+class Kappa:
+    value: float | None
+    method: str            # "Cohen" or "Fleiss"
+    items: int             # items the statistic is computed over
+    observed: float | None  # share of those items on which every rater agreed
+    why_undefined: str | None = None
+
+
+def _undefined_reason(counts: Counter) -> str:
+    only = next(iter(counts))
+    return (f"every answer was \"{only}\": agreement expected by chance is already 100%, so "
+            "kappa is undefined")
+
+
+def cohen_kappa(pairs: Sequence[tuple[str, str]]) -> Kappa:
+    """Cohen's kappa for two raters; `pairs` holds both raters' answers per item."""
+    n = len(pairs)
+    if n == 0:
+        return Kappa(None, "Cohen", 0, None, "no item was labeled by both annotators")
+    observed = sum(a == b for a, b in pairs) / n
+    first, second = Counter(a for a, _ in pairs), Counter(b for _, b in pairs)
+    expected = sum(first[c] * second[c] for c in first) / (n * n)
+    if 1 - expected < 1e-12:
+        return Kappa(None, "Cohen", n, observed, _undefined_reason(first + second))
+    return Kappa((observed - expected) / (1 - expected), "Cohen", n, observed)
+
+
+def fleiss_kappa(ratings: Sequence[Sequence[str]]) -> Kappa:
+    """Fleiss' kappa; `ratings` holds, per item, the answers of the same number m >= 2 of raters."""
+    n = len(ratings)
+    if n == 0:
+        return Kappa(None, "Fleiss", 0, None, "no item was labeled by all of the annotators")
+    m = len(ratings[0])
+    if m < 2 or any(len(r) != m for r in ratings):
+        raise ValueError("every item needs the answers of the same number (two or more) of raters")
+    totals: Counter = Counter()
+    agreement = 0.0
+    unanimous = 0
+    for answers in ratings:
+        counts = Counter(answers)
+        totals.update(counts)
+        agreement += (sum(c * c for c in counts.values()) - m) / (m * (m - 1))
+        unanimous += len(counts) == 1
+    p_bar = agreement / n
+    expected = sum((c / (n * m)) ** 2 for c in totals.values())
+    if 1 - expected < 1e-12:
+        return Kappa(None, "Fleiss", n, unanimous / n, _undefined_reason(totals))
+    return Kappa((p_bar - expected) / (1 - expected), "Fleiss", n, unanimous / n)
+
+
+def kappa_words(value: float | None) -> str:
+    """A rough reading of kappa (the bands of Landis and Koch, 1977)."""
+    if value is None:
+        return "n/a"
+    if abs(value) < 1e-9:
+        return "chance level"
+    if value < 0:
+        return "worse than chance"
+    for upper, words in ((0.2, "slight"), (0.4, "fair"), (0.6, "moderate"), (0.8, "substantial")):
+        if value <= upper:
+            return words
+    return "almost perfect"
+
+
+# ---------------------------------------------------------------------------
+# Sampling
+# ---------------------------------------------------------------------------
+def stratum_of(candidate: Mapping, stratify: str | None) -> Any:
+    if stratify == "round":
+        return candidate.get("round")
+    if stratify == "classification":
+        flag = candidate.get("is_classification")
+        return CLASS_GROUPS[None if flag is None else bool(flag)]
+    return None
+
+
+def allocate(sizes: Mapping[Any, int], total: int) -> dict[Any, int]:
+    """Split `total` over strata in proportion to their `sizes` (largest-remainder rounding;
+    ties go to the larger stratum, then to the smaller key). Never more than a stratum holds."""
+    population = sum(sizes.values())
+    total = min(total, population)
+    if population == 0 or total <= 0:
+        return {key: 0 for key in sizes}
+    exact = {key: total * size / population for key, size in sizes.items()}
+    shares = {key: math.floor(value) for key, value in exact.items()}
+    left = total - sum(shares.values())
+    order = sorted(sizes, key=lambda k: (-(exact[k] - shares[k]), -sizes[k], _sort_key(k)))
+    for key in order[:left]:
+        shares[key] += 1
+    return shares
+
+
+def _sort_key(value: Any) -> tuple:
+    return (value is None, str(type(value)), value if value is not None else 0)
+
+
+@dataclass
+class Sample:
+    items: list[tuple[int, int]]        # (candidate id, instance id) in labeling order
+    eligible: int
+    requested: int
+    allocation: dict = field(default_factory=dict)   # stratum -> (eligible, drawn)
+
+    @property
+    def short(self) -> bool:
+        return len(self.items) < self.requested
+
+
+def draw_sample(eligible: Sequence[Mapping], size: int, seed: int,
+                stratify: str | None = None) -> Sample:
+    """Draw `size` instructions from `eligible` (rows of `Pool.study_candidates`, in candidate
+    id order) and one kept instance of each, reproducibly for `seed`."""
+    if stratify not in STRATIFY:
+        raise ValueError(f"stratify must be one of {list(STRATIFY)}, not {stratify!r}")
+    if size < 1:
+        raise ValueError("the sample size must be at least 1")
+    rng = random.Random(int(seed))
+    rows = list(eligible)
+    if stratify is None:
+        chosen = rng.sample(rows, min(size, len(rows)))
+        allocation = {}
+    else:
+        groups: dict[Any, list] = defaultdict(list)
+        for row in rows:
+            groups[stratum_of(row, stratify)].append(row)
+        keys = sorted(groups, key=_sort_key)
+        shares = allocate({k: len(groups[k]) for k in keys}, size)
+        chosen = []
+        for key in keys:
+            chosen.extend(rng.sample(groups[key], shares[key]))
+        rng.shuffle(chosen)
+        allocation = {k: (len(groups[k]), shares[k]) for k in keys}
+    items = [(int(row["candidate_id"]), int(rng.choice(list(row["instance_ids"])))) for row in chosen]
+    return Sample(items, len(rows), int(size), allocation)
+
+
+@dataclass
+class StudyCreated:
+    study_id: int
+    sample: Sample
+
+    def message(self) -> str:
+        drawn = len(self.sample.items)
+        text = f"Drew {drawn} instruction(s), one instance each"
+        if self.sample.short:
+            text += (f": only {self.sample.eligible} accepted instruction(s) with a kept instance "
+                     f"match the filters, fewer than the {self.sample.requested} asked for, so all "
+                     "of them are in the study")
+        return text + "."
+
+
+def create_study(pool, name: str, *, size: int = DEFAULT_SIZE, seed: int,
+                 run_ids: Sequence[int] | None = None, rounds: Sequence[int] | None = None,
+                 stratify: str | None = None, actor: str = "user") -> StudyCreated:
+    """Sample the pool and store the study. Raises ValueError when nothing is eligible."""
+    eligible = pool.study_candidates(run_ids, rounds)
+    if not eligible:
+        raise ValueError("No accepted instruction with a kept instance matches these filters.")
+    sample = draw_sample(eligible, size, seed, stratify)
+    config = {
+        "runs": None if run_ids is None else sorted(int(r) for r in run_ids),
+        "rounds": None if rounds is None else sorted(int(r) for r in rounds),
+        "stratify": stratify, "requested": int(size), "eligible": sample.eligible,
+        "allocation": [{"stratum": k, "eligible": e, "drawn": d} for k, (e, d) in sample.allocation.items()],
+        "method": "accepted candidates with a kept instance, by candidate id; random.Random(seed): "
+                  "instructions, then one instance each",
+    }
+    study_id = pool.create_study(name, seed=seed, items=sample.items, config=config, actor=actor)
+    return StudyCreated(study_id, sample)
+
+
+def describe_study(study: Mapping) -> str:
+    """One line saying how a study was drawn."""
+    cfg = study.get("config") or {}
+    parts = [f"{study.get('items', study.get('sample_size'))} items", f"seed {study['seed']}"]
+    parts.append("runs " + ", ".join(map(str, cfg["runs"])) if cfg.get("runs") else "all runs")
+    parts.append("rounds " + ", ".join(map(str, cfg["rounds"])) if cfg.get("rounds") else "all rounds")
+    if cfg.get("stratify"):
+        parts.append(STRATIFY[cfg["stratify"]].lower())
+    if cfg.get("requested") and cfg.get("eligible", 0) < cfg["requested"]:
+        parts.append(f"{cfg['requested']} asked for, {cfg['eligible']} eligible")
+    return " · ".join(parts)
+
+
+# ---------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------
+def _majority(answers: Sequence[str]) -> str:
+    counts = Counter(answers)
+    answer, top = counts.most_common(1)[0]
+    return answer if 2 * top > len(answers) else "split"
+
+
+def item_answers(labels: Sequence[Mapping], annotator: str | None = None) -> list[dict]:
+    """One row per labeled item: its round, classification group and the study's answer to
+    each measure: `annotator`'s own, or (None) the majority of everyone who labeled it."""
+    by_item: dict[int, list[Mapping]] = defaultdict(list)
+    for row in labels:
+        if annotator is None or row["annotator"] == annotator:
+            by_item[row["item_id"]].append(row)
+    items = []
+    for item_id, rows in by_item.items():
+        first = rows[0]
+        answer = {q: _majority([r[q] or "unsure" for r in rows]) for q in QUESTIONS}
+        answer["all_valid"] = "yes" if all(answer[q] == "yes" for q in QUESTIONS) else "no"
+        flag = first["is_classification"]
+        items.append({"item_id": item_id, "position": first["position"], "round": first["round"],
+                      "group": CLASS_GROUPS[None if flag is None else bool(flag)],
+                      "labels": len(rows), **answer})
+    items.sort(key=lambda r: r["position"])
+    return items
+
+
+def rates(items: Sequence[Mapping], by: str | None = None) -> pd.DataFrame:
+    """Share of "yes" per measure (and per `by` group: "round" or "group"), with the 95% Wilson
+    interval, the counts of each answer, and the paper's figure."""
+    groups: dict[Any, list[Mapping]] = defaultdict(list)
+    for item in items:
+        groups[item[by] if by else "all"].append(item)
+    rows = []
+    for key in sorted(groups, key=_sort_key):
+        members = groups[key]
+        n = len(members)
+        for measure in MEASURES:
+            counts = Counter(m[measure] for m in members)
+            yes = counts["yes"]
+            interval = wilson_interval(yes, n)
+            rows.append({
+                "group": key if by else "all", "measure": measure, "label": MEASURE_LABELS[measure],
+                "n": n, "yes": yes, "no": counts["no"], "unsure": counts["unsure"], "split": counts["split"],
+                "share": yes / n if n else None,
+                "low": interval[0] if interval else None, "high": interval[1] if interval else None,
+                "paper": PAPER_RATES[measure],
+            })
+    columns = ["group", "measure", "label", "n", "yes", "no", "unsure", "split", "share", "low", "high", "paper"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def agreement(labels: Sequence[Mapping], annotators: Sequence[str]) -> list[dict]:
+    """Kappa per measure between `annotators`: Cohen's for two (items both labeled), Fleiss'
+    for three or more (items all labeled). Empty when fewer than two annotators."""
+    annotators = sorted(set(annotators))
+    if len(annotators) < 2:
+        return []
+    by_item: dict[int, dict[str, Mapping]] = defaultdict(dict)
+    for row in labels:
+        if row["annotator"] in annotators:
+            by_item[row["item_id"]][row["annotator"]] = row
+    shared = [rows for _, rows in sorted(by_item.items()) if len(rows) == len(annotators)]
+    results = []
+    for measure in MEASURES:
+        ratings = [[_answer(rows[a], measure) for a in annotators] for rows in shared]
+        if len(annotators) == 2:
+            kappa = cohen_kappa([(r[0], r[1]) for r in ratings])
+        else:
+            kappa = fleiss_kappa(ratings)
+        results.append({"measure": measure, "label": MEASURE_LABELS[measure], "method": kappa.method,
+                        "items": kappa.items, "observed": kappa.observed, "kappa": kappa.value,
+                        "reading": kappa_words(kappa.value), "why_undefined": kappa.why_undefined})
+    return results
+
+
+def _answer(row: Mapping, measure: str) -> str:
+    if measure == "all_valid":
+        return "yes" if all(row[q] == "yes" for q in QUESTIONS) else "no"
+    return row[measure] or "unsure"
+
+
+def disagreements(labels: Sequence[Mapping], annotators: Sequence[str] | None = None) -> list[dict]:
+    """Items on which the annotators who labeled them (two or more, among `annotators`) gave
+    different answers to any question: per question, who said what ("" where they agree)."""
+    chosen = set(annotators) if annotators is not None else None
+    by_item: dict[int, list[Mapping]] = defaultdict(list)
+    for row in labels:
+        if chosen is None or row["annotator"] in chosen:
+            by_item[row["item_id"]].append(row)
+    found = []
+    for item_id, rows in by_item.items():
+        if len(rows) < 2:
+            continue
+        entry = {"item_id": item_id, "position": rows[0]["position"], "item": rows[0]["position"] + 1}
+        differs = False
+        for q in QUESTIONS:
+            answers = {r["annotator"]: r[q] or "unsure" for r in rows}
+            if len(set(answers.values())) > 1:
+                differs = True
+                entry[q] = ", ".join(f"{who}: {a}" for who, a in sorted(answers.items()))
+            else:
+                entry[q] = ""
+        if differs:
+            found.append(entry)
+    found.sort(key=lambda r: r["position"])
+    return found
+
+
+@dataclass
+class StudyResults:
+    items: int                      # items in the study
+    labeled: int                    # items with at least one label from the chosen annotator(s)
+    annotators: list[str]
+    overall: pd.DataFrame
+    by_round: pd.DataFrame
+    by_group: pd.DataFrame
+    answers: list[dict]
+
+
+def study_results(pool, study_id: int, annotator: str | None = None,
+                  labels: Sequence[Mapping] | None = None) -> StudyResults:
+    """Rates for a study: overall, by round and by classification vs not; `annotator` None
+    uses the majority answer of everyone who labeled an item."""
+    study = pool.study(study_id)
+    if study is None:
+        raise ValueError(f"There is no study {study_id}.")
+    labels = pool.study_labels(study_id) if labels is None else labels
+    answers = item_answers(labels, annotator)
+    return StudyResults(
+        items=int(study["items"]), labeled=len(answers),
+        annotators=sorted({r["annotator"] for r in labels}),
+        overall=rates(answers), by_round=rates(answers, "round"), by_group=rates(answers, "group"),
+        answers=answers)
+
+
+# ---------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------
+STUDY_COLUMNS = ["item", "candidate_id", "instance_id", "run_id", "round", "is_classification",
+                 "instruction", "input", "output", "annotator", "valid_task", "input_ok",
+                 "output_ok", "note", "labeled_at"]
+
+
+def study_rows(pool, study_id: int) -> list[dict]:
+    """One row per (item, annotator), items in labeling order; an item nobody labeled appears
+    once with empty answers. Columns: STUDY_COLUMNS."""
+    rows = pool.study_export_rows(study_id)
+    out = []
+    for row in rows:
+        stamp = row.get("labeled_at")
+        out.append({**{c: row.get(c) for c in STUDY_COLUMNS},
+                    "labeled_at": stamp.isoformat(sep=" ", timespec="seconds") if stamp else None})
+    return out
+
+
+def study_csv(pool, study_id: int) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=STUDY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(study_rows(pool, study_id))
+    return buffer.getvalue().encode("utf-8")
+
+
+def study_json(pool, study_id: int) -> bytes:
+    """The study, its annotators and its items, each item with its labels."""
+    study = pool.study(study_id)
+    if study is None:
+        raise ValueError(f"There is no study {study_id}.")
+    items: dict[int, dict] = {}
+    for row in study_rows(pool, study_id):
+        item = items.setdefault(row["item"], {
+            **{c: row[c] for c in STUDY_COLUMNS[:9]}, "labels": []})
+        if row["annotator"] is not None:
+            item["labels"].append({c: row[c] for c in STUDY_COLUMNS[9:]})
+    annotators = [{"name": a["annotator"], "labels": a["labels"],
+                   "first_label": _iso(a["first_label"]), "last_label": _iso(a["last_label"])}
+                  for a in pool.study_annotators(study_id)]
+    document = {
+        "study": {"id": study["id"], "name": study["name"], "seed": study["seed"],
+                  "sample_size": study["sample_size"], "created_at": _iso(study["created_at"]),
+                  "config": study["config"], "questions": QUESTION_TEXT,
+                  "paper_rates": PAPER_RATES},
+        "annotators": annotators,
+        "items": list(items.values()),
+    }
+    return json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8")
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat(sep=" ", timespec="seconds") if value is not None else None
+
+
+__all__ = ["ANSWERS", "DEFAULT_SIZE", "MEASURES", "MEASURE_LABELS", "PAPER_RATES", "QUESTIONS",
+           "QUESTION_TEXT", "STRATIFY", "Z95", "Kappa", "Sample", "StudyCreated", "StudyResults",
+           "agreement", "allocate", "cohen_kappa", "create_study", "describe_study", "disagreements",
+           "draw_sample", "fleiss_kappa", "item_answers", "kappa_words", "rates", "study_csv",
+           "study_json", "study_results", "study_rows", "wilson_interval"]

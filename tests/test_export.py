@@ -1,0 +1,425 @@
+"""Export: every format parses back, filters change counts as they should, round trips
+through the seed importer, streaming, the dataset card, the CLI."""
+import csv
+import io
+import json
+import xml.etree.ElementTree as ET
+import zipfile
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from selfinstruct import export, seeds
+from selfinstruct.export import (FORMAT_INFO, FORMATS, PROMPT_TEMPLATES, ExportFilters, ExportOptions,
+                                 export_dataset, iter_records, write_export)
+from selfinstruct.seeds import SeedTask
+from selfinstruct.store import Pool
+from tests.conftest import run_cli
+
+LONG_OUTPUT = " ".join(["word"] * 30)
+
+
+def build_small_pool(pool: Pool) -> dict:
+    """A pool whose every count is known:
+
+    seeds  S1 (1 instance, input)  S2 (classification, 2)  S3 (no instance)
+    run A  round 1: G1 (2 kept + 1 dropped instance)  G2 (classification, 1)  G3 (rejected, 1)
+           round 2: G4 (1 instance with a 30-word output)  G5 (no instance)
+    run B  round 1: G6 (1 instance)
+    """
+    s1, s2, s3 = pool.add_seed_tasks([
+        SeedTask("Translate the word into French.", [{"input": "cat", "output": "chat"}]),
+        SeedTask("Classify the sentiment of the review.", [
+            {"input": "Great film.", "output": "positive"}, {"input": "Dull plot.", "output": "negative"}],
+            is_classification=True),
+        SeedTask("Tell a short joke about cats.", []),
+    ], origin="test")
+    ids = {"S1": s1, "S2": s2, "S3": s3}
+    run_a = pool.create_run({"model": "test-model-a", "mode": "completion", "rouge_threshold": 0.7,
+                             "keywords": ["image", "plot"], "seed": 42,
+                             "sampling": {"temperature": 0.7, "top_p": 0.5},
+                             "prompt_versions": {"instructions": "instructions-v1"}})
+    run_b = pool.create_run({"model": "test-model-b", "mode": "chat", "seed": 7})
+    ids.update(run_a=run_a, run_b=run_b)
+
+    def add(run_id, number, rows):
+        round_id = pool.create_round(run_id, number, "done")
+        return pool.add_candidates(run_id, round_id, [
+            {"position": i, "instruction": text, "status": status, "reason": reason,
+             "is_classification": clf, "instances": instances}
+            for i, (text, status, reason, clf, instances) in enumerate(rows)])
+
+    ids["G1"], ids["G2"], ids["G3"] = add(run_a, 1, [
+        ("Summarize the paragraph in one sentence.", "accepted", None, False, [
+            {"input": "A long paragraph about rivers.", "output": "Rivers matter."},
+            {"input": "A paragraph about the sea.", "output": "The sea is vast."},
+            {"input": "same", "output": "same", "status": "rejected", "reason": "input_equals_output"}]),
+        ("Decide whether the number is odd or even.", "accepted", None, True,
+         [{"input": "7", "output": "odd"}]),
+        ("Write a haiku about autumn leaves falling.", "rejected", "rouge", False,
+         [{"input": "", "output": "Red leaves drift down slow"}]),
+    ])
+    ids["G4"], ids["G5"] = add(run_a, 2, [
+        ("Explain photosynthesis to a ten year old child.", "accepted", None, False,
+         [{"input": "", "output": LONG_OUTPUT}]),
+        ("List four countries in South America.", "accepted", None, False, []),
+    ])
+    (ids["G6"],) = add(run_b, 1, [
+        ("Suggest a name for a bakery.", "accepted", None, False, [{"input": "", "output": "Rise and Shine"}]),
+    ])
+    return ids
+
+
+def rescue(pool: Pool, candidate_id: int) -> None:
+    pool.cursor().execute("UPDATE candidates SET status = 'accepted', review = 'rescued', "
+                          "decided_by = 'human' WHERE id = ?", [candidate_id])
+
+
+def label(pool: Pool, candidate_id: int, *, valid_task="yes", input_ok="yes", output_ok="yes",
+          annotator="ann") -> None:
+    """One quality-study label on the candidate's first kept instance."""
+    cur = pool.cursor()
+    study = cur.execute("SELECT min(id) FROM quality_studies").fetchone()[0]
+    if study is None:
+        study = cur.execute("INSERT INTO quality_studies (name, sample_size, seed) VALUES ('Study A', 10, 1) "
+                            "RETURNING id").fetchone()[0]
+    instance = cur.execute("SELECT min(id) FROM instances WHERE candidate_id = ? AND status = 'kept'",
+                           [candidate_id]).fetchone()[0]
+    item = cur.execute("INSERT INTO study_items (study_id, position, candidate_id, instance_id) "
+                       "VALUES (?, (SELECT count(*) FROM study_items), ?, ?) RETURNING id",
+                       [study, candidate_id, instance]).fetchone()[0]
+    cur.execute("INSERT INTO labels (study_id, item_id, annotator, valid_task, input_ok, output_ok) "
+                "VALUES (?, ?, ?, ?, ?, ?)", [study, item, annotator, valid_task, input_ok, output_ok])
+
+
+@pytest.fixture
+def small(pool):
+    return pool, build_small_pool(pool)
+
+
+def exported_tasks(pool, filters) -> set[str]:
+    return {text for _, text in pool.export_instructions(filters)}
+
+
+# -- every format parses back ------------------------------------------------------------
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_parses_back_with_the_counted_rows(demo_pool, tmp_path, fmt):
+    filters = ExportFilters()
+    counts = demo_pool.export_counts(filters)
+    path = tmp_path / f"data{FORMAT_INFO[fmt].extension}"
+    result = write_export(demo_pool, fmt, path, filters, ExportOptions(system_prompt="Be brief."))
+    assert counts["instances"] > 200 and counts["tasks"] > 150
+    expected = counts["tasks"] if fmt == "selfinstruct" else counts["instances"]
+    assert result.records == expected
+
+    if fmt == "parquet":
+        frame = pd.read_parquet(path)
+        assert list(frame.columns) == list(export.EXPORT_COLUMNS)
+        assert len(frame) == counts["instances"]
+        assert frame["task_id"].nunique() <= counts["tasks"]
+        assert frame.groupby(["source", "task_id"]).ngroups == counts["tasks"]
+        assert (frame["source"] == "seed").sum() == counts["seed_instances"]
+        assert frame["is_classification"].dtype == bool
+        return
+    if fmt == "csv":
+        frame = pd.read_csv(path, keep_default_na=False)
+        assert list(frame.columns) == list(export.EXPORT_COLUMNS)
+        assert len(frame) == counts["instances"]
+        assert set(frame["is_classification"]) <= {True, False}
+        assert frame.groupby(["source", "task_id"]).ngroups == counts["tasks"]
+        return
+    text = path.read_text(encoding="utf-8")
+    if fmt == "alpaca":
+        rows = json.loads(text)
+        assert isinstance(rows, list) and len(rows) == counts["instances"]
+        assert all(set(r) == {"instruction", "input", "output"} for r in rows)
+        return
+    lines = text.splitlines()
+    records = [json.loads(line) for line in lines]          # every line is valid JSON
+    assert len(records) == expected
+    if fmt == "selfinstruct":
+        assert all(set(r) == {"id", "name", "instruction", "instances", "is_classification"} for r in records)
+        assert sum(len(r["instances"]) for r in records) == counts["instances"]
+        assert sum(r["is_classification"] for r in records) == counts["classification_tasks"]
+        assert len({r["id"] for r in records}) == len(records)
+    elif fmt == "chat":
+        for r in records:
+            roles = [m["role"] for m in r["messages"]]
+            assert roles == ["system", "user", "assistant"]
+            assert r["messages"][0]["content"] == "Be brief."
+        frame = demo_pool.export_preview(filters, 100_000)
+        assert [r["messages"][1]["content"] for r in records] == [
+            f"{i}\n\n{x}" if x.strip() else i for i, x in zip(frame["instruction"], frame["input"])]
+        assert [r["messages"][2]["content"] for r in records] == list(frame["output"])
+    elif fmt == "prompt-completion":
+        ids = {t.id for t in PROMPT_TEMPLATES}
+        assert all(set(r) == {"prompt", "completion", "template"} and r["template"] in ids for r in records)
+        assert len({r["template"] for r in records}) == len(PROMPT_TEMPLATES)
+
+
+def test_chat_and_prompt_completion_render_the_instance(small, tmp_path):
+    pool, ids = small
+    filters = ExportFilters(include_seeds=False)
+    chat = list(iter_records(pool, "chat", filters))
+    first = chat[0]["messages"]
+    assert first == [{"role": "user", "content": "Summarize the paragraph in one sentence.\n\n"
+                                                 "A long paragraph about rivers."},
+                     {"role": "assistant", "content": "Rivers matter."}]
+    no_input = [c for c in chat if c["messages"][0]["content"].startswith("Explain photosynthesis")][0]
+    assert no_input["messages"][0]["content"] == "Explain photosynthesis to a ten year old child."
+
+    rows = list(iter_records(pool, "prompt-completion", filters, ExportOptions(template_seed=3)))
+    again = list(iter_records(pool, "prompt-completion", filters, ExportOptions(template_seed=3)))
+    assert rows == again                                    # the seed fixes the choice
+    other = [list(iter_records(pool, "prompt-completion", filters, ExportOptions(template_seed=s)))
+             for s in range(4, 12)]
+    assert any(o != rows for o in other)                    # and another seed changes it
+    for row, inst in zip(rows, [("A long paragraph about rivers.", "Rivers matter.")]):
+        assert "Summarize the paragraph in one sentence." in row["prompt"] and inst[0] in row["prompt"]
+        assert row["completion"].strip() == inst[1]
+    template = {t.id: t for t in PROMPT_TEMPLATES}
+    for row in rows:
+        assert "{input}" not in row["prompt"] and "{instruction}" not in row["prompt"]
+        assert row["completion"].startswith(template[row["template"]].completion_prefix)
+
+
+def test_braces_in_text_stay_as_they_are():
+    prompt = export.render_prompt(PROMPT_TEMPLATES[0], "Fill in {name} here.", "{x}")
+    assert "Fill in {name} here." in prompt and "{x}" in prompt
+
+
+# -- filters --------------------------------------------------------------------------
+def test_default_export_counts_every_kept_instance_and_skips_empty_tasks(small):
+    pool, ids = small
+    counts = pool.export_counts(ExportFilters())
+    assert counts == {"tasks": 6, "empty_tasks": 2, "instances": 8, "seed_tasks": 2, "generated_tasks": 4,
+                      "seed_instances": 3, "generated_instances": 5, "with_input": 6,
+                      "classification_tasks": 2}
+    assert "same" not in {r["input"] for r in pool.export_preview(ExportFilters(), 50).to_dict("records")}
+
+
+def test_each_filter_changes_the_counts_as_expected(small):
+    pool, ids = small
+    f = ExportFilters
+    assert pool.export_counts(f(include_seeds=False))["tasks"] == 4
+    assert pool.export_counts(f(include_generated=False))["instances"] == 3
+    assert pool.export_counts(f(include_seeds=False, include_generated=False))["tasks"] == 0
+    assert exported_tasks(pool, f(include_seeds=False, runs=(ids["run_b"],))) == {"Suggest a name for a bakery."}
+    assert pool.export_counts(f(include_seeds=False, runs=(ids["run_a"],)))["tasks"] == 3
+    assert exported_tasks(pool, f(include_seeds=False, min_round=2)) == {
+        "Explain photosynthesis to a ten year old child."}
+    assert pool.export_counts(f(include_seeds=False, max_round=1))["tasks"] == 3   # G1, G2 and run B's G6
+    clf = pool.export_counts(f(classification=True))
+    assert (clf["tasks"], clf["instances"], clf["seed_tasks"]) == (2, 3, 1)
+    assert pool.export_counts(f(classification=False))["tasks"] == 4
+    long_outputs = pool.export_counts(f(min_output_words=20))
+    assert (long_outputs["tasks"], long_outputs["instances"]) == (1, 1)
+    assert long_outputs["empty_tasks"] == 7          # every other task is left with no instance
+    assert pool.export_counts(f(max_output_words=2))["instances"] == 5   # not the 3- and 4-word ones
+    assert exported_tasks(pool, f(max_instruction_words=6)) == {
+        "Translate the word into French.", "Classify the sentiment of the review.",
+        "Summarize the paragraph in one sentence.", "Suggest a name for a bakery."}
+    assert exported_tasks(pool, f(min_instruction_words=8)) == {
+        "Decide whether the number is odd or even.", "Explain photosynthesis to a ten year old child."}
+    assert pool.export_counts(f(include_empty_tasks=True))["empty_tasks"] == 2
+    with pytest.raises(ValueError, match="min_round"):
+        f(min_round=3, max_round=1)
+
+
+def test_rescued_and_human_approved_filters(small):
+    pool, ids = small
+    rescue(pool, ids["G3"])
+    assert pool.export_counts(ExportFilters(include_seeds=False))["tasks"] == 5
+    assert "Write a haiku about autumn leaves falling." not in exported_tasks(
+        pool, ExportFilters(exclude_rescued=True))
+    assert pool.export_counts(ExportFilters(include_seeds=False, exclude_rescued=True))["tasks"] == 4
+    assert exported_tasks(pool, ExportFilters(include_seeds=False, human_approved_only=True)) == {
+        "Write a haiku about autumn leaves falling."}
+    pool.pool_approve(ids["G6"], actor="tester")
+    assert exported_tasks(pool, ExportFilters(include_seeds=False, human_approved_only=True)) == {
+        "Write a haiku about autumn leaves falling.", "Suggest a name for a bakery."}
+    # seeds are human-written: the approval filter leaves them in
+    assert pool.export_counts(ExportFilters(human_approved_only=True))["seed_tasks"] == 2
+
+
+def test_exclude_invalid_uses_the_quality_labels(small):
+    pool, ids = small
+    label(pool, ids["G1"], valid_task="no")                  # not a valid task: the task goes
+    label(pool, ids["G4"], output_ok="no")                   # a wrong output: that instance goes
+    label(pool, ids["G6"])                                   # all yes: stays
+    assert set(pool.candidates_labeled_invalid()) == {ids["G1"]}
+    assert len(pool.instances_labeled_invalid()) == 1
+    before = pool.export_counts(ExportFilters(include_seeds=False))
+    after = pool.export_counts(ExportFilters(include_seeds=False, exclude_invalid=True))
+    assert before["tasks"] - after["tasks"] == 2             # G1 dropped, G4 left with no instance
+    assert before["instances"] - after["instances"] == 3
+    assert exported_tasks(pool, ExportFilters(include_seeds=False, exclude_invalid=True)) == {
+        "Decide whether the number is odd or even.", "Suggest a name for a bakery."}
+
+
+def test_empty_tasks_are_written_only_by_the_per_task_format(small, tmp_path):
+    pool, _ = small
+    filters = ExportFilters(include_empty_tasks=True)
+    result = write_export(pool, "selfinstruct", tmp_path / "a.jsonl", filters)
+    records = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert result.records == len(records) == 8 and result.skipped_tasks == 0
+    assert sorted(r["instruction"] for r in records if not r["instances"]) == [
+        "List four countries in South America.", "Tell a short joke about cats."]
+    chat = write_export(pool, "chat", tmp_path / "b.jsonl", filters)
+    assert chat.records == 8 and chat.skipped_tasks == 2
+
+
+# -- round trips ----------------------------------------------------------------------
+def _tasks_of(pool: Pool) -> list[tuple]:
+    return [(t["instruction"], [(i["input"], i["output"]) for i in t["instances"]], t["is_classification"])
+            for t in pool.seed_tasks()]
+
+
+def test_selfinstruct_jsonl_reimports_as_identical_rows(demo_pool, tmp_path):
+    path = tmp_path / "pool.jsonl"
+    write_export(demo_pool, "selfinstruct", path, ExportFilters())
+    exported = [(r["instruction"], [(i["input"], i["output"]) for i in r["instances"]], r["is_classification"])
+                for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())]
+    with Pool.open(tmp_path / "again.duckdb") as fresh:
+        result = seeds.import_seeds(fresh, path)
+        assert result.report.ok and result.imported == len(exported)
+        assert _tasks_of(fresh) == exported
+    # and those rows are the pool's own
+    frame = demo_pool.export_preview(ExportFilters(), 100_000)
+    assert sum(len(t[1]) for t in exported) == len(frame)
+    tasks_in_order = dict.fromkeys(zip(frame["source"], frame["task_id"], frame["instruction"]))
+    assert [t[0] for t in exported] == [instruction for (_, _, instruction) in tasks_in_order]
+
+
+@pytest.mark.parametrize("fmt", ["alpaca", "csv"])
+def test_alpaca_and_csv_reimport_as_identical_rows(demo_pool, tmp_path, fmt):
+    path = tmp_path / f"pool{FORMAT_INFO[fmt].extension}"
+    write_export(demo_pool, fmt, path, ExportFilters())
+    frame = demo_pool.export_preview(ExportFilters(), 100_000)
+    rows = list(zip(frame["instruction"], frame["input"], frame["output"]))
+    with Pool.open(tmp_path / "again.duckdb") as fresh:
+        result = seeds.import_seeds(fresh, path)
+        assert result.report.ok
+        again = [(t["instruction"], i["input"], i["output"]) for t in fresh.seed_tasks() for i in t["instances"]]
+        assert again == rows
+        if fmt == "csv":   # CSV also carries the classification flag
+            flags = {t["instruction"]: t["is_classification"] for t in fresh.seed_tasks()}
+            assert flags == dict(zip(frame["instruction"], frame["is_classification"]))
+
+
+# -- streaming ------------------------------------------------------------------------
+def test_writing_goes_batch_by_batch_and_batches_do_not_change_the_file(demo_pool, tmp_path):
+    for fmt in ("selfinstruct", "alpaca", "prompt-completion", "csv"):
+        small = write_export(demo_pool, fmt, tmp_path / f"s_{fmt}", ExportFilters(), ExportOptions(batch_size=7))
+        big = write_export(demo_pool, fmt, tmp_path / f"b_{fmt}", ExportFilters(), ExportOptions(batch_size=100_000))
+        assert small.records == big.records
+        assert (tmp_path / f"s_{fmt}").read_bytes() == (tmp_path / f"b_{fmt}").read_bytes(), fmt
+    write_export(demo_pool, "parquet", tmp_path / "p.parquet", ExportFilters(), ExportOptions(batch_size=50))
+    parquet = pq.ParquetFile(tmp_path / "p.parquet")
+    assert parquet.metadata.num_row_groups > 1                  # one row group per batch written
+    assert parquet.metadata.num_rows == demo_pool.export_counts(ExportFilters())["instances"]
+
+
+def test_export_to_a_file_object_and_an_empty_export(small):
+    pool, _ = small
+    buffer = io.BytesIO()
+    result = write_export(pool, "alpaca", buffer, ExportFilters(include_seeds=False, include_generated=False))
+    assert result.records == 0 and json.loads(buffer.getvalue()) == []
+    buffer = io.BytesIO()
+    write_export(pool, "csv", buffer, ExportFilters(include_generated=False))
+    rows = list(csv.reader(io.StringIO(buffer.getvalue().decode("utf-8"))))
+    assert rows[0] == list(export.EXPORT_COLUMNS) and len(rows) == 4
+
+
+# -- the dataset card -------------------------------------------------------------------
+def test_the_card_lists_the_configuration_filters_and_quality(small, tmp_path):
+    pool, ids = small
+    label(pool, ids["G1"], valid_task="yes", input_ok="yes", output_ok="no", annotator="ann")
+    label(pool, ids["G2"], annotator="bob")
+    filters = ExportFilters(include_seeds=False, classification=False, min_output_words=1)
+    result = export_dataset(pool, "chat", tmp_path / "out" / "train.jsonl", filters,
+                            ExportOptions(system_prompt="You are helpful."), title="My data")
+    card = result.card_path.read_text(encoding="utf-8")
+    assert result.card_path.name == "README.md" and export.CARD_MARKER in card
+    assert card.startswith("---\npretty_name: \"My data\"")
+    for expected in ["test-model-a", "test-model-b", "completion", "temperature 0.7, top_p 0.5",
+                     "reject above 0.7", "image, plot", "instructions instructions-v1", "| Seed | 42 |",
+                     "| Seed | 7 |", "Generated tasks only (no seed tasks).", "Classification tasks are left out.",
+                     "Outputs of 1 or more words.", "System prompt: 'You are helpful.'",
+                     "| Study A | 2/10 | 2 | 100% (2/2) | 100% (2/2) | 50% (1/2) | 50% (1/2) |",
+                     "charts/", "train.jsonl"]:
+        if expected == "charts/":
+            expected = "train_charts/lengths.svg"
+        assert expected in card, expected
+    counts = pool.export_counts(filters)
+    assert f"| Generated tasks | {counts['generated_tasks']} | {counts['generated_instances']} |" in card
+    assert {p.name for p in result.chart_paths} == {"lengths.svg", "verbs.svg", "rouge_vs_seeds.svg"}
+    for chart in result.chart_paths:
+        root = ET.fromstring(chart.read_text(encoding="utf-8"))          # well-formed SVG
+        assert root.tag.endswith("svg") and root.findall(".//{http://www.w3.org/2000/svg}rect")
+
+
+def test_a_zip_holds_data_card_and_charts(demo_pool, tmp_path):
+    result = export_dataset(demo_pool, "parquet", tmp_path / "bundle.zip", ExportFilters())
+    with zipfile.ZipFile(tmp_path / "bundle.zip") as zf:
+        names = set(zf.namelist())
+        assert {"bundle.parquet", "README.md", "charts/lengths.svg", "charts/verbs.svg"} <= names
+        frame = pd.read_parquet(io.BytesIO(zf.read("bundle.parquet")))
+        card = zf.read("README.md").decode("utf-8")
+    assert len(frame) == result.records == demo_pool.export_counts(ExportFilters())["instances"]
+    assert "![Word counts of instructions, inputs and outputs](charts/lengths.svg)" in card
+    assert "selfinstruct-demo" in card and "No quality study has labels" in card
+    assert not list(tmp_path.glob(".selfinstruct-export-*"))             # the temporary folder is gone
+
+
+def test_an_unrelated_readme_is_never_overwritten(small, tmp_path):
+    pool, _ = small
+    (tmp_path / "README.md").write_text("my own notes")
+    result = export_dataset(pool, "alpaca", tmp_path / "data.json", ExportFilters())
+    assert (tmp_path / "README.md").read_text() == "my own notes"
+    assert result.card_path == tmp_path / "data.card.md"
+    export_dataset(pool, "alpaca", tmp_path / "sub" / "data.json", ExportFilters())
+    second = export_dataset(pool, "alpaca", tmp_path / "sub" / "data.json", ExportFilters())
+    assert second.card_path == tmp_path / "sub" / "README.md"          # our own card is replaced
+
+
+def test_archive_bytes_for_a_download(small):
+    pool, _ = small
+    data = export.export_archive_bytes(pool, "selfinstruct", ExportFilters(), name="x")
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert {"x.jsonl", "README.md"} <= set(zf.namelist())
+        assert len(zf.read("x.jsonl").decode().splitlines()) == 6
+    plain = export.export_archive_bytes(pool, "alpaca", ExportFilters(), card=False)
+    assert len(json.loads(plain)) == 8
+
+
+# -- the CLI --------------------------------------------------------------------------
+def test_cli_offers_every_format():
+    from selfinstruct.cli import build_parser
+
+    export_parser = build_parser()._subparsers._group_actions[0].choices["export"]
+    fmt = next(a for a in export_parser._actions if a.dest == "format")
+    assert tuple(fmt.choices) == FORMATS
+
+
+def test_cli_export_writes_the_filtered_data_and_the_card(demo_db_path, tmp_path):
+    out = tmp_path / "exp" / "train.jsonl"
+    done = run_cli("export", "--db", str(demo_db_path), "--format", "chat", "--out", str(out),
+                   "--no-seeds", "--classification", "exclude", "--system-prompt", "Be kind.")
+    assert done.returncode == 0, done.stderr
+    with Pool.open(demo_db_path) as pool:
+        counts = pool.export_counts(ExportFilters(include_seeds=False, classification=False))
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == counts["instances"]
+    assert json.loads(lines[0])["messages"][0] == {"role": "system", "content": "Be kind."}
+    assert f"Wrote {counts['instances']:,} Chat messages JSONL record(s)" in done.stdout
+    assert (out.parent / "README.md").exists() and (out.parent / "train_charts" / "verbs.svg").exists()
+
+    dry = run_cli("export", "--db", str(demo_db_path), "--format", "csv", "--out", str(tmp_path / "x.csv"),
+                  "--dry-run", "--min-round", "2")
+    assert dry.returncode == 0 and "Generated tasks from rounds 2 or more." in dry.stdout
+    assert not (tmp_path / "x.csv").exists()
+    bad = run_cli("export", "--db", str(demo_db_path), "--format", "csv", "--out", str(tmp_path / "y.csv"),
+                  "--min-output-words", "9", "--max-output-words", "2")
+    assert bad.returncode == 2 and "min_output_words (9) is above max_output_words (2)" in bad.stderr

@@ -1,0 +1,86 @@
+"""The Export page through AppTest: counts and preview are the filtered query, the
+format preview parses, and writing a file from the page gives those rows."""
+import json
+import zipfile
+
+from streamlit.testing.v1 import AppTest
+
+from selfinstruct.export import ExportFilters
+from tests.conftest import ROOT
+
+APP = str(ROOT / "app.py")
+
+
+def export_page() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception
+    at.switch_page("pages/export.py").run()
+    assert not at.exception
+    return at
+
+
+def metrics(at) -> dict:
+    return {m.label: int(m.value.replace(",", "")) for m in at.metric}
+
+
+def pool_of(path):
+    from pages.common import _open_pool
+    return _open_pool(str(path))
+
+
+def test_counts_and_preview_are_the_filtered_query(demo_app_env):
+    at = export_page()
+    pool = pool_of(demo_app_env)
+    full = pool.export_counts(ExportFilters())
+    shown = metrics(at)
+    assert (shown["Tasks"], shown["Instances"], shown["Seed tasks"], shown["Generated tasks"]) == (
+        full["tasks"], full["instances"], full["seed_tasks"], full["generated_tasks"])
+    assert shown["Records in the file"] == full["tasks"]          # Self-Instruct JSONL: one per task
+
+    at.checkbox(key="exp_seeds").uncheck().run()
+    at.selectbox(key="exp_clf").set_value("exclude").run()
+    at.number_input(key="exp_min_ow").set_value(3).run()
+    at.segmented_control(key="exp_format").set_value("chat").run()
+    assert not at.exception
+    filters = ExportFilters(include_seeds=False, classification=False, min_output_words=3)
+    expected = pool.export_counts(filters)
+    shown = metrics(at)
+    assert expected["instances"] < full["instances"]
+    assert (shown["Tasks"], shown["Instances"], shown["Seed tasks"], shown["Records in the file"]) == (
+        expected["tasks"], expected["instances"], 0, expected["instances"])
+    preview = at.dataframe[0].value
+    assert preview.equals(pool.export_preview(filters, 20))
+    assert set(preview["source"]) == {"generated"} and not preview["is_classification"].any()
+    records = [json.loads(line) for line in at.code[0].value.splitlines()]
+    assert records[0]["messages"][-1]["content"] == preview.iloc[0]["output"]
+
+
+def test_write_from_the_page_gives_the_counted_rows(demo_app_env, tmp_path):
+    at = export_page()
+    at.segmented_control(key="exp_format").set_value("alpaca").run()
+    at.checkbox(key="exp_generated").uncheck().run()
+    shown = metrics(at)
+    target = tmp_path / "out" / "seeds.zip"
+    at.text_input(key="exp_path_alpaca_True").input(str(target)).run()
+    at.button(key="exp_write").click().run()
+    assert not at.exception
+    assert any(f"Wrote {shown['Records in the file']:,} record(s)" in s.value for s in at.success)
+    with zipfile.ZipFile(target) as zf:
+        rows = json.loads(zf.read("seeds.json"))
+        card = zf.read("README.md").decode()
+    seed_only = pool_of(demo_app_env).export_counts(ExportFilters(include_generated=False))
+    assert len(rows) == shown["Instances"] == seed_only["instances"] == seed_only["seed_instances"]
+    assert "Seed tasks only." in card
+
+
+def test_bad_length_bounds_are_reported_and_the_card_preview_builds(demo_app_env):
+    at = export_page()
+    at.number_input(key="exp_min_iw").set_value(9).run()
+    at.number_input(key="exp_max_iw").set_value(4).run()
+    assert not at.exception
+    assert "min_instruction_words (9) is above max_instruction_words (4)" in at.error[0].value
+    at.number_input(key="exp_max_iw").set_value(40).run()
+    at.button(key="exp_card_build").click().run()
+    assert not at.exception
+    card = at.code[-1].value
+    assert "Instructions of 9 to 40 words." in card and "selfinstruct-demo" in card

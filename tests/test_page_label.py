@@ -1,0 +1,232 @@
+"""The Label page through AppTest: create a study, label items, see the results (issue 7)."""
+import csv
+import io
+
+from streamlit.testing.v1 import AppTest
+
+from selfinstruct import quality
+from tests.conftest import ROOT
+
+APP = str(ROOT / "app.py")
+QUESTIONS = ("valid_task", "input_ok", "output_ok")
+
+
+def label_page(name: str | None = "alice") -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception
+    at.switch_page("pages/label.py").run()
+    assert not at.exception
+    if name:
+        at.text_input(key="label_annotator").input(name).run()
+        assert not at.exception
+    return at
+
+
+def app_pool(path):
+    # The app holds the pool file; read it through the pool it opened.
+    from pages.common import _open_pool
+    return _open_pool(str(path))
+
+
+def answer(at: AppTest, item_id: int, answers) -> None:
+    for question, value in zip(QUESTIONS, answers):
+        at.segmented_control(key=f"lab_{question}_{item_id}").set_value(value)
+
+
+def progress_text(at: AppTest) -> str:
+    return at.get("progress")[0].proto.text
+
+
+def test_create_a_study_label_three_items_and_see_the_results(demo_app_env):
+    at = label_page()
+    at.number_input(key="study_size").set_value(6)
+    at.number_input(key="study_seed").set_value(42)
+    at.form_submit_button(key="study_create").click().run()
+    assert not at.exception
+    assert any("Drew 6 instruction(s)" in t.value for t in at.toast)
+
+    pool = app_pool(demo_app_env)
+    study = pool.studies()[0]
+    assert study["items"] == 6 and study["seed"] == 42
+    study_id = study["id"]
+    assert progress_text(at) == "0 of 6 items labeled by alice"
+    first = pool.study_item(study_id, 0)
+    assert first["instruction"] in [c.value for c in at.code]
+
+    plan = [("yes", "yes", "yes"), ("yes", "no", "unsure"), ("no", "no", "no")]
+    for position, answers in enumerate(plan):
+        assert at.subheader[0].value == f"Item {position + 1} of 6"
+        item = pool.study_item(study_id, position)
+        answer(at, item["item_id"], answers)
+        if position == 1:
+            at.text_input(key=f"lab_note_{item['item_id']}").input("input does not fit")
+        at.button(key="label_save").click().run()
+        assert not at.exception
+        assert any(f"Saved item {position + 1}." in t.value for t in at.toast)
+    assert progress_text(at) == "3 of 6 items labeled by alice"
+    assert at.subheader[0].value == "Item 4 of 6"
+
+    stored = pool.study_labels(study_id)
+    assert [(r["valid_task"], r["input_ok"], r["output_ok"]) for r in stored] == plan
+    assert {r["annotator"] for r in stored} == {"alice"}
+    assert pool.study_item(study_id, 1, "alice")["note"] == "input does not fit"
+
+    at.segmented_control(key="label_view").set_value("results").run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Valid task": "67%", "Input appropriate": "33%", "Output acceptable": "33%",
+                       "All three valid": "33%"}
+    assert any(h.value == "3 of 6 items labeled" for h in at.subheader)
+
+    # one more label moves the numbers
+    at.segmented_control(key="label_view").set_value("label").run()
+    item = pool.study_item(study_id, 3)
+    answer(at, item["item_id"], ("yes", "yes", "yes"))
+    at.button(key="label_save").click().run()
+    at.segmented_control(key="label_view").set_value("results").run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Valid task"] == "75%" and metrics["All three valid"] == "50%"
+
+
+def test_save_needs_three_answers_and_all_yes_is_one_click(demo_app_env):
+    at = label_page("bea")
+    at.number_input(key="study_size").set_value(4)
+    at.form_submit_button(key="study_create").click().run()
+    pool = app_pool(demo_app_env)
+    study_id = pool.studies()[0]["id"]
+    item = pool.study_item(study_id, 0)
+    at.segmented_control(key=f"lab_valid_task_{item['item_id']}").set_value("yes")
+    at.button(key="label_save").click().run()
+    assert not at.exception
+    assert any("Answer all three questions" in w.value for w in at.warning)
+    assert pool.study_labels(study_id) == []
+    assert at.subheader[0].value == "Item 1 of 4"
+    at.button(key="label_all_yes").click().run()
+    assert not at.exception
+    saved = pool.study_labels(study_id)
+    assert [(r["valid_task"], r["input_ok"], r["output_ok"], r["annotator"]) for r in saved] == [
+        ("yes", "yes", "yes", "bea")]
+    assert at.subheader[0].value == "Item 2 of 4"
+
+
+def test_resume_at_the_first_unlabeled_item_and_navigate(demo_app_env):
+    at = label_page("carl")
+    at.number_input(key="study_size").set_value(5)
+    at.form_submit_button(key="study_create").click().run()
+    pool = app_pool(demo_app_env)
+    study_id = pool.studies()[0]["id"]
+    for position in (0, 1):
+        item = pool.study_item(study_id, position)
+        pool.save_label(study_id, item["item_id"], "carl", valid_task="yes", input_ok="yes", output_ok="no")
+
+    again = label_page("carl")  # a new browser session
+    assert again.subheader[0].value == "Item 3 of 5"
+    assert progress_text(again) == "2 of 5 items labeled by carl"
+    again.button(key="label_prev").click().run()
+    assert again.subheader[0].value == "Item 2 of 5"
+    saved = pool.study_item(study_id, 1)
+    assert again.segmented_control(key=f"lab_output_ok_{saved['item_id']}").value == "no"
+    again.button(key="label_next").click().run()
+    again.button(key="label_next").click().run()
+    assert again.subheader[0].value == "Item 4 of 5"
+    again.button(key="label_first_unlabeled").click().run()
+    assert again.subheader[0].value == "Item 3 of 5"
+    again.number_input(key=f"label_jump_{study_id}").set_value(5).run()
+    assert not again.exception
+    assert again.subheader[0].value == "Item 5 of 5"
+
+    other = label_page("dora")  # someone else starts at the beginning
+    assert other.subheader[0].value == "Item 1 of 5"
+
+
+def test_labeling_needs_a_name(demo_app_env):
+    at = label_page(name=None)
+    at.number_input(key="study_size").set_value(3)
+    at.form_submit_button(key="study_create").click().run()
+    assert not at.exception
+    assert any("Enter your name" in i.value for i in at.info)
+    assert not at.get("progress")
+    at.text_input(key="label_annotator").input("erin").run()
+    assert progress_text(at) == "0 of 3 items labeled by erin"
+
+
+def test_two_annotators_show_agreement_disagreements_and_exports(demo_app_env):
+    at = label_page("fay")
+    at.number_input(key="study_size").set_value(5)
+    at.form_submit_button(key="study_create").click().run()
+    pool = app_pool(demo_app_env)
+    study_id = pool.studies()[0]["id"]
+    fay = [("yes", "yes", "yes"), ("yes", "no", "no"), ("no", "no", "no")]
+    gus = [("yes", "yes", "yes"), ("yes", "yes", "no"), ("no", "no", "no")]
+    for position in range(3):
+        item = pool.study_item(study_id, position)
+        for who, answers in (("fay", fay[position]), ("gus", gus[position])):
+            pool.save_label(study_id, item["item_id"], who, valid_task=answers[0], input_ok=answers[1],
+                            output_ok=answers[2])
+    at.segmented_control(key="label_view").set_value("results").run()
+    assert not at.exception
+    kappas = at.dataframe[-2].value.set_index("label")
+    assert kappas.loc["Valid task", "kappa"] == "1.00" and kappas.loc["Valid task", "method"] == "Cohen"
+    assert kappas.loc["Output acceptable", "kappa"] == "1.00"
+    assert kappas.loc["Input appropriate", "items"] == 3
+    disagreements = at.dataframe[-1].value
+    assert list(disagreements["item"]) == [2]
+    assert disagreements.iloc[0]["input_ok"] == "fay: no, gus: yes"
+
+    # open the disagreement in the labeling view
+    at.session_state["label_disagreements"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    at.button(key="label_open_disagreement").click().run()
+    assert not at.exception
+    assert at.segmented_control(key="label_view").value == "label"
+    assert at.subheader[0].value == "Item 2 of 5"
+    at.segmented_control(key="label_view").set_value("results").run()
+
+    # one annotator's own answers
+    at.selectbox(key="label_whose").select("gus").run()
+    assert {m.label: m.value for m in at.metric}["Input appropriate"] == "67%"
+
+    at.segmented_control(key="label_view").set_value("data").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert len(table) == 3 * 2 + 2  # three items with two labels each, two unlabeled items
+    keys = {b.key for b in at.get("download_button")}
+    assert keys == {"label_download_csv", "label_download_json"}
+    rows = list(csv.DictReader(io.StringIO(quality.study_csv(pool, study_id).decode("utf-8"))))
+    assert len(rows) == 8 and {r["annotator"] for r in rows} == {"fay", "gus", ""}
+
+
+def test_an_empty_pool_says_what_to_do_first(app_env):
+    at = label_page(name=None)
+    assert not at.exception
+    assert any("Nothing to sample yet" in i.value for i in at.info)
+    assert not at.get("form_submit_button")
+
+
+def test_asking_for_more_than_the_pool_holds_takes_all_and_says_so(demo_app_env):
+    at = label_page()
+    at.number_input(key="study_size").set_value(5000)
+    at.form_submit_button(key="study_create").click().run()
+    assert not at.exception
+    pool = app_pool(demo_app_env)
+    eligible = pool.quality_scope()["eligible"]
+    assert pool.studies()[0]["items"] == eligible
+    assert any(f"only {eligible} accepted instruction(s)" in w.value for w in at.warning)
+
+
+def test_filters_that_match_nothing_explain_and_store_nothing(demo_app_env):
+    at = label_page()
+    at.multiselect(key="study_rounds").set_value([])
+    at.form_submit_button(key="study_create").click().run()
+    assert not at.exception
+    assert any("No accepted instruction" in e.value for e in at.error)
+    assert app_pool(demo_app_env).studies() == []
+    at.multiselect(key="study_rounds").set_value([2])
+    at.number_input(key="study_size").set_value(4)
+    at.segmented_control(key="study_stratify").set_value("classification")
+    at.form_submit_button(key="study_create").click().run()
+    assert not at.exception
+    study = app_pool(demo_app_env).studies()[0]
+    assert study["config"]["rounds"] == [2] and study["config"]["stratify"] == "classification"
+    assert any("rounds 2" in c.value and "classification" in c.value.lower() for c in at.caption)

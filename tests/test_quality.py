@@ -1,0 +1,332 @@
+"""The quality study: sampling, labels, statistics, hooks and exports (issue 7)."""
+import csv
+import io
+import json
+import math
+
+import pytest
+
+from selfinstruct import quality
+from selfinstruct.quality import (allocate, cohen_kappa, draw_sample, fleiss_kappa, kappa_words,
+                                  wilson_interval)
+from selfinstruct.store import Pool, PoolError
+
+Z = quality.Z95
+
+
+# ---------------------------------------------------------------------------
+# Wilson interval
+# ---------------------------------------------------------------------------
+def test_wilson_all_no_and_all_yes_match_the_closed_forms():
+    # 0 of n: [0, z^2 / (n + z^2)]; n of n: the mirror image.
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0
+    assert high == pytest.approx(Z * Z / (10 + Z * Z), abs=1e-12)
+    assert high == pytest.approx(0.277533, abs=1e-6)
+    low, high = wilson_interval(10, 10)
+    assert high == 1.0
+    assert low == pytest.approx(10 / (10 + Z * Z), abs=1e-12)
+    assert low == pytest.approx(0.722467, abs=1e-6)
+
+
+def test_wilson_interior_values_computed_by_hand():
+    # 5 of 10: centre 0.5, half-width z/(1 + z^2/n) * sqrt(0.025 + z^2/400)
+    half = Z / (1 + Z * Z / 10) * math.sqrt(0.25 / 10 + Z * Z / 400)
+    assert wilson_interval(5, 10) == pytest.approx((0.5 - half, 0.5 + half), abs=1e-12)
+    assert wilson_interval(5, 10) == pytest.approx((0.236593, 0.763407), abs=1e-6)
+    assert wilson_interval(8, 10) == pytest.approx((0.490162, 0.943318), abs=1e-6)
+    # the paper's 92% of 200
+    assert wilson_interval(184, 200) == pytest.approx((0.874011, 0.950159), abs=1e-6)
+
+
+def test_wilson_agrees_with_scipy_and_handles_no_data():
+    from scipy.stats import binomtest
+
+    for yes, n in [(1, 3), (7, 9), (58, 100), (1, 1), (0, 1)]:
+        ci = binomtest(yes, n).proportion_ci(method="wilson")
+        assert wilson_interval(yes, n) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    assert wilson_interval(0, 0) is None
+    with pytest.raises(ValueError):
+        wilson_interval(4, 3)
+
+
+# ---------------------------------------------------------------------------
+# Kappa
+# ---------------------------------------------------------------------------
+def test_cohen_textbook_case():
+    # 50 items: both yes 20, A yes B no 5, A no B yes 10, both no 15.
+    # po = 35/50 = 0.7; pe = 0.5*0.6 + 0.5*0.4 = 0.5; kappa = 0.4
+    pairs = [("yes", "yes")] * 20 + [("yes", "no")] * 5 + [("no", "yes")] * 10 + [("no", "no")] * 15
+    result = cohen_kappa(pairs)
+    assert result.value == pytest.approx(0.4)
+    assert result.observed == pytest.approx(0.7)
+    assert result.items == 50 and result.method == "Cohen"
+
+
+def test_cohen_perfect_zero_and_negative_agreement():
+    perfect = cohen_kappa([("yes", "yes"), ("no", "no"), ("unsure", "unsure"), ("yes", "yes")])
+    assert perfect.value == pytest.approx(1.0)
+    zero = cohen_kappa([("yes", "yes"), ("yes", "no"), ("no", "yes"), ("no", "no")])
+    assert zero.value == pytest.approx(0.0) and zero.observed == 0.5
+    opposite = cohen_kappa([("yes", "no"), ("no", "yes")])
+    assert opposite.value == pytest.approx(-1.0)
+    # one rater always yes, the other not: defined, and no better than chance
+    assert cohen_kappa([("yes", "yes"), ("yes", "no")]).value == pytest.approx(0.0)
+
+
+def test_cohen_undefined_cases_say_why():
+    all_yes = cohen_kappa([("yes", "yes")] * 5)
+    assert all_yes.value is None and all_yes.observed == 1.0
+    assert '"yes"' in all_yes.why_undefined and "undefined" in all_yes.why_undefined
+    all_no = cohen_kappa([("no", "no")] * 3)
+    assert all_no.value is None and '"no"' in all_no.why_undefined
+    empty = cohen_kappa([])
+    assert empty.value is None and empty.items == 0 and "both" in empty.why_undefined
+    assert kappa_words(None) == "n/a"
+
+
+def test_fleiss_wikipedia_example():
+    # The worked example on Wikipedia's "Fleiss' kappa" page: 10 items, 14 raters, 5 categories.
+    table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+             [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+    ratings = [[cat for cat, count in enumerate(row) for _ in range(count)] for row in table]
+    assert fleiss_kappa(ratings).value == pytest.approx(0.210, abs=5e-4)
+
+
+def test_fleiss_small_case_by_hand():
+    # P_i = 1/3, 1/3, 1, 1 -> P = 2/3; p_yes = p_no = 1/2 -> Pe = 1/2; kappa = 1/3
+    ratings = [["yes", "yes", "no"], ["yes", "no", "no"], ["yes", "yes", "yes"], ["no", "no", "no"]]
+    result = fleiss_kappa(ratings)
+    assert result.value == pytest.approx(1 / 3)
+    assert result.observed == 0.5 and result.items == 4
+
+
+def test_fleiss_perfect_and_degenerate():
+    assert fleiss_kappa([["yes"] * 3, ["no"] * 3, ["unsure"] * 3]).value == pytest.approx(1.0)
+    same = fleiss_kappa([["no"] * 4] * 6)
+    assert same.value is None and '"no"' in same.why_undefined
+    assert fleiss_kappa([]).value is None
+    with pytest.raises(ValueError):
+        fleiss_kappa([["yes", "no"], ["yes"]])
+
+
+def test_kappa_words():
+    assert kappa_words(-0.2) == "worse than chance"
+    assert kappa_words(0.0) == "chance level"
+    assert kappa_words(0.5) == "moderate"
+    assert kappa_words(0.9) == "almost perfect"
+
+
+# ---------------------------------------------------------------------------
+# Sampling (pure)
+# ---------------------------------------------------------------------------
+def _eligible(n: int, rounds: int = 3) -> list[dict]:
+    return [{"candidate_id": i, "run_id": 1, "round": 1 + i % rounds, "is_classification": i % 4 == 0,
+             "instance_ids": [1000 + 10 * i + k for k in range(1 + i % 3)]} for i in range(1, n + 1)]
+
+
+def test_sample_is_reproducible_for_a_seed_and_one_instance_per_instruction():
+    rows = _eligible(60)
+    first, again = draw_sample(rows, 20, seed=11), draw_sample(rows, 20, seed=11)
+    assert first.items == again.items
+    assert draw_sample(rows, 20, seed=12).items != first.items
+    candidates = [c for c, _ in first.items]
+    assert len(candidates) == len(set(candidates)) == 20
+    by_id = {r["candidate_id"]: r for r in rows}
+    assert all(inst in by_id[c]["instance_ids"] for c, inst in first.items)
+
+
+def test_sample_takes_everything_when_too_few_are_eligible():
+    sample = draw_sample(_eligible(7), 200, seed=1)
+    assert sorted(c for c, _ in sample.items) == list(range(1, 8))
+    assert sample.short and sample.eligible == 7 and sample.requested == 200
+
+
+def test_allocation_is_proportional_with_largest_remainders():
+    # 20 * (51, 35, 31) / 117 = 8.72, 5.98, 5.30 -> 8, 5, 5 and two more to the largest remainders
+    assert allocate({1: 51, 2: 35, 3: 31}, 20) == {1: 9, 2: 6, 3: 5}
+    assert allocate({"a": 5, "b": 5}, 3) == {"a": 2, "b": 1}   # tie: smaller key first
+    assert allocate({"a": 2, "b": 9}, 50) == {"a": 2, "b": 9}  # never more than a stratum holds
+    assert sum(allocate({1: 13, 2: 7, 3: 1}, 10).values()) == 10
+
+
+def test_stratified_sample_follows_the_allocation():
+    rows = _eligible(90)  # 30 per round
+    sample = draw_sample(rows, 12, seed=3, stratify="round")
+    rounds = {r["candidate_id"]: r["round"] for r in rows}
+    drawn = [rounds[c] for c, _ in sample.items]
+    assert sorted(drawn.count(k) for k in (1, 2, 3)) == [4, 4, 4]
+    assert sample.allocation == {1: (30, 4), 2: (30, 4), 3: (30, 4)}
+    assert drawn != sorted(drawn)  # strata are shuffled together
+    by_kind = draw_sample(rows, 20, seed=3, stratify="classification")
+    assert by_kind.allocation == {"classification": (22, 5), "other": (68, 15)}
+
+
+# ---------------------------------------------------------------------------
+# Studies in the pool
+# ---------------------------------------------------------------------------
+def test_study_from_the_pool_is_reproducible_and_draws_kept_instances(demo_pool):
+    first = quality.create_study(demo_pool, "one", size=30, seed=5)
+    second = quality.create_study(demo_pool, "two", size=30, seed=5)
+    items = lambda sid: [(r["candidate_id"], r["instance_id"]) for r in  # noqa: E731
+                         demo_pool._rows("SELECT * FROM study_items WHERE study_id = ? ORDER BY position", [sid])]
+    assert items(first.study_id) == items(second.study_id) == first.sample.items
+    assert len(items(first.study_id)) == 30
+    checks = demo_pool._rows(
+        "SELECT c.status, i.status AS inst_status, i.candidate_id = c.id AS same FROM study_items si "
+        "JOIN candidates c ON c.id = si.candidate_id JOIN instances i ON i.id = si.instance_id "
+        "WHERE si.study_id = ?", [first.study_id])
+    assert len(checks) == 30
+    assert all(r["status"] == "accepted" and r["inst_status"] == "kept" and r["same"] for r in checks)
+    study = demo_pool.study(first.study_id)
+    assert study["sample_size"] == 30 and study["seed"] == 5 and study["config"]["requested"] == 30
+    assert demo_pool.audit_entries(action="create_study")[0]["after"]["items"] == 30
+
+
+def test_study_filters_by_round_and_stratifies(demo_pool):
+    scope = demo_pool.quality_scope()
+    assert scope["eligible"] > 50 and [r["round"] for r in scope["rounds"]] == [1, 2, 3]
+    only_two = quality.create_study(demo_pool, "round 2", size=10, seed=1, rounds=[2])
+    rounds = {r["round"] for r in demo_pool.study_labels(only_two.study_id)} | {
+        demo_pool.study_item(only_two.study_id, p)["round"] for p in range(10)}
+    assert rounds == {2}
+    strat = quality.create_study(demo_pool, "strata", size=20, seed=1, stratify="round")
+    sizes = {r["round"]: r["eligible"] for r in scope["rounds"]}
+    expected = allocate(sizes, 20)
+    drawn = [demo_pool.study_item(strat.study_id, p)["round"] for p in range(20)]
+    assert {k: drawn.count(k) for k in sizes} == expected
+    everything = quality.create_study(demo_pool, "all", size=10_000, seed=2)
+    assert everything.sample.short and len(everything.sample.items) == scope["eligible"]
+    assert "fewer than the 10000 asked for" in everything.message()
+    with pytest.raises(ValueError):
+        quality.create_study(demo_pool, "none", size=5, seed=1, rounds=[99])
+
+
+def _label(pool, study_id, position, annotator, answers, note=None):
+    item = pool.study_item(study_id, position)
+    pool.save_label(study_id, item["item_id"], annotator, valid_task=answers[0], input_ok=answers[1],
+                    output_ok=answers[2], note=note)
+    return item
+
+
+def test_labels_persist_update_and_resume(demo_db_path):
+    with Pool.open(demo_db_path) as pool:
+        study_id = quality.create_study(pool, "resume", size=6, seed=9).study_id
+        for pos in range(3):
+            _label(pool, study_id, pos, "ann", ("yes", "yes", "no"), note=f"n{pos}")
+        assert pool.study_progress(study_id, "ann") == {"items": 6, "labeled": 3, "first_unlabeled": 3}
+    with Pool.open(demo_db_path) as pool:  # a new process, later
+        progress = pool.study_progress(study_id, "ann")
+        assert progress["labeled"] == 3 and progress["first_unlabeled"] == 3
+        assert pool.study_progress(study_id, "bob")["first_unlabeled"] == 0
+        item = pool.study_item(study_id, 1, "ann")
+        assert (item["valid_task"], item["input_ok"], item["output_ok"], item["note"]) == ("yes", "yes", "no", "n1")
+        first_stamp = item["labeled_at"]
+        _label(pool, study_id, 1, "ann", ("yes", "no", "unsure"), note="changed my mind")
+        again = pool.study_item(study_id, 1, "ann")
+        assert (again["input_ok"], again["output_ok"], again["note"]) == ("no", "unsure", "changed my mind")
+        assert again["labeled_at"] >= first_stamp
+        count = pool._scalar("SELECT count(*) FROM labels WHERE study_id = ? AND annotator = 'ann'", [study_id])
+        assert count == 3  # updated, not duplicated
+        audit = pool.audit_entries(action="label")[0]
+        assert audit["actor"] == "ann" and audit["before"]["output_ok"] == "no"
+        assert audit["after"]["output_ok"] == "unsure"
+        with pytest.raises(PoolError):
+            pool.save_label(study_id, item["item_id"], "ann", valid_task="maybe", input_ok="yes", output_ok="yes")
+        with pytest.raises(PoolError):
+            pool.save_label(study_id, item["item_id"], "  ", valid_task="yes", input_ok="yes", output_ok="yes")
+        with pytest.raises(PoolError):
+            pool.save_label(study_id + 99, item["item_id"], "ann", valid_task="yes", input_ok="yes", output_ok="yes")
+
+
+# ---------------------------------------------------------------------------
+# Results from labels
+# ---------------------------------------------------------------------------
+def test_results_one_annotator_with_unsure_as_not_yes(demo_pool):
+    study_id = quality.create_study(demo_pool, "r", size=8, seed=4).study_id
+    answers = [("yes", "yes", "yes"), ("yes", "yes", "no"), ("yes", "unsure", "yes"), ("no", "no", "no")]
+    for pos, a in enumerate(answers):
+        _label(demo_pool, study_id, pos, "ann", a)
+    result = quality.study_results(demo_pool, study_id)
+    assert result.items == 8 and result.labeled == 4 and result.annotators == ["ann"]
+    rows = result.overall.set_index("measure")
+    assert rows.loc["valid_task", "share"] == 0.75
+    assert rows.loc["input_ok", "yes"] == 2 and rows.loc["input_ok", "unsure"] == 1
+    assert rows.loc["input_ok", "share"] == 0.5
+    assert rows.loc["all_valid", "yes"] == 1 and rows.loc["all_valid", "share"] == 0.25
+    assert (rows.loc["valid_task", "low"], rows.loc["valid_task", "high"]) == pytest.approx(wilson_interval(3, 4))
+    assert rows.loc["output_ok", "paper"] == 0.58
+    by_round = result.by_round
+    assert by_round[by_round.measure == "valid_task"]["n"].sum() == 4
+    assert set(result.by_group["group"]) <= {"classification", "other", "not classified"}
+
+
+def test_majority_agreement_and_disagreements_between_annotators(demo_pool):
+    study_id = quality.create_study(demo_pool, "two", size=6, seed=8).study_id
+    ann = [("yes", "yes", "yes"), ("yes", "no", "no"), ("no", "no", "no"), ("yes", "yes", "unsure")]
+    bob = [("yes", "yes", "yes"), ("yes", "yes", "no"), ("no", "no", "no"), ("yes", "yes", "yes")]
+    for pos in range(4):
+        _label(demo_pool, study_id, pos, "ann", ann[pos])
+        _label(demo_pool, study_id, pos, "bob", bob[pos])
+    labels = demo_pool.study_labels(study_id)
+    consensus = {r["position"]: r for r in quality.item_answers(labels)}
+    assert consensus[1]["input_ok"] == "split" and consensus[0]["all_valid"] == "yes"
+    assert consensus[3]["output_ok"] == "split" and consensus[3]["all_valid"] == "no"
+    kappas = {k["measure"]: k for k in quality.agreement(labels, ["ann", "bob"])}
+    # valid task: pairs y/y, y/y, n/n, y/y -> perfect
+    assert kappas["valid_task"]["kappa"] == pytest.approx(1.0)
+    # input: (y,y),(n,y),(n,n),(y,y): po=.75; ann y .5, bob y .75 -> pe=.5 -> kappa .5
+    assert kappas["input_ok"]["kappa"] == pytest.approx(0.5)
+    assert kappas["input_ok"]["method"] == "Cohen" and kappas["input_ok"]["items"] == 4
+    found = quality.disagreements(labels)
+    assert [d["item"] for d in found] == [2, 4]
+    assert found[0]["input_ok"] == "ann: no, bob: yes" and found[0]["valid_task"] == ""
+    # a third annotator on two items: Fleiss' over the items all three labeled
+    for pos in range(2):
+        _label(demo_pool, study_id, pos, "cy", ("yes", "yes", "yes"))
+    labels = demo_pool.study_labels(study_id)
+    fleiss = {k["measure"]: k for k in quality.agreement(labels, ["ann", "bob", "cy"])}
+    assert fleiss["valid_task"]["method"] == "Fleiss" and fleiss["valid_task"]["items"] == 2
+    assert fleiss["valid_task"]["kappa"] is None and "undefined" in fleiss["valid_task"]["why_undefined"]
+    assert quality.agreement(labels, ["ann"]) == []
+
+
+# ---------------------------------------------------------------------------
+# Hooks for the pool and export pages; study export
+# ---------------------------------------------------------------------------
+def test_labeled_and_invalid_candidate_hooks(demo_pool):
+    study_id = quality.create_study(demo_pool, "hooks", size=5, seed=2).study_id
+    a = _label(demo_pool, study_id, 0, "ann", ("no", "yes", "yes"))       # one says no: invalid
+    b = _label(demo_pool, study_id, 1, "ann", ("no", "yes", "yes"))       # split 1-1: majority keeps it
+    _label(demo_pool, study_id, 1, "bob", ("yes", "yes", "no"))
+    c = _label(demo_pool, study_id, 2, "ann", ("yes", "yes", "yes"))
+    assert demo_pool.labeled_candidate_ids() == {a["candidate_id"], b["candidate_id"], c["candidate_id"]}
+    assert demo_pool.invalid_candidate_ids() == {a["candidate_id"]}
+    assert demo_pool.invalid_candidate_ids(rule="any") == {a["candidate_id"], b["candidate_id"]}
+    assert demo_pool.invalid_instance_ids() == set()
+    assert demo_pool.invalid_instance_ids(rule="any") == {b["instance_id"]}
+    summary = demo_pool.candidate_label_summary([a["candidate_id"], b["candidate_id"], 10**9])
+    assert summary[b["candidate_id"]]["labels"] == 2 and summary[b["candidate_id"]]["valid_no"] == 1
+    assert summary[a["candidate_id"]]["invalid"] is True and summary[b["candidate_id"]]["invalid"] is False
+    assert 10**9 not in summary
+    with pytest.raises(ValueError):
+        demo_pool.invalid_candidate_ids(rule="most")
+
+
+def test_study_export_csv_and_json(demo_pool):
+    study_id = quality.create_study(demo_pool, "export", size=4, seed=3).study_id
+    _label(demo_pool, study_id, 0, "ann", ("yes", "no", "no"), note='has "quotes", commas')
+    _label(demo_pool, study_id, 0, "bob", ("yes", "yes", "no"))
+    _label(demo_pool, study_id, 2, "ann", ("no", "no", "no"))
+    rows = list(csv.DictReader(io.StringIO(quality.study_csv(demo_pool, study_id).decode("utf-8"))))
+    assert list(rows[0]) == quality.STUDY_COLUMNS
+    assert [(r["item"], r["annotator"]) for r in rows] == [("1", "ann"), ("1", "bob"), ("2", ""), ("3", "ann"), ("4", "")]
+    assert rows[0]["note"] == 'has "quotes", commas' and rows[0]["input_ok"] == "no"
+    first = demo_pool.study_item(study_id, 0)
+    assert rows[0]["instruction"] == first["instruction"] and rows[0]["output"] == first["output"]
+    doc = json.loads(quality.study_json(demo_pool, study_id))
+    assert doc["study"]["name"] == "export" and doc["study"]["seed"] == 3
+    assert [a["name"] for a in doc["annotators"]] == ["ann", "bob"] and doc["annotators"][0]["labels"] == 2
+    assert len(doc["items"]) == 4 and [len(i["labels"]) for i in doc["items"]] == [2, 0, 1, 0]
+    assert doc["items"][0]["labels"][1]["annotator"] == "bob"
+    assert doc["study"]["paper_rates"]["all_valid"] == 0.54
