@@ -28,9 +28,22 @@ def pool_path() -> str:
     return st.session_state.get("db_path") or str(default_db_path())
 
 
+_navigation_ready = False
+
+
+def navigation_ready() -> None:
+    """Called by app.py once st.navigation has run in this process."""
+    global _navigation_ready
+    _navigation_ready = True
+
+
 def current_pool() -> Pool:
     """The pool this browser session works on; stops the page with a plain message
     when the file cannot be opened."""
+    if not _navigation_ready:
+        # A page opened by its URL before any session ran app.py: Streamlit then runs the
+        # file on its own (it still sees a pages/ folder). Go through app.py instead.
+        st.switch_page("app.py")
     try:
         return _open_pool(pool_path())
     except PoolError as exc:

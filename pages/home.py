@@ -24,7 +24,17 @@ if counts.seeds == 0:
     st.info("The pool has no seed tasks yet. Start on the Seed page: load the starter seeds "
             "or upload your own file.", icon=":material/spa:")
     st.page_link("pages/seed.py", label="Go to Seed", icon=":material/spa:")
-else:
-    st.success(f"{counts.seeds:,} seed tasks are ready. Review or edit them on the Seed page.",
-               icon=":material/check_circle:")
+elif counts.rounds == 0:
+    st.success(f"{counts.seeds:,} seed tasks are ready. Start a run: the offline demo needs no "
+               "API key.", icon=":material/check_circle:")
+    st.page_link("pages/generate.py", label="Generate", icon=":material/auto_awesome:")
     st.page_link("pages/seed.py", label="Review seeds", icon=":material/spa:")
+else:
+    st.write(f"{counts.accepted:,} generated instructions with {counts.instances:,} instances "
+             f"after {counts.rounds:,} round(s); {counts.rejected:,} candidates were rejected.")
+    st.page_link("pages/generate.py", label="Watch or start runs", icon=":material/auto_awesome:")
+    st.page_link("pages/rejects.py", label=f"Review the {counts.rejected:,} rejects and rescue what "
+                 "the filters got wrong", icon=":material/filter_alt_off:")
+    st.page_link("pages/pool.py", label="Browse the pool and its diversity", icon=":material/database:")
+    st.page_link("pages/label.py", label="Hand-label a sample for quality", icon=":material/fact_check:")
+    st.page_link("pages/export.py", label="Export a training set", icon=":material/ios_share:")

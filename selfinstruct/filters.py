@@ -74,6 +74,7 @@ REASON_LABELS: dict[str, str] = {
     "keyword": "Unsuitable keyword",
     "rouge": "Too similar (ROUGE-L)",
     "unparseable": "Could not be parsed",
+    "removed": "Removed by a person",
     "same_input_different_output": "Same input, different outputs",
     "duplicate_instance": "Duplicate instance",
     "empty_output": "Empty output",

@@ -15,8 +15,11 @@ _BOX = ("white-space: pre-wrap; word-break: break-word; overflow-wrap: anywhere;
 
 
 def escape_text(text: str) -> str:
-    """`text` as inert HTML (line breaks kept by the surrounding pre-wrap box)."""
-    return html.escape(text or "", quote=True)
+    """`text` as inert HTML on a single line: line breaks become character references
+    (the pre-wrap box still shows them). A raw blank line would end the HTML block in
+    st.markdown, and markdown after it would render."""
+    escaped = html.escape(text or "", quote=True)
+    return escaped.replace("\r\n", "&#10;").replace("\r", "&#10;").replace("\n", "&#10;")
 
 
 def marked_html(text: str, spans: Iterable[tuple[int, int]], *, mark_style: str = "") -> str:

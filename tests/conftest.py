@@ -11,6 +11,12 @@ sys.path.insert(0, str(ROOT))
 from selfinstruct.store import Pool  # noqa: E402
 
 
+def pytest_collection_modifyitems(items):
+    """Browser tests last: they are the slowest, and Playwright's sync API keeps an event
+    loop on the main thread while its browser is open."""
+    items.sort(key=lambda item: "/e2e/" in str(item.path))
+
+
 @pytest.fixture
 def db_path(tmp_path) -> Path:
     return tmp_path / "pool.duckdb"

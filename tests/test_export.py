@@ -248,8 +248,8 @@ def test_exclude_invalid_uses_the_quality_labels(small):
     label(pool, ids["G1"], valid_task="no")                  # not a valid task: the task goes
     label(pool, ids["G4"], output_ok="no")                   # a wrong output: that instance goes
     label(pool, ids["G6"])                                   # all yes: stays
-    assert set(pool.candidates_labeled_invalid()) == {ids["G1"]}
-    assert len(pool.instances_labeled_invalid()) == 1
+    assert pool.invalid_candidate_ids() == {ids["G1"]}
+    assert len(pool.invalid_instance_ids()) == 1
     before = pool.export_counts(ExportFilters(include_seeds=False))
     after = pool.export_counts(ExportFilters(include_seeds=False, exclude_invalid=True))
     assert before["tasks"] - after["tasks"] == 2             # G1 dropped, G4 left with no instance

@@ -13,3 +13,10 @@ def test_marks_wrap_the_spans_and_nothing_else():
     out = marked_html(text, [(0, 4), (8, 11), (9, 10)])
     assert out.count("<mark>") == 2
     assert "<mark>Draw</mark>" in out and "&lt;<mark>map</mark>&gt;" in out
+
+
+def test_blank_lines_cannot_end_the_html_block():
+    text = "Describe the place.\n\n![x](http://127.0.0.1:9/evil.png) **bold**\r\nmore\rend"
+    out = marked_html(text, [(0, 8)])
+    assert "\n" not in out and "\r" not in out
+    assert out.count("&#10;") == 4

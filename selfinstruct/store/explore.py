@@ -17,15 +17,16 @@ its kept instances. A task left with no instance after the filters is skipped
 from the rejects (review 'rescued') or approved/edited in the pool explorer
 (review 'approved').
 
-"Labeled invalid" (until the quality module offers its own rule): a candidate is
-invalid when any annotator answered "no" to "is this a valid task?"; an instance
-is invalid when any annotator answered "no" about its input or its output.
+"Labeled invalid" follows the quality study's rule (store/quality.py): a candidate is
+invalid when most of its labels answer "no" to "is this a valid task?"; an instance
+when most of its labels answer "no" about its input or about its output.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from .core import PoolError, _loads
+from .quality import QualityQueries
 
 # Columns of every exported row, in order.
 EXPORT_COLUMNS = ("source", "task_id", "run_id", "round", "instruction", "is_classification",
@@ -41,16 +42,6 @@ UNDOABLE_ACTIONS = ("edit_candidate", "edit_instance", "approve", "remove", "rem
 def _words(expr: str) -> str:
     """SQL for the number of whitespace-separated words of `expr` (Python's str.split())."""
     return f"len(regexp_extract_all({expr}, '\\S+'))"
-
-
-_INVALID_CANDIDATES_SQL = (
-    "SELECT DISTINCT si.candidate_id FROM labels l "
-    "JOIN study_items si ON si.id = l.item_id AND si.study_id = l.study_id "
-    "WHERE l.valid_task = 'no'")
-_INVALID_INSTANCES_SQL = (
-    "SELECT DISTINCT si.instance_id FROM labels l "
-    "JOIN study_items si ON si.id = l.item_id AND si.study_id = l.study_id "
-    "WHERE si.instance_id IS NOT NULL AND (l.input_ok = 'no' OR l.output_ok = 'no')")
 
 
 class ExportStream:
@@ -94,7 +85,7 @@ class ExploreQueries:
             where.append(f"{_words(alias + '.output')} <= ?")
             params.append(int(f.max_output_words))
         if f.exclude_invalid:
-            where.append(f"{alias}.id NOT IN ({_INVALID_INSTANCES_SQL})")
+            where.append(f"{alias}.id NOT IN ({QualityQueries.invalid_instances_sql()})")
         return where, params
 
     @staticmethod
@@ -128,7 +119,7 @@ class ExploreQueries:
         if f.human_approved_only:
             where.append(f"{alias}.review IN ('rescued', 'approved')")
         if f.exclude_invalid:
-            where.append(f"{alias}.id NOT IN ({_INVALID_CANDIDATES_SQL})")
+            where.append(f"{alias}.id NOT IN ({QualityQueries.invalid_candidates_sql()})")
         return where, params
 
     def _export_sql(self, f, *, keep_empty: bool | None = None) -> tuple[str, list[Any]]:
@@ -268,14 +259,6 @@ class ExploreQueries:
     # -- what the dataset card reports beside the rows --------------------------------
     def seed_instruction_texts(self) -> list[str]:
         return [r[0] for r in self._q("SELECT instruction FROM seed_tasks ORDER BY id").fetchall()]
-
-    def candidates_labeled_invalid(self) -> list[int]:
-        """Candidates any annotator judged not a valid task (valid_task = 'no')."""
-        return [int(r[0]) for r in self._q(_INVALID_CANDIDATES_SQL + " ORDER BY 1").fetchall()]
-
-    def instances_labeled_invalid(self) -> list[int]:
-        """Instances any annotator judged to have a bad input or output ('no')."""
-        return [int(r[0]) for r in self._q(_INVALID_INSTANCES_SQL + " ORDER BY 1").fetchall()]
 
     def label_summary(self) -> list[dict]:
         """Per quality study with labels: items labeled, labels, annotators, and for each

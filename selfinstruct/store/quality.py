@@ -252,22 +252,29 @@ class QualityQueries:
         return (f"2 * count(*) FILTER (WHERE l.{column} = 'no') > "
                 f"count(*) FILTER (WHERE l.{column} IS NOT NULL)")
 
+    @classmethod
+    def invalid_candidates_sql(cls, rule: str = "majority") -> str:
+        """A subquery of the ids of candidates people judged not a valid task; the export
+        filter uses it too, so 'labeled invalid' means one thing everywhere."""
+        return ("SELECT si.candidate_id FROM labels l "
+                "JOIN study_items si ON si.id = l.item_id AND si.study_id = l.study_id "
+                f"GROUP BY si.candidate_id HAVING {cls._no_rule('valid_task', rule)}")
+
+    @classmethod
+    def invalid_instances_sql(cls, rule: str = "majority") -> str:
+        """A subquery of labeled instances whose input or output people judged wrong (same
+        rule, applied to each of the two questions)."""
+        return ("SELECT si.instance_id FROM labels l "
+                "JOIN study_items si ON si.id = l.item_id AND si.study_id = l.study_id "
+                "WHERE si.instance_id IS NOT NULL GROUP BY si.instance_id "
+                f"HAVING ({cls._no_rule('input_ok', rule)}) OR ({cls._no_rule('output_ok', rule)})")
+
     def invalid_candidate_ids(self, rule: str = "majority") -> set[int]:
         """Candidates people judged not a valid task (see the module docstring for `rule`)."""
-        return {r[0] for r in self._q(
-            "SELECT si.candidate_id FROM labels l "
-            "JOIN study_items si ON si.id = l.item_id AND si.study_id = l.study_id "
-            f"GROUP BY si.candidate_id HAVING {self._no_rule('valid_task', rule)}").fetchall()}
+        return {r[0] for r in self._q(self.invalid_candidates_sql(rule)).fetchall()}
 
     def invalid_instance_ids(self, rule: str = "majority") -> set[int]:
-        """Labeled instances whose input or output people judged wrong (same rule, applied
-        to each of the two questions)."""
-        return {r[0] for r in self._q(
-            "SELECT si.instance_id FROM labels l "
-            "JOIN study_items si ON si.id = l.item_id AND si.study_id = l.study_id "
-            "WHERE si.instance_id IS NOT NULL GROUP BY si.instance_id "
-            f"HAVING ({self._no_rule('input_ok', rule)}) OR ({self._no_rule('output_ok', rule)})"
-        ).fetchall()}
+        return {r[0] for r in self._q(self.invalid_instances_sql(rule)).fetchall()}
 
     def candidate_label_summary(self, candidate_ids: Iterable[int]) -> dict[int, dict]:
         """For each given candidate that has labels: {labels, valid_yes, valid_no,

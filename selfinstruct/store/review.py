@@ -1,6 +1,473 @@
-"""Rejected candidates: paged browsing, rescue, confirm and undo (issue 6)."""
+"""Rejected candidates: paged browsing, rescue, confirm and undo (issue 6).
+
+Two kinds of reject can be reviewed:
+
+* ``instruction``: a row of ``candidates`` with ``status = 'rejected'`` (or one a person
+  rescued: ``status = 'accepted'``, ``review = 'rescued'``, ``decided_by = 'human'``).
+  ``reason`` keeps what the filter said even after a rescue, so the Rejects page can
+  still show why it was dropped; ``status``, ``decided_by`` and ``review`` say where it
+  stands now.
+* ``instance``: a row of ``instances`` with ``status = 'rejected'`` (or one a person
+  kept: ``status = 'kept'`` with its ``reason`` still set, which only a rescue produces).
+
+Review states of an instruction reject (the ``review`` filter):
+``pending`` (rejected, not reviewed), ``confirmed`` (rejected, a person agreed),
+``rescued`` (a person put it in the pool), ``all`` (any of these).
+Instances have ``pending``, ``rescued`` and ``all``.
+
+Every action writes one audit row per item (``rescue`` / ``confirm``, target kind
+``candidate`` or ``instance``) with the item's state before and after; the items of
+one call share a ``batch`` key inside ``after`` so a bulk action can be undone at once.
+``undo`` restores the ``before`` state, writes an ``undo`` row and sets ``undone_by``
+on the original; it refuses twice, and refuses when the item changed since.
+"""
 from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import duckdb
+
+from .core import PoolError, _loads
+
+KINDS = ("instruction", "instance")
+REVIEW_STATES = ("pending", "confirmed", "rescued", "all")
+
+# State columns an audit row records (and undo restores) for each target kind.
+_CANDIDATE_STATE = ("status", "reason", "review", "decided_by", "instruction")
+_INSTANCE_STATE = ("status", "reason")
+_UNDOABLE = {"rescue", "confirm"}
+
+_CANDIDATE_REVIEW_SQL = {
+    "pending": "c.status = 'rejected' AND c.review IS NULL",
+    "confirmed": "c.status = 'rejected' AND c.review = 'confirmed'",
+    "rescued": "c.status = 'accepted' AND c.review = 'rescued'",
+    "all": "(c.status = 'rejected' OR (c.status = 'accepted' AND c.review = 'rescued'))",
+}
+_INSTANCE_REVIEW_SQL = {
+    "pending": "i.status = 'rejected'",
+    "confirmed": "FALSE",   # instances have no confirmed state
+    "rescued": "i.status = 'kept' AND i.reason IS NOT NULL",
+    "all": "(i.status = 'rejected' OR (i.status = 'kept' AND i.reason IS NOT NULL))",
+}
+
+
+class ReviewError(PoolError):
+    """A review action that cannot be done, in words a user can act on."""
+
+
+class UndoRefused(ReviewError):
+    """`undo` would overwrite something, or there is nothing to undo."""
+
+
+@dataclass
+class ReviewOutcome:
+    """What one rescue / confirm / undo call did."""
+
+    action: str
+    done: list[int] = field(default_factory=list)            # item ids changed
+    audit_ids: list[int] = field(default_factory=list)       # one per changed item
+    skipped: list[tuple[int, str]] = field(default_factory=list)   # (item id, why not)
+    batch: str | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.done)
+
+
+def _kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    return kind
+
+
+def _review(review: str | None, kind: str) -> str:
+    review = review or "all"
+    if review not in REVIEW_STATES:
+        raise ValueError(f"review must be one of {REVIEW_STATES}, not {review!r}")
+    return review
+
+
+def _conflict(exc: duckdb.Error) -> ReviewError:
+    return ReviewError(
+        "The pool was changed by something else at the same moment (probably a running "
+        f"round); nothing was saved. Try again. ({exc.__class__.__name__})")
 
 
 class ReviewQueries:
-    pass
+    # -- browsing ----------------------------------------------------------------
+    def _reject_where(self, kind: str, *, reasons: Sequence[str] | None, run_id: int | None,
+                      round_number: int | None, search: str | None,
+                      review: str | None) -> tuple[str, list[Any]]:
+        kind = _kind(kind)
+        review = _review(review, kind)
+        if kind == "instruction":
+            clauses = [_CANDIDATE_REVIEW_SQL[review]]
+            text_sql = "contains(lower(c.instruction), ?)"
+            n_text = 1
+        else:
+            clauses = [_INSTANCE_REVIEW_SQL[review]]
+            text_sql = ("(contains(lower(c.instruction), ?) OR contains(lower(i.input), ?) "
+                        "OR contains(lower(i.output), ?))")
+            n_text = 3
+        reason_col = "c.reason" if kind == "instruction" else "i.reason"
+        params: list[Any] = []
+        if reasons:
+            clauses.append(f"{reason_col} IN ({', '.join('?' for _ in reasons)})")
+            params.extend(reasons)
+        if run_id is not None:
+            clauses.append("c.run_id = ?")
+            params.append(int(run_id))
+        if round_number is not None:
+            clauses.append("r.number = ?")
+            params.append(int(round_number))
+        term = (search or "").strip().lower()
+        if term:
+            clauses.append(text_sql)
+            params.extend([term] * n_text)
+        return " AND ".join(clauses), params
+
+    @staticmethod
+    def _reject_from(kind: str) -> str:
+        if kind == "instruction":
+            return "candidates c LEFT JOIN rounds r ON r.id = c.round_id"
+        return ("instances i JOIN candidates c ON c.id = i.candidate_id "
+                "LEFT JOIN rounds r ON r.id = c.round_id")
+
+    def reject_reasons(self, kind: str = "instruction") -> list[str]:
+        """Every reason that any reject of this kind (reviewed or not) carries, sorted."""
+        where, params = self._reject_where(kind, reasons=None, run_id=None, round_number=None,
+                                           search=None, review="all")
+        col = "c.reason" if kind == "instruction" else "i.reason"
+        return [r[0] for r in self._q(
+            f"SELECT DISTINCT {col} FROM {self._reject_from(kind)} WHERE {where} "
+            f"AND {col} IS NOT NULL ORDER BY 1", params).fetchall()]
+
+    def reject_counts(self, kind: str = "instruction", *, run_id: int | None = None,
+                      round_number: int | None = None, search: str | None = None,
+                      review: str | None = "all") -> dict[str, int]:
+        """{reason: rows} for the rejects matching every filter but the reason one."""
+        where, params = self._reject_where(kind, reasons=None, run_id=run_id,
+                                           round_number=round_number, search=search, review=review)
+        col = "c.reason" if kind == "instruction" else "i.reason"
+        rows = self._q(
+            f"SELECT coalesce({col}, '') AS reason, count(*) FROM {self._reject_from(kind)} "
+            f"WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1", params).fetchall()
+        return {reason: int(n) for reason, n in rows}
+
+    def reject_total(self, kind: str = "instruction", *, reasons: Sequence[str] | None = None,
+                     run_id: int | None = None, round_number: int | None = None,
+                     search: str | None = None, review: str | None = "all") -> int:
+        where, params = self._reject_where(kind, reasons=reasons, run_id=run_id,
+                                           round_number=round_number, search=search, review=review)
+        return int(self._scalar(f"SELECT count(*) FROM {self._reject_from(kind)} WHERE {where}", params))
+
+    def reject_rows(self, kind: str = "instruction", *, reasons: Sequence[str] | None = None,
+                    run_id: int | None = None, round_number: int | None = None,
+                    search: str | None = None, review: str | None = "all",
+                    limit: int = 50, offset: int = 0):
+        """One page of rejects (newest run first, then decision order) as a DataFrame.
+
+        instruction: id, run_id, round, reason, instruction, max_rouge, status, review,
+        decided_by, has_instances. instance: id, candidate_id, run_id, round, reason,
+        instruction, input, output, status."""
+        where, params = self._reject_where(kind, reasons=reasons, run_id=run_id,
+                                           round_number=round_number, search=search, review=review)
+        if kind == "instruction":
+            # The page first, then the per-row instance check on its rows only.
+            return self._frame(
+                "WITH page AS (SELECT c.id, c.run_id, r.number AS round, c.reason, c.instruction, "
+                "c.max_rouge, c.status, c.review, c.decided_by, c.position "
+                f"FROM {self._reject_from(kind)} WHERE {where} "
+                "ORDER BY c.run_id DESC, r.number, c.position, c.id LIMIT ? OFFSET ?) "
+                "SELECT id, run_id, round, reason, instruction, max_rouge, status, review, decided_by, "
+                "EXISTS (SELECT 1 FROM instances x WHERE x.candidate_id = page.id) AS has_instances "
+                "FROM page ORDER BY run_id DESC, round, position, id",
+                [*params, int(limit), int(offset)])
+        return self._frame(
+            "SELECT i.id, i.candidate_id, c.run_id, r.number AS round, i.reason, c.instruction, "
+            f"i.input, i.output, i.status FROM {self._reject_from(kind)} WHERE {where} "
+            "ORDER BY c.run_id DESC, r.number, i.candidate_id, i.position, i.id LIMIT ? OFFSET ?",
+            [*params, int(limit), int(offset)])
+
+    def reject_rounds(self, run_id: int | None = None) -> list[int]:
+        """Round numbers that hold rejects (of either kind), in the given run or any."""
+        return [r[0] for r in self._q(
+            "SELECT DISTINCT r.number FROM rounds r JOIN candidates c ON c.round_id = r.id "
+            "WHERE (? IS NULL OR r.run_id = ?) AND (c.status = 'rejected' OR c.review = 'rescued' "
+            "OR EXISTS (SELECT 1 FROM instances i WHERE i.candidate_id = c.id AND i.reason IS NOT NULL)) "
+            "ORDER BY 1", [run_id, run_id]).fetchall()]
+
+    def reject_runs(self) -> list[dict]:
+        """Runs that have candidates: id, name, created_at, rejected (still rejected)."""
+        return self._rows(
+            "SELECT r.id, r.name, r.created_at, count(*) FILTER (WHERE c.status = 'rejected') AS rejected "
+            "FROM runs r JOIN candidates c ON c.run_id = r.id GROUP BY r.id, r.name, r.created_at "
+            "ORDER BY r.id DESC")
+
+    # -- one item ----------------------------------------------------------------
+    def candidate_detail(self, candidate_id: int) -> dict | None:
+        """A candidate with its round number, details decoded, its request's raw
+        response and finish reason, and how many instances it has."""
+        rows = self._rows(
+            "SELECT c.*, r.number AS round, q.response AS raw_response, q.finish_reason, "
+            "(SELECT count(*) FROM instances i WHERE i.candidate_id = c.id) AS instances "
+            "FROM candidates c LEFT JOIN rounds r ON r.id = c.round_id "
+            "LEFT JOIN requests q ON q.id = c.request_id WHERE c.id = ?", [candidate_id])
+        if not rows:
+            return None
+        rows[0]["details"] = _loads(rows[0]["details"]) or {}
+        return rows[0]
+
+    def instance_detail(self, instance_id: int) -> dict | None:
+        """An instance with its instruction, run, round and decoded details."""
+        rows = self._rows(
+            "SELECT i.*, c.instruction, c.run_id, c.is_classification, r.number AS round "
+            "FROM instances i LEFT JOIN candidates c ON c.id = i.candidate_id "
+            "LEFT JOIN rounds r ON r.id = c.round_id WHERE i.id = ?", [instance_id])
+        if not rows:
+            return None
+        rows[0]["details"] = _loads(rows[0]["details"]) or {}
+        return rows[0]
+
+    def review_history(self, target_kind: str, target_id: int, limit: int = 20) -> list[dict]:
+        """Audit rows about one candidate or instance, newest first."""
+        rows = self._rows(
+            "SELECT * FROM audit_log WHERE target_kind = ? AND target_id = ? ORDER BY id DESC LIMIT ?",
+            [target_kind, target_id, limit])
+        for row in rows:
+            row["before"], row["after"] = _loads(row["before"]), _loads(row["after"])
+        return rows
+
+    # -- actions -----------------------------------------------------------------
+    @staticmethod
+    def _state(cur, target_kind: str, target_id: int) -> dict | None:
+        cols = _CANDIDATE_STATE if target_kind == "candidate" else _INSTANCE_STATE
+        table = "candidates" if target_kind == "candidate" else "instances"
+        row = cur.execute(f"SELECT {', '.join(cols)} FROM {table} WHERE id = ?", [target_id]).fetchone()
+        return None if row is None else dict(zip(cols, row))
+
+    @staticmethod
+    def _set_state(cur, target_kind: str, target_id: int, state: dict) -> None:
+        table = "candidates" if target_kind == "candidate" else "instances"
+        cols = [c for c in state if c in (_CANDIDATE_STATE if target_kind == "candidate" else _INSTANCE_STATE)]
+        sets = ", ".join(f"{c} = ?" for c in cols)
+        if target_kind == "candidate":
+            sets += ", updated_at = current_timestamp"
+        cur.execute(f"UPDATE {table} SET {sets} WHERE id = ?", [*(state[c] for c in cols), target_id])
+
+    def _review_action(self, action: str, target_kind: str, ids: Iterable[int], *, actor: str,
+                       reason: str | None, change) -> ReviewOutcome:
+        """Apply `change(before) -> (after | None, why_not)` to each item, audited, in one
+        transaction; items it declines are reported in `skipped`."""
+        outcome = ReviewOutcome(action=action, batch=uuid.uuid4().hex[:12])
+        reason = (reason or "").strip() or None
+        try:
+            with self.transaction() as cur:
+                for target_id in dict.fromkeys(int(i) for i in ids):
+                    before = self._state(cur, target_kind, target_id)
+                    if before is None:
+                        outcome.skipped.append((target_id, f"there is no {target_kind} {target_id}"))
+                        continue
+                    after, why_not = change(before)
+                    if after is None:
+                        outcome.skipped.append((target_id, why_not))
+                        continue
+                    self._set_state(cur, target_kind, target_id, after)
+                    # Always status, reason and review (as the state exists), plus whatever changed.
+                    changed = {k: after[k] for k in after
+                               if after[k] != before[k] or k in ("status", "reason", "review")}
+                    audit_id = self._audit(
+                        cur, actor, action, target_kind, target_id, reason,
+                        {k: before[k] for k in changed}, {**changed, "batch": outcome.batch})
+                    outcome.done.append(target_id)
+                    outcome.audit_ids.append(audit_id)
+        except duckdb.TransactionException as exc:
+            raise _conflict(exc) from None
+        return outcome
+
+    def rescue_candidates(self, ids: Iterable[int], *, actor: str, reason: str | None = None,
+                          instruction: str | None = None) -> ReviewOutcome:
+        """Put rejected candidates in the pool: status 'accepted', decided_by 'human',
+        review 'rescued'. `instruction` replaces the text (one candidate only; used to
+        rescue an unparseable fragment after editing it). Unparseable candidates are
+        skipped unless a new `instruction` is given."""
+        ids = list(ids)
+        new_text = None if instruction is None else instruction.strip()
+        if instruction is not None:
+            if len(ids) != 1:
+                raise ValueError("An edited instruction can only be given for one candidate.")
+            if not new_text:
+                raise ReviewError("The edited instruction is empty.")
+
+        def change(before: dict):
+            if before["status"] != "rejected":
+                return None, f"it is already {before['status']}"
+            if before["reason"] == "unparseable" and new_text is None:
+                return None, "it is raw model text that could not be parsed; edit it into an instruction first"
+            after = {**before, "status": "accepted", "decided_by": "human", "review": "rescued"}
+            if new_text is not None:
+                after["instruction"] = new_text
+            return after, ""
+
+        return self._review_action("rescue", "candidate", ids, actor=actor, reason=reason, change=change)
+
+    def confirm_candidates(self, ids: Iterable[int], *, actor: str,
+                           reason: str | None = None) -> ReviewOutcome:
+        """Agree with the filter: review 'confirmed'; the candidate stays rejected."""
+        def change(before: dict):
+            if before["status"] != "rejected":
+                return None, f"it is {before['status']}" + (
+                    " (undo the rescue instead)" if before["review"] == "rescued" else "")
+            if before["review"] == "confirmed":
+                return None, "it is already confirmed"
+            return {**before, "review": "confirmed"}, ""
+
+        return self._review_action("confirm", "candidate", ids, actor=actor, reason=reason, change=change)
+
+    def rescue_instances(self, ids: Iterable[int], *, actor: str,
+                         reason: str | None = None) -> ReviewOutcome:
+        """Keep rejected instances (status 'kept'; their reason stays as the mark of a rescue).
+        Unparseable instance rows (raw model text) are skipped."""
+        def change(before: dict):
+            if before["status"] != "rejected":
+                return None, f"it is already {before['status']}"
+            if before["reason"] == "unparseable":
+                return None, "it is raw model text that could not be read as an input/output pair"
+            return {**before, "status": "kept"}, ""
+
+        return self._review_action("rescue", "instance", ids, actor=actor, reason=reason, change=change)
+
+    # -- undo --------------------------------------------------------------------
+    def _undo_one(self, cur, audit_id: int, actor: str, batch: str) -> int:
+        row = cur.execute(
+            "SELECT id, action, target_kind, target_id, before, after, undone_by, actor, created_at "
+            "FROM audit_log WHERE id = ?", [audit_id]).fetchone()
+        if row is None:
+            raise UndoRefused(f"There is no audit entry #{audit_id}.")
+        _, action, target_kind, target_id, before, after, undone_by, who, when = row
+        if action not in _UNDOABLE or target_kind not in ("candidate", "instance"):
+            raise UndoRefused(f"Audit entry #{audit_id} is a '{action}'; only rescue and confirm "
+                              "can be undone here.")
+        if undone_by is not None:
+            raise UndoRefused(f"Audit entry #{audit_id} ({action} of {target_kind} {target_id}) "
+                              f"was already undone by entry #{undone_by}.")
+        before, after = _loads(before) or {}, _loads(after) or {}
+        after.pop("batch", None)
+        now = self._state(cur, target_kind, target_id)
+        if now is None:
+            raise UndoRefused(f"The {target_kind} {target_id} no longer exists.")
+        differs = {k: now.get(k) for k in after if now.get(k) != after[k]}
+        if differs:
+            later = cur.execute(
+                "SELECT id, action, actor FROM audit_log WHERE target_kind = ? AND target_id = ? "
+                "AND id > ? ORDER BY id DESC LIMIT 1", [target_kind, target_id, audit_id]).fetchone()
+            what = ", ".join(f"{k} is now {v!r} (was {after[k]!r})" for k, v in differs.items())
+            by = f" by entry #{later[0]} ({later[1]}, {later[2]})" if later else ""
+            raise UndoRefused(f"Cannot undo #{audit_id}: {target_kind} {target_id} changed since{by}: "
+                              f"{what}. Undo the later change first, or act on it again.")
+        self._set_state(cur, target_kind, target_id, {**now, **before})
+        undo_id = self._audit(cur, actor, "undo", target_kind, target_id, f"undo of #{audit_id}",
+                              after, {**before, "batch": batch, "undoes": audit_id})
+        cur.execute("UPDATE audit_log SET undone_by = ? WHERE id = ?", [undo_id, audit_id])
+        return undo_id
+
+    def undo(self, audit_id: int, *, actor: str) -> int:
+        """Undo one rescue or confirm: restore the item's state from before it, write an
+        'undo' audit row (returned) and mark the original `undone_by`. Raises `UndoRefused`
+        (with the reason) when it was undone already or the item changed since."""
+        try:
+            with self.transaction() as cur:
+                return self._undo_one(cur, int(audit_id), actor, uuid.uuid4().hex[:12])
+        except duckdb.TransactionException as exc:
+            raise _conflict(exc) from None
+
+    def undo_batch(self, batch: str, *, actor: str) -> ReviewOutcome:
+        """Undo every not-yet-undone entry of one bulk action; entries that cannot be
+        undone are reported in `skipped` (by audit id) and the rest still are."""
+        outcome = ReviewOutcome(action="undo", batch=uuid.uuid4().hex[:12])
+        ids = [r[0] for r in self._q(
+            "SELECT id FROM audit_log WHERE json_extract_string(after, '$.batch') = ? "
+            "AND action IN ('rescue', 'confirm') AND undone_by IS NULL ORDER BY id DESC", [batch]).fetchall()]
+        if not ids:
+            raise UndoRefused("Nothing left to undo in that action.")
+        try:
+            with self.transaction() as cur:
+                for audit_id in ids:
+                    try:
+                        undo_id = self._undo_one(cur, audit_id, actor, outcome.batch)
+                    except UndoRefused as exc:
+                        outcome.skipped.append((audit_id, str(exc)))
+                        continue
+                    outcome.done.append(audit_id)
+                    outcome.audit_ids.append(undo_id)
+        except duckdb.TransactionException as exc:
+            raise _conflict(exc) from None
+        return outcome
+
+    def review_log(self, limit: int = 10) -> list[dict]:
+        """Recent review actions, one row per call (a bulk action is one row), newest first:
+        batch, first_id, created_at, actor, action, target_kind, reason, items, open
+        (entries not undone yet), target_ids."""
+        return self._rows(
+            "SELECT json_extract_string(after, '$.batch') AS batch, min(id) AS first_id, "
+            "max(created_at) AS created_at, any_value(actor) AS actor, any_value(action) AS action, "
+            "any_value(target_kind) AS target_kind, any_value(reason) AS reason, count(*) AS items, "
+            "count(*) FILTER (WHERE undone_by IS NULL) AS open, list(target_id ORDER BY id) AS target_ids "
+            "FROM audit_log WHERE action IN ('rescue', 'confirm', 'undo') "
+            "AND target_kind IN ('candidate', 'instance') "
+            "GROUP BY 1 ORDER BY first_id DESC LIMIT ?", [limit])
+
+    # -- what-if -----------------------------------------------------------------
+    def rouge_whatif(self, threshold: float, *, run_id: int | None = None) -> dict:
+        """From the stored scores: ROUGE rejects (still rejected) and how many score at or
+        below `threshold` (would have passed); filter-accepted candidates and how many score
+        above it (would have been rejected)."""
+        row = self._q(
+            "SELECT count(*) FILTER (WHERE status = 'rejected' AND reason = 'rouge'), "
+            "count(*) FILTER (WHERE status = 'rejected' AND reason = 'rouge' AND max_rouge <= ?), "
+            "count(*) FILTER (WHERE status = 'accepted' AND decided_by = 'filter'), "
+            "count(*) FILTER (WHERE status = 'accepted' AND decided_by = 'filter' AND max_rouge > ?) "
+            "FROM candidates WHERE max_rouge IS NOT NULL AND (? IS NULL OR run_id = ?)",
+            [threshold, threshold, run_id, run_id]).fetchone()
+        return {"rouge_rejects": int(row[0]), "would_pass": int(row[1]),
+                "accepted": int(row[2]), "would_fail": int(row[3])}
+
+    def rouge_histogram(self, *, run_id: int | None = None, bins: int = 20):
+        """Counts of max ROUGE-L per bin of width 1/bins and outcome (accepted, rescued,
+        rejected), aggregated in SQL: columns bin_start, bin_end, outcome, n."""
+        bins = max(1, int(bins))
+        return self._frame(
+            "SELECT least(floor(max_rouge * ?), ? - 1) / ? AS bin_start, "
+            "(least(floor(max_rouge * ?), ? - 1) + 1) / ? AS bin_end, "
+            "CASE WHEN review = 'rescued' AND status = 'accepted' THEN 'rescued' "
+            "WHEN status = 'accepted' THEN 'accepted' ELSE 'rejected' END AS outcome, count(*) AS n "
+            "FROM candidates WHERE max_rouge IS NOT NULL AND (? IS NULL OR run_id = ?) "
+            "GROUP BY ALL ORDER BY bin_start, outcome",
+            [bins, bins, float(bins), bins, bins, float(bins), run_id, run_id])
+
+    def rouge_thresholds(self, *, run_id: int | None = None) -> list[float]:
+        """The ROUGE-L thresholds the stored decisions were made with."""
+        return [float(r[0]) for r in self._q(
+            "SELECT DISTINCT TRY_CAST(json_extract(details, '$.threshold') AS DOUBLE) AS t "
+            "FROM candidates WHERE max_rouge IS NOT NULL AND (? IS NULL OR run_id = ?) "
+            "AND t IS NOT NULL ORDER BY 1", [run_id, run_id]).fetchall()]
+
+    def keyword_rejects(self, *, run_id: int | None = None):
+        """Which keywords reject the most candidates: keyword, candidates (rejected for
+        the keyword rule and mentioning it), only_this (that keyword is the only one they
+        mention, so dropping it from the list would let them on to the ROUGE check),
+        rescued (of those, how many a person rescued)."""
+        return self._frame(
+            "WITH k AS (SELECT c.id, c.status = 'accepted' AND c.review = 'rescued' AS rescued, "
+            "list_distinct(coalesce(json_extract_string(c.details, '$.matches[*].keyword'), "
+            "[json_extract_string(c.details, '$.keyword')])) AS kws "
+            "FROM candidates c WHERE c.reason = 'keyword' AND (? IS NULL OR c.run_id = ?) "
+            "AND (c.status = 'rejected' OR c.review = 'rescued')), "
+            "u AS (SELECT id, rescued, len(kws) AS n_kws, unnest(kws) AS keyword FROM k) "
+            "SELECT keyword, count(DISTINCT id) AS candidates, "
+            "count(DISTINCT id) FILTER (WHERE n_kws = 1) AS only_this, "
+            "count(DISTINCT id) FILTER (WHERE rescued) AS rescued "
+            "FROM u WHERE keyword IS NOT NULL GROUP BY keyword ORDER BY candidates DESC, keyword",
+            [run_id, run_id])

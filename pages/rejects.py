@@ -1,0 +1,402 @@
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from pages.common import current_pool, current_user
+from selfinstruct import review
+from selfinstruct.render import marked_html
+from selfinstruct.store.review import ReviewError
+
+PAGE_SIZE = 50
+MARK_STYLE = "background-color: rgba(255, 196, 0, 0.45); padding: 0 1px; border-radius: 2px;"
+
+pool = current_pool()
+user = current_user()
+
+
+def show_marked(text: str, spans) -> None:
+    """Model text with marks, through selfinstruct.render (every character escaped, only
+    <mark> live). One render call per line, joined on a single line: a blank line inside
+    the HTML would end the HTML block and let markdown read the rest (images, links)."""
+    parts, pos = [], 0
+    for line in text.splitlines(keepends=True) or [""]:
+        body = (line.splitlines() or [""])[0]
+        end = pos + len(body)
+        local = [(max(s, pos) - pos, min(e, end) - pos) for s, e in spans if s < end and e > pos]
+        parts.append(marked_html(body or " ", local, mark_style=MARK_STYLE))
+        pos += len(line)
+    st.markdown("".join(parts), unsafe_allow_html=True)
+
+
+def md_plain(text: str) -> str:
+    """Text that markdown shows as typed (for short sentences quoting a model character)."""
+    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~" else ch for ch in text)
+
+
+def flash(kind: str, text: str) -> None:
+    st.session_state["rej_flash"] = (kind, text)
+
+
+def report(outcome, verb: str) -> None:
+    parts = [f"{verb} {outcome.count} item(s)."]
+    if outcome.skipped:
+        parts.append(f"Skipped {len(outcome.skipped)}: " + "; ".join(
+            f"#{item} ({why})" for item, why in outcome.skipped[:5]) + (" ..." if len(outcome.skipped) > 5 else ""))
+    flash("success" if outcome.count else "warning", " ".join(parts))
+
+
+def clear_selection() -> None:
+    # Only before the table is drawn; after it, call reset_selection_next_run().
+    st.session_state["rej_table"] = {"selection": {"rows": [], "columns": []}}
+
+
+def reset_selection_next_run() -> None:
+    st.session_state.pop("rej_signature", None)
+
+
+def act(fn, verb: str, *args, **kwargs) -> None:
+    try:
+        outcome = fn(*args, actor=user, **kwargs)
+    except ReviewError as exc:
+        flash("error", str(exc))
+    else:
+        report(outcome, verb)
+        for key in ("rej_why", "rej_one_why"):   # a reason belongs to one action
+            st.session_state.pop(key, None)
+    reset_selection_next_run()
+    st.rerun()
+
+
+st.title("Rejects")
+st.write(
+    "Every candidate the filters threw away, with the evidence for each decision. Rescue what "
+    "the filters got wrong, confirm what they got right; every action is logged and can be undone."
+)
+
+runs = pool.reject_runs()
+if not runs:
+    st.info("Nothing has been generated yet, so there is nothing to review.", icon=":material/inbox:")
+    st.page_link("pages/generate.py", label="Generate candidates", icon=":material/auto_awesome:")
+    st.stop()
+
+if message := st.session_state.pop("rej_flash", None):
+    getattr(st, message[0])(md_plain(message[1]), icon=":material/info:")
+
+# -- which rejects -------------------------------------------------------------------
+run_names = {r["id"]: f"Run {r['id']}" + (f" · {r['name']}" if r["name"] else "") for r in runs}
+top1, top2 = st.columns(2)
+run_id = top1.selectbox("Run", [None, *run_names], key="rej_run",
+                        format_func=lambda r: "All runs" if r is None else run_names[r])
+round_options = [None, *pool.reject_rounds(run_id)]
+if st.session_state.get("rej_round") not in round_options:
+    st.session_state["rej_round"] = None
+round_number = top2.selectbox("Round", round_options, key="rej_round",
+                              format_func=lambda n: "All rounds" if n is None else f"Round {n}")
+
+browse_tab, whatif_tab = st.tabs(["Browse and review", "What-if"])
+
+with browse_tab:
+    k1, k2 = st.columns([1, 2])
+    kind = k1.segmented_control("Show", list(review.KIND_LABELS), key="rej_kind", default="instruction",
+                                required=True, format_func=review.KIND_LABELS.get)
+    states = ["pending", "confirmed", "rescued", "all"] if kind == "instruction" else ["pending", "rescued", "all"]
+    state = k2.segmented_control("Review state", states, key=f"rej_review_{kind}", default="pending",
+                                 required=True, format_func=review.REVIEW_LABELS.get)
+    search = st.columns([2, 1])[0].text_input("Search the text", key="rej_search", placeholder="words in the instruction"
+                           + (", input or output" if kind == "instance" else ""))
+    base = review.RejectQuery(kind=kind, run_id=run_id, round_number=round_number, search=search, review=state)
+    counts = review.reason_counts(pool, base)
+    all_reasons = pool.reject_reasons(kind)
+    reasons = st.pills(
+        "Reason (none picked: every reason)", all_reasons, selection_mode="multi", key=f"rej_reasons_{kind}",
+        format_func=lambda r: f"{review.reason_label(r)} · {counts.get(r, 0):,}")
+    query = review.RejectQuery(kind=kind, reasons=tuple(reasons or ()), run_id=run_id,
+                               round_number=round_number, search=search, review=state)
+
+    pages = review.page_count(review.matching_total(counts, query.reasons), PAGE_SIZE)
+    if st.session_state.get("rej_page", 1) > pages:
+        st.session_state["rej_page"] = pages
+    signature = (query, st.session_state.get("rej_page", 1))
+    if st.session_state.get("rej_signature") != signature:
+        st.session_state["rej_signature"] = signature
+        clear_selection()
+    result = review.load_page(pool, query, st.session_state.get("rej_page", 1), PAGE_SIZE, counts=counts)
+
+    head, pager = st.columns([3, 1], vertical_alignment="bottom")
+    noun = review.KIND_LABELS[kind].lower()
+    head.subheader(f"{result.total:,} " + {"pending": f"rejected {noun} to review",
+                                           "confirmed": f"rejected {noun}, confirmed",
+                                           "rescued": f"rescued {noun}",
+                                           "all": f"{noun} the filters rejected"}[state])
+    pager.number_input(f"Page (of {result.pages})", min_value=1, max_value=result.pages, step=1, key="rej_page")
+    if result.total:
+        st.caption(f"Rows {result.first_row:,}–{result.last_row:,}. Select rows for bulk actions; "
+                   "pick one below to see its evidence.")
+    rows = result.rows
+    if kind == "instruction":
+        shown = ["id", "round", "run_id", "reason", "instruction", "max_rouge", "state"]
+        config = {
+            "id": st.column_config.NumberColumn("id", width="small"),
+            "round": st.column_config.NumberColumn("round", width="small"),
+            "run_id": st.column_config.NumberColumn("run", width="small"),
+            "instruction": st.column_config.TextColumn("instruction", width="large"),
+            "max_rouge": st.column_config.NumberColumn("max ROUGE-L", format="%.3f", width="small"),
+        }
+    else:
+        shown = ["id", "round", "reason", "instruction", "input", "output", "state"]
+        config = {
+            "id": st.column_config.NumberColumn("id", width="small"),
+            "round": st.column_config.NumberColumn("round", width="small"),
+            "instruction": st.column_config.TextColumn("instruction", width="medium"),
+        }
+    event = st.dataframe(rows[shown], key="rej_table", on_select="rerun", selection_mode="multi-row",
+                         hide_index=True, column_config=config)
+    picked_rows = [i for i in event.selection.rows if i < len(rows)]
+    picked = [int(rows["id"].iloc[i]) for i in picked_rows]
+
+    # -- bulk actions ----------------------------------------------------------------
+    b1, b2, b3 = st.columns([2, 1, 1], vertical_alignment="bottom")
+    why = b1.text_input("Why (optional; saved in the audit log)", key="rej_why")
+    if kind == "instruction":
+        if b2.button(f"Rescue {len(picked)} selected", key="rej_bulk_rescue", disabled=not picked,
+                     icon=":material/undo:", help="Unparseable rows are skipped: edit them one at a time."):
+            act(pool.rescue_candidates, "Rescued", picked, reason=why)
+        if b3.button(f"Confirm {len(picked)} selected", key="rej_bulk_confirm", disabled=not picked,
+                     icon=":material/check:"):
+            act(pool.confirm_candidates, "Confirmed", picked, reason=why)
+        st.caption(review.NOVELTY_NOTE)
+    else:
+        if b2.button(f"Keep {len(picked)} selected", key="rej_bulk_rescue", disabled=not picked,
+                     icon=":material/undo:", help="Rescue the instances: they join their instruction's kept ones."):
+            act(pool.rescue_instances, "Kept", picked, reason=why)
+
+    # -- one reject up close -----------------------------------------------------------
+    st.subheader("Evidence")
+    page_ids = [int(i) for i in rows["id"]]
+    if not page_ids:
+        st.caption("No rejects match these filters.")
+    else:
+        detail_key = f"rej_detail_{kind}"   # candidate and instance ids overlap
+        if len(picked) == 1 and st.session_state.get("rej_last_single") != (kind, picked[0]):
+            st.session_state[detail_key] = picked[0]
+        st.session_state["rej_last_single"] = (kind, picked[0]) if len(picked) == 1 else None
+        if st.session_state.get(detail_key) not in page_ids:
+            st.session_state[detail_key] = page_ids[0]
+        labels = dict(zip(page_ids, rows["instruction"]))
+        detail_id = st.selectbox("Inspect", page_ids, key=detail_key,
+                                 format_func=lambda i: f"#{i} · {(labels[i] or '')[:90]}")
+
+        def history(target_kind: str, target_id: int) -> None:
+            entries = pool.review_history(target_kind, target_id)
+            if not entries:
+                return
+            with st.expander(f"History ({len(entries)})", icon=":material/history:"):
+                st.dataframe(pd.DataFrame([{
+                    "entry": e["id"], "when": e["created_at"], "who": e["actor"], "action": e["action"],
+                    "why": e["reason"], "undone by": e["undone_by"]} for e in entries]),
+                    hide_index=True, key="rej_history")
+            last = next((e for e in entries if e["action"] in ("rescue", "confirm") and e["undone_by"] is None), None)
+            if last and last["id"] == entries[0]["id"]:
+                if st.button(f"Undo {last['action']} (entry #{last['id']})", key="rej_undo_one",
+                             icon=":material/undo:"):
+                    try:
+                        pool.undo(last["id"], actor=user)
+                    except ReviewError as exc:
+                        flash("error", str(exc))
+                    else:
+                        flash("success", f"Undid entry #{last['id']}.")
+                    st.rerun()
+
+        with st.container(border=True):
+            if kind == "instruction":
+                cand = pool.candidate_detail(detail_id)
+                exp = review.explain_candidate(cand, k=10)
+                meta = f"Candidate #{cand['id']} · run {cand['run_id']} · round {cand['round']}"
+                h1, h2 = st.columns([3, 1])
+                h1.markdown(f"**{meta}**")
+                h2.badge(exp.label, color="orange" if cand["status"] == "rejected" else "green")
+                if exp.message:
+                    st.text(exp.message)
+                if cand["review"] == "rescued" and cand["status"] == "accepted":
+                    st.success("Rescued: in the pool, accepted by a person.", icon=":material/check_circle:")
+                    if not cand["instances"]:
+                        st.info("Instances pending: the next round of any run classifies this instruction "
+                                "and generates its instances.", icon=":material/hourglass_top:")
+                elif cand["review"] == "confirmed":
+                    st.caption("A person confirmed this rejection.")
+
+                if exp.kind == "rouge" and exp.neighbours:
+                    m1, m2, m3 = st.columns(3)
+                    m1.metric("Max ROUGE-L", f"{exp.max_rouge:.3f}")
+                    m2.metric("Threshold (reject above)", f"{exp.threshold}" if exp.threshold is not None else "?")
+                    best = exp.neighbours[0]
+                    m3.metric("Shared words with the nearest", f"{best.shared} of {best.candidate_tokens}",
+                              help="Tokens of the longest common subsequence, the basis of ROUGE-L.")
+                    n_shown = len(exp.neighbours)
+                    choice = st.segmented_control(
+                        "Compare with", list(range(n_shown)), key=f"rej_neighbour_{detail_id}", default=0,
+                        required=True,
+                        format_func=lambda i: f"{i + 1}. {exp.neighbours[i].score:.3f}")
+                    nb = exp.neighbours[choice]
+                    left, right = st.columns(2)
+                    with left:
+                        st.markdown("**Candidate**")
+                        show_marked(exp.text, nb.candidate_spans)
+                    with right:
+                        st.markdown(f"**Pool instruction {choice + 1}** · ROUGE-L {nb.score:.3f} · "
+                                    f"{nb.shared} shared of {nb.neighbour_tokens} words")
+                        show_marked(nb.text, nb.neighbour_spans)
+                    st.caption("Marked: the words of the longest common subsequence, in order, in both texts.")
+                    if abs(nb.recomputed - nb.score) > 1e-9:
+                        st.caption(f"Scored again now, this pair gives {nb.recomputed:.3f}; the stored "
+                                   "score is what the decision used.")
+                    st.dataframe(
+                        pd.DataFrame({"rank": range(1, n_shown + 1),
+                                      "ROUGE-L": [n.score for n in exp.neighbours],
+                                      "pool instruction": [n.text for n in exp.neighbours]}),
+                        hide_index=True, key="rej_neighbours",
+                        column_config={"ROUGE-L": st.column_config.ProgressColumn(
+                            "ROUGE-L", min_value=0.0, max_value=1.0, format="%.3f")})
+                elif exp.kind == "unparseable":
+                    st.caption("The model's text, exactly as it came:")
+                    st.code(exp.text, language=None, wrap_lines=True)
+                elif exp.kind == "length":
+                    m1, m2 = st.columns(2)
+                    m1.metric("Words", f"{exp.words:,}")
+                    m2.metric(f"Limit ({exp.facts['direction']})", f"{exp.limit:,}" if exp.limit else "?")
+                    show_marked(exp.text, [])
+                else:
+                    if exp.kind == "keyword" and exp.keywords:
+                        st.text("Matched: " + ", ".join(exp.keywords))
+                    show_marked(exp.text, exp.spans)
+
+                if exp.raw_response and exp.raw_response != exp.text:
+                    with st.expander("The model's whole answer", icon=":material/notes:"):
+                        st.code(exp.raw_response, language=None, wrap_lines=True)
+
+                # actions on this one
+                new_text = None
+                if exp.kind == "unparseable" and cand["status"] == "rejected":
+                    st.caption("Raw text cannot join the pool as it is. Edit it into one instruction to rescue it.")
+                    new_text = st.text_area("Instruction to rescue", value=exp.text, key=f"rej_edit_{detail_id}")
+                warnings = review.rescue_warnings(pool, cand, new_text) if cand["status"] == "rejected" else []
+                for warning in warnings:
+                    st.warning(md_plain(warning), icon=":material/warning:")
+                a1, a2, a3 = st.columns([2, 1, 1], vertical_alignment="bottom")
+                one_why = a1.text_input("Why (optional)", key="rej_one_why")
+                can_rescue = cand["status"] == "rejected" and (exp.kind != "unparseable" or bool((new_text or "").strip()))
+                if a2.button("Rescue", key="rej_rescue", disabled=not can_rescue, type="primary",
+                             icon=":material/undo:", help=review.NOVELTY_NOTE):
+                    edited = new_text if exp.kind == "unparseable" else None
+                    act(pool.rescue_candidates, "Rescued", [detail_id], reason=one_why, instruction=edited)
+                if a3.button("Confirm rejection", key="rej_confirm", icon=":material/check:",
+                             disabled=cand["status"] != "rejected" or cand["review"] == "confirmed"):
+                    act(pool.confirm_candidates, "Confirmed", [detail_id], reason=one_why)
+                history("candidate", detail_id)
+            else:
+                inst = pool.instance_detail(detail_id)
+                exp = review.explain_instance(inst)
+                h1, h2 = st.columns([3, 1])
+                h1.markdown(f"**Instance #{inst['id']} of candidate #{inst['candidate_id']} · "
+                            f"run {inst['run_id']} · round {inst['round']}**")
+                h2.badge(exp.label, color="orange" if inst["status"] == "rejected" else "green")
+                if exp.message:
+                    st.text(exp.message)
+                st.markdown("**Instruction**")
+                show_marked(exp.text, [])
+                i1, i2 = st.columns(2)
+                with i1:
+                    st.markdown("**Input**")
+                    st.code(exp.facts["input"] or "(empty)", language=None, wrap_lines=True)
+                with i2:
+                    st.markdown("**Output**")
+                    st.code(exp.facts["output"] or "(empty)", language=None, wrap_lines=True)
+                if exp.facts.get("conflict_outputs"):
+                    st.caption("The same input was given these different outputs:")
+                    st.dataframe(pd.DataFrame({"output": exp.facts["conflict_outputs"]}), hide_index=True,
+                                 key="rej_conflicts")
+                if exp.facts.get("duplicate_of"):
+                    st.caption(f"Same input and output as instance {exp.facts['duplicate_of']} of this instruction.")
+                if exp.rescue_blocked:
+                    st.caption(exp.rescue_blocked)
+                a1, a2 = st.columns([3, 1], vertical_alignment="bottom")
+                one_why = a1.text_input("Why (optional)", key="rej_one_why")
+                if a2.button("Keep this instance", key="rej_rescue", disabled=exp.rescue_blocked is not None,
+                             type="primary", icon=":material/undo:"):
+                    act(pool.rescue_instances, "Kept", [detail_id], reason=one_why)
+                history("instance", detail_id)
+
+    # -- recent actions --------------------------------------------------------------------
+    log = pool.review_log(limit=10)
+    if log:
+        with st.expander("Recent review actions", icon=":material/history:", expanded=False):
+            for entry in log:
+                c1, c2 = st.columns([5, 1], vertical_alignment="center")
+                what = {"rescue": "rescued", "confirm": "confirmed", "undo": "undid"}.get(entry["action"], entry["action"])
+                line = (f"#{entry['first_id']} · {entry['created_at']:%Y-%m-%d %H:%M} · {entry['actor']} "
+                        f"{what} {entry['items']} {entry['target_kind']}(s)"
+                        + (f" · why: {entry['reason']}" if entry["reason"] and entry["action"] != "undo" else ""))
+                c1.text(line)
+                if entry["action"] in ("rescue", "confirm") and entry["open"]:
+                    if c2.button("Undo", key=f"rej_undo_{entry['batch']}", icon=":material/undo:"):
+                        try:
+                            outcome = pool.undo_batch(entry["batch"], actor=user)
+                        except ReviewError as exc:
+                            flash("error", str(exc))
+                        else:
+                            report(outcome, "Undid")
+                        reset_selection_next_run()
+                        st.rerun()
+                elif entry["action"] in ("rescue", "confirm"):
+                    c2.caption("undone")
+
+with whatif_tab:
+    current = pool.rouge_thresholds(run_id=run_id)
+    default_t = current[-1] if current else 0.7
+    t = st.slider("What if the ROUGE-L threshold had been", 0.0, 1.0, float(default_t), 0.01, key="rej_whatif_t",
+                  help="A candidate is rejected when its highest ROUGE-L against the pool is above the threshold.")
+    what = review.whatif(pool, t, run_id=run_id)
+    w1, w2 = st.columns(2)
+    w1.metric("ROUGE rejects that would have passed", f"{what.would_pass:,}",
+              help=f"Of {what.rouge_rejects:,} candidates still rejected for ROUGE-L: max score <= {t:.2f}.")
+    w2.metric("Accepted ones that would have been rejected", f"{what.would_fail:,}",
+              help=f"Of {what.accepted:,} candidates the filter accepted: max score > {t:.2f}.")
+    st.caption(
+        f"Counted from the stored scores (decisions made at {', '.join(str(x) for x in what.thresholds_used) or '?'}). "
+        "A real run could differ: every candidate accepted earlier joins the pool and changes the scores of "
+        "those after it. To decide a run again from its stored answers, use `python -m selfinstruct refilter`.")
+
+    hist = pool.rouge_histogram(run_id=run_id, bins=20)
+    if hist.empty:
+        st.caption("No ROUGE-L scores stored yet.")
+    else:
+        bars = alt.Chart(hist).mark_bar().encode(
+            x=alt.X("bin_start:Q", bin="binned", title="max ROUGE-L against the pool", scale=alt.Scale(domain=[0, 1])),
+            x2="bin_end:Q",
+            y=alt.Y("sum(n):Q", title="candidates", stack=True),
+            color=alt.Color("outcome:N", scale=alt.Scale(domain=["accepted", "rescued", "rejected"],
+                                                         range=["#4c9f70", "#4c78a8", "#e45756"])),
+            tooltip=["outcome:N", "bin_start:Q", "bin_end:Q", "n:Q"])
+        rules = pd.DataFrame([{"at": x, "line": "threshold used"} for x in what.thresholds_used]
+                             + [{"at": t, "line": "what-if"}])
+        rule = alt.Chart(rules).mark_rule(strokeWidth=2).encode(
+            x="at:Q", strokeDash=alt.StrokeDash("line:N", title=None),
+            color=alt.value("#333333"), tooltip=["line:N", "at:Q"])
+        st.altair_chart(bars + rule, width="stretch", key="rej_hist")
+
+    st.subheader("Keywords that reject the most")
+    keywords = pool.keyword_rejects(run_id=run_id)
+    if keywords.empty:
+        st.caption("No candidate was rejected for a keyword.")
+    else:
+        st.caption("\"Only this keyword\": candidates that mention no other listed keyword. Without that "
+                   "keyword in the list they would go on to the ROUGE-L check. Many rescues for a keyword "
+                   "suggest it is too strict for your task.")
+        chart = alt.Chart(keywords).mark_bar().encode(
+            x=alt.X("candidates:Q", title="rejected candidates", axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y("keyword:N", sort="-x", title=None), tooltip=["keyword", "candidates", "only_this", "rescued"])
+        kc1, kc2 = st.columns([1, 1])
+        kc1.altair_chart(chart, width="stretch", key="rej_kw_chart")
+        kc2.dataframe(keywords, hide_index=True, key="rej_keywords", column_config={
+            "only_this": st.column_config.NumberColumn("only this keyword"),
+        })

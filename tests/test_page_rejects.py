@@ -1,0 +1,251 @@
+"""The Rejects page through app.py, on a pool grown by the offline demo."""
+import html
+import re
+
+from streamlit.testing.v1 import AppTest
+
+from selfinstruct.store import Pool
+from tests.conftest import ROOT
+
+APP = str(ROOT / "app.py")
+
+
+def rejects_page(env) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception
+    at.switch_page("pages/rejects.py").run()
+    assert not at.exception
+    return at
+
+
+def app_pool(path):
+    # The app holds the file: read it through the pool the app opened.
+    from pages.common import _open_pool
+    return _open_pool(str(path))
+
+
+def scalar(pool, query, params=None):
+    return pool._q(query, params or []).fetchone()[0]
+
+
+def shown_total(at) -> int:
+    heading = at.subheader[0].value      # the table's heading: "<n> rejected instructions to review"
+    return int(heading.split()[0].replace(",", ""))
+
+
+def table(at):
+    return next(d for d in at.dataframe if d.key == "rej_table").value
+
+
+def frame_with(at, column):
+    # Read-only dataframes carry no key in AppTest: find them by a column.
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def plain(markup: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", markup))
+
+
+def test_filters_narrow_the_table_to_the_right_counts(demo_app_env):
+    at = rejects_page(demo_app_env)
+    pool = app_pool(demo_app_env)
+    pending = scalar(pool, "SELECT count(*) FROM candidates WHERE status = 'rejected' AND review IS NULL")
+    assert shown_total(at) == pending and len(table(at)) == min(50, pending)
+
+    at.pills(key="rej_reasons_instruction").set_value(["rouge", "too_short"]).run()
+    expected = scalar(pool, "SELECT count(*) FROM candidates WHERE status = 'rejected' "
+                            "AND reason IN ('rouge', 'too_short')")
+    assert shown_total(at) == expected
+    assert set(table(at)["reason"]) == {"Too similar (ROUGE-L)", "Too short"}
+
+    at.selectbox(key="rej_round").set_value(2).run()
+    expected = scalar(pool, "SELECT count(*) FROM candidates c JOIN rounds r ON r.id = c.round_id "
+                            "WHERE c.status = 'rejected' AND c.reason IN ('rouge', 'too_short') AND r.number = 2")
+    assert shown_total(at) == expected and set(table(at)["round"]) == {2}
+
+    at.text_input(key="rej_search").input("sentence").run()
+    expected = scalar(pool, "SELECT count(*) FROM candidates c JOIN rounds r ON r.id = c.round_id "
+                            "WHERE c.status = 'rejected' AND c.reason IN ('rouge', 'too_short') AND r.number = 2 "
+                            "AND lower(c.instruction) LIKE '%sentence%'")
+    assert shown_total(at) == expected > 0
+    assert all("sentence" in t.lower() for t in table(at)["instruction"])
+
+    at.segmented_control(key="rej_kind").set_value("instance").run()
+    at.text_input(key="rej_search").input("").run()
+    at.selectbox(key="rej_round").set_value(None).run()
+    assert not at.exception
+    assert shown_total(at) == scalar(pool, "SELECT count(*) FROM instances WHERE status = 'rejected'") > 0
+    assert {"input", "output", "instruction"} <= set(table(at).columns)
+
+
+def test_paging_walks_through_every_reject(demo_app_env):
+    at = rejects_page(demo_app_env)
+    total = shown_total(at)
+    assert total > 50
+    first = list(table(at)["id"])
+    at.number_input(key="rej_page").set_value(2).run()
+    second = list(table(at)["id"])
+    assert len(first) == 50 and len(second) == total - 50 and not set(first) & set(second)
+
+
+def test_rouge_detail_shows_the_stored_nearest_neighbour_and_score(demo_app_env):
+    at = rejects_page(demo_app_env)
+    pool = app_pool(demo_app_env)
+    cid, stored, nearest = pool._q(
+        "SELECT id, max_rouge, nearest_text FROM candidates WHERE reason = 'rouge' AND max_rouge < 1 "
+        "ORDER BY id DESC LIMIT 1").fetchone()
+    at.pills(key="rej_reasons_instruction").set_value(["rouge"]).run()
+    at.selectbox(key="rej_detail_instruction").set_value(cid).run()
+    assert not at.exception
+    metric = next(m for m in at.metric if m.label == "Max ROUGE-L")
+    assert metric.value == f"{stored:.3f}"
+    neighbours = frame_with(at, "pool instruction")
+    assert neighbours["pool instruction"].iloc[0] == nearest
+    assert neighbours["ROUGE-L"].iloc[0] == stored
+    marked = [m.value for m in at.markdown if "<mark" in m.value]
+    assert any(plain(m) == nearest for m in marked)          # the neighbour, with its shared words marked
+    candidate = pool.candidate_detail(cid)["instruction"]
+    assert any(plain(m) == candidate for m in marked)
+
+
+def test_rescue_moves_it_into_the_pool_and_undo_restores_it(demo_app_env):
+    at = rejects_page(demo_app_env)
+    pool = app_pool(demo_app_env)
+    before = pool.counts()
+    shown = shown_total(at)
+    cid = int(table(at)["id"].iloc[3])
+    at.selectbox(key="rej_detail_instruction").set_value(cid).run()
+    at.text_input(key="rej_one_why").input("fine for a text model").run()
+    at.button(key="rej_rescue").click().run()
+    assert not at.exception
+    assert any("Rescued 1 item" in s.value for s in at.success)
+    after = pool.counts()
+    assert (after.accepted, after.rejected, after.rescued) == (before.accepted + 1, before.rejected - 1, 1)
+    assert pool._q("SELECT status, decided_by, review FROM candidates WHERE id = ?", [cid]).fetchone() == \
+        ("accepted", "human", "rescued")
+    entry = pool.audit_entries(action="rescue")[0]
+    assert (entry["target_id"], entry["actor"], entry["reason"]) == (cid, "user", "fine for a text model")
+    assert entry["before"]["status"] == "rejected" and entry["after"]["status"] == "accepted"
+    assert shown_total(at) == shown - 1 and cid not in list(table(at)["id"])
+
+    # it shows among the rescued, waiting for instances
+    at.segmented_control(key="rej_review_instruction").set_value("rescued").run()
+    assert list(table(at)["id"]) == [cid]
+    assert table(at)["state"].iloc[0] == "rescued · instances pending"
+    assert any("Instances pending" in i.value for i in at.info)
+
+    at.button(key="rej_undo_one").click().run()
+    assert not at.exception
+    assert pool.counts() == before
+    assert pool._q("SELECT status, review FROM candidates WHERE id = ?", [cid]).fetchone() == ("rejected", None)
+    assert pool.audit_entries(action="rescue")[0]["undone_by"] == pool.audit_entries(action="undo")[0]["id"]
+
+
+def test_bulk_confirm_and_undo_it_from_the_log(demo_app_env):
+    at = rejects_page(demo_app_env)
+    pool = app_pool(demo_app_env)
+    shown = shown_total(at)
+    ids = [int(i) for i in table(at)["id"].iloc[[0, 2, 5]]]
+    at.session_state["rej_table"] = {"selection": {"rows": [0, 2, 5], "columns": []}}
+    at.run()
+    assert at.button(key="rej_bulk_confirm").label == "Confirm 3 selected"
+    at.text_input(key="rej_why").input("really off-task").run()
+    at.button(key="rej_bulk_confirm").click().run()
+    assert not at.exception
+    assert any("Confirmed 3 item" in s.value for s in at.success)
+    rows = pool._q("SELECT id, status, review FROM candidates WHERE review IS NOT NULL ORDER BY id").fetchall()
+    assert rows == [(i, "rejected", "confirmed") for i in sorted(ids)]
+    entries = pool.audit_entries(action="confirm")
+    assert sorted(e["target_id"] for e in entries) == sorted(ids)
+    assert {e["reason"] for e in entries} == {"really off-task"}
+    assert len({e["after"]["batch"] for e in entries}) == 1
+    assert shown_total(at) == shown - 3
+    assert at.button(key="rej_bulk_confirm").label == "Confirm 0 selected"   # selection cleared
+    assert at.text_input(key="rej_why").value == ""                           # and the reason
+
+    at.segmented_control(key="rej_review_instruction").set_value("confirmed").run()
+    assert sorted(table(at)["id"]) == sorted(ids)
+
+    batch = entries[0]["after"]["batch"]
+    at.button(key=f"rej_undo_{batch}").click().run()
+    assert not at.exception
+    assert pool._q("SELECT count(*) FROM candidates WHERE review IS NOT NULL").fetchone()[0] == 0
+    assert shown_total(at) == 0
+
+
+def test_whatif_counts_equal_a_direct_query(demo_app_env):
+    at = rejects_page(demo_app_env)
+    pool = app_pool(demo_app_env)
+    for t in (0.8, 1.0):
+        at.slider(key="rej_whatif_t").set_value(t).run()
+        assert not at.exception
+        would_pass = next(m for m in at.metric if m.label == "ROUGE rejects that would have passed")
+        direct = scalar(pool, "SELECT count(*) FROM candidates WHERE status = 'rejected' AND reason = 'rouge' "
+                              "AND max_rouge <= ?", [t])
+        assert would_pass.value == f"{direct:,}"
+    assert direct > 0
+    keywords = frame_with(at, "only_this")
+    assert keywords["candidates"].sum() >= scalar(pool, "SELECT count(*) FROM candidates WHERE reason = 'keyword'")
+
+
+def test_model_text_stays_text_and_unparseable_is_rescued_after_editing(demo_db_path, demo_app_env):
+    hostile = "Draw a <img src=x onerror=alert(1)> map\n\n![p](http://127.0.0.1:9/x.png) **bold**"
+    with Pool.open(demo_db_path) as pool:     # before the app opens the file
+        run_id = pool.create_run({"rouge_threshold": 0.7}, name="hostile")
+        round_id = pool.create_round(run_id, 1, "done")
+        marked_id, raw_id = pool.add_candidates(run_id, round_id, [
+            {"position": 0, "instruction": hostile, "status": "rejected", "reason": "keyword",
+             "details": {"message": "m", "keyword": "draw", "span": [0, 4],
+                         "matches": [{"keyword": "draw", "span": [0, 4]}, {"keyword": "map", "span": [36, 39]}]}},
+            {"position": 1, "instruction": "7) <script>x</script> and then", "status": "rejected",
+             "reason": "unparseable", "details": {"message": "The model's answer could not be read as a task."}},
+        ])
+    assert hostile[36:39] == "map"
+    at = rejects_page(demo_app_env)
+    pool = app_pool(demo_app_env)
+    at.selectbox(key="rej_detail_instruction").set_value(marked_id).run()
+    assert not at.exception
+    html_blocks = [m.value for m in at.markdown if "<mark" in m.value]
+    assert html_blocks and all("<img" not in b and "\n" not in b for b in html_blocks)
+    block = html_blocks[0]
+    assert "&lt;img src=x onerror=alert(1)&gt;" in block
+    assert re.findall(r"<mark[^>]*>([^<]*)</mark>", block) == ["Draw", "map"]
+
+    at.selectbox(key="rej_detail_instruction").set_value(raw_id).run()
+    assert any(c.value == "7) <script>x</script> and then" for c in at.code)
+    at.text_area(key=f"rej_edit_{raw_id}").input("Explain what a script tag does in a web page.").run()
+    at.button(key="rej_rescue").click().run()
+    assert not at.exception
+    assert pool._q("SELECT instruction, status FROM candidates WHERE id = ?", [raw_id]).fetchone() == \
+        ("Explain what a script tag does in a web page.", "accepted")
+    assert pool.audit_entries(action="rescue")[0]["before"]["instruction"] == "7) <script>x</script> and then"
+
+
+def test_instance_rejects_can_be_kept(demo_app_env):
+    at = rejects_page(demo_app_env)
+    pool = app_pool(demo_app_env)
+    at.segmented_control(key="rej_kind").set_value("instance").run()
+    iid = int(table(at)["id"].iloc[0])
+    detail = pool.instance_detail(iid)
+    assert any(c.value == (detail["output"] or "(empty)") for c in at.code)
+    kept = pool.counts().instances
+    at.button(key="rej_rescue").click().run()
+    assert not at.exception
+    assert pool._q("SELECT status FROM instances WHERE id = ?", [iid]).fetchone() == ("kept",)
+    assert pool.counts().instances == kept + 1
+    assert iid not in list(table(at)["id"])
+
+
+def test_empty_pool_says_there_is_nothing_to_review(app_env):
+    at = rejects_page(app_env)
+    assert any("nothing to review" in i.value for i in at.info)
+
+
+def test_selecting_one_row_shows_its_evidence(demo_app_env):
+    at = rejects_page(demo_app_env)
+    cid = int(table(at)["id"].iloc[4])
+    at.session_state["rej_table"] = {"selection": {"rows": [4], "columns": []}}
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="rej_detail_instruction").value == cid
+    assert any(m.value.startswith(f"**Candidate #{cid} ·") for m in at.markdown)
