@@ -62,7 +62,7 @@ INSTANCE_REASONS: tuple[str, ...] = (
     "same_input_different_output", "duplicate_instance", "empty_output",
     "input_equals_output", "truncated",
 )
-PIPELINE_REASONS: tuple[str, ...] = ("rouge", "unparseable")
+PIPELINE_REASONS: tuple[str, ...] = ("rouge", "unparseable", "removed")
 
 REASON_LABELS: dict[str, str] = {
     "empty": "Empty",
