@@ -134,14 +134,26 @@ def page(browser):
 
 
 def open_app(page, app: App, path: str = "") -> None:
-    """Open the app's home first (so st.navigation owns the routes), then `path`."""
+    """Open the app's home first (so st.navigation owns the routes), then the page titled `path`."""
     page.goto(app.url + "/")
     wait_idle(page)
     if path:
-        page.get_by_test_id("stSidebarNav").get_by_text(path, exact=True).click()
-        wait_idle(page)
+        go_to(page, path)
+
+
+def go_to(page, title: str) -> None:
+    """Click a page in the sidebar and wait until that page has rendered."""
+    page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
+    slug = "" if title == "Home" else title.lower()
+    page.wait_for_url(re.compile(rf"/{slug}(\?.*)?$"))
+    wait_idle(page)
 
 
 def wait_idle(page, timeout: float = 30_000) -> None:
+    """Wait for the script run a click started (if it has not finished already) to end."""
+    try:
+        page.wait_for_selector('[data-testid="stApp"][data-test-script-state="running"]', timeout=1500)
+    except Exception:  # a short run may be over before we look
+        pass
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
     page.wait_for_timeout(300)

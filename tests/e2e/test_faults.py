@@ -3,6 +3,7 @@ a locked pool file and hostile input. Each ends with a readable message and noth
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from selfinstruct.offline import OfflineServer
 from selfinstruct.pipeline import RunConfig, Runner, start_run
 from selfinstruct.prompts import STAGE_CLASSIFY, STAGE_INSTANCES, STAGE_INSTRUCTIONS, identify_stage
 from selfinstruct.store import Pool
-from tests.e2e.conftest import open_app, wait_idle
+from tests.e2e.conftest import go_to, open_app, wait_idle
 
 
 def seeded_pool(path):
@@ -182,9 +183,9 @@ def test_hostile_seed_uploads_are_refused_plainly(app_factory, page, shots, tmp_
 
 
 HOSTILE = [
-    "<script>window.__pwned = 1</script> Summarize the plot of the story in two sentences.",
-    "![tracker](http://127.0.0.1:9/evil.png) Describe the weather you would expect in a desert town.",
-    "<img src=x onerror=\"window.__pwned = 2\"> Explain how interest on a savings account grows.",
+    "Summarize the plot <script>window.__pwned = 1</script> of the story in two sentences.",
+    "Describe the weather ![tracker](http://127.0.0.1:9/evil.png) you would expect in a desert town.",
+    "Explain how <img src=x onerror=\"window.__pwned = 2\"> interest on a savings account grows.",
     "Count the words in this very long line " + "and keep counting " * 150 + "until the end.",
 ]
 
@@ -211,5 +212,44 @@ def test_hostile_model_text_is_shown_inert(app_factory, page, shots, tmp_path):
         page.get_by_role("button", name="Start run").click()
         expect(main(page).get_by_text("Run 1 finished")).to_be_visible(timeout=60_000)
         shots("generate", page)
-        assert page.evaluate("window.__pwned") is None
-        assert page.locator('img[src*="evil.png"]').count() == 0
+        assert_inert(page)
+
+        # The pool explorer shows an accepted hostile instruction as text.
+        go_to(page, "Pool")
+        fill(page, "Open item #", "1")
+        expect(main(page).get_by_text("Summarize the plot <script>window.__pwned = 1</script>", exact=False)
+               .first).to_be_visible()
+        shots("pool", page)
+        assert_inert(page)
+
+        # The rejects page shows them as text: a keyword reject with its word marked, and
+        # the over-long one wrapped inside the page.
+        go_to(page, "Rejects")
+        expect(main(page).get_by_text("Summarize the plot <script>window.__pwned = 1</script>")
+               .filter(visible=True).first).to_be_visible()
+        expect(main(page).locator("mark").filter(has_text="plot").first).to_be_visible()
+        shots("rejects-keyword", page)
+        assert_inert(page)
+        page.get_by_role("button", name=re.compile("Too long")).click()
+        wait_idle(page)
+        expect(main(page).get_by_text("Count the words in this very long line").filter(visible=True)
+               .first).to_be_visible()
+        shots("rejects-too-long", page)
+        assert_inert(page)
+
+        # The label page shows the hostile instance as text.
+        go_to(page, "Label")
+        fill(page, "Your name, as the annotator", "Bo")
+        expect(page.get_by_label("Instructions to sample", exact=True)).to_have_count(1)
+        page.get_by_role("button", name="Draw the sample").click()
+        wait_idle(page)
+        expect(main(page).get_by_text("<script>window.__pwned = 3</script> done").first).to_be_visible()
+        shots("label", page)
+        assert_inert(page)
+
+
+def assert_inert(page) -> None:
+    """No script from model text ran, no image it named loaded, nothing overflows the page."""
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator('img[src*="evil.png"], img[src="x"]').count() == 0
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")

@@ -9,13 +9,8 @@ from playwright.sync_api import expect
 
 from selfinstruct import export
 from selfinstruct.store import Pool
-from tests.e2e.conftest import open_app, wait_idle
+from tests.e2e.conftest import go_to, open_app, wait_idle
 from tests.e2e.test_faults import fill, main
-
-
-def nav(page, title: str) -> None:
-    page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
-    wait_idle(page)
 
 
 def metric(page, label: str) -> str:
@@ -30,18 +25,18 @@ def test_the_whole_story(app_factory, page, shots, tmp_path):
     shots("home-empty", page)
 
     # 1. Seed: load the starter seeds, see them on Home.
-    nav(page, "Seed")
+    go_to(page, "Seed")
     page.get_by_role("button", name="Load starter seeds").click()
     wait_idle(page)
     expect(main(page).get_by_text(re.compile(r"Loaded \d+ starter seed task"))).to_be_visible()
     n_seeds = int(re.search(r"Loaded (\d+)", main(page).get_by_text(re.compile("Loaded")).inner_text())[1])
     assert n_seeds >= 40
     shots("seeds-loaded", page)
-    nav(page, "Home")
+    go_to(page, "Home")
     assert metric(page, "Seed tasks") == f"{n_seeds:,}"
 
     # 2. Generate: a demo run of three rounds, watched live.
-    nav(page, "Generate")
+    go_to(page, "Generate")
     page.get_by_role("button", name="Start run").click()
     expect(main(page).get_by_text("Rounds done")).to_be_visible()
     shots("generate-running", page)
@@ -52,7 +47,7 @@ def test_the_whole_story(app_factory, page, shots, tmp_path):
     shots("generate-finished", page)
 
     # 3. Rejects: filter to ROUGE rejects, inspect the first, rescue it.
-    nav(page, "Rejects")
+    go_to(page, "Rejects")
     page.get_by_role("button", name=re.compile(r"Too similar \(ROUGE-L\)")).first.click()
     wait_idle(page)
     expect(main(page).get_by_text("Evidence", exact=True)).to_be_visible()
@@ -63,7 +58,7 @@ def test_the_whole_story(app_factory, page, shots, tmp_path):
     shots("rejects-rescued", page)
 
     # 4. Label: draw a study of 10 and label five items, as Ada.
-    nav(page, "Label")
+    go_to(page, "Label")
     expect(page.get_by_label("Your name, as the annotator", exact=True)).to_have_count(0)
     expect(page.get_by_label("Instructions to sample", exact=True)).to_have_count(1)
     page.get_by_label("Instructions to sample", exact=True).fill("10")   # in a form: Enter would submit it
@@ -84,7 +79,7 @@ def test_the_whole_story(app_factory, page, shots, tmp_path):
     shots("label-five-done", page)
 
     # 5. Export: Alpaca JSON without the card, downloaded by the browser.
-    nav(page, "Export")
+    go_to(page, "Export")
     main(page).get_by_test_id("stButtonGroup").filter(has_text="Format").get_by_text(
         "Alpaca JSON", exact=True).click()
     wait_idle(page)
