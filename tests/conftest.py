@@ -37,16 +37,21 @@ def shared_file(name: str) -> Path:
     return path
 
 
-@pytest.fixture
-def app_env(db_path, monkeypatch):
-    """Run AppTest against its own pool file, with no cached pool from another test."""
+def _app_on(path: Path, monkeypatch):
+    """The app (AppTest) works on `path`, with no pool or data cached by another test."""
     import streamlit as st
 
-    monkeypatch.setenv("SELFINSTRUCT_DB", str(db_path))
+    monkeypatch.setenv("SELFINSTRUCT_DB", str(path))
     st.cache_resource.clear()
     st.cache_data.clear()
-    yield db_path
+    yield path
     st.cache_resource.clear()
+
+
+@pytest.fixture
+def app_env(db_path, monkeypatch):
+    """AppTest on an empty pool file of its own."""
+    yield from _app_on(db_path, monkeypatch)
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 120):
@@ -94,10 +99,24 @@ def demo_pool(demo_db_path):
 @pytest.fixture
 def demo_app_env(demo_db_path, monkeypatch):
     """AppTest on its own copy of the demo pool."""
-    import streamlit as st
+    yield from _app_on(demo_db_path, monkeypatch)
 
-    monkeypatch.setenv("SELFINSTRUCT_DB", str(demo_db_path))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield demo_db_path
-    st.cache_resource.clear()
+
+def open_page(page_file: str | None = None):
+    """AppTest of the whole app (through app.py's navigation), switched to `page_file`
+    (e.g. "pages/pool.py"); fails on any exception the app raised."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
+    assert not at.exception
+    if page_file:
+        at.switch_page(page_file).run()
+        assert not at.exception
+    return at
+
+
+def app_pool(path):
+    """The pool the app process opened (it holds the file; a second handle cannot)."""
+    from pages.common import _open_pool
+
+    return _open_pool(str(path))

@@ -3,34 +3,22 @@ format preview parses, and writing a file from the page gives those rows."""
 import json
 import zipfile
 
-from streamlit.testing.v1 import AppTest
-
 from selfinstruct.export import ExportFilters
-from tests.conftest import ROOT
-
-APP = str(ROOT / "app.py")
+from tests.conftest import app_pool, open_page
 
 
-def export_page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=30).run()
-    assert not at.exception
-    at.switch_page("pages/export.py").run()
-    assert not at.exception
-    return at
+
 
 
 def metrics(at) -> dict:
     return {m.label: int(m.value.replace(",", "")) for m in at.metric}
 
 
-def pool_of(path):
-    from pages.common import _open_pool
-    return _open_pool(str(path))
 
 
 def test_counts_and_preview_are_the_filtered_query(demo_app_env):
-    at = export_page()
-    pool = pool_of(demo_app_env)
+    at = open_page("pages/export.py")
+    pool = app_pool(demo_app_env)
     full = pool.export_counts(ExportFilters())
     shown = metrics(at)
     assert (shown["Tasks"], shown["Instances"], shown["Seed tasks"], shown["Generated tasks"]) == (
@@ -56,7 +44,7 @@ def test_counts_and_preview_are_the_filtered_query(demo_app_env):
 
 
 def test_write_from_the_page_gives_the_counted_rows(demo_app_env, tmp_path):
-    at = export_page()
+    at = open_page("pages/export.py")
     at.segmented_control(key="exp_format").set_value("alpaca").run()
     at.checkbox(key="exp_generated").uncheck().run()
     shown = metrics(at)
@@ -68,13 +56,13 @@ def test_write_from_the_page_gives_the_counted_rows(demo_app_env, tmp_path):
     with zipfile.ZipFile(target) as zf:
         rows = json.loads(zf.read("seeds.json"))
         card = zf.read("README.md").decode()
-    seed_only = pool_of(demo_app_env).export_counts(ExportFilters(include_generated=False))
+    seed_only = app_pool(demo_app_env).export_counts(ExportFilters(include_generated=False))
     assert len(rows) == shown["Instances"] == seed_only["instances"] == seed_only["seed_instances"]
     assert "Seed tasks only." in card
 
 
 def test_bad_length_bounds_are_reported_and_the_card_preview_builds(demo_app_env):
-    at = export_page()
+    at = open_page("pages/export.py")
     at.number_input(key="exp_min_iw").set_value(9).run()
     at.number_input(key="exp_max_iw").set_value(4).run()
     assert not at.exception

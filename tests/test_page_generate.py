@@ -1,27 +1,19 @@
 """The Generate page through AppTest, with real background runs against the offline server."""
 import time
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from selfinstruct.offline import OfflineServer
-from tests.conftest import ROOT
+from tests.conftest import app_pool, open_page
 
-APP = str(ROOT / "app.py")
 
 
 def open_generate(db_path) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=30).run()
-    at.switch_page("pages/seed.py").run()
+    at = open_page("pages/seed.py")
     at.button(key="load_starter").click().run()
     at.switch_page("pages/generate.py").run()
     assert not at.exception
     return at
-
-
-def the_pool(db_path):
-    from pages.common import _open_pool
-    return _open_pool(str(db_path))
 
 
 def manager(db_path):
@@ -56,14 +48,14 @@ def use_endpoint(at: AppTest, server: OfflineServer, key: str | None = None) -> 
         at.text_input(key="gen_api_key").input(key).run()
 
 
-def test_demo_run_numbers_on_the_page_equal_the_pool(app_env):
+def test_demo_run_numbers_on_the_page_equal_app_pool(app_env):
     at = open_generate(app_env)
     at.number_input(key="gen_rounds").set_value(2).run()
     at.button(key="gen_start").click().run()
     assert not at.exception
     wait_for(at, lambda: not manager(app_env).status().busy)
     assert not at.exception
-    pool = the_pool(app_env)
+    pool = app_pool(app_env)
     counts = pool.counts()
     assert counts.rounds == 2 and pool.run(1)["status"] == "finished"
     assert metric(at, "Rounds done") == "2"
@@ -88,7 +80,7 @@ def test_pause_resume_and_stop(app_env):
         wait_for(at, lambda: jobs.status().done >= 3)
         at.button(key="gen_pause").click().run()
         wait_for(at, lambda: not jobs.status().busy)
-        pool = the_pool(app_env)
+        pool = app_pool(app_env)
         assert pool.run(1)["status"] == "paused"
         assert any("Run 1 is paused" in m.value for m in at.markdown)
         at.button(key="gen_resume").click().run()
@@ -110,7 +102,7 @@ def test_failing_endpoint_shows_the_error_and_stops_cleanly(app_env):
         at.button(key="gen_start").click().run()
         wait_for(at, lambda: not manager(app_env).status().busy)
     assert not at.exception
-    pool = the_pool(app_env)
+    pool = app_pool(app_env)
     run = pool.run(1)
     assert run["status"] == "failed" and "401" in run["error"]
     assert any("401" in e.value for e in at.error)
@@ -124,7 +116,7 @@ def test_server_errors_are_counted_in_plain_words(app_env):
         use_endpoint(at, server)
         at.number_input(key="gen_rounds").set_value(1).run()
         at.number_input(key="gen_requests").set_value(2).run()
-        the_pool(app_env)
+        app_pool(app_env)
         at.button(key="gen_start").click().run()
         wait_for(at, lambda: not manager(app_env).status().busy, timeout=120)
     warnings = [w.value for w in at.warning]
@@ -133,16 +125,15 @@ def test_server_errors_are_counted_in_plain_words(app_env):
 
 def test_interrupted_run_is_shown_with_resume(app_env):
     at = open_generate(app_env)
-    pool = the_pool(app_env)
+    pool = app_pool(app_env)
     from selfinstruct.pipeline import RunConfig, start_run
     run_id = start_run(pool, RunConfig(rounds=1))
     pool.set_run_status(run_id, "running")   # as if the app had died mid-run
     import streamlit as st
     st.cache_resource.clear()                 # an app restart: new pool handle and job manager
-    at = AppTest.from_file(APP, default_timeout=30).run()
-    at.switch_page("pages/generate.py").run()
+    at = open_page("pages/generate.py")
     assert any(f"Run {run_id} was interrupted" in m.value for m in at.markdown)
-    assert "interrupted" in the_pool(app_env).run(run_id)["status"]
+    assert "interrupted" in app_pool(app_env).run(run_id)["status"]
     at.button(key="gen_resume").click().run()
     wait_for(at, lambda: not manager(app_env).status().busy)
-    assert the_pool(app_env).run(run_id)["status"] == "finished"
+    assert app_pool(app_env).run(run_id)["status"] == "finished"

@@ -5,27 +5,17 @@ import io
 from streamlit.testing.v1 import AppTest
 
 from selfinstruct import quality
-from tests.conftest import ROOT
+from tests.conftest import app_pool, open_page
 
-APP = str(ROOT / "app.py")
 QUESTIONS = ("valid_task", "input_ok", "output_ok")
 
 
 def label_page(name: str | None = "alice") -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=30).run()
-    assert not at.exception
-    at.switch_page("pages/label.py").run()
-    assert not at.exception
+    at = open_page("pages/label.py")
     if name:
         at.text_input(key="label_annotator").input(name).run()
         assert not at.exception
     return at
-
-
-def app_pool(path):
-    # The app holds the pool file; read it through the pool it opened.
-    from pages.common import _open_pool
-    return _open_pool(str(path))
 
 
 def answer(at: AppTest, item_id: int, answers) -> None:

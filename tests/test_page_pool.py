@@ -1,25 +1,13 @@
 """The Pool page through AppTest: paged search with SQL counts, opening an item,
 audited edit / remove / undo, and the diversity view."""
-from streamlit.testing.v1 import AppTest
-
 from selfinstruct import explore
 from selfinstruct.export import ExportFilters
-from tests.conftest import ROOT
-
-APP = str(ROOT / "app.py")
+from tests.conftest import app_pool, open_page
 
 
-def pool_page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=30).run()
-    assert not at.exception
-    at.switch_page("pages/pool.py").run()
-    assert not at.exception
-    return at
 
 
-def pool_of(path):
-    from pages.common import _open_pool
-    return _open_pool(str(path))
+
 
 
 def matching(at) -> int:
@@ -28,8 +16,8 @@ def matching(at) -> int:
 
 
 def test_browse_and_search_show_the_sql_counts(demo_app_env):
-    at = pool_page()
-    pool = pool_of(demo_app_env)
+    at = open_page("pages/pool.py")
+    pool = app_pool(demo_app_env)
     assert matching(at) == pool.counts().accepted
     table = at.dataframe[0].value
     assert list(table["id"]) == list(pool.pool_browse(limit=50)["id"])
@@ -43,8 +31,8 @@ def test_browse_and_search_show_the_sql_counts(demo_app_env):
 
 
 def test_select_a_row_edit_remove_and_undo(demo_app_env):
-    at = pool_page()
-    pool = pool_of(demo_app_env)
+    at = open_page("pages/pool.py")
+    pool = app_pool(demo_app_env)
     first = int(at.dataframe[0].value.iloc[0]["id"])
     at.session_state["pool_table"] = {"selection": {"rows": [0], "columns": []}}
     at.run()
@@ -70,8 +58,8 @@ def test_select_a_row_edit_remove_and_undo(demo_app_env):
 
 
 def test_edit_an_instance_and_see_the_filter_warning(demo_app_env):
-    at = pool_page()
-    pool = pool_of(demo_app_env)
+    at = open_page("pages/pool.py")
+    pool = app_pool(demo_app_env)
     item_id = int(at.dataframe[0].value.iloc[1]["id"])
     at.number_input(key="pool_open").set_value(item_id).run()
     instance = next(i for i in pool.pool_item(item_id)["instances"] if i["status"] == "kept")
@@ -86,8 +74,8 @@ def test_edit_an_instance_and_see_the_filter_warning(demo_app_env):
 
 
 def test_diversity_view(demo_app_env):
-    at = pool_page()
-    pool = pool_of(demo_app_env)
+    at = open_page("pages/pool.py")
+    pool = app_pool(demo_app_env)
     at.segmented_control(key="pool_view").set_value("diversity").run()
     assert not at.exception
     verbs = at.dataframe[0].value

@@ -2,26 +2,13 @@
 import html
 import re
 
-from streamlit.testing.v1 import AppTest
-
 from selfinstruct.store import Pool
-from tests.conftest import ROOT
-
-APP = str(ROOT / "app.py")
+from tests.conftest import app_pool, open_page
 
 
-def rejects_page(env) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=30).run()
-    assert not at.exception
-    at.switch_page("pages/rejects.py").run()
-    assert not at.exception
-    return at
 
 
-def app_pool(path):
-    # The app holds the file: read it through the pool the app opened.
-    from pages.common import _open_pool
-    return _open_pool(str(path))
+
 
 
 def scalar(pool, query, params=None):
@@ -47,7 +34,7 @@ def plain(markup: str) -> str:
 
 
 def test_filters_narrow_the_table_to_the_right_counts(demo_app_env):
-    at = rejects_page(demo_app_env)
+    at = open_page("pages/rejects.py")
     pool = app_pool(demo_app_env)
     pending = scalar(pool, "SELECT count(*) FROM candidates WHERE status = 'rejected' AND review IS NULL")
     assert shown_total(at) == pending and len(table(at)) == min(50, pending)
@@ -79,7 +66,7 @@ def test_filters_narrow_the_table_to_the_right_counts(demo_app_env):
 
 
 def test_paging_walks_through_every_reject(demo_app_env):
-    at = rejects_page(demo_app_env)
+    at = open_page("pages/rejects.py")
     total = shown_total(at)
     assert total > 50
     first = list(table(at)["id"])
@@ -89,7 +76,7 @@ def test_paging_walks_through_every_reject(demo_app_env):
 
 
 def test_rouge_detail_shows_the_stored_nearest_neighbour_and_score(demo_app_env):
-    at = rejects_page(demo_app_env)
+    at = open_page("pages/rejects.py")
     pool = app_pool(demo_app_env)
     cid, stored, nearest = pool._q(
         "SELECT id, max_rouge, nearest_text FROM candidates WHERE reason = 'rouge' AND max_rouge < 1 "
@@ -109,7 +96,7 @@ def test_rouge_detail_shows_the_stored_nearest_neighbour_and_score(demo_app_env)
 
 
 def test_rescue_moves_it_into_the_pool_and_undo_restores_it(demo_app_env):
-    at = rejects_page(demo_app_env)
+    at = open_page("pages/rejects.py")
     pool = app_pool(demo_app_env)
     before = pool.counts()
     shown = shown_total(at)
@@ -142,7 +129,7 @@ def test_rescue_moves_it_into_the_pool_and_undo_restores_it(demo_app_env):
 
 
 def test_bulk_confirm_and_undo_it_from_the_log(demo_app_env):
-    at = rejects_page(demo_app_env)
+    at = open_page("pages/rejects.py")
     pool = app_pool(demo_app_env)
     shown = shown_total(at)
     ids = [int(i) for i in table(at)["id"].iloc[[0, 2, 5]]]
@@ -174,7 +161,7 @@ def test_bulk_confirm_and_undo_it_from_the_log(demo_app_env):
 
 
 def test_whatif_counts_equal_a_direct_query(demo_app_env):
-    at = rejects_page(demo_app_env)
+    at = open_page("pages/rejects.py")
     pool = app_pool(demo_app_env)
     for t in (0.8, 1.0):
         at.slider(key="rej_whatif_t").set_value(t).run()
@@ -201,7 +188,7 @@ def test_model_text_stays_text_and_unparseable_is_rescued_after_editing(demo_db_
              "reason": "unparseable", "details": {"message": "The model's answer could not be read as a task."}},
         ])
     assert hostile[36:39] == "map"
-    at = rejects_page(demo_app_env)
+    at = open_page("pages/rejects.py")
     pool = app_pool(demo_app_env)
     at.selectbox(key="rej_detail_instruction").set_value(marked_id).run()
     assert not at.exception
@@ -222,7 +209,7 @@ def test_model_text_stays_text_and_unparseable_is_rescued_after_editing(demo_db_
 
 
 def test_instance_rejects_can_be_kept(demo_app_env):
-    at = rejects_page(demo_app_env)
+    at = open_page("pages/rejects.py")
     pool = app_pool(demo_app_env)
     at.segmented_control(key="rej_kind").set_value("instance").run()
     iid = int(table(at)["id"].iloc[0])
@@ -237,12 +224,12 @@ def test_instance_rejects_can_be_kept(demo_app_env):
 
 
 def test_empty_pool_says_there_is_nothing_to_review(app_env):
-    at = rejects_page(app_env)
+    at = open_page("pages/rejects.py")
     assert any("nothing to review" in i.value for i in at.info)
 
 
 def test_selecting_one_row_shows_its_evidence(demo_app_env):
-    at = rejects_page(demo_app_env)
+    at = open_page("pages/rejects.py")
     cid = int(table(at)["id"].iloc[4])
     at.session_state["rej_table"] = {"selection": {"rows": [4], "columns": []}}
     at.run()

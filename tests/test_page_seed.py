@@ -1,10 +1,5 @@
 
-from streamlit.testing.v1 import AppTest
-
-from tests.conftest import ROOT
-
-APP = str(ROOT / "app.py")
-
+from tests.conftest import app_pool, open_page
 
 class Upload:
     """What st.file_uploader hands the page: a name and the bytes."""
@@ -16,16 +11,8 @@ class Upload:
         return self._data
 
 
-def seed_page(app_env) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=30).run()
-    assert not at.exception
-    at.switch_page("pages/seed.py").run()
-    assert not at.exception
-    return at
-
-
 def test_load_starter_seeds_and_see_the_count_on_home(app_env):
-    at = seed_page(app_env)
+    at = open_page("pages/seed.py")
     at.button(key="load_starter").click().run()
     assert not at.exception
     assert any("Loaded" in s.value for s in at.success)
@@ -37,7 +24,7 @@ def test_load_starter_seeds_and_see_the_count_on_home(app_env):
 
 
 def test_bad_upload_shows_errors_row_by_row_and_writes_nothing(app_env, monkeypatch):
-    at = seed_page(app_env)
+    at = open_page("pages/seed.py")
     bad = b'{"instruction": "Name two oceans."}\n{broken\n{"instruction": 7}\n'
     import streamlit as st
     monkeypatch.setattr(st, "file_uploader", lambda *a, **k: Upload("bad.jsonl", bad))
@@ -52,7 +39,7 @@ def test_bad_upload_shows_errors_row_by_row_and_writes_nothing(app_env, monkeypa
 
 
 def test_edit_a_seed_and_find_it_in_duckdb(app_env):
-    at = seed_page(app_env)
+    at = open_page("pages/seed.py")
     at.button(key="load_starter").click().run()
     at.session_state["seed_editor"] = {
         "edited_rows": {0: {"instruction": "Explain the rule of thirds to a beginner cook."}},
@@ -62,9 +49,7 @@ def test_edit_a_seed_and_find_it_in_duckdb(app_env):
     at.button(key="seed_save").click().run()
     assert not at.exception
     assert any("Saved: 1 edited" in s.value for s in at.success)
-    # the app process holds the file; read it through the pool it opened
-    from pages.common import _open_pool
-    pool = _open_pool(str(app_env))
+    pool = app_pool(app_env)
     first = pool.seed_tasks()[0]
     assert first["instruction"] == "Explain the rule of thirds to a beginner cook."
     assert pool.audit_entries(action="edit_seed")[0]["after"]["instruction"] == first["instruction"]
