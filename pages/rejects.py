@@ -28,6 +28,26 @@ def show_marked(text: str, spans) -> None:
     st.markdown("".join(parts), unsafe_allow_html=True)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def reject_runs(path: str, version: tuple) -> list[dict]:
+    return current_pool().reject_runs()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def reject_rounds(path: str, version: tuple, run_id: int | None) -> list[int]:
+    return current_pool().reject_rounds(run_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def whatif_evidence(path: str, version: tuple, run_id: int | None) -> dict:
+    """What the What-if tab reads from every stored decision (thresholds used, score histogram,
+    keyword counts): read once per change of the pool (`version`), not on every rerun."""
+    p = current_pool()
+    return {"thresholds": p.rouge_thresholds(run_id=run_id),
+            "histogram": p.rouge_histogram(run_id=run_id, bins=20),
+            "keywords": p.keyword_rejects(run_id=run_id)}
+
+
 def md_plain(text: str) -> str:
     """Text that markdown shows as typed (for short sentences quoting a model character)."""
     return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~" else ch for ch in text)
@@ -73,7 +93,10 @@ st.write(
     "the filters got wrong, confirm what they got right; every action is logged and can be undone."
 )
 
-runs = pool.reject_runs()
+# Whole-table reads (which runs and rounds hold rejects, the What-if evidence) are kept until
+# the pool changes: `version` moves with every new row, decision and audited edit.
+version = pool.explore_version()
+runs = reject_runs(str(pool.path), version)
 if not runs:
     st.info("Nothing has been generated yet, so there is nothing to review.", icon=":material/inbox:")
     st.page_link("pages/generate.py", label="Generate candidates", icon=":material/auto_awesome:")
@@ -87,7 +110,7 @@ run_names = {r["id"]: f"Run {r['id']}" + (f" · {r['name']}" if r["name"] else "
 top1, top2 = st.columns(2)
 run_id = top1.selectbox("Run", [None, *run_names], key="rej_run",
                         format_func=lambda r: "All runs" if r is None else run_names[r])
-round_options = [None, *pool.reject_rounds(run_id)]
+round_options = [None, *reject_rounds(str(pool.path), version, run_id)]
 if st.session_state.get("rej_round") not in round_options:
     st.session_state["rej_round"] = None
 round_number = top2.selectbox("Round", round_options, key="rej_round",
@@ -271,8 +294,13 @@ with browse_tab:
                     show_marked(exp.text, exp.spans)
 
                 if exp.raw_response and exp.raw_response != exp.text:
-                    with st.expander("The model's whole answer", icon=":material/notes:"):
-                        st.code(exp.raw_response, language=None, wrap_lines=True)
+                    # Drawn only once opened: a code block costs the browser a syntax
+                    # highlighter (~0.2 s) on every first view of the page otherwise.
+                    raw = st.expander("The model's whole answer", icon=":material/notes:",
+                                      key="rej_raw_answer", on_change="rerun")
+                    if raw.open:
+                        with raw:
+                            st.code(exp.raw_response, language=None, wrap_lines=True)
 
                 # actions on this one
                 new_text = None
@@ -351,11 +379,12 @@ with browse_tab:
                     c2.caption("undone")
 
 with whatif_tab:
-    current = pool.rouge_thresholds(run_id=run_id)
+    evidence = whatif_evidence(str(pool.path), version, run_id)
+    current = evidence["thresholds"]
     default_t = current[-1] if current else 0.7
     t = st.slider("What if the ROUGE-L threshold had been", 0.0, 1.0, float(default_t), 0.01, key="rej_whatif_t",
                   help="A candidate is rejected when its highest ROUGE-L against the pool is above the threshold.")
-    what = review.whatif(pool, t, run_id=run_id)
+    what = review.whatif(pool, t, run_id=run_id, thresholds_used=current)
     w1, w2 = st.columns(2)
     w1.metric("ROUGE rejects that would have passed", f"{what.would_pass:,}",
               help=f"Of {what.rouge_rejects:,} candidates still rejected for ROUGE-L: max score <= {t:.2f}.")
@@ -366,7 +395,7 @@ with whatif_tab:
         "A real run could differ: every candidate accepted earlier joins the pool and changes the scores of "
         "those after it. To decide a run again from its stored answers, use `python -m selfinstruct refilter`.")
 
-    hist = pool.rouge_histogram(run_id=run_id, bins=20)
+    hist = evidence["histogram"]
     if hist.empty:
         st.caption("No ROUGE-L scores stored yet.")
     else:
@@ -385,7 +414,7 @@ with whatif_tab:
         st.altair_chart(bars + rule, width="stretch", key="rej_hist")
 
     st.subheader("Keywords that reject the most")
-    keywords = pool.keyword_rejects(run_id=run_id)
+    keywords = evidence["keywords"]
     if keywords.empty:
         st.caption("No candidate was rejected for a keyword.")
     else:

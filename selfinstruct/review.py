@@ -389,11 +389,14 @@ class WhatIf:
     thresholds_used: list[float]
 
 
-def whatif(pool, threshold: float, *, run_id: int | None = None) -> WhatIf:
+def whatif(pool, threshold: float, *, run_id: int | None = None,
+           thresholds_used: Sequence[float] | None = None) -> WhatIf:
     """How the stored ROUGE-L scores fall against another threshold. A candidate passes at
     `threshold` when its max score is <= it (the pipeline rejects only above it). This is
     an estimate: in a real run each accepted candidate joins the pool and changes the
-    scores of the candidates after it."""
+    scores of the candidates after it. `thresholds_used` saves reading them again (they
+    come from `pool.rouge_thresholds`, which reads every decision's stored details)."""
     counts = pool.rouge_whatif(float(threshold), run_id=run_id)
+    used = list(thresholds_used) if thresholds_used is not None else pool.rouge_thresholds(run_id=run_id)
     return WhatIf(float(threshold), counts["rouge_rejects"], counts["would_pass"], counts["accepted"],
-                  counts["would_fail"], pool.rouge_thresholds(run_id=run_id))
+                  counts["would_fail"], used)

@@ -373,23 +373,30 @@ class PoolBase:
                 cur.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
 
     # -- counts --------------------------------------------------------------
+    # One count per PoolCounts field, in order, run as one UNION ALL. The same eleven counts as
+    # scalar subqueries of one SELECT took DuckDB ~23 ms on a 150K-candidate pool (the cost grows
+    # with the number of subqueries, not with the rows); this form takes ~3 ms. Every page and
+    # the sidebar ask for the counts on every run.
+    _COUNT_SQL = (
+        "SELECT count(*) FROM seed_tasks",
+        "SELECT count(*) FROM candidates WHERE status = 'accepted'",
+        "SELECT count(*) FROM candidates WHERE status = 'rejected'",
+        "SELECT count(*) FROM candidates WHERE review = 'rescued' AND status = 'accepted'",
+        "SELECT count(*) FROM instances WHERE status = 'kept'",
+        "SELECT count(*) FROM runs",
+        "SELECT count(*) FROM rounds",
+        "SELECT count(*) FROM requests WHERE response IS NOT NULL OR error IS NOT NULL",
+        "SELECT count(*) FROM requests WHERE error IS NOT NULL",
+        "SELECT count(DISTINCT item_id) FROM labels",
+        "SELECT count(*) FROM quality_studies",
+    )
+
     def counts(self) -> PoolCounts:
-        row = self._q(
-            """SELECT
-                (SELECT count(*) FROM seed_tasks),
-                (SELECT count(*) FROM candidates WHERE status = 'accepted'),
-                (SELECT count(*) FROM candidates WHERE status = 'rejected'),
-                (SELECT count(*) FROM candidates WHERE review = 'rescued' AND status = 'accepted'),
-                (SELECT count(*) FROM instances WHERE status = 'kept'),
-                (SELECT count(*) FROM runs),
-                (SELECT count(*) FROM rounds),
-                (SELECT count(*) FROM requests WHERE response IS NOT NULL OR error IS NOT NULL),
-                (SELECT count(*) FROM requests WHERE error IS NOT NULL),
-                (SELECT count(DISTINCT item_id) FROM labels),
-                (SELECT count(*) FROM quality_studies)
-            """
-        ).fetchone()
-        return PoolCounts(*[int(v) for v in row])
+        rows = self._q(
+            " UNION ALL ".join(f"SELECT {k} AS k, * FROM ({sql})" for k, sql in enumerate(self._COUNT_SQL))
+        ).fetchall()
+        by_key = {int(k): int(n) for k, n in rows}
+        return PoolCounts(*[by_key[k] for k in range(len(self._COUNT_SQL))])
 
     # -- audit ---------------------------------------------------------------
     @staticmethod
