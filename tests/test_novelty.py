@@ -294,6 +294,18 @@ def _perturb(rng: random.Random, text: str, words: list[str]) -> str:
     return " ".join(toks)
 
 
+def test_project_seeds_and_demo_corpus_against_rouge_score():
+    """The project's own data, always present: starter seeds as the pool, the demo corpus
+    (near-duplicates and keyword cases included) as candidates."""
+    from selfinstruct.seeds import STARTER_SEEDS_PATH
+    from selfinstruct.demo import DEFAULT_CORPUS_PATH
+
+    seeds = _instructions(STARTER_SEEDS_PATH)
+    index = NoveltyIndex(seeds)
+    for candidate in _instructions(DEFAULT_CORPUS_PATH)[:120] + seeds[:20]:
+        check_index(index, seeds, candidate, k=10)
+
+
 def test_seed_tasks_against_each_other():
     seeds = _instructions(SEEDS)
     index = NoveltyIndex(seeds)
