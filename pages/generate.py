@@ -6,7 +6,7 @@ import streamlit as st
 from pages.common import current_pool, current_user, job_manager
 from selfinstruct import monitor
 from selfinstruct.filters import ALPACA_EXTRA_KEYWORDS, PAPER_KEYWORDS
-from selfinstruct.llm import LLMClient, LLMConfig, LLMError, Sampling
+from selfinstruct.llm import LLMClient, LLMConfig, LLMError, PriceTable, Sampling
 from selfinstruct.pipeline import RunConfig, estimate_run
 
 BACKENDS = {
@@ -32,6 +32,7 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
         "Backend", list(BACKENDS), format_func=BACKENDS.get, key="gen_backend",
         default="openai" if ENV_KEY else "offline", required=True)
     api_key = None
+    price_in = price_out = 0.0
     if backend == "offline":
         base_url, model = "", "selfinstruct-demo"
         st.caption("The offline demo replays example tasks bundled with selfinstruct through a local "
@@ -45,6 +46,14 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
                  "llama.cpp server: http://localhost:8080/v1")
         model = model_col.text_input("Model", value="gpt-4o-mini" if backend == "openai" else "",
                                      key=f"gen_model_{backend}")
+        known = PriceTable.default().get(model or "") or (0.0, 0.0)
+        p1, p2 = st.columns(2)
+        price_in = p1.number_input("USD per 1M input tokens", 0.0, 1000.0, float(known[0]), 0.01,
+                                   key=f"gen_price_in_{model}", format="%.3f",
+                                   help="Prefilled from selfinstruct's defaults when the model is known; "
+                                        "check your provider's prices. Stored with the run.")
+        price_out = p2.number_input("USD per 1M output tokens", 0.0, 1000.0, float(known[1]), 0.01,
+                                    key=f"gen_price_out_{model}", format="%.3f")
         api_key = st.text_input(
             "API key", value=ENV_KEY, type="password", key="gen_api_key",
             help="Held in this browser session only; never written to the pool, logs or exports. "
@@ -108,11 +117,12 @@ config = RunConfig(
                       max_tokens=int(max_tokens)).to_dict(),
     concurrency=int(concurrency), rounds=int(rounds) or None, target=int(target) or None,
     budget_usd=float(budget) or None,
+    price_per_m=[float(price_in), float(price_out)] if backend != "offline" else None,
 )
 if not (config.rounds or config.target or config.budget_usd):
     st.info("No stop condition set: the run goes on until you stop it.", icon=":material/all_inclusive:")
 
-estimate = estimate_run(pool, config, manager.prices)
+estimate = estimate_run(pool, config)
 e1, e2, e3, e4 = st.columns(4)
 e1.metric("Requests (est.)", f"~{estimate.requests:,}")
 e2.metric("Tokens (est.)", f"~{estimate.tokens:,}")

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--target", type=int, help="stop when the pool holds N generated instructions")
     gen.add_argument("--budget-usd", type=float, help="stop when this run has cost this much")
     gen.add_argument("--budget-tokens", type=int, help="stop when this run has used this many tokens")
+    gen.add_argument("--price", type=float, nargs=2, metavar=("INPUT", "OUTPUT"),
+                     help="USD per 1M input and output tokens for --model (default: the built-in "
+                          "table for well-known OpenAI models, else 0); stored with the run")
     gen.add_argument("--requests-per-round", type=int, default=8)
     gen.add_argument("--concurrency", type=int, default=8)
     gen.add_argument("--threshold", type=float, default=0.7, help="ROUGE-L novelty threshold (reject above)")
@@ -220,7 +223,7 @@ def cmd_generate(args) -> int:
                 generation=args.generation, requests_per_round=args.requests_per_round,
                 concurrency=args.concurrency, rouge_threshold=args.threshold, seed=args.seed,
                 rounds=args.rounds, target=args.target, budget_usd=args.budget_usd,
-                budget_tokens=args.budget_tokens,
+                budget_tokens=args.budget_tokens, price_per_m=list(args.price) if args.price else None,
             )
             if args.rounds is None and args.target is None and args.budget_usd is None \
                     and args.budget_tokens is None:

@@ -50,7 +50,7 @@ class JobManager:
 
     def __init__(self, pool: Pool, *, prices: PriceTable | None = None):
         self.pool = pool
-        self.prices = prices or PriceTable()
+        self.prices = prices   # None: each run's own table (RunConfig.price_table)
         self._lock = threading.Lock()
         self._status = JobStatus()
         self._thread: threading.Thread | None = None

@@ -64,6 +64,7 @@ class RunConfig:
     target: int | None = None           # stop when the pool holds this many generated instructions
     budget_usd: float | None = None
     budget_tokens: int | None = None
+    price_per_m: list[float] | None = None   # [input, output] USD per 1M tokens; None: built-in table
     prompt_versions: dict = field(default_factory=lambda: dict(prompts.PROMPT_VERSIONS))
 
     def to_dict(self) -> dict:
@@ -77,6 +78,11 @@ class RunConfig:
     def instruction_filter(self) -> InstructionFilter:
         return InstructionFilter(min_words=self.min_words, max_words=self.max_words,
                                  keywords=tuple(self.keywords))
+
+    def price_table(self) -> PriceTable:
+        """The built-in prices (editable defaults), with this run's own price for its model."""
+        table = PriceTable.default()
+        return table.with_price(self.model, *self.price_per_m) if self.price_per_m else table
 
     def llm_config(self, api_key: str | None) -> LLMConfig:
         return LLMConfig(base_url=self.base_url, model=self.model, api_key=api_key, mode=self.mode,
@@ -149,7 +155,7 @@ class Runner:
         if base_url:   # the offline server's port changes from one start to the next
             self.config.base_url = base_url
         self.api_key = api_key
-        self.prices = prices or PriceTable()
+        self.prices = prices or self.config.price_table()
         self.on_event = on_event or (lambda event: None)
         self.control = control or RunControl()
         self.filter = self.config.instruction_filter()
@@ -504,7 +510,7 @@ class Estimate:
 def estimate_run(pool: Pool, config: RunConfig, prices: PriceTable | None = None) -> Estimate:
     """Rough tokens, cost and time before a run, from this pool's history when it
     has some, else from prompt sizes and half of max_tokens."""
-    prices = prices or PriceTable()
+    prices = prices or config.price_table()
     history = pool.request_history(prompts.STAGE_INSTRUCTIONS, config.model)
     seeds = [t["instruction"] for t in pool.seed_tasks()[:8]] or ["An example task."]
     sample = prompts.build_instruction_prompt(seeds, num_to_generate=config.new_per_request)

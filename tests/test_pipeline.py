@@ -255,3 +255,15 @@ def test_killed_mid_round_resumes_with_nothing_lost_or_duplicated(tmp_path, kill
             "SELECT count(*) FROM (SELECT round_id, stage, position FROM requests "
             "GROUP BY ALL HAVING count(*) > 1)").fetchone()[0]
         assert dup == 0
+
+
+def test_costs_come_from_the_runs_price(seeded, server):
+    run_id, outcome, _ = run_rounds(seeded, server, rounds=1, requests_per_round=2, price_per_m=[1.5, 4.0])
+    tokens = seeded.cursor().execute(
+        "SELECT sum(prompt_tokens), sum(completion_tokens) FROM requests WHERE run_id = ?", [run_id]).fetchone()
+    usage = seeded.run_usage(run_id)
+    assert tokens[0] > 0 and usage["cost_usd"] == pytest.approx((tokens[0] * 1.5 + tokens[1] * 4.0) / 1e6)
+    assert seeded.run(run_id)["config"]["price_per_m"] == [1.5, 4.0]
+    # Without a price of its own a run uses the built-in table: known models cost, the demo does not.
+    assert estimate_run(seeded, RunConfig(model="gpt-4o-mini", rounds=1)).cost_usd > 0
+    assert estimate_run(seeded, RunConfig(model="selfinstruct-demo", rounds=1)).cost_usd == 0
