@@ -122,6 +122,11 @@ def instruction_stop_label(n: int) -> str:
     return f"\n{n}."
 
 
+def _numbers(start: int, last: int) -> str:
+    """The item numbers the model is asked to write, in words: "number 9" or "numbers 9 to 16"."""
+    return f"number {start}" if start == last else f"numbers {start} to {last}"
+
+
 def build_instruction_prompt(examples: list[str], *, num_to_generate: int = 8) -> Prompt:
     """Continue a numbered list of tasks (the paper's 8 in-context tasks, new ones
     up to item 16 by default)."""
@@ -132,7 +137,7 @@ def build_instruction_prompt(examples: list[str], *, num_to_generate: int = 8) -
         raise ValueError("instruction examples must not be empty")
     start = len(items) + 1
     last = start + num_to_generate - 1
-    numbers = f"number {start}" if start == last else f"numbers {start} to {last}"
+    numbers = _numbers(start, last)
     header = (
         f"{INSTRUCTIONS_HEAD} Add {_plural(num_to_generate, 'new task')} to the list "
         f"({numbers}). Make the new tasks differ from the ones shown and from each other: "
@@ -321,7 +326,7 @@ def build_batch_prompt(examples: list[dict], *, num_to_generate: int = 20) -> Pr
             raise ValueError("every batch example needs an instruction")
     start = len(examples) + 1
     last = start + num_to_generate - 1
-    numbers = f"number {start}" if start == last else f"numbers {start} to {last}"
+    numbers = _numbers(start, last)
     header = (
         f"{BATCH_HEAD} Write {_plural(num_to_generate, 'new task')} ({numbers}), laid out "
         "exactly like the examples below. Requirements:\n"

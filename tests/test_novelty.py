@@ -15,9 +15,8 @@ from rouge_score.rouge_scorer import _lcs_table
 from selfinstruct.novelty import NoveltyIndex, lcs_length, rouge_l, tokenize
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
-CORPUS = SHARED_DATA / "instructions_corpus.jsonl"
-SEEDS = SHARED_DATA / "selfinstruct_seed_tasks.jsonl"
+from tests.conftest import SHARED_DATA, shared_file  # noqa: E402
+
 USER_ORIENTED = SHARED_DATA / "selfinstruct_user_oriented_instructions.jsonl"
 
 
@@ -274,8 +273,8 @@ def test_similarity_and_tokens():
 # -------------------------------------------------------------- real instructions
 
 def _instructions(path: Path) -> list[str]:
-    if not path.exists():
-        pytest.skip(f"{path} is absent")
+    """Instructions of a JSONL file; files of ../shared go through `shared_file`, which skips
+    the test when shared/ is not beside the repository."""
     with path.open(encoding="utf-8") as fh:
         return [json.loads(line)["instruction"] for line in fh if line.strip()]
 
@@ -307,7 +306,7 @@ def test_project_seeds_and_demo_corpus_against_rouge_score():
 
 
 def test_seed_tasks_against_each_other():
-    seeds = _instructions(SEEDS)
+    seeds = _instructions(shared_file("selfinstruct_seed_tasks.jsonl"))
     index = NoveltyIndex(seeds)
     queries = seeds[:60]
     if USER_ORIENTED.exists():
@@ -317,7 +316,7 @@ def test_seed_tasks_against_each_other():
 
 
 def test_real_corpus_pool_of_2000_against_rouge_score():
-    corpus = _instructions(CORPUS)
+    corpus = _instructions(shared_file("instructions_corpus.jsonl"))
     rng = random.Random(7)
     rng.shuffle(corpus)
     pool = corpus[:2000]
