@@ -52,14 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", parents=[db], help="run Self-Instruct rounds against a model",
                          description="Grow the pool round by round. With --offline the bundled demo "
-                                     "server answers (it replays examples; it is not a language model).")
+                                     "server answers (it replays examples; it is not a language model). "
+                                     "--resume continues a run, with any of the connection, limit and "
+                                     "stop settings below changed for it.")
     backend = gen.add_mutually_exclusive_group()
     backend.add_argument("--offline", action="store_true", help="use the offline demo server (default "
                          "when no --base-url is given)")
     backend.add_argument("--base-url", help="an OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 "
                          "or http://localhost:8000/v1 (vLLM) or http://localhost:11434/v1 (Ollama)")
     gen.add_argument("--model", help="model name at the endpoint")
-    gen.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+    gen.add_argument("--api-key-env", metavar="VAR",
                      help="environment variable holding the API key (default: OPENAI_API_KEY); "
                           "the key is never stored")
     gen.add_argument("--mode", choices=("chat", "completion"), default="chat",
@@ -75,13 +77,44 @@ def build_parser() -> argparse.ArgumentParser:
                      help="USD per 1M input and output tokens for --model (default: the built-in "
                           "table for well-known OpenAI models, else 0); stored with the run")
     gen.add_argument("--requests-per-round", type=int, default=8)
-    gen.add_argument("--concurrency", type=int, default=8)
+    gen.add_argument("--concurrency", type=int, help="requests in flight at most (default 8); lowered "
+                     "automatically while the endpoint answers 429")
+    gen.add_argument("--rpm", type=float, help="your provider's requests-per-minute limit")
+    gen.add_argument("--tpm", type=float, help="your provider's tokens-per-minute limit")
+    gen.add_argument("--timeout", type=float, metavar="SECONDS",
+                     help="deadline for each whole request attempt (default 60)")
+    gen.add_argument("--max-retries", type=int, help="retries per request before it counts as failed (default 5)")
+    gen.add_argument("--max-answer-bytes", type=int,
+                     help="answers larger than this are cut and rejected as oversize (default 1000000)")
     gen.add_argument("--threshold", type=float, default=0.7, help="ROUGE-L novelty threshold (reject above)")
     gen.add_argument("--seed", type=int, default=0, help="seed for prompt sampling")
+    gen.add_argument("--batch", action="store_true",
+                     help="send requests through the provider's Batch API (half price, up to 24 h per "
+                          "batch; a round needs up to three batches)")
+    gen.add_argument("--batch-discount", type=float, default=0.5,
+                     help="batch price as a fraction of the list price (default 0.5)")
+    gen.add_argument("--batch-poll", type=float, metavar="SECONDS",
+                     help="how often to ask about open batches (default 30)")
     gen.add_argument("--resume", nargs="?", type=int, const=0, metavar="RUN_ID",
-                     help="resume an interrupted, paused or failed run (the latest when no id is given)")
+                     help="resume an interrupted, paused, failed or stopped run (the latest when no id is "
+                          "given); any id, finished runs included")
     gen.add_argument("--estimate", action="store_true", help="print the pre-run estimate and exit")
     gen.set_defaults(func=cmd_generate)
+
+    bat = sub.add_parser("batch", help="hand a run's ready requests to an offline batch engine "
+                         "(vllm run-batch) and read its answers back")
+    bat_sub = bat.add_subparsers(dest="batch_command", required=True, metavar="ACTION")
+    bw = bat_sub.add_parser("write", parents=[db], help="write the run's ready requests as an OpenAI "
+                            "batch input file (JSONL) for `vllm run-batch`")
+    bw.add_argument("run_id", type=int)
+    bw.add_argument("--out", type=Path, required=True, help="the JSONL file to write")
+    bw.set_defaults(func=cmd_batch_write)
+    br = bat_sub.add_parser("read", parents=[db], help="import a batch output file (JSONL) and apply "
+                            "its answers; then write the next batch")
+    br.add_argument("file", type=Path)
+    br.add_argument("--run", dest="run_id", type=int, help="the run (default: the run named in the file's "
+                    "custom ids)")
+    br.set_defaults(func=cmd_batch_read)
 
     srv = sub.add_parser("offline-server", help="serve the offline demo model over an OpenAI-compatible API")
     srv.add_argument("--port", type=int, default=8000)
@@ -192,42 +225,62 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_generate(args) -> int:
-    import os
+# generate's settings that a resumed run may change, by argparse name -> RunConfig field
+_RESUME_FLAGS = {"model": "model", "base_url": "base_url", "api_key_env": "key_env", "timeout": "timeout_s",
+                 "max_retries": "max_retries", "concurrency": "concurrency", "rpm": "rpm", "tpm": "tpm",
+                 "max_answer_bytes": "max_answer_bytes", "rounds": "rounds", "target": "target",
+                 "budget_usd": "budget_usd", "budget_tokens": "budget_tokens", "batch_poll": "batch_poll_s"}
 
-    from .pipeline import RunConfig, Runner, estimate_run, start_run
+
+def cmd_generate(args) -> int:
+    from .pipeline import RESUMABLE_STATUSES, RunConfig, Runner, estimate_run, resume_command, start_run
 
     if args.base_url and not args.model:
         raise CLIError("--base-url needs --model (the model's name at that endpoint).")
-    offline = not args.base_url
+    given = {field: getattr(args, flag) for flag, field in _RESUME_FLAGS.items()
+             if getattr(args, flag) is not None}
     with open_pool(args) as pool:
         if pool.counts().seeds == 0:
             loaded = seeds_mod.load_starter_seeds(pool, actor="cli")
             print(f"The pool had no seed tasks: loaded the {loaded.imported} starter seeds.")
         interrupted = pool.mark_interrupted_runs()
+        overrides: dict = {}
         if args.resume is not None:
             run_id = args.resume or _latest_resumable(pool)
             run = pool.run(run_id) if run_id else None
             if run is None:
-                raise CLIError("There is no run to resume." if not args.resume else f"There is no run {args.resume}.")
+                raise CLIError("There is no run to resume (none is interrupted, paused, failed or stopped)."
+                               if not args.resume else f"There is no run {args.resume}.")
+            if run["status"] not in RESUMABLE_STATUSES:
+                raise CLIError(f"Run {run_id} is {run['status']}; it cannot be resumed.")
             if run["status"] == "finished":
                 print(f"Run {run_id} had finished ({run['stop_reason']}); continuing it.")
-            offline = run["config"].get("backend") == "offline"
+            overrides = dict(given)
+            if args.base_url:
+                overrides["backend"] = "openai-compatible"
+            elif args.offline:
+                overrides.update(backend="offline", base_url="")
+            if overrides:
+                print("Changed for this run: " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())))
         else:
             if interrupted:
                 print(f"Run(s) {', '.join(map(str, interrupted))} had been interrupted; "
                       "resume with --resume.")
-            config = RunConfig(
-                model=args.model or "selfinstruct-demo", base_url=args.base_url or "",
-                backend="offline" if offline else "openai-compatible", mode=args.mode,
-                generation=args.generation, requests_per_round=args.requests_per_round,
-                concurrency=args.concurrency, rouge_threshold=args.threshold, seed=args.seed,
-                rounds=args.rounds, target=args.target, budget_usd=args.budget_usd,
-                budget_tokens=args.budget_tokens, price_per_m=list(args.price) if args.price else None,
-            )
+            offline = not args.base_url
+            config = RunConfig(**{
+                "model": "selfinstruct-demo", "base_url": "",
+                "backend": "offline" if offline else "openai-compatible", "mode": args.mode,
+                "generation": args.generation, "requests_per_round": args.requests_per_round,
+                "rouge_threshold": args.threshold, "seed": args.seed,
+                "price_per_m": list(args.price) if args.price else None, "batch": args.batch,
+                "batch_discount": args.batch_discount, **given})
             if args.rounds is None and args.target is None and args.budget_usd is None \
                     and args.budget_tokens is None:
                 config.rounds = 1
+            try:
+                config.validate()
+            except ValueError as exc:
+                raise CLIError(str(exc)) from None
             estimate = estimate_run(pool, config)
             print(f"Estimate: {estimate.rounds} round(s), ~{estimate.requests:,} requests, "
                   f"~{estimate.tokens:,} tokens, ~${estimate.cost_usd:.2f}, "
@@ -235,36 +288,33 @@ def cmd_generate(args) -> int:
             if args.estimate:
                 return 0
             run_id = start_run(pool, config, actor="cli")
-        api_key = None if offline else os.environ.get(args.api_key_env)
         progress = _Progress(sys.stderr)
-        server = None
         try:
-            if offline:
-                from .offline import OfflineServer
-
-                server = OfflineServer(seed=pool.run(run_id)["config"].get("seed", 0)).start()
-                print(f"Offline demo backend at {server.base_url} (replays bundled examples; "
-                      "not a language model).")
-            runner = Runner(pool, run_id, api_key=api_key, on_event=progress,
-                            base_url=server.base_url if server else None)
+            try:
+                runner = Runner(pool, run_id, on_event=progress, overrides=overrides, actor="cli")
+            except ValueError as exc:
+                raise CLIError(str(exc)) from None
+            print(f"Run {run_id}: {runner.config.model} at {runner.backend.description}"
+                  + (" (Batch API)" if runner.config.batch else "") + ".", flush=True)
             outcome = runner.run()
         except KeyboardInterrupt:
-            pool.set_run_status(run_id, "interrupted", stop_reason="interrupted")
             progress.clear()
-            print(f"Interrupted. Resume with: python -m selfinstruct generate --resume {run_id}",
-                  file=sys.stderr)
+            try:
+                pool.set_run_status(run_id, "interrupted", stop_reason="interrupted")
+            except Exception:  # noqa: BLE001 - the message below matters more than the status
+                pass
+            print(f"Interrupted. Resume with: {resume_command(run_id)}", file=sys.stderr)
             return 130
-        finally:
-            if server is not None:
-                server.stop()
         progress.clear()
-        counts = pool.counts()
         if outcome.status == "failed":
-            raise CLIError(f"{outcome.error} (run {run_id} stopped; fix it and resume with "
-                           f"--resume {run_id})")
+            raise CLIError(f"Run {run_id} failed: {outcome.error}\n{outcome.next_step}")
+        counts = pool.counts()
         print(f"Run {run_id} {outcome.status} ({outcome.stop_reason}): {outcome.rounds_done} round(s), "
               f"{outcome.accepted} accepted in this run. Pool: {counts.seeds} seeds, "
               f"{counts.accepted} generated, {counts.rejected} rejected, {counts.instances} instances.")
+        if outcome.status != "finished":
+            print(outcome.next_step or f"Resume with: {resume_command(run_id)}")
+            return 3
     return 0
 
 
@@ -276,7 +326,7 @@ def _latest_resumable(pool) -> int | None:
 
 
 class _Progress:
-    """A one-line progress bar on stderr, and a summary line per round."""
+    """A one-line progress bar on stderr (on a terminal), and a summary line per round."""
 
     def __init__(self, stream) -> None:
         self.stream = stream
@@ -284,14 +334,14 @@ class _Progress:
         self.width = 0
 
     def __call__(self, event) -> None:
-        if event.kind in {"request", "step"} and event.total:
+        if event.kind in {"request", "round_started"} and event.total and self.tty:
+            d = event.data
             filled = int(24 * event.done / event.total)
-            line = (f"round {event.round} {event.step:<12} [{'#' * filled}{'.' * (24 - filled)}] "
-                    f"{event.done}/{event.total}")
-            if self.tty:
-                self._write("\r" + line.ljust(self.width))
-            elif event.done == event.total:
-                self._write(line + "\n")
+            line = (f"round {event.round} [{'#' * filled}{'.' * (24 - filled)}] {event.done}/{event.total} "
+                    f"requests · {d.get('in_flight', 0)} in flight of {d.get('limit', 0)}"
+                    + (f" · {d['rate_limited']} rate-limited" if d.get("rate_limited") else "")
+                    + (f" · {d['failures']} failed" if d.get("failures") else ""))
+            self._write("\r" + line.ljust(self.width))
             self.width = max(self.width, len(line))
         elif event.kind == "round_done":
             self.clear()
@@ -300,6 +350,9 @@ class _Progress:
                   f"{row['accepted']} accepted ({row['acceptance']:.0%}), {row['rejected']} rejected, "
                   f"{row['instances']} instances, {row['errors']} errors, {int(row['tokens']):,} tokens, "
                   f"${row['cost_usd']:.4f}, {row['seconds']:.1f} s", flush=True)
+        elif event.kind == "batch":
+            self.clear()
+            print(event.message, flush=True)
 
     def _write(self, text: str) -> None:
         self.stream.write(text)
@@ -309,6 +362,39 @@ class _Progress:
         if self.tty and self.width:
             self._write("\r" + " " * self.width + "\r")
         self.width = 0
+
+
+def cmd_batch_write(args) -> int:
+    from . import batch
+
+    with open_pool(args) as pool:
+        try:
+            written = batch.write_batch_file(pool, args.run_id, args.out)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+    if not written:
+        print(f"Run {args.run_id} has no request ready to send (nothing written).")
+        return 0
+    print(f"Wrote {written} request(s) of run {args.run_id} to {args.out}.\n"
+          f"Run them with: vllm run-batch -i {args.out} -o answers.jsonl --model <model>\n"
+          f"then: python -m selfinstruct batch read answers.jsonl")
+    return 0
+
+
+def cmd_batch_read(args) -> int:
+    from . import batch
+
+    if not args.file.exists():
+        raise CLIError(f"No such file: {args.file}")
+    with open_pool(args) as pool:
+        try:
+            report = batch.read_batch_file(pool, args.file, run_id=args.run_id)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+    print(f"Run {report.run_id}: {report.answered} answer(s) applied, {report.failed} failed line(s) "
+          f"will be sent again, {report.ignored} line(s) ignored. {report.ready} request(s) are ready "
+          f"for the next batch" + (f"; the run is {report.status}." if report.status else "."))
+    return 0
 
 
 def cmd_offline_server(args) -> int:
@@ -378,6 +464,7 @@ def cmd_export(args) -> int:
     return 0
 
 def main(argv: list[str] | None = None) -> int:
+    _survive_file_size_limit()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -385,9 +472,19 @@ def main(argv: list[str] | None = None) -> int:
     except seeds_mod.SeedImportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (CLIError, PoolError) as exc:
+    except (CLIError, PoolError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _survive_file_size_limit() -> None:
+    """A write past a file-size limit (RLIMIT_FSIZE) should fail with an error we can report,
+    not kill the process with SIGXFSZ."""
+    import signal
+    import threading
+
+    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

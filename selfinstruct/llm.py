@@ -4,8 +4,12 @@
   ``"completion"`` sends ``prompt.text`` to ``/completions`` with
   ``stop = prompt.stop or sampling.stop``. (Chat mode sends ``sampling.stop`` only:
   `Prompt.stop` is documented as completion-mode stop sequences.)
-* Our retries are the only ones: the openai client is built with ``max_retries=0`` and
-  ``timeout=config.timeout_s`` (per attempt).
+* Our retries are the only ones: the openai client is built with ``max_retries=0``, so every
+  429 is seen here (and reported to a `pacer`, which adapts the concurrency).
+* ``timeout_s`` is a deadline for a whole attempt (connect, wait, and every byte of the
+  answer), not per read: a server that trickles a byte at a time cannot hold a request longer.
+* Answers are read at most ``max_answer_bytes``: a larger one is cut there and returned as a
+  `Completion` with ``oversize=True`` and the cut raw bytes as ``text`` (memory stays bounded).
 * Errors fall in two groups (`LLMError.kind`):
 
   fatal, raised from `complete()` at once
@@ -75,6 +79,9 @@ __all__ = [
     "LLMError",
     "PriceTable",
     "LLMClient",
+    "AdaptiveLimit",
+    "AnswerTooLarge",
+    "http_client",
 ]
 
 MODES = ("chat", "completion")
@@ -100,6 +107,7 @@ class LLMConfig:
     max_retries: int = 5
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
+    max_answer_bytes: int = 1_000_000
 
     def __post_init__(self) -> None:
         mode = (self.mode or "chat").strip().lower()
@@ -127,6 +135,9 @@ class LLMConfig:
         object.__setattr__(self, "timeout_s", float(self.timeout_s))
         object.__setattr__(self, "backoff_base_s", float(self.backoff_base_s))
         object.__setattr__(self, "backoff_max_s", float(self.backoff_max_s))
+        if int(self.max_answer_bytes) < 1024:
+            raise ValueError("max_answer_bytes must be at least 1024")
+        object.__setattr__(self, "max_answer_bytes", int(self.max_answer_bytes))
 
     def resolved_api_key(self) -> str:
         """The key actually sent: explicit key, else $OPENAI_API_KEY, else the placeholder."""
@@ -201,6 +212,7 @@ class Completion:
     error: str | None = None
     error_kind: str | None = None
     model: str = ""               # as reported by the server (else the configured model)
+    oversize: bool = False        # the answer was over max_answer_bytes: `text` holds its cut raw bytes
 
     @property
     def ok(self) -> bool:
@@ -404,9 +416,137 @@ def _server_message(err: openai.APIStatusError) -> str:
     return ""
 
 
+def _token_estimate(prompt: Prompt) -> int:
+    return math.ceil(len(prompt.full_text()) / 4)
+
+
 def _short(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------- answer size cap
+
+
+class AnswerTooLarge(Exception):
+    """Raised while reading a body past the cap; carries the bytes read up to it. Not an
+    httpx error on purpose: the openai client lets it through unwrapped."""
+
+    def __init__(self, partial: bytes, limit: int) -> None:
+        super().__init__(f"answer larger than {limit} bytes")
+        self.partial = partial
+
+
+class _CappedStream(httpx2.AsyncByteStream):
+    def __init__(self, inner: Any, limit: int) -> None:
+        self._inner, self._limit = inner, limit
+
+    async def __aiter__(self):
+        seen: list[bytes] = []
+        size = 0
+        async for chunk in self._inner:
+            if size + len(chunk) > self._limit:
+                seen.append(chunk[: self._limit - size])
+                raise AnswerTooLarge(b"".join(seen), self._limit)
+            size += len(chunk)
+            seen.append(chunk)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _CappedTransport(httpx2.AsyncBaseTransport):
+    """Reads no more than `limit` bytes of any answer body (two 50 MB answers once took
+    1.4 GB of memory)."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, limit: int) -> None:
+        self._inner, self._limit = inner, limit
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._inner.handle_async_request(request)
+        response.stream = _CappedStream(response.stream, self._limit)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def http_client(config: LLMConfig) -> httpx2.AsyncClient:
+    """The httpx client every AsyncOpenAI of the project uses: pooled connections sized for
+    the concurrency, and answers capped at `config.max_answer_bytes`."""
+    limits = httpx2.Limits(max_connections=max(100, 2 * config.concurrency),
+                           max_keepalive_connections=max(20, config.concurrency))
+    transport = _CappedTransport(httpx2.AsyncHTTPTransport(limits=limits), config.max_answer_bytes)
+    return openai.DefaultAsyncHttpxClient(timeout=config.timeout_s, limits=limits, transport=transport)
+
+
+# --------------------------------------------------------------------------- pacing
+
+
+class AdaptiveLimit:
+    """How many requests may be in flight now: additive increase, multiplicative decrease.
+
+    Starts at ``maximum``; every 429 that was sent after the last cut halves the limit (so a
+    burst of 429s from requests already in flight counts once), every success adds
+    ``1/limit`` (one slot per window of successes), never above ``maximum`` or below 1.
+    Optional ``rpm`` / ``tpm`` caps are token buckets refilled continuously; a request
+    reserves its prompt estimate plus ``max_tokens``, as providers count it.
+    Used from one event loop (not thread-safe); `snapshot()` may be read from any thread.
+    """
+
+    def __init__(self, maximum: int, *, rpm: float | None = None, tpm: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.maximum = max(1, int(maximum))
+        self.value = float(self.maximum)
+        self.rpm, self.tpm = rpm or None, tpm or None
+        self.rate_limited = 0          # 429 answers seen
+        self.cuts = 0
+        self._clock = clock
+        self._last_cut = -math.inf
+        now = clock()
+        self._buckets = {k: [cap, now] for k, cap in (("rpm", self._cap("rpm", 0)),
+                                                      ("tpm", self._cap("tpm", 0))) if cap}
+
+    @property
+    def limit(self) -> int:
+        return max(1, int(self.value))
+
+    def _cap(self, name: str, need: float) -> float:
+        per_min = getattr(self, name)
+        return max(per_min / 60.0 * 5.0, need) if per_min else 0.0
+
+    async def before_attempt(self, tokens: int) -> None:
+        """Wait until the rpm / tpm buckets allow one more request of `tokens` tokens."""
+        for name, need in (("rpm", 1.0), ("tpm", float(tokens))):
+            bucket = self._buckets.get(name)
+            if bucket is None:
+                continue
+            rate = getattr(self, name) / 60.0
+            need = min(need, self._cap(name, need))
+            while True:
+                now = self._clock()
+                bucket[0] = min(self._cap(name, need), bucket[0] + (now - bucket[1]) * rate)
+                bucket[1] = now
+                if bucket[0] >= need:
+                    bucket[0] -= need
+                    break
+                await asyncio.sleep((need - bucket[0]) / rate)
+
+    def after_attempt(self, kind: str | None, started: float) -> None:
+        """Report one HTTP attempt: ``None`` for an answer, else its failure kind."""
+        if kind == "rate_limit":
+            self.rate_limited += 1
+            if started >= self._last_cut:
+                self.value = max(1.0, self.value / 2.0)
+                self._last_cut = self._clock()
+                self.cuts += 1
+        elif kind is None:
+            self.value = min(float(self.maximum), self.value + 1.0 / self.value)
+
+    def snapshot(self) -> dict:
+        return {"limit": self.limit, "maximum": self.maximum, "rate_limited": self.rate_limited,
+                "cuts": self.cuts}
 
 
 # --------------------------------------------------------------------------- client
@@ -416,9 +556,10 @@ class LLMClient:
     """Calls one OpenAI-compatible endpoint; see the module docstring for the rules."""
 
     def __init__(self, config: LLMConfig, prices: PriceTable | None = None, *,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, pacer: AdaptiveLimit | None = None) -> None:
         self.config = config
         self.prices = prices if prices is not None else PriceTable.default()
+        self.pacer = pacer
         self._rng = rng or random.Random()
         self._client: openai.AsyncOpenAI | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -436,15 +577,12 @@ class LLMClient:
             self._abandon()
         if self._client is None:
             cfg = self.config
-            limits = httpx2.Limits(max_connections=max(100, 2 * cfg.concurrency),
-                                   max_keepalive_connections=max(20, cfg.concurrency))
-            http_client = openai.DefaultAsyncHttpxClient(timeout=cfg.timeout_s, limits=limits)
             client = openai.AsyncOpenAI(
                 base_url=cfg.base_url,
                 api_key=cfg.resolved_api_key(),
                 max_retries=0,              # our retries are the only ones
                 timeout=cfg.timeout_s,
-                http_client=http_client,
+                http_client=http_client(cfg),
             )
             self._client, self._loop = client, loop
             self._slots = asyncio.Semaphore(cfg.concurrency)
@@ -513,14 +651,24 @@ class LLMClient:
         attempts = 0
         for retry in range(cfg.max_retries + 1):
             attempts += 1
+            if self.pacer is not None:
+                await self.pacer.before_attempt(_token_estimate(prompt) + sampling.max_tokens)
+            started = time.monotonic()
             try:
-                result = await self._attempt(client, prompt, sampling)
+                async with asyncio.timeout(cfg.timeout_s):
+                    result = await self._attempt(client, prompt, sampling)
             except _Failure as f:
                 failure = f
+            except TimeoutError:
+                failure = _Failure("timeout", "", detail=f"no whole answer within {cfg.timeout_s:g} s")
             else:
+                if self.pacer is not None:
+                    self.pacer.after_attempt(None, started)
                 result.latency_s = time.perf_counter() - start
                 result.attempts = attempts
                 return result
+            if self.pacer is not None:
+                self.pacer.after_attempt(failure.kind, started)
             if failure.kind in FATAL_KINDS and failure.kind != "unreachable":
                 raise LLMError(failure.kind, failure.message, status=failure.status)
             if retry >= cfg.max_retries:
@@ -565,6 +713,10 @@ class LLMClient:
                 if stop:
                     common["stop"] = list(stop)
                 resp = await client.completions.create(prompt=prompt.text, **common)
+        except AnswerTooLarge as e:
+            return Completion(text=e.partial.decode("utf-8", errors="replace"), finish_reason="oversize",
+                              completion_tokens=math.ceil(len(e.partial) / 4),
+                              prompt_tokens=_token_estimate(prompt), model=cfg.model, oversize=True)
         except openai.APIStatusError as e:
             raise await self._status_failure(client, e) from None
         except openai.APIConnectionError as e:       # includes APITimeoutError

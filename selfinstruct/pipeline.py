@@ -1,30 +1,36 @@
-"""The Self-Instruct loop: a run is a sequence of rounds, a round is
+"""The Self-Instruct loop: a run grows the pool round by round. A round is a numbered
+batch of instruction requests; each answer is
 
-    generate  ask for new instructions (numbered-list prompts, or Alpaca-style batches)
-    filter    parse; heuristic filters; ROUGE-L novelty against the growing pool
-    classify  is each accepted instruction a classification task?
-    instances input/output examples (input-first, or label-first for classification)
-    done
+    parsed and filtered  heuristic filters, then exact ROUGE-L novelty against the pool
+    classified           is each accepted instruction a classification task?
+    given instances      input/output examples (input-first, or label-first for classification)
 
-Every planned request is stored before it is sent and every answer as it
-arrives; each step's results are written together with the round's next step in
-one transaction. A run stopped or killed anywhere therefore resumes where it
-stopped: answered requests are never re-sent and no candidate is written twice.
+There are no barriers between these steps (see `engine`): C request slots stay busy, novelty
+is decided in a fixed order whatever the order answers arrive in, and every request is
+stored before it is sent, so a run stopped or killed anywhere resumes where it stopped.
+This module holds the run's settings, the decisions (pure functions, also used by
+re-filter), the `Runner` that drives a run to its end, and estimates.
 """
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+import duckdb
+
 from . import parsing, prompts
+from .backend import Backend
+from .engine import stored_prompt
 from .filters import InstructionFilter, filter_instances
-from .llm import LLMClient, LLMConfig, LLMError, PriceTable, Sampling
+from .llm import LLMConfig, LLMError, PriceTable, Sampling
 from .novelty import NoveltyIndex
-from .store import Pool
+from .store import Pool, PoolError
 
 STEP_GENERATE, STEP_FILTER, STEP_CLASSIFY, STEP_INSTANCES, STEP_DONE = (
     "generate", "filter", "classify", "instances", "done")
@@ -57,8 +63,18 @@ class RunConfig:
     instance_sampling: dict = field(default_factory=lambda: Sampling(
         temperature=0.0, top_p=1.0, max_tokens=600, presence_penalty=1.5).to_dict())
     concurrency: int = 8
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0             # a deadline for each whole attempt, not per read
     max_retries: int = 5
+    max_answer_bytes: int = 1_000_000   # larger answers are cut and rejected as "oversize"
+    rpm: float | None = None            # the provider's requests-per-minute cap, if any
+    tpm: float | None = None            # ... and tokens per minute
+    example_lag: int = 2                # round N takes generated examples from rounds <= N - lag
+    failure_streak: int = 3             # the run fails after this many requests in a row ran out of retries
+    key_env: str = "OPENAI_API_KEY"     # the variable holding the API key (the key itself is never stored)
+    batch: bool = False                 # send requests through the provider's Batch API
+    batch_discount: float = 0.5         # batch price as a fraction of the list price
+    batch_poll_s: float = 30.0
+    batch_window: str = "24h"
     seed: int = 0
     rounds: int | None = None           # stop after this many rounds (of this run)
     target: int | None = None           # stop when the pool holds this many generated instructions
@@ -80,14 +96,47 @@ class RunConfig:
                                  keywords=tuple(self.keywords))
 
     def price_table(self) -> PriceTable:
-        """The built-in prices (editable defaults), with this run's own price for its model."""
+        """The built-in prices (editable defaults), with this run's own price for its model;
+        in batch mode every price times `batch_discount`."""
         table = PriceTable.default()
-        return table.with_price(self.model, *self.price_per_m) if self.price_per_m else table
+        if self.price_per_m:
+            table = table.with_price(self.model, *self.price_per_m)
+        if self.batch:
+            table = PriceTable({m: (p["input_per_m"] * self.batch_discount, p["output_per_m"] * self.batch_discount)
+                                for m, p in table.to_dict().items()})
+        return table
+
+    def validate(self) -> None:
+        """Plain-words errors for settings that cannot work."""
+        checks = [
+            (self.concurrency >= 1, "Concurrency must be at least 1."),
+            (self.timeout_s > 0, "The timeout must be more than 0 seconds."),
+            (self.max_retries >= 0, "Retries must be 0 or more."),
+            (self.max_answer_bytes >= 1024, "The answer size limit must be at least 1024 bytes."),
+            (self.example_lag >= 1, "The example lag must be at least 1 round."),
+            (self.failure_streak >= 1, "The failure streak must be at least 1."),
+            (self.rpm is None or self.rpm > 0, "Requests per minute must be more than 0."),
+            (self.tpm is None or self.tpm > 0, "Tokens per minute must be more than 0."),
+            (0 < self.batch_discount <= 1, "The batch discount must be in (0, 1]."),
+            (self.batch_poll_s > 0, "The batch polling interval must be more than 0 seconds."),
+            (self.requests_per_round >= 1, "Requests per round must be at least 1."),
+            (self.backend == "offline" or bool(self.model.strip()), "Name the model to use."),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
 
     def llm_config(self, api_key: str | None) -> LLMConfig:
         return LLMConfig(base_url=self.base_url, model=self.model, api_key=api_key, mode=self.mode,
                          concurrency=self.concurrency, timeout_s=self.timeout_s,
-                         max_retries=self.max_retries)
+                         max_retries=self.max_retries, max_answer_bytes=self.max_answer_bytes)
+
+
+# Settings a resumed run may change: where and how requests go, and when the run stops.
+RESUMABLE_SETTINGS = ("backend", "base_url", "model", "key_env", "timeout_s", "max_retries", "concurrency",
+                      "rpm", "tpm", "max_answer_bytes", "rounds", "target", "budget_usd", "budget_tokens",
+                      "failure_streak", "batch_poll_s")
+RESUMABLE_STATUSES = ("interrupted", "paused", "failed", "stopped", "finished")
 
 
 @dataclass
@@ -127,225 +176,165 @@ class RunOutcome:
     rounds_done: int
     accepted: int
     error: str | None = None
-
-
-class _Interrupted(Exception):
-    pass
+    next_step: str = ""   # what to do now, in plain words (failed and paused runs)
 
 
 def start_run(pool: Pool, config: RunConfig, *, name: str | None = None, actor: str = "user") -> int:
     if pool.counts().seeds == 0:
         raise ValueError("The pool has no seed tasks; import some first.")
+    config.validate()
     return pool.create_run(config.to_dict(), name=name, actor=actor)
 
 
+def apply_overrides(pool: Pool, run_id: int, overrides: dict, *, actor: str = "user") -> RunConfig:
+    """Change a stored run's resumable settings (a corrected model, URL, timeout...), audited."""
+    run = pool.run(run_id)
+    if run is None:
+        raise ValueError(f"There is no run {run_id} in {pool.path}.")
+    stored = run["config"]
+    unknown = set(overrides) - set(RESUMABLE_SETTINGS)
+    if unknown:
+        raise ValueError(f"These settings cannot change when a run resumes: {', '.join(sorted(unknown))}.")
+    changes = {k: (stored.get(k), v) for k, v in overrides.items() if stored.get(k) != v}
+    config = RunConfig.from_dict({**stored, **overrides})
+    config.validate()
+    if changes:
+        pool.update_run_config(run_id, config.to_dict(), changes, actor=actor)
+    return config
+
+
+_ACTIVE: dict[str, int] = {}     # resolved pool path -> the run going on in this process
+_ACTIVE_LOCK = threading.Lock()
+
+
+def active_run(pool: Pool) -> int | None:
+    """The run going on in this process for this pool file, if any."""
+    with _ACTIVE_LOCK:
+        return _ACTIVE.get(str(os.path.realpath(pool.path)))
+
+
+@contextmanager
+def _exclusive(pool: Pool, run_id: int):
+    """One run per pool at a time, whatever the number of Pool objects, managers or
+    browser sessions in this process (DuckDB keeps other processes out)."""
+    key = str(os.path.realpath(pool.path))
+    with _ACTIVE_LOCK:
+        other = _ACTIVE.get(key)
+        if other is not None:
+            raise RuntimeError(f"Run {other} is already going on for {pool.path}; pause or stop it first.")
+        _ACTIVE[key] = run_id
+    try:
+        yield
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE.pop(key, None)
+
+
+def resume_command(run_id: int) -> str:
+    return f"python -m selfinstruct generate --resume {run_id}"
+
+
+NEXT_STEPS = {
+    "auth": "Check the API key (OPENAI_API_KEY or the key field), then resume.",
+    "model_not_found": "Resume with the right model name (--model on the command line, Model in the app).",
+    "unreachable": "Check that the server is running and the base URL is right, then resume "
+                   "(--base-url to change it).",
+    "bad_request": "Check the base URL, the mode and the sampling settings, then resume.",
+    "context_length": "Use a model with a longer context or fewer examples per prompt in a new run.",
+    "rate_limit": "Wait a while, lower the concurrency (--concurrency) or set --rpm/--tpm, then resume.",
+    "timeout": "Raise the timeout (--timeout) or lower max_tokens or the concurrency, then resume.",
+    "server": "The endpoint keeps failing: try again later and resume.",
+    "bad_response": "Check that the endpoint is OpenAI-compatible and the mode is right, then resume.",
+    "storage": "Free disk space (or fix the pool file's folder), then resume.",
+    "batch": "Look at the batch on the provider's side, then resume.",
+}
+
+
 class Runner:
-    """Runs (or resumes) one run of a pool until a stop condition, a pause/stop
-    request, or a fatal endpoint error."""
+    """Runs (or resumes) one run of a pool until a stop condition, a pause/stop request,
+    or a failure that needs a person (then the run ends *failed* with the next step)."""
 
     def __init__(self, pool: Pool, run_id: int, *, api_key: str | None = None,
                  prices: PriceTable | None = None, on_event: Callable[[Event], None] | None = None,
-                 control: RunControl | None = None, base_url: str | None = None):
-        run = pool.run(run_id)
-        if run is None:
+                 control: RunControl | None = None, backend: Backend | None = None,
+                 overrides: dict | None = None, actor: str = "user"):
+        if pool.run(run_id) is None:
             raise ValueError(f"There is no run {run_id} in {pool.path}.")
         self.pool = pool
         self.run_id = run_id
-        self.config = RunConfig.from_dict(run["config"])
-        if base_url:   # the offline server's port changes from one start to the next
-            self.config.base_url = base_url
-        self.api_key = api_key
+        self.config = apply_overrides(pool, run_id, overrides or {}, actor=actor)
+        self.backend = backend or Backend.for_run(self.config.to_dict(), api_key=api_key)
         self.prices = prices or self.config.price_table()
         self.on_event = on_event or (lambda event: None)
         self.control = control or RunControl()
-        self.filter = self.config.instruction_filter()
-        self.index: NoveltyIndex | None = None
 
-    # -- the loop ----------------------------------------------------------------
     def run(self) -> RunOutcome:
-        self.pool.set_run_status(self.run_id, "running")
-        self.on_event(Event("run_started", self.run_id, message=f"run {self.run_id} started"))
-        try:
-            self.index = NoveltyIndex(self.pool.pool_instructions())
-            while True:
-                reason = self._stop_reason()
-                if reason:
-                    return self._end("finished", reason)
-                open_round = self.pool.open_round(self.run_id)
-                if open_round is None:
-                    number = self.pool.last_round_number(self.run_id) + 1
-                    round_id = self.pool.create_round(self.run_id, number, STEP_GENERATE)
-                    open_round = {"id": round_id, "number": number, "step": STEP_GENERATE}
-                self._run_round(open_round)
-        except _Interrupted:
-            return self._end(self.control.reason or "stopped", self.control.reason or "stopped")
-        except LLMError as exc:
-            return self._end("failed", exc.kind, error=exc.message)
+        from . import engine
 
-    def _end(self, status: str, reason: str, error: str | None = None) -> RunOutcome:
-        self.pool.set_run_status(self.run_id, status, stop_reason=reason, error=error)
-        outcome = RunOutcome(self.run_id, status, reason, self.pool.rounds_done(self.run_id),
-                             self.pool.accepted_count(self.run_id), error)
+        with _exclusive(self.pool, self.run_id):
+            self.pool.set_run_status(self.run_id, "running")
+            self.on_event(Event("run_started", self.run_id, message=f"run {self.run_id} started"))
+            started_backend = self.backend._server is None
+            try:
+                self.backend.start()
+                state = engine.RunState(self.pool, self.run_id, self.config, on_event=self.on_event)
+                if self.config.batch:
+                    from . import batch
+
+                    reason = _run_coroutine(batch.run_batches(state, self.backend, self.control, self.prices))
+                else:
+                    reason = _run_coroutine(engine.stream(state, self.backend, self.control, self.prices))
+                return self._end("finished", reason)
+            except engine.Interrupted:
+                reason = self.control.reason or "stopped"
+                return self._end(reason, reason, next_step=f"Resume with: {resume_command(self.run_id)}"
+                                 if reason == "paused" else "")
+            except (LLMError, engine.RunFailed) as exc:
+                return self._end("failed", exc.kind, error=exc.message,
+                                 next_step=f"{NEXT_STEPS.get(exc.kind, 'Fix the cause, then resume.')} "
+                                           f"Resume with: {resume_command(self.run_id)}")
+            except (duckdb.Error, OSError) as exc:
+                message = (f"Could not write to the pool {self.pool.path}: {exc.__class__.__name__}: {exc}. "
+                           "Nothing already written is lost.")
+                return self._end("failed", "storage", error=message,
+                                 next_step=f"{NEXT_STEPS['storage']} Resume with: {resume_command(self.run_id)}")
+            finally:
+                if started_backend:
+                    self.backend.stop()
+
+    def _end(self, status: str, reason: str, error: str | None = None, next_step: str = "") -> RunOutcome:
+        try:
+            self.pool.set_run_status(self.run_id, status, stop_reason=reason, error=error)
+            outcome = RunOutcome(self.run_id, status, reason, self.pool.rounds_done(self.run_id),
+                                 self.pool.accepted_count(self.run_id), error, next_step)
+        except (duckdb.Error, OSError) as exc:
+            # The pool cannot be written at all (a full disk): say so; the run is marked
+            # interrupted the next time the file is opened, and resumes from what was written.
+            raise PoolError(f"{error or reason} The run's status could not be saved either ({exc}). "
+                            f"{NEXT_STEPS['storage']} Resume with: {resume_command(self.run_id)}") from None
         self.on_event(Event("run_ended", self.run_id, message=error or reason, data=asdict(outcome)))
         return outcome
 
-    def _stop_reason(self) -> str | None:
-        if self.control.requested:
-            raise _Interrupted()
-        cfg = self.config
-        if cfg.rounds is not None and self.pool.rounds_done(self.run_id) >= cfg.rounds:
-            return "rounds"
-        if cfg.target is not None and self.pool.accepted_count() >= cfg.target:
-            return "target"
-        if cfg.budget_usd is not None or cfg.budget_tokens is not None:
-            usage = self.pool.run_usage(self.run_id)
-            if cfg.budget_usd is not None and usage["cost_usd"] >= cfg.budget_usd:
-                return "budget_usd"
-            if cfg.budget_tokens is not None and usage["tokens"] >= cfg.budget_tokens:
-                return "budget_tokens"
-        return None
 
-    def _run_round(self, rnd: dict) -> None:
-        number, round_id = rnd["number"], rnd["id"]
-        step = rnd["step"]
-        self.on_event(Event("round_started", self.run_id, number, step,
-                            message=f"round {number}" + (f" (resuming at {step})" if step != STEP_GENERATE else "")))
-        stage = prompts.STAGE_BATCH if self.config.generation == "alpaca" else prompts.STAGE_INSTRUCTIONS
-        if step == STEP_GENERATE:
-            if not self.pool.requests_for(round_id, stage):
-                self.pool.add_requests(self.run_id, round_id, stage, self._plan_generation(number))
-            self._send(round_id, number, stage, self.config.sampling)
-            self.pool.set_round_step(round_id, STEP_FILTER)
-            step = STEP_FILTER
-        if step == STEP_FILTER:
-            self._filter(round_id, number, stage)
-            step = STEP_DONE if stage == prompts.STAGE_BATCH else STEP_CLASSIFY
-        if step == STEP_CLASSIFY:
-            self._classify(round_id, number)
-            step = STEP_INSTANCES
-        if step == STEP_INSTANCES:
-            self._instances(round_id, number)
-        summary = self.pool.round_summaries(self.run_id)
-        row = summary[summary["round"] == number].iloc[0].to_dict()
-        self.on_event(Event(
-            "round_done", self.run_id, number, STEP_DONE,
-            message=(f"round {number}: {row['candidates']} candidates, {row['accepted']} accepted, "
-                     f"{row['rejected']} rejected, {row['errors']} request errors"),
-            data=row,
-        ))
-
-    # -- generate ------------------------------------------------------------------
-    def _plan_generation(self, number: int) -> list[dict]:
-        cfg = self.config
-        rng = random.Random(f"{cfg.seed}:{self.run_id}:{number}")
-        seeds = self.pool.seed_tasks()
-        machine = self.pool.machine_instructions()
-        planned = []
-        for position in range(cfg.requests_per_round):
-            if cfg.generation == "alpaca":
-                examples = [_task_example(t, rng) for t in rng.sample(seeds, min(cfg.batch_examples, len(seeds)))]
-                prompt = prompts.build_batch_prompt(examples, num_to_generate=cfg.batch_size)
-            else:
-                n_machine = min(cfg.machine_examples, len(machine))
-                n_human = min(cfg.human_examples + cfg.machine_examples - n_machine, len(seeds))
-                examples = [t["instruction"] for t in rng.sample(seeds, n_human)]
-                examples += rng.sample(machine, n_machine)
-                rng.shuffle(examples)
-                prompt = prompts.build_instruction_prompt(examples, num_to_generate=cfg.new_per_request)
-            planned.append(_planned(position, prompt, cfg))
-        return planned
-
-    def _send(self, round_id: int, number: int, stage: str, sampling: dict) -> None:
-        """Send every stored request of this round and stage that has no answer yet."""
-        pending = self.pool.requests_for(round_id, stage, pending_only=True)
-        total = len(self.pool.requests_for(round_id, stage))
-        if not pending:
-            return
-        done = total - len(pending)
-        self.on_event(Event("step", self.run_id, number, stage, done, total, f"sending {len(pending)} request(s)"))
-        _run_coroutine(self._send_async(pending, number, stage, Sampling(**sampling), done, total))
-        if self.control.requested:
-            raise _Interrupted()
-
-    async def _send_async(self, pending: list[dict], number: int, stage: str, sampling: Sampling,
-                          done: int, total: int) -> None:
-        client = LLMClient(self.config.llm_config(self.api_key), prices=self.prices)
-        gate = asyncio.Semaphore(self.config.concurrency)
-        counter = {"done": done}
-
-        async def one(row: dict) -> None:
-            async with gate:
-                if self.control.requested:
-                    return
-                prompt = _stored_prompt(row)
-                result = await client.complete(prompt, sampling)
-            self.pool.record_response(
-                row["id"], response=result.text, finish_reason=result.finish_reason,
-                prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                cost_usd=result.cost_usd, latency_s=result.latency_s, attempts=result.attempts,
-                error=result.error, error_kind=result.error_kind,
-            )
-            counter["done"] += 1
-            self.on_event(Event("request", self.run_id, number, stage, counter["done"], total,
-                                result.error or "", {"error_kind": result.error_kind}))
-
-        try:
-            tasks = [asyncio.create_task(one(row)) for row in pending]
-            try:
-                await asyncio.gather(*tasks)
-            except BaseException:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                raise
-        finally:
-            await client.aclose()
-
-    # -- filter --------------------------------------------------------------------
-    def _filter(self, round_id: int, number: int, stage: str) -> None:
-        rows = decide_round(self.pool.requests_for(round_id, stage), self.filter, self.index,
-                            self.config.rouge_threshold, batch=stage == prompts.STAGE_BATCH)
-        next_step = STEP_DONE if stage == prompts.STAGE_BATCH else STEP_CLASSIFY
-        self.pool.add_candidates(self.run_id, round_id, rows, next_step=next_step)
-        accepted = sum(r["status"] == "accepted" for r in rows)
-        self.on_event(Event("step", self.run_id, number, STEP_FILTER, len(rows), len(rows),
-                            f"{accepted} of {len(rows)} candidates accepted"))
-
-    # -- classify --------------------------------------------------------------------
-    def _classify(self, round_id: int, number: int) -> None:
-        # This round's accepted candidates, and any rescued since an earlier round.
-        accepted = self.pool.accepted_needing_classification()
-        stage = prompts.STAGE_CLASSIFY
-        if not self.pool.requests_for(round_id, stage):
-            self.pool.add_requests(self.run_id, round_id, stage, [
-                _planned(i, prompts.build_classify_prompt(c["instruction"]), self.config,
-                         {"candidate_id": c["id"]})
-                for i, c in enumerate(accepted)])
-        self._send(round_id, number, stage, self.config.classify_sampling)
-        labels = {}
-        for row in self.pool.requests_for(round_id, stage):
-            verdict = parsing.parse_classification(row["response"] or "")
-            labels[row["meta"]["candidate_id"]] = bool(verdict)
-        self.pool.set_classifications(round_id, labels, next_step=STEP_INSTANCES)
-
-    # -- instances ---------------------------------------------------------------------
-    def _instances(self, round_id: int, number: int) -> None:
-        accepted = self.pool.accepted_needing_instances()
-        stage = prompts.STAGE_INSTANCES
-        if not self.pool.requests_for(round_id, stage):
-            self.pool.add_requests(self.run_id, round_id, stage, [
-                _planned(i, prompts.build_instance_prompt(c["instruction"], bool(c["is_classification"])),
-                         self.config, {"candidate_id": c["id"], "is_classification": bool(c["is_classification"])})
-                for i, c in enumerate(accepted)])
-        self._send(round_id, number, stage, self.config.instance_sampling)
-        by_candidate = {}
-        for row in self.pool.requests_for(round_id, stage):
-            if row["error"]:
-                continue
-            by_candidate[row["meta"]["candidate_id"]] = (
-                row["id"], decide_instances(row["response"] or "", row["meta"]["is_classification"],
-                                            self.config.max_instances, row.get("finish_reason")))
-        self.pool.add_instances(round_id, by_candidate, next_step=STEP_DONE)
+def plan_generation(cfg: RunConfig, run_id: int, number: int, seeds: list[dict],
+                    machine: list[str]) -> list[dict]:
+    """Round `number`'s instruction requests: deterministic for the run's seed, the seeds and
+    the generated instructions it may use as examples."""
+    rng = random.Random(f"{cfg.seed}:{run_id}:{number}")
+    planned = []
+    for position in range(cfg.requests_per_round):
+        if cfg.generation == "alpaca":
+            examples = [_task_example(t, rng) for t in rng.sample(seeds, min(cfg.batch_examples, len(seeds)))]
+            prompt = prompts.build_batch_prompt(examples, num_to_generate=cfg.batch_size)
+        else:
+            n_machine = min(cfg.machine_examples, len(machine))
+            n_human = min(cfg.human_examples + cfg.machine_examples - n_machine, len(seeds))
+            examples = [t["instruction"] for t in rng.sample(seeds, n_human)]
+            examples += rng.sample(machine, n_machine)
+            rng.shuffle(examples)
+            prompt = prompts.build_instruction_prompt(examples, num_to_generate=cfg.new_per_request)
+        planned.append(planned_request(position, prompt, cfg))
+    return planned
 
 
 # -- decisions (pure: also used by re-filter) ----------------------------------------------
@@ -359,11 +348,11 @@ def decide_round(requests: list[dict], instruction_filter: InstructionFilter, in
             continue
         text = request["response"]
         if batch:
-            parsed = parsing.parse_batch(text, _stored_prompt(request),
+            parsed = parsing.parse_batch(text, stored_prompt(request),
                                          finish_reason=request.get("finish_reason"))
             items = [(t["instruction"], t) for t in parsed.tasks]
         else:
-            parsed = parsing.parse_instructions(text, _stored_prompt(request),
+            parsed = parsing.parse_instructions(text, stored_prompt(request),
                                                 finish_reason=request.get("finish_reason"))
             items = [(item, None) for item in parsed.items]
         for instruction, task in items:
@@ -540,30 +529,30 @@ def estimate_run(pool: Pool, config: RunConfig, prices: PriceTable | None = None
 
 
 # -- helpers ------------------------------------------------------------------------------
-def _run_coroutine(coro) -> None:
+def _run_coroutine(coro):
     """asyncio.run, also from a thread that already runs an event loop (a notebook,
     Playwright's sync API): then the coroutine gets a thread of its own."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        asyncio.run(coro)
-        return
-    error: list[BaseException] = []
+        return asyncio.run(coro)
+    box: dict = {}
 
     def target() -> None:
         try:
-            asyncio.run(coro)
+            box["value"] = asyncio.run(coro)
         except BaseException as exc:  # handed back to the caller's thread
-            error.append(exc)
+            box["error"] = exc
 
     thread = threading.Thread(target=target, name="selfinstruct-requests")
     thread.start()
     thread.join()
-    if error:
-        raise error[0]
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
 
 
-def _planned(position: int, prompt: prompts.Prompt, cfg: RunConfig, extra: dict | None = None) -> dict:
+def planned_request(position: int, prompt: prompts.Prompt, cfg: RunConfig, extra: dict | None = None) -> dict:
     return {
         "position": position, "prompt_version": prompt.version, "model": cfg.model, "mode": cfg.mode,
         "prompt": prompt.text,
@@ -571,13 +560,6 @@ def _planned(position: int, prompt: prompts.Prompt, cfg: RunConfig, extra: dict 
                  "stop": list(prompt.stop) if prompt.stop else None, "prompt_meta": prompt.meta,
                  **(extra or {})},
     }
-
-
-def _stored_prompt(row: dict) -> prompts.Prompt:
-    meta = row["meta"] or {}
-    return prompts.Prompt(stage=row["stage"], version=row["prompt_version"], text=row["prompt"],
-                          system=meta.get("system"), stop=tuple(meta["stop"]) if meta.get("stop") else None,
-                          meta=meta.get("prompt_meta") or {})
 
 
 def _task_example(task: dict, rng: random.Random) -> dict:

@@ -91,18 +91,27 @@ def test_several_rounds_add_up(seeded, server):
     assert "api_key" not in json.dumps(config)
 
 
-def test_rate_limits_are_retried_and_server_errors_reported(seeded, server):
+def test_rate_limits_are_retried_and_an_outage_fails_the_run(seeded, server):
     server.faults.push("429", count=2, retry_after=0.2)
     run_id, outcome, _ = run_rounds(seeded, server, rounds=1, requests_per_round=2)
     assert outcome.status == "finished"
     assert seeded.run_usage(run_id)["errors"] == 0
     attempts = seeded.cursor().execute("SELECT max(attempts) FROM requests").fetchone()[0]
     assert attempts >= 2
+    # An outage: every attempt fails. The run ends failed (never "finished"), says what to do,
+    # and keeps the failed requests unanswered so that a resume sends them again.
     server.faults.push("500", count=100)
     run_id, outcome, _ = run_rounds(seeded, server, rounds=1, requests_per_round=2, max_retries=1)
-    assert outcome.status == "finished"
+    assert outcome.status == "failed" and outcome.stop_reason == "server"
+    assert "kept failing" in outcome.error and f"--resume {run_id}" in outcome.next_step
+    assert seeded.run(run_id)["status"] == "failed"
+    assert seeded.cursor().execute("SELECT count(*) FROM candidates WHERE run_id = ?", [run_id]).fetchone()[0] == 0
     errors = seeded.error_summary(run_id)
-    assert errors and errors[0]["error_kind"] == "server" and errors[0]["n"] >= 2
+    assert errors and errors[0]["error_kind"] == "server"
+    server.faults.clear()
+    outcome = Runner(seeded, run_id).run()
+    assert outcome.status == "finished" and outcome.accepted > 0
+    assert seeded.error_summary(run_id) == []
 
 
 def test_wrong_key_fails_the_run_with_a_plain_message(seeded):
@@ -146,8 +155,11 @@ def test_stop_request_then_resume_finishes_identically(seeded, server, tmp_path)
             control.request("paused")
 
     outcome = Runner(seeded, run_id, on_event=stop_after_three, control=control).run()
-    assert outcome.status == "paused"
-    assert seeded.cursor().execute("SELECT count(*) FROM candidates").fetchone()[0] == 0
+    assert outcome.status == "paused" and f"--resume {run_id}" in outcome.next_step
+    applied, unanswered = seeded.cursor().execute(
+        "SELECT count(*) FILTER (WHERE applied_at IS NOT NULL), count(*) FILTER (WHERE response IS NULL) "
+        "FROM requests").fetchone()
+    assert applied >= 3 and unanswered > 0
     Runner(seeded, run_id).run()
     resumed = pool_state(seeded)
 

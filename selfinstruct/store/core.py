@@ -198,6 +198,37 @@ MIGRATIONS: dict[int, list[str]] = {
             updated_at TIMESTAMP
         )""",
     ],
+    3: [
+        # Engine v2: a request is planned (response NULL), answered, then applied (its
+        # candidates, classification or instances written). Errors no longer end a request:
+        # one without a response is sent again.
+        """ALTER TABLE requests ADD COLUMN candidate_id BIGINT""",
+        """ALTER TABLE requests ADD COLUMN applied_at TIMESTAMP""",
+        """ALTER TABLE requests ADD COLUMN oversize BOOLEAN NOT NULL DEFAULT FALSE""",
+        """ALTER TABLE requests ADD COLUMN failures INTEGER NOT NULL DEFAULT 0""",
+        """ALTER TABLE requests ADD COLUMN batch_id BIGINT""",
+        """UPDATE requests SET candidate_id = TRY_CAST(json_extract_string(meta, '$.candidate_id') AS BIGINT)
+           WHERE meta IS NOT NULL""",
+        """UPDATE requests SET applied_at = coalesce(completed_at, created_at)
+           WHERE response IS NOT NULL""",
+        """CREATE SEQUENCE seq_batches START 1""",
+        """CREATE TABLE batches (
+            id BIGINT PRIMARY KEY DEFAULT nextval('seq_batches'),
+            run_id BIGINT NOT NULL,
+            kind VARCHAR NOT NULL,
+            remote_id VARCHAR,
+            input_file_id VARCHAR,
+            output_file_id VARCHAR,
+            error_file_id VARCHAR,
+            endpoint VARCHAR,
+            status VARCHAR NOT NULL,
+            requests INTEGER NOT NULL DEFAULT 0,
+            error VARCHAR,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            updated_at TIMESTAMP,
+            finished_at TIMESTAMP
+        )""",
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

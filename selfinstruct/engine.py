@@ -1,0 +1,467 @@
+"""The run engine: a run's work as a state machine over the pool, and the continuous scheduler
+that keeps C request slots busy.
+
+A request is *planned* (stored with its prompt before it is sent), *answered* (its response
+stored: it is never sent again) and *applied* (what it leads to written: candidates, a
+classification, instances, and the follow-up requests that become ready). Each apply is one
+transaction, so a process killed anywhere resumes from the pool alone: requests without a
+response are sent again, answered ones are applied, nothing is written twice.
+
+No barriers between steps: an instruction request's answer is decided as soon as every
+instruction request before it (in round, then position order) is decided, and each accepted
+candidate at once queues its classification, whose answer queues its instances. Novelty is
+therefore decided in a fixed order whatever the order answers arrive in, and prompts are
+deterministic because round N samples generated examples only from rounds up to N - lag.
+"""
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Callable
+
+from . import parsing, prompts
+from .llm import AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
+from .novelty import NoveltyIndex
+from .store import Pool
+
+# Instruction requests first: each one unlocks the most follow-up work and the next rounds.
+_PRIORITY = {prompts.STAGE_INSTRUCTIONS: 0, prompts.STAGE_BATCH: 0, prompts.STAGE_CLASSIFY: 1,
+             prompts.STAGE_INSTANCES: 2}
+RETRY_COOLDOWN_S = 5.0       # a request whose retries ran out waits this long before it is sent again
+MAX_FAILURES_PER_REQUEST = 3  # ...and the run fails if the same request runs out of retries this often
+PREVIEW_CHARS = 500           # how much of an oversize answer a reject shows
+
+
+class RunFailed(Exception):
+    """The run cannot go on: `kind` names why, `message` says it in plain words."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind, self.message = kind, message
+
+
+class Interrupted(Exception):
+    """A pause or stop asked for from outside."""
+
+
+def answer_fields(completion: Completion) -> dict:
+    return {"text": completion.text, "finish_reason": completion.finish_reason,
+            "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
+            "cost_usd": completion.cost_usd, "latency_s": completion.latency_s,
+            "attempts": completion.attempts, "oversize": completion.oversize}
+
+
+@dataclass
+class Progress:
+    round: int = 0
+    step: str = ""
+    done: int = 0            # requests applied in this run
+    total: int = 0           # requests planned in this run
+    in_flight: int = 0
+    limit: int = 0           # current concurrency (adapts to 429s)
+    rate_limited: int = 0    # 429 answers seen since the run (re)started
+    failures: int = 0        # requests whose retries ran out since the run (re)started
+
+
+class RunState:
+    """What a run still has to do, held in memory and written to the pool step by step."""
+
+    def __init__(self, pool: Pool, run_id: int, config, *, on_event: Callable | None = None) -> None:
+        from .pipeline import Event  # the event type lives with the public API
+
+        self._event_type = Event
+        self.pool, self.run_id, self.cfg = pool, run_id, config
+        self.on_event = on_event or (lambda event: None)
+        self.gen_stage = prompts.STAGE_BATCH if config.generation == "alpaca" else prompts.STAGE_INSTRUCTIONS
+        self.filter = config.instruction_filter()
+        self.index = NoveltyIndex(pool.pool_instructions())
+        self.accepted_total = pool.accepted_count()
+        usage = pool.run_usage(run_id)
+        self.tokens, self.cost = usage["tokens"], usage["cost_usd"]
+        self.rounds: dict[int, dict] = {}          # number -> {id, number, step}
+        self.round_of: dict[int, dict] = {}        # round id -> the same dict
+        for rnd in pool.run_rounds(run_id):
+            self._add_round(rnd)
+        self.open: dict[int, dict] = {}            # unapplied requests by id
+        self.open_by_round: Counter = Counter()
+        self.gen_open_by_round: Counter = Counter()
+        self.frontier: deque[dict] = deque()       # unapplied instruction requests, in decision order
+        self.positions: Counter = Counter()        # next candidate position per round id
+        for round_id, n in pool.cursor().execute(
+                "SELECT round_id, max(position) + 1 FROM candidates WHERE run_id = ? GROUP BY round_id",
+                [run_id]).fetchall():
+            self.positions[round_id] = int(n)
+        self.request_positions: Counter = Counter()  # next request position per (round id, stage)
+        for round_id, stage, n in pool.cursor().execute(
+                "SELECT round_id, stage, max(position) + 1 FROM requests WHERE run_id = ? GROUP BY ALL",
+                [run_id]).fetchall():
+            self.request_positions[(round_id, stage)] = int(n)
+        self._ready: list = []                     # heap of (priority key, id)
+        self._cooling: dict[int, float] = {}       # id -> when it may be sent again
+        self.in_flight: set[int] = set()
+        self.done, self.total = self._request_counts()
+        self.failure_streak = 0
+        self.failures = 0
+        self.last_error: tuple[str, str] | None = None
+        self.planning_stopped: str | None = None
+        self.pacer: AdaptiveLimit | None = None
+        rows = pool.open_requests(run_id)
+        rows.sort(key=lambda r: (r["round"], r["position"], r["id"]))
+        for row in rows:
+            self._track(row)
+        self.plan_followups()
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def _request_counts(self) -> tuple[int, int]:
+        done, total = self.pool.cursor().execute(
+            "SELECT count(*) FILTER (WHERE applied_at IS NOT NULL), count(*) FROM requests WHERE run_id = ?",
+            [self.run_id]).fetchone()
+        return int(done), int(total)
+
+    def _add_round(self, rnd: dict) -> None:
+        rnd = dict(rnd)
+        self.rounds[rnd["number"]] = rnd
+        self.round_of[rnd["id"]] = rnd
+
+    def _track(self, row: dict) -> None:
+        row.setdefault("round", self.round_of[row["round_id"]]["number"])
+        self.open[row["id"]] = row
+        self.open_by_round[row["round_id"]] += 1
+        if row["stage"] == self.gen_stage:
+            self.frontier.append(row)
+            self.gen_open_by_round[row["round_id"]] += 1
+        if row.get("response") is None and row.get("batch_id") is None:
+            self._push_ready(row)
+
+    def _push_ready(self, row: dict) -> None:
+        heapq.heappush(self._ready, ((_PRIORITY[row["stage"]], row["round"], row["position"], row["id"]),
+                                     row["id"]))
+
+    def _applied(self, row: dict) -> None:
+        self.open.pop(row["id"], None)
+        self.done += 1
+        round_id = row["round_id"]
+        self.open_by_round[round_id] -= 1
+        if row["stage"] == self.gen_stage:
+            self.gen_open_by_round[round_id] -= 1
+        rnd = self.round_of[round_id]
+        if self.open_by_round[round_id] <= 0:
+            self._set_step(rnd, "done")
+        elif self.gen_open_by_round[round_id] <= 0:
+            self._set_step(rnd, "classify")
+
+    def _set_step(self, rnd: dict, step: str) -> None:
+        if rnd["step"] == step:
+            return
+        rnd["step"] = step
+        self.pool.set_round_step(rnd["id"], step)
+        if step == "done":
+            summary = self.pool.round_summaries(self.run_id)
+            row = summary[summary["round"] == rnd["number"]].iloc[0].to_dict()
+            self.emit("round_done", rnd["number"], step,
+                      f"round {rnd['number']}: {row['candidates']} candidates, {row['accepted']} accepted, "
+                      f"{row['rejected']} rejected", row)
+
+    def emit(self, kind: str, round_number: int = 0, step: str = "", message: str = "",
+             data: dict | None = None) -> None:
+        progress = self.progress(round_number, step)
+        self.on_event(self._event_type(kind, self.run_id, progress.round, progress.step, progress.done,
+                                       progress.total, message, {**progress.__dict__, **(data or {})}))
+
+    def progress(self, round_number: int = 0, step: str = "") -> Progress:
+        open_rounds = [r for r in self.rounds.values() if r["step"] != "done"]
+        current = min(open_rounds, key=lambda r: r["number"]) if open_rounds else None
+        pacer = self.pacer.snapshot() if self.pacer else {"limit": 0, "rate_limited": 0}
+        return Progress(round=round_number or (current["number"] if current else len(self.rounds)),
+                        step=step or (current["step"] if current else "done"), done=self.done,
+                        total=self.total, in_flight=len(self.in_flight), limit=pacer["limit"],
+                        rate_limited=pacer["rate_limited"], failures=self.failures)
+
+    # -- planning ------------------------------------------------------------------------
+    def stop_reason(self) -> str | None:
+        """A stop condition that is met (rounds are checked when planning)."""
+        cfg = self.cfg
+        if cfg.target is not None and self.accepted_total >= cfg.target:
+            return "target"
+        if cfg.budget_usd is not None and self.cost >= cfg.budget_usd:
+            return "budget_usd"
+        if cfg.budget_tokens is not None and self.tokens >= cfg.budget_tokens:
+            return "budget_tokens"
+        return None
+
+    def budget_spent(self) -> bool:
+        return self.stop_reason() in {"budget_usd", "budget_tokens"}
+
+    def plan(self) -> None:
+        """Plan every round the stop conditions and the example lag allow now."""
+        while self.planning_stopped is None:
+            number = max(self.rounds, default=0) + 1
+            reason = self.stop_reason()
+            if reason is None and self.cfg.rounds is not None and number > self.cfg.rounds:
+                reason = "rounds"
+            if reason:
+                self.planning_stopped = reason
+                return
+            source = number - self.cfg.example_lag
+            if any(self.gen_open_by_round[r["id"]] > 0 for r in self.rounds.values() if r["number"] <= source):
+                return   # round N's examples come from rounds up to N - lag: wait for them
+            planned = self._plan_generation(number, source)
+            round_id, ids = self.pool.add_round(self.run_id, number, planned)
+            self._add_round({"id": round_id, "number": number, "step": "generate"})
+            for request_id, item in zip(ids, planned):
+                self._track(self._row(request_id, round_id, number, item))
+            self.total += len(ids)
+            self.emit("round_started", number, "generate", f"round {number}: {len(ids)} request(s) planned")
+            self.plan_followups()
+
+    def _plan_generation(self, number: int, source_round: int) -> list[dict]:
+        from .pipeline import plan_generation
+
+        machine = self.pool.machine_instructions_until(self.run_id, source_round)
+        return plan_generation(self.cfg, self.run_id, number, self.pool.seed_tasks(), machine)
+
+    def plan_followups(self) -> None:
+        """Classification or instances for accepted candidates that lack them and have no open
+        request: rescued by a person, or whose follow-up was lost before engine v2."""
+        if not self.rounds:
+            return
+        newest = self.rounds[max(self.rounds)]
+        orphans = self.pool.candidates_needing_followups()
+        if not orphans:
+            return
+        planned = [self._followup(c, newest["id"]) for c in orphans]
+        ids = self.pool.add_followups(self.run_id, newest["id"], planned)
+        if newest["step"] == "done":
+            self._set_step(newest, "classify")
+        for request_id, item in zip(ids, planned):
+            self._track(self._row(request_id, newest["id"], newest["number"], item))
+        self.total += len(ids)
+
+    def _followup(self, candidate: dict, round_id: int) -> dict:
+        from .pipeline import planned_request
+
+        if candidate.get("is_classification") is None:
+            prompt = prompts.build_classify_prompt(candidate["instruction"])
+            extra = {"candidate_id": candidate["id"]}
+        else:
+            is_cls = bool(candidate["is_classification"])
+            prompt = prompts.build_instance_prompt(candidate["instruction"], is_cls)
+            extra = {"candidate_id": candidate["id"], "is_classification": is_cls}
+        key = (round_id, prompt.stage)
+        position, self.request_positions[key] = self.request_positions[key], self.request_positions[key] + 1
+        item = planned_request(position, prompt, self.cfg, extra)
+        item["candidate_id"] = candidate["id"]
+        return item
+
+    def _row(self, request_id: int, round_id: int, number: int, item: dict) -> dict:
+        return {"id": request_id, "round_id": round_id, "round": number, "stage": item["meta"]["stage"],
+                "position": item["position"], "prompt_version": item.get("prompt_version"),
+                "prompt": item["prompt"], "meta": item["meta"], "candidate_id": item.get("candidate_id"),
+                "response": None, "finish_reason": None, "oversize": False, "failures": 0, "batch_id": None}
+
+    # -- sending -------------------------------------------------------------------------
+    def next_ready(self) -> dict | None:
+        now = time.monotonic()
+        for request_id, when in list(self._cooling.items()):
+            if when <= now:
+                del self._cooling[request_id]
+                if request_id in self.open:
+                    self._push_ready(self.open[request_id])
+        while self._ready:
+            _, request_id = heapq.heappop(self._ready)
+            row = self.open.get(request_id)
+            if row is None or row.get("response") is not None or request_id in self.in_flight \
+                    or row.get("batch_id") is not None:
+                continue
+            return row
+        return None
+
+    def ready_rows(self) -> list[dict]:
+        """Every request that may be sent now (batch mode sends them together)."""
+        rows = []
+        while (row := self.next_ready()) is not None:
+            rows.append(row)
+        return rows
+
+    def cooling_wait(self) -> float | None:
+        if not self._cooling:
+            return None
+        return max(0.0, min(self._cooling.values()) - time.monotonic())
+
+    def sampling(self, stage: str) -> Sampling:
+        cfg = self.cfg
+        raw = {prompts.STAGE_CLASSIFY: cfg.classify_sampling,
+               prompts.STAGE_INSTANCES: cfg.instance_sampling}.get(stage, cfg.sampling)
+        return Sampling.from_dict(raw)
+
+    # -- answers -------------------------------------------------------------------------
+    def on_completion(self, row: dict, completion: Completion) -> None:
+        self.in_flight.discard(row["id"])
+        if completion.error:
+            self.on_failure(row, completion)
+            return
+        self.failure_streak = 0
+        self.tokens += completion.prompt_tokens + completion.completion_tokens
+        self.cost += completion.cost_usd
+        answer = answer_fields(completion)
+        if row["stage"] == self.gen_stage:
+            self.pool.record_answer(row["id"], answer)
+            row.update(response=answer["text"], finish_reason=answer["finish_reason"],
+                       oversize=answer["oversize"])
+            self.decide_frontier()
+        elif row["stage"] == prompts.STAGE_CLASSIFY:
+            self._apply_classification(row, answer)
+        else:
+            self._apply_instances(row, answer)
+        self.emit("request", message="")
+
+    def on_failure(self, row: dict, completion: Completion) -> None:
+        """Retries ran out: keep the error, send the request again later; a run whose requests
+        keep failing fails (and says what to do)."""
+        self.pool.record_failure(row["id"], error=completion.error or "", error_kind=completion.error_kind or "",
+                                 attempts=completion.attempts, latency_s=completion.latency_s)
+        row["failures"] = row.get("failures", 0) + 1
+        row["batch_id"] = None
+        self.failure_streak += 1
+        self.failures += 1
+        self.last_error = (completion.error_kind or "server", completion.error or "")
+        self.emit("request", message=completion.error or "", data={"error_kind": completion.error_kind})
+        if self.failure_streak >= self.cfg.failure_streak or row["failures"] >= MAX_FAILURES_PER_REQUEST:
+            raise RunFailed(completion.error_kind or "server", completion.error or "Requests keep failing.")
+        self._cooling[row["id"]] = time.monotonic() + RETRY_COOLDOWN_S
+
+    def decide_frontier(self) -> None:
+        """Decide answered instruction requests in their fixed order, as far as answers allow."""
+        from .pipeline import decide_round
+
+        while self.frontier and self.frontier[0].get("response") is not None:
+            row = self.frontier.popleft()
+            if row["id"] not in self.open:
+                continue
+            if row.get("oversize"):
+                rows = [{"request_id": row["id"], "instruction": (row.get("response") or "")[:PREVIEW_CHARS],
+                         "status": "rejected", "reason": "oversize", "details": _oversize_details(self.cfg)}]
+            else:
+                rows = decide_round([row], self.filter, self.index, self.cfg.rouge_threshold,
+                                    batch=self.gen_stage == prompts.STAGE_BATCH)
+            start = self.positions[row["round_id"]]
+            for i, cand in enumerate(rows):
+                cand["position"] = start + i
+            self.positions[row["round_id"]] = start + len(rows)
+            followups = []
+            if self.gen_stage == prompts.STAGE_INSTRUCTIONS:
+                for i, cand in enumerate(rows):
+                    if cand["status"] == "accepted":
+                        item = self._followup({"id": None, "instruction": cand["instruction"],
+                                               "is_classification": None}, row["round_id"])
+                        item.update(candidate_id=None, candidate_ref=i)
+                        followups.append(item)
+            ids = self.pool.apply_answer(row["id"], run_id=self.run_id, round_id=row["round_id"],
+                                         candidates=rows, followups=followups)
+            self.accepted_total += sum(c["status"] == "accepted" for c in rows)
+            for request_id, item in zip(ids, followups):
+                cand = rows[item["candidate_ref"]]
+                item = {**item, "candidate_id": cand["id"], "meta": {**item["meta"], "candidate_id": cand["id"]}}
+                self._track(self._row(request_id, row["round_id"], row["round"], item))
+            self.total += len(ids)
+            self._applied(row)
+
+    def _apply_classification(self, row: dict, answer: dict) -> None:
+        candidate_id = row["candidate_id"]
+        # An answer that says neither yes nor no counts as "no", as in the paper's code; a
+        # request that could not be asked never gets here and is asked again.
+        label = bool(parsing.parse_classification(answer["text"] or ""))
+        instruction = self.pool.cursor().execute(
+            "SELECT instruction FROM candidates WHERE id = ?", [candidate_id]).fetchone()
+        followups = []
+        if instruction is not None:
+            item = self._followup({"id": candidate_id, "instruction": instruction[0],
+                                   "is_classification": label}, row["round_id"])
+            followups.append(item)
+        ids = self.pool.apply_answer(row["id"], answer=answer, run_id=self.run_id, round_id=row["round_id"],
+                                     classification=(candidate_id, label), followups=followups)
+        for request_id, item in zip(ids, followups):
+            self._track(self._row(request_id, row["round_id"], row["round"], item))
+        self.total += len(ids)
+        self._applied(row)
+
+    def _apply_instances(self, row: dict, answer: dict) -> None:
+        from .pipeline import decide_instances
+
+        meta = row["meta"] or {}
+        if answer["oversize"]:
+            rows = [{"input": "", "output": (answer["text"] or "")[:PREVIEW_CHARS], "status": "rejected",
+                     "reason": "oversize", "details": _oversize_details(self.cfg)}]
+        else:
+            rows = decide_instances(answer["text"] or "", bool(meta.get("is_classification")),
+                                    self.cfg.max_instances, answer["finish_reason"])
+        self.pool.apply_answer(row["id"], answer=answer, run_id=self.run_id, round_id=row["round_id"],
+                               instances=(row["candidate_id"], rows))
+        self._applied(row)
+
+    def finished(self) -> bool:
+        """Nothing open, nothing to plan: the run is over."""
+        return not self.open and self.planning_stopped is not None
+
+
+def _oversize_details(cfg) -> dict:
+    return {"message": f"The answer was larger than {cfg.max_answer_bytes:,} bytes; it was cut there "
+                       "and not read as tasks.", "max_answer_bytes": cfg.max_answer_bytes}
+
+
+# -- the continuous scheduler ----------------------------------------------------------------
+async def stream(state: RunState, backend, control, prices: PriceTable) -> str:
+    """Send the run's requests through C slots that stay full until the run is over.
+    Returns the stop reason; raises Interrupted, RunFailed or LLMError."""
+    cfg = state.cfg
+    pacer = AdaptiveLimit(cfg.concurrency, rpm=cfg.rpm, tpm=cfg.tpm)
+    state.pacer = pacer
+    client = backend.client(backend.llm_config(
+        model=cfg.model, mode=cfg.mode, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s,
+        max_retries=cfg.max_retries, max_answer_bytes=cfg.max_answer_bytes), prices=prices, pacer=pacer)
+    tasks: dict[asyncio.Task, dict] = {}
+
+    async def send(row: dict) -> Completion:
+        return await client.complete(stored_prompt(row), state.sampling(row["stage"]))
+
+    try:
+        while True:
+            if control.requested:
+                raise Interrupted()
+            state.plan()
+            spent = state.budget_spent()
+            while not spent and len(tasks) < pacer.limit:
+                row = state.next_ready()
+                if row is None:
+                    break
+                state.in_flight.add(row["id"])
+                tasks[asyncio.create_task(send(row))] = row
+            if not tasks:
+                if spent or state.finished():
+                    return state.stop_reason() or state.planning_stopped or "finished"
+                wait = state.cooling_wait()
+                await asyncio.sleep(min(0.2, wait) if wait is not None else 0.2)
+                continue
+            done, _ = await asyncio.wait(tasks, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                row = tasks.pop(task)
+                state.on_completion(row, task.result())
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.aclose()
+
+
+def stored_prompt(row: dict) -> prompts.Prompt:
+    meta = row["meta"] or {}
+    return prompts.Prompt(stage=row["stage"], version=row["prompt_version"], text=row["prompt"],
+                          system=meta.get("system"), stop=tuple(meta["stop"]) if meta.get("stop") else None,
+                          meta=meta.get("prompt_meta") or {})
+
+
+__all__ = ["RunState", "RunFailed", "Interrupted", "Progress", "stream", "stored_prompt", "answer_fields",
+           "LLMError"]
