@@ -7,15 +7,17 @@ from selfinstruct.jobs import JobManager
 from selfinstruct.store import Pool, PoolError, default_db_path
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
+@st.cache_resource(show_spinner=False)
 def _open_pool(path: str) -> Pool:
     # One Pool per file per process: DuckDB allows a single writer per file.
     return Pool.open(path)
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
+@st.cache_resource(show_spinner=False)
 def _job_manager(path: str) -> JobManager:
-    # One background runner per pool file, shared by every browser session.
+    # One background runner per pool file, shared by every browser session. Never evicted: an
+    # evicted manager once let a second run start beside a running one (the engine now also
+    # refuses that, per process).
     return JobManager(_open_pool(path))
 
 

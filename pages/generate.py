@@ -6,8 +6,9 @@ import streamlit as st
 from pages.common import current_pool, current_user, job_manager
 from selfinstruct import monitor
 from selfinstruct.filters import ALPACA_EXTRA_KEYWORDS, PAPER_KEYWORDS
-from selfinstruct.llm import LLMClient, LLMConfig, LLMError, PriceTable, Sampling
-from selfinstruct.pipeline import RunConfig, estimate_run
+from selfinstruct.backend import Backend
+from selfinstruct.llm import LLMError, PriceTable, Sampling
+from selfinstruct.pipeline import NEXT_STEPS, RESUMABLE_STATUSES, RunConfig, estimate_run
 
 BACKENDS = {
     "offline": "Offline demo",
@@ -69,10 +70,10 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
                      "alpaca": "Alpaca (whole tasks per request)"}.get)
     if backend != "offline" and st.button("Test connection", key="gen_test", icon=":material/cable:"):
         try:
-            message = LLMClient(LLMConfig(base_url=base_url, model=model, api_key=api_key, mode=mode,
-                                          timeout_s=15, max_retries=0)).check_sync()
-        except LLMError as exc:
-            st.error(exc.message, icon=":material/error:")
+            message = Backend(kind="openai-compatible", base_url=base_url, api_key=api_key).check(
+                model=model, mode=mode)
+        except (LLMError, ValueError) as exc:
+            st.error(str(exc), icon=":material/error:")
         else:
             st.success(message, icon=":material/check_circle:")
 
@@ -86,10 +87,25 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
     st.markdown("**Each round**")
     r1, r2, r3, r4 = st.columns(4)
     requests_per_round = r1.number_input("Requests per round", 1, 1000, 8, key="gen_requests")
-    concurrency = r2.number_input("Concurrent requests", 1, 256, 8, key="gen_concurrency")
+    concurrency = r2.number_input("Concurrent requests", 1, 256, 8, key="gen_concurrency",
+                                  help="At most this many requests in flight; lowered automatically while "
+                                       "the endpoint answers 429 (rate limited), and raised again after.")
     human_examples = r3.number_input("Seed examples per prompt", 0, 16, 6, key="gen_human")
     machine_examples = r4.number_input("Generated examples per prompt", 0, 16, 2, key="gen_machine",
                                        help="Used once the pool has generated instructions.")
+
+    st.markdown("**Requests**")
+    q1, q2, q3, q4 = st.columns(4)
+    timeout_s = q1.number_input("Timeout (s)", 1.0, 3600.0, 60.0, 5.0, key="gen_timeout",
+                                help="A deadline for each whole request attempt, however slowly the "
+                                     "server sends its answer.")
+    rpm = q2.number_input("Requests per minute (0: no cap)", 0, 10_000_000, 0, key="gen_rpm",
+                          help="Your provider's limit, if you know it.")
+    tpm = q3.number_input("Tokens per minute (0: no cap)", 0, 1_000_000_000, 0, key="gen_tpm")
+    use_batch = q4.toggle("Batch API (half price)", key="gen_batch", disabled=backend == "offline",
+                          help="Requests go to the provider's Batch API in batches: half the list "
+                               "price, but each batch may take up to 24 h and a round needs up to "
+                               "three of them (instructions, classification, instances).")
 
     st.markdown("**Filters**")
     f1, f2 = st.columns([1, 2])
@@ -116,7 +132,8 @@ config = RunConfig(
     sampling=Sampling(temperature=temperature, top_p=top_p, presence_penalty=presence,
                       max_tokens=int(max_tokens)).to_dict(),
     concurrency=int(concurrency), rounds=int(rounds) or None, target=int(target) or None,
-    budget_usd=float(budget) or None,
+    budget_usd=float(budget) or None, timeout_s=float(timeout_s), rpm=float(rpm) or None,
+    tpm=float(tpm) or None, batch=bool(use_batch) and backend != "offline",
     price_per_m=[float(price_in), float(price_out)] if backend != "offline" else None,
 )
 if not (config.rounds or config.target or config.budget_usd):
@@ -184,7 +201,12 @@ def live_view() -> None:
         st.markdown(f"**{status.line()}**")
         if status.total:
             st.progress(min(1.0, status.done / status.total),
-                        text=f"Round {status.round} · {status.step} · {status.done}/{status.total}")
+                        text=f"{status.done:,} of {status.total:,} planned requests done")
+        c1, c2, c3 = st.columns(3)
+        c1.metric("In flight", f"{status.in_flight}", help="Requests being answered now.")
+        c2.metric("Concurrency now", f"{status.limit} of {view.run['config'].get('concurrency')}",
+                  help="Halved on a 429 (rate limited), then raised one step per window of answers.")
+        c3.metric("Rate-limited (429)", f"{status.rate_limited:,}")
         b1, b2, _ = st.columns([1, 1, 4])
         if b1.button("Pause", key="gen_pause", icon=":material/pause:", disabled=status.state != "running"):
             manager.pause()
@@ -199,12 +221,39 @@ def live_view() -> None:
                 "finished": "finished", "created": "has not started"}.get(state, state)
         st.markdown(f"**Run {run_id} {note}**" + (f" ({view.run['stop_reason']})" if view.run["stop_reason"] else ""))
         if view.run["error"]:
-            st.error(view.run["error"], icon=":material/error:")
-        if state in {"interrupted", "paused", "failed", "stopped"}:
+            st.error(f"Run {run_id} ended on an error ({view.run['stop_reason']}). "
+                     f"{NEXT_STEPS.get(view.run['stop_reason'], 'Fix the cause, then resume.')}",
+                     icon=":material/error:")
+            # The message may quote the endpoint: plain text, never markdown.
+            st.text(view.run["error"])
+        if state in RESUMABLE_STATUSES and state != "finished":
+            run_cfg = view.run["config"]
+            with st.expander("Settings for the resumed run", expanded=state == "failed",
+                             icon=":material/build:"):
+                st.caption("Correct what made the run fail; unanswered requests are sent again, "
+                           "answered ones never.")
+                o1, o2 = st.columns(2)
+                fix_model = o1.text_input("Model", value=run_cfg.get("model", ""), key=f"gen_fix_model_{run_id}",
+                                          disabled=run_cfg.get("backend") == "offline")
+                fix_url = o2.text_input("Base URL", value=run_cfg.get("base_url", ""), key=f"gen_fix_url_{run_id}",
+                                        disabled=run_cfg.get("backend") == "offline")
+                o3, o4 = st.columns(2)
+                fix_timeout = o3.number_input("Timeout (s)", 1.0, 3600.0, float(run_cfg.get("timeout_s", 60.0)),
+                                              5.0, key=f"gen_fix_timeout_{run_id}")
+                fix_concurrency = o4.number_input("Concurrent requests", 1, 256, int(run_cfg.get("concurrency", 8)),
+                                                  key=f"gen_fix_concurrency_{run_id}")
+            overrides = {"timeout_s": float(fix_timeout), "concurrency": int(fix_concurrency)}
+            if run_cfg.get("backend") != "offline":
+                overrides.update(model=fix_model.strip(), base_url=fix_url.strip())
             b1, b2, _ = st.columns([1, 1, 4])
             if b1.button("Resume", key="gen_resume", icon=":material/play_arrow:", disabled=status.busy):
-                manager.resume(run_id, api_key=st.session_state.get("gen_api_key") or ENV_KEY or None)
-                st.rerun(scope="app")
+                try:
+                    manager.resume(run_id, api_key=st.session_state.get("gen_api_key") or ENV_KEY or None,
+                                   overrides=overrides, actor=current_user())
+                except (RuntimeError, ValueError) as exc:
+                    st.error(str(exc))
+                else:
+                    st.rerun(scope="app")
             if state != "stopped" and b2.button("End run", key="gen_end", icon=":material/stop:"):
                 manager.stop(run_id)
                 st.rerun(scope="app")
@@ -221,8 +270,9 @@ def live_view() -> None:
     m[5].metric("Cost", f"${view.usage['cost_usd']:,.4f}")
 
     for error in view.errors:
-        st.warning(f"{error['n']} request(s) failed ({error['error_kind']}): {error['example']}",
-                   icon=":material/warning:")
+        st.warning(f"{error['n']} request(s) failed ({error['error_kind']}) after their retries; "
+                   "they are sent again when the run goes on.", icon=":material/warning:")
+        st.text(error["example"])   # may quote the endpoint: plain text
 
     st.dataframe(
         rounds.drop(columns=["round_id"]), hide_index=True, key="gen_rounds_table",

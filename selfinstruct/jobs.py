@@ -4,6 +4,10 @@ One `JobManager` per pool file (the app keeps it in `st.cache_resource`). It run
 `pipeline.Runner` in a thread, so a run survives page switches and browser reloads,
 and it is paused, resumed and stopped from any page. The worker never touches the
 UI: pages read the manager's `status()` and the pool.
+
+One run per pool at a time holds for the whole process, not just for one manager: a
+second manager for the same file (another cache entry, another browser session) sees the
+run through `pipeline.active_run` and refuses to start or resume another.
 """
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ import time
 from dataclasses import dataclass, replace
 
 from .llm import PriceTable
-from .pipeline import Event, RunConfig, RunControl, RunOutcome, Runner, start_run
+from .pipeline import (Event, RunConfig, RunControl, RunOutcome, Runner, active_run, apply_overrides,
+                       start_run)
 from .store import Pool
 
 
@@ -28,6 +33,9 @@ class JobStatus:
     started_at: float | None = None
     outcome: RunOutcome | None = None   # how the last run in this process ended
     errors_seen: int = 0
+    in_flight: int = 0           # requests being answered now
+    limit: int = 0               # current concurrency (lowered while the endpoint answers 429)
+    rate_limited: int = 0        # 429 answers seen
 
     @property
     def busy(self) -> bool:
@@ -40,9 +48,9 @@ class JobStatus:
             if self.outcome:
                 return f"Run {self.outcome.run_id} {self.outcome.status}{size}"
             return f"No run in progress{size}"
-        progress = f" {self.done}/{self.total}" if self.total else ""
+        progress = f", {self.done}/{self.total} requests" if self.total else ""
         verb = {"running": "running", "pausing": "pausing", "stopping": "stopping"}[self.state]
-        return f"Run {self.run_id} {verb}: round {self.round}, {self.step}{progress}{size}"
+        return f"Run {self.run_id} {verb}: round {self.round}{progress}{size}"
 
 
 class JobManager:
@@ -55,13 +63,20 @@ class JobManager:
         self._status = JobStatus()
         self._thread: threading.Thread | None = None
         self._control: RunControl | None = None
-        # Runs marked running belong to a process that died: nothing runs them now.
-        self.interrupted_at_start = pool.mark_interrupted_runs()
+        # Runs marked running belong to a process that died: nothing runs them now (unless
+        # another manager of this process runs one).
+        running = active_run(pool)
+        self.interrupted_at_start = pool.mark_interrupted_runs(keep=[running] if running else [])
 
     # -- what pages read --------------------------------------------------------
     def status(self) -> JobStatus:
         with self._lock:
-            return self._status
+            status = self._status
+        if not status.busy:
+            other = active_run(self.pool)
+            if other is not None:   # started by another manager of this process
+                return JobStatus(state="running", run_id=other, message="running")
+        return status
 
     def resumable_runs(self) -> list[dict]:
         busy_id = self.status().run_id if self.status().busy else None
@@ -77,11 +92,15 @@ class JobManager:
             self._launch(run_id, api_key)
         return run_id
 
-    def resume(self, run_id: int, *, api_key: str | None = None) -> None:
+    def resume(self, run_id: int, *, api_key: str | None = None, overrides: dict | None = None,
+               actor: str = "user") -> None:
+        """Resume a run, with corrected settings if given (see pipeline.RESUMABLE_SETTINGS)."""
         with self._lock:
             self._refuse_if_busy()
             if self.pool.run(run_id) is None:
                 raise ValueError(f"There is no run {run_id}.")
+            if overrides:
+                apply_overrides(self.pool, run_id, overrides, actor=actor)
             self._launch(run_id, api_key)
 
     def pause(self) -> None:
@@ -113,6 +132,9 @@ class JobManager:
         if self._status.busy:
             raise RuntimeError(f"Run {self._status.run_id} is still {self._status.state}; "
                                "pause or stop it first.")
+        other = active_run(self.pool)
+        if other is not None:
+            raise RuntimeError(f"Run {other} is going on for this pool; pause or stop it first.")
 
     def _ask(self, reason: str, state: str) -> None:
         with self._lock:
@@ -131,27 +153,20 @@ class JobManager:
         self._thread.start()
 
     def _work(self, run_id: int, api_key: str | None, control: RunControl) -> None:
-        server = None
         outcome: RunOutcome | None = None
         try:
-            config = RunConfig.from_dict(self.pool.run(run_id)["config"])
-            base_url = None
-            if config.backend == "offline":
-                from .offline import OfflineServer
-
-                server = OfflineServer(seed=config.seed).start()
-                base_url = server.base_url
             runner = Runner(self.pool, run_id, api_key=api_key, prices=self.prices,
-                            on_event=self._on_event, control=control, base_url=base_url)
+                            on_event=self._on_event, control=control)
             outcome = runner.run()
         except Exception as exc:  # the worker must never die silently
             message = f"The run stopped on an unexpected error: {exc.__class__.__name__}: {exc}"
-            self.pool.set_run_status(run_id, "failed", stop_reason="error", error=message)
-            outcome = RunOutcome(run_id, "failed", "error", self.pool.rounds_done(run_id),
-                                 self.pool.accepted_count(run_id), message)
+            try:
+                self.pool.set_run_status(run_id, "failed", stop_reason="error", error=message)
+                rounds, accepted = self.pool.rounds_done(run_id), self.pool.accepted_count(run_id)
+            except Exception:  # noqa: BLE001 - a pool that cannot be written (full disk)
+                rounds = accepted = 0
+            outcome = RunOutcome(run_id, "failed", "error", rounds, accepted, message)
         finally:
-            if server is not None:
-                server.stop()
             with self._lock:
                 self._status = JobStatus(outcome=outcome, run_id=run_id,
                                          message=(outcome.error or outcome.stop_reason) if outcome else "")
@@ -159,14 +174,15 @@ class JobManager:
     def _on_event(self, event: Event) -> None:
         with self._lock:
             status = self._status
-            changes: dict = {"round": event.round or status.round}
-            if event.kind in {"step", "request"}:
-                changes.update(step=event.step, done=event.done, total=event.total)
-            if event.kind == "round_started":
-                changes.update(step=event.step, done=0, total=0)
-            if event.kind == "request" and event.message:
-                changes["errors_seen"] = status.errors_seen + 1
+            changes: dict = {"round": event.round or status.round, "step": event.step or status.step}
+            if event.total:
+                changes.update(done=event.done, total=event.total)
+            data = event.data or {}
+            for key in ("in_flight", "limit", "rate_limited"):
+                if key in data:
+                    changes[key] = int(data[key])
+            if "failures" in data:
+                changes["errors_seen"] = int(data["failures"])
             if event.message:
                 changes["message"] = event.message
             self._status = replace(status, **changes)
-

@@ -105,7 +105,8 @@ def test_failing_endpoint_shows_the_error_and_stops_cleanly(app_env):
     pool = app_pool(app_env)
     run = pool.run(1)
     assert run["status"] == "failed" and "401" in run["error"]
-    assert any("401" in e.value for e in at.error)
+    assert any("401" in t.value for t in at.text)
+    assert any("Check the API key" in e.value for e in at.error)
     assert "Traceback" not in " ".join(e.value for e in at.error)
 
 
@@ -121,6 +122,8 @@ def test_server_errors_are_counted_in_plain_words(app_env):
         wait_for(at, lambda: not manager(app_env).status().busy, timeout=120)
     warnings = [w.value for w in at.warning]
     assert any(w.startswith("2 request(s) failed (server)") for w in warnings), warnings
+    assert app_pool(app_env).run(1)["status"] == "failed"
+    assert any("kept failing" in t.value for t in at.text)
 
 
 def test_interrupted_run_is_shown_with_resume(app_env):
