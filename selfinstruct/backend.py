@@ -10,7 +10,7 @@ The offline demo server is a loopback process of our own: it never receives a us
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import openai
 
@@ -105,8 +105,11 @@ class Backend:
                pacer: AdaptiveLimit | None = None) -> LLMClient:
         return LLMClient(config, prices=prices, pacer=pacer)
 
-    def openai_client(self, config: LLMConfig) -> openai.AsyncOpenAI:
-        """A plain AsyncOpenAI (files, batches) with the same key, deadline and answer cap."""
+    def openai_client(self, config: LLMConfig, *, max_answer_bytes: int | None = None) -> openai.AsyncOpenAI:
+        """A plain AsyncOpenAI (files, batches) with the same key and deadline; `None` lifts the
+        answer cap (a batch's output file holds many answers and is read line by line)."""
+        if max_answer_bytes is None:
+            config = replace(config, max_answer_bytes=2**40)
         return openai.AsyncOpenAI(base_url=config.base_url, api_key=config.resolved_api_key(),
                                   max_retries=2, timeout=config.timeout_s, http_client=http_client(config))
 

@@ -389,7 +389,7 @@ def cmd_batch_read(args) -> int:
     with open_pool(args) as pool:
         try:
             report = batch.read_batch_file(pool, args.file, run_id=args.run_id)
-        except ValueError as exc:
+        except (ValueError, batch.RunFailed) as exc:
             raise CLIError(str(exc)) from None
     print(f"Run {report.run_id}: {report.answered} answer(s) applied, {report.failed} failed line(s) "
           f"will be sent again, {report.ignored} line(s) ignored. {report.ready} request(s) are ready "

@@ -82,6 +82,8 @@ __all__ = [
     "AdaptiveLimit",
     "AnswerTooLarge",
     "http_client",
+    "request_body",
+    "endpoint_path",
 ]
 
 MODES = ("chat", "completion")
@@ -425,6 +427,31 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# --------------------------------------------------------------------------- requests
+
+
+def request_body(config: LLMConfig, prompt: Prompt, sampling: Sampling) -> dict:
+    """The JSON body of one request, as sent to /chat/completions or /completions (and as
+    written into batch files)."""
+    body: dict[str, Any] = dict(
+        model=config.model, temperature=sampling.temperature, top_p=sampling.top_p,
+        max_tokens=sampling.max_tokens, presence_penalty=sampling.presence_penalty,
+        frequency_penalty=sampling.frequency_penalty)
+    if config.mode == "chat":
+        body["messages"] = prompt.as_messages()
+        stop = sampling.stop
+    else:
+        body["prompt"] = prompt.text
+        stop = prompt.stop or sampling.stop
+    if stop:
+        body["stop"] = list(stop)
+    return body
+
+
+def endpoint_path(config: LLMConfig) -> str:
+    return "/v1/chat/completions" if config.mode == "chat" else "/v1/completions"
+
+
 # --------------------------------------------------------------------------- answer size cap
 
 
@@ -695,24 +722,12 @@ class LLMClient:
     async def _attempt(self, client: openai.AsyncOpenAI, prompt: Prompt,
                        sampling: Sampling) -> Completion:
         cfg = self.config
-        common = dict(
-            model=cfg.model,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_tokens=sampling.max_tokens,
-            presence_penalty=sampling.presence_penalty,
-            frequency_penalty=sampling.frequency_penalty,
-        )
+        body = request_body(cfg, prompt, sampling)
         try:
             if cfg.mode == "chat":
-                if sampling.stop:
-                    common["stop"] = list(sampling.stop)
-                resp = await client.chat.completions.create(messages=prompt.as_messages(), **common)
+                resp = await client.chat.completions.create(**body)
             else:
-                stop = prompt.stop or sampling.stop
-                if stop:
-                    common["stop"] = list(stop)
-                resp = await client.completions.create(prompt=prompt.text, **common)
+                resp = await client.completions.create(**body)
         except AnswerTooLarge as e:
             return Completion(text=e.partial.decode("utf-8", errors="replace"), finish_reason="oversize",
                               completion_tokens=math.ceil(len(e.partial) / 4),
@@ -757,6 +772,20 @@ class LLMClient:
         return Completion(text=text, finish_reason=finish, prompt_tokens=p_tok,
                           completion_tokens=c_tok, cost_usd=self._cost(model, p_tok, c_tok),
                           model=model)
+
+    def completion_from_body(self, body: Any, prompt: Prompt) -> Completion:
+        """A Completion from an answer body delivered another way (a batch output line).
+        Raises LLMError("bad_response") when it is not a readable completion."""
+        try:
+            if self.config.mode == "chat":
+                from openai.types.chat import ChatCompletion as shape
+            else:
+                from openai.types import Completion as shape
+            return self._to_completion(shape.model_validate(body), prompt)
+        except _Failure as f:
+            raise LLMError("bad_response", f"An answer could not be read ({f.detail}).") from None
+        except Exception as exc:  # pydantic's ValidationError and friends
+            raise LLMError("bad_response", f"An answer could not be read ({_short(str(exc), 120)}).") from None
 
     def _cost(self, model: str, p_tok: int, c_tok: int) -> float:
         if self.config.model in self.prices:

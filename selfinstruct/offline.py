@@ -7,9 +7,16 @@ one thread per connection) in a daemon thread and answers
     GET  /v1/models/{id}             one model
     POST /v1/chat/completions        chat.completion objects
     POST /v1/completions             text_completion objects
+    POST /v1/files                   upload (multipart/form-data: ``file``, ``purpose``)
+    GET  /v1/files                   list;  GET /v1/files/{id}  one file object
+    GET  /v1/files/{id}/content      the raw bytes;  DELETE /v1/files/{id}
+    POST /v1/batches                 create a batch (Batch API, see below)
+    GET  /v1/batches                 list;  GET /v1/batches/{id}  one batch
+    POST /v1/batches/{id}/cancel     cancel a batch
     POST /_control/faults            test control: {"clear", "push", "rates", "rate_params",
-                                     "seed", "latency_s"}
+                                     "seed", "latency_s", "latency_dist"}
     GET  /_control/faults            the current fault plan
+    POST /_control/batches           batch test control (see below); GET shows it
     GET  /_control/stats             request counters (see `OfflineServer.stats`)
     POST /_control/reset_stats       zero the counters
 
@@ -17,9 +24,16 @@ Answers come from a *responder*: any callable ``(text, request_seed) -> str``. W
 responder the server loads ``selfinstruct.demo.DemoModel(seed=seed)`` lazily. Chat requests
 hand the responder the message contents joined with a blank line (system first); completion
 requests hand it the prompt. Responder calls are serialised by a lock (so a responder need not
-be thread-safe); ``latency_s`` -- a constant extra delay before every completion answer,
-settable at runtime -- and slow faults wait outside that lock, so requests still overlap.
-The ``/_control`` endpoints need no key: they are a loopback test hook.
+be thread-safe); latency and slow faults wait outside that lock, so requests still overlap.
+The ``/_control`` endpoints need no key: they are a loopback test hook. Every ``/v1`` endpoint
+checks the key when the server has one.
+
+Latency (completion endpoints only, settable at runtime): a constant ``latency_s`` plus, when
+a distribution is set (``FaultPlan.set_latency_distribution(median_s, sigma, seed)``), a
+lognormal delay ``median_s * exp(sigma * z)``. ``z`` is a standard normal obtained from a hash
+of the canonical request body mixed with the distribution's seed -- not from arrival order --
+so a given body always waits the same time for a given seed, and changing the seed reorders
+concurrent answers without changing them. An optional ``max_s`` caps the drawn part.
 
 Determinism: the request seed is the request's own ``seed`` field when given, otherwise a hash
 of the canonical request body; either is mixed with the server seed. With ``n > 1`` choice ``i``
@@ -32,12 +46,56 @@ Token counts are estimates: ``ceil(characters / 4)`` (0 for empty text). ``max_t
 default) gets a 400 ``context_length_exceeded``.
 
 Faults (`FaultPlan`) apply to the two completion endpoints only, after authentication and
-request validation (so a 404/400 never consumes a queued fault). Kinds:
-``429`` (Retry-After: ``retry_after`` s, default 1), ``500``, ``503``, ``401``,
-``timeout`` / ``slow`` (sleep ``seconds`` before answering; defaults 10 s / 1 s),
-``length`` (the answer cut to ``fraction`` of its length, default 0.5, finish_reason
-"length"), ``garbage`` (random junk instead of the answer), ``empty`` (200, empty body),
-``malformed_json`` (200, invalid JSON).
+request validation (so a 404/400 never consumes a queued fault). Queued faults and drawn rates
+accept the same kinds and parameters:
+
+* ``429`` (Retry-After: ``retry_after`` s, default 1), ``500``, ``503``, ``401``;
+* ``timeout`` / ``slow``: sleep ``seconds`` before answering (defaults 10 s / 1 s);
+* ``length``: the answer cut to ``fraction`` of its length (default 0.5), finish "length";
+* ``garbage``: random junk instead of the answer; ``empty``: 200 with an empty body;
+  ``malformed_json``: 200 with invalid JSON;
+* ``hang``: never answers -- waits ``seconds`` (default 3600) or until the server stops, then
+  closes the connection without a word;
+* ``trickle``: status line and headers at once with ``Content-Length`` =
+  max(answer size, ``size``) (default 1,000,000; the real answer padded with trailing
+  spaces), then one body byte every ``interval`` s (default 1.0) for at most ``seconds``
+  (default 3600), then the connection is closed. A client whose timeout is per read never
+  times out. A trickle that does deliver every byte is a valid answer;
+* ``huge``: a normal 200 completion whose answer text is ``size`` UTF-8 bytes long (default
+  5,000,000): the real answer plus a space, repeated, then padded with spaces. It is streamed
+  out piecewise, never held in memory whole;
+* ``reset``: the TCP connection is reset (SO_LINGER 0) without any answer;
+* ``html``: a 502 whose body is an HTML error page (Content-Type text/html), like a proxy's.
+
+Batch API (in memory). ``POST /v1/files`` stores a file; ``POST /v1/batches`` with
+``{"input_file_id", "endpoint", "completion_window": "24h", "metadata"?}`` creates a batch. A
+missing input file, an endpoint other than ``/v1/chat/completions`` / ``/v1/completions`` or
+another window than "24h" is a 400; problems inside the file (a line that is not JSON, lacks a
+unique ``custom_id``, has ``method`` other than "POST", a ``url`` other than the endpoint, or
+no ``body`` object) make the *batch* ``failed`` with ``errors.data`` naming the lines (1-based).
+Batches progress lazily, evaluated whenever they are read (no threads, nothing to stop), on a
+clock of ``delay_s`` seconds from creation (default ``batch_delay_s`` = 0.2 s): the create call
+always answers ``validating``; from 20 % of the delay the batch is ``in_progress``; at 80 %
+every line is answered -- exactly as the synchronous endpoint answers that body (same
+determinism, same responder lock), but without latency or per-request faults -- and the batch
+is ``finalizing``; at 100 % it is ``completed`` (each ``*_at`` stamp set). Successful lines go
+to the output file, failed ones (a 4xx/5xx answer) to the error file, each as
+``{"id": "batch_req_...", "custom_id", "response": {"status_code", "request_id", "body"},
+"error": null}``; a file that would be empty is not created (its id stays null). Both files
+have purpose "batch_output". Cancelling a validating or in-progress batch makes it
+``cancelling`` and, on the next read, ``cancelled``: the lines done by then (in proportion to
+the time spent in progress) are answered, the rest go to the error file with
+``"response": null, "error": {"code": "batch_cancelled", ...}``. Cancelling any other batch is
+a 409. ``request_counts.failed`` counts answered lines that failed, not expired or cancelled
+ones.
+
+Batch test control (``POST /_control/batches`` or ``OfflineServer.batch_faults``):
+``delay_s`` (persistent), ``fail_lines`` N (the next batch's first N lines fail with 500),
+``fail_rate`` + ``seed`` (persistent; a line fails when a hash of seed and ``custom_id`` falls
+below the rate), ``expire_next`` K (the next batch ends ``expired``: lines 0..K-1 are answered,
+the rest go to the error file with code ``batch_expired``), ``fail_next`` (the next batch ends
+``failed`` with an error instead of finalizing), ``clear`` (back to the defaults; applied
+first).
 """
 from __future__ import annotations
 
@@ -50,18 +108,25 @@ import random
 import signal
 import socket
 import string
+import struct
 import sys
 import threading
 import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from email import policy as _email_policy
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable
+from statistics import NormalDist
+from typing import Any, Callable, Iterable, Iterator
+from urllib.parse import parse_qs
 
 __all__ = [
     "FAULT_KINDS",
     "DEFAULT_CONTEXT_WINDOW",
+    "DEFAULT_BATCH_DELAY",
+    "BATCH_ENDPOINTS",
     "Fault",
     "FaultPlan",
     "OfflineServer",
@@ -74,10 +139,18 @@ FAULT_KINDS = (
     "429", "500", "503", "401",
     "timeout", "slow",
     "length", "garbage", "empty", "malformed_json",
+    "hang", "trickle", "huge", "reset", "html",
 )
 DEFAULT_CONTEXT_WINDOW = 16_384
 DEFAULT_MODEL = "selfinstruct-demo"
-_DEFAULT_SLEEP = {"timeout": 10.0, "slow": 1.0}
+_DEFAULT_SLEEP = {"timeout": 10.0, "slow": 1.0, "hang": 3600.0, "trickle": 3600.0}
+_DEFAULT_TRICKLE_INTERVAL = 1.0
+_DEFAULT_TRICKLE_SIZE = 1_000_000
+_DEFAULT_HUGE_SIZE = 5_000_000
+DEFAULT_BATCH_DELAY = 0.2
+BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
+_BATCH_WINDOW_S = 24 * 3600
+_STD_NORMAL = NormalDist()
 
 Responder = Callable[[str, int], str]
 
@@ -85,6 +158,22 @@ Responder = Callable[[str, int], str]
 def estimate_tokens(text: str) -> int:
     """Rough token count used for usage and the context check: ceil(chars / 4)."""
     return math.ceil(len(text) / 4) if text else 0
+
+
+def _canonical(body: Any) -> str:
+    """A stable text form of a request body (dicts with sorted keys)."""
+    if isinstance(body, bytes):
+        return body.decode("utf-8", "surrogateescape")
+    if isinstance(body, str):
+        return body
+    return json.dumps(body, sort_keys=True, ensure_ascii=False)
+
+
+def _unit_hash(material: str) -> float:
+    """A uniform number strictly inside (0, 1) derived from `material` (53 bits of sha256)."""
+    k = int.from_bytes(hashlib.sha256(material.encode("utf-8", "surrogateescape")).digest()[:7],
+                       "big") >> 3
+    return (k + 0.5) / float(1 << 53)
 
 
 # --------------------------------------------------------------------------- faults
@@ -114,7 +203,9 @@ class FaultPlan:
     * probabilistic rates drawn from a seeded generator when the queue is empty
       (``set_rates({"429": 0.1, "500": 0.05}, seed=7)``; rates sum to at most 1).
 
-    Also carries the constant extra latency (``latency_s``) added before every completion.
+    Also carries the extra latency added before every completion: the constant
+    ``latency_s`` plus, optionally, a per-body lognormal draw
+    (``set_latency_distribution(median_s, sigma, seed)``); see `latency_for`.
     """
 
     def __init__(self, rates: dict[str, float] | None = None, seed: int = 0,
@@ -126,6 +217,7 @@ class FaultPlan:
         self._rates_seed = seed
         self._rng = random.Random(seed)
         self._latency_s = 0.0
+        self._latency_dist: dict | None = None
         self.latency_s = latency_s
         if rates:
             self.set_rates(rates, seed=seed)
@@ -185,8 +277,55 @@ class FaultPlan:
             raise ValueError("latency_s must be >= 0")
         self._latency_s = value
 
+    def set_latency_distribution(self, median_s: float | None, sigma: float = 0.5,
+                                 seed: int = 0, max_s: float | None = None) -> "FaultPlan":
+        """Add a lognormal delay to every completion: ``median_s * exp(sigma * z)`` where ``z``
+        is a standard normal derived from a hash of (``seed``, request body). ``max_s`` caps
+        the draw. ``median_s=None`` turns the distribution off."""
+        if median_s is None:
+            with self._lock:
+                self._latency_dist = None
+            return self
+        median_s, sigma = float(median_s), float(sigma)
+        if not (median_s > 0 and math.isfinite(median_s)):
+            raise ValueError("latency median_s must be a positive number")
+        if not (sigma >= 0 and math.isfinite(sigma)):
+            raise ValueError("latency sigma must be >= 0")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            if isinstance(seed, float) and seed.is_integer():
+                seed = int(seed)
+            else:
+                raise ValueError("latency seed must be an integer")
+        if max_s is not None:
+            max_s = float(max_s)
+            if not max_s >= 0:
+                raise ValueError("latency max_s must be >= 0")
+        dist = {"median_s": median_s, "sigma": sigma, "seed": int(seed), "max_s": max_s}
+        with self._lock:
+            self._latency_dist = dist
+        return self
+
+    @property
+    def latency_distribution(self) -> dict | None:
+        """The lognormal settings ({"median_s", "sigma", "seed", "max_s"}) or None."""
+        with self._lock:
+            return dict(self._latency_dist) if self._latency_dist else None
+
+    def latency_for(self, body: Any) -> float:
+        """Seconds to wait before answering `body` (a request dict, or its text): the constant
+        ``latency_s`` plus the distribution's draw for this body. Independent of call order."""
+        with self._lock:
+            dist = self._latency_dist
+        extra = 0.0
+        if dist is not None:
+            u = _unit_hash(f"latency|{dist['seed']}|{_canonical(body)}")
+            extra = dist["median_s"] * math.exp(dist["sigma"] * _STD_NORMAL.inv_cdf(u))
+            if dist["max_s"] is not None:
+                extra = min(extra, dist["max_s"])
+        return self._latency_s + extra
+
     def clear(self) -> "FaultPlan":
-        """Drop queued faults and rates (latency stays)."""
+        """Drop queued faults and rates (latency and its distribution stay)."""
         with self._lock:
             self._queue.clear()
             self._rates = {}
@@ -219,11 +358,13 @@ class FaultPlan:
                 "rate_params": {k: dict(v) for k, v in self._rate_params.items()},
                 "seed": self._rates_seed,
                 "latency_s": self._latency_s,
+                "latency_dist": dict(self._latency_dist) if self._latency_dist else None,
             }
 
     def apply(self, spec: dict) -> dict:
         """Apply a control document: {"clear", "push", "rates", "rate_params", "seed",
-        "latency_s"}; clear first, then push, then rates, then latency."""
+        "latency_s", "latency_dist"}; clear first, then push, then rates, then latency.
+        ``latency_dist`` is {"median_s", "sigma"?, "seed"?, "max_s"?} or null (off)."""
         if not isinstance(spec, dict):
             raise ValueError("control body must be a JSON object")
         if spec.get("clear"):
@@ -240,11 +381,29 @@ class FaultPlan:
                            params=spec.get("rate_params"))
         if spec.get("latency_s") is not None:
             self.latency_s = spec["latency_s"]
+        if "latency_dist" in spec:
+            dist = spec["latency_dist"]
+            if dist is None:
+                self.set_latency_distribution(None)
+            elif isinstance(dist, dict) and "median_s" in dist:
+                unknown = set(dist) - {"median_s", "sigma", "seed", "max_s"}
+                if unknown:
+                    raise ValueError(f"unknown latency_dist keys: {', '.join(sorted(unknown))}")
+                if dist["median_s"] is None:
+                    raise ValueError('"latency_dist" needs a number "median_s"')
+                try:
+                    self.set_latency_distribution(dist["median_s"], dist.get("sigma", 0.5),
+                                                  dist.get("seed", 0), dist.get("max_s"))
+                except TypeError as e:
+                    raise ValueError(str(e)) from None
+            else:
+                raise ValueError('"latency_dist" must be null or an object with "median_s"')
         return self.snapshot()
 
     def __repr__(self) -> str:
         snap = self.snapshot()
-        return f"FaultPlan(queue={snap['queue']}, rates={snap['rates']}, latency_s={snap['latency_s']})"
+        return (f"FaultPlan(queue={snap['queue']}, rates={snap['rates']}, "
+                f"latency_s={snap['latency_s']}, latency_dist={snap['latency_dist']})")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -314,6 +473,73 @@ def _junk(rng: random.Random) -> str:
     return "".join(rng.choice(alphabet) for _ in range(rng.randint(20, 200)))
 
 
+_PROXY_ERROR_PAGE = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n"
+    "<hr><center>selfinstruct-offline proxy</center>\r\n</body>\r\n</html>\r\n"
+).encode("ascii")
+
+
+class _Drop:
+    """Answer nothing: close the connection (``reset``: with a TCP RST)."""
+
+    def __init__(self, reset: bool) -> None:
+        self.reset = reset
+
+
+class _Trickle:
+    """Headers at once, then ``body`` (padded with spaces to ``length``) one byte at a time."""
+
+    def __init__(self, body: bytes, length: int, interval: float, seconds: float) -> None:
+        self.body = body
+        self.length = length
+        self.interval = interval
+        self.seconds = seconds
+
+
+class _Stream:
+    """A body of known ``length`` written piece by piece: each part is bytes or a
+    zero-argument callable returning an iterator of bytes."""
+
+    def __init__(self, parts: list, length: int) -> None:
+        self.parts = parts
+        self.length = length
+
+
+def _json_escaped(text: str) -> bytes:
+    """`text` as it appears between the quotes of a JSON string (UTF-8)."""
+    return json.dumps(text, ensure_ascii=False)[1:-1].encode("utf-8")
+
+
+def _huge_text(answer: str, size: int) -> tuple[int, int, Callable[[], Iterator[bytes]]]:
+    """A text of exactly `size` UTF-8 bytes: ``answer + " "`` repeated, the last copy cut at a
+    character boundary, then spaces. Returns (characters, escaped byte length, a function
+    yielding the escaped text in pieces) without ever building the text."""
+    unit = (answer or "x") + " "
+    unit_b = unit.encode("utf-8")
+    reps, rest = divmod(size, len(unit_b))
+    partial = unit_b[:rest].decode("utf-8", "ignore")
+    pad = rest - len(partial.encode("utf-8"))
+    unit_e, partial_e = _json_escaped(unit), _json_escaped(partial)
+    per_chunk = max(1, (64 * 1024) // len(unit_e))
+    chars = reps * len(unit) + len(partial) + pad
+    escaped_len = reps * len(unit_e) + len(partial_e) + pad
+
+    def pieces() -> Iterator[bytes]:
+        full, left = divmod(reps, per_chunk)
+        if full:
+            block = unit_e * per_chunk
+            for _ in range(full):
+                yield block
+        if left:
+            yield unit_e * left
+        tail = partial_e + b" " * pad
+        if tail:
+            yield tail
+
+    return chars, escaped_len, pieces
+
+
 # --------------------------------------------------------------------------- HTTP
 
 
@@ -378,9 +604,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         owner = self.server.owner
-        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        path, _, query = self.path.partition("?")
+        path = path.rstrip("/") or "/"
         try:
-            body = self._read_body() if method == "POST" else b""
+            body = self._read_body() if method in ("POST", "DELETE") else b""
         except (ValueError, OSError):
             self.close_connection = True
             self._send_json(400, _HTTPError(400, "Could not read the request body.",
@@ -404,6 +631,18 @@ class _Handler(BaseHTTPRequestHandler):
             if path in ("/v1/chat/completions", "/v1/completions") and method == "POST":
                 self._completion(path == "/v1/chat/completions", body)
                 return
+            for prefix, group, api in (("/v1/files", "files", owner._files_api),
+                                       ("/v1/batches", "batches", owner._batches_api)):
+                if path == prefix or path.startswith(prefix + "/"):
+                    owner._count("endpoint", group)
+                    owner._check_auth(self.headers)
+                    payload, ctype = api(method, path[len(prefix):].strip("/"),
+                                         parse_qs(query), self.headers, body)
+                    if ctype is None:
+                        self._send_json(200, payload)
+                    else:
+                        self._send(200, payload, content_type=ctype)
+                    return
             owner._count("endpoint", "unknown")
             raise _HTTPError(404, f"Unknown request URL: {method} {path}.",
                              "invalid_request_error", "unknown_url")
@@ -435,12 +674,70 @@ class _Handler(BaseHTTPRequestHandler):
                                  "invalid_request_error", None)
             plan = owner.faults
             status, payload, ctype, headers = owner._answer(chat, req, plan, self._wait)
-            if ctype is None:
+            if isinstance(payload, _Drop):
+                self._drop(payload.reset)
+            elif isinstance(payload, _Trickle):
+                self._send_trickle(payload)
+            elif isinstance(payload, _Stream):
+                self._send_stream(status, payload, ctype or "application/json", headers)
+            elif ctype is None:
                 self._send_json(status, payload, headers=headers)
             else:
                 self._send(status, payload, content_type=ctype, headers=headers)
         finally:
             owner._leave()
+
+    def _start_response(self, status: int, content_type: str, length: int,
+                        headers: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(length))
+        self.send_header("x-request-id", f"req_{uuid.uuid4().hex[:24]}")
+        for k, v in (headers or {}).items():
+            self.send_header(k, str(v))
+        self.end_headers()
+
+    def _send_stream(self, status: int, stream: _Stream, content_type: str,
+                     headers: dict | None) -> None:
+        self._start_response(status, content_type, stream.length, headers)
+        for part in stream.parts:
+            if isinstance(part, bytes):
+                self.wfile.write(part)
+            else:
+                for piece in part():
+                    self.wfile.write(piece)
+        self.wfile.flush()
+        self.server.owner._count("status", str(status))
+
+    def _send_trickle(self, t: _Trickle) -> None:
+        """Headers now, then one byte per interval until done, `seconds` pass or we stop."""
+        owner = self.server.owner
+        self._start_response(200, "application/json", t.length)
+        self.wfile.flush()
+        owner._count("status", "200")
+        deadline = time.monotonic() + t.seconds
+        sent = 0
+        while sent < t.length:
+            self._wait(min(t.interval, max(0.0, deadline - time.monotonic())))
+            if owner._stopping.is_set() or time.monotonic() >= deadline:
+                break
+            self.wfile.write(t.body[sent:sent + 1] if sent < len(t.body) else b" ")
+            self.wfile.flush()
+            sent += 1
+        if sent < t.length:
+            self.close_connection = True
+
+    def _drop(self, reset: bool) -> None:
+        """Close the connection without answering; with `reset`, abortively (RST)."""
+        self.close_connection = True
+        if reset:
+            try:
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           struct.pack("ii", 1, 0))
+                # The socket really closes (and resets) once rfile/wfile close in finish().
+                self.connection.close()
+            except OSError:
+                pass
 
     def _wait(self, seconds: float) -> None:
         if seconds > 0:
@@ -451,6 +748,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         self._dispatch("POST")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch("DELETE")
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -465,6 +765,145 @@ class _HTTPServer(ThreadingHTTPServer):
         if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
             return
         super().handle_error(request, client_address)
+
+
+# --------------------------------------------------------------------------- batch store
+
+
+_BATCH_CONTROL_KEYS = ("delay_s", "fail_lines", "fail_rate", "seed", "expire_next",
+                       "fail_next", "clear")
+_FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+
+
+class _BatchJob:
+    """One batch: its public object plus what it needs to finish itself lazily."""
+
+    def __init__(self, obj: dict, lines: list, errors: list, delay: float, ctl: dict) -> None:
+        self.obj = obj
+        self.lines = lines                       # [(custom_id, body)]
+        self.errors = errors                     # validation errors (the batch will fail)
+        self.delay = delay
+        self.fail_lines = ctl["fail_lines"]
+        self.fail_rate = ctl["fail_rate"]
+        self.fail_seed = ctl["seed"]
+        self.expire_at = ctl["expire_next"]
+        self.fail_next = ctl["fail_next"]
+        self.t0 = time.monotonic()
+        self.wall0 = time.time()
+        self.cancel_done: int | None = None      # lines finished when cancel arrived
+        self.final_status = "completed"          # what "finalizing" turns into
+        self.results: dict = {}                  # file ids and counts, shown when done
+        self.lock = threading.Lock()
+
+    @property
+    def id(self) -> str:
+        return self.obj["id"]
+
+    @property
+    def chat(self) -> bool:
+        return self.obj["endpoint"] == "/v1/chat/completions"
+
+    @property
+    def validate_s(self) -> float:
+        """End of the validating phase (seconds after creation)."""
+        return self.delay * 0.2
+
+    @property
+    def finalize_s(self) -> float:
+        """Start of the finalizing phase; the batch is done at `delay`."""
+        return self.delay * 0.8
+
+    def at(self, offset: float) -> int:
+        """Wall-clock seconds of `offset` seconds after creation."""
+        return int(self.wall0 + offset)
+
+    def planned_failure(self, index: int, custom_id: str) -> bool:
+        if index < self.fail_lines:
+            return True
+        if self.fail_rate <= 0:
+            return False
+        return _unit_hash(f"batchfail|{self.fail_seed}|{custom_id}") < self.fail_rate
+
+
+def _batch_error(code: str, message: str, line: int | None = None,
+                 param: str | None = None) -> dict:
+    return {"code": code, "message": message, "param": param, "line": line}
+
+
+def _parse_batch_file(data: bytes, endpoint: str) -> tuple[list, list]:
+    """([(custom_id, body)], [errors]) for a batch input file."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return [], [_batch_error("invalid_encoding", "The input file is not valid UTF-8.")]
+    lines: list = []
+    errors: list = []
+    seen: set[str] = set()
+    for number, raw in enumerate(text.split("\n"), 1):
+        if len(errors) >= 100:
+            break
+        raw = raw.rstrip("\r")
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+        except ValueError:
+            item = None
+        if not isinstance(item, dict):
+            errors.append(_batch_error("invalid_json_line",
+                                       "This line is not a valid JSON object.", number))
+            continue
+        problem = None
+        cid = item.get("custom_id")
+        if not isinstance(cid, str) or not cid:
+            problem = _batch_error("missing_required_parameter",
+                                   "The line needs a non-empty string custom_id.", number,
+                                   "custom_id")
+        elif cid in seen:
+            problem = _batch_error("duplicate_custom_id",
+                                   f"The custom_id {cid!r} appears on more than one line; "
+                                   "custom_id values must be unique within a batch.",
+                                   number, "custom_id")
+        elif item.get("method") != "POST":
+            problem = _batch_error("invalid_method",
+                                   f"Only POST is supported, got {item.get('method')!r}.",
+                                   number, "method")
+        elif item.get("url") != endpoint:
+            problem = _batch_error("invalid_url",
+                                   f"The url {item.get('url')!r} does not match the batch "
+                                   f"endpoint {endpoint!r}.", number, "url")
+        elif not isinstance(item.get("body"), dict):
+            problem = _batch_error("missing_required_parameter",
+                                   "The line needs a JSON object body.", number, "body")
+        if isinstance(cid, str) and cid:
+            seen.add(cid)
+        if problem is not None:
+            errors.append(problem)
+        else:
+            lines.append((cid, item["body"]))
+    if not lines and not errors:
+        errors.append(_batch_error("empty_file", "The input file contains no requests."))
+    return lines, errors
+
+
+def _page(items: list[dict], query: dict, default_limit: int) -> dict:
+    """An OpenAI cursor page over `items` (oldest first): ?limit, ?after, ?order (desc)."""
+    order = (query.get("order") or ["desc"])[0]
+    items = list(items) if order == "asc" else list(reversed(items))
+    after = (query.get("after") or [None])[0]
+    if after:
+        ids = [it["id"] for it in items]
+        items = items[ids.index(after) + 1:] if after in ids else []
+    try:
+        limit = int((query.get("limit") or [default_limit])[0])
+    except ValueError:
+        raise _HTTPError(400, "'limit' must be an integer.", "invalid_request_error", None,
+                         param="limit") from None
+    limit = max(1, limit)
+    data = items[:limit]
+    return {"object": "list", "data": data, "has_more": len(items) > limit,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None}
 
 
 # --------------------------------------------------------------------------- server
@@ -488,6 +927,11 @@ class OfflineServer:
         model_names: Iterable[str] = (DEFAULT_MODEL,),
         latency_s: float = 0.0,
         context_window: int = DEFAULT_CONTEXT_WINDOW,
+        *,
+        latency_median_s: float | None = None,
+        latency_sigma: float = 0.5,
+        latency_seed: int = 0,
+        batch_delay_s: float = DEFAULT_BATCH_DELAY,
     ) -> None:
         self.host = host
         self._requested_port = int(port)
@@ -498,6 +942,8 @@ class OfflineServer:
         self.faults = faults if faults is not None else FaultPlan(seed=seed)
         if latency_s:
             self.faults.latency_s = latency_s
+        if latency_median_s is not None:
+            self.faults.set_latency_distribution(latency_median_s, latency_sigma, latency_seed)
         self.seed = int(seed)
         self.model_names = tuple(model_names)
         if not self.model_names:
@@ -514,6 +960,14 @@ class OfflineServer:
         self._max_in_flight = 0
         self._connections_total = 0
         self._open_conns: set[socket.socket] = set()
+
+        self.batch_delay_s = float(batch_delay_s)
+        if self.batch_delay_s < 0:
+            raise ValueError("batch_delay_s must be >= 0")
+        self._store_lock = threading.Lock()
+        self._files: dict[str, tuple[dict, bytes]] = {}
+        self._batches: dict[str, _BatchJob] = {}
+        self._batch_ctl = self._default_batch_control()
 
     # -- lifecycle
     def start(self) -> "OfflineServer":
@@ -586,12 +1040,16 @@ class OfflineServer:
         """A snapshot: {"requests", "by_endpoint", "by_status", "by_fault", "errors",
         "in_flight", "max_in_flight", "connections" (opened so far), "open_connections"}.
 
-        ``by_endpoint`` keys: "chat/completions", "completions", "models", "control",
-        "unknown"; counted when a request arrives. ``in_flight`` counts completion requests.
+        ``by_endpoint`` keys: "chat/completions", "completions", "models", "files", "batches",
+        "control", "unknown"; counted when a request arrives. ``in_flight`` counts completion
+        requests. Also "files_uploaded" and "batches_created" (successful uploads / creations).
         """
         with self._stats_lock:
             by_endpoint = dict(self._counters.get("endpoint", {}))
+            store = self._counters.get("store", {})
             return {
+                "files_uploaded": store.get("files_uploaded", 0),
+                "batches_created": store.get("batches_created", 0),
                 "requests": sum(by_endpoint.values()),
                 "by_endpoint": by_endpoint,
                 "by_status": dict(self._counters.get("status", {})),
@@ -668,9 +1126,11 @@ class OfflineServer:
             material = f"{self.seed}|body|{json.dumps(req, sort_keys=True, ensure_ascii=False)}"
         return int.from_bytes(hashlib.sha256(material.encode("utf-8")).digest()[:6], "big")
 
-    def _answer(self, chat: bool, req: dict, plan: FaultPlan,
+    def _answer(self, chat: bool, req: dict, plan: FaultPlan | None,
                 wait: Callable[[float], None]) -> tuple[int, Any, str | None, dict]:
-        """(status, payload, content_type-or-None-for-json, headers)."""
+        """(status, payload, content_type-or-None-for-json, headers). The payload may also be
+        a `_Drop`, `_Trickle` or `_Stream` for the socket-level faults. ``plan=None`` (batch
+        lines) means no latency and no faults."""
         model = req.get("model")
         if not isinstance(model, str) or not model:
             raise _HTTPError(400, "You must provide a model parameter.",
@@ -718,13 +1178,16 @@ class OfflineServer:
         stop = req.get("stop")
         stop_list = [stop] if isinstance(stop, str) else [s for s in (stop or []) if isinstance(s, str)]
 
-        wait(plan.latency_s)
-        fault = plan.next_fault()
+        fault = None
+        if plan is not None:
+            wait(plan.latency_for(req))
+            fault = plan.next_fault()
         if fault is not None:
             self._count("fault", fault.kind)
             early = self._fault_response(fault, wait)
             if early is not None:
                 return early
+        huge: list[tuple[str, int, Callable[[], Iterator[bytes]]]] = []
 
         base_seed = self._request_seed(req)
         responder = self._get_responder()
@@ -742,7 +1205,17 @@ class OfflineServer:
             if fault is not None and fault.kind == "length":
                 frac = float(fault.params.get("fraction", 0.5))
                 out, finish = out[: int(len(out) * frac)], "length"
-            completion_tokens += estimate_tokens(out)
+            if fault is not None and fault.kind == "huge":
+                size = int(fault.params.get("size", _DEFAULT_HUGE_SIZE))
+                if size < 0:
+                    raise ValueError("huge fault size must be >= 0")
+                chars, escaped_len, pieces = _huge_text(out, size)
+                marker = f"@@offline-huge-{uuid.uuid4().hex}-{i}@@"
+                huge.append((marker, escaped_len, pieces))
+                completion_tokens += math.ceil(chars / 4) if chars else 0
+                out, finish = marker, "stop"
+            else:
+                completion_tokens += estimate_tokens(out)
             if chat:
                 choices.append({"index": i, "message": {"role": "assistant", "content": out,
                                                         "refusal": None},
@@ -759,7 +1232,32 @@ class OfflineServer:
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }
+        if huge:
+            return 200, self._huge_stream(payload, huge), "application/json", {}
+        if fault is not None and fault.kind == "trickle":
+            p = fault.params
+            body = json.dumps(payload).encode("utf-8")
+            length = max(len(body), int(p.get("size", _DEFAULT_TRICKLE_SIZE)))
+            interval = max(0.0, float(p.get("interval", _DEFAULT_TRICKLE_INTERVAL)))
+            seconds = max(0.0, float(p.get("seconds", _DEFAULT_SLEEP["trickle"])))
+            return 200, _Trickle(body, length, interval, seconds), "application/json", {}
         return 200, payload, None, {}
+
+    @staticmethod
+    def _huge_stream(payload: dict, huge: list) -> _Stream:
+        """The JSON of `payload` with each marker string replaced by its streamed text."""
+        rest = json.dumps(payload)
+        parts: list = []
+        length = 0
+        for marker, escaped_len, pieces in huge:
+            before, rest = rest.split(f'"{marker}"', 1)
+            head = (before + '"').encode("utf-8")
+            parts += [head, pieces]
+            length += len(head) + escaped_len
+            rest = '"' + rest
+        tail = rest.encode("utf-8")
+        parts.append(tail)
+        return _Stream(parts, length + len(tail))
 
     def _fault_response(self, fault: Fault, wait: Callable[[float], None]):
         kind, p = fault.kind, fault.params
@@ -781,12 +1279,345 @@ class OfflineServer:
         if kind in ("timeout", "slow"):
             wait(float(p.get("seconds", _DEFAULT_SLEEP[kind])))
             return None                                    # then answer normally
+        if kind == "hang":
+            wait(float(p.get("seconds", _DEFAULT_SLEEP["hang"])))
+            return 0, _Drop(reset=False), None, {}
+        if kind == "reset":
+            return 0, _Drop(reset=True), None, {}
+        if kind == "html":
+            return 502, _PROXY_ERROR_PAGE, "text/html; charset=utf-8", {}
         if kind == "empty":
             return 200, b"", "application/json", {}
         if kind == "malformed_json":
             return 200, b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{"ind',\
                 "application/json", {}
-        return None                                        # length, garbage: shape the answer
+        return None                      # length, garbage, huge, trickle: shape the answer
+
+    # -- batch test control
+    def _default_batch_control(self) -> dict:
+        return {"delay_s": self.batch_delay_s, "fail_lines": 0, "fail_rate": 0.0, "seed": 0,
+                "expire_next": None, "fail_next": False}
+
+    def batch_control(self) -> dict:
+        """The current batch test settings (what ``GET /_control/batches`` shows)."""
+        with self._store_lock:
+            return dict(self._batch_ctl)
+
+    def batch_faults(self, **spec: Any) -> dict:
+        """Shape the next batches; keys as ``POST /_control/batches``: ``delay_s``,
+        ``fail_lines``, ``fail_rate``, ``seed``, ``expire_next``, ``fail_next``, ``clear``.
+        ``clear`` is applied first; a key given as None goes back to its default.
+        ``fail_lines``, ``expire_next`` and ``fail_next`` are used up by the next batch;
+        the others persist. Returns the new settings."""
+        unknown = set(spec) - set(_BATCH_CONTROL_KEYS)
+        if unknown:
+            raise ValueError(f"unknown batch control keys: {', '.join(sorted(unknown))}; "
+                             f"known: {', '.join(_BATCH_CONTROL_KEYS)}")
+        defaults = self._default_batch_control()
+        clean: dict[str, Any] = {}
+
+        def number(key: str, value: Any, cast: type, low: float, high: float | None = None):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{key} must be a number")
+            if cast is int and not float(value).is_integer():
+                raise ValueError(f"{key} must be an integer")
+            value = cast(value)
+            if value < low or (high is not None and value > high) or not math.isfinite(value):
+                raise ValueError(f"{key} is out of range: {value}")
+            return value
+
+        for key, value in spec.items():
+            if key == "clear":
+                continue
+            if value is None:
+                clean[key] = defaults[key]
+            elif key == "delay_s":
+                clean[key] = number(key, value, float, 0.0)
+            elif key == "fail_rate":
+                clean[key] = number(key, value, float, 0.0, 1.0)
+            elif key == "seed":
+                clean[key] = number(key, value, int, -math.inf)
+            elif key in ("fail_lines", "expire_next"):
+                clean[key] = number(key, value, int, 0)
+            elif key == "fail_next":
+                if not isinstance(value, bool):
+                    raise ValueError("fail_next must be true or false")
+                clean[key] = value
+        with self._store_lock:
+            if spec.get("clear"):
+                self._batch_ctl = defaults
+            self._batch_ctl.update(clean)
+            return dict(self._batch_ctl)
+
+    # -- files
+    def _store_file(self, data: bytes, filename: str, purpose: str) -> dict:
+        meta = {"id": f"file-{uuid.uuid4().hex[:24]}", "object": "file", "bytes": len(data),
+                "created_at": int(time.time()), "filename": filename, "purpose": purpose,
+                "status": "processed", "expires_at": None, "status_details": None}
+        with self._store_lock:
+            self._files[meta["id"]] = (meta, data)
+        return dict(meta)
+
+    def _get_file(self, file_id: str) -> tuple[dict, bytes]:
+        with self._store_lock:
+            found = self._files.get(file_id)
+        if found is None:
+            raise _HTTPError(404, f"No such File object: {file_id}", "invalid_request_error",
+                             None, param="id")
+        return found
+
+    @staticmethod
+    def _parse_multipart(headers: Any, body: bytes) -> dict[str, tuple[str | None, bytes]]:
+        """{field name: (filename or None, bytes)} from a multipart/form-data body."""
+        ctype = headers.get("Content-Type") or ""
+        if not ctype.lower().startswith("multipart/form-data") or "boundary=" not in ctype:
+            raise _HTTPError(400, "Uploads must be multipart/form-data with a boundary.",
+                             "invalid_request_error", None)
+        head = f"Content-Type: {ctype}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1")
+        message = BytesParser(policy=_email_policy.HTTP).parsebytes(head + body)
+        if not message.is_multipart():
+            raise _HTTPError(400, "Could not parse the multipart body.",
+                             "invalid_request_error", None)
+        fields: dict[str, tuple[str | None, bytes]] = {}
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if not name:
+                continue
+            data = part.get_payload(decode=True)
+            fields[str(name)] = (part.get_filename(), data if isinstance(data, bytes) else b"")
+        return fields
+
+    def _files_api(self, method: str, rest: str, query: dict, headers: Any,
+                   body: bytes) -> tuple[Any, str | None]:
+        parts = rest.split("/") if rest else []
+        if not parts and method == "POST":
+            fields = self._parse_multipart(headers, body)
+            if "file" not in fields:
+                raise _HTTPError(400, "Missing required parameter: 'file'.",
+                                 "invalid_request_error", None, param="file")
+            purpose = fields.get("purpose", (None, b""))[1].decode("utf-8", "replace").strip()
+            if purpose not in _FILE_PURPOSES:
+                raise _HTTPError(400, f"Invalid value for 'purpose': {purpose!r}. Supported: "
+                                 f"{', '.join(_FILE_PURPOSES)}.", "invalid_request_error",
+                                 "invalid_value", param="purpose")
+            filename, data = fields["file"]
+            meta = self._store_file(data, filename or "upload", purpose)
+            self._count("store", "files_uploaded")
+            return meta, None
+        if not parts and method == "GET":
+            wanted = (query.get("purpose") or [None])[0]
+            with self._store_lock:
+                metas = [dict(m) for m, _ in self._files.values()
+                         if wanted is None or m["purpose"] == wanted]
+            return _page(metas, query, 10_000), None
+        if len(parts) == 1 and method == "GET":
+            return dict(self._get_file(parts[0])[0]), None
+        if len(parts) == 1 and method == "DELETE":
+            self._get_file(parts[0])
+            with self._store_lock:
+                self._files.pop(parts[0], None)
+            return {"id": parts[0], "object": "file", "deleted": True}, None
+        if len(parts) == 2 and parts[1] == "content" and method == "GET":
+            return self._get_file(parts[0])[1], "application/octet-stream"
+        raise _HTTPError(404, f"Unknown request URL: {method} /v1/files/{rest}.",
+                         "invalid_request_error", "unknown_url")
+
+    # -- batches
+    def _batches_api(self, method: str, rest: str, query: dict, headers: Any,
+                     body: bytes) -> tuple[Any, str | None]:
+        parts = rest.split("/") if rest else []
+        if not parts and method == "POST":
+            return self._create_batch(body), None
+        if not parts and method == "GET":
+            with self._store_lock:
+                jobs = list(self._batches.values())
+            objs = [self._advance(job) for job in jobs]
+            return _page(objs, query, 20), None
+        if len(parts) == 1 and method == "GET":
+            return self._advance(self._get_batch(parts[0])), None
+        if len(parts) == 2 and parts[1] == "cancel" and method == "POST":
+            return self._cancel_batch(self._get_batch(parts[0])), None
+        raise _HTTPError(404, f"Unknown request URL: {method} /v1/batches/{rest}.",
+                         "invalid_request_error", "unknown_url")
+
+    def _get_batch(self, batch_id: str) -> _BatchJob:
+        with self._store_lock:
+            job = self._batches.get(batch_id)
+        if job is None:
+            raise _HTTPError(404, f"No such Batch object: {batch_id}", "invalid_request_error",
+                             None, param="batch_id")
+        return job
+
+    def _create_batch(self, body: bytes) -> dict:
+        try:
+            req = json.loads(body or b"null")
+        except ValueError:
+            raise _HTTPError(400, "We could not parse the JSON body of your request.",
+                             "invalid_request_error", None) from None
+        if not isinstance(req, dict):
+            raise _HTTPError(400, "The request body must be a JSON object.",
+                             "invalid_request_error", None)
+        endpoint = req.get("endpoint")
+        if endpoint not in BATCH_ENDPOINTS:
+            raise _HTTPError(400, f"Invalid value for 'endpoint': {endpoint!r}. The offline "
+                             f"server supports {' and '.join(BATCH_ENDPOINTS)}.",
+                             "invalid_request_error", "invalid_value", param="endpoint")
+        if req.get("completion_window") != "24h":
+            raise _HTTPError(400, "Invalid value for 'completion_window': only '24h' is "
+                             "supported.", "invalid_request_error", "invalid_value",
+                             param="completion_window")
+        metadata = req.get("metadata")
+        if metadata is not None and not (isinstance(metadata, dict) and len(metadata) <= 16 and
+                                         all(isinstance(v, str) for v in metadata.values())):
+            raise _HTTPError(400, "'metadata' must be an object of at most 16 string values.",
+                             "invalid_request_error", "invalid_value", param="metadata")
+        file_id = req.get("input_file_id")
+        if not isinstance(file_id, str) or not file_id:
+            raise _HTTPError(400, "Missing required parameter: 'input_file_id'.",
+                             "invalid_request_error", None, param="input_file_id")
+        with self._store_lock:
+            found = self._files.get(file_id)
+        if found is None:
+            raise _HTTPError(400, f"Invalid 'input_file_id': no file {file_id!r} exists.",
+                             "invalid_request_error", "invalid_value", param="input_file_id")
+        meta, data = found
+        if meta["purpose"] != "batch":
+            raise _HTTPError(400, f"The input file must be uploaded with purpose 'batch', not "
+                             f"{meta['purpose']!r}.", "invalid_request_error", "invalid_value",
+                             param="input_file_id")
+        lines, errors = _parse_batch_file(data, endpoint)
+        with self._store_lock:                   # take this batch's one-shot settings
+            ctl = dict(self._batch_ctl)
+            self._batch_ctl.update(fail_lines=0, expire_next=None, fail_next=False)
+        now = int(time.time())
+        obj = {
+            "id": f"batch_{uuid.uuid4().hex[:24]}", "object": "batch", "endpoint": endpoint,
+            "model": None, "errors": None, "input_file_id": file_id,
+            "completion_window": "24h", "status": "validating", "output_file_id": None,
+            "error_file_id": None, "created_at": now, "in_progress_at": None,
+            "expires_at": now + _BATCH_WINDOW_S, "finalizing_at": None, "completed_at": None,
+            "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+            "request_counts": {"total": 0, "completed": 0, "failed": 0},
+            "metadata": metadata,
+        }
+        models = {b["model"] for _, b in lines if isinstance(b.get("model"), str)}
+        if len(models) == 1:
+            obj["model"] = models.pop()
+        job = _BatchJob(obj, lines, errors, float(ctl["delay_s"]), ctl)
+        with self._store_lock:
+            self._batches[job.id] = job
+        self._count("store", "batches_created")
+        with job.lock:
+            return json.loads(json.dumps(job.obj))   # always "validating" when created
+
+    def _advance(self, job: _BatchJob) -> dict:
+        """Bring `job` up to date with the clock; returns a copy of its public object."""
+        with job.lock:
+            obj = job.obj
+            elapsed = time.monotonic() - job.t0
+            if obj["status"] == "validating" and elapsed >= job.validate_s:
+                if job.errors:
+                    obj.update(status="failed", failed_at=job.at(job.validate_s),
+                               errors={"object": "list", "data": [dict(e) for e in job.errors]})
+                else:
+                    obj.update(status="in_progress", in_progress_at=job.at(job.validate_s))
+                    obj["request_counts"]["total"] = len(job.lines)
+            if obj["status"] == "in_progress" and elapsed >= job.finalize_s:
+                if job.fail_next:
+                    obj.update(status="failed", failed_at=job.at(job.finalize_s), errors={
+                        "object": "list", "data": [_batch_error(
+                            "batch_failed", "The batch failed (injected by the offline "
+                            "server's fail_next control).")]})
+                else:
+                    if job.expire_at is not None:
+                        job.final_status = "expired"
+                        job.results = self._finish_lines(
+                            job, job.expire_at, "batch_expired",
+                            "This request could not be executed before the completion window "
+                            "expired.")
+                    else:
+                        job.results = self._finish_lines(job, len(job.lines), "", "")
+                    obj.update(status="finalizing", finalizing_at=job.at(job.finalize_s))
+            if obj["status"] == "finalizing" and elapsed >= job.delay:
+                obj.update(job.results)
+                obj["status"] = job.final_status
+                obj[f"{job.final_status}_at"] = job.at(job.delay)
+            if obj["status"] == "cancelling":
+                obj.update(self._finish_lines(job, job.cancel_done or 0, "batch_cancelled",
+                                              "This request was not executed because the "
+                                              "batch was cancelled."))
+                obj.update(status="cancelled", cancelled_at=int(time.time()))
+            return json.loads(json.dumps(obj))
+
+    def _cancel_batch(self, job: _BatchJob) -> dict:
+        self._advance(job)
+        with job.lock:
+            obj = job.obj
+            if obj["status"] in ("validating", "in_progress"):
+                elapsed = time.monotonic() - job.t0
+                span = job.finalize_s - job.validate_s
+                done = 0
+                if obj["status"] == "in_progress" and span > 0:
+                    done = int(len(job.lines) * min(1.0, (elapsed - job.validate_s) / span))
+                job.cancel_done = done
+                obj["request_counts"]["total"] = len(job.lines)
+                obj.update(status="cancelling", cancelling_at=int(time.time()))
+            elif obj["status"] != "cancelling":
+                raise _HTTPError(409, f"Cannot cancel a batch with status {obj['status']!r}.",
+                                 "invalid_request_error", None)
+            return json.loads(json.dumps(obj))
+
+    def _answer_line(self, job: _BatchJob, index: int, custom_id: str,
+                     body: dict) -> tuple[int, Any]:
+        """(status, body) for one batch line, as the synchronous endpoint would answer it."""
+        if job.planned_failure(index, custom_id):
+            return 500, _HTTPError(500, "The server had an error while processing your "
+                                   "request.", "server_error", None).body
+        try:
+            status, payload, _, _ = self._answer(job.chat, body, None, lambda seconds: None)
+            return status, payload
+        except _HTTPError as e:
+            return e.status, e.body
+        except Exception as e:  # a failing responder: that line fails, the batch goes on
+            self._count("errors", type(e).__name__)
+            return 500, _HTTPError(500, f"The offline server failed: {e}", "server_error",
+                                   None).body
+
+    def _finish_lines(self, job: _BatchJob, n_done: int, left_code: str,
+                      left_message: str) -> dict:
+        """Answer lines [0, n_done); the rest get `left_code`. Writes the output and error
+        files; returns the batch fields to set when it is done (file ids, request_counts)."""
+        output, failures = [], []
+        completed = failed = 0
+        for index, (custom_id, body) in enumerate(job.lines):
+            if index >= n_done:
+                failures.append({"id": f"batch_req_{uuid.uuid4().hex[:24]}",
+                                 "custom_id": custom_id, "response": None,
+                                 "error": {"code": left_code, "message": left_message}})
+                continue
+            status, payload = self._answer_line(job, index, custom_id, body)
+            record = {"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": custom_id,
+                      "response": {"status_code": status,
+                                   "request_id": f"req_{uuid.uuid4().hex[:24]}",
+                                   "body": payload},
+                      "error": None}
+            if status == 200:
+                output.append(record)
+                completed += 1
+            else:
+                failures.append(record)
+                failed += 1
+
+        def write(records: list, kind: str) -> str | None:
+            if not records:
+                return None
+            data = "".join(json.dumps(r) + "\n" for r in records).encode("utf-8")
+            return self._store_file(data, f"{job.id}_{kind}.jsonl", "batch_output")["id"]
+
+        return {"output_file_id": write(output, "output"),
+                "error_file_id": write(failures, "error"),
+                "request_counts": {"total": len(job.lines), "completed": completed,
+                                   "failed": failed}}
 
     def _control(self, method: str, path: str, body: bytes) -> dict:
         if path == "/_control/stats" and method == "GET":
@@ -794,6 +1625,18 @@ class OfflineServer:
         if path == "/_control/reset_stats" and method == "POST":
             self.reset_stats()
             return self.stats
+        if path == "/_control/batches":
+            if method == "GET":
+                return self.batch_control()
+            if method == "POST":
+                try:
+                    spec = json.loads(body or b"{}")
+                    if not isinstance(spec, dict):
+                        raise ValueError("control body must be a JSON object")
+                    return self.batch_faults(**spec)
+                except (ValueError, TypeError) as e:
+                    raise _HTTPError(400, f"Bad batch control request: {e}",
+                                     "invalid_request_error", None) from None
         if path == "/_control/faults":
             if method == "GET":
                 return self.faults.snapshot()
@@ -821,14 +1664,18 @@ def _echo_responder(text: str, request_seed: int) -> str:
 
 def serve_forever(port: int = 8000, host: str = "127.0.0.1", api_key: str | None = None,
                   latency_s: float = 0.0, seed: int = 0, *, responder: Callable | None = None,
-                  model_names: Iterable[str] = (DEFAULT_MODEL,), out=None) -> None:
+                  model_names: Iterable[str] = (DEFAULT_MODEL,), out=None,
+                  latency_median_s: float | None = None, latency_sigma: float = 0.5,
+                  latency_seed: int = 0) -> None:
     """Run an OfflineServer in the foreground until Ctrl+C (or SIGTERM), then stop cleanly.
 
     Prints one line with the base URL first (flushed), so a parent process can read it.
     """
     out = out or sys.stdout
     server = OfflineServer(host=host, port=port, responder=responder, api_key=api_key,
-                           seed=seed, model_names=model_names, latency_s=latency_s)
+                           seed=seed, model_names=model_names, latency_s=latency_s,
+                           latency_median_s=latency_median_s, latency_sigma=latency_sigma,
+                           latency_seed=latency_seed)
     server.start()
     restore = None
     if threading.current_thread() is threading.main_thread():
@@ -856,6 +1703,12 @@ def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--api-key", default=None, help="require this bearer key (default: any)")
     parser.add_argument("--latency", type=float, default=0.0, help="extra seconds per completion")
+    parser.add_argument("--latency-median", type=float, default=None, metavar="S",
+                        help="add a lognormal per-request delay with this median (seconds)")
+    parser.add_argument("--latency-sigma", type=float, default=0.5, metavar="X",
+                        help="spread (sigma of the log) of that delay (default 0.5)")
+    parser.add_argument("--latency-seed", type=int, default=0, metavar="N",
+                        help="seed mixed into the per-body delay draw (default 0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--responder", choices=("demo", "echo"), default="demo",
                         help="demo: DemoModel answers; echo: a trivial answer (benchmarks)")
@@ -865,7 +1718,9 @@ def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.
 def main(argv: list[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
     serve_forever(port=args.port, host=args.host, api_key=args.api_key, latency_s=args.latency,
-                  seed=args.seed, responder=_echo_responder if args.responder == "echo" else None)
+                  seed=args.seed, responder=_echo_responder if args.responder == "echo" else None,
+                  latency_median_s=args.latency_median, latency_sigma=args.latency_sigma,
+                  latency_seed=args.latency_seed)
     return 0
 
 

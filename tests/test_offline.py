@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import os
 import re
 import signal
@@ -521,3 +522,361 @@ def test_serve_forever_in_a_subprocess():
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+# --------------------------------------------------------------------------- latency distribution
+
+
+def oa_client(srv: OfflineServer, **kw) -> openai.OpenAI:
+    return openai.OpenAI(base_url=srv.base_url, api_key="x", max_retries=0, **kw)
+
+
+def ask(client: openai.OpenAI, content: str = "hi"):
+    return client.chat.completions.create(model=MODEL, messages=[{"role": "user",
+                                                                  "content": content}])
+
+
+def test_latency_distribution_depends_on_body_and_seed_only():
+    plan = FaultPlan().set_latency_distribution(0.5, sigma=0.8, seed=1)
+    bodies = [chat_body(f"question {i}") for i in range(2001)]
+    first = [plan.latency_for(b) for b in bodies]
+    assert [plan.latency_for(b) for b in reversed(bodies)] == first[::-1]   # order-free
+    # key order of the body does not matter, the content does
+    assert plan.latency_for({"messages": bodies[0]["messages"], "model": MODEL}) == first[0]
+    srt = sorted(first)
+    assert 0.45 < srt[1000] < 0.55                                   # median ~ median_s
+    logs = [math.log(x) for x in first]
+    mean = sum(logs) / len(logs)
+    std = math.sqrt(sum((v - mean) ** 2 for v in logs) / len(logs))
+    assert 0.72 < std < 0.88                                         # sigma of the log
+    other = FaultPlan().set_latency_distribution(0.5, sigma=0.8, seed=2)
+    assert [other.latency_for(b) for b in bodies[:50]] != first[:50]
+    same = FaultPlan().set_latency_distribution(0.5, sigma=0.8, seed=1)
+    assert [same.latency_for(b) for b in bodies[:50]] == first[:50]
+    # the constant latency adds on top; max_s caps the draw; None turns it off
+    plan.latency_s = 0.25
+    assert plan.latency_for(bodies[0]) == pytest.approx(first[0] + 0.25)
+    plan.set_latency_distribution(0.5, sigma=3.0, seed=1, max_s=0.6)
+    assert max(plan.latency_for(b) for b in bodies[:200]) <= 0.25 + 0.6 + 1e-12
+    plan.set_latency_distribution(None)
+    assert plan.latency_for(bodies[0]) == 0.25
+    with pytest.raises(ValueError):
+        plan.set_latency_distribution(0, sigma=1)
+    with pytest.raises(ValueError):
+        plan.set_latency_distribution(1, sigma=-1)
+
+
+def test_latency_distribution_over_http():
+    with OfflineServer(responder=echo, latency_median_s=0.02, latency_sigma=0.5,
+                       latency_seed=4) as srv:
+        client = oa_client(srv)
+        ask(client, "warm-up")
+        srv.faults.set_latency_distribution(0.02, sigma=0.5, seed=4)
+        elapsed, expected = [], []
+        for i in range(15):
+            content = f"timed {i}"
+            expected.append(srv.faults.latency_for(chat_body(content)))
+            t0 = time.perf_counter()
+            ask(client, content)
+            elapsed.append(time.perf_counter() - t0)
+        for got, want in zip(elapsed, expected):
+            assert got >= want - 0.002
+        assert 0.012 < sorted(expected)[7] < 0.035
+        assert 0.012 < sorted(elapsed)[7] < 0.07
+        srv.faults.set_latency_distribution(None)
+        t0 = time.perf_counter()
+        ask(client, "fast again")
+        assert time.perf_counter() - t0 < 0.05
+        client.close()
+
+
+def _pick_bodies(seed_a: int, seed_b: int, k: int = 4, gap: float = 0.05):
+    """Bodies whose latencies are well apart under both seeds and ordered differently."""
+    plans = [FaultPlan().set_latency_distribution(0.1, sigma=1.0, seed=seed, max_s=0.45)
+             for seed in (seed_a, seed_b)]
+    chosen: list[tuple[str, float, float]] = []
+    for i in range(2000):
+        content = f"race {i}"
+        lat = tuple(p.latency_for(chat_body(content)) for p in plans)
+        if max(lat) >= 0.44 or any(abs(lat[j] - c[1 + j]) < gap for c in chosen for j in (0, 1)):
+            continue
+        chosen.append((content, *lat))
+        if len(chosen) == k:
+            order_a = [c[0] for c in sorted(chosen, key=lambda c: c[1])]
+            order_b = [c[0] for c in sorted(chosen, key=lambda c: c[2])]
+            if order_a != order_b:
+                return [c[0] for c in chosen], order_a, order_b
+            chosen.pop()
+    raise AssertionError("no suitable bodies")
+
+
+def _race(latency_seed: int, contents: list[str]):
+    with OfflineServer(responder=echo) as srv:
+        client = oa_client(srv)
+        ask(client, "warm-up")           # a connection pool that is already open
+        srv.faults.set_latency_distribution(0.1, sigma=1.0, seed=latency_seed, max_s=0.45)
+        finished, answers = [], {}
+        lock = threading.Lock()
+
+        def one(content):
+            text = ask(client, content).choices[0].message.content
+            with lock:
+                finished.append(content)
+                answers[content] = text
+
+        threads = [threading.Thread(target=one, args=(c,)) for c in contents]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=5)
+        client.close()
+        return finished, answers
+
+
+def test_latency_seed_changes_the_order_not_the_answers():
+    contents, order_a, order_b = _pick_bodies(11, 12)
+    fin_a, ans_a = _race(11, contents)
+    fin_b, ans_b = _race(12, contents)
+    assert fin_a == order_a and fin_b == order_b and fin_a != fin_b
+    assert ans_a == ans_b
+
+
+def test_latency_distribution_control_and_snapshot(server):
+    raw = Raw(server)
+    assert raw.json("GET", "/_control/faults")[1]["latency_dist"] is None
+    status, snap, _ = raw.json("POST", "/_control/faults",
+                               {"latency_dist": {"median_s": 1.5, "sigma": 0.8, "seed": 1}})
+    assert status == 200
+    assert snap["latency_dist"] == {"median_s": 1.5, "sigma": 0.8, "seed": 1, "max_s": None}
+    assert server.faults.latency_distribution["median_s"] == 1.5
+    # clearing faults keeps latency settings
+    snap = raw.json("POST", "/_control/faults", {"clear": True})[1]
+    assert snap["latency_dist"]["seed"] == 1
+    snap = raw.json("POST", "/_control/faults", {"latency_dist": None})[1]
+    assert snap["latency_dist"] is None and server.faults.latency_distribution is None
+    for bad in ({"sigma": 1}, {"median_s": -1}, {"median_s": 1, "sigma": "x"},
+                {"median_s": 1, "seed": 1.5}, {"median_s": 1, "bogus": 2}, 3):
+        status, out, _ = raw.json("POST", "/_control/faults", {"latency_dist": bad})
+        assert status == 400, bad
+    raw.close()
+    with OfflineServer(responder=echo, latency_median_s=0.3, latency_sigma=0.2,
+                       latency_seed=9) as srv:
+        assert srv.faults.snapshot()["latency_dist"] == {"median_s": 0.3, "sigma": 0.2,
+                                                         "seed": 9, "max_s": None}
+
+
+def test_latency_flags_on_the_command_line():
+    from selfinstruct.offline import build_arg_parser
+
+    args = build_arg_parser().parse_args(["--latency-median", "0.5", "--latency-sigma", "0.7",
+                                          "--latency-seed", "3"])
+    assert (args.latency_median, args.latency_sigma, args.latency_seed) == (0.5, 0.7, 3)
+    args = build_arg_parser().parse_args([])
+    assert args.latency_median is None
+    code = "import sys; from selfinstruct.offline import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--port", "0", "--responder", "echo",
+         "--latency-median", "0.01", "--latency-sigma", "0.3", "--latency-seed", "5"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:(\d+)/v1", line)
+        assert url, line + proc.stderr.read()
+        conn = http.client.HTTPConnection("127.0.0.1", int(url.group(1)), timeout=5)
+        conn.request("GET", "/_control/faults")
+        snap = json.loads(conn.getresponse().read())
+        conn.close()
+        assert snap["latency_dist"] == {"median_s": 0.01, "sigma": 0.3, "seed": 5, "max_s": None}
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+# ------------------------------------------------------------------ connection-level faults
+
+
+def test_new_fault_kinds_are_known():
+    assert {"hang", "trickle", "huge", "reset", "html"} <= set(FAULT_KINDS)
+    plan = FaultPlan().set_rates({"html": 0.5, "reset": 0.5}, seed=1,
+                                 params={"html": {}, "reset": {}})
+    assert {plan.next_fault().kind for _ in range(50)} == {"html", "reset"}
+
+
+def test_hang_times_out_and_stop_is_prompt():
+    srv = OfflineServer(responder=echo).start()
+    try:
+        client = oa_client(srv, timeout=0.3)
+        srv.faults.push("hang")
+        t0 = time.perf_counter()
+        with pytest.raises(openai.APITimeoutError):
+            ask(client)
+        assert 0.25 < time.perf_counter() - t0 < 1.5
+        # a bounded hang ends by closing the connection with no answer at all
+        srv.faults.push("hang", seconds=0.1)
+        with pytest.raises(openai.APIConnectionError) as info:
+            ask(client.with_options(timeout=2))
+        assert not isinstance(info.value, openai.APITimeoutError)
+        assert ask(client).choices[0].message.content.endswith("hi")
+        client.close()
+        # the first hang (3600 s) still holds a handler thread; stop() must not wait for it
+        srv.faults.push("hang")
+        patient = oa_client(srv, timeout=30)
+        errors = []
+
+        def wait_forever():
+            try:
+                ask(patient)
+            except openai.APIError as e:
+                errors.append(e)
+
+        thread = threading.Thread(target=wait_forever, daemon=True)
+        thread.start()
+        time.sleep(0.2)
+        assert srv.stats["in_flight"] >= 1
+    finally:
+        t0 = time.perf_counter()
+        srv.stop()
+        stop_s = time.perf_counter() - t0
+    assert stop_s < 2, stop_s
+    thread.join(timeout=3)
+    assert not thread.is_alive() and isinstance(errors[0], openai.APIConnectionError)
+    patient.close()
+    assert srv.stats["by_fault"]["hang"] == 3
+
+
+def test_trickle_defeats_a_per_read_timeout_and_stop_is_prompt():
+    import httpx2
+
+    srv = OfflineServer(responder=echo).start()
+    received: list[tuple[float, int]] = []
+    errors: list[BaseException] = []
+    try:
+        srv.faults.push("trickle", interval=0.2)
+
+        def read_slowly():
+            try:
+                with httpx2.Client(timeout=httpx2.Timeout(5.0, read=0.5)) as http:
+                    with http.stream("POST", srv.base_url + "/chat/completions",
+                                     json=chat_body(), headers={"Authorization": "Bearer x"}) as r:
+                        received.append((time.perf_counter(), int(r.headers["Content-Length"])))
+                        for chunk in r.iter_raw():
+                            received.append((time.perf_counter(), len(chunk)))
+            except BaseException as e:  # noqa: BLE001 - recorded for the assertions
+                errors.append(e)
+
+        reader = threading.Thread(target=read_slowly, daemon=True)
+        t0 = time.perf_counter()
+        reader.start()
+        time.sleep(1.5)
+        assert reader.is_alive() and not errors          # far beyond the 0.5 s read timeout
+        assert received[0][1] >= 1_000_000               # a large Content-Length up front
+        body_bytes = sum(n for _, n in received[1:])
+        assert 4 <= body_bytes <= 9
+        assert received[-1][0] - t0 > 1.0                # still receiving
+    finally:
+        t0 = time.perf_counter()
+        srv.stop()
+        stop_s = time.perf_counter() - t0
+    assert stop_s < 2, stop_s
+    reader.join(timeout=3)
+    assert not reader.is_alive()
+    assert errors and isinstance(errors[0], httpx2.HTTPError)   # an incomplete body
+
+
+def test_trickle_with_openai_client_per_request_deadline():
+    import asyncio
+
+    with OfflineServer(responder=echo) as srv:
+        srv.faults.push("trickle", interval=0.1)
+
+        async def go():
+            async with openai.AsyncOpenAI(base_url=srv.base_url, api_key="k", max_retries=0,
+                                          timeout=0.3) as client:
+                t0 = time.perf_counter()
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.8):         # the only thing that fires
+                        await client.chat.completions.create(
+                            model=MODEL, messages=[{"role": "user", "content": "hi"}])
+                return time.perf_counter() - t0
+
+        assert asyncio.run(go()) >= 0.75
+
+
+def test_trickle_that_finishes_is_a_valid_answer_and_one_cut_short_is_an_error(server):
+    client = oa_client(server, timeout=5)
+    server.faults.push("trickle", interval=0, size=0)
+    assert ask(client).choices[0].message.content.endswith("] hi")
+    server.faults.push("trickle", interval=0.05, seconds=0.2)
+    with pytest.raises(openai.APIConnectionError):
+        ask(client)
+    assert ask(client).choices[0].message.content.endswith("] hi")
+    client.close()
+
+
+def test_huge_answer_has_the_requested_size(server):
+    client = oa_client(server, timeout=10)
+    server.faults.push("huge", size=123_457)
+    out = ask(client, 'quote " backslash \\ newline \n accent é')
+    text = out.choices[0].message.content
+    assert len(text.encode("utf-8")) == 123_457
+    assert text.startswith(ask(client, 'quote " backslash \\ newline \n accent é')
+                           .choices[0].message.content)
+    assert out.usage.completion_tokens == estimate_tokens(text)
+    server.faults.push("huge")
+    resp = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "big"}])
+    assert int(resp.headers["Content-Length"]) > 5_000_000
+    text = resp.parse().choices[0].message.content
+    assert len(text.encode("utf-8")) == 5_000_000 and text.startswith("[")
+    # completions endpoint and n > 1
+    server.faults.push("huge", size=1000)
+    out = client.completions.create(model=MODEL, prompt="p", n=2)
+    assert [len(c.text.encode()) for c in out.choices] == [1000, 1000]
+    client.close()
+
+
+def test_reset_is_a_connection_error(server):
+    import socket as _socket
+
+    client = oa_client(server)
+    server.faults.push("reset")
+    with pytest.raises(openai.APIConnectionError):
+        ask(client)
+    assert ask(client).choices[0].message.content.endswith("hi")     # server still fine
+    client.close()
+    # on the wire it is a reset (RST), not an orderly close (FIN)
+    server.faults.push("reset")
+    payload = json.dumps(chat_body()).encode()
+    with _socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: "
+                     + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+        with pytest.raises(ConnectionResetError):
+            while sock.recv(4096):
+                pass
+    assert server.stats["by_fault"]["reset"] == 2
+
+
+def test_html_error_page_is_a_502(server):
+    client = oa_client(server)
+    server.faults.push("html")
+    with pytest.raises(openai.APIStatusError) as info:
+        ask(client)
+    assert info.value.status_code == 502
+    assert info.value.response.headers["content-type"].startswith("text/html")
+    assert "<html>" in info.value.response.text and "502 Bad Gateway" in info.value.response.text
+    # through the control endpoint and the rates too
+    raw = Raw(server)
+    raw.json("POST", "/_control/faults", {"rates": {"html": 1.0}, "seed": 1})
+    resp, body = raw.request("POST", "/v1/chat/completions", chat_body())
+    assert resp.status == 502 and body.startswith(b"<html>")
+    raw.json("POST", "/_control/faults", {"clear": True})
+    assert ask(client).choices[0].message.content.endswith("hi")
+    raw.close()
+    client.close()

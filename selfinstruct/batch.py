@@ -1,0 +1,313 @@
+"""Batch mode: a run's requests go to a batch engine instead of C live slots.
+
+* `run_batches` sends every ready request to the provider's Batch API (OpenAI's format: a JSONL
+  of ``{custom_id, method, url, body}`` uploaded to ``/v1/files``, then ``/v1/batches`` with
+  ``completion_window`` 24h) through the `openai` client, polls the open batches, and applies
+  each answer with the same engine as live runs. A round's three stages depend on each other
+  (instructions, then classification, then instances), so every batch carries whatever is
+  ready across rounds, and a round can take up to three batch windows.
+* Every batch is stored (a row in ``batches``, its requests marked) before it is created at
+  the provider, and tagged with that row's id in its metadata: a killed process resumes
+  polling the same batches, and never pays twice for a batch whose id it did not get to store.
+* Lines that fail or expire are sent again in a later batch; a request that fails three
+  times, or three failed batches in a row, fail the run with the provider's reason.
+* `write_batch_file` / `read_batch_file` do the same with files, for `vllm run-batch`.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .engine import MAX_FAILURES_PER_REQUEST, Interrupted, RunFailed, RunState, stored_prompt
+from .llm import LLMClient, LLMConfig, LLMError, PriceTable, endpoint_path, request_body
+from .store import Pool
+
+CUSTOM_ID_PREFIX = "selfinstruct-"
+TERMINAL = {"completed", "failed", "expired", "cancelled"}
+MAX_BATCH_REQUESTS = 50_000          # the OpenAI Batch API's limit per batch
+FAILED_BATCHES_LIMIT = 3
+
+
+def custom_id(request_id: int) -> str:
+    return f"{CUSTOM_ID_PREFIX}{request_id}"
+
+
+def request_id_of(custom: str) -> int | None:
+    if isinstance(custom, str) and custom.startswith(CUSTOM_ID_PREFIX):
+        tail = custom[len(CUSTOM_ID_PREFIX):]
+        if tail.isdigit():
+            return int(tail)
+    return None
+
+
+def batch_lines(state: RunState, rows: list[dict], config: LLMConfig) -> bytes:
+    url = endpoint_path(config)
+    return b"".join(
+        json.dumps({"custom_id": custom_id(row["id"]), "method": "POST", "url": url,
+                    "body": request_body(config, stored_prompt(row), state.sampling(row["stage"]))},
+                   ensure_ascii=False).encode("utf-8") + b"\n"
+        for row in rows)
+
+
+def _llm_config(state: RunState, backend) -> LLMConfig:
+    cfg = state.cfg
+    return backend.llm_config(model=cfg.model, mode=cfg.mode, concurrency=cfg.concurrency,
+                              timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
+                              max_answer_bytes=cfg.max_answer_bytes)
+
+
+class _Lines:
+    """Applies a batch's result lines to the run."""
+
+    def __init__(self, state: RunState, reader: LLMClient) -> None:
+        self.state, self.reader = state, reader
+        self.answered = self.failed = self.ignored = 0
+
+    def apply(self, line: dict) -> None:
+        request_id = request_id_of(line.get("custom_id"))
+        row = self.state.open.get(request_id) if request_id is not None else None
+        if row is None or row.get("response") is not None:
+            self.ignored += 1          # not ours, or already answered (a duplicate line)
+            return
+        response = line.get("response") or {}
+        status = response.get("status_code")
+        body = response.get("body")
+        if line.get("error") or status != 200:
+            error = line.get("error") or (body or {}).get("error") or {}
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            code = error.get("code") if isinstance(error, dict) else None
+            self.fail(row, f"The batch line failed ({status or code or 'no answer'}): {message or 'no reason given'}",
+                      "rate_limit" if status == 429 else "server")
+            return
+        try:
+            completion = self.reader.completion_from_body(body, stored_prompt(row))
+        except LLMError as exc:
+            self.fail(row, exc.message, "bad_response")
+            return
+        completion.latency_s = 0.0
+        self.state.on_completion(row, completion)
+        self.answered += 1
+
+    def fail(self, row: dict, message: str, kind: str) -> None:
+        state = self.state
+        state.pool.record_failure(row["id"], error=message, error_kind=kind, attempts=1)
+        row["failures"] = row.get("failures", 0) + 1
+        row["batch_id"] = None
+        state.failures += 1
+        state.last_error = (kind, message)
+        self.failed += 1
+        if row["failures"] >= MAX_FAILURES_PER_REQUEST:
+            raise RunFailed(kind, f"A request failed in {row['failures']} batches: {message}")
+        state._push_ready(row)
+
+
+async def run_batches(state: RunState, backend, control, prices: PriceTable) -> str:
+    """Drive the run through the provider's Batch API until it is over; returns the stop
+    reason. Pause and stop only stop the polling: submitted batches go on at the provider
+    and are collected when the run resumes."""
+    cfg, pool = state.cfg, state.pool
+    config = _llm_config(state, backend)
+    client = backend.openai_client(config, max_answer_bytes=None)
+    reader = LLMClient(config, prices=prices)
+    failed_batches = 0
+    try:
+        await _adopt_unconfirmed(state, client)
+        next_poll = 0.0
+        while True:
+            if control.requested:
+                raise Interrupted()
+            state.plan()
+            rows = [] if state.budget_spent() else state.ready_rows()
+            for start in range(0, len(rows), MAX_BATCH_REQUESTS):
+                await _submit(state, client, config, rows[start:start + MAX_BATCH_REQUESTS])
+            open_batches = [b for b in pool.batches(state.run_id, open_only=True) if b["kind"] == "api"]
+            if not open_batches:
+                if state.budget_spent() or state.finished():
+                    return state.stop_reason() or state.planning_stopped or "finished"
+                wait = state.cooling_wait()
+                await asyncio.sleep(min(0.2, wait) if wait is not None else 0.2)
+                continue
+            if time.monotonic() >= next_poll:
+                for local in open_batches:
+                    remote = await client.batches.retrieve(local["remote_id"])
+                    if remote.status != local["status"]:
+                        pool.update_batch(local["id"], status=remote.status)
+                    if remote.status in TERMINAL:
+                        ok = await _collect(state, client, reader, local, remote)
+                        failed_batches = 0 if ok else failed_batches + 1
+                        if failed_batches >= FAILED_BATCHES_LIMIT:
+                            raise RunFailed("batch", f"{failed_batches} batches in a row failed at the "
+                                                     f"provider; the last said: {_batch_errors(remote)}")
+                next_poll = time.monotonic() + cfg.batch_poll_s
+            await asyncio.sleep(0.2)
+    finally:
+        await client.close()
+        await reader.aclose()
+
+
+async def _submit(state: RunState, client, config: LLMConfig, rows: list[dict]) -> None:
+    pool = state.pool
+    endpoint = endpoint_path(config)
+    ids = [row["id"] for row in rows]
+    local_id = pool.add_batch(state.run_id, "api", ids, endpoint=endpoint, status="uploading")
+    for row in rows:
+        row["batch_id"] = local_id
+    data = batch_lines(state, rows, config)
+    upload = await client.files.create(file=(f"selfinstruct-run{state.run_id}-batch{local_id}.jsonl", data,
+                                             "application/jsonl"), purpose="batch")
+    pool.update_batch(local_id, input_file_id=upload.id)
+    remote = await client.batches.create(
+        input_file_id=upload.id, endpoint=endpoint, completion_window=state.cfg.batch_window,
+        metadata={"selfinstruct_batch": str(local_id), "selfinstruct_run": str(state.run_id)})
+    pool.update_batch(local_id, remote_id=remote.id, status=remote.status)
+    state.emit("batch", message=f"Batch {local_id}: {len(rows)} request(s) submitted as {remote.id}.")
+
+
+async def _adopt_unconfirmed(state: RunState, client) -> None:
+    """A batch stored but whose provider id was not: find it by its metadata, or send its
+    requests again (it was never created)."""
+    pool = state.pool
+    for local in pool.batches(state.run_id, open_only=True):
+        if local["kind"] != "api" or local["remote_id"]:
+            continue
+        found = None
+        page = await client.batches.list(limit=100)
+        for remote in page.data:
+            if (remote.metadata or {}).get("selfinstruct_batch") == str(local["id"]):
+                found = remote
+                break
+        if found is not None:
+            pool.update_batch(local["id"], remote_id=found.id, status=found.status)
+        else:
+            pool.update_batch(local["id"], status="cancelled", error="never created at the provider")
+            _release(state, local["id"])
+
+
+def _release(state: RunState, batch_id: int) -> int:
+    released = state.pool.release_batch_requests(batch_id)
+    for row in state.open.values():
+        if row.get("batch_id") == batch_id and row.get("response") is None:
+            row["batch_id"] = None
+            state._push_ready(row)
+    return released
+
+
+async def _collect(state: RunState, client, reader: LLMClient, local: dict, remote) -> bool:
+    """Apply a finished batch's answers; send its unanswered requests again. True when the
+    batch itself did not fail."""
+    lines = _Lines(state, reader)
+    for file_id in (remote.output_file_id, remote.error_file_id):
+        if not file_id:
+            continue
+        async with client.files.with_streaming_response.content(file_id) as response:
+            async for text in response.iter_lines():
+                if text.strip():
+                    try:
+                        line = json.loads(text)
+                    except ValueError:
+                        lines.ignored += 1
+                        continue
+                    lines.apply(line)
+    released = _release(state, local["id"])
+    state.pool.update_batch(local["id"], status=remote.status, output_file_id=remote.output_file_id,
+                            error_file_id=remote.error_file_id,
+                            error=_batch_errors(remote) if remote.status == "failed" else None)
+    state.emit("batch", message=(f"Batch {local['id']} {remote.status}: {lines.answered} answered, "
+                                 f"{lines.failed + released} to send again."))
+    return remote.status != "failed"
+
+
+def _batch_errors(remote) -> str:
+    errors = getattr(remote, "errors", None)
+    data = getattr(errors, "data", None) or []
+    return "; ".join(f"{getattr(e, 'code', '')}: {getattr(e, 'message', '')}" for e in data[:3]) or remote.status
+
+
+# -- files for offline batch engines (vllm run-batch) ------------------------------------------------
+def write_batch_file(pool: Pool, run_id: int, path: str | Path) -> int:
+    """Write the run's ready requests as an OpenAI batch input file; returns how many.
+    Requests written to an earlier file and never read back are written again."""
+    from .backend import Backend
+    from .pipeline import RunConfig
+
+    run = pool.run(run_id)
+    if run is None:
+        raise ValueError(f"There is no run {run_id}.")
+    cfg = RunConfig.from_dict(run["config"])
+    state = RunState(pool, run_id, cfg)
+    for local in pool.batches(run_id, open_only=True):
+        if local["kind"] == "file":
+            pool.update_batch(local["id"], status="cancelled", error="superseded by a newer file")
+            _release(state, local["id"])
+    state.plan()
+    rows = state.ready_rows()
+    if not rows:
+        return 0
+    config = Backend(kind="openai-compatible", base_url="http://vllm.invalid/v1").llm_config(
+        model=cfg.model, mode=cfg.mode, max_answer_bytes=cfg.max_answer_bytes)
+    Path(path).write_bytes(batch_lines(state, rows, config))
+    pool.add_batch(run_id, "file", [row["id"] for row in rows], input_file_id=str(path),
+                   endpoint=endpoint_path(config), status="written")
+    if pool.run(run_id)["status"] in {"created", "finished"}:
+        pool.set_run_status(run_id, "paused", stop_reason="batch file written")
+    return len(rows)
+
+
+@dataclass
+class ReadReport:
+    run_id: int
+    answered: int
+    failed: int
+    ignored: int
+    ready: int
+    status: str
+
+
+def read_batch_file(pool: Pool, path: str | Path, *, run_id: int | None = None) -> ReadReport:
+    """Apply a batch output file (from `vllm run-batch` or a provider) to its run."""
+    from .pipeline import RunConfig
+
+    parsed = []
+    for number, text in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not text.strip():
+            continue
+        try:
+            line = json.loads(text)
+        except ValueError:
+            raise ValueError(f"{path}: line {number} is not JSON.") from None
+        if not isinstance(line, dict) or request_id_of(line.get("custom_id")) is None:
+            raise ValueError(f"{path}: line {number} has no selfinstruct custom_id "
+                             f"(expected \"{CUSTOM_ID_PREFIX}<number>\").")
+        parsed.append(line)
+    if run_id is None:
+        ids = [request_id_of(line["custom_id"]) for line in parsed]
+        found = pool.cursor().execute(
+            "SELECT DISTINCT run_id FROM requests WHERE id IN (SELECT unnest(?))", [ids]).fetchall()
+        if len(found) != 1:
+            raise ValueError(f"{path}: its lines belong to {len(found)} runs; name one with --run.")
+        run_id = found[0][0]
+    run = pool.run(run_id)
+    if run is None:
+        raise ValueError(f"There is no run {run_id}.")
+    cfg = RunConfig.from_dict(run["config"])
+    state = RunState(pool, run_id, cfg)
+    config = LLMConfig(base_url="http://vllm.invalid/v1", model=cfg.model, mode=cfg.mode)
+    lines = _Lines(state, LLMClient(config, prices=cfg.price_table()))
+    for line in parsed:
+        lines.apply(line)
+    for local in pool.batches(run_id, open_only=True):
+        if local["kind"] == "file":
+            remaining = pool.cursor().execute(
+                "SELECT count(*) FROM requests WHERE batch_id = ? AND response IS NULL", [local["id"]]).fetchone()[0]
+            if remaining == 0:
+                pool.update_batch(local["id"], status="imported")
+    state.plan()
+    status = ""
+    if state.finished():
+        pool.set_run_status(run_id, "finished", stop_reason=state.planning_stopped)
+        status = "finished"
+    ready = len([r for r in state.open.values() if r.get("response") is None and r.get("batch_id") is None])
+    return ReadReport(run_id, lines.answered, lines.failed, lines.ignored, ready, status)
