@@ -62,7 +62,7 @@ INSTANCE_REASONS: tuple[str, ...] = (
     "same_input_different_output", "duplicate_instance", "empty_output",
     "input_equals_output", "truncated",
 )
-PIPELINE_REASONS: tuple[str, ...] = ("rouge", "unparseable", "removed")
+PIPELINE_REASONS: tuple[str, ...] = ("rouge", "unparseable", "oversize", "removed")
 
 REASON_LABELS: dict[str, str] = {
     "empty": "Empty",
@@ -74,6 +74,7 @@ REASON_LABELS: dict[str, str] = {
     "keyword": "Unsuitable keyword",
     "rouge": "Too similar (ROUGE-L)",
     "unparseable": "Could not be parsed",
+    "oversize": "Answer over the size limit",
     "removed": "Removed by a person",
     "same_input_different_output": "Same input, different outputs",
     "duplicate_instance": "Duplicate instance",

@@ -38,7 +38,7 @@ __all__ = [
 KIND_LABELS = {"instruction": "Instructions", "instance": "Instances"}
 REVIEW_LABELS = {"pending": "To review", "confirmed": "Confirmed", "rescued": "Rescued", "all": "All"}
 INSTRUCTION_REJECT_REASONS: tuple[str, ...] = PIPELINE_REASONS + INSTRUCTION_REASONS
-INSTANCE_REJECT_REASONS: tuple[str, ...] = INSTANCE_REASONS + ("unparseable",)
+INSTANCE_REJECT_REASONS: tuple[str, ...] = INSTANCE_REASONS + ("unparseable", "oversize")
 
 NOVELTY_NOTE = (
     "A rescued instruction joins the pool as accepted by a person. The novelty index is rebuilt "
@@ -261,7 +261,7 @@ class Explanation:
 _KIND_BY_REASON = {
     "rouge": "rouge", "keyword": "keyword", "too_short": "length", "too_long": "length",
     "write_a_program": "prefix", "starts_with_punctuation": "start", "non_ascii_start": "start",
-    "empty": "empty", "unparseable": "unparseable",
+    "empty": "empty", "unparseable": "unparseable", "oversize": "unparseable",
 }
 
 
@@ -349,7 +349,7 @@ def explain_instance(row: dict) -> Explanation:
         exp.facts["duplicate_of"] = int(details["first_index"]) + 1
     elif reason == "truncated":
         exp.facts["field"] = details.get("field")
-    if reason == "unparseable":
+    if reason in ("unparseable", "oversize"):
         exp.rescue_blocked = ("This is the model's raw answer, which could not be read as "
                               "input/output pairs; there is no instance to keep.")
     if row.get("status") == "kept":
