@@ -202,11 +202,12 @@ def live_view() -> None:
         if status.total:
             st.progress(min(1.0, status.done / status.total),
                         text=f"{status.done:,} of {status.total:,} planned requests done")
-        c1, c2, c3 = st.columns(3)
-        c1.metric("In flight", f"{status.in_flight}", help="Requests being answered now.")
-        c2.metric("Concurrency now", f"{status.limit} of {view.run['config'].get('concurrency')}",
-                  help="Halved on a 429 (rate limited), then raised one step per window of answers.")
-        c3.metric("Rate-limited (429)", f"{status.rate_limited:,}")
+        if not view.run["config"].get("batch"):
+            c1, c2, c3 = st.columns(3)
+            c1.metric("In flight", f"{status.in_flight}", help="Requests being answered now.")
+            c2.metric("Concurrency now", f"{status.limit} of {view.run['config'].get('concurrency')}",
+                      help="Halved on a 429 (rate limited), then raised one step per window of answers.")
+            c3.metric("Rate-limited (429)", f"{status.rate_limited:,}")
         b1, b2, _ = st.columns([1, 1, 4])
         if b1.button("Pause", key="gen_pause", icon=":material/pause:", disabled=status.state != "running"):
             manager.pause()
@@ -274,6 +275,11 @@ def live_view() -> None:
                    "they are sent again when the run goes on.", icon=":material/warning:")
         st.text(error["example"])   # may quote the endpoint: plain text
 
+    if view.batches:
+        st.markdown("**Batches** (sent to the provider's Batch API; each may take up to its 24 h window)")
+        st.dataframe([{"batch": b["id"], "provider id": b["remote_id"], "status": b["status"],
+                       "requests": b["requests"], "created": b["created_at"], "finished": b["finished_at"]}
+                      for b in view.batches], hide_index=True, key="gen_batches")
     st.dataframe(
         rounds.drop(columns=["round_id"]), hide_index=True, key="gen_rounds_table",
         column_config={"acceptance": st.column_config.ProgressColumn("acceptance", min_value=0, max_value=1,

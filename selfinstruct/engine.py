@@ -82,6 +82,7 @@ class RunState:
         usage = pool.run_usage(run_id)
         self.tokens, self.cost = usage["tokens"], usage["cost_usd"]
         self.rounds: dict[int, dict] = {}          # number -> {id, number, step}
+        self.open_rounds: set[int] = set()         # numbers of the rounds not done (a few at a time)
         self.round_of: dict[int, dict] = {}        # round id -> the same dict
         for rnd in pool.run_rounds(run_id):
             self._add_round(rnd)
@@ -112,6 +113,10 @@ class RunState:
         rows.sort(key=lambda r: (r["round"], r["position"], r["id"]))
         for row in rows:
             self._track(row)
+        for number in sorted(self.open_rounds):
+            rnd = self.rounds[number]
+            if self.open_by_round[rnd["id"]] <= 0:   # all its work was done (an older engine's round)
+                self._set_step(rnd, "done")
         self.plan_followups()
 
     # -- bookkeeping ---------------------------------------------------------------------
@@ -125,6 +130,8 @@ class RunState:
         rnd = dict(rnd)
         self.rounds[rnd["number"]] = rnd
         self.round_of[rnd["id"]] = rnd
+        if rnd["step"] != "done":
+            self.open_rounds.add(rnd["number"])
 
     def _track(self, row: dict) -> None:
         row.setdefault("round", self.round_of[row["round_id"]]["number"])
@@ -157,6 +164,10 @@ class RunState:
         if rnd["step"] == step:
             return
         rnd["step"] = step
+        if step == "done":
+            self.open_rounds.discard(rnd["number"])
+        else:
+            self.open_rounds.add(rnd["number"])
         self.pool.set_round_step(rnd["id"], step)
         if step == "done":
             summary = self.pool.round_summaries(self.run_id)
@@ -172,8 +183,7 @@ class RunState:
                                        progress.total, message, {**progress.__dict__, **(data or {})}))
 
     def progress(self, round_number: int = 0, step: str = "") -> Progress:
-        open_rounds = [r for r in self.rounds.values() if r["step"] != "done"]
-        current = min(open_rounds, key=lambda r: r["number"]) if open_rounds else None
+        current = self.rounds[min(self.open_rounds)] if self.open_rounds else None
         pacer = self.pacer.snapshot() if self.pacer else {"limit": 0, "rate_limited": 0}
         return Progress(round=round_number or (current["number"] if current else len(self.rounds)),
                         step=step or (current["step"] if current else "done"), done=self.done,
@@ -206,7 +216,7 @@ class RunState:
                 self.planning_stopped = reason
                 return
             source = number - self.cfg.example_lag
-            if any(self.gen_open_by_round[r["id"]] > 0 for r in self.rounds.values() if r["number"] <= source):
+            if any(self.gen_open_by_round[self.rounds[n]["id"]] > 0 for n in self.open_rounds if n <= source):
                 return   # round N's examples come from rounds up to N - lag: wait for them
             planned = self._plan_generation(number, source)
             round_id, ids = self.pool.add_round(self.run_id, number, planned)

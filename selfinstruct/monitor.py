@@ -19,6 +19,7 @@ class RunView:
     newest: list[dict]        # newest accepted instructions of the run
     errors: list[dict]        # request errors by kind: error_kind, example, n
     usage: dict               # requests, tokens, cost_usd, errors
+    batches: list[dict]       # batch mode: every batch sent for the run (newest first)
 
     @property
     def latest_round(self) -> int:
@@ -47,4 +48,4 @@ def run_view(pool: Pool, run_id: int, *, newest: int = 10) -> RunView:
     rouge = pool.rouge_scores(run_id, latest) if latest else pool.rouge_scores(run_id, -1)
     return RunView(run=run, rounds=rounds, reasons=reasons, growth=growth, rouge=rouge,
                    newest=pool.newest_accepted(run_id, newest), errors=pool.error_summary(run_id),
-                   usage=pool.run_usage(run_id))
+                   usage=pool.run_usage(run_id), batches=pool.batches(run_id)[::-1])

@@ -209,8 +209,10 @@ MIGRATIONS: dict[int, list[str]] = {
         """ALTER TABLE requests ADD COLUMN batch_id BIGINT""",
         """UPDATE requests SET candidate_id = TRY_CAST(json_extract_string(meta, '$.candidate_id') AS BIGINT)
            WHERE meta IS NOT NULL""",
+        # Answered requests were applied; the old engine gave up on failed requests of finished
+        # rounds (their candidates get follow-ups again in the next run).
         """UPDATE requests SET applied_at = coalesce(completed_at, created_at)
-           WHERE response IS NOT NULL""",
+           WHERE response IS NOT NULL OR round_id IN (SELECT id FROM rounds WHERE step = 'done')""",
         """CREATE SEQUENCE seq_batches START 1""",
         """CREATE TABLE batches (
             id BIGINT PRIMARY KEY DEFAULT nextval('seq_batches'),
