@@ -140,3 +140,24 @@ def test_interrupted_run_is_shown_with_resume(app_env):
     at.button(key="gen_resume").click().run()
     wait_for(at, lambda: not manager(app_env).status().busy)
     assert app_pool(app_env).run(run_id)["status"] == "finished"
+
+
+def test_batch_choice_runs_through_the_batch_api(app_env):
+    with OfflineServer(batch_delay_s=0.2) as server:
+        at = open_generate(app_env)
+        use_endpoint(at, server)
+        at.number_input(key="gen_rounds").set_value(1).run()
+        at.number_input(key="gen_requests").set_value(2).run()
+        at.toggle(key="gen_batch").set_value(True).run()
+        at.number_input(key="gen_batch_poll").set_value(0.2).run()
+        at.button(key="gen_start").click().run()
+        assert not at.exception
+        wait_for(at, lambda: not manager(app_env).status().busy, timeout=60)
+        assert server.stats["batches_created"] >= 3      # instructions, then classification, then instances
+    pool = app_pool(app_env)
+    run = pool.run(1)
+    assert run["status"] == "finished" and run["config"]["batch"] is True
+    assert all(b["status"] == "completed" for b in pool.batches(1))
+    assert pool.accepted_count(1) > 0
+    batches = table_with(at, "provider id")
+    assert len(batches) == len(pool.batches(1)) and set(batches["status"]) == {"completed"}
