@@ -21,8 +21,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import openai
+
 from .engine import MAX_FAILURES_PER_REQUEST, Interrupted, RunFailed, RunState, stored_prompt
-from .llm import LLMClient, LLMConfig, LLMError, PriceTable, endpoint_path, request_body
+from .llm import LLMClient, LLMConfig, LLMError, PriceTable, _server_message, endpoint_path, request_body
 from .store import Pool
 
 CUSTOM_ID_PREFIX = "selfinstruct-"
@@ -143,9 +145,31 @@ async def run_batches(state: RunState, backend, control, prices: PriceTable) -> 
                                                      f"provider; the last said: {_batch_errors(remote)}")
                 next_poll = time.monotonic() + cfg.batch_poll_s
             await asyncio.sleep(0.2)
+    except openai.APIStatusError as exc:      # the openai client's own retries ran out
+        raise _batch_api_error(config, exc) from None
+    except openai.APIConnectionError as exc:
+        failure = reader._connection_failure(exc)
+        raise LLMError(failure.kind, failure.message or f"The Batch API at {config.base_url} could not be "
+                       f"reached ({failure.detail}).") from None
     finally:
         await client.close()
         await reader.aclose()
+
+
+def _batch_api_error(config: LLMConfig, exc: openai.APIStatusError) -> LLMError:
+    status = exc.status_code
+    said = _server_message(exc) or "no reason given"
+    if status in (401, 403):
+        return LLMError("auth", f"The Batch API at {config.base_url} rejected the API key ({status}): {said}",
+                        status=status)
+    if status == 429:
+        return LLMError("rate_limit", f"The Batch API at {config.base_url} is rate-limiting (429): {said}",
+                        status=status)
+    if status in (400, 404, 405, 422):
+        return LLMError("bad_request", f"The Batch API at {config.base_url} refused a call ({status}): {said}. "
+                        f"Does this endpoint offer /v1/files and /v1/batches?", status=status)
+    return LLMError("server", f"The Batch API at {config.base_url} kept failing ({status}): {said}",
+                    status=status)
 
 
 async def _submit(state: RunState, client, config: LLMConfig, rows: list[dict]) -> None:
@@ -174,11 +198,15 @@ async def _adopt_unconfirmed(state: RunState, client) -> None:
         if local["kind"] != "api" or local["remote_id"]:
             continue
         found = None
-        page = await client.batches.list(limit=100)
-        for remote in page.data:
-            if (remote.metadata or {}).get("selfinstruct_batch") == str(local["id"]):
-                found = remote
-                break
+        if local["input_file_id"]:       # without it, the create call was never made
+            # The local id alone is not unique across pools sharing an account: the uploaded
+            # file's id (stored before the batch was created) is.
+            page = await client.batches.list(limit=100)
+            for remote in page.data:
+                if ((remote.metadata or {}).get("selfinstruct_batch") == str(local["id"])
+                        and remote.input_file_id == local["input_file_id"]):
+                    found = remote
+                    break
         if found is not None:
             pool.update_batch(local["id"], remote_id=found.id, status=found.status)
         else:
