@@ -122,7 +122,8 @@ def test_endpoint_faults_read_as_plain_messages(app_factory, page, shots, tmp_pa
         shots("wrong-key-test-connection", page)
         page.get_by_role("button", name="Start run").click()
         expect(main(page).get_by_text("Run 1 stopped on an error")).to_be_visible(timeout=60_000)
-        expect(page.get_by_test_id("stAlertContentError").filter(has_text="401").first).to_be_visible()
+        expect(page.get_by_test_id("stAlertContentError").filter(has_text="Check the API key").first).to_be_visible()
+        expect(main(page).get_by_test_id("stText").filter(has_text="401").first).to_be_visible()
         shots("wrong-key-run", page)
 
         # 429s with Retry-After are waited out; 500s, timeouts, garbage and empty bodies
