@@ -215,7 +215,7 @@ class RunState:
             if reason:
                 self.planning_stopped = reason
                 return
-            source = number - self.cfg.example_lag
+            source = number - self.cfg.lag()
             if any(self.gen_open_by_round[self.rounds[n]["id"]] > 0 for n in self.open_rounds if n <= source):
                 return   # round N's examples come from rounds up to N - lag: wait for them
             planned = self._plan_generation(number, source)

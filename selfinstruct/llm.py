@@ -512,25 +512,40 @@ def http_client(config: LLMConfig) -> httpx2.AsyncClient:
 
 
 class AdaptiveLimit:
-    """How many requests may be in flight now: additive increase, multiplicative decrease.
+    """How many requests may be in flight now: additive increase, multiplicative decrease, with a
+    check that backing off helps.
 
-    Starts at ``maximum``; every 429 that was sent after the last cut halves the limit (so a
-    burst of 429s from requests already in flight counts once), every success adds
-    ``1/limit`` (one slot per window of successes), never above ``maximum`` or below 1.
+    Starts at ``maximum``. A 429 halves the limit at most once per window (the smoothed time a
+    successful attempt takes), and only if it was sent after the last cut: a burst of 429s from
+    requests already in flight counts once, as in TCP. Every success adds ``1/limit`` (one slot
+    per window of successes). A window after a cut, the share of 429s is compared with the share
+    that led to the cut: if it did not fall by a quarter, the endpoint is refusing at random rather
+    than because of our load (an overloaded provider), so the cut is undone and no cut is made
+    for ten windows; retries with Retry-After absorb those 429s. A real rate limit answers a cut
+    with fewer 429s, and the cut stays. The limit stays between ``floor`` and ``maximum``.
     Optional ``rpm`` / ``tpm`` caps are token buckets refilled continuously; a request
     reserves its prompt estimate plus ``max_tokens``, as providers count it.
     Used from one event loop (not thread-safe); `snapshot()` may be read from any thread.
     """
 
+    MIN_SAMPLE = 8          # attempts needed to judge a window's share of 429s
+    MIN_LIMITED = 3         # ...and 429s (besides the one that triggers a cut)
+
     def __init__(self, maximum: int, *, rpm: float | None = None, tpm: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 floor: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.maximum = max(1, int(maximum))
+        self.floor = max(1, min(self.maximum, int(floor) if floor else 1))
         self.value = float(self.maximum)
+        self.window_s = 1.0            # smoothed duration of a successful attempt
         self.rpm, self.tpm = rpm or None, tpm or None
         self.rate_limited = 0          # 429 answers seen
         self.cuts = 0
+        self.undone = 0                # cuts undone because they did not help
         self._clock = clock
         self._last_cut = -math.inf
+        self._quiet_until = -math.inf  # no cuts before this time
+        self._pending: tuple[float, float, int] | None = None  # (limit before the cut, share, sample)
+        self._seen = [0, 0]            # attempts, 429s since the last cut or judgement
         now = clock()
         self._buckets = {k: [cap, now] for k, cap in (("rpm", self._cap("rpm", 0)),
                                                       ("tpm", self._cap("tpm", 0))) if cap}
@@ -562,18 +577,43 @@ class AdaptiveLimit:
 
     def after_attempt(self, kind: str | None, started: float) -> None:
         """Report one HTTP attempt: ``None`` for an answer, else its failure kind."""
+        now = self._clock()
+        self._seen[0] += 1
         if kind == "rate_limit":
             self.rate_limited += 1
-            if started >= self._last_cut:
-                self.value = max(1.0, self.value / 2.0)
-                self._last_cut = self._clock()
-                self.cuts += 1
+            self._seen[1] += 1
         elif kind is None:
+            self.window_s = 0.8 * self.window_s + 0.2 * max(0.0, now - started)
             self.value = min(float(self.maximum), self.value + 1.0 / self.value)
+        attempts, limited = self._seen
+        share = limited / attempts
+        if self._pending is not None:
+            before, before_share, needed = self._pending
+            if now - self._last_cut >= self.window_s and attempts >= needed:
+                self._pending = None
+                self._seen = [0, 0]
+                if share > 0.75 * before_share:      # backing off did not help: undo it
+                    self.value = max(self.value, before)
+                    self._quiet_until = now + 10 * self.window_s
+                    self.undone += 1
+            return
+        if (kind == "rate_limit" and started >= self._last_cut and now >= self._quiet_until
+                and now - self._last_cut >= self.window_s and attempts > self.MIN_SAMPLE
+                and limited > self.MIN_LIMITED):
+            # The 429 that triggers the cut is left out of the share: counting it would make
+            # any share look higher before the cut than after. The judgement waits for as many
+            # attempts as the cut was based on.
+            self._pending = (self.value, (limited - 1) / (attempts - 1), attempts - 1)
+            self.value = max(float(self.floor), self.value / 2.0)
+            self._last_cut = now
+            self._seen = [0, 0]
+            self.cuts += 1
+        elif attempts >= 4 * self.MIN_SAMPLE:       # keep the share recent
+            self._seen = [attempts // 2, limited // 2]
 
     def snapshot(self) -> dict:
         return {"limit": self.limit, "maximum": self.maximum, "rate_limited": self.rate_limited,
-                "cuts": self.cuts}
+                "cuts": self.cuts, "undone": self.undone}
 
 
 # --------------------------------------------------------------------------- client
