@@ -31,6 +31,7 @@ CUSTOM_ID_PREFIX = "selfinstruct-"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 MAX_BATCH_REQUESTS = 50_000          # the OpenAI Batch API's limit per batch
 FAILED_BATCHES_LIMIT = 3
+ADOPT_SEARCH_LIMIT = 2_000          # batches looked through for one whose id was not stored
 
 
 def custom_id(request_id: int) -> str:
@@ -78,7 +79,7 @@ class _Lines:
         status = response.get("status_code")
         body = response.get("body")
         if line.get("error") or status != 200:
-            error = line.get("error") or (body or {}).get("error") or {}
+            error = line.get("error") or (body.get("error") if isinstance(body, dict) else body) or {}
             message = error.get("message") if isinstance(error, dict) else str(error)
             code = error.get("code") if isinstance(error, dict) else None
             self.fail(row, f"The batch line failed ({status or code or 'no answer'}): {message or 'no reason given'}",
@@ -201,11 +202,14 @@ async def _adopt_unconfirmed(state: RunState, client) -> None:
         if local["input_file_id"]:       # without it, the create call was never made
             # The local id alone is not unique across pools sharing an account: the uploaded
             # file's id (stored before the batch was created) is.
-            page = await client.batches.list(limit=100)
-            for remote in page.data:
+            seen = 0
+            async for remote in client.batches.list(limit=100):   # newest first, every page
                 if ((remote.metadata or {}).get("selfinstruct_batch") == str(local["id"])
                         and remote.input_file_id == local["input_file_id"]):
                     found = remote
+                    break
+                seen += 1
+                if seen >= ADOPT_SEARCH_LIMIT:
                     break
         if found is not None:
             pool.update_batch(local["id"], remote_id=found.id, status=found.status)
@@ -324,8 +328,12 @@ def read_batch_file(pool: Pool, path: str | Path, *, run_id: int | None = None) 
     state = RunState(pool, run_id, cfg)
     config = LLMConfig(base_url="http://vllm.invalid/v1", model=cfg.model, mode=cfg.mode)
     lines = _Lines(state, LLMClient(config, prices=cfg.price_table()))
-    for line in parsed:
-        lines.apply(line)
+    try:
+        for line in parsed:
+            lines.apply(line)
+    except RunFailed as exc:
+        pool.set_run_status(run_id, "failed", stop_reason=exc.kind, error=exc.message)
+        raise
     for local in pool.batches(run_id, open_only=True):
         if local["kind"] == "file":
             remaining = pool.cursor().execute(

@@ -315,7 +315,15 @@ class PoolBase:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._con.close()
+            try:
+                self._con.close()
+            except duckdb.Error as exc:
+                # Closing writes the log into the file: a full disk shows up here. What was
+                # committed is still in the .wal file beside it and is replayed on the next open.
+                raise PoolError(
+                    f"Could not finish writing the pool {self.path} ({exc}). Nothing committed is "
+                    f"lost: it stays in {self.path}.wal and is applied when the pool is next opened, "
+                    "once there is room on the disk.") from None
 
     def __enter__(self) -> "PoolBase":
         return self
