@@ -11,6 +11,15 @@ plus requests per second and the median and p95 per-request latency (Completion.
 By default the server runs in a subprocess (`python -m selfinstruct.offline --responder echo`)
 so that client and server do not share one GIL; `--server inprocess` runs it in a thread.
 
+Section "engine": utilization of the run engine's C request slots, sum(requests.latency_s) /
+(C x wall time of `python -m selfinstruct generate`), for this checkout's continuous engine and
+the barrier engine at git tag `engine-v1` (a temporary worktree), against offline servers with
+lognormal per-request latency; plus a 429 storm for the new engine. Slow (minutes per run at the
+default 1.5 s median); `--rounds-list 1 --median 0.05` is a smoke run.
+
+    .venv/bin/python bench/throughput.py --section engine
+    .venv/bin/python bench/throughput.py --section engine --rounds-list 2 --median 0.05
+
 New sections: write `section_<name>(args) -> dict`, register it in SECTIONS, and add its
 options in `add_arguments`.
 """
@@ -22,9 +31,12 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -223,9 +235,323 @@ def section_filters(args: argparse.Namespace) -> dict:
     return {"rows": rows}
 
 
+# --------------------------------------------------------------------------- section: engine
+
+ENGINE_C = 32               # --concurrency of every generate run
+ENGINE_RPR = 16             # --requests-per-round
+OLD_ENGINE_TAG = "engine-v1"
+# The tag names this commit (the last one with the barrier engine); a clone without tags uses it.
+OLD_ENGINE_COMMIT = "35a33a4"
+RESULTS_DIR = ROOT / "bench" / "results"
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+@contextlib.contextmanager
+def lognormal_server(median_s: float, sigma: float, latency_seed: int) -> Iterator[str]:
+    """Yield the base URL (.../v1) of an offline demo server (started from this checkout) with a
+    lognormal per-request delay."""
+    errlog = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "selfinstruct.offline", "--port", "0",
+         "--latency-median", str(median_s), "--latency-sigma", str(sigma),
+         "--latency-seed", str(latency_seed)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=errlog, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"http://\S+/v1", line)
+        if not match:
+            errlog.seek(0)
+            raise RuntimeError(f"offline server did not start: {line!r} {errlog.read()[-2000:]}")
+        # keep draining stdout so a chatty server never blocks on a full pipe
+        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+        yield match.group(0)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        errlog.close()
+
+
+def post_faults(base_url: str, spec: dict) -> dict:
+    root = base_url[: -len("/v1")]
+    req = urllib.request.Request(root + "/_control/faults", data=json.dumps(spec).encode(),
+                                 method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read() or b"{}")
+
+
+@contextlib.contextmanager
+def old_engine_worktree() -> Iterator[Path]:
+    """A detached git worktree of the barrier engine's tag, removed afterwards."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-engine-v1-"))
+    tree = tmp / "tree"
+    has_tag = subprocess.run(["git", "rev-parse", "-q", "--verify", f"refs/tags/{OLD_ENGINE_TAG}"],
+                             cwd=ROOT, capture_output=True).returncode == 0
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree),
+                    OLD_ENGINE_TAG if has_tag else OLD_ENGINE_COMMIT], cwd=ROOT,
+                   check=True, capture_output=True, text=True)
+    try:
+        yield tree
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT,
+                       capture_output=True, text=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _engine_env(src: Path) -> dict:
+    # the API key variable only has to exist; the offline server accepts any key
+    return {**os.environ, "PYTHONPATH": str(src), "OPENAI_API_KEY": "bench"}
+
+
+def _which_package(src: Path) -> str:
+    out = subprocess.run([sys.executable, "-c", "import selfinstruct; print(selfinstruct.__file__)"],
+                         cwd=src, env=_engine_env(src), capture_output=True, text=True)
+    return out.stdout.strip() or out.stderr.strip()[-500:]
+
+
+def read_pool(db: Path) -> dict:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        n, lat_sum, attempts, failed = con.execute(
+            "SELECT count(*), sum(latency_s), sum(attempts), "
+            "count(*) FILTER (WHERE error IS NOT NULL AND response IS NULL) FROM requests").fetchone()
+        accepted = con.execute("SELECT count(*) FROM candidates WHERE status = 'accepted'").fetchone()[0]
+        run = con.execute("SELECT status, stop_reason, epoch(finished_at) - epoch(started_at) "
+                          "FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        bound = dependency_bound(con, ENGINE_C)
+    finally:
+        con.close()
+    return {"requests": int(n), "latency_sum_s": float(lat_sum or 0.0),
+            "attempts": int(attempts or 0), "failed_requests": int(failed),
+            "retries_429": int(attempts or 0) - int(n), "accepted": int(accepted),
+            "run_status": run[0] if run else None, "stop_reason": run[1] if run else None,
+            "run_wall_s": float(run[2]) if run and run[2] is not None else None,
+            **({"best_wall_s": bound["best_wall_s"], "critical_path_s": bound["critical_path_s"],
+                "best_utilization": float(lat_sum or 0.0) / (ENGINE_C * bound["best_wall_s"])}
+               if bound else {})}
+
+
+def dependency_bound(con, concurrency: int) -> dict | None:
+    """For a pool grown by the continuous engine: the shortest wall time any scheduler could
+    reach with the same requests, their latencies and the engine's rules (decisions in round
+    and position order, round N planned once round N - lag is decided, classification after
+    the decision, instances after the classification), as max(critical path with unlimited
+    slots, summed latency / C). None for the barrier engine (no applied_at column)."""
+    cols = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
+                                      "WHERE table_name = 'requests'").fetchall()}
+    if "applied_at" not in cols:
+        return None
+    config = json.loads(con.execute("SELECT config FROM runs ORDER BY id DESC LIMIT 1").fetchone()[0])
+    lag = int(config.get("example_lag") or 2)
+    rows = con.execute(
+        "SELECT q.id, q.stage, r.number, q.position, q.latency_s, q.candidate_id FROM requests q "
+        "JOIN rounds r ON r.id = q.round_id ORDER BY r.number, q.position").fetchall()
+    from_request = dict(con.execute("SELECT id, request_id FROM candidates").fetchall())
+    decided: dict[int, float] = {}
+    round_decided: dict[int, float] = {}
+    frontier = 0.0
+    for rid, stage, number, _, latency, _ in rows:
+        if stage in ("instructions", "batch"):
+            start = round_decided.get(number - lag, 0.0)
+            frontier = max(frontier, start + (latency or 0.0))
+            decided[rid] = round_decided[number] = frontier
+    classified: dict[int, float] = {}
+    end = frontier
+    for stage_wanted in ("classify", "instances"):
+        for rid, stage, number, _, latency, cand in rows:
+            if stage != stage_wanted:
+                continue
+            ready = decided.get(from_request.get(cand), 0.0) if stage == "classify" else classified.get(cand, 0.0)
+            done = ready + (latency or 0.0)
+            if stage == "classify":
+                classified[cand] = done
+            end = max(end, done)
+    work = sum((r[4] or 0.0) for r in rows) / concurrency
+    return {"critical_path_s": end, "work_over_c_s": work, "best_wall_s": max(end, work)}
+
+
+def run_generate(src: Path, rounds: int, median_s: float, sigma: float, latency_seed: int,
+                 faults: dict | None = None, timeout_s: float = 3600.0) -> dict:
+    """One measurement: fresh pool with the starter seeds, a fresh lognormal server, one timed
+    `generate` subprocess of the checkout at `src`, then the pool read back."""
+    env = _engine_env(src)
+    with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
+        db = Path(tmp) / "pool.duckdb"
+        seeds = subprocess.run([sys.executable, "-m", "selfinstruct", "seeds", "import", "starter",
+                                "--db", str(db)], cwd=src, env=env, capture_output=True, text=True)
+        if seeds.returncode != 0:
+            raise RuntimeError(f"seeds import failed in {src}:\n{seeds.stderr[-3000:]}")
+        with lognormal_server(median_s, sigma, latency_seed) as base_url:
+            if faults:
+                post_faults(base_url, faults)
+            cmd = [sys.executable, "-m", "selfinstruct", "generate", "--base-url", base_url,
+                   "--model", MODEL, "--rounds", str(rounds),
+                   "--requests-per-round", str(ENGINE_RPR), "--concurrency", str(ENGINE_C),
+                   "--seed", "0", "--db", str(db)]
+            started = time.perf_counter()
+            try:
+                proc = subprocess.run(cmd, cwd=src, env=env, capture_output=True, text=True,
+                                      timeout=timeout_s)
+                returncode, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
+            except subprocess.TimeoutExpired as e:
+                returncode, stdout, stderr = None, str(e.stdout or ""), f"timed out after {timeout_s} s"
+            wall = time.perf_counter() - started
+        row = {"wall_s": wall, "returncode": returncode}
+        if returncode != 0:
+            row["stderr_tail"] = (stderr or "")[-4000:]
+            row["stdout_tail"] = (stdout or "")[-1000:]
+        try:
+            row.update(read_pool(db))
+        except Exception as e:  # noqa: BLE001 - a crashed run may leave no readable pool
+            row["pool_error"] = f"{type(e).__name__}: {e}"
+    if "latency_sum_s" in row:
+        row["utilization"] = row["latency_sum_s"] / (ENGINE_C * wall)
+        if row.get("run_wall_s"):   # without the process's start-up (imports, index, estimate)
+            row["run_utilization"] = row["latency_sum_s"] / (ENGINE_C * row["run_wall_s"])
+    return row
+
+
+_NUMERIC = ("wall_s", "requests", "latency_sum_s", "utilization", "run_utilization", "best_utilization",
+            "best_wall_s", "critical_path_s", "accepted", "attempts",
+            "failed_requests", "retries_429", "run_wall_s")
+
+
+def _median_row(samples: list[dict]) -> dict:
+    out: dict = {}
+    for key in _NUMERIC:
+        values = [s[key] for s in samples if s.get(key) is not None]
+        if values:
+            out[key] = statistics.median(values)
+    for key in ("run_status", "stop_reason", "returncode"):
+        out[key] = [s.get(key) for s in samples] if len(samples) > 1 else samples[0].get(key)
+    return out
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def section_engine(args: argparse.Namespace) -> dict:
+    engines = list(dict.fromkeys(args.engines))
+    result: dict = {"config": {"concurrency": ENGINE_C, "requests_per_round": ENGINE_RPR,
+                               "median_s": args.median, "sigmas": args.sigmas,
+                               "rounds": args.rounds_list, "engines": engines,
+                               "repeats": args.repeats, "old_engine_tag": OLD_ENGINE_TAG},
+                    "rows": [], "storm": None}
+    stack = contextlib.ExitStack()
+    with stack:
+        sources = {"new": ROOT}
+        if "old" in engines:
+            sources["old"] = stack.enter_context(old_engine_worktree())
+        result["config"]["packages"] = {name: _which_package(src) for name, src in sources.items()
+                                        if name in engines}
+        _log(f"engine: C={ENGINE_C}, {ENGINE_RPR} requests/round, lognormal latency median "
+             f"{args.median} s; packages {result['config']['packages']}")
+        for rounds in args.rounds_list:
+            for sigma in args.sigmas:
+                for engine in engines:
+                    samples = []
+                    for rep in range(args.repeats):
+                        _log(f"  {engine} rounds={rounds} sigma={sigma} repeat {rep + 1}/{args.repeats} ...")
+                        sample = run_generate(sources[engine], rounds, args.median, sigma, rep)
+                        samples.append(sample)
+                        _log(f"    wall {sample['wall_s']:.1f} s, requests {sample.get('requests')}, "
+                             f"utilization {_fmt(sample.get('utilization'), '.3f')}, "
+                             f"status {sample.get('run_status')}, rc {sample['returncode']}")
+                        if sample["returncode"] != 0:
+                            _log("    generate failed:\n" + sample.get("stderr_tail", ""))
+                    row = {"engine": engine, "rounds": rounds, "sigma": sigma,
+                           **_median_row(samples), "samples": samples}
+                    result["rows"].append(row)
+
+        if args.storm and "new" in engines:
+            storm_rounds, storm_sigma = 3, 0.8
+            faults = {"rates": {"429": 0.333}, "rate_params": {"429": {"retry_after": 0.2}}, "seed": 1}
+            storm, calm = [], []
+            for rep in range(args.repeats):
+                _log(f"  storm: new rounds={storm_rounds} sigma={storm_sigma} with 429 every ~3rd request, "
+                     f"repeat {rep + 1}/{args.repeats} ...")
+                storm.append(run_generate(ROOT, storm_rounds, args.median, storm_sigma, rep, faults=faults))
+                _log(f"    wall {storm[-1]['wall_s']:.1f} s, status {storm[-1].get('run_status')}, "
+                     f"failed {storm[-1].get('failed_requests')}, 429s {storm[-1].get('retries_429')}")
+                if storm[-1]["returncode"] != 0:
+                    _log("    generate failed:\n" + storm[-1].get("stderr_tail", ""))
+            same = next((r for r in result["rows"] if r["engine"] == "new"
+                         and r["rounds"] == storm_rounds and r["sigma"] == storm_sigma), None)
+            if same is not None:
+                calm = same["samples"]
+            else:
+                for rep in range(args.repeats):
+                    _log(f"  storm baseline: new rounds={storm_rounds} sigma={storm_sigma} without 429s ...")
+                    calm.append(run_generate(ROOT, storm_rounds, args.median, storm_sigma, rep))
+            result["storm"] = {"rounds": storm_rounds, "sigma": storm_sigma, "faults": faults,
+                               "with_429": {**_median_row(storm), "samples": storm},
+                               "without_429": {**_median_row(calm), "samples": calm}}
+
+    rows = result["rows"]
+    print(f"\nengine: slot utilization = sum(requests.latency_s) / (C x wall), C = {ENGINE_C}, "
+          f"{ENGINE_RPR} requests/round, lognormal latency median {args.median} s"
+          + (f", medians of {args.repeats}" if args.repeats > 1 else ""))
+    header = (f"{'engine':>6} {'rounds':>6} {'sigma':>5} {'wall s':>8} {'requests':>8} "
+              f"{'latency sum s':>13} {'utilization':>11} {'run util':>8} {'best':>6} {'accepted':>8} "
+              f"{'status':>10}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['engine']:>6} {r['rounds']:>6} {r['sigma']:>5} {_fmt(r.get('wall_s'), '.1f'):>8} "
+              f"{_fmt(r.get('requests'), '.0f'):>8} {_fmt(r.get('latency_sum_s'), '.1f'):>13} "
+              f"{_fmt(r.get('utilization'), '.3f'):>11} {_fmt(r.get('run_utilization'), '.3f'):>8} "
+              f"{_fmt(r.get('best_utilization'), '.3f'):>6} {_fmt(r.get('accepted'), '.0f'):>8} "
+              f"{str(r.get('run_status')):>10}")
+    ratios = []
+    for r in rows:
+        if r["engine"] != "new":
+            continue
+        old = next((o for o in rows if o["engine"] == "old" and o["rounds"] == r["rounds"]
+                    and o["sigma"] == r["sigma"]), None)
+        if old is None or not old.get("utilization") or r.get("utilization") is None:
+            continue
+        ratios.append({"rounds": r["rounds"], "sigma": r["sigma"],
+                       "utilization_new_over_old": r["utilization"] / old["utilization"],
+                       "wall_new_over_old": r["wall_s"] / old["wall_s"]})
+    if ratios:
+        print("\nnew / old")
+        print(f"{'rounds':>6} {'sigma':>5} {'utilization':>11} {'wall':>6}")
+        for q in ratios:
+            print(f"{q['rounds']:>6} {q['sigma']:>5} {q['utilization_new_over_old']:>11.2f} "
+                  f"{q['wall_new_over_old']:>6.2f}")
+    result["ratios"] = ratios
+    storm = result["storm"]
+    if storm:
+        w, c = storm["with_429"], storm["without_429"]
+        print(f"\n429 storm (new engine, C={ENGINE_C}, {storm['rounds']} rounds, sigma {storm['sigma']}, "
+              f"429 on ~1/3 of requests, retry-after 0.2 s): status {w.get('run_status')}, "
+              f"failed requests {_fmt(w.get('failed_requests'), '.0f')}, "
+              f"429s {_fmt(w.get('retries_429'), '.0f')}, accepted {_fmt(w.get('accepted'), '.0f')}, "
+              f"wall {_fmt(w.get('wall_s'), '.1f')} s vs {_fmt(c.get('wall_s'), '.1f')} s without "
+              f"429s (status {c.get('run_status')})")
+        if w.get("wall_s") and c.get("wall_s"):
+            storm["wall_ratio"] = w["wall_s"] / c["wall_s"]
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"engine-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"\nresults: {out}")
+    return result
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "requests": section_requests,
     "filters": section_filters,
+    "engine": section_engine,
 }
 
 
@@ -246,6 +572,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="extra latencies to run at C=32, N=1000 (default: 0.1 0.2; none: --sweep)")
     g.add_argument("--no-overhead", dest="overhead", action="store_false",
                    help="skip the L=0 client-ceiling measurement")
+    e = parser.add_argument_group("engine")
+    e.add_argument("--rounds-list", type=int, nargs="+", default=[3, 10], help="rounds per run (default: 3 10)")
+    e.add_argument("--sigmas", type=float, nargs="+", default=[0.8, 0.3],
+                   help="lognormal sigmas of the per-request latency (default: 0.8 0.3)")
+    e.add_argument("--engines", nargs="+", choices=("new", "old"), default=["new", "old"],
+                   help="new: this checkout; old: git tag engine-v1 in a temporary worktree")
+    e.add_argument("--repeats", type=int, default=1, help="runs per cell; medians when > 1")
+    e.add_argument("--median", type=float, default=1.5, help="median per-request latency, seconds")
+    e.add_argument("--no-storm", dest="storm", action="store_false",
+                   help="skip the 429-storm case (new engine, 3 rounds)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -385,9 +385,9 @@ class RunState:
         # request that could not be asked never gets here and is asked again.
         label = bool(parsing.parse_classification(answer["text"] or ""))
         instruction = self.pool.cursor().execute(
-            "SELECT instruction FROM candidates WHERE id = ?", [candidate_id]).fetchone()
+            "SELECT instruction FROM candidates WHERE id = ? AND status = 'accepted'", [candidate_id]).fetchone()
         followups = []
-        if instruction is not None:
+        if instruction is not None:   # not removed by a person in the meantime
             item = self._followup({"id": candidate_id, "instruction": instruction[0],
                                    "is_classification": label}, row["round_id"])
             followups.append(item)

@@ -432,6 +432,18 @@ def _adapt_responder(responder: Callable) -> Responder:
     return responder
 
 
+def _json_object(body: bytes) -> dict:
+    """A request body that must be a JSON object, or the 400 OpenAI answers otherwise."""
+    try:
+        req = json.loads(body or b"null")
+    except ValueError:
+        raise _HTTPError(400, "We could not parse the JSON body of your request.",
+                         "invalid_request_error", None) from None
+    if not isinstance(req, dict):
+        raise _HTTPError(400, "The request body must be a JSON object.", "invalid_request_error", None)
+    return req
+
+
 def _mask_key(key: str) -> str:
     if len(key) <= 8:
         return "*" * len(key)
@@ -664,14 +676,7 @@ class _Handler(BaseHTTPRequestHandler):
         owner._enter()
         try:
             owner._check_auth(self.headers)
-            try:
-                req = json.loads(body or b"null")
-            except ValueError:
-                raise _HTTPError(400, "We could not parse the JSON body of your request.",
-                                 "invalid_request_error", None) from None
-            if not isinstance(req, dict):
-                raise _HTTPError(400, "The request body must be a JSON object.",
-                                 "invalid_request_error", None)
+            req = _json_object(body)
             plan = owner.faults
             status, payload, ctype, headers = owner._answer(chat, req, plan, self._wait)
             if isinstance(payload, _Drop):
@@ -1449,14 +1454,7 @@ class OfflineServer:
         return job
 
     def _create_batch(self, body: bytes) -> dict:
-        try:
-            req = json.loads(body or b"null")
-        except ValueError:
-            raise _HTTPError(400, "We could not parse the JSON body of your request.",
-                             "invalid_request_error", None) from None
-        if not isinstance(req, dict):
-            raise _HTTPError(400, "The request body must be a JSON object.",
-                             "invalid_request_error", None)
+        req = _json_object(body)
         endpoint = req.get("endpoint")
         if endpoint not in BATCH_ENDPOINTS:
             raise _HTTPError(400, f"Invalid value for 'endpoint': {endpoint!r}. The offline "

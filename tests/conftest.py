@@ -29,6 +29,24 @@ def pool(db_path):
     pool.close()
 
 
+@pytest.fixture
+def seeded(pool):
+    """An empty pool with the starter seeds."""
+    from selfinstruct import seeds
+
+    seeds.load_starter_seeds(pool)
+    return pool
+
+
+@pytest.fixture
+def server():
+    """The offline demo server on 127.0.0.1 (modules that need another one override this)."""
+    from selfinstruct.offline import OfflineServer
+
+    with OfflineServer(seed=7) as srv:
+        yield srv
+
+
 def shared_file(name: str) -> Path:
     """A file from ../shared/data; the test is skipped when shared/ is not beside the repo."""
     path = SHARED_DATA / name

@@ -20,18 +20,6 @@ from tests.conftest import ROOT, run_cli
 FAST = dict(timeout_s=5.0, max_retries=3, seed=3, model="selfinstruct-demo")
 
 
-@pytest.fixture
-def seeded(pool):
-    seeds.load_starter_seeds(pool)
-    return pool
-
-
-@pytest.fixture
-def server():
-    with OfflineServer(seed=7) as srv:
-        yield srv
-
-
 def batch_config(server, **overrides) -> RunConfig:
     return RunConfig(**{"base_url": server.base_url, "batch": True, "batch_poll_s": 0.1,
                         "rounds": 1, "requests_per_round": 3, **FAST, **overrides})

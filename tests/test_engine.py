@@ -25,12 +25,6 @@ from tests.conftest import ROOT, run_cli
 FAST = dict(timeout_s=5.0, max_retries=2)
 
 
-@pytest.fixture
-def seeded(pool):
-    seeds.load_starter_seeds(pool)
-    return pool
-
-
 def new_pool(path) -> Pool:
     pool = Pool.open(path)
     seeds.load_starter_seeds(pool)

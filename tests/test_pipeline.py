@@ -22,18 +22,6 @@ SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 FAST = dict(timeout_s=5.0, max_retries=3)
 
 
-@pytest.fixture
-def seeded(pool):
-    seeds.load_starter_seeds(pool)
-    return pool
-
-
-@pytest.fixture
-def server():
-    with OfflineServer(seed=7) as srv:
-        yield srv
-
-
 def run_rounds(pool, server, rounds=3, **overrides):
     config = RunConfig(base_url=server.base_url, rounds=rounds, seed=3, **{**FAST, **overrides})
     run_id = start_run(pool, config)
