@@ -250,12 +250,14 @@ def _log(msg: str) -> None:
 
 
 @contextlib.contextmanager
-def lognormal_server(median_s: float, sigma: float, latency_seed: int) -> Iterator[str]:
-    """Yield the base URL (.../v1) of an offline demo server (started from this checkout) with a
-    lognormal per-request delay."""
+def lognormal_server(median_s: float, sigma: float, latency_seed: int,
+                     responder: str = "demo") -> Iterator[str]:
+    """Yield the base URL (.../v1) of an offline server (started from this checkout) with a
+    lognormal per-request delay; `responder` demo (the bundled corpus, which runs dry after a few
+    hundred tasks) or synthetic (endless new tasks, as a real model keeps producing)."""
     errlog = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "selfinstruct.offline", "--port", "0",
+        [sys.executable, "-m", "selfinstruct.offline", "--port", "0", "--responder", responder,
          "--latency-median", str(median_s), "--latency-sigma", str(sigma),
          "--latency-seed", str(latency_seed)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=errlog, text=True,
@@ -380,6 +382,7 @@ def dependency_bound(con, concurrency: int) -> dict | None:
 
 
 def run_generate(src: Path, rounds: int, median_s: float, sigma: float, latency_seed: int,
+                 responder: str = "demo",
                  faults: dict | None = None, timeout_s: float = 3600.0) -> dict:
     """One measurement: fresh pool with the starter seeds, a fresh lognormal server, one timed
     `generate` subprocess of the checkout at `src`, then the pool read back."""
@@ -390,7 +393,7 @@ def run_generate(src: Path, rounds: int, median_s: float, sigma: float, latency_
                                 "--db", str(db)], cwd=src, env=env, capture_output=True, text=True)
         if seeds.returncode != 0:
             raise RuntimeError(f"seeds import failed in {src}:\n{seeds.stderr[-3000:]}")
-        with lognormal_server(median_s, sigma, latency_seed) as base_url:
+        with lognormal_server(median_s, sigma, latency_seed, responder) as base_url:
             if faults:
                 post_faults(base_url, faults)
             cmd = [sys.executable, "-m", "selfinstruct", "generate", "--base-url", base_url,
@@ -444,6 +447,7 @@ def section_engine(args: argparse.Namespace) -> dict:
     engines = list(dict.fromkeys(args.engines))
     result: dict = {"config": {"concurrency": ENGINE_C, "requests_per_round": ENGINE_RPR,
                                "median_s": args.median, "sigmas": args.sigmas,
+                               "responders": args.responders,
                                "rounds": args.rounds_list, "engines": engines,
                                "repeats": args.repeats, "old_engine_tag": OLD_ENGINE_TAG},
                     "rows": [], "storm": None}
@@ -456,22 +460,26 @@ def section_engine(args: argparse.Namespace) -> dict:
                                         if name in engines}
         _log(f"engine: C={ENGINE_C}, {ENGINE_RPR} requests/round, lognormal latency median "
              f"{args.median} s; packages {result['config']['packages']}")
-        for rounds in args.rounds_list:
-            for sigma in args.sigmas:
-                for engine in engines:
-                    samples = []
-                    for rep in range(args.repeats):
-                        _log(f"  {engine} rounds={rounds} sigma={sigma} repeat {rep + 1}/{args.repeats} ...")
-                        sample = run_generate(sources[engine], rounds, args.median, sigma, rep)
-                        samples.append(sample)
-                        _log(f"    wall {sample['wall_s']:.1f} s, requests {sample.get('requests')}, "
-                             f"utilization {_fmt(sample.get('utilization'), '.3f')}, "
-                             f"status {sample.get('run_status')}, rc {sample['returncode']}")
-                        if sample["returncode"] != 0:
-                            _log("    generate failed:\n" + sample.get("stderr_tail", ""))
-                    row = {"engine": engine, "rounds": rounds, "sigma": sigma,
-                           **_median_row(samples), "samples": samples}
-                    result["rows"].append(row)
+        for responder in args.responders:
+            for rounds in args.rounds_list:
+                for sigma in args.sigmas:
+                    for engine in engines:
+                        samples = []
+                        for rep in range(args.repeats):
+                            _log(f"  {engine} {responder} rounds={rounds} sigma={sigma} "
+                                 f"repeat {rep + 1}/{args.repeats} ...")
+                            sample = run_generate(sources[engine], rounds, args.median, sigma, rep, responder)
+                            samples.append(sample)
+                            _log(f"    wall {sample['wall_s']:.1f} s, requests {sample.get('requests')}, "
+                                 f"utilization {_fmt(sample.get('utilization'), '.3f')} "
+                                 f"(run {_fmt(sample.get('run_utilization'), '.3f')}, best "
+                                 f"{_fmt(sample.get('best_utilization'), '.3f')}), "
+                                 f"status {sample.get('run_status')}, rc {sample['returncode']}")
+                            if sample["returncode"] != 0:
+                                _log("    generate failed:\n" + sample.get("stderr_tail", ""))
+                        row = {"engine": engine, "responder": responder, "rounds": rounds, "sigma": sigma,
+                               **_median_row(samples), "samples": samples}
+                        result["rows"].append(row)
 
         if args.storm and "new" in engines:
             storm_rounds, storm_sigma = 3, 0.8
@@ -485,7 +493,7 @@ def section_engine(args: argparse.Namespace) -> dict:
                      f"failed {storm[-1].get('failed_requests')}, 429s {storm[-1].get('retries_429')}")
                 if storm[-1]["returncode"] != 0:
                     _log("    generate failed:\n" + storm[-1].get("stderr_tail", ""))
-            same = next((r for r in result["rows"] if r["engine"] == "new"
+            same = next((r for r in result["rows"] if r["engine"] == "new" and r["responder"] == "demo"
                          and r["rounds"] == storm_rounds and r["sigma"] == storm_sigma), None)
             if same is not None:
                 calm = same["samples"]
@@ -501,13 +509,13 @@ def section_engine(args: argparse.Namespace) -> dict:
     print(f"\nengine: slot utilization = sum(requests.latency_s) / (C x wall), C = {ENGINE_C}, "
           f"{ENGINE_RPR} requests/round, lognormal latency median {args.median} s"
           + (f", medians of {args.repeats}" if args.repeats > 1 else ""))
-    header = (f"{'engine':>6} {'rounds':>6} {'sigma':>5} {'wall s':>8} {'requests':>8} "
+    header = (f"{'engine':>6} {'model':>9} {'rounds':>6} {'sigma':>5} {'wall s':>8} {'requests':>8} "
               f"{'latency sum s':>13} {'utilization':>11} {'run util':>8} {'best':>6} {'accepted':>8} "
               f"{'status':>10}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['engine']:>6} {r['rounds']:>6} {r['sigma']:>5} {_fmt(r.get('wall_s'), '.1f'):>8} "
+        print(f"{r['engine']:>6} {r['responder']:>9} {r['rounds']:>6} {r['sigma']:>5} {_fmt(r.get('wall_s'), '.1f'):>8} "
               f"{_fmt(r.get('requests'), '.0f'):>8} {_fmt(r.get('latency_sum_s'), '.1f'):>13} "
               f"{_fmt(r.get('utilization'), '.3f'):>11} {_fmt(r.get('run_utilization'), '.3f'):>8} "
               f"{_fmt(r.get('best_utilization'), '.3f'):>6} {_fmt(r.get('accepted'), '.0f'):>8} "
@@ -517,17 +525,17 @@ def section_engine(args: argparse.Namespace) -> dict:
         if r["engine"] != "new":
             continue
         old = next((o for o in rows if o["engine"] == "old" and o["rounds"] == r["rounds"]
-                    and o["sigma"] == r["sigma"]), None)
+                    and o["sigma"] == r["sigma"] and o["responder"] == r["responder"]), None)
         if old is None or not old.get("utilization") or r.get("utilization") is None:
             continue
-        ratios.append({"rounds": r["rounds"], "sigma": r["sigma"],
+        ratios.append({"responder": r["responder"], "rounds": r["rounds"], "sigma": r["sigma"],
                        "utilization_new_over_old": r["utilization"] / old["utilization"],
                        "wall_new_over_old": r["wall_s"] / old["wall_s"]})
     if ratios:
         print("\nnew / old")
-        print(f"{'rounds':>6} {'sigma':>5} {'utilization':>11} {'wall':>6}")
+        print(f"{'model':>9} {'rounds':>6} {'sigma':>5} {'utilization':>11} {'wall':>6}")
         for q in ratios:
-            print(f"{q['rounds']:>6} {q['sigma']:>5} {q['utilization_new_over_old']:>11.2f} "
+            print(f"{q['responder']:>9} {q['rounds']:>6} {q['sigma']:>5} {q['utilization_new_over_old']:>11.2f} "
                   f"{q['wall_new_over_old']:>6.2f}")
     result["ratios"] = ratios
     storm = result["storm"]
@@ -580,6 +588,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="new: this checkout; old: git tag engine-v1 in a temporary worktree")
     e.add_argument("--repeats", type=int, default=1, help="runs per cell; medians when > 1")
     e.add_argument("--median", type=float, default=1.5, help="median per-request latency, seconds")
+    e.add_argument("--responders", nargs="+", default=["demo", "synthetic"], choices=("demo", "synthetic"),
+                   help="the offline server's model: demo (bundled corpus) and/or synthetic (endless new tasks)")
     e.add_argument("--no-storm", dest="storm", action="store_false",
                    help="skip the 429-storm case (new engine, 3 rounds)")
 

@@ -253,3 +253,41 @@ class DemoModel:
         return "\n" + "\n\n".join(blocks)
 
 
+
+
+# -- an endless supply of new tasks, for load tests ------------------------------------------
+_VERBS = ("Write", "Summarize", "Explain", "Describe", "Compare", "List", "Draft", "Outline",
+          "Suggest", "Rewrite", "Plan", "Critique", "Translate", "Design", "Recommend", "Estimate",
+          "Argue", "Predict", "Illustrate", "Question", "Rank", "Simplify", "Defend", "Review")
+_THINGS = ("a short letter", "three tips", "a two-line poem", "a checklist", "a brief story",
+           "a job advert", "a study plan", "a weekly menu", "a product review", "a riddle",
+           "a packing list", "a speech opening", "a slogan", "a tweet", "a one-page guide",
+           "a quiz question", "a haiku", "a debate motion", "a budget", "a travel itinerary",
+           "a cover note", "a warning label", "a lesson outline", "a short dialogue",
+           "a book blurb", "a set of rules", "a recipe card", "an apology", "a thank-you note",
+           "a news headline", "a fable", "a limerick", "a survey question", "a safety briefing")
+_TOPICS = ("tide pools", "solar panels", "sourdough bread", "chess openings", "city cycling",
+           "honeybees", "old lighthouses", "rainwater tanks", "board game nights", "glaciers",
+           "public libraries", "night trains", "vegetable gardens", "volcano safety",
+           "paper recycling", "choir practice", "winter running", "bird migration", "pottery",
+           "street markets", "mountain huts", "coral reefs", "local elections", "tea ceremonies",
+           "bicycle repair", "desert plants", "museum visits", "first aid kits", "kite flying",
+           "river cleanups", "fermented foods", "sleep habits", "map reading", "lunar eclipses")
+_AUDIENCES = ("for children", "for retirees", "for new employees", "for tourists", "for nurses",
+              "for first-year students", "for farmers", "for a school newsletter", "for teenagers",
+              "for beginners", "for a busy parent", "for a town council", "for shop owners",
+              "for volunteers", "for software testers", "for a radio show", "for pen pals")
+
+
+class SyntheticModel(DemoModel):
+    """DemoModel whose instruction answers are new tasks made from word lists, so a pool keeps
+    growing as it would with a real model (the bundled corpus runs dry after a few hundred
+    tasks). For load tests and benchmarks; the other stages answer as DemoModel does."""
+
+    def _sample(self, pool: list[dict], exclude: list[str], k: int,
+                rng: random.Random) -> list[dict]:
+        if pool is not self.corpus:
+            return super()._sample(pool, exclude, k, rng)
+        return [{"instruction": f"{rng.choice(_VERBS)} {rng.choice(_THINGS)} about {rng.choice(_TOPICS)} "
+                                f"{rng.choice(_AUDIENCES)}.", "is_classification": False, "instances": []}
+                for _ in range(max(k, 0))]

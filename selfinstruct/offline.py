@@ -1708,15 +1708,26 @@ def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.
     parser.add_argument("--latency-seed", type=int, default=0, metavar="N",
                         help="seed mixed into the per-body delay draw (default 0)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--responder", choices=("demo", "echo"), default="demo",
-                        help="demo: DemoModel answers; echo: a trivial answer (benchmarks)")
+    parser.add_argument("--responder", choices=("demo", "synthetic", "echo"), default="demo",
+                        help="demo: DemoModel answers; synthetic: endless new tasks (load tests); "
+                             "echo: a trivial answer (benchmarks)")
     return parser
+
+
+def _responder(name: str, seed: int):
+    if name == "echo":
+        return _echo_responder
+    if name == "synthetic":
+        from .demo import SyntheticModel
+
+        return SyntheticModel(seed=seed)
+    return None            # the default: DemoModel, loaded on first use
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
     serve_forever(port=args.port, host=args.host, api_key=args.api_key, latency_s=args.latency,
-                  seed=args.seed, responder=_echo_responder if args.responder == "echo" else None,
+                  seed=args.seed, responder=_responder(args.responder, args.seed),
                   latency_median_s=args.latency_median, latency_sigma=args.latency_sigma,
                   latency_seed=args.latency_seed)
     return 0
