@@ -362,3 +362,25 @@ def test_bundled_corpus_round_trips():
         answer = m.respond(build_instance_prompt(entry["instruction"], cls).full_text())
         got = parse_instances(answer, cls)
         assert _stripped(got.instances) == _stripped(entry["instances"][:5]), entry["instruction"]
+
+
+def test_synthetic_model_keeps_producing_new_tasks():
+    from selfinstruct.demo import SyntheticModel
+    from selfinstruct.filters import InstructionFilter
+    from selfinstruct.novelty import NoveltyIndex
+
+    model = SyntheticModel(seed=3, chatty_rate=0.0, malformed_rate=0.0)
+    prompt = build_instruction_prompt(SEEDS)
+    index, accepted = NoveltyIndex(), 0
+    for request_seed in range(200):
+        items = parse_instructions(model.respond(prompt.full_text(), request_seed=request_seed), prompt).items
+        assert len(items) == 8
+        for item in items:
+            if InstructionFilter().check(item) is not None:   # e.g. "map reading": as a real model, now and then
+                continue
+            if index.max_similarity(item)[0] <= 0.7:
+                index.add(item)
+                accepted += 1
+    # 1,600 candidates (the bundled corpus has 338 tasks in all): hundreds stay new
+    assert accepted > 500
+    assert model.respond(prompt.full_text(), request_seed=5) == model.respond(prompt.full_text(), request_seed=5)
