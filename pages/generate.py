@@ -106,9 +106,12 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
                           help="Requests go to the provider's Batch API in batches: half the list "
                                "price, but each batch may take up to 24 h and a round needs up to "
                                "three of them (instructions, classification, instances).")
-    batch_poll = 30.0
+    batch_poll, batch_discount = 30.0, 0.5
     if use_batch and backend != "offline":
         batch_poll = q4.number_input("Check batches every (s)", 0.1, 3600.0, 30.0, 5.0, key="gen_batch_poll")
+        batch_discount = q4.number_input("Batch price (fraction of the list price)", 0.05, 1.0, 0.5, 0.05,
+                                         key="gen_batch_discount",
+                                         help="Providers charge about half for batches; check yours.")
 
     st.markdown("**Filters**")
     f1, f2 = st.columns([1, 2])
@@ -137,6 +140,7 @@ config = RunConfig(
     concurrency=int(concurrency), rounds=int(rounds) or None, target=int(target) or None,
     budget_usd=float(budget) or None, timeout_s=float(timeout_s), rpm=float(rpm) or None,
     tpm=float(tpm) or None, batch=bool(use_batch) and backend != "offline", batch_poll_s=float(batch_poll),
+    batch_discount=float(batch_discount),
     price_per_m=[float(price_in), float(price_out)] if backend != "offline" else None,
 )
 if not (config.rounds or config.target or config.budget_usd):
