@@ -30,6 +30,8 @@ from .store import Pool
 # Instruction requests first: each one unlocks the most follow-up work and the next rounds.
 _PRIORITY = {prompts.STAGE_INSTRUCTIONS: 0, prompts.STAGE_BATCH: 0, prompts.STAGE_CLASSIFY: 1,
              prompts.STAGE_INSTANCES: 2}
+# What a round's row says (rounds.step): instruction requests out, then follow-ups, then done.
+STEP_GENERATE, STEP_CLASSIFY, STEP_DONE = "generate", "classify", "done"
 RETRY_COOLDOWN_S = 5.0       # a request whose retries ran out waits this long before it is sent again
 MAX_FAILURES_PER_REQUEST = 3  # ...and the run fails if the same request runs out of retries this often
 PREVIEW_CHARS = 500           # how much of an oversize answer a reject shows
@@ -116,7 +118,7 @@ class RunState:
         for number in sorted(self.open_rounds):
             rnd = self.rounds[number]
             if self.open_by_round[rnd["id"]] <= 0:   # all its work was done (an older engine's round)
-                self._set_step(rnd, "done")
+                self._set_step(rnd, STEP_DONE)
         self.plan_followups()
 
     # -- bookkeeping ---------------------------------------------------------------------
@@ -130,7 +132,7 @@ class RunState:
         rnd = dict(rnd)
         self.rounds[rnd["number"]] = rnd
         self.round_of[rnd["id"]] = rnd
-        if rnd["step"] != "done":
+        if rnd["step"] != STEP_DONE:
             self.open_rounds.add(rnd["number"])
 
     def _track(self, row: dict) -> None:
@@ -156,20 +158,20 @@ class RunState:
             self.gen_open_by_round[round_id] -= 1
         rnd = self.round_of[round_id]
         if self.open_by_round[round_id] <= 0:
-            self._set_step(rnd, "done")
+            self._set_step(rnd, STEP_DONE)
         elif self.gen_open_by_round[round_id] <= 0:
-            self._set_step(rnd, "classify")
+            self._set_step(rnd, STEP_CLASSIFY)
 
     def _set_step(self, rnd: dict, step: str) -> None:
         if rnd["step"] == step:
             return
         rnd["step"] = step
-        if step == "done":
+        if step == STEP_DONE:
             self.open_rounds.discard(rnd["number"])
         else:
             self.open_rounds.add(rnd["number"])
         self.pool.set_round_step(rnd["id"], step)
-        if step == "done":
+        if step == STEP_DONE:
             summary = self.pool.round_summaries(self.run_id)
             row = summary[summary["round"] == rnd["number"]].iloc[0].to_dict()
             self.emit("round_done", rnd["number"], step,
@@ -186,7 +188,7 @@ class RunState:
         current = self.rounds[min(self.open_rounds)] if self.open_rounds else None
         pacer = self.pacer.snapshot() if self.pacer else {"limit": 0, "rate_limited": 0}
         return Progress(round=round_number or (current["number"] if current else len(self.rounds)),
-                        step=step or (current["step"] if current else "done"), done=self.done,
+                        step=step or (current["step"] if current else STEP_DONE), done=self.done,
                         total=self.total, in_flight=len(self.in_flight), limit=pacer["limit"],
                         rate_limited=pacer["rate_limited"], failures=self.failures)
 
@@ -220,11 +222,11 @@ class RunState:
                 return   # round N's examples come from rounds up to N - lag: wait for them
             planned = self._plan_generation(number, source)
             round_id, ids = self.pool.add_round(self.run_id, number, planned)
-            self._add_round({"id": round_id, "number": number, "step": "generate"})
+            self._add_round({"id": round_id, "number": number, "step": STEP_GENERATE})
             for request_id, item in zip(ids, planned):
                 self._track(self._row(request_id, round_id, number, item))
             self.total += len(ids)
-            self.emit("round_started", number, "generate", f"round {number}: {len(ids)} request(s) planned")
+            self.emit("round_started", number, STEP_GENERATE, f"round {number}: {len(ids)} request(s) planned")
             self.plan_followups()
 
     def _plan_generation(self, number: int, source_round: int) -> list[dict]:
@@ -244,8 +246,8 @@ class RunState:
             return
         planned = [self._followup(c, newest["id"]) for c in orphans]
         ids = self.pool.add_followups(self.run_id, newest["id"], planned)
-        if newest["step"] == "done":
-            self._set_step(newest, "classify")
+        if newest["step"] == STEP_DONE:
+            self._set_step(newest, STEP_CLASSIFY)
         for request_id, item in zip(ids, planned):
             self._track(self._row(request_id, newest["id"], newest["number"], item))
         self.total += len(ids)

@@ -32,8 +32,6 @@ from .llm import LLMConfig, LLMError, PriceTable, Sampling
 from .novelty import NoveltyIndex
 from .store import Pool, PoolError
 
-STEP_GENERATE, STEP_FILTER, STEP_CLASSIFY, STEP_INSTANCES, STEP_DONE = (
-    "generate", "filter", "classify", "instances", "done")
 GENERATION_MODES = ("selfinstruct", "alpaca")
 TOP_K_EVIDENCE = 10
 
