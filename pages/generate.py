@@ -212,7 +212,7 @@ def live_view() -> None:
         if not view.run["config"].get("batch"):
             c1, c2, c3 = st.columns(3)
             c1.metric("In flight", f"{status.in_flight}", help="Requests being answered now.")
-            c2.metric("Concurrency now", f"{status.limit} of {view.run['config'].get('concurrency')}",
+            c2.metric("Concurrency now", f"{status.limit or '–'} of {view.run['config'].get('concurrency')}",
                       help="Halved on a 429 (rate limited), then raised one step per window of answers.")
             c3.metric("Rate-limited (429)", f"{status.rate_limited:,}")
         b1, b2, _ = st.columns([1, 1, 4])

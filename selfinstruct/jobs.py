@@ -50,6 +50,8 @@ class JobStatus:
             return f"No run in progress{size}"
         progress = f", {self.done}/{self.total} requests" if self.total else ""
         verb = {"running": "running", "pausing": "pausing", "stopping": "stopping"}[self.state]
+        if not self.round and self.state == "running":
+            return f"Run {self.run_id} starting{size}"
         return f"Run {self.run_id} {verb}: round {self.round}{progress}{size}"
 
 
