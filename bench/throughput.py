@@ -65,15 +65,27 @@ def offline_server(mode: str) -> Iterator[str]:
         with OfflineServer(responder=lambda text, seed: f"ok {seed % 97}: {text[:40]}") as srv:
             yield srv.base_url
         return
+    with server_process("--responder", "echo") as base_url:
+        yield base_url
+
+
+@contextlib.contextmanager
+def server_process(*options: str) -> Iterator[str]:
+    """Yield the base URL (.../v1) of `python -m selfinstruct.offline OPTIONS` started from this
+    checkout in a process of its own (so client and server do not share one GIL)."""
+    errlog = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "selfinstruct.offline", "--port", "0", "--responder", "echo"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "selfinstruct.offline", "--port", "0", *options],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=errlog, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         line = proc.stdout.readline()
         match = re.search(r"http://\S+/v1", line)
         if not match:
-            raise RuntimeError(f"offline server did not start: {line!r} {proc.stderr.read()}")
+            errlog.seek(0)
+            raise RuntimeError(f"offline server did not start: {line!r} {errlog.read()[-2000:]}")
+        # keep draining stdout so a chatty server never blocks on a full pipe
+        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
         yield match.group(0)
     finally:
         proc.terminate()
@@ -82,8 +94,7 @@ def offline_server(mode: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        errlog.close()
 
 
 def set_latency(base_url: str, latency_s: float) -> None:
@@ -255,30 +266,9 @@ def lognormal_server(median_s: float, sigma: float, latency_seed: int,
     """Yield the base URL (.../v1) of an offline server (started from this checkout) with a
     lognormal per-request delay; `responder` demo (the bundled corpus, which runs dry after a few
     hundred tasks) or synthetic (endless new tasks, as a real model keeps producing)."""
-    errlog = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "selfinstruct.offline", "--port", "0", "--responder", responder,
-         "--latency-median", str(median_s), "--latency-sigma", str(sigma),
-         "--latency-seed", str(latency_seed)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=errlog, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        line = proc.stdout.readline()
-        match = re.search(r"http://\S+/v1", line)
-        if not match:
-            errlog.seek(0)
-            raise RuntimeError(f"offline server did not start: {line!r} {errlog.read()[-2000:]}")
-        # keep draining stdout so a chatty server never blocks on a full pipe
-        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-        yield match.group(0)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        errlog.close()
+    with server_process("--responder", responder, "--latency-median", str(median_s),
+                        "--latency-sigma", str(sigma), "--latency-seed", str(latency_seed)) as base_url:
+        yield base_url
 
 
 def post_faults(base_url: str, spec: dict) -> dict:

@@ -72,6 +72,34 @@ def app_env(db_path, monkeypatch):
     yield from _app_on(db_path, monkeypatch)
 
 
+def served_completions(base_url: str) -> int:
+    """How many completion requests an offline server (any process) has received."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(base_url.rsplit("/v1", 1)[0] + "/_control/stats", timeout=5) as resp:
+        stats = json.loads(resp.read())
+    return sum(n for endpoint, n in stats["by_endpoint"].items() if "completions" in endpoint)
+
+
+def kill_cli_after(args: list[str], base_url: str, served: int, timeout: float = 60) -> None:
+    """Run `python -m selfinstruct ARGS` and SIGKILL it once the server has answered `served`
+    more completion requests; fails the test if the command ended first."""
+    import signal
+    import subprocess
+    import time
+
+    start = served_completions(base_url)
+    victim = subprocess.Popen([sys.executable, "-m", "selfinstruct", *args], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while served_completions(base_url) - start < served and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert victim.poll() is None, "the run ended before it could be killed"
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 120):
     import subprocess
 

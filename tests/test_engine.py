@@ -1,17 +1,13 @@
 """The run engine under stress: answer order, oversize answers, hung and trickling servers,
 stops, corrected settings, failed follow-ups, 429 storms, one run per pool, a full disk and
 repeated SIGKILLs. Real DuckDB file, real openai client, real HTTP to the offline server."""
-import json
-import os
 import re
 import resource
-import signal
 import subprocess
 import sys
 import threading
 import time
 import tracemalloc
-import urllib.request
 
 import pytest
 
@@ -20,7 +16,7 @@ from selfinstruct.jobs import JobManager
 from selfinstruct.offline import OfflineServer
 from selfinstruct.pipeline import RunConfig, RunControl, Runner, start_run
 from selfinstruct.store import Pool
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, kill_cli_after, run_cli
 
 FAST = dict(timeout_s=5.0, max_retries=2)
 
@@ -277,12 +273,6 @@ def test_full_disk_fails_cleanly_then_resumes(tmp_path):
 
 
 # -- 11. several SIGKILLs in one run ----------------------------------------------------------
-def _served(base_url: str) -> int:
-    with urllib.request.urlopen(base_url.rsplit("/v1", 1)[0] + "/_control/stats", timeout=5) as resp:
-        stats = json.loads(resp.read())
-    return sum(n for endpoint, n in stats["by_endpoint"].items() if "completions" in endpoint)
-
-
 def test_several_kills_in_one_run_lose_and_duplicate_nothing(tmp_path):
     server = subprocess.Popen(
         [sys.executable, "-m", "selfinstruct", "offline-server", "--port", "0", "--latency", "0.03"],
@@ -294,15 +284,7 @@ def test_several_kills_in_one_run_lose_and_duplicate_nothing(tmp_path):
         killed_db, straight_db = tmp_path / "killed.duckdb", tmp_path / "straight.duckdb"
         for i, kill_after in enumerate((4, 8, 8)):
             extra = [] if i == 0 else ["--resume"]
-            start = _served(base_url)
-            victim = subprocess.Popen([sys.executable, "-m", "selfinstruct", *args, *extra, "--db", str(killed_db)],
-                                      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            deadline = time.time() + 30
-            while _served(base_url) - start < kill_after and victim.poll() is None and time.time() < deadline:
-                time.sleep(0.01)
-            assert victim.poll() is None, f"kill {i + 1}: the run ended before it could be killed"
-            os.kill(victim.pid, signal.SIGKILL)
-            victim.wait()
+            kill_cli_after([*args, *extra, "--db", str(killed_db)], base_url, kill_after, timeout=30)
         resumed = run_cli("generate", "--resume", "--db", str(killed_db))
         assert resumed.returncode == 0, resumed.stderr
         straight = run_cli(*args, "--db", str(straight_db))

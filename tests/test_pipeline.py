@@ -1,13 +1,9 @@
 """The generation engine end to end: real DuckDB file, real openai client, real
 HTTP to the offline server on 127.0.0.1."""
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from itertools import combinations
 
 import pytest
@@ -16,7 +12,7 @@ from rouge_score import rouge_scorer
 from selfinstruct import seeds
 from selfinstruct.offline import OfflineServer
 from selfinstruct.pipeline import RunConfig, RunControl, Runner, estimate_run, refilter, start_run
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, kill_cli_after, run_cli
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 FAST = dict(timeout_s=5.0, max_retries=3)
@@ -207,12 +203,6 @@ def test_cli_endpoint_errors_are_one_line(db_path):
         assert done.returncode == 2 and "nope" in done.stderr and "Traceback" not in done.stderr
 
 
-def _served(base_url: str) -> int:
-    with urllib.request.urlopen(base_url.rsplit("/v1", 1)[0] + "/_control/stats", timeout=5) as resp:
-        stats = json.loads(resp.read())
-    return sum(n for endpoint, n in stats["by_endpoint"].items() if "completions" in endpoint)
-
-
 @pytest.mark.parametrize("kill_after", [3, 12, 25])
 def test_killed_mid_round_resumes_with_nothing_lost_or_duplicated(tmp_path, kill_after):
     """SIGKILL the CLI after `kill_after` answered requests (in generate, classify or
@@ -226,15 +216,7 @@ def test_killed_mid_round_resumes_with_nothing_lost_or_duplicated(tmp_path, kill
         args = ["generate", "--base-url", base_url, "--model", "selfinstruct-demo", "--rounds", "2",
                 "--concurrency", "2", "--seed", "11"]
         killed_db, straight_db = tmp_path / "killed.duckdb", tmp_path / "straight.duckdb"
-        start = _served(base_url)
-        victim = subprocess.Popen([sys.executable, "-m", "selfinstruct", *args, "--db", str(killed_db)],
-                                  cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 60
-        while _served(base_url) - start < kill_after and victim.poll() is None and time.time() < deadline:
-            time.sleep(0.01)
-        assert victim.poll() is None, "the run ended before it could be killed"
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.wait()
+        kill_cli_after([*args, "--db", str(killed_db)], base_url, kill_after)
         resumed = run_cli("generate", "--resume", "--db", str(killed_db))
         assert resumed.returncode == 0, resumed.stderr
         straight = run_cli(*args, "--db", str(straight_db))
