@@ -192,8 +192,8 @@ def test_rescue_puts_a_reject_in_the_pool_audited_and_undoable(demo_pool):
     assert entry["after"]["status"] == "accepted" and entry["after"]["review"] == "rescued"
     # it is in the novelty pool of every later run, and waits for instances
     assert text in demo_pool.pool_instructions()
-    assert cid in [c["id"] for c in demo_pool.accepted_needing_instances()]
-    assert cid in [c["id"] for c in demo_pool.accepted_needing_classification()]
+    waiting = {c["id"]: c for c in demo_pool.candidates_needing_followups()}
+    assert cid in waiting and waiting[cid]["is_classification"] is None
     # it stays visible as rescued
     rescued = review.load_page(demo_pool, review.RejectQuery(review="rescued")).rows
     assert list(rescued["id"]) == [cid] and rescued["state"][0] == "rescued · instances pending"

@@ -96,19 +96,9 @@ class RunQueries:
             [run_id, number, step],
         )
 
-    def open_round(self, run_id: int) -> dict | None:
-        rows = self._rows(
-            "SELECT * FROM rounds WHERE run_id = ? AND step <> 'done' ORDER BY number DESC LIMIT 1",
-            [run_id],
-        )
-        return rows[0] if rows else None
-
     def rounds_done(self, run_id: int) -> int:
         return int(self._scalar(
             "SELECT count(*) FROM rounds WHERE run_id = ? AND step = 'done'", [run_id]))
-
-    def last_round_number(self, run_id: int) -> int:
-        return int(self._scalar("SELECT coalesce(max(number), 0) FROM rounds WHERE run_id = ?", [run_id]))
 
     def set_round_step(self, round_id: int, step: str) -> None:
         self._q(
@@ -164,40 +154,13 @@ class RunQueries:
         )
 
     # -- requests ----------------------------------------------------------------
-    def add_requests(self, run_id: int, round_id: int, stage: str, planned: Sequence[dict]) -> list[int]:
-        """Store planned requests before any is sent, so a restart sends each once.
-        Each item: position, prompt_version, model, mode, prompt, meta."""
-        with self.transaction() as cur:
-            ids = []
-            for item in planned:
-                cur.execute(
-                    "INSERT INTO requests (run_id, round_id, stage, position, prompt_version, model, "
-                    "mode, prompt, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                    [run_id, round_id, stage, item["position"], item.get("prompt_version"),
-                     item.get("model"), item.get("mode"), item["prompt"], _dumps(item.get("meta"))],
-                )
-                ids.append(cur.fetchone()[0])
-        return ids
-
-    def requests_for(self, round_id: int, stage: str, *, pending_only: bool = False) -> list[dict]:
-        sql = "SELECT * FROM requests WHERE round_id = ? AND stage = ?"
-        if pending_only:
-            sql += " AND response IS NULL"
-        rows = self._rows(sql + " ORDER BY position", [round_id, stage])
+    def requests_for(self, round_id: int, stage: str) -> list[dict]:
+        """A round's requests of one stage in position order (re-filter reads their answers)."""
+        rows = self._rows("SELECT * FROM requests WHERE round_id = ? AND stage = ? ORDER BY position",
+                          [round_id, stage])
         for row in rows:
             row["meta"] = _loads(row["meta"]) or {}
         return rows
-
-    def record_response(self, request_id: int, *, response: str | None, finish_reason: str | None,
-                        prompt_tokens: int, completion_tokens: int, cost_usd: float, latency_s: float,
-                        attempts: int, error: str | None = None, error_kind: str | None = None) -> None:
-        self._q(
-            "UPDATE requests SET response = ?, finish_reason = ?, prompt_tokens = ?, "
-            "completion_tokens = ?, cost_usd = ?, latency_s = ?, attempts = ?, error = ?, "
-            "error_kind = ?, completed_at = current_timestamp WHERE id = ?",
-            [None if error else response, finish_reason, prompt_tokens, completion_tokens, cost_usd,
-             latency_s, attempts, error, error_kind, request_id],
-        )
 
     def request_history(self, stage: str, model: str | None = None, limit: int = 500) -> dict:
         """Medians of recent answered requests, for estimates."""
@@ -284,16 +247,7 @@ class RunQueries:
             if answer is not None:
                 self.record_answer(request_id, answer)
             for row in candidates:
-                cur.execute(
-                    "INSERT INTO candidates (run_id, round_id, request_id, position, instruction, status, "
-                    "reason, details, max_rouge, nearest_text, is_classification) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                    [run_id, round_id, request_id, row["position"], row["instruction"], row["status"],
-                     row.get("reason"), _dumps(row.get("details")), row.get("max_rouge"),
-                     row.get("nearest_text"), row.get("is_classification")])
-                row["id"] = cur.fetchone()[0]
-                if row.get("instances"):
-                    self._insert_instances(cur, row["id"], request_id, row["instances"])
+                row["id"] = self._insert_candidate(cur, run_id, round_id, request_id, row)
             if classification is not None:
                 cur.execute("UPDATE candidates SET is_classification = ? WHERE id = ?",
                             [bool(classification[1]), classification[0]])
@@ -374,28 +328,27 @@ class RunQueries:
     # -- candidates and instances --------------------------------------------------
     def add_candidates(self, run_id: int, round_id: int, rows: Sequence[dict], *,
                        next_step: str | None = None) -> list[int]:
-        """Insert a round's decided candidates (and, for batch mode, their instances)
-        and move the round on, in one transaction."""
-        ids = []
+        """Insert decided candidates (with their instances, if any) and optionally move the
+        round on, in one transaction (tests and benchmarks build pools with it)."""
         with self.transaction() as cur:
-            for row in rows:
-                cur.execute(
-                    "INSERT INTO candidates (run_id, round_id, request_id, position, instruction, status, "
-                    "reason, details, max_rouge, nearest_text, is_classification) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                    [run_id, round_id, row.get("request_id"), row["position"], row["instruction"],
-                     row["status"], row.get("reason"), _dumps(row.get("details")), row.get("max_rouge"),
-                     row.get("nearest_text"), row.get("is_classification")],
-                )
-                candidate_id = cur.fetchone()[0]
-                ids.append(candidate_id)
-                if row.get("instances"):
-                    self._insert_instances(cur, candidate_id, row.get("request_id"), row["instances"])
+            ids = [self._insert_candidate(cur, run_id, round_id, row.get("request_id"), row) for row in rows]
             if next_step:
-                cur.execute("UPDATE rounds SET step = ?, finished_at = CASE WHEN ? = 'done' "
-                            "THEN current_timestamp ELSE NULL END WHERE id = ?",
-                            [next_step, next_step, round_id])
+                self.set_round_step(round_id, next_step)
         return ids
+
+    def _insert_candidate(self, cur, run_id: int | None, round_id: int | None, request_id: int | None,
+                          row: dict) -> int:
+        cur.execute(
+            "INSERT INTO candidates (run_id, round_id, request_id, position, instruction, status, "
+            "reason, details, max_rouge, nearest_text, is_classification) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [run_id, round_id, request_id, row["position"], row["instruction"], row["status"],
+             row.get("reason"), _dumps(row.get("details")), row.get("max_rouge"), row.get("nearest_text"),
+             row.get("is_classification")])
+        candidate_id = cur.fetchone()[0]
+        if row.get("instances"):
+            self._insert_instances(cur, candidate_id, request_id, row["instances"])
+        return candidate_id
 
     @staticmethod
     def _insert_instances(cur, candidate_id: int, request_id: int | None, instances: Sequence[dict]) -> None:
@@ -405,55 +358,6 @@ class RunQueries:
             [[candidate_id, request_id, i, inst["input"], inst["output"], inst.get("status", "kept"),
               inst.get("reason"), _dumps(inst.get("details"))] for i, inst in enumerate(instances)],
         )
-
-    def round_candidates(self, round_id: int, status: str | None = None) -> list[dict]:
-        sql = "SELECT * FROM candidates WHERE round_id = ?"
-        params: list[Any] = [round_id]
-        if status:
-            sql += " AND status = ?"
-            params.append(status)
-        rows = self._rows(sql + " ORDER BY position", params)
-        for row in rows:
-            row["details"] = _loads(row["details"])
-        return rows
-
-    def accepted_needing_classification(self) -> list[dict]:
-        """Accepted candidates not yet classified (new this round, or rescued by a person)."""
-        return self._rows(
-            "SELECT id, instruction FROM candidates WHERE status = 'accepted' "
-            "AND is_classification IS NULL ORDER BY id")
-
-    def accepted_needing_instances(self) -> list[dict]:
-        """Accepted candidates with no instance rows yet (new, rescued, or whose
-        instance request failed in an earlier round)."""
-        return self._rows(
-            "SELECT c.id, c.instruction, c.is_classification FROM candidates c "
-            "WHERE c.status = 'accepted' AND NOT EXISTS "
-            "(SELECT 1 FROM instances i WHERE i.candidate_id = c.id) ORDER BY c.id")
-
-    def set_classifications(self, round_id: int, labels: dict[int, bool], *, next_step: str) -> None:
-        with self.transaction() as cur:
-            if labels:
-                cur.executemany(
-                    "UPDATE candidates SET is_classification = ? WHERE id = ?",
-                    [[bool(v), k] for k, v in labels.items()],
-                )
-            cur.execute("UPDATE rounds SET step = ? WHERE id = ?", [next_step, round_id])
-
-    def add_instances(self, round_id: int, by_candidate: dict[int, tuple[int | None, list[dict]]], *,
-                      next_step: str) -> None:
-        """Instances per candidate (request id, rows with status/reason/details),
-        written with the round's next step in one transaction."""
-        with self.transaction() as cur:
-            for candidate_id, (request_id, rows) in by_candidate.items():
-                cur.execute("DELETE FROM instances WHERE candidate_id = ?", [candidate_id])
-                if rows:
-                    self._insert_instances(cur, candidate_id, request_id, rows)
-            cur.execute(
-                "UPDATE rounds SET step = ?, finished_at = CASE WHEN ? = 'done' THEN current_timestamp "
-                "ELSE finished_at END WHERE id = ?",
-                [next_step, next_step, round_id],
-            )
 
     def machine_instructions(self, limit: int | None = None) -> list[str]:
         sql = "SELECT instruction FROM candidates WHERE status = 'accepted' ORDER BY id"
