@@ -235,7 +235,7 @@ _RESUME_FLAGS = {"model": "model", "base_url": "base_url", "api_key_env": "key_e
 def cmd_generate(args) -> int:
     from .pipeline import RESUMABLE_STATUSES, RunConfig, Runner, estimate_run, resume_command, start_run
 
-    if args.base_url and not args.model:
+    if args.base_url and not args.model and args.resume is None:   # a resumed run has its model
         raise CLIError("--base-url needs --model (the model's name at that endpoint).")
     given = {field: getattr(args, flag) for flag, field in _RESUME_FLAGS.items()
              if getattr(args, flag) is not None}

@@ -1,5 +1,6 @@
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,23 @@ def _app_on(path: Path, monkeypatch):
 def app_env(db_path, monkeypatch):
     """AppTest on an empty pool file of its own."""
     yield from _app_on(db_path, monkeypatch)
+
+
+@contextmanager
+def served_offline(*options: str):
+    """`python -m selfinstruct offline-server --port 0 OPTIONS` in a process of its own (it
+    outlives the CLI processes a test kills); yields its base URL."""
+    import re
+    import subprocess
+
+    server = subprocess.Popen([sys.executable, "-m", "selfinstruct", "offline-server", "--port", "0", *options],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        yield re.search(r"http://\S+/v1", server.stdout.readline()).group(0)
+    finally:
+        server.terminate()
+        server.wait()
+        server.stdout.close()
 
 
 def served_completions(base_url: str) -> int:

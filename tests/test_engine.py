@@ -1,7 +1,6 @@
 """The run engine under stress: answer order, oversize answers, hung and trickling servers,
 stops, corrected settings, failed follow-ups, 429 storms, one run per pool, a full disk and
 repeated SIGKILLs. Real DuckDB file, real openai client, real HTTP to the offline server."""
-import re
 import resource
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from selfinstruct.jobs import JobManager
 from selfinstruct.offline import OfflineServer
 from selfinstruct.pipeline import RunConfig, RunControl, Runner, start_run
 from selfinstruct.store import Pool
-from tests.conftest import ROOT, kill_cli_after, run_cli
+from tests.conftest import ROOT, kill_cli_after, run_cli, served_offline
 
 FAST = dict(timeout_s=5.0, max_retries=2)
 
@@ -274,11 +273,7 @@ def test_full_disk_fails_cleanly_then_resumes(tmp_path):
 
 # -- 11. several SIGKILLs in one run ----------------------------------------------------------
 def test_several_kills_in_one_run_lose_and_duplicate_nothing(tmp_path):
-    server = subprocess.Popen(
-        [sys.executable, "-m", "selfinstruct", "offline-server", "--port", "0", "--latency", "0.03"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        base_url = re.search(r"http://\S+/v1", server.stdout.readline()).group(0)
+    with served_offline("--latency", "0.03") as base_url:
         args = ["generate", "--base-url", base_url, "--model", "selfinstruct-demo", "--rounds", "2",
                 "--concurrency", "3", "--seed", "11"]
         killed_db, straight_db = tmp_path / "killed.duckdb", tmp_path / "straight.duckdb"
@@ -289,9 +284,6 @@ def test_several_kills_in_one_run_lose_and_duplicate_nothing(tmp_path):
         assert resumed.returncode == 0, resumed.stderr
         straight = run_cli(*args, "--db", str(straight_db))
         assert straight.returncode == 0, straight.stderr
-    finally:
-        server.terminate()
-        server.wait()
     with Pool.open(killed_db) as killed, Pool.open(straight_db) as reference:
         assert killed.run(1)["status"] == "finished" and killed.rounds_done(1) == 2
         assert decisions(killed) == decisions(reference)
@@ -312,3 +304,32 @@ def test_target_reached_mid_flight_finishes_follow_ups(seeded):
     assert len(seeded.machine_instructions()) >= 30
     assert seeded.cursor().execute("SELECT count(*) FROM candidates WHERE status = 'accepted' "
                                    "AND is_classification IS NULL").fetchone()[0] == 0
+
+
+def test_cli_outage_fails_non_zero_and_resumes_on_a_corrected_base_url(tmp_path):
+    """A provider that answers 500 to everything: the command exits 2 with the reason and the
+    next step, nothing is decided from the failures; --resume with another --base-url finishes."""
+    import json as _json
+    import urllib.request
+
+    db = str(tmp_path / "pool.duckdb")
+    with served_offline() as broken:
+        spec = _json.dumps({"rates": {"500": 1.0}, "seed": 1}).encode()
+        urllib.request.urlopen(urllib.request.Request(
+            broken.rsplit("/v1", 1)[0] + "/_control/faults", data=spec, method="POST",
+            headers={"Content-Type": "application/json"}), timeout=5).read()
+        failed = run_cli("generate", "--base-url", broken, "--model", "selfinstruct-demo", "--rounds", "1",
+                         "--requests-per-round", "2", "--max-retries", "0", "--db", db)
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert "Run 1 failed" in failed.stderr and "--resume 1" in failed.stderr
+    with Pool.open(db) as pool:
+        assert pool.run(1)["status"] == "failed" and pool.run(1)["stop_reason"] == "server"
+        assert pool.cursor().execute("SELECT count(*) FROM candidates").fetchone()[0] == 0
+    with served_offline() as healthy:
+        resumed = run_cli("generate", "--resume", "1", "--base-url", healthy, "--db", db)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"base_url={healthy}" in resumed.stdout
+    with Pool.open(db) as pool:
+        assert pool.run(1)["status"] == "finished" and pool.run(1)["config"]["base_url"] == healthy
+        assert pool.accepted_count(1) > 0 and duplicated_positions(pool) == 0
+        assert pool.cursor().execute("SELECT count(*) FROM requests WHERE response IS NULL").fetchone()[0] == 0

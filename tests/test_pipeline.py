@@ -1,9 +1,6 @@
 """The generation engine end to end: real DuckDB file, real openai client, real
 HTTP to the offline server on 127.0.0.1."""
 import json
-import re
-import subprocess
-import sys
 from itertools import combinations
 
 import pytest
@@ -12,7 +9,7 @@ from rouge_score import rouge_scorer
 from selfinstruct import seeds
 from selfinstruct.offline import OfflineServer
 from selfinstruct.pipeline import RunConfig, RunControl, Runner, estimate_run, refilter, start_run
-from tests.conftest import ROOT, kill_cli_after, run_cli
+from tests.conftest import kill_cli_after, run_cli, served_offline
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 FAST = dict(timeout_s=5.0, max_retries=3)
@@ -207,11 +204,7 @@ def test_cli_endpoint_errors_are_one_line(db_path):
 def test_killed_mid_round_resumes_with_nothing_lost_or_duplicated(tmp_path, kill_after):
     """SIGKILL the CLI after `kill_after` answered requests (in generate, classify or
     instances), resume, and compare with a run that was never interrupted."""
-    server = subprocess.Popen(
-        [sys.executable, "-m", "selfinstruct", "offline-server", "--port", "0", "--latency", "0.05"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        base_url = re.search(r"http://\S+/v1", server.stdout.readline()).group(0)
+    with served_offline("--latency", "0.05") as base_url:
         assert base_url.startswith("http://127.0.0.1:")
         args = ["generate", "--base-url", base_url, "--model", "selfinstruct-demo", "--rounds", "2",
                 "--concurrency", "2", "--seed", "11"]
@@ -221,9 +214,6 @@ def test_killed_mid_round_resumes_with_nothing_lost_or_duplicated(tmp_path, kill
         assert resumed.returncode == 0, resumed.stderr
         straight = run_cli(*args, "--db", str(straight_db))
         assert straight.returncode == 0, straight.stderr
-    finally:
-        server.terminate()
-        server.wait()
     from selfinstruct.store import Pool
     with Pool.open(killed_db) as killed, Pool.open(straight_db) as reference:
         assert killed.run(1)["status"] == "finished" and killed.rounds_done(1) == 2
