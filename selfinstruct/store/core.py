@@ -231,6 +231,12 @@ MIGRATIONS: dict[int, list[str]] = {
             finished_at TIMESTAMP
         )""",
     ],
+    4: [
+        # Structured output: whether a request asked for JSON matching a schema (NULL: the
+        # text layout), and how many items its answer yielded once applied (parse health).
+        """ALTER TABLE requests ADD COLUMN structured BOOLEAN""",
+        """ALTER TABLE requests ADD COLUMN items INTEGER""",
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
