@@ -1,19 +1,29 @@
 """selfinstruct studio: the entry point. Run with `streamlit run app.py`."""
 import streamlit as st
 
-from pages.common import navigation_ready, pool_sidebar
+from pages.common import gate, navigation_ready, pool_sidebar
+from selfinstruct import access
 
 st.set_page_config(page_title="selfinstruct", page_icon=":material/auto_awesome:", layout="wide")
 
-pages = [
-    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/seed.py", title="Seed", icon=":material/spa:"),
-    st.Page("pages/generate.py", title="Generate", icon=":material/auto_awesome:"),
-    st.Page("pages/rejects.py", title="Rejects", icon=":material/filter_alt_off:"),
-    st.Page("pages/pool.py", title="Pool", icon=":material/database:"),
-    st.Page("pages/label.py", title="Label", icon=":material/fact_check:"),
-    st.Page("pages/export.py", title="Export", icon=":material/ios_share:"),
-]
+# In team mode a visitor who is not logged in (or not on the team) stops here, before any pool
+# is opened; everyone else gets a role.
+role = gate()
+
+PAGES = {  # name (as in selfinstruct.access.PAGES): title, icon
+    "home": ("Home", ":material/home:"),
+    "seed": ("Seed", ":material/spa:"),
+    "generate": ("Generate", ":material/auto_awesome:"),
+    "rejects": ("Rejects", ":material/filter_alt_off:"),
+    "pool": ("Pool", ":material/database:"),
+    "label": ("Label", ":material/fact_check:"),
+    "export": ("Export", ":material/ios_share:"),
+}
+# Only the role's pages are registered for this session: a page left out is neither in the
+# sidebar nor reachable by its URL (Streamlit answers "page not found" and shows the landing).
+landing = access.landing_page(role)
+pages = [st.Page(f"pages/{name}.py", title=title, icon=icon, default=name == landing)
+         for name, (title, icon) in PAGES.items() if name in access.pages_for(role)]
 navigation = st.navigation(pages)
 navigation_ready()
 pool_sidebar()

@@ -1,9 +1,14 @@
-"""What every page shares: the open pool and the sidebar. Not a page itself."""
+"""What every page shares: the open pool, who is acting and what they may do, the sidebar.
+Not a page itself. The team rules live in selfinstruct/access.py; this module only asks them."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import streamlit as st
 
+from selfinstruct import access, datadir
 from selfinstruct.jobs import JobManager
+from selfinstruct.render import escape_markdown
 from selfinstruct.store import Pool, PoolError, default_db_path
 
 
@@ -46,6 +51,8 @@ def current_pool() -> Pool:
         # A page opened by its URL before any session ran app.py: Streamlit then runs the
         # file on its own (it still sees a pages/ folder). Go through app.py instead.
         st.switch_page("app.py")
+    if current_role() is None:  # app.py shows such a session only its login; never a pool
+        st.stop()
     try:
         return _open_pool(pool_path())
     except PoolError as exc:
@@ -54,26 +61,136 @@ def current_pool() -> Pool:
 
 
 def current_user() -> str:
-    """Who is acting in this browser session (recorded in the audit log and on labels)."""
+    """Who is acting in this browser session (recorded in the audit log and on labels): in team
+    mode the login's email, else the name typed in the sidebar."""
+    if team_config().enabled:
+        return access.normalize_email(st.user.get("email")) if _logged_in() else ""
     return (st.session_state.get("user_name") or "").strip() or "user"
+
+
+# -- team mode: who is logged in and what they may do ----------------------------------------
+def team_config() -> access.TeamConfig:
+    """Team mode and roles from the server's secrets (raises access.TeamConfigError)."""
+    if not st.secrets.load_if_toml_exists():
+        # Fail closed: a secrets file that exists but does not parse must not quietly turn a
+        # team's server into an unguarded single-user app.
+        unreadable = [p for p in st.get_option("secrets.files") if Path(p).is_file()]
+        if unreadable:
+            raise access.TeamConfigError(f"{unreadable[0]} is not valid TOML, so the login cannot be "
+                                         "set up; fix the file and restart the app.")
+        return access.TeamConfig()
+    return access.TeamConfig.from_secrets(st.secrets.to_dict())
+
+
+def _logged_in() -> bool:
+    return bool(st.user.get("is_logged_in"))
+
+
+def current_role() -> str | None:
+    """This session's role: owner or annotator; None when logged out or not on the team."""
+    config = team_config()
+    if config.enabled and not _logged_in():
+        return None
+    return config.role_of(st.user.get("email"), email_verified=st.user.get("email_verified"))
+
+
+def allowed(action: str) -> bool:
+    """Whether this session may take `action` (see selfinstruct.access.ACTIONS)."""
+    return access.may(current_role(), action)
+
+
+def require(action: str) -> None:
+    """Stop the run, with a plain message, unless this session may take `action`. A page hides
+    what a role may not use; this is the check behind it, where the change is made."""
+    if not allowed(action):
+        st.error(f"Your role cannot do this ({action}); ask an owner of this studio.", icon=":material/block:")
+        st.stop()
+
+
+def page_link(page: str, label: str, icon: str | None = None) -> None:
+    """st.page_link, shown only when this session may open that page."""
+    if access.may(current_role(), access.PAGES[Path(page).stem]):
+        st.page_link(page, label=label, icon=icon)
+
+
+def gate() -> str:
+    """Called by app.py before its navigation. In team mode a session that is not logged in
+    sees only the login, and one whose email has no role only a plain message; either way the
+    run stops there, before any pool is opened. Returns the session's role."""
+    try:
+        config = team_config()
+    except access.TeamConfigError as exc:
+        _only("Setup error", lambda: st.error(str(exc), icon=":material/settings_alert:"))
+    if not config.enabled:
+        return access.OWNER
+    if not _logged_in():
+        _only("Log in", _login_screen)
+    role = current_role()
+    if role is None:
+        _only("No access", lambda: _no_role_screen(config))
+    return role
+
+
+def _only(title: str, screen) -> None:
+    # Through st.navigation, so this session's routes hold this one screen: any page URL lands
+    # here, and Streamlit stops treating pages/ as pages of their own.
+    st.navigation([st.Page(screen, title=title, default=True)], position="hidden").run()
+    st.stop()
+
+
+def _login_screen() -> None:
+    st.title("selfinstruct")
+    st.write("This studio is shared by a team. Log in with your organisation's account to continue.")
+    auth = st.secrets.to_dict().get("auth", {})
+    for provider in access.login_providers(auth):
+        name = f"Log in with {provider}" if provider else "Log in"
+        if st.button(name, key=f"login_{provider or 'default'}", type="primary", icon=":material/login:"):
+            st.login(provider) if provider else st.login()
+
+
+def _no_role_screen(config: access.TeamConfig) -> None:
+    st.title("selfinstruct")
+    st.text(f"You are logged in as {current_user() or 'an account without an email'}, but you are not "
+            "on this studio's team. Ask the owner to add you.")
+    if not config.has_team_section:
+        st.caption("The server's secrets have no [team] section yet, so nobody has a role.")
+    if st.button("Log out", key="logout", icon=":material/logout:"):
+        st.logout()
 
 
 def pool_sidebar() -> None:
     with st.sidebar:
-        st.text_input("Your name", key="user_name", placeholder="user",
-                      help="Recorded with every change you make and every label you give.")
-        with st.expander("Pool file", icon=":material/database:"):
-            new_path = st.text_input("DuckDB file", value=pool_path(), key="db_path_input",
-                                     help="Every seed, run, candidate and label lives in this one file.")
-            if st.button("Open", key="db_path_open") and new_path.strip() != pool_path():
-                st.session_state["db_path"] = new_path.strip()
-                st.rerun()
-            st.caption(f"Open: `{pool_path()}`")
+        if team_config().enabled:
+            st.text(f"{current_user()} · {current_role()}")
+            if st.button("Log out", key="logout", icon=":material/logout:"):
+                st.logout()
+        else:
+            st.text_input("Your name", key="user_name", placeholder="user",
+                          help="Recorded with every change you make and every label you give.")
+        if allowed("settings"):
+            _pool_file_box()
         try:
             busy = job_manager().status().busy
         except PoolError:  # the page itself reports a pool it cannot open
             return
         st.fragment(run_every=2 if busy else None)(_job_status_line)()
+
+
+def _pool_file_box() -> None:
+    with st.expander("Pool file", icon=":material/database:"):
+        open_now = datadir.shown(Path(pool_path()))
+        new_path = st.text_input("DuckDB file", value=open_now, key="db_path_input",
+                                 help="Every seed, run, candidate and label lives in this one file, "
+                                      "a .duckdb file in the app's data directory.")
+        if st.button("Open", key="db_path_open") and new_path.strip() != open_now:
+            try:   # a visitor's path: only inside the data directory (datadir.py)
+                chosen = datadir.confined_path(new_path, suffixes=(".duckdb",))
+            except datadir.PathRefused as exc:
+                st.error(escape_markdown(str(exc)), icon=":material/block:")
+            else:
+                st.session_state["db_path"] = str(chosen)
+                st.rerun()
+        st.caption("Open: " + escape_markdown(open_now))
 
 
 def _job_status_line() -> None:

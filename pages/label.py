@@ -4,7 +4,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from pages.common import current_pool, current_user
+from pages.common import allowed, current_pool, current_user, page_link
 from selfinstruct import quality
 from selfinstruct.quality import MEASURE_LABELS, QUESTION_TEXT, QUESTIONS
 from selfinstruct.store import PoolError
@@ -56,53 +56,57 @@ if flash := st.session_state.pop("label_study_flash", None):
 
 studies = pool.studies()
 scope = pool.quality_scope()
-with st.expander("New study", icon=":material/add_circle:", expanded=not studies):
-    if scope["eligible"] == 0:
-        st.info("Nothing to sample yet: a study draws from accepted generated instructions that "
-                "have at least one kept instance.", icon=":material/info:")
-        st.page_link("pages/generate.py", label="Generate some first", icon=":material/auto_awesome:")
-    else:
-        run_ids = [r["run_id"] for r in scope["runs"]]
-        run_names = {r["run_id"]: f"Run {r['run_id']}" + (f" · {r['name']}" if r["name"] else "")
-                     + f" ({r['eligible']})" for r in scope["runs"]}
-        round_numbers = [r["round"] for r in scope["rounds"]]
-        round_names = {r["round"]: f"Round {r['round']} ({r['eligible']})" for r in scope["rounds"]}
-        st.session_state.setdefault("study_seed", random.randrange(1, 100_000))
-        with st.form("label_new_study", border=False):
-            st.text_input("Name", value=f"Study {len(studies) + 1}", key="study_name")
-            size_col, seed_col = st.columns(2)
-            size_col.number_input("Instructions to sample", min_value=1, value=quality.DEFAULT_SIZE,
-                                  step=10, key="study_size",
-                                  help=f"{scope['eligible']} accepted instructions have a kept instance. "
-                                       "One random instance of each sampled instruction is labeled.")
-            seed_col.number_input("Random seed", min_value=0, step=1, key="study_seed",
-                                  help="The same pool, seed and filters draw the same sample.")
-            st.multiselect("Runs", run_ids, default=run_ids, format_func=run_names.get, key="study_runs")
-            st.multiselect("Rounds", round_numbers, default=round_numbers, format_func=round_names.get,
-                           key="study_rounds", help="Round numbers count within each run.")
-            st.segmented_control("Strata", list(STRATA), format_func=STRATA.get, default="none",
-                                 required=True, key="study_stratify",
-                                 help="Stratified: each round (or classification and other tasks) "
-                                      "gets a share of the sample proportional to its size.")
-            create = st.form_submit_button("Draw the sample", key="study_create", type="primary",
-                                           icon=":material/casino:")
-        if create:
-            chosen_runs = st.session_state["study_runs"]
-            chosen_rounds = st.session_state["study_rounds"]
-            stratify = st.session_state["study_stratify"]
-            try:
-                created = quality.create_study(
-                    pool, st.session_state["study_name"], size=int(st.session_state["study_size"]),
-                    seed=int(st.session_state["study_seed"]),
-                    run_ids=None if set(chosen_runs) == set(run_ids) else chosen_runs,
-                    rounds=None if set(chosen_rounds) == set(round_numbers) else chosen_rounds,
-                    stratify=None if stratify == "none" else stratify, actor=annotator or current_user())
-            except (PoolError, ValueError) as exc:  # nothing eligible, no name: plain words
-                st.error(str(exc), icon=":material/error:")
-            else:
-                st.session_state["label_study_pending"] = created.study_id
-                st.session_state["label_study_flash"] = (created.message(), created.sample.short)
-                st.rerun()
+if not allowed("study"):   # what everyone labels is the owners' choice
+    if not studies:
+        st.info("No study to label yet: an owner of this studio draws one.", icon=":material/hourglass_empty:")
+else:
+    with st.expander("New study", icon=":material/add_circle:", expanded=not studies):
+        if scope["eligible"] == 0:
+            st.info("Nothing to sample yet: a study draws from accepted generated instructions that "
+                    "have at least one kept instance.", icon=":material/info:")
+            page_link("pages/generate.py", label="Generate some first", icon=":material/auto_awesome:")
+        else:
+            run_ids = [r["run_id"] for r in scope["runs"]]
+            run_names = {r["run_id"]: f"Run {r['run_id']}" + (f" · {r['name']}" if r["name"] else "")
+                         + f" ({r['eligible']})" for r in scope["runs"]}
+            round_numbers = [r["round"] for r in scope["rounds"]]
+            round_names = {r["round"]: f"Round {r['round']} ({r['eligible']})" for r in scope["rounds"]}
+            st.session_state.setdefault("study_seed", random.randrange(1, 100_000))
+            with st.form("label_new_study", border=False):
+                st.text_input("Name", value=f"Study {len(studies) + 1}", key="study_name")
+                size_col, seed_col = st.columns(2)
+                size_col.number_input("Instructions to sample", min_value=1, value=quality.DEFAULT_SIZE,
+                                      step=10, key="study_size",
+                                      help=f"{scope['eligible']} accepted instructions have a kept instance. "
+                                           "One random instance of each sampled instruction is labeled.")
+                seed_col.number_input("Random seed", min_value=0, step=1, key="study_seed",
+                                      help="The same pool, seed and filters draw the same sample.")
+                st.multiselect("Runs", run_ids, default=run_ids, format_func=run_names.get, key="study_runs")
+                st.multiselect("Rounds", round_numbers, default=round_numbers, format_func=round_names.get,
+                               key="study_rounds", help="Round numbers count within each run.")
+                st.segmented_control("Strata", list(STRATA), format_func=STRATA.get, default="none",
+                                     required=True, key="study_stratify",
+                                     help="Stratified: each round (or classification and other tasks) "
+                                          "gets a share of the sample proportional to its size.")
+                create = st.form_submit_button("Draw the sample", key="study_create", type="primary",
+                                               icon=":material/casino:")
+            if create:
+                chosen_runs = st.session_state["study_runs"]
+                chosen_rounds = st.session_state["study_rounds"]
+                stratify = st.session_state["study_stratify"]
+                try:
+                    created = quality.create_study(
+                        pool, st.session_state["study_name"], size=int(st.session_state["study_size"]),
+                        seed=int(st.session_state["study_seed"]),
+                        run_ids=None if set(chosen_runs) == set(run_ids) else chosen_runs,
+                        rounds=None if set(chosen_rounds) == set(round_numbers) else chosen_rounds,
+                        stratify=None if stratify == "none" else stratify, actor=annotator or current_user())
+                except (PoolError, ValueError) as exc:  # nothing eligible, no name: plain words
+                    st.error(str(exc), icon=":material/error:")
+                else:
+                    st.session_state["label_study_pending"] = created.study_id
+                    st.session_state["label_study_flash"] = (created.message(), created.sample.short)
+                    st.rerun()
 
 if not studies:
     st.stop()

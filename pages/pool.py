@@ -4,7 +4,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from pages.common import current_pool, current_user
+from pages.common import allowed, current_pool, current_user, page_link, require
 from selfinstruct import explore
 from selfinstruct.export import ExportFilters, PAPER_LENGTHS
 from selfinstruct.store import PoolError
@@ -19,6 +19,7 @@ ACTION_LABELS = {"edit_candidate": "edited the instruction of", "edit_instance":
 
 pool = current_pool()
 user = current_user()
+can_edit = allowed("edit")   # annotators read the pool; only owners change it
 
 st.title("Pool")
 counts = pool.counts()
@@ -27,7 +28,7 @@ st.caption(f"{counts.accepted:,} accepted generated instructions · {counts.seed
 if counts.accepted == 0:
     st.info("No generated instruction has been accepted yet. Run a few rounds on the Generate page.",
             icon=":material/auto_awesome:")
-    st.page_link("pages/generate.py", label="Go to Generate", icon=":material/auto_awesome:")
+    page_link("pages/generate.py", label="Go to Generate", icon=":material/auto_awesome:")
     st.stop()
 
 view = st.segmented_control("View", list(VIEWS), format_func=VIEWS.get, default="browse", required=True,
@@ -40,6 +41,7 @@ def flash(kind: str, text: str) -> None:
 
 def act(fn, *args, done: str, **kwargs) -> None:
     """Run one audited change; report it on the next run."""
+    require("edit")
     try:
         audit_id = fn(*args, actor=user, **kwargs)
     except PoolError as exc:
@@ -127,6 +129,9 @@ def item_panel(candidate_id: int) -> None:
                     "Rejects page, or undo the removal below.", icon=":material/info:")
             st.text(item["instruction"])
             return
+        if not can_edit:
+            read_only_item(item)
+            return
         text_key = f"pool_instr_{candidate_id}"
         new_text = st.text_area("Instruction", value=item["instruction"], key=text_key, height=90)
         if new_text.strip() != item["instruction"]:
@@ -167,6 +172,19 @@ def item_panel(candidate_id: int) -> None:
                          key=f"pool_dropped_{candidate_id}")
 
 
+def read_only_item(item: dict) -> None:
+    """What an annotator sees of an item: its text and instances, as plain text."""
+    st.text(item["instruction"])
+    kept = [i for i in item["instances"] if i["status"] == "kept"]
+    st.markdown(f"**{len(kept)} kept instance(s)**")
+    for inst in kept:
+        in_col, out_col = st.columns(2)
+        in_col.caption("Input")
+        in_col.text(inst["input"] or "(empty)")
+        out_col.caption("Output")
+        out_col.text(inst["output"] or "(empty)")
+
+
 def recent_actions() -> None:
     actions = pool.pool_actions(limit=8)
     if not actions:
@@ -180,7 +198,7 @@ def recent_actions() -> None:
             status = " (undone)" if entry["undone_by"] else ""
             text_col.text(f"{when} · {entry['actor']} {ACTION_LABELS.get(entry['action'], entry['action'])} "
                           f"{target}{status}")
-            if not entry["undone_by"] and button_col.button("Undo", key=f"pool_undo_{entry['id']}",
+            if can_edit and not entry["undone_by"] and button_col.button("Undo", key=f"pool_undo_{entry['id']}",
                                                             icon=":material/undo:"):
                 act(pool.pool_undo, entry["id"], done=f"Undid: {ACTION_LABELS.get(entry['action'])} {target}.")
 

@@ -2,7 +2,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from pages.common import current_pool, current_user
+from pages.common import allowed, current_pool, current_user, page_link, require
 from selfinstruct import review
 from selfinstruct.render import marked_html
 from selfinstruct.store.review import ReviewError
@@ -12,6 +12,7 @@ MARK_STYLE = "background-color: rgba(255, 196, 0, 0.45); padding: 0 1px; border-
 
 pool = current_pool()
 user = current_user()
+can_act = allowed("rescue")   # annotators read the rejects; only owners change them
 
 
 def show_marked(text: str, spans) -> None:
@@ -75,6 +76,7 @@ def reset_selection_next_run() -> None:
 
 
 def act(fn, verb: str, *args, **kwargs) -> None:
+    require("rescue")
     try:
         outcome = fn(*args, actor=user, **kwargs)
     except ReviewError as exc:
@@ -99,7 +101,7 @@ version = pool.explore_version()
 runs = reject_runs(str(pool.path), version)
 if not runs:
     st.info("Nothing has been generated yet, so there is nothing to review.", icon=":material/inbox:")
-    st.page_link("pages/generate.py", label="Generate candidates", icon=":material/auto_awesome:")
+    page_link("pages/generate.py", label="Generate candidates", icon=":material/auto_awesome:")
     st.stop()
 
 if message := st.session_state.pop("rej_flash", None):
@@ -177,21 +179,22 @@ with browse_tab:
     picked_rows = [i for i in event.selection.rows if i < len(rows)]
     picked = [int(rows["id"].iloc[i]) for i in picked_rows]
 
-    # -- bulk actions ----------------------------------------------------------------
-    b1, b2, b3 = st.columns([2, 1, 1], vertical_alignment="bottom")
-    why = b1.text_input("Why (optional; saved in the audit log)", key="rej_why")
-    if kind == "instruction":
-        if b2.button(f"Rescue {len(picked)} selected", key="rej_bulk_rescue", disabled=not picked,
-                     icon=":material/undo:", help="Unparseable rows are skipped: edit them one at a time."):
-            act(pool.rescue_candidates, "Rescued", picked, reason=why)
-        if b3.button(f"Confirm {len(picked)} selected", key="rej_bulk_confirm", disabled=not picked,
-                     icon=":material/check:"):
-            act(pool.confirm_candidates, "Confirmed", picked, reason=why)
-        st.caption(review.NOVELTY_NOTE)
-    else:
-        if b2.button(f"Keep {len(picked)} selected", key="rej_bulk_rescue", disabled=not picked,
-                     icon=":material/undo:", help="Rescue the instances: they join their instruction's kept ones."):
-            act(pool.rescue_instances, "Kept", picked, reason=why)
+    # -- bulk actions (owners) ------------------------------------------------------
+    if can_act:
+        b1, b2, b3 = st.columns([2, 1, 1], vertical_alignment="bottom")
+        why = b1.text_input("Why (optional; saved in the audit log)", key="rej_why")
+        if kind == "instruction":
+            if b2.button(f"Rescue {len(picked)} selected", key="rej_bulk_rescue", disabled=not picked,
+                         icon=":material/undo:", help="Unparseable rows are skipped: edit them one at a time."):
+                act(pool.rescue_candidates, "Rescued", picked, reason=why)
+            if b3.button(f"Confirm {len(picked)} selected", key="rej_bulk_confirm", disabled=not picked,
+                         icon=":material/check:"):
+                act(pool.confirm_candidates, "Confirmed", picked, reason=why)
+            st.caption(review.NOVELTY_NOTE)
+        else:
+            if b2.button(f"Keep {len(picked)} selected", key="rej_bulk_rescue", disabled=not picked,
+                         icon=":material/undo:", help="Rescue the instances: they join their instruction's kept ones."):
+                act(pool.rescue_instances, "Kept", picked, reason=why)
 
     # -- one reject up close -----------------------------------------------------------
     st.subheader("Evidence")
@@ -219,9 +222,10 @@ with browse_tab:
                     "why": e["reason"], "undone by": e["undone_by"]} for e in entries]),
                     hide_index=True, key="rej_history")
             last = next((e for e in entries if e["action"] in ("rescue", "confirm") and e["undone_by"] is None), None)
-            if last and last["id"] == entries[0]["id"]:
+            if can_act and last and last["id"] == entries[0]["id"]:
                 if st.button(f"Undo {last['action']} (entry #{last['id']})", key="rej_undo_one",
                              icon=":material/undo:"):
+                    require("rescue")
                     try:
                         pool.undo(last["id"], actor=user)
                     except ReviewError as exc:
@@ -302,24 +306,25 @@ with browse_tab:
                         with raw:
                             st.code(exp.raw_response, language=None, wrap_lines=True)
 
-                # actions on this one
-                new_text = None
-                if exp.kind == "unparseable" and cand["status"] == "rejected":
-                    st.caption("Raw text cannot join the pool as it is. Edit it into one instruction to rescue it.")
-                    new_text = st.text_area("Instruction to rescue", value=exp.text, key=f"rej_edit_{detail_id}")
-                warnings = review.rescue_warnings(pool, cand, new_text) if cand["status"] == "rejected" else []
-                for warning in warnings:
-                    st.warning(md_plain(warning), icon=":material/warning:")
-                a1, a2, a3 = st.columns([2, 1, 1], vertical_alignment="bottom")
-                one_why = a1.text_input("Why (optional)", key="rej_one_why")
-                can_rescue = cand["status"] == "rejected" and (exp.kind != "unparseable" or bool((new_text or "").strip()))
-                if a2.button("Rescue", key="rej_rescue", disabled=not can_rescue, type="primary",
-                             icon=":material/undo:", help=review.NOVELTY_NOTE):
-                    edited = new_text if exp.kind == "unparseable" else None
-                    act(pool.rescue_candidates, "Rescued", [detail_id], reason=one_why, instruction=edited)
-                if a3.button("Confirm rejection", key="rej_confirm", icon=":material/check:",
-                             disabled=cand["status"] != "rejected" or cand["review"] == "confirmed"):
-                    act(pool.confirm_candidates, "Confirmed", [detail_id], reason=one_why)
+                # actions on this one (owners)
+                if can_act:
+                    new_text = None
+                    if exp.kind == "unparseable" and cand["status"] == "rejected":
+                        st.caption("Raw text cannot join the pool as it is. Edit it into one instruction to rescue it.")
+                        new_text = st.text_area("Instruction to rescue", value=exp.text, key=f"rej_edit_{detail_id}")
+                    warnings = review.rescue_warnings(pool, cand, new_text) if cand["status"] == "rejected" else []
+                    for warning in warnings:
+                        st.warning(md_plain(warning), icon=":material/warning:")
+                    a1, a2, a3 = st.columns([2, 1, 1], vertical_alignment="bottom")
+                    one_why = a1.text_input("Why (optional)", key="rej_one_why")
+                    can_rescue = cand["status"] == "rejected" and (exp.kind != "unparseable" or bool((new_text or "").strip()))
+                    if a2.button("Rescue", key="rej_rescue", disabled=not can_rescue, type="primary",
+                                 icon=":material/undo:", help=review.NOVELTY_NOTE):
+                        edited = new_text if exp.kind == "unparseable" else None
+                        act(pool.rescue_candidates, "Rescued", [detail_id], reason=one_why, instruction=edited)
+                    if a3.button("Confirm rejection", key="rej_confirm", icon=":material/check:",
+                                 disabled=cand["status"] != "rejected" or cand["review"] == "confirmed"):
+                        act(pool.confirm_candidates, "Confirmed", [detail_id], reason=one_why)
                 history("candidate", detail_id)
             else:
                 inst = pool.instance_detail(detail_id)
@@ -347,11 +352,12 @@ with browse_tab:
                     st.caption(f"Same input and output as instance {exp.facts['duplicate_of']} of this instruction.")
                 if exp.rescue_blocked:
                     st.caption(exp.rescue_blocked)
-                a1, a2 = st.columns([3, 1], vertical_alignment="bottom")
-                one_why = a1.text_input("Why (optional)", key="rej_one_why")
-                if a2.button("Keep this instance", key="rej_rescue", disabled=exp.rescue_blocked is not None,
-                             type="primary", icon=":material/undo:"):
-                    act(pool.rescue_instances, "Kept", [detail_id], reason=one_why)
+                if can_act:
+                    a1, a2 = st.columns([3, 1], vertical_alignment="bottom")
+                    one_why = a1.text_input("Why (optional)", key="rej_one_why")
+                    if a2.button("Keep this instance", key="rej_rescue", disabled=exp.rescue_blocked is not None,
+                                 type="primary", icon=":material/undo:"):
+                        act(pool.rescue_instances, "Kept", [detail_id], reason=one_why)
                 history("instance", detail_id)
 
     # -- recent actions --------------------------------------------------------------------
@@ -365,8 +371,9 @@ with browse_tab:
                         f"{what} {entry['items']} {entry['target_kind']}(s)"
                         + (f" · why: {entry['reason']}" if entry["reason"] and entry["action"] != "undo" else ""))
                 c1.text(line)
-                if entry["action"] in ("rescue", "confirm") and entry["open"]:
+                if can_act and entry["action"] in ("rescue", "confirm") and entry["open"]:
                     if c2.button("Undo", key=f"rej_undo_{entry['batch']}", icon=":material/undo:"):
+                        require("rescue")
                         try:
                             outcome = pool.undo_batch(entry["batch"], actor=user)
                         except ReviewError as exc:
@@ -375,7 +382,7 @@ with browse_tab:
                             report(outcome, "Undid")
                         reset_selection_next_run()
                         st.rerun()
-                elif entry["action"] in ("rescue", "confirm"):
+                elif entry["action"] in ("rescue", "confirm") and not entry["open"]:
                     c2.caption("undone")
 
 with whatif_tab:
