@@ -3,7 +3,7 @@ from pathlib import Path
 import streamlit as st
 
 from pages.common import current_pool
-from selfinstruct import export
+from selfinstruct import datadir, export
 from selfinstruct.export import FORMAT_INFO, FORMATS, ExportFilters, ExportOptions
 from selfinstruct.store import PoolError
 
@@ -161,18 +161,25 @@ with download_col:
         help="The file is built when you click, on the server, then sent to your browser.")
 with write_col:
     st.markdown("**Write on this machine**")
-    default_path = Path(pool.path).parent / "exports" / (
-        f"selfinstruct-data{'.zip' if with_card else FORMAT_INFO[fmt].extension}")
-    target = st.text_input("Path", value=str(default_path), key=f"exp_path_{fmt}_{with_card}",
-                           help="A path ending in .zip gets one archive; otherwise the card and charts "
-                                "are written beside the data file.")
+    default_path = Path("exports") / f"selfinstruct-data{'.zip' if with_card else FORMAT_INFO[fmt].extension}"
+    target = st.text_input("Path in the data directory", value=str(default_path),
+                           key=f"exp_path_{fmt}_{with_card}",
+                           help="Files written on the server stay in the app's data directory "
+                                f"({datadir.data_dir()}). A path ending in .zip gets one archive; "
+                                "otherwise the card and charts are written beside the data file.")
     if st.button("Write", key="exp_write", icon=":material/save:"):
-        try:
-            result = export.export_dataset(pool, fmt, target, filters, options, card=with_card, title=title)
+        try:   # a visitor's path: only inside the data directory, only export files
+            out = datadir.confined_path(target, suffixes=(".zip", *{i.extension for i in FORMAT_INFO.values()}))
+            result = export.export_dataset(pool, fmt, out, filters, options, card=with_card, title=title)
+        except datadir.PathRefused as exc:
+            st.error("Not written.", icon=":material/block:")
+            st.text(str(exc))
         except (OSError, PoolError, ValueError) as exc:
-            st.error(f"Could not write {target}: {exc}", icon=":material/error:")
+            st.error("Could not write the export.", icon=":material/error:")
+            st.text(str(exc))
         else:
             st.success(f"Wrote {result.records:,} record(s) ({result.bytes / 1e6:.2f} MB, "
                        f"{result.seconds:.1f} s).", icon=":material/check_circle:")
-            st.text("\n".join([str(result.path)] + ([f"card: {result.card_path}"] if result.card_path else [])
+            st.text("\n".join([datadir.shown(result.path)]
+                              + ([f"card: {datadir.shown(result.card_path)}"] if result.card_path else [])
                               + [f"  {name}" for name in result.files]))

@@ -1,12 +1,10 @@
-import os
-
 import altair as alt
 import streamlit as st
 
 from pages.common import current_pool, current_user, job_manager
 from selfinstruct import monitor
 from selfinstruct.filters import ALPACA_EXTRA_KEYWORDS, PAPER_KEYWORDS
-from selfinstruct.backend import Backend
+from selfinstruct.backend import OPENAI_COMPATIBLE, OPENAI_URL, Backend, owner_base_url
 from selfinstruct.llm import LLMError, PriceTable, Sampling
 from selfinstruct.pipeline import NEXT_STEPS, RESUMABLE_STATUSES, RunConfig, estimate_run
 
@@ -15,8 +13,8 @@ BACKENDS = {
     "openai": "OpenAI",
     "compatible": "OpenAI-compatible endpoint",
 }
-OPENAI_URL = "https://api.openai.com/v1"
-ENV_KEY = os.environ.get("OPENAI_API_KEY", "")
+# Whether the server holds a key for OpenAI (never the key itself: the page must not hold it).
+SERVER_HAS_KEY = Backend(kind=OPENAI_COMPATIBLE, base_url=OPENAI_URL).api_key_source() != "none"
 
 pool = current_pool()
 manager = job_manager()
@@ -31,7 +29,7 @@ if pool.counts().seeds == 0:
 with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":material/tune:"):
     backend = st.segmented_control(
         "Backend", list(BACKENDS), format_func=BACKENDS.get, key="gen_backend",
-        default="openai" if ENV_KEY else "offline", required=True)
+        default="openai" if SERVER_HAS_KEY else "offline", required=True)
     api_key = None
     price_in = price_out = 0.0
     if backend == "offline":
@@ -41,10 +39,12 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
     else:
         url_col, model_col = st.columns(2)
         base_url = url_col.text_input(
-            "Base URL", value=OPENAI_URL if backend == "openai" else "http://localhost:8000/v1",
+            "Base URL", value=OPENAI_URL if backend == "openai" else owner_base_url() or "http://localhost:8000/v1",
             key=f"gen_base_url_{backend}", disabled=backend == "openai",
             help="vLLM: http://host:8000/v1 · Ollama: http://localhost:11434/v1 · "
                  "llama.cpp server: http://localhost:8080/v1")
+        if backend == "openai":   # not whatever a disabled box sent back
+            base_url = OPENAI_URL
         model = model_col.text_input("Model", value="gpt-4o-mini" if backend == "openai" else "",
                                      key=f"gen_model_{backend}")
         known = PriceTable.default().get(model or "") or (0.0, 0.0)
@@ -56,9 +56,15 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
         price_out = p2.number_input("USD per 1M output tokens", 0.0, 1000.0, float(known[1]), 0.01,
                                     key=f"gen_price_out_{model}", format="%.3f")
         api_key = st.text_input(
-            "API key", value=ENV_KEY, type="password", key="gen_api_key",
+            "API key", value="", type="password", key="gen_api_key",
             help="Held in this browser session only; never written to the pool, logs or exports. "
                  "Local servers usually need none.") or None
+        if not api_key:
+            source = Backend(kind=OPENAI_COMPATIBLE, base_url=base_url or OPENAI_URL).api_key_source()
+            st.caption(f"Without a typed key, this endpoint gets the server's key ({source})."
+                       if source != "none" else
+                       "Without a typed key, no key is sent: the server's own key goes only to the "
+                       "endpoint its owner configured.")
     mode_col, gen_col = st.columns(2)
     mode = mode_col.segmented_control(
         "Mode", ["chat", "completion"], key="gen_mode", default="chat", required=True,
@@ -70,12 +76,14 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
                      "alpaca": "Alpaca (whole tasks per request)"}.get)
     if backend != "offline" and st.button("Test connection", key="gen_test", icon=":material/cable:"):
         try:
-            message = Backend(kind="openai-compatible", base_url=base_url, api_key=api_key).check(
+            message = Backend(kind=OPENAI_COMPATIBLE, base_url=base_url, api_key=api_key).check(
                 model=model, mode=mode)
         except (LLMError, ValueError) as exc:
-            st.error(str(exc), icon=":material/error:")
+            st.error("The connection test failed.", icon=":material/error:")
+            st.text(str(exc))   # may quote the endpoint: plain text, never markdown
         else:
-            st.success(message, icon=":material/check_circle:")
+            st.success("Connected.", icon=":material/check_circle:")
+            st.text(message)    # names what the endpoint answered
 
     st.markdown("**Sampling** (the paper: temperature 0.7, top_p 0.5, presence penalty 2, 1024 tokens)")
     s1, s2, s3, s4 = st.columns(4)
@@ -160,7 +168,8 @@ if st.button("Start run", key="gen_start", type="primary", icon=":material/play_
     try:
         run_id = manager.start(config, api_key=api_key, actor=current_user())
     except (RuntimeError, ValueError) as exc:
-        st.error(str(exc))
+        st.error("The run did not start.", icon=":material/error:")
+        st.text(str(exc))   # may quote the typed URL or model: plain text
     else:
         st.session_state["gen_view_run"] = run_id   # show the new run
         st.rerun()
@@ -256,10 +265,12 @@ def live_view() -> None:
             b1, b2, _ = st.columns([1, 1, 4])
             if b1.button("Resume", key="gen_resume", icon=":material/play_arrow:", disabled=status.busy):
                 try:
-                    manager.resume(run_id, api_key=st.session_state.get("gen_api_key") or ENV_KEY or None,
+                    # Only a key typed in this session; the server's key is the Backend's to give.
+                    manager.resume(run_id, api_key=st.session_state.get("gen_api_key") or None,
                                    overrides=overrides, actor=current_user())
                 except (RuntimeError, ValueError) as exc:
-                    st.error(str(exc))
+                    st.error("The run did not resume.", icon=":material/error:")
+                    st.text(str(exc))
                 else:
                     st.rerun(scope="app")
             if state != "stopped" and b2.button("End run", key="gen_end", icon=":material/stop:"):

@@ -6,6 +6,13 @@ The key is never stored with a run. It is, in order: the key given to the Backen
 the app, held in that browser session only), else the environment variable named by
 ``api_key_env`` (OPENAI_API_KEY by default), else a placeholder that local servers ignore.
 The offline demo server is a loopback process of our own: it never receives a user's key.
+
+Where the server's environment key may go (the one home of this rule): anyone who can open the
+app can type a base URL, so the environment's key is sent only to an endpoint the owner chose,
+`owner_endpoints()`: OpenAI's (OPENAI_URL) and the base URL in $SELFINSTRUCT_BASE_URL, compared
+exactly (after dropping a trailing slash). Any other URL gets only a key typed with it, or the
+placeholder. The CLI is run by the machine's own user, who may send their key anywhere: it
+builds its Backend with ``env_key_any_url=True``.
 """
 from __future__ import annotations
 
@@ -20,6 +27,23 @@ OFFLINE = "offline"
 OPENAI_COMPATIBLE = "openai-compatible"
 BACKEND_KINDS = (OFFLINE, OPENAI_COMPATIBLE)
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+OPENAI_URL = "https://api.openai.com/v1"
+BASE_URL_ENV = "SELFINSTRUCT_BASE_URL"
+
+
+def _same_url(url: str) -> str:
+    return (url or "").strip().rstrip("/")
+
+
+def owner_endpoints() -> tuple[str, ...]:
+    """The base URLs the server's environment key may be sent to from the app."""
+    owner = _same_url(os.environ.get(BASE_URL_ENV, ""))
+    return (OPENAI_URL, owner) if owner else (OPENAI_URL,)
+
+
+def owner_base_url() -> str:
+    """The endpoint the owner set in $SELFINSTRUCT_BASE_URL ('' when none): the app offers it."""
+    return _same_url(os.environ.get(BASE_URL_ENV, ""))
 
 
 @dataclass
@@ -29,6 +53,7 @@ class Backend:
     api_key: str | None = field(default=None, repr=False)
     api_key_env: str = DEFAULT_API_KEY_ENV
     seed: int = 0
+    env_key_any_url: bool = False   # True only for the CLI: its user owns the environment's key
     _server: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -40,25 +65,34 @@ class Backend:
 
     @classmethod
     def for_run(cls, config: dict, *, api_key: str | None = None,
-                api_key_env: str | None = None) -> "Backend":
+                api_key_env: str | None = None, env_key_any_url: bool = False) -> "Backend":
         """The backend a stored run configuration names."""
         return cls(kind=config.get("backend") or OFFLINE, base_url=config.get("base_url") or "",
                    api_key=api_key, api_key_env=api_key_env or config.get("key_env") or DEFAULT_API_KEY_ENV,
-                   seed=int(config.get("seed") or 0))
+                   seed=int(config.get("seed") or 0), env_key_any_url=env_key_any_url)
 
     # -- key ---------------------------------------------------------------------
+    def env_key_allowed(self) -> bool:
+        """Whether the environment's key may go to this backend's URL (see the module docstring).
+        Only the OpenAI-compatible kind ever gets it: our own servers need no key."""
+        if self.kind != OPENAI_COMPATIBLE:
+            return False
+        return self.env_key_any_url or _same_url(self.base_url) in owner_endpoints()
+
     def resolved_api_key(self) -> str:
-        if self.kind == OFFLINE:   # our own demo server: only a key typed for it (tests), never the env's
-            return self.api_key or PLACEHOLDER_API_KEY
-        return self.api_key or os.environ.get(self.api_key_env or DEFAULT_API_KEY_ENV) or PLACEHOLDER_API_KEY
+        if self.api_key:   # typed by this session's user, for the URL they chose
+            return self.api_key
+        if self.env_key_allowed():
+            return os.environ.get(self.api_key_env or DEFAULT_API_KEY_ENV) or PLACEHOLDER_API_KEY
+        return PLACEHOLDER_API_KEY
 
     def api_key_source(self) -> str:
         """Where the key comes from, safe to show: 'typed', the variable's name, or 'none'."""
-        if self.kind == OFFLINE:
-            return "none"
         if self.api_key:
             return "typed"
-        return f"${self.api_key_env}" if os.environ.get(self.api_key_env or "") else "none"
+        if self.env_key_allowed() and os.environ.get(self.api_key_env or DEFAULT_API_KEY_ENV):
+            return f"${self.api_key_env or DEFAULT_API_KEY_ENV}"
+        return "none"
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> "Backend":

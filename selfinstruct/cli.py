@@ -291,7 +291,8 @@ def cmd_generate(args) -> int:
         progress = _Progress(sys.stderr)
         try:
             try:
-                runner = Runner(pool, run_id, on_event=progress, overrides=overrides, actor="cli")
+                runner = Runner(pool, run_id, on_event=progress, overrides=overrides, actor="cli",
+                                env_key_any_url=True)   # the machine's own user sends their key anywhere
             except ValueError as exc:
                 raise CLIError(str(exc)) from None
             print(f"Run {run_id}: {runner.config.model} at {runner.backend.description}"

@@ -265,13 +265,15 @@ class Runner:
     def __init__(self, pool: Pool, run_id: int, *, api_key: str | None = None,
                  prices: PriceTable | None = None, on_event: Callable[[Event], None] | None = None,
                  control: RunControl | None = None, backend: Backend | None = None,
-                 overrides: dict | None = None, actor: str = "user"):
+                 overrides: dict | None = None, actor: str = "user", env_key_any_url: bool = False):
         if pool.run(run_id) is None:
             raise ValueError(f"There is no run {run_id} in {pool.path}.")
         self.pool = pool
         self.run_id = run_id
         self.config = apply_overrides(pool, run_id, overrides or {}, actor=actor)
-        self.backend = backend or Backend.for_run(self.config.to_dict(), api_key=api_key)
+        # env_key_any_url: see backend.py (the app leaves it False; the CLI's user owns the key)
+        self.backend = backend or Backend.for_run(self.config.to_dict(), api_key=api_key,
+                                                  env_key_any_url=env_key_any_url)
         self.prices = prices or self.config.price_table()
         self.on_event = on_event or (lambda event: None)
         self.control = control or RunControl()

@@ -41,3 +41,16 @@ def marked_html(text: str, spans: Iterable[tuple[int, int]], *, mark_style: str 
         pos = end
     parts.append(escape_text(text[pos:]))
     return f'<div style="{_BOX}">{"".join(parts)}</div>'
+
+
+# Every ASCII punctuation character CommonMark lets a backslash escape, ':' included: Streamlit
+# reads ':material/...:' and ':red[...]' in markdown too.
+_MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|<>~$:&\"'=^%@/;,?")
+
+
+def escape_markdown(text: str) -> str:
+    """`text` (a name, a path, an endpoint's words) as markdown that shows exactly those
+    characters: for the few places where such text sits inside our own markdown sentence.
+    Line breaks become spaces (a blank line would start a new block)."""
+    flat = " ".join((text or "").splitlines())
+    return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in flat)

@@ -61,6 +61,7 @@ def _app_on(path: Path, monkeypatch):
     import streamlit as st
 
     monkeypatch.setenv("SELFINSTRUCT_DB", str(path))
+    monkeypatch.setenv("SELFINSTRUCT_DATA_DIR", str(path.parent))   # where the app may write files
     st.cache_resource.clear()
     st.cache_data.clear()
     yield path

@@ -23,15 +23,16 @@ from typing import Any, Iterator, Sequence
 
 import duckdb
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
+from ..datadir import PACKAGE_ROOT, data_dir
+
 DEFAULT_DB_PATH = PACKAGE_ROOT / "data" / "pool.duckdb"
 DB_ENV_VAR = "SELFINSTRUCT_DB"
 
 
 def default_db_path() -> Path:
-    """`$SELFINSTRUCT_DB` when set, else data/pool.duckdb beside the package."""
+    """`$SELFINSTRUCT_DB` when set, else pool.duckdb in the data directory (datadir.py)."""
     env = os.environ.get(DB_ENV_VAR, "").strip()
-    return Path(env).expanduser() if env else DEFAULT_DB_PATH
+    return Path(env).expanduser() if env else data_dir() / "pool.duckdb"
 
 
 class PoolError(Exception):

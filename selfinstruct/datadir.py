@@ -1,0 +1,75 @@
+"""The app's data directory: the one place on the server where the app reads and writes files
+that a visitor names (pool files, exports written on the server).
+
+Anyone who can open the app can type a path, so a typed path is taken as a name inside the data
+directory and refused when it leads anywhere else: `../` segments, an absolute path outside, a
+symlink whose target is outside. The refusal says the same words whether or not the path exists
+outside, and a path that is outside by its spelling is refused before the file system is asked
+anything about it.
+
+The data directory is `$SELFINSTRUCT_DATA_DIR` when the owner sets it, else `data/` beside the
+package. The CLI, run by the machine's own user, writes wherever it is told and does not use this.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = PACKAGE_ROOT / "data"
+DATA_DIR_ENV = "SELFINSTRUCT_DATA_DIR"
+
+
+class PathRefused(ValueError):
+    """A typed path the app will not use, in words a visitor can act on."""
+
+
+def data_dir() -> Path:
+    """`$SELFINSTRUCT_DATA_DIR` when set, else data/ beside the package (absolute)."""
+    env = os.environ.get(DATA_DIR_ENV, "").strip()
+    return Path(os.path.abspath(Path(env).expanduser() if env else DEFAULT_DATA_DIR))
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path != root and root in path.parents
+
+
+def confined_path(user_text: str, root: Path | None = None, *,
+                  suffixes: Iterable[str] | None = None) -> Path:
+    """The file `user_text` names inside `root` (the data directory by default), resolved
+    (symlinks followed); PathRefused for anything else. A relative name is taken from `root`;
+    an absolute one must already lie inside it. `suffixes` (".duckdb", ...) limits the kinds of
+    file, so a typed name cannot make the app write one kind of file over another."""
+    root = Path(os.path.abspath(root if root is not None else data_dir()))
+    text = (user_text or "").strip()
+    where = f"the data directory ({root})"
+    if not text:
+        raise PathRefused(f"Type a file name inside {where}.")
+    if "\x00" in text:
+        raise PathRefused("A file name cannot hold a NUL character.")
+    spelled = Path(text)
+    # Spelling first: normpath drops '..' without touching the disk, so nothing outside is looked at.
+    lexical = Path(os.path.normpath(spelled if spelled.is_absolute() else root / spelled))
+    refused = PathRefused(f"{text} is outside {where}. The app reads and writes files only there: "
+                          "type a name such as exports/data.jsonl.")
+    if not _inside(lexical, root):
+        raise refused
+    resolved = lexical.resolve(strict=False)
+    if not _inside(resolved, root.resolve(strict=False)):
+        raise refused   # a symlink on the way leads out
+    allowed = tuple(s.lower() for s in suffixes or ())
+    if allowed and resolved.suffix.lower() not in allowed:
+        raise PathRefused(f"{text} does not end in {' or '.join(allowed)}.")
+    return resolved
+
+
+def shown(path: Path, root: Path | None = None) -> str:
+    """`path` as a visitor types it: relative to the data directory when inside it."""
+    root = Path(os.path.abspath(root if root is not None else data_dir()))
+    for base in (root, root.resolve(strict=False)):
+        try:
+            return str(Path(path).relative_to(base))
+        except ValueError:
+            continue
+    return str(path)
