@@ -31,7 +31,8 @@ if counts.accepted == 0:
     page_link("pages/generate.py", label="Go to Generate", icon=":material/auto_awesome:")
     st.stop()
 
-view = st.segmented_control("View", list(VIEWS), format_func=VIEWS.get, default="browse", required=True,
+view = st.segmented_control("View", list(VIEWS), default="browse", required=True,
+                            format_func=lambda v: "Browse" if v == "browse" and not can_edit else VIEWS[v],
                             key="pool_view", label_visibility="collapsed")
 
 

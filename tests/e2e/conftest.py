@@ -34,11 +34,16 @@ def free_port() -> int:
 
 
 class App:
-    """One `streamlit run app.py` process on its own port and pool file."""
+    """One `streamlit run app.py` process on its own port and pool file. `address=None` leaves
+    the listening address to .streamlit/config.toml (the README's command); `args` are more
+    `streamlit run` options."""
 
-    def __init__(self, db_path: Path, env: dict | None = None):
+    def __init__(self, db_path: Path, env: dict | None = None, *, address: str | None = "127.0.0.1",
+                 args: tuple[str, ...] = ()):
         self.db_path = db_path
         self.env = env or {}
+        self.address = address
+        self.args = tuple(args)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -49,8 +54,8 @@ class App:
         env.pop("OPENAI_API_KEY", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.port", str(self.port), "--server.address", "127.0.0.1",
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+             "--server.port", str(self.port), *(("--server.address", self.address) if self.address else ()),
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", *self.args],
             cwd=ROOT, env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
             start_new_session=True)
         deadline = time.time() + 60
@@ -114,8 +119,8 @@ def shots(request):
 def app_factory(tmp_path):
     apps: list[App] = []
 
-    def make(db_path: Path | None = None, env: dict | None = None) -> App:
-        app = App(db_path or tmp_path / "pool.duckdb", env).start()
+    def make(db_path: Path | None = None, env: dict | None = None, **options) -> App:
+        app = App(db_path or tmp_path / "pool.duckdb", env, **options).start()
         apps.append(app)
         return app
 
