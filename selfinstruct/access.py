@@ -134,16 +134,17 @@ class TeamConfig:
 
 def _emails(team: Mapping, key: str) -> frozenset[str]:
     value = team.get(key, [])
+    # The messages never repeat the values: a logged-out visitor may be the one who reads them.
     if isinstance(value, str):  # the common slip: owners = "ada@example.com"
-        raise TeamConfigError(f'[team] {key} must be a list of emails, like {key} = ["{value}"], '
-                              "not a single string.")
+        raise TeamConfigError(f'[team] {key} must be a list of emails in brackets, like '
+                              f'{key} = ["you@example.com"], not a single string.')
     if not isinstance(value, (list, tuple)):
         raise TeamConfigError(f'[team] {key} must be a list of emails, like {key} = ["you@example.com"].')
     emails = []
-    for entry in value:
+    for position, entry in enumerate(value, 1):
         email = normalize_email(entry) if isinstance(entry, str) else ""
         if "@" not in email:
-            raise TeamConfigError(f"[team] {key} holds {entry!r}, which is not an email address; "
-                                  "list people by the email their login reports.")
+            raise TeamConfigError(f"[team] {key}: entry {position} is not an email address; list people "
+                                  "by the email their login reports.")
         emails.append(email)
     return frozenset(emails)
