@@ -202,6 +202,8 @@ def test_login_roles_and_concurrent_labels(browser, team_app, shots, demo_db_pat
         o.get_by_test_id("stSidebarNav").get_by_text("Label", exact=True).click()
         wait_idle(o)
         o.get_by_label("Instructions to sample", exact=True).fill("12")
+        # Two annotators per item: both label the same items at the same time.
+        o.get_by_label("Annotators per item", exact=True).fill("2")
         o.get_by_role("button", name="Draw the sample").click()
         wait_idle(o)
         expect(main(o).get_by_text("Item 1 of 12")).to_be_visible()
@@ -250,6 +252,7 @@ def test_login_roles_and_concurrent_labels(browser, team_app, shots, demo_db_pat
     assert {k: len(v) for k, v in stored.items()} == submitted
     for items in stored.values():
         assert len(items) == len(set(items))          # one label per item and annotator
+    assert set(stored[OWNER]) == set(stored[ANNOTATOR.lower()])   # the same items, at the same time
     assert dict(audit) == submitted
     assert study_actor == [(OWNER,)]
 
