@@ -161,6 +161,7 @@ def test_login_roles_and_concurrent_labels(browser, team_app, shots, demo_db_pat
         expect(o.get_by_test_id("stSidebar").get_by_text(f"{OWNER} · owner")).to_be_visible()
         expect(a.get_by_test_id("stSidebar").get_by_text(f"{ANNOTATOR.lower()} · annotator")).to_be_visible()
         assert nav_titles(o) == OWNER_PAGES
+        assert holds_file(app.proc.pid, demo_db_path)   # the check above can see an open pool
         assert nav_titles(a) == ANNOTATOR_PAGES
         expect(o.get_by_text("Pool file")).to_be_visible()
         expect(a.get_by_text("Pool file")).to_have_count(0)
