@@ -2,13 +2,15 @@ import altair as alt
 import streamlit as st
 
 from pages.common import current_pool, current_user, job_manager
-from selfinstruct import monitor
+from selfinstruct import local, monitor
 from selfinstruct.filters import ALPACA_EXTRA_KEYWORDS, PAPER_KEYWORDS
-from selfinstruct.backend import OPENAI_COMPATIBLE, OPENAI_URL, Backend, owner_base_url
+from selfinstruct.backend import (LOCAL, OFFLINE, OPENAI_COMPATIBLE, OPENAI_URL, OWN_SERVERS, Backend,
+                                  defaults_for, owner_base_url)
 from selfinstruct.llm import LLMError, PriceTable, Sampling
 from selfinstruct.pipeline import NEXT_STEPS, RESUMABLE_STATUSES, RunConfig, estimate_run
 
 BACKENDS = {
+    "local": "Local model",
     "offline": "Offline demo",
     "openai": "OpenAI",
     "compatible": "OpenAI-compatible endpoint",
@@ -29,13 +31,44 @@ if pool.counts().seeds == 0:
 with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":material/tune:"):
     backend = st.segmented_control(
         "Backend", list(BACKENDS), format_func=BACKENDS.get, key="gen_backend",
-        default="openai" if SERVER_HAS_KEY else "offline", required=True)
+        default="openai" if SERVER_HAS_KEY else "local", required=True)
+    kind = {"local": LOCAL, "offline": OFFLINE}.get(backend, OPENAI_COMPATIBLE)
+    # Settings whose default depends on the backend get a key per backend, so switching shows
+    # that backend's default rather than the value chosen for another one.
+    per_kind = "_local" if kind == LOCAL else ""
+    gguf, threads, ctx_size = "", None, None
     api_key = None
     price_in = price_out = 0.0
     if backend == "offline":
         base_url, model = "", "selfinstruct-demo"
         st.caption("The offline demo replays example tasks bundled with selfinstruct through a local "
                    "OpenAI-compatible server. It is not a language model: use it to learn the workflow.")
+    elif backend == "local":
+        base_url, model = "", ""
+        files = local.available_ggufs()
+        bundled = local.bundled_gguf()
+        if not files:
+            st.warning(f"No model file found. Install the bundled one with `{local.BUNDLED_INSTALL}`, or put "
+                       f"a .gguf file in {local.models_dir()}.", icon=":material/warning:")
+        else:
+            # Only files the server found itself: a page never opens a path typed in a browser.
+            choice = st.selectbox(
+                "Model file", [str(f) for f in files], key="gen_gguf",
+                format_func=lambda f: local.model_name(f) + (" (bundled)" if bundled and f == str(bundled) else ""),
+                help=f"The bundled model, and the .gguf files in {local.models_dir()}.")
+            gguf = "" if bundled and choice == str(bundled) else choice   # '' finds the bundled file again
+            model = local.model_name(choice)
+            t_col, c_col = st.columns(2)
+            threads = int(t_col.number_input("Threads", 1, 256, local.default_threads(), key="gen_threads",
+                                             help="CPU threads llama.cpp uses (default: all cores)."))
+            ctx_size = int(c_col.number_input(
+                "Context size (tokens per request)", local.MIN_CTX_SIZE, 131072, local.DEFAULT_CTX_SIZE, 256,
+                key="gen_ctx_size", help="Prompt and answer together; the instruction prompt is about 300 "
+                                         "tokens and answers may run to Max tokens."))
+        st.caption("A real language model running on this machine through llama.cpp, with no key and no "
+                   "network. The bundled SmolLM2-135M-Instruct is small: good for trying the loop, not for "
+                   "a dataset worth training on (use a bigger GGUF or an endpoint for that). A round takes "
+                   "tens of seconds on two CPU cores. Completion mode (the paper's) suits it best.")
     else:
         url_col, model_col = st.columns(2)
         base_url = url_col.text_input(
@@ -67,14 +100,15 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
                        "endpoint its owner configured.")
     mode_col, gen_col = st.columns(2)
     mode = mode_col.segmented_control(
-        "Mode", ["chat", "completion"], key="gen_mode", default="chat", required=True,
+        "Mode", ["chat", "completion"], key=f"gen_mode{per_kind}", default=defaults_for(kind)["mode"],
+        required=True,
         help="chat: chat completions (instruction-tuned models). completion: the completions "
              "endpoint, for base models, as in the paper.")
     generation = gen_col.segmented_control(
         "Generation", ["selfinstruct", "alpaca"], key="gen_generation", default="selfinstruct", required=True,
         format_func={"selfinstruct": "Self-Instruct (list, then instances)",
                      "alpaca": "Alpaca (whole tasks per request)"}.get)
-    if backend != "offline" and st.button("Test connection", key="gen_test", icon=":material/cable:"):
+    if kind not in OWN_SERVERS and st.button("Test connection", key="gen_test", icon=":material/cable:"):
         try:
             message = Backend(kind=OPENAI_COMPATIBLE, base_url=base_url, api_key=api_key).check(
                 model=model, mode=mode)
@@ -95,7 +129,8 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
     st.markdown("**Each round**")
     r1, r2, r3, r4 = st.columns(4)
     requests_per_round = r1.number_input("Requests per round", 1, 1000, 8, key="gen_requests")
-    concurrency = r2.number_input("Concurrent requests", 1, 256, 8, key="gen_concurrency",
+    concurrency = r2.number_input("Concurrent requests", 1, 256, defaults_for(kind)["concurrency"],
+                                  key=f"gen_concurrency{per_kind}",
                                   help="At most this many requests in flight; lowered automatically while "
                                        "the endpoint answers 429 (rate limited), and raised again after.")
     human_examples = r3.number_input("Seed examples per prompt", 0, 16, 6, key="gen_human")
@@ -104,18 +139,19 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
 
     st.markdown("**Requests**")
     q1, q2, q3, q4 = st.columns(4)
-    timeout_s = q1.number_input("Timeout (s)", 1.0, 3600.0, 60.0, 5.0, key="gen_timeout",
+    timeout_s = q1.number_input("Timeout (s)", 1.0, 3600.0, defaults_for(kind)["timeout_s"], 5.0,
+                                key=f"gen_timeout{per_kind}",
                                 help="A deadline for each whole request attempt, however slowly the "
                                      "server sends its answer.")
     rpm = q2.number_input("Requests per minute (0: no cap)", 0, 10_000_000, 0, key="gen_rpm",
                           help="Your provider's limit, if you know it.")
     tpm = q3.number_input("Tokens per minute (0: no cap)", 0, 1_000_000_000, 0, key="gen_tpm")
-    use_batch = q4.toggle("Batch API (half price)", key="gen_batch", disabled=backend == "offline",
+    use_batch = q4.toggle("Batch API (half price)", key="gen_batch", disabled=kind in OWN_SERVERS,
                           help="Requests go to the provider's Batch API in batches: half the list "
                                "price, but each batch may take up to 24 h and a round needs up to "
                                "three of them (instructions, classification, instances).")
     batch_poll, batch_discount = 30.0, 0.5
-    if use_batch and backend != "offline":
+    if use_batch and kind not in OWN_SERVERS:
         batch_poll = q4.number_input("Check batches every (s)", 0.1, 3600.0, 30.0, 5.0, key="gen_batch_poll")
         batch_discount = q4.number_input("Batch price (fraction of the list price)", 0.05, 1.0, 0.5, 0.05,
                                          key="gen_batch_discount",
@@ -139,7 +175,7 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
     budget = c3.number_input("Budget (USD)", 0.0, 100_000.0, 0.0, 1.0, key="gen_budget", help="0: no limit")
 
 config = RunConfig(
-    model=model or "", base_url=base_url, backend="offline" if backend == "offline" else "openai-compatible",
+    model=model or "", base_url=base_url, backend=kind, gguf=gguf, threads=threads, ctx_size=ctx_size,
     mode=mode, generation=generation, requests_per_round=int(requests_per_round),
     human_examples=int(human_examples), machine_examples=int(machine_examples),
     rouge_threshold=float(threshold), keywords=[w.strip() for w in keywords_text.splitlines() if w.strip()],
@@ -147,9 +183,9 @@ config = RunConfig(
                       max_tokens=int(max_tokens)).to_dict(),
     concurrency=int(concurrency), rounds=int(rounds) or None, target=int(target) or None,
     budget_usd=float(budget) or None, timeout_s=float(timeout_s), rpm=float(rpm) or None,
-    tpm=float(tpm) or None, batch=bool(use_batch) and backend != "offline", batch_poll_s=float(batch_poll),
+    tpm=float(tpm) or None, batch=bool(use_batch) and kind not in OWN_SERVERS, batch_poll_s=float(batch_poll),
     batch_discount=float(batch_discount),
-    price_per_m=[float(price_in), float(price_out)] if backend != "offline" else None,
+    price_per_m=[float(price_in), float(price_out)] if kind not in OWN_SERVERS else None,
 )
 if not (config.rounds or config.target or config.budget_usd):
     st.info("No stop condition set: the run goes on until you stop it.", icon=":material/all_inclusive:")
@@ -164,7 +200,7 @@ st.caption(f"Estimated {estimate.basis}.")
 
 status = manager.status()
 if st.button("Start run", key="gen_start", type="primary", icon=":material/play_arrow:",
-             disabled=status.busy or (backend != "offline" and not model)):
+             disabled=status.busy or (kind != OFFLINE and not model)):
     try:
         run_id = manager.start(config, api_key=api_key, actor=current_user())
     except (RuntimeError, ValueError) as exc:
@@ -251,16 +287,16 @@ def live_view() -> None:
                            "answered ones never.")
                 o1, o2 = st.columns(2)
                 fix_model = o1.text_input("Model", value=run_cfg.get("model", ""), key=f"gen_fix_model_{run_id}",
-                                          disabled=run_cfg.get("backend") == "offline")
+                                          disabled=run_cfg.get("backend") in OWN_SERVERS)
                 fix_url = o2.text_input("Base URL", value=run_cfg.get("base_url", ""), key=f"gen_fix_url_{run_id}",
-                                        disabled=run_cfg.get("backend") == "offline")
+                                        disabled=run_cfg.get("backend") in OWN_SERVERS)
                 o3, o4 = st.columns(2)
                 fix_timeout = o3.number_input("Timeout (s)", 1.0, 3600.0, float(run_cfg.get("timeout_s", 60.0)),
                                               5.0, key=f"gen_fix_timeout_{run_id}")
                 fix_concurrency = o4.number_input("Concurrent requests", 1, 256, int(run_cfg.get("concurrency", 8)),
                                                   key=f"gen_fix_concurrency_{run_id}")
             overrides = {"timeout_s": float(fix_timeout), "concurrency": int(fix_concurrency)}
-            if run_cfg.get("backend") != "offline":
+            if run_cfg.get("backend") not in OWN_SERVERS:
                 overrides.update(model=fix_model.strip(), base_url=fix_url.strip())
             b1, b2, _ = st.columns([1, 1, 4])
             if b1.button("Resume", key="gen_resume", icon=":material/play_arrow:", disabled=status.busy):

@@ -5,7 +5,8 @@ offline demo server, and builds the clients (the streaming `LLMClient` and the p
 The key is never stored with a run. It is, in order: the key given to the Backend (typed in
 the app, held in that browser session only), else the environment variable named by
 ``api_key_env`` (OPENAI_API_KEY by default), else a placeholder that local servers ignore.
-The offline demo server is a loopback process of our own: it never receives a user's key.
+The offline demo server and the local model (llama.cpp on 127.0.0.1, see local.py) are
+loopback servers of our own: they never receive the environment's key.
 
 Where the server's environment key may go (the one home of this rule): anyone who can open the
 app can type a base URL, so the environment's key is sent only to an endpoint the owner chose,
@@ -22,10 +23,28 @@ from dataclasses import dataclass, field, replace
 import openai
 
 from .llm import PLACEHOLDER_API_KEY, AdaptiveLimit, LLMClient, LLMConfig, PriceTable, http_client
+from .local import DEFAULT_SLOTS
 
 OFFLINE = "offline"
+LOCAL = "local"
 OPENAI_COMPATIBLE = "openai-compatible"
-BACKEND_KINDS = (OFFLINE, OPENAI_COMPATIBLE)
+BACKEND_KINDS = (OFFLINE, LOCAL, OPENAI_COMPATIBLE)
+# Servers this process starts itself: no base URL or model name to type, no key to send.
+OWN_SERVERS = (OFFLINE, LOCAL)
+
+# What a new run on each kind uses unless told otherwise. The local model writes in the
+# paper's completion mode (a small chat model answers the tasks instead of listing new ones);
+# its server answers DEFAULT_SLOTS requests at once, so more in flight would only queue,
+# and a CPU needs a longer deadline than a hosted endpoint.
+_LOCAL_DEFAULTS = {"mode": "completion", "concurrency": DEFAULT_SLOTS, "timeout_s": 300.0}
+_DEFAULTS = {"mode": "chat", "concurrency": 8, "timeout_s": 60.0}
+
+
+def defaults_for(kind: str) -> dict:
+    """Run settings whose default depends on the backend: mode, concurrency, timeout_s."""
+    return dict(_LOCAL_DEFAULTS if kind == LOCAL else _DEFAULTS)
+
+
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 OPENAI_URL = "https://api.openai.com/v1"
 BASE_URL_ENV = "SELFINSTRUCT_BASE_URL"
@@ -53,13 +72,16 @@ class Backend:
     api_key: str | None = field(default=None, repr=False)
     api_key_env: str = DEFAULT_API_KEY_ENV
     seed: int = 0
+    gguf: str = ""                      # local: the model file ("" = the bundled one)
+    threads: int | None = None          # local: CPU threads (None: all cores)
+    ctx_size: int | None = None         # local: tokens of context per request
     env_key_any_url: bool = False   # True only for the CLI: its user owns the environment's key
     _server: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in BACKEND_KINDS:
             raise ValueError(f"backend must be one of {', '.join(BACKEND_KINDS)}, not {self.kind!r}")
-        if self.kind != OFFLINE and not (self.base_url or "").strip():
+        if self.kind == OPENAI_COMPATIBLE and not (self.base_url or "").strip():
             raise ValueError("An OpenAI-compatible backend needs a base URL (for example "
                              "https://api.openai.com/v1 or http://localhost:8000/v1).")
 
@@ -69,7 +91,9 @@ class Backend:
         """The backend a stored run configuration names."""
         return cls(kind=config.get("backend") or OFFLINE, base_url=config.get("base_url") or "",
                    api_key=api_key, api_key_env=api_key_env or config.get("key_env") or DEFAULT_API_KEY_ENV,
-                   seed=int(config.get("seed") or 0), env_key_any_url=env_key_any_url)
+                   seed=int(config.get("seed") or 0), env_key_any_url=env_key_any_url,
+                   gguf=config.get("gguf") or "", threads=config.get("threads"),
+                   ctx_size=config.get("ctx_size"))
 
     # -- key ---------------------------------------------------------------------
     def env_key_allowed(self) -> bool:
@@ -100,6 +124,10 @@ class Backend:
             from .offline import OfflineServer
 
             self._server = OfflineServer(seed=self.seed).start()
+        elif self.kind == LOCAL and self._server is None:
+            from .local import LocalModel
+
+            self._server = LocalModel(self.gguf, threads=self.threads, ctx_size=self.ctx_size).start()
         return self
 
     def stop(self) -> None:
@@ -116,9 +144,9 @@ class Backend:
     @property
     def url(self) -> str:
         """The base URL requests go to (the offline server's changes from one start to the next)."""
-        if self.kind == OFFLINE and not self.base_url:
+        if (self.kind == OFFLINE and not self.base_url) or self.kind == LOCAL:
             if self._server is None:
-                raise RuntimeError("Start the offline backend first (Backend.start()).")
+                raise RuntimeError(f"Start the {self.kind} backend first (Backend.start()).")
             return self._server.base_url
         return self.base_url.strip().rstrip("/")
 
@@ -126,6 +154,14 @@ class Backend:
     def description(self) -> str:
         if self.kind == OFFLINE:
             return "the offline demo server (replays bundled examples; not a language model)"
+        if self.kind == LOCAL:
+            from . import local
+
+            if not self.gguf or local.model_name(self.gguf) == local.model_name(None):
+                return (f"the bundled local model {local.BUNDLED_FILE} via llama.cpp on this machine "
+                        "(a small model for trying the loop; use a bigger GGUF or an endpoint for a "
+                        "real dataset)")
+            return f"the local model {self.gguf} via llama.cpp on this machine"
         return self.url
 
     # -- clients ---------------------------------------------------------------------

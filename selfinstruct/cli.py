@@ -51,21 +51,35 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     gen = sub.add_parser("generate", parents=[db], help="run Self-Instruct rounds against a model",
-                         description="Grow the pool round by round. With --offline the bundled demo "
-                                     "server answers (it replays examples; it is not a language model). "
-                                     "--resume continues a run, with any of the connection, limit and "
-                                     "stop settings below changed for it.")
+                         description="Grow the pool round by round. By default a small language model "
+                                     "answers on this machine (--local: SmolLM2-135M-Instruct, bundled, "
+                                     "through llama.cpp; good for trying the loop, too small for a real "
+                                     "dataset: use a bigger --gguf or --base-url for that). With --offline "
+                                     "the demo server answers instantly (it replays examples; it is not a "
+                                     "language model). --resume continues a run, with any of the "
+                                     "connection, limit and stop settings below changed for it.")
     backend = gen.add_mutually_exclusive_group()
-    backend.add_argument("--offline", action="store_true", help="use the offline demo server (default "
-                         "when no --base-url is given)")
+    backend.add_argument("--local", action="store_true",
+                         help="a GGUF model served on this machine by llama.cpp (the default when neither "
+                              "--base-url nor --offline is given): the bundled SmolLM2-135M-Instruct, or --gguf")
+    backend.add_argument("--offline", action="store_true",
+                         help="use the offline demo server (replays bundled examples; not a language model)")
     backend.add_argument("--base-url", help="an OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 "
                          "or http://localhost:8000/v1 (vLLM) or http://localhost:11434/v1 (Ollama)")
     gen.add_argument("--model", help="model name at the endpoint")
+    gen.add_argument("--gguf", type=Path, metavar="PATH",
+                     help="local model: the GGUF file to load (default: the bundled SmolLM2-135M-Instruct "
+                          "Q4_1); implies --local")
+    gen.add_argument("--threads", type=int, help="local model: CPU threads (default: all cores)")
+    gen.add_argument("--ctx-size", type=int, metavar="TOKENS",
+                     help="local model: tokens of context per request, prompt and answer together "
+                          "(default 2048)")
     gen.add_argument("--api-key-env", metavar="VAR",
                      help="environment variable holding the API key (default: OPENAI_API_KEY); "
                           "the key is never stored")
-    gen.add_argument("--mode", choices=("chat", "completion"), default="chat",
-                     help="chat completions (default) or the completions endpoint for base models")
+    gen.add_argument("--mode", choices=("chat", "completion"),
+                     help="chat completions or the completions endpoint (the paper's setting); default: "
+                          "completion for the local model, chat otherwise")
     gen.add_argument("--generation", choices=("selfinstruct", "alpaca"), default="selfinstruct",
                      help="selfinstruct: numbered-list prompts then classify and instances; "
                           "alpaca: one request returns complete tasks")
@@ -77,12 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="USD per 1M input and output tokens for --model (default: the built-in "
                           "table for well-known OpenAI models, else 0); stored with the run")
     gen.add_argument("--requests-per-round", type=int, default=8)
-    gen.add_argument("--concurrency", type=int, help="requests in flight at most (default 8); lowered "
-                     "automatically while the endpoint answers 429")
+    gen.add_argument("--concurrency", type=int, help="requests in flight at most (default 8; 2 for the "
+                     "local model); lowered automatically while the endpoint answers 429")
     gen.add_argument("--rpm", type=float, help="your provider's requests-per-minute limit")
     gen.add_argument("--tpm", type=float, help="your provider's tokens-per-minute limit")
     gen.add_argument("--timeout", type=float, metavar="SECONDS",
-                     help="deadline for each whole request attempt (default 60)")
+                     help="deadline for each whole request attempt (default 60; 300 for the local model)")
     gen.add_argument("--max-retries", type=int, help="retries per request before it counts as failed (default 5)")
     gen.add_argument("--max-answer-bytes", type=int,
                      help="answers larger than this are cut and rejected as oversize (default 1000000)")
@@ -229,16 +243,53 @@ def cmd_info(args) -> int:
 _RESUME_FLAGS = {"model": "model", "base_url": "base_url", "api_key_env": "key_env", "timeout": "timeout_s",
                  "max_retries": "max_retries", "concurrency": "concurrency", "rpm": "rpm", "tpm": "tpm",
                  "max_answer_bytes": "max_answer_bytes", "rounds": "rounds", "target": "target",
-                 "budget_usd": "budget_usd", "budget_tokens": "budget_tokens", "batch_poll": "batch_poll_s"}
+                 "budget_usd": "budget_usd", "budget_tokens": "budget_tokens", "batch_poll": "batch_poll_s",
+                 "threads": "threads", "ctx_size": "ctx_size"}
+_LOCAL_FLAGS = ("gguf", "threads", "ctx_size")
+
+
+def _backend_kind(args) -> str | None:
+    """The backend the flags name (None: none named). --gguf, --threads and --ctx-size mean the
+    local model, so they cannot go with another backend."""
+    from .backend import LOCAL, OFFLINE, OPENAI_COMPATIBLE
+
+    local_flags = [f"--{f.replace('_', '-')}" for f in _LOCAL_FLAGS if getattr(args, f) is not None]
+    if local_flags and (args.base_url or args.offline):
+        raise CLIError(f"{', '.join(local_flags)} set(s) the local model; leave out "
+                       f"{'--base-url' if args.base_url else '--offline'} to use it.")
+    if args.base_url:
+        return OPENAI_COMPATIBLE
+    if args.offline:
+        return OFFLINE
+    return LOCAL if args.local or local_flags else None
+
+
+def _gguf_setting(args) -> str:
+    """The GGUF path to store: '' for the bundled model (found again wherever it is installed),
+    else the named file, checked now so a typo fails before the run starts."""
+    from . import local
+
+    if args.gguf is None:
+        return ""
+    try:
+        return str(local.resolve_gguf(args.gguf))
+    except local.LocalModelError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def cmd_generate(args) -> int:
+    from . import local
+    from .backend import LOCAL, defaults_for
     from .pipeline import RESUMABLE_STATUSES, RunConfig, Runner, estimate_run, resume_command, start_run
 
     if args.base_url and not args.model and args.resume is None:   # a resumed run has its model
         raise CLIError("--base-url needs --model (the model's name at that endpoint).")
+    kind = _backend_kind(args)
     given = {field: getattr(args, flag) for flag, field in _RESUME_FLAGS.items()
              if getattr(args, flag) is not None}
+    if kind == LOCAL and args.gguf is not None:
+        given["gguf"] = _gguf_setting(args)
+        given.setdefault("model", local.model_name(given["gguf"]))
     with open_pool(args) as pool:
         if pool.counts().seeds == 0:
             loaded = seeds_mod.load_starter_seeds(pool, actor="cli")
@@ -260,16 +311,22 @@ def cmd_generate(args) -> int:
                 overrides["backend"] = "openai-compatible"
             elif args.offline:
                 overrides.update(backend="offline", base_url="")
+            elif kind == LOCAL and run["config"].get("backend") != LOCAL:
+                overrides.update(backend=LOCAL, base_url="")
+                overrides.setdefault("gguf", "")
+                overrides.setdefault("model", local.model_name(overrides["gguf"]))
             if overrides:
                 print("Changed for this run: " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())))
         else:
             if interrupted:
                 print(f"Run(s) {', '.join(map(str, interrupted))} had been interrupted; "
                       "resume with --resume.")
-            offline = not args.base_url
+            kind = kind or LOCAL   # no backend named: a real model on this machine, with no key
+            defaults = defaults_for(kind)
             config = RunConfig(**{
-                "model": "selfinstruct-demo", "base_url": "",
-                "backend": "offline" if offline else "openai-compatible", "mode": args.mode,
+                "model": local.model_name(None) if kind == LOCAL else "selfinstruct-demo", "base_url": "",
+                "backend": kind, "mode": args.mode or defaults["mode"],
+                "concurrency": defaults["concurrency"], "timeout_s": defaults["timeout_s"],
                 "generation": args.generation, "requests_per_round": args.requests_per_round,
                 "rouge_threshold": args.threshold, "seed": args.seed,
                 "price_per_m": list(args.price) if args.price else None, "batch": args.batch,

@@ -25,7 +25,8 @@ from typing import Callable
 import duckdb
 
 from . import parsing, prompts
-from .backend import Backend
+from . import local
+from .backend import BACKEND_KINDS, LOCAL, Backend
 from .engine import stored_prompt
 from .filters import InstructionFilter, filter_instances
 from .llm import LLMConfig, LLMError, PriceTable, Sampling
@@ -41,7 +42,10 @@ class RunConfig:
     """Everything that decides what a run does; stored with the run (no API key)."""
     model: str = "selfinstruct-demo"
     base_url: str = ""
-    backend: str = "offline"            # offline | openai-compatible
+    backend: str = "offline"            # offline | local | openai-compatible (backend.BACKEND_KINDS)
+    gguf: str = ""                      # local: the GGUF file ("" = the bundled model)
+    threads: int | None = None          # local: CPU threads (None: all cores)
+    ctx_size: int | None = None         # local: tokens of context per request (None: local.DEFAULT_CTX_SIZE)
     mode: str = "chat"                  # chat | completion
     generation: str = "selfinstruct"    # selfinstruct (numbered list) | alpaca (batch of full tasks)
     requests_per_round: int = 8
@@ -127,11 +131,22 @@ class RunConfig:
             (0 < self.batch_discount <= 1, "The batch discount must be in (0, 1]."),
             (self.batch_poll_s > 0, "The batch polling interval must be more than 0 seconds."),
             (self.requests_per_round >= 1, "Requests per round must be at least 1."),
+            (self.backend in BACKEND_KINDS, f"The backend must be one of {', '.join(BACKEND_KINDS)}."),
             (self.backend == "offline" or bool(self.model.strip()), "Name the model to use."),
+            (self.threads is None or self.threads >= 1, "Threads must be at least 1."),
+            (self.ctx_size is None or self.ctx_size >= local.MIN_CTX_SIZE,
+             f"The context size must be at least {local.MIN_CTX_SIZE} tokens."),
+            (not (self.batch and self.backend == LOCAL),
+             "The local model has no Batch API: run it without batch mode."),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if self.backend == LOCAL:
+            try:
+                local.resolve_gguf(self.gguf)
+            except local.LocalModelError as exc:
+                raise ValueError(str(exc)) from None
 
     def llm_config(self, api_key: str | None) -> LLMConfig:
         return LLMConfig(base_url=self.base_url, model=self.model, api_key=api_key, mode=self.mode,
@@ -142,7 +157,7 @@ class RunConfig:
 # Settings a resumed run may change: where and how requests go, and when the run stops.
 RESUMABLE_SETTINGS = ("backend", "base_url", "model", "key_env", "timeout_s", "max_retries", "concurrency",
                       "rpm", "tpm", "max_answer_bytes", "rounds", "target", "budget_usd", "budget_tokens",
-                      "failure_streak", "batch_poll_s")
+                      "failure_streak", "batch_poll_s", "gguf", "threads", "ctx_size")
 RESUMABLE_STATUSES = ("interrupted", "paused", "failed", "stopped", "finished")
 
 
@@ -255,6 +270,7 @@ NEXT_STEPS = {
     "bad_response": "Check that the endpoint is OpenAI-compatible and the mode is right, then resume.",
     "storage": "Free disk space (or fix the pool file's folder), then resume.",
     "batch": "Look at the batch on the provider's side, then resume.",
+    "local_model": "Install or choose the model file (--gguf on the command line), then resume.",
 }
 
 
@@ -299,6 +315,9 @@ class Runner:
                 reason = self.control.reason or "stopped"
                 return self._end(reason, reason, next_step=f"Resume with: {resume_command(self.run_id)}"
                                  if reason == "paused" else "")
+            except local.LocalModelError as exc:   # the GGUF file went missing, or llama.cpp failed
+                return self._end("failed", "local_model", error=str(exc),
+                                 next_step=f"{NEXT_STEPS['local_model']} Resume with: {resume_command(self.run_id)}")
             except (LLMError, engine.RunFailed) as exc:
                 return self._end("failed", exc.kind, error=exc.message,
                                  next_step=f"{NEXT_STEPS.get(exc.kind, 'Fix the cause, then resume.')} "

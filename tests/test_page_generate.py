@@ -50,6 +50,7 @@ def use_endpoint(at: AppTest, server: OfflineServer, key: str | None = None) -> 
 
 def test_demo_run_numbers_on_the_page_equal_app_pool(app_env):
     at = open_generate(app_env)
+    at.segmented_control(key="gen_backend").set_value("offline").run()   # the default is the local model
     at.number_input(key="gen_rounds").set_value(2).run()
     at.button(key="gen_start").click().run()
     assert not at.exception
@@ -67,6 +68,31 @@ def test_demo_run_numbers_on_the_page_equal_app_pool(app_env):
     assert any("Run 1 finished" in m.value for m in at.markdown)
     newest = table_with(at, "instruction")
     assert len(newest) == 10 and set(newest["instruction"]) <= set(pool.machine_instructions())
+
+
+def test_without_a_key_the_local_model_is_the_default(app_env, monkeypatch, tmp_path):
+    """The page offers the bundled GGUF and the .gguf files in the models folder (never a typed
+    path), in completion mode, with the local server's concurrency."""
+    from selfinstruct import local
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "tiny-base.Q8_0.gguf").write_bytes(b"GGUF" + bytes(60))
+    (models / "notes.txt").write_text("not a model")
+    monkeypatch.setenv(local.MODELS_ENV_VAR, str(models))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    at = open_generate(app_env)
+    assert at.segmented_control(key="gen_backend").value == "local"
+    files = at.selectbox(key="gen_gguf")
+    assert files.options == ["SmolLM2-135M-Instruct.Q4_1 (bundled)", "tiny-base.Q8_0"]
+    assert at.segmented_control(key="gen_mode_local").value == "completion"
+    assert at.number_input(key="gen_concurrency_local").value == 2
+    assert not [t for t in at.text_input if t.key == "gen_base_url_local"]   # no path or URL to type
+    at.selectbox(key="gen_gguf").set_value(str(models / "tiny-base.Q8_0.gguf")).run()
+    assert not at.exception
+    at.segmented_control(key="gen_backend").set_value("compatible").run()
+    assert at.segmented_control(key="gen_mode").value == "chat"
+    assert at.number_input(key="gen_concurrency").value == 8
 
 
 def test_pause_resume_and_stop(app_env):
