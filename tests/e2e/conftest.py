@@ -36,14 +36,19 @@ def free_port() -> int:
 class App:
     """One `streamlit run app.py` process on its own port and pool file. `address=None` leaves
     the listening address to .streamlit/config.toml (the README's command); `args` are more
-    `streamlit run` options."""
+    `streamlit run` options; `secrets` is the only secrets file it reads (default: an empty one,
+    so a developer's own .streamlit/secrets.toml, say with a team login, stays out of the tests)."""
 
     def __init__(self, db_path: Path, env: dict | None = None, *, address: str | None = "127.0.0.1",
-                 args: tuple[str, ...] = ()):
+                 args: tuple[str, ...] = (), secrets: Path | None = None):
         self.db_path = db_path
         self.env = env or {}
         self.address = address
         self.args = tuple(args)
+        if secrets is None:
+            secrets = db_path.parent / "no-secrets.toml"
+            secrets.touch()
+        self.secrets = secrets
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -55,7 +60,8 @@ class App:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
              "--server.port", str(self.port), *(("--server.address", self.address) if self.address else ()),
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", *self.args],
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+             "--secrets.files", str(self.secrets), *self.args],
             cwd=ROOT, env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
             start_new_session=True)
         deadline = time.time() + 60

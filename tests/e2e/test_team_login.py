@@ -75,7 +75,7 @@ owners = ["{OWNER.upper()}"]
 annotators = ["{ANNOTATOR.lower()}"]
 ''')
     app = app_factory(demo_db_path, env={"SELFINSTRUCT_DATA_DIR": str(demo_db_path.parent)},
-                      args=("--secrets.files", str(secrets_file)))   # Streamlit fills in {port}
+                      secrets=secrets_file)   # Streamlit fills in {port}
     app.url = f"http://localhost:{app.port}"
     app.accepted_id = accepted_id
     return app
