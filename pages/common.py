@@ -120,7 +120,8 @@ def gate() -> str:
     try:
         config = team_config()
     except access.TeamConfigError as exc:
-        _only("Setup error", lambda: st.error(str(exc), icon=":material/settings_alert:"))
+        message = escape_markdown(str(exc))   # it quotes TOML and a path: show them as typed
+        _only("Setup error", lambda: st.error(message, icon=":material/settings_alert:"))
     if not config.enabled:
         return access.OWNER
     if not _logged_in():

@@ -5,6 +5,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from selfinstruct import access, quality
+from selfinstruct.render import escape_markdown
 from tests.conftest import ROOT, app_pool
 
 AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "c" * 64,
@@ -49,6 +50,18 @@ def test_a_login_with_no_role_gets_only_a_plain_message(app_env, user):
     assert "Ask the owner to add you." in at.text[0].value
     assert buttons(at) == {"Log out"}
     assert not app_env.exists()
+
+
+def test_a_bad_team_section_stops_everyone_with_what_to_fix(app_env):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30)
+    at.secrets = {"auth": AUTH, "team": {"owners": "ada@example.com"}}
+    at.user = logged_in("ada@example.com")
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [escape_markdown(
+        '[team] owners must be a list of emails in brackets, like owners = ["you@example.com"], '
+        "not a single string.")]
+    assert not at.button and not at.sidebar.text and not app_env.exists()
 
 
 def test_an_annotator_has_label_pool_and_rejects_only(demo_app_env):
