@@ -228,7 +228,20 @@ def test_login_roles_and_concurrent_labels(browser, team_app, shots, demo_db_pat
         shots("owner-labeled", o)
         shots("annotator-labeled", a)
 
-        # 6. Logging out ends the session: back to the login.
+        # 6. A restarted server's very first run still treats pages/ as pages of their own
+        #    (Streamlit's multipage v1) until some session has run app.py: the annotator, still
+        #    logged in, types /export as that first run and must land on their own page.
+        app.stop()
+        app.start()
+        a.goto(app.url + "/export")
+        wait_idle(a)
+        expect(main(a).get_by_role("heading", name="Quality study")).to_be_visible()
+        expect(main(a).get_by_role("heading", name="Export", exact=True)).to_have_count(0)
+        expect(main(a).get_by_text("Format", exact=True)).to_have_count(0)
+        assert nav_titles(a) == ANNOTATOR_PAGES
+        shots("annotator-export-on-fresh-server", a)
+
+        # 7. Logging out ends the session: back to the login.
         a.get_by_test_id("stSidebar").get_by_role("button", name="Log out").click()
         a.wait_for_url(re.compile(r"127\.0\.0\.1:\d+/oauth2/end_session"))   # the provider's logout
         type_url(a, app.url + "/label", missing=True)
@@ -239,7 +252,7 @@ def test_login_roles_and_concurrent_labels(browser, team_app, shots, demo_db_pat
         for context in (visitor, owner_ctx, annotator_ctx):
             context.close()
 
-    # 7. Every label arrived, each under its annotator's email, and none was overwritten. Read
+    # 8. Every label arrived, each under its annotator's email, and none was overwritten. Read
     #    the pool file once the app has let go of it.
     app.stop()
     with duckdb.connect(str(demo_db_path), read_only=True) as con:
