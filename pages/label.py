@@ -7,6 +7,7 @@ import streamlit as st
 from pages.common import allowed, current_pool, current_user, page_link
 from selfinstruct import quality
 from selfinstruct.quality import MEASURE_LABELS, QUESTION_TEXT, QUESTIONS
+from selfinstruct.render import escape_markdown
 from selfinstruct.store import PoolError
 
 ANSWER_LABELS = {"yes": "Yes", "no": "No", "unsure": "Unsure"}
@@ -74,13 +75,18 @@ else:
             st.session_state.setdefault("study_seed", random.randrange(1, 100_000))
             with st.form("label_new_study", border=False):
                 st.text_input("Name", value=f"Study {len(studies) + 1}", key="study_name")
-                size_col, seed_col = st.columns(2)
+                size_col, seed_col, overlap_col = st.columns(3)
                 size_col.number_input("Instructions to sample", min_value=1, value=quality.DEFAULT_SIZE,
                                       step=10, key="study_size",
                                       help=f"{scope['eligible']} accepted instructions have a kept instance. "
                                            "One random instance of each sampled instruction is labeled.")
                 seed_col.number_input("Random seed", min_value=0, step=1, key="study_seed",
                                       help="The same pool, seed and filters draw the same sample.")
+                overlap_col.number_input("Annotators per item", min_value=1, max_value=quality.MAX_OVERLAP, value=1,
+                                         key="study_overlap",
+                                         help="How many people label each item. 1: the team shares the "
+                                              "items out. 2 or more: each item is labeled that many times, "
+                                              "so agreement between annotators can be measured.")
                 st.multiselect("Runs", run_ids, default=run_ids, format_func=run_names.get, key="study_runs")
                 st.multiselect("Rounds", round_numbers, default=round_numbers, format_func=round_names.get,
                                key="study_rounds", help="Round numbers count within each run.")
@@ -100,7 +106,8 @@ else:
                         seed=int(st.session_state["study_seed"]),
                         run_ids=None if set(chosen_runs) == set(run_ids) else chosen_runs,
                         rounds=None if set(chosen_rounds) == set(round_numbers) else chosen_rounds,
-                        stratify=None if stratify == "none" else stratify, actor=annotator or current_user())
+                        stratify=None if stratify == "none" else stratify, actor=annotator or current_user(),
+                        overlap=int(st.session_state["study_overlap"]))
                 except (PoolError, ValueError) as exc:  # nothing eligible, no name: plain words
                     st.error(str(exc), icon=":material/error:")
                 else:
@@ -153,20 +160,25 @@ def _save(item: dict, n_items: int, pos_key: str, jump_key: str, all_yes: bool =
     for key in keys.values():  # the next visit shows what was saved
         st.session_state.pop(key, None)
     st.session_state["label_flash"] = ("success", f"Saved item {item['position'] + 1}.")
-    following = item["position"] + 1
-    if following >= n_items:
-        following = pool.study_progress(study_id, annotator)["first_unlabeled"]
-        if following is None:
-            st.session_state["label_flash"] = ("success", f"Saved. Every one of the {n_items} items "
-                                               "carries your label: see the results.")
-            following = item["position"]
+    # Next in this annotator's queue, read now: others' labels may have taken items out of it.
+    following = quality.next_in_queue(pool.study_progress(study_id, annotator)["queue_positions"],
+                                      after=item["position"])
+    if following is None:
+        st.session_state["label_flash"] = ("success", f"Saved. {_queue_empty()}")
+        following = item["position"]
     _go(pos_key, jump_key, following)
 
 
+def _queue_empty() -> str:
+    k = int(study.get("overlap") or 1)
+    return ("Your queue is empty: every item carries your label or already has "
+            + ("its label" if k == 1 else f"its {k} labels") + ". See the results.")
+
+
 def _first_unlabeled(pos_key: str, jump_key: str) -> None:
-    first = pool.study_progress(study_id, annotator)["first_unlabeled"]
+    first = quality.next_in_queue(pool.study_progress(study_id, annotator)["queue_positions"])
     if first is None:
-        st.session_state["label_flash"] = ("info", "You have labeled every item of this study.")
+        st.session_state["label_flash"] = ("info", _queue_empty())
     else:
         _go(pos_key, jump_key, first)
 
@@ -180,18 +192,22 @@ def labeling() -> None:
     # A fragment: saving or moving reruns only this part of the page.
     progress = pool.study_progress(study_id, annotator)
     n_items = progress["items"]
+    queue = progress["queue_positions"]
     pos_key, jump_key = f"label_pos_{study_id}_{annotator}", f"label_jump_{study_id}"
-    if pos_key not in st.session_state:  # resume where this annotator stopped
-        start = progress["first_unlabeled"]
-        _go(pos_key, jump_key, 0 if start is None else start)
+    if pos_key not in st.session_state:  # resume at this annotator's queue
+        start = quality.next_in_queue(queue)
+        _go(pos_key, jump_key, start if start is not None else progress["first_unlabeled"] or 0)
     position = min(max(int(st.session_state[pos_key]), 0), n_items - 1)
     st.session_state.setdefault(jump_key, position + 1)
     item = pool.study_item(study_id, position, annotator)
 
     head, bar, jump = st.columns([2, 3, 1], vertical_alignment="bottom")
     head.subheader(f"Item {position + 1} of {n_items}")
-    bar.progress(progress["labeled"] / n_items,
-                 text=f"{progress['labeled']} of {n_items} items labeled by {annotator}")
+    # This annotator's share: what they labeled and what still waits for them (others' labels
+    # shrink it), so each person on a team sees their own bar.
+    share = progress["labeled"] + progress["queue"]
+    bar.progress(progress["labeled"] / share if share else 1.0,
+                 text=f"{progress['labeled']} of {share} items labeled by {escape_markdown(annotator)}")
     jump.number_input("Go to item", min_value=1, max_value=n_items, step=1, key=jump_key,
                       on_change=_jump, args=(pos_key, jump_key))
     if flash := st.session_state.pop("label_flash", None):
@@ -207,6 +223,8 @@ def labeling() -> None:
         facts.append(f"now {item['candidate_status']} in the pool")
     if item["labeled_at"] is not None:
         facts.append(f"you labeled it {item['labeled_at']:%Y-%m-%d %H:%M}")
+    elif position not in queue:
+        facts.append("not in your queue: it has its labels already")
     st.caption(" · ".join(facts))
 
     texts, answers = st.columns([3, 2], gap="large")
@@ -248,13 +266,14 @@ def labeling() -> None:
             st.button("Next", key="label_next", icon=":material/chevron_right:", shortcut="N",
                       disabled=position >= n_items - 1, on_click=_go,
                       args=(pos_key, jump_key, position + 1))
-            st.button("First unlabeled", key="label_first_unlabeled", icon=":material/skip_next:",
-                      shortcut="U", disabled=progress["first_unlabeled"] is None,
+            st.button("First in your queue", key="label_first_unlabeled", icon=":material/skip_next:",
+                      shortcut="U", disabled=not queue,
                       on_click=_first_unlabeled,
                       args=(pos_key, jump_key))
         st.caption("Keys: Ctrl+S saves and moves on; Y answers yes to all three and moves on; "
-                   "P / N go to the previous / next item without saving, U to your first unlabeled "
-                   "one. Clicking an answer is instant: answers are sent when you save.")
+                   "P / N go to the previous / next item without saving, U to the first item in your "
+                   "queue (items you have not labeled that still need a label). Clicking an answer "
+                   "is instant: answers are sent when you save.")
 
 
 # -- results -------------------------------------------------------------------------
@@ -316,6 +335,40 @@ def numbers_table(frame: pd.DataFrame, group_title: str | None = None) -> None:
     })
 
 
+def team_progress() -> None:
+    team = pool.study_team_progress(study_id)
+    k = team["overlap"]
+    st.subheader("Team progress")
+    st.progress(team["complete"] / team["items"] if team["items"] else 1.0,
+                text=f"{team['complete']} of {team['items']} items have "
+                     + ("a label" if k == 1 else f"their {k} labels")
+                     + (f"; {team['labels_needed']} label(s) still to give" if team["labels_needed"] else ""))
+    st.dataframe(
+        pd.DataFrame([{**a, "share": a["labels"] / (a["labels"] + a["queue"]) if a["labels"] + a["queue"] else 1.0}
+                      for a in team["annotators"]],
+                     columns=["annotator", "labels", "queue", "share", "last_label"]),
+        hide_index=True, key="label_team_progress",
+        column_config={"annotator": "Annotator", "labels": "Labeled",
+                       "queue": st.column_config.NumberColumn("Left in their queue"),
+                       "share": st.column_config.ProgressColumn("Progress", min_value=0, max_value=1,
+                                                                format="percent"),
+                       "last_label": st.column_config.DatetimeColumn("Last label", format="YYYY-MM-DD HH:mm")})
+    if k < 2:
+        return
+    so_far = quality.overlap_agreement(pool.study_labels(study_id), k)
+    st.markdown(f"**Agreement so far** (items with {k} labels, whoever gave them)")
+    st.dataframe(pd.DataFrame(so_far).assign(
+        kappa=lambda f: f["kappa"].map(lambda v: "n/a" if v is None or pd.isna(v) else f"{v:.2f}"),
+        why_undefined=lambda f: f["why_undefined"].fillna("")),
+        hide_index=True, key="label_agreement_so_far",
+        column_order=["label", "method", "items", "observed", "kappa", "reading", "why_undefined"],
+        column_config={"label": "Question", "method": "Method", "items": "Items",
+                       "observed": st.column_config.NumberColumn("Agreed on", format="percent"),
+                       "kappa": "Kappa", "reading": "Reading", "why_undefined": "Why n/a"})
+    st.caption(f"Fleiss' kappa over the items that have their {k} labels (each item's first {k} "
+               "annotators by name), so it grows as the team labels.")
+
+
 def results() -> None:
     labels = pool.study_labels(study_id)
     if not labels:
@@ -355,6 +408,9 @@ def results() -> None:
         numbers_table(result.overall)
         numbers_table(result.by_round, "Round")
         numbers_table(result.by_group, "Task kind")
+
+    if allowed("study"):   # who labels how much is the owners' view of the team
+        team_progress()
 
     st.subheader("Agreement between annotators")
     if len(annotators) < 2:

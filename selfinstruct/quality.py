@@ -20,6 +20,10 @@ Rules, in one place:
   the study's answer to a question for an item is the majority answer among those who labeled
   it (more than half); without a majority it is "split", which counts as not-yes. An item is
   all-valid when its three majority answers are "yes".
+- A team (overlap k, `create_study(overlap=)`): each item should get k labels; each annotator
+  labels from their own queue (store/quality.py). Agreement as it accumulates
+  (`overlap_agreement`) is Fleiss' kappa over the items that have k labels, each item's first k
+  annotators by name, so it does not need the same people on every item.
 - Agreement: Cohen's kappa for exactly two annotators over the items both labeled; Fleiss'
   kappa for three or more over the items all of them labeled. Categories: yes / no / unsure
   (all-valid: yes / no). Kappa is undefined (None) when there is no such item, or when the
@@ -39,7 +43,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from .store.quality import ANSWERS, QUESTIONS
+from .store.quality import ANSWERS, MAX_OVERLAP, QUESTIONS
 
 Z95 = 1.959963984540054
 MEASURES = QUESTIONS + ("all_valid",)
@@ -235,7 +239,7 @@ class StudyCreated:
 
 def create_study(pool, name: str, *, size: int = DEFAULT_SIZE, seed: int,
                  run_ids: Sequence[int] | None = None, rounds: Sequence[int] | None = None,
-                 stratify: str | None = None, actor: str = "user") -> StudyCreated:
+                 stratify: str | None = None, actor: str = "user", overlap: int = 1) -> StudyCreated:
     """Sample the pool and store the study. Raises ValueError when nothing is eligible."""
     eligible = pool.study_candidates(run_ids, rounds)
     if not eligible:
@@ -249,8 +253,19 @@ def create_study(pool, name: str, *, size: int = DEFAULT_SIZE, seed: int,
         "method": "accepted candidates with a kept instance, by candidate id; random.Random(seed): "
                   "instructions, then one instance each",
     }
-    study_id = pool.create_study(name, seed=seed, items=sample.items, config=config, actor=actor)
+    study_id = pool.create_study(name, seed=seed, items=sample.items, config=config, actor=actor,
+                                 overlap=int(overlap))
     return StudyCreated(study_id, sample)
+
+
+def next_in_queue(queue_positions: Sequence[int], after: int | None = None) -> int | None:
+    """Where an annotator goes next: the first position of their queue (study order) after
+    `after`, else the first of the queue (items skipped earlier), else None (nothing left)."""
+    if after is not None:
+        later = [p for p in queue_positions if p > after]
+        if later:
+            return later[0]
+    return queue_positions[0] if queue_positions else None
 
 
 def describe_study(study: Mapping) -> str:
@@ -261,6 +276,8 @@ def describe_study(study: Mapping) -> str:
     parts.append("rounds " + ", ".join(map(str, cfg["rounds"])) if cfg.get("rounds") else "all rounds")
     if cfg.get("stratify"):
         parts.append(STRATIFY[cfg["stratify"]].lower())
+    if int(study.get("overlap") or 1) > 1:
+        parts.append(f"{study['overlap']} annotators per item")
     if cfg.get("requested") and cfg.get("eligible", 0) < cfg["requested"]:
         parts.append(f"{cfg['requested']} asked for, {cfg['eligible']} eligible")
     return " · ".join(parts)
@@ -338,6 +355,26 @@ def agreement(labels: Sequence[Mapping], annotators: Sequence[str]) -> list[dict
             kappa = cohen_kappa([(r[0], r[1]) for r in ratings])
         else:
             kappa = fleiss_kappa(ratings)
+        results.append({"measure": measure, "label": MEASURE_LABELS[measure], "method": kappa.method,
+                        "items": kappa.items, "observed": kappa.observed, "kappa": kappa.value,
+                        "reading": kappa_words(kappa.value), "why_undefined": kappa.why_undefined})
+    return results
+
+
+def overlap_agreement(labels: Sequence[Mapping], overlap: int) -> list[dict]:
+    """Agreement so far in a study where each item gets `overlap` (k >= 2) labels from
+    whichever annotators had it in their queue: Fleiss' kappa per measure over the items with
+    k labels or more, using each item's first k annotators by name (rows as `agreement`)."""
+    if overlap < 2:
+        return []
+    by_item: dict[int, dict[str, Mapping]] = defaultdict(dict)
+    for row in labels:
+        by_item[row["item_id"]][row["annotator"]] = row
+    complete = [[rows[a] for a in sorted(rows)[:overlap]] for _, rows in sorted(by_item.items())
+                if len(rows) >= overlap]
+    results = []
+    for measure in MEASURES:
+        kappa = fleiss_kappa([[_answer(r, measure) for r in rows] for rows in complete])
         results.append({"measure": measure, "label": MEASURE_LABELS[measure], "method": kappa.method,
                         "items": kappa.items, "observed": kappa.observed, "kappa": kappa.value,
                         "reading": kappa_words(kappa.value), "why_undefined": kappa.why_undefined})
@@ -464,5 +501,6 @@ def _iso(value: Any) -> str | None:
 __all__ = ["ANSWERS", "DEFAULT_SIZE", "MEASURES", "MEASURE_LABELS", "PAPER_RATES", "QUESTIONS",
            "QUESTION_TEXT", "STRATIFY", "Z95", "Kappa", "Sample", "StudyCreated", "StudyResults",
            "agreement", "allocate", "cohen_kappa", "create_study", "describe_study", "disagreements",
-           "draw_sample", "fleiss_kappa", "item_answers", "kappa_words", "rates", "study_csv",
+           "draw_sample", "fleiss_kappa", "item_answers", "kappa_words", "next_in_queue", "overlap_agreement",
+           "rates", "study_csv",
            "study_json", "study_results", "study_rows", "wilson_interval"]

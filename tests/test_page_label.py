@@ -126,8 +126,11 @@ def test_resume_at_the_first_unlabeled_item_and_navigate(demo_app_env):
     assert not again.exception
     assert again.subheader[0].value == "Item 5 of 5"
 
-    other = label_page("dora")  # someone else starts at the beginning
-    assert other.subheader[0].value == "Item 1 of 5"
+    # One label per item (overlap 1): carl's two items left dora's queue, so she starts at the
+    # first item nobody labeled and her share is the three left.
+    other = label_page("dora")
+    assert other.subheader[0].value == "Item 3 of 5"
+    assert progress_text(other) == "0 of 3 items labeled by dora"
 
 
 def test_labeling_needs_a_name(demo_app_env):
@@ -220,3 +223,50 @@ def test_filters_that_match_nothing_explain_and_store_nothing(demo_app_env):
     study = app_pool(demo_app_env).studies()[0]
     assert study["config"]["rounds"] == [2] and study["config"]["stratify"] == "classification"
     assert any("rounds 2" in c.value and "classification" in c.value.lower() for c in at.caption)
+
+
+def test_a_team_with_two_labels_per_item_has_queues_progress_and_agreement(demo_app_env):
+    at = label_page("hal")
+    at.number_input(key="study_size").set_value(3)
+    at.number_input(key="study_overlap").set_value(2)
+    at.form_submit_button(key="study_create").click().run()
+    assert not at.exception
+    pool = app_pool(demo_app_env)
+    study_id = pool.studies()[0]["id"]
+    assert pool.study(study_id)["overlap"] == 2
+    items = [pool.study_item(study_id, pos)["item_id"] for pos in range(3)]
+    # ivy and jo labeled item 1 already: it has its two labels and is not in hal's queue
+    for who, answers in (("ivy", ("yes", "yes", "yes")), ("jo", ("yes", "no", "yes"))):
+        pool.save_label(study_id, items[0], who, valid_task=answers[0], input_ok=answers[1],
+                        output_ok=answers[2])
+    pool.save_label(study_id, items[1], "ivy", valid_task="yes", input_ok="yes", output_ok="yes")
+
+    hal = label_page("hal")   # a new session starts at the first item of hal's queue
+    assert hal.subheader[0].value == "Item 2 of 3"
+    assert progress_text(hal) == "0 of 2 items labeled by hal"
+    answer(hal, items[1], ("no", "no", "no"))
+    hal.button(key="label_save").click().run()
+    assert not hal.exception
+    assert hal.subheader[0].value == "Item 3 of 3" and progress_text(hal) == "1 of 2 items labeled by hal"
+    hal.button(key="label_all_yes").click().run()
+    assert progress_text(hal) == "2 of 2 items labeled by hal"
+    assert any("Your queue is empty" in t.value for t in hal.toast)
+    assert hal.button(key="label_first_unlabeled").disabled
+
+    # jo's queue: item 2 has its two labels now (ivy, hal), item 3 one (hal)
+    jo = label_page("jo")
+    assert jo.subheader[0].value == "Item 3 of 3"
+    assert progress_text(jo) == "1 of 2 items labeled by jo"
+
+    # the owner's view: progress per annotator, and agreement over items with two labels
+    hal.segmented_control(key="label_view").set_value("results").run()
+    assert not hal.exception
+    team = next(d.value for d in hal.dataframe if "queue" in d.value.columns).set_index("annotator")
+    assert team.loc["hal", "labels"] == 2 and team.loc["hal", "queue"] == 0
+    assert team.loc["jo", "labels"] == 1 and team.loc["jo", "queue"] == 1
+    assert team.loc["ivy", "queue"] == 1 and team.loc["ivy", "share"] == 2 / 3
+    assert any(p.proto.text == "2 of 3 items have their 2 labels; 1 label(s) still to give"
+               for p in hal.get("progress"))
+    so_far = next(d.value for d in hal.dataframe
+                  if "why_undefined" in d.value.columns and (d.value["method"] == "Fleiss").all())
+    assert set(so_far["items"]) == {2}

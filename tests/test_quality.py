@@ -214,7 +214,9 @@ def test_labels_persist_update_and_resume(demo_db_path):
         study_id = quality.create_study(pool, "resume", size=6, seed=9).study_id
         for pos in range(3):
             _label(pool, study_id, pos, "ann", ("yes", "yes", "no"), note=f"n{pos}")
-        assert pool.study_progress(study_id, "ann") == {"items": 6, "labeled": 3, "first_unlabeled": 3}
+        assert pool.study_progress(study_id, "ann") == {
+            "items": 6, "labeled": 3, "first_unlabeled": 3, "queue": 3, "queue_positions": [3, 4, 5],
+            "overlap": 1, "complete": 3}
     with Pool.open(demo_db_path) as pool:  # a new process, later
         progress = pool.study_progress(study_id, "ann")
         assert progress["labeled"] == 3 and progress["first_unlabeled"] == 3
@@ -330,3 +332,108 @@ def test_study_export_csv_and_json(demo_pool):
     assert len(doc["items"]) == 4 and [len(i["labels"]) for i in doc["items"]] == [2, 0, 1, 0]
     assert doc["items"][0]["labels"][1]["annotator"] == "bob"
     assert doc["study"]["paper_rates"]["all_valid"] == 0.54
+
+
+# ---------------------------------------------------------------------------
+# A team of annotators: overlap k, queues, progress, agreement as it accumulates (issue 14)
+# ---------------------------------------------------------------------------
+def test_overlap_two_gives_each_annotator_a_queue_that_others_complete(demo_db_path):
+    with Pool.open(demo_db_path) as pool:
+        study_id = quality.create_study(pool, "team", size=4, seed=3, overlap=2).study_id
+        assert pool.study(study_id)["overlap"] == 2
+        assert "2 annotators per item" in quality.describe_study(pool.studies()[0])
+        assert pool.study_progress(study_id, "ann")["queue_positions"] == [0, 1, 2, 3]
+        for pos in (0, 1):
+            _label(pool, study_id, pos, "ann", ("yes", "yes", "yes"))
+        _label(pool, study_id, 0, "bob", ("yes", "no", "yes"))
+        # item 0 has its two labels: it leaves carl's queue; item 1 still needs one
+        carl = pool.study_progress(study_id, "carl")
+        assert carl["queue_positions"] == [1, 2, 3] and carl["labeled"] == 0 and carl["complete"] == 1
+        ann = pool.study_progress(study_id, "ann")
+        assert ann["queue_positions"] == [2, 3] and ann["labeled"] == 2
+        bob = pool.study_progress(study_id, "bob")
+        assert bob["queue_positions"] == [1, 2, 3]
+        assert quality.next_in_queue(bob["queue_positions"], after=1) == 2
+        assert quality.next_in_queue(bob["queue_positions"], after=3) == 1   # back to what was skipped
+        assert quality.next_in_queue([], after=0) is None
+        _label(pool, study_id, 1, "carl", ("yes", "yes", "no"))
+        assert pool.study_progress(study_id, "bob")["queue_positions"] == [2, 3]
+
+        team = pool.study_team_progress(study_id)
+        assert {k: team[k] for k in ("overlap", "items", "complete", "labels_needed")} == {
+            "overlap": 2, "items": 4, "complete": 2, "labels_needed": 4}
+        assert [(a["annotator"], a["labels"], a["queue"]) for a in team["annotators"]] == [
+            ("ann", 2, 2), ("bob", 1, 2), ("carl", 1, 2)]
+
+        # agreement over the items with two labels, whoever gave them (Fleiss, m = 2)
+        so_far = {r["measure"]: r for r in quality.overlap_agreement(pool.study_labels(study_id), 2)}
+        assert so_far["valid_task"]["items"] == 2 and so_far["valid_task"]["method"] == "Fleiss"
+        assert so_far["input_ok"]["observed"] == 0.5
+        expected = fleiss_kappa([["yes", "no"], ["yes", "yes"]])
+        assert so_far["input_ok"]["kappa"] == pytest.approx(expected.value)
+        assert quality.overlap_agreement(pool.study_labels(study_id), 1) == []
+        with pytest.raises(PoolError, match="Annotators per item"):
+            pool.create_study("bad", seed=1, items=[(1, 1)], overlap=0)
+
+
+def test_concurrent_saves_from_two_threads_are_all_stored(demo_db_path):
+    import threading
+
+    with Pool.open(demo_db_path) as pool:
+        study_id = quality.create_study(pool, "race", size=30, seed=5, overlap=2).study_id
+        items = [pool.study_item(study_id, pos)["item_id"] for pos in range(30)]
+        start = threading.Barrier(2)
+        errors = []
+
+        def annotate(who, answers):
+            try:
+                start.wait()
+                for item_id in items:
+                    pool.save_label(study_id, item_id, who, valid_task=answers, input_ok="yes",
+                                    output_ok="unsure", note=f"{who} {item_id}")
+                for item_id in items[:10]:   # the same annotator saving again updates, never adds
+                    pool.save_label(study_id, item_id, who, valid_task="unsure", input_ok="yes",
+                                    output_ok="unsure")
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=annotate, args=(who, answer))
+                   for who, answer in (("ann", "yes"), ("bob", "no"))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors
+        labels = pool.study_labels(study_id)
+        assert len(labels) == 60
+        assert {(r["item_id"], r["annotator"]) for r in labels} == {(i, w) for i in items for w in ("ann", "bob")}
+        for row in labels:
+            position = items.index(row["item_id"])
+            expected = "unsure" if position < 10 else {"ann": "yes", "bob": "no"}[row["annotator"]]
+            assert row["valid_task"] == expected
+        assert pool.study_team_progress(study_id)["complete"] == 30
+
+        # one annotator saving the same item from two tabs at once: one label, not two
+        for item_id in items[:5]:
+            same = threading.Barrier(8)
+
+            def twice(answer, item_id=item_id, same=same):
+                same.wait()
+                pool.save_label(study_id, item_id, "cat", valid_task=answer, input_ok="yes", output_ok="yes")
+
+            tabs = [threading.Thread(target=twice, args=(a,)) for a in ("yes", "no") * 4]
+            for tab in tabs:
+                tab.start()
+            for tab in tabs:
+                tab.join(30)
+        cat = [r for r in pool.study_labels(study_id) if r["annotator"] == "cat"]
+        assert sorted(r["item_id"] for r in cat) == sorted(items[:5])
+
+
+def test_schema_5_gives_old_studies_one_label_per_item(tmp_path):
+    path = tmp_path / "old.duckdb"
+    with Pool.open(path, migrate_to=4) as old:
+        old._q("INSERT INTO quality_studies (name, sample_size, seed) VALUES ('old', 0, 1)")
+    with Pool.open(path) as pool:
+        assert pool.schema_version() == 5
+        assert pool.studies()[0]["overlap"] == 1

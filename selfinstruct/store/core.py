@@ -238,6 +238,11 @@ MIGRATIONS: dict[int, list[str]] = {
         """ALTER TABLE requests ADD COLUMN structured BOOLEAN""",
         """ALTER TABLE requests ADD COLUMN items INTEGER""",
     ],
+    5: [
+        # A team of annotators: each item of a study is labeled by `overlap` annotators (1: one
+        # label per item is enough); older studies keep today's meaning, one label per item.
+        """ALTER TABLE quality_studies ADD COLUMN overlap INTEGER NOT NULL DEFAULT 1""",
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -5,6 +5,12 @@ instance each (`study_items`, in labeling order). Labels are one row per (study,
 annotator); saving again updates that row. The statistics themselves live in
 `selfinstruct.quality`; this module only reads and writes rows.
 
+A team of annotators: a study's `overlap` (k, 1 by default) is how many annotators should label
+each item. An annotator's queue is the study's items, in study order, that they have not
+labeled and that have fewer than k labels; an item leaves every other queue once it has k. Two
+annotators who save the same item at the same moment both keep their label (an item may then
+hold more than k): nobody's work is refused or overwritten.
+
 Hooks for the pool and export pages:
 - `labeled_candidate_ids()`: candidates that carry at least one label in any study.
 - `invalid_candidate_ids(rule="majority")`: candidates whose instruction people judged not a
@@ -17,13 +23,22 @@ Hooks for the pool and export pages:
 """
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any, Iterable, Sequence
+
+import duckdb
 
 from .core import PoolError, _dumps, _loads
 
 QUESTIONS = ("valid_task", "input_ok", "output_ok")
 ANSWERS = ("yes", "no", "unsure")
 INVALID_RULES = ("majority", "any")
+MAX_OVERLAP = 50
+# Saving a label reads (is there one of this annotator already?) then writes: the app's sessions
+# share one process, so one lock makes the pair atomic and the same annotator saving from two
+# tabs cannot leave two rows. DuckDB keeps other processes out of the file.
+_LABEL_WRITE = threading.Lock()
 
 
 def _in_list(values: Sequence[Any]) -> str:
@@ -77,18 +92,22 @@ class QualityQueries:
 
     # -- studies -------------------------------------------------------------------
     def create_study(self, name: str, *, seed: int, items: Sequence[tuple[int, int]],
-                     config: dict | None = None, actor: str = "user") -> int:
+                     config: dict | None = None, actor: str = "user", overlap: int = 1) -> int:
         """Store a study and its sample: `items` are (candidate id, instance id) in labeling
-        order. `sample_size` records how many items were actually drawn."""
+        order. `sample_size` records how many items were actually drawn; `overlap` how many
+        annotators should label each item."""
         name = (name or "").strip()
         if not name:
             raise PoolError("A study needs a name.")
         if not items:
             raise PoolError("A study needs at least one item.")
+        if not 1 <= int(overlap) <= MAX_OVERLAP:
+            raise PoolError(f"Annotators per item must be between 1 and {MAX_OVERLAP}, not {overlap}.")
         with self.transaction() as cur:
             cur.execute(
-                "INSERT INTO quality_studies (name, sample_size, seed, config) VALUES (?, ?, ?, ?) "
-                "RETURNING id", [name, len(items), int(seed), _dumps(config or {})])
+                "INSERT INTO quality_studies (name, sample_size, seed, config, overlap) "
+                "VALUES (?, ?, ?, ?, ?) RETURNING id",
+                [name, len(items), int(seed), _dumps(config or {}), int(overlap)])
             study_id = cur.fetchone()[0]
             cur.executemany(
                 "INSERT INTO study_items (study_id, position, candidate_id, instance_id) "
@@ -96,13 +115,14 @@ class QualityQueries:
                 [[study_id, pos, int(cand), None if inst is None else int(inst)]
                  for pos, (cand, inst) in enumerate(items)])
             self._audit(cur, actor, "create_study", "study", study_id, None, None,
-                        {"name": name, "seed": int(seed), "items": len(items), "config": config or {}})
+                        {"name": name, "seed": int(seed), "items": len(items), "overlap": int(overlap),
+                         "config": config or {}})
         return study_id
 
     def studies(self) -> list[dict]:
         """Every study, newest first, with its item, labeled-item, label and annotator counts."""
         rows = self._rows(
-            """SELECT s.id, s.name, s.sample_size, s.seed, s.config, s.created_at,
+            """SELECT s.id, s.name, s.sample_size, s.seed, s.config, s.created_at, s.overlap,
                       (SELECT count(*) FROM study_items si WHERE si.study_id = s.id) AS items,
                       (SELECT count(DISTINCT item_id) FROM labels l WHERE l.study_id = s.id) AS labeled_items,
                       (SELECT count(*) FROM labels l WHERE l.study_id = s.id) AS labels,
@@ -140,14 +160,59 @@ class QualityQueries:
         return rows[0] if rows else None
 
     def study_progress(self, study_id: int, annotator: str) -> dict:
-        """How far `annotator` is: items, items they labeled, and the position of their first
-        unlabeled item (None when they have labeled every item)."""
-        row = self._q(
-            """SELECT count(*), count(l.id), min(si.position) FILTER (WHERE l.id IS NULL)
-               FROM study_items si
-               LEFT JOIN labels l ON l.study_id = si.study_id AND l.item_id = si.id AND l.annotator = ?
-               WHERE si.study_id = ?""", [annotator, study_id]).fetchone()
-        return {"items": int(row[0]), "labeled": int(row[1]), "first_unlabeled": row[2]}
+        """How far `annotator` is: items, items they labeled, the position of their first
+        unlabeled item (None when they have labeled every item), how many items are in their
+        queue (`queue`) and the positions of those items in study order (`queue_positions`);
+        `complete`: items with `overlap` labels or more."""
+        rows = self._q(
+            """WITH item AS (
+                   SELECT si.id, si.position,
+                          count(l.id) AS labels,
+                          count(l.id) FILTER (WHERE l.annotator = ?) AS mine
+                   FROM study_items si
+                   LEFT JOIN labels l ON l.study_id = si.study_id AND l.item_id = si.id
+                   WHERE si.study_id = ? GROUP BY si.id, si.position)
+               SELECT item.position, item.labels, item.mine, s.overlap
+               FROM item, quality_studies s WHERE s.id = ? ORDER BY item.position""",
+            [annotator, study_id, study_id]).fetchall()
+        overlap = int(rows[0][3]) if rows else 1
+        queue = [int(pos) for pos, labels, mine, _ in rows if not mine and labels < overlap]
+        return {"items": len(rows), "labeled": sum(1 for r in rows if r[2]),
+                "first_unlabeled": next((int(r[0]) for r in rows if not r[2]), None),
+                "queue": len(queue), "queue_positions": queue, "overlap": overlap,
+                "complete": sum(1 for r in rows if r[1] >= overlap)}
+
+    def study_team_progress(self, study_id: int) -> dict:
+        """For the owner: the study's `overlap`, `items`, `complete` (items with k labels or
+        more), `labels_needed` (labels still missing to give every item k), and per annotator
+        (`annotators`, by name): labels given, items left in their queue, last label time."""
+        study = self._rows(
+            """WITH item AS (
+                   SELECT si.id, count(l.id) AS labels FROM study_items si
+                   LEFT JOIN labels l ON l.study_id = si.study_id AND l.item_id = si.id
+                   WHERE si.study_id = ? GROUP BY si.id)
+               SELECT s.overlap, count(item.id) AS items,
+                      count(item.id) FILTER (WHERE item.labels >= s.overlap) AS complete,
+                      coalesce(sum(greatest(s.overlap - item.labels, 0)), 0) AS labels_needed
+               FROM quality_studies s LEFT JOIN item ON TRUE WHERE s.id = ? GROUP BY s.overlap""",
+            [study_id, study_id])
+        if not study:
+            raise PoolError(f"There is no study {study_id}.")
+        annotators = self._rows(
+            """WITH item AS (
+                   SELECT si.id, count(l.id) AS labels FROM study_items si
+                   LEFT JOIN labels l ON l.study_id = si.study_id AND l.item_id = si.id
+                   WHERE si.study_id = ? GROUP BY si.id),
+               who AS (
+                   SELECT annotator, count(*) AS labels, max(coalesce(updated_at, created_at)) AS last_label
+                   FROM labels WHERE study_id = ? GROUP BY annotator)
+               SELECT who.annotator, who.labels, who.last_label,
+                      (SELECT count(*) FROM item, quality_studies s
+                       WHERE s.id = ? AND item.labels < s.overlap AND NOT EXISTS (
+                           SELECT 1 FROM labels l WHERE l.study_id = ? AND l.item_id = item.id
+                           AND l.annotator = who.annotator)) AS queue
+               FROM who ORDER BY who.annotator""", [study_id, study_id, study_id, study_id])
+        return {**{k: int(v) for k, v in study[0].items()}, "annotators": annotators}
 
     def study_annotators(self, study_id: int) -> list[dict]:
         return self._rows(
@@ -167,6 +232,22 @@ class QualityQueries:
             if answer is not None and answer not in ANSWERS:
                 raise PoolError(f"{question} must be one of {', '.join(ANSWERS)}, not {answer!r}.")
         note = (note or "").strip() or None
+        attempt = 0
+        while True:
+            try:
+                with _LABEL_WRITE:
+                    return self._save_label(study_id, item_id, annotator, answers, note)
+            except duckdb.TransactionException:
+                # Another writer of the same rows committed first (DuckDB's optimistic
+                # concurrency): read again and write again rather than lose the label.
+                attempt += 1
+                if attempt == 5:
+                    raise
+                time.sleep(0.05 * attempt)
+
+    def _save_label(self, study_id: int, item_id: int, annotator: str, answers: dict,
+                    note: str | None) -> int:
+        valid_task, input_ok, output_ok = answers["valid_task"], answers["input_ok"], answers["output_ok"]
         with self.transaction() as cur:
             found = cur.execute("SELECT 1 FROM study_items WHERE id = ? AND study_id = ?",
                                 [item_id, study_id]).fetchone()
