@@ -123,6 +123,7 @@ def test_a_secrets_file_that_does_not_parse_stops_instead_of_going_local(tmp_pat
     broken = tmp_path / "secrets.toml"
     broken.write_text('[auth]\nclient_id = "unterminated\n')
     monkeypatch.setattr(st, "secrets", type(st.secrets)())    # a fresh, unparsed store
+    files = config.get_option("secrets.files")
     config.set_option("secrets.files", [str(broken)])
     try:
         with pytest.raises(access.TeamConfigError, match="is not valid TOML"):
@@ -131,4 +132,4 @@ def test_a_secrets_file_that_does_not_parse_stops_instead_of_going_local(tmp_pat
         monkeypatch.setattr(st, "secrets", type(st.secrets)())
         assert not team_config().enabled
     finally:
-        config.set_option("secrets.files", config.get_config_options()["secrets.files"].default_val)
+        config.set_option("secrets.files", files)
