@@ -56,7 +56,7 @@ def current_pool() -> Pool:
     try:
         return _open_pool(pool_path())
     except PoolError as exc:
-        st.error(str(exc), icon=":material/lock:")
+        st.error(escape_markdown(str(exc)), icon=":material/lock:")   # quotes a path and DuckDB
         st.stop()
 
 
@@ -144,9 +144,12 @@ def _login_screen() -> None:
     st.write("This studio is shared by a team. Log in with your organisation's account to continue.")
     auth = st.secrets.to_dict().get("auth", {})
     for provider in access.login_providers(auth):
-        name = f"Log in with {provider}" if provider else "Log in"
+        name = f"Log in with {provider.title()}" if provider else "Log in"
         if st.button(name, key=f"login_{provider or 'default'}", type="primary", icon=":material/login:"):
-            st.login(provider) if provider else st.login()
+            if provider:
+                st.login(provider)
+            else:
+                st.login()
 
 
 def _no_role_screen(config: access.TeamConfig) -> None:
