@@ -7,7 +7,7 @@ from selfinstruct.filters import ALPACA_EXTRA_KEYWORDS, PAPER_KEYWORDS
 from selfinstruct.backend import (LOCAL, OFFLINE, OPENAI_COMPATIBLE, OPENAI_URL, OWN_SERVERS, Backend,
                                   defaults_for, owner_base_url)
 from selfinstruct.llm import LLMError, PriceTable, Sampling
-from selfinstruct.pipeline import NEXT_STEPS, RESUMABLE_STATUSES, RunConfig, estimate_run
+from selfinstruct.pipeline import NEXT_STEPS, RESUMABLE_STATUSES, STRUCTURED_SETTINGS, RunConfig, estimate_run
 
 BACKENDS = {
     "local": "Local model",
@@ -108,6 +108,12 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
         "Generation", ["selfinstruct", "alpaca"], key="gen_generation", default="selfinstruct", required=True,
         format_func={"selfinstruct": "Self-Instruct (list, then instances)",
                      "alpaca": "Alpaca (whole tasks per request)"}.get)
+    structured = st.segmented_control(
+        "Structured output", list(STRUCTURED_SETTINGS), key="gen_structured", default="auto", required=True,
+        disabled=mode != "chat",
+        help="Chat mode: ask for JSON that matches a schema per stage instead of the text layout (servers "
+             "that support it make the model write exactly that shape). auto: one probe request per run "
+             "finds out whether the server does. Completion mode always uses the text layout.")
     if kind not in OWN_SERVERS and st.button("Test connection", key="gen_test", icon=":material/cable:"):
         try:
             message = Backend(kind=OPENAI_COMPATIBLE, base_url=base_url, api_key=api_key).check(
@@ -176,7 +182,7 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
 
 config = RunConfig(
     model=model or "", base_url=base_url, backend=kind, gguf=gguf, threads=threads, ctx_size=ctx_size,
-    mode=mode, generation=generation, requests_per_round=int(requests_per_round),
+    mode=mode, generation=generation, requests_per_round=int(requests_per_round), structured=structured or "auto",
     human_examples=int(human_examples), machine_examples=int(machine_examples),
     rouge_threshold=float(threshold), keywords=[w.strip() for w in keywords_text.splitlines() if w.strip()],
     sampling=Sampling(temperature=temperature, top_p=top_p, presence_penalty=presence,
@@ -328,6 +334,18 @@ def live_view() -> None:
         st.warning(f"{error['n']} request(s) failed ({error['error_kind']}) after their retries; "
                    "they are sent again when the run goes on.", icon=":material/warning:")
         st.text(error["example"])   # may quote the endpoint: plain text
+
+    if view.health or view.run.get("structured_note"):
+        st.markdown("**Parse health**: per stage, the answers read, how many yielded something (tasks, a "
+                    "yes/no, examples), how many items they yielded, and how many were structured (JSON)")
+        if view.run.get("structured_note"):
+            st.text(f"Structured output: {view.run['structured_note']}")   # may quote a server: plain text
+        if view.health:
+            st.dataframe(monitor.health_table(view.health), hide_index=True, key="gen_health")
+        for hint in view.hints:
+            st.warning(hint, icon=":material/lightbulb:")
+        st.page_link("pages/rejects.py", label="See the raw answers on the Rejects page",
+                     icon=":material/manage_search:")
 
     if view.batches:
         st.markdown("**Batches** (sent to the provider's Batch API; each may take up to its 24 h window)")

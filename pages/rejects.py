@@ -296,6 +296,8 @@ with browse_tab:
                     if exp.kind == "keyword" and exp.keywords:
                         st.text("Matched: " + ", ".join(exp.keywords))
                     show_marked(exp.text, exp.spans)
+                    if exp.kind == "echo" and exp.facts.get("example"):
+                        st.text("The prompt's example: " + exp.facts["example"])   # text from the pool: plain, never markdown
 
                 if exp.raw_response and exp.raw_response != exp.text:
                     # Drawn only once opened: a code block costs the browser a syntax

@@ -50,7 +50,7 @@ def batch_lines(state: RunState, rows: list[dict], config: LLMConfig) -> bytes:
     url = endpoint_path(config)
     return b"".join(
         json.dumps({"custom_id": custom_id(row["id"]), "method": "POST", "url": url,
-                    "body": request_body(config, stored_prompt(row), state.sampling(row["stage"]))},
+                    "body": request_body(config, stored_prompt(row), state.row_sampling(row))},
                    ensure_ascii=False).encode("utf-8") + b"\n"
         for row in rows)
 

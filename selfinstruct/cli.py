@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--mode", choices=("chat", "completion"),
                      help="chat completions or the completions endpoint (the paper's setting); default: "
                           "completion for the local model, chat otherwise")
+    gen.add_argument("--structured", choices=("auto", "on", "off"),
+                     help="chat mode: ask for JSON matching a schema per stage (structured output) instead of "
+                          "the text layout; auto (default) sends one probe request to see whether the server "
+                          "supports it")
     gen.add_argument("--generation", choices=("selfinstruct", "alpaca"), default="selfinstruct",
                      help="selfinstruct: numbered-list prompts then classify and instances; "
                           "alpaca: one request returns complete tasks")
@@ -244,7 +248,7 @@ _RESUME_FLAGS = {"model": "model", "base_url": "base_url", "api_key_env": "key_e
                  "max_retries": "max_retries", "concurrency": "concurrency", "rpm": "rpm", "tpm": "tpm",
                  "max_answer_bytes": "max_answer_bytes", "rounds": "rounds", "target": "target",
                  "budget_usd": "budget_usd", "budget_tokens": "budget_tokens", "batch_poll": "batch_poll_s",
-                 "threads": "threads", "ctx_size": "ctx_size"}
+                 "threads": "threads", "ctx_size": "ctx_size", "structured": "structured"}
 _LOCAL_FLAGS = ("gguf", "threads", "ctx_size")
 
 
@@ -328,6 +332,7 @@ def cmd_generate(args) -> int:
                 "backend": kind, "mode": args.mode or defaults["mode"],
                 "concurrency": defaults["concurrency"], "timeout_s": defaults["timeout_s"],
                 "generation": args.generation, "requests_per_round": args.requests_per_round,
+                "structured": args.structured or "auto",
                 "rouge_threshold": args.threshold, "seed": args.seed,
                 "price_per_m": list(args.price) if args.price else None, "batch": args.batch,
                 "batch_discount": args.batch_discount, **given})
@@ -364,6 +369,7 @@ def cmd_generate(args) -> int:
             print(f"Interrupted. Resume with: {resume_command(run_id)}", file=sys.stderr)
             return 130
         progress.clear()
+        _print_parse_health(pool, run_id)
         if outcome.status == "failed":
             raise CLIError(f"Run {run_id} failed: {outcome.error}\n{outcome.next_step}")
         counts = pool.counts()
@@ -374,6 +380,22 @@ def cmd_generate(args) -> int:
             print(outcome.next_step or f"Resume with: {resume_command(run_id)}")
             return 3
     return 0
+
+
+def _print_parse_health(pool, run_id: int) -> None:
+    """Per stage: answers, how many could be read, what they yielded; and advice when a stage fails."""
+    from . import monitor
+
+    view = monitor.run_view(pool, run_id)
+    if view.run.get("structured_note"):
+        print(f"Structured output: {view.run['structured_note']}.")
+    if not view.health:
+        return
+    print("Parse health (answers read / parsed / items / structured):")
+    for h in view.health:
+        print(f"  {h['stage']:<13} {h['answers']:>6} {h['parsed']:>7} {h['items']:>6} {h['structured']:>11}")
+    for hint in view.hints:
+        print(f"Hint: {hint}. The raw answers are on the Rejects page.")
 
 
 def _latest_resumable(pool) -> int | None:

@@ -35,6 +35,11 @@ STEP_GENERATE, STEP_CLASSIFY, STEP_DONE = "generate", "classify", "done"
 RETRY_COOLDOWN_S = 5.0       # a request whose retries ran out waits this long before it is sent again
 MAX_FAILURES_PER_REQUEST = 3  # ...and the run fails if the same request runs out of retries this often
 PREVIEW_CHARS = 500           # how much of an oversize answer a reject shows
+# A structured answer spends tokens on JSON syntax and layout ('{\n    "labeling_task": "yes"\n}' is
+# ~12 tokens for a small model): a yes/no request's 8-token budget would cut it.
+STRUCTURED_MIN_TOKENS = {prompts.STAGE_CLASSIFY: 32}
+# Candidate reasons that mean the answer yielded no item (parse health counts the others).
+_NOT_AN_ITEM = ("unparseable", "oversize")
 
 
 class RunFailed(Exception):
@@ -78,6 +83,9 @@ class RunState:
         self.pool, self.run_id, self.cfg = pool, run_id, config
         self.on_event = on_event or (lambda event: None)
         self.gen_stage = prompts.STAGE_BATCH if config.generation == "alpaca" else prompts.STAGE_INSTRUCTIONS
+        # Structured output (decided once per run, see pipeline.decide_structured) is a chat feature.
+        run = pool.run(run_id) or {}
+        self.structured = config.mode == "chat" and bool(run.get("structured"))
         self.filter = config.instruction_filter()
         self.index = NoveltyIndex(pool.pool_instructions())
         self.accepted_total = pool.accepted_count()
@@ -233,7 +241,8 @@ class RunState:
         from .pipeline import plan_generation
 
         machine = self.pool.machine_instructions_until(self.run_id, source_round)
-        return plan_generation(self.cfg, self.run_id, number, self.pool.seed_tasks(), machine)
+        return plan_generation(self.cfg, self.run_id, number, self.pool.seed_tasks(), machine,
+                               structured=self.structured)
 
     def plan_followups(self) -> None:
         """Classification or instances for accepted candidates that lack them and have no open
@@ -256,11 +265,11 @@ class RunState:
         from .pipeline import planned_request
 
         if candidate.get("is_classification") is None:
-            prompt = prompts.build_classify_prompt(candidate["instruction"])
+            prompt = prompts.build_classify_prompt(candidate["instruction"], structured=self.structured)
             extra = {"candidate_id": candidate["id"]}
         else:
             is_cls = bool(candidate["is_classification"])
-            prompt = prompts.build_instance_prompt(candidate["instruction"], is_cls)
+            prompt = prompts.build_instance_prompt(candidate["instruction"], is_cls, structured=self.structured)
             extra = {"candidate_id": candidate["id"], "is_classification": is_cls}
         key = (round_id, prompt.stage)
         position, self.request_positions[key] = self.request_positions[key], self.request_positions[key] + 1
@@ -303,11 +312,18 @@ class RunState:
             return None
         return max(0.0, min(self._cooling.values()) - time.monotonic())
 
-    def sampling(self, stage: str) -> Sampling:
+    def sampling(self, stage: str, structured: bool = False) -> Sampling:
         cfg = self.cfg
         raw = {prompts.STAGE_CLASSIFY: cfg.classify_sampling,
                prompts.STAGE_INSTANCES: cfg.instance_sampling}.get(stage, cfg.sampling)
-        return Sampling.from_dict(raw)
+        sampling = Sampling.from_dict(raw)
+        floor = STRUCTURED_MIN_TOKENS.get(stage, 0) if structured else 0
+        if sampling.max_tokens is not None and sampling.max_tokens < floor:
+            sampling = Sampling.from_dict({**sampling.to_dict(), "max_tokens": floor})
+        return sampling
+
+    def row_sampling(self, row: dict) -> Sampling:
+        return self.sampling(row["stage"], is_structured(row))
 
     # -- answers -------------------------------------------------------------------------
     def on_completion(self, row: dict, completion: Completion) -> None:
@@ -371,8 +387,9 @@ class RunState:
                                                "is_classification": None}, row["round_id"])
                         item.update(candidate_id=None, candidate_ref=i)
                         followups.append(item)
+            items = sum(c.get("reason") not in _NOT_AN_ITEM for c in rows)
             ids = self.pool.apply_answer(row["id"], run_id=self.run_id, round_id=row["round_id"],
-                                         candidates=rows, followups=followups)
+                                         candidates=rows, followups=followups, items=items)
             self.accepted_total += sum(c["status"] == "accepted" for c in rows)
             for request_id, item in zip(ids, followups):
                 cand = rows[item["candidate_ref"]]
@@ -385,7 +402,8 @@ class RunState:
         candidate_id = row["candidate_id"]
         # An answer that says neither yes nor no counts as "no", as in the paper's code; a
         # request that could not be asked never gets here and is asked again.
-        label = bool(parsing.parse_classification(answer["text"] or ""))
+        said = parsing.parse_answer(prompts.STAGE_CLASSIFY, answer["text"] or "", stored_prompt(row))
+        label = bool(said)
         instruction = self.pool.cursor().execute(
             "SELECT instruction FROM candidates WHERE id = ? AND status = 'accepted'", [candidate_id]).fetchone()
         followups = []
@@ -394,7 +412,8 @@ class RunState:
                                    "is_classification": label}, row["round_id"])
             followups.append(item)
         ids = self.pool.apply_answer(row["id"], answer=answer, run_id=self.run_id, round_id=row["round_id"],
-                                     classification=(candidate_id, label), followups=followups)
+                                     classification=(candidate_id, label), followups=followups,
+                                     items=int(said is not None))
         for request_id, item in zip(ids, followups):
             self._track(self._row(request_id, row["round_id"], row["round"], item))
         self.total += len(ids)
@@ -409,9 +428,10 @@ class RunState:
                      "reason": "oversize", "details": _oversize_details(self.cfg)}]
         else:
             rows = decide_instances(answer["text"] or "", bool(meta.get("is_classification")),
-                                    self.cfg.max_instances, answer["finish_reason"])
+                                    self.cfg.max_instances, answer["finish_reason"], stored_prompt(row))
         self.pool.apply_answer(row["id"], answer=answer, run_id=self.run_id, round_id=row["round_id"],
-                               instances=(row["candidate_id"], rows))
+                               instances=(row["candidate_id"], rows),
+                               items=sum(r.get("reason") not in _NOT_AN_ITEM for r in rows))
         self._applied(row)
 
     def finished(self) -> bool:
@@ -437,7 +457,7 @@ async def stream(state: RunState, backend, control, prices: PriceTable) -> str:
     tasks: dict[asyncio.Task, dict] = {}
 
     async def send(row: dict) -> Completion:
-        return await client.complete(stored_prompt(row), state.sampling(row["stage"]))
+        return await client.complete(stored_prompt(row), state.row_sampling(row))
 
     try:
         while True:
@@ -472,8 +492,14 @@ def stored_prompt(row: dict) -> prompts.Prompt:
     meta = row["meta"] or {}
     return prompts.Prompt(stage=row["stage"], version=row["prompt_version"], text=row["prompt"],
                           system=meta.get("system"), stop=tuple(meta["stop"]) if meta.get("stop") else None,
-                          meta=meta.get("prompt_meta") or {})
+                          meta=meta.get("prompt_meta") or {}, schema=meta.get("schema"))
 
 
-__all__ = ["RunState", "RunFailed", "Interrupted", "Progress", "stream", "stored_prompt", "answer_fields",
+def is_structured(row: dict) -> bool:
+    """Whether a stored request asks for JSON (its schema is stored with it)."""
+    return bool((row.get("meta") or {}).get("schema"))
+
+
+__all__ = ["RunState", "RunFailed", "Interrupted", "Progress", "stream", "stored_prompt", "is_structured",
+           "answer_fields",
            "LLMError"]

@@ -29,8 +29,9 @@ returns the first that fails, ``check_all`` every one that fails:
 ==========================  ==================================================
 
 Instance rules (:func:`filter_instances`) are described there.  Pipeline-level
-reasons (``rouge``, ``unparseable``) are produced by the pipeline; their labels
-live in :data:`REASON_LABELS` with all the others.
+reasons (``rouge``, ``unparseable``, ``echo``, ...) are produced by the pipeline; their labels
+live in :data:`REASON_LABELS` with all the others.  The echo guard (:func:`find_echoes`)
+lives here too: it judges an answer's items against the prompt that asked for them.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 __all__ = [
-    "Rejection", "InstructionFilter", "filter_instances",
+    "Rejection", "InstructionFilter", "filter_instances", "find_echoes",
     "PAPER_KEYWORDS", "ALPACA_EXTRA_KEYWORDS", "ALPACA_KEYWORDS",
     "REASON_LABELS", "INSTRUCTION_REASONS", "INSTANCE_REASONS", "PIPELINE_REASONS",
 ]
@@ -62,7 +63,7 @@ INSTANCE_REASONS: tuple[str, ...] = (
     "same_input_different_output", "duplicate_instance", "empty_output",
     "input_equals_output", "truncated",
 )
-PIPELINE_REASONS: tuple[str, ...] = ("rouge", "unparseable", "oversize", "removed")
+PIPELINE_REASONS: tuple[str, ...] = ("rouge", "echo", "unparseable", "oversize", "removed")
 
 REASON_LABELS: dict[str, str] = {
     "empty": "Empty",
@@ -73,6 +74,7 @@ REASON_LABELS: dict[str, str] = {
     "write_a_program": "Starts with \"Write a program\"",
     "keyword": "Unsuitable keyword",
     "rouge": "Too similar (ROUGE-L)",
+    "echo": "Echoes the prompt's examples",
     "unparseable": "Could not be parsed",
     "oversize": "Answer over the size limit",
     "removed": "Removed by a person",
@@ -330,3 +332,62 @@ def filter_instances(
         else:
             rejected.append((inst, rejection))
     return kept, rejected
+
+
+# --------------------------------------------------------------------------- echo guard
+
+_ECHO_WORD_RE = re.compile(r"[0-9a-z]+(?:'[0-9a-z]+)*")
+ECHO_MIN_WORDS = 5   # a shorter example ("Sort the list.") is an echo only when repeated exactly
+
+
+def _echo_words(text: str) -> list[tuple[str, int, int]]:
+    return [(m.group(0), m.start(), m.end()) for m in _ECHO_WORD_RE.finditer(text.lower())]
+
+
+def _copied_span(item: str, example: str) -> tuple[int, int] | None:
+    """Where `item` holds all of `example`'s words in a row (any case and punctuation), or None."""
+    words = _echo_words(item)
+    target = [w for w, _, _ in _echo_words(example)]
+    if not target or (len(target) < ECHO_MIN_WORDS and len(words) != len(target)):
+        return None
+    n = len(target)
+    for i in range(len(words) - n + 1):
+        if [w for w, _, _ in words[i:i + n]] == target:
+            return words[i][1], words[i + n - 1][2]
+    return None
+
+
+def find_echoes(items: list[str], examples: list[str], *, restarted: bool = False,
+                start_index: int | None = None) -> dict[int, Rejection]:
+    """The echo guard: which of an answer's items (by index) only repeat the prompt.
+
+    An item that holds an in-context example whole (word for word, or with text added before
+    or after it) is an echo: it passes the novelty filter as soon as enough words are added,
+    yet adds nothing new. An answer that starts the list again at 1 when the prompt asked it
+    to go on from `start_index` (``restarted``) is rewriting the list it was shown: a small chat
+    model does this and appends text to each example, so every item of such an answer is an
+    echo. Items without an echo are left to the other filters.
+    """
+    found: dict[int, Rejection] = {}
+    for index, item in enumerate(items):
+        hit = None
+        for example in examples:
+            span = _copied_span(item, example)
+            if span is not None:
+                hit = (example, span)
+                break
+        evidence: dict = {}
+        if hit is not None:
+            example, span = hit
+            exact = span == (0, len(item)) or len(_echo_words(item)) == len(_echo_words(example))
+            evidence = {"example": example, "span": list(span), "copy": "exact" if exact else "extended"}
+            message = ("It repeats an example from the prompt word for word." if exact else
+                       "It repeats an example from the prompt with text added, so it is not a new task.")
+        if restarted:
+            evidence["restarted_from"] = start_index
+            message = (f"The answer started the list again at 1 instead of going on from {start_index}: "
+                       "it rewrote the examples it was shown rather than adding new tasks.")
+        elif hit is None:
+            continue
+        found[index] = Rejection("echo", message, evidence)
+    return found

@@ -440,6 +440,11 @@ def request_body(config: LLMConfig, prompt: Prompt, sampling: Sampling) -> dict:
     if config.mode == "chat":
         body["messages"] = prompt.as_messages()
         stop = sampling.stop
+        # Structured output is a chat feature (servers' completion endpoints differ or lack it);
+        # a structured prompt sent in completion mode is sent as its plain text.
+        response_format = prompt.response_format()
+        if response_format is not None:
+            body["response_format"] = response_format
     else:
         body["prompt"] = prompt.text
         stop = prompt.stop or sampling.stop

@@ -20,6 +20,8 @@ class RunView:
     errors: list[dict]        # request errors by kind: error_kind, example, n
     usage: dict               # requests, tokens, cost_usd, errors
     batches: list[dict]       # batch mode: every batch sent for the run (newest first)
+    health: list[dict]        # parse health per stage (Pool.parse_health)
+    hints: list[str]          # plain-word advice when a stage is failing (parse_hints)
 
     @property
     def latest_round(self) -> int:
@@ -46,6 +48,51 @@ def run_view(pool: Pool, run_id: int, *, newest: int = 10) -> RunView:
                            "pool_size": [start_size, *(start_size + rounds["accepted"].cumsum())]})
     latest = int(rounds["round"].max()) if len(rounds) else None
     rouge = pool.rouge_scores(run_id, latest) if latest else pool.rouge_scores(run_id, -1)
+    health = pool.parse_health(run_id)
+    echo = int(reasons.loc[reasons["reason"] == "echo", "n"].sum()) if len(reasons) else 0
     return RunView(run=run, rounds=rounds, reasons=reasons, growth=growth, rouge=rouge,
                    newest=pool.newest_accepted(run_id, newest), errors=pool.error_summary(run_id),
-                   usage=pool.run_usage(run_id), batches=pool.batches(run_id)[::-1])
+                   usage=pool.run_usage(run_id), batches=pool.batches(run_id)[::-1], health=health,
+                   hints=parse_hints(health, mode=(run["config"] or {}).get("mode", "chat"), echo=echo,
+                                     candidates=int(rounds["candidates"].sum()) if len(rounds) else 0))
+
+
+# -- parse health ------------------------------------------------------------------------------
+FAILING_SHARE = 0.5      # a stage is failing when fewer than this share of its answers could be read
+MIN_ANSWERS = 2          # ...judged once it has at least this many answers
+ECHO_SHARE = 0.3         # echoes above this share of the candidates earn a hint of their own
+
+_WHAT = {"instructions": "does not continue the numbered list", "batch": "does not follow the task layout",
+         "classify": "does not answer yes or no", "instances": "does not follow the example layout"}
+
+
+def health_table(health: list[dict]) -> pd.DataFrame:
+    """Parse health as a table for the page and the CLI (one row per stage)."""
+    return pd.DataFrame([{"stage": h["stage"], "answers": h["answers"], "parsed": h["parsed"],
+                          "parsed %": round(100 * h["parsed"] / h["answers"]) if h["answers"] else 0,
+                          "items": h["items"], "structured": h["structured"]} for h in health],
+                        columns=["stage", "answers", "parsed", "parsed %", "items", "structured"])
+
+
+def parse_hints(health: list[dict], *, mode: str = "chat", echo: int = 0, candidates: int = 0) -> list[str]:
+    """Plain-word advice for each stage whose answers mostly could not be read, and for a run
+    whose new tasks mostly repeat the prompt's examples."""
+    hints = []
+    for h in health:
+        answers, parsed = h["answers"], h["parsed"]
+        if answers < MIN_ANSWERS or parsed >= FAILING_SHARE * answers:
+            continue
+        head = f"{h['stage']}: {parsed} of {answers} answers could be read"
+        if h["structured"] == answers:
+            hints.append(f"{head}; the model's JSON did not match the requested shape (often an answer cut "
+                         "by the token limit); raise max_tokens or turn structured output off")
+        elif mode == "completion":
+            hints.append(f"{head}; this model {_WHAT.get(h['stage'], 'does not follow the layout')}; "
+                         "try a bigger model")
+        else:
+            hints.append(f"{head}; this model {_WHAT.get(h['stage'], 'does not follow the layout')}; "
+                         "try completion mode or structured output")
+    if candidates and echo > ECHO_SHARE * candidates:
+        hints.append(f"instructions: {echo} of {candidates} tasks only repeated the prompt's examples (echo); "
+                     + ("try completion mode or a bigger model" if mode == "chat" else "try a bigger model"))
+    return hints

@@ -45,6 +45,14 @@ Token counts are estimates: ``ceil(characters / 4)`` (0 for empty text). ``max_t
 ``finish_reason="stop"``. A prompt whose estimate exceeds ``context_window`` (16,384 by
 default) gets a 400 ``context_length_exceeded``.
 
+Structured output: a chat request with ``response_format`` ``{"type": "json_schema",
+"json_schema": {"schema": ...}}`` is answered with JSON that matches the schema, as a
+grammar-bound server (llama.cpp, vLLM) would: the responder's text answer is read with the
+project's own parsers and written in the schema's shape (`json_answer`); ``json_object`` gets
+the same for the stage's own schema when the prompt is one of ours. ``structured_output=False``
+makes the server refuse both with a 400, like a server that does not know the parameter;
+``"ignore"`` makes it accept the parameter and answer plain text anyway, as some do.
+
 Faults (`FaultPlan`) apply to the two completion endpoints only, after authentication and
 request validation (so a 404/400 never consumes a queued fault). Queued faults and drawn rates
 accept the same kinds and parameters:
@@ -124,6 +132,8 @@ from urllib.parse import parse_qs
 
 __all__ = [
     "FAULT_KINDS",
+    "json_answer",
+    "example_for_schema",
     "DEFAULT_CONTEXT_WINDOW",
     "DEFAULT_BATCH_DELAY",
     "BATCH_ENDPOINTS",
@@ -442,6 +452,75 @@ def _json_object(body: bytes) -> dict:
     if not isinstance(req, dict):
         raise _HTTPError(400, "The request body must be a JSON object.", "invalid_request_error", None)
     return req
+
+
+def _stage_schema(text: str) -> dict | None:
+    from .prompts import read_prompt, response_schema
+
+    payload = read_prompt(text)
+    if payload is None:
+        return None
+    return response_schema(payload.stage, num_to_generate=payload.num_to_generate,
+                           is_classification=bool(payload.is_classification))
+
+
+def example_for_schema(schema: dict) -> Any:
+    """The plainest value that matches a (simple) JSON schema: what a grammar-bound model
+    writes when the prompt gives it nothing to go on."""
+    kind = schema.get("type")
+    if "enum" in schema:
+        return schema["enum"][0]
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {k: example_for_schema(v) for k, v in props.items()}
+    if kind == "array":
+        return [example_for_schema(schema.get("items") or {})] * int(schema.get("minItems") or 0)
+    if kind == "boolean":
+        return True
+    if kind in ("integer", "number"):
+        return 0
+    if kind == "null":
+        return None
+    return ""
+
+
+def json_answer(schema: dict, prompt_text: str, answer: str) -> str:
+    """The responder's text-layout `answer` to one of our prompts, as JSON in `schema`'s shape
+    (read with the project's forgiving parsers); any other prompt gets `example_for_schema`."""
+    from . import parsing
+    from .prompts import STAGE_BATCH, STAGE_CLASSIFY, STAGE_INSTANCES, STAGE_INSTRUCTIONS, Prompt, read_prompt
+
+    payload = read_prompt(prompt_text)
+    props = schema.get("properties") or {}
+    key = next(iter(props), None)
+
+    def fit(items: list, fallback: Any) -> list:
+        spec = props.get(key) or {}
+        items = items or ([fallback] if spec.get("minItems") else [])
+        return items[: spec["maxItems"]] if spec.get("maxItems") else items
+
+    def ordered(item: dict) -> dict:   # the schema's property order, as a grammar writes it
+        fields = ((props.get(key) or {}).get("items") or {}).get("properties") or item
+        return {f: item.get(f, "") for f in fields}
+
+    one_line = " ".join(answer.split())
+    if payload is not None and key is not None:
+        if payload.stage == STAGE_INSTRUCTIONS and key == "instructions":
+            prompt = Prompt(payload.stage, "", prompt_text,
+                            meta={"start_index": payload.start_index, "num_to_generate": payload.num_to_generate})
+            items = parsing.parse_instructions(answer, prompt).items
+            return json.dumps({key: fit(items, one_line)}, ensure_ascii=False)
+        if payload.stage == STAGE_CLASSIFY and key == "labeling_task":
+            return json.dumps({key: "yes" if parsing.parse_classification(answer) else "no"})
+        if payload.stage == STAGE_INSTANCES and key == "examples":
+            items = parsing.parse_instances(answer, bool(payload.is_classification)).instances
+            items = fit([ordered(i) for i in items], ordered({"input": "", "output": one_line}))
+            return json.dumps({key: items}, ensure_ascii=False)
+        if payload.stage == STAGE_BATCH and key == "tasks":
+            tasks = fit([ordered(t) for t in parsing.parse_batch(answer).tasks],
+                        ordered({"instruction": one_line, "input": "", "output": one_line}))
+            return json.dumps({key: tasks}, ensure_ascii=False)
+    return json.dumps(example_for_schema(schema), ensure_ascii=False)
 
 
 def _mask_key(key: str) -> str:
@@ -937,8 +1016,12 @@ class OfflineServer:
         latency_sigma: float = 0.5,
         latency_seed: int = 0,
         batch_delay_s: float = DEFAULT_BATCH_DELAY,
+        structured_output: bool | str = True,
     ) -> None:
         self.host = host
+        if structured_output not in (True, False, "ignore"):
+            raise ValueError("structured_output must be True, False or 'ignore'")
+        self.structured_output = structured_output   # False: response_format gets a 400
         self._requested_port = int(port)
         self._responder_arg = responder
         self._responder: Responder | None = _adapt_responder(responder) if responder else None
@@ -1124,6 +1207,31 @@ class OfflineServer:
                     self._responder = _adapt_responder(model.respond)
         return self._responder
 
+    def _requested_schema(self, req: dict, text: str) -> dict | None:
+        """The JSON schema a chat request's response_format asks for (None: plain text)."""
+        rf = req.get("response_format")
+        if rf is None:
+            return None
+        kind = rf.get("type") if isinstance(rf, dict) else None
+        if kind == "text":
+            return None
+        if kind not in ("json_schema", "json_object"):
+            raise _HTTPError(400, "'response_format.type' must be 'text', 'json_object' or 'json_schema'.",
+                             "invalid_request_error", "invalid_value", param="response_format")
+        if self.structured_output == "ignore":
+            return None
+        if not self.structured_output:
+            raise _HTTPError(400, f"response_format of type '{kind}' is not supported by this server.",
+                             "invalid_request_error", "unsupported_parameter", param="response_format")
+        if kind == "json_object":
+            return _stage_schema(text) or {"type": "object"}
+        spec = rf.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise _HTTPError(400, "'response_format.json_schema.schema' must be an object.",
+                             "invalid_request_error", "invalid_value", param="response_format")
+        return schema
+
     def _request_seed(self, req: dict) -> int:
         if isinstance(req.get("seed"), int) and not isinstance(req.get("seed"), bool):
             material = f"{self.seed}|seed|{req['seed']}"
@@ -1182,6 +1290,7 @@ class OfflineServer:
                              "invalid_request_error", None, param="max_tokens")
         stop = req.get("stop")
         stop_list = [stop] if isinstance(stop, str) else [s for s in (stop or []) if isinstance(s, str)]
+        schema = self._requested_schema(req, text) if chat else None
 
         fault = None
         if plan is not None:
@@ -1206,6 +1315,8 @@ class OfflineServer:
                 with self._responder_lock:
                     raw = responder(text, rseed)
                 raw = "" if raw is None else str(raw)
+                if schema is not None:
+                    raw = json_answer(schema, text, raw)
             out, finish = _apply_limits(raw, stop_list, max_tokens)
             if fault is not None and fault.kind == "length":
                 frac = float(fault.params.get("fraction", 0.5))

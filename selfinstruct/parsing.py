@@ -9,19 +9,32 @@ dropped. Pieces that look like an attempt but cannot be read go to `unparseable`
 as ``"<reason>: <fragment>"``.
 
 The layouts read best are the canonical ones written by `prompts` (see its docstring).
+
+Structured answers (a request sent with a JSON schema, `Prompt.schema`) are read by the
+``*_json`` parsers, which are strict: the answer must be one JSON value that matches the
+schema, else the whole answer is unparseable with the reason (not JSON, cut off, or the
+first way it breaks the schema). The items inside are then cleaned like text items.
+`parse_answer` picks the parser a stored request needs.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
-from .prompts import MAX_INSTANCES, Prompt, one_line, read_prompt
+import jsonschema
+
+from .prompts import (MAX_INSTANCES, STAGE_BATCH, STAGE_CLASSIFY, STAGE_INSTANCES, STAGE_INSTRUCTIONS, Prompt,
+                      one_line, read_prompt, response_schema)
 
 
 @dataclass
 class ParsedList:
     items: list[str] = field(default_factory=list)
     unparseable: list[str] = field(default_factory=list)
+    # The answer numbered its list from 1 although the prompt asked it to go on from a later
+    # number: it rewrote the list it was shown (see filters.find_echoes).
+    restarted: bool = False
 
 
 @dataclass
@@ -37,6 +50,8 @@ class ParsedBatch:
 
 
 TRUNCATED = "cut off by the length limit"
+NOT_JSON = "not JSON"
+OFF_SCHEMA = "does not match the schema"
 
 # --------------------------------------------------------------------------- shared helpers
 
@@ -242,10 +257,11 @@ def parse_instructions(text: str, prompt: Prompt | None = None, *,
     # Text before the first item: a preamble, or (completion mode: the prompt ended with
     # the open label) the first item itself. A list that goes on at start + 1 says which;
     # then even a task ending in ":" ("Summarize this email:") is taken as the item.
+    first_number = next((it[0] for it in items), None)
+    out.restarted = start_known and start > 1 and first_number == 1
     paragraphs = [" ".join(p) for p in leading if p]
     paragraphs = [p for p in paragraphs if not (_PREAMBLE_RE.match(_demd(p)) or _is_chatter(p))]
     if paragraphs:
-        first_number = next((it[0] for it in items), None)
         if not start_known and first_number is not None:
             start = first_number - 1
         if items and first_number is not None and first_number == start + 1:
@@ -566,3 +582,129 @@ def parse_batch(text: str, prompt: Prompt | None = None, *,
     if num:
         out.tasks = out.tasks[:num]
     return out
+
+
+# --------------------------------------------------------------------------- structured (JSON)
+
+def schema_problem(value, schema: dict) -> str | None:
+    """The first way `value` breaks `schema`, in words (None: it matches)."""
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path)
+    return f"{error.message} (at {where})" if where else error.message
+
+
+def read_json(text: str, schema: dict, *, finish_reason: str | None = None) -> tuple[object, str | None]:
+    """(the value, None) when `text` is one JSON value matching `schema`; else (None, reason),
+    the reason being ``"<kind>: <detail>"`` with a kind of TRUNCATED, NOT_JSON or OFF_SCHEMA."""
+    try:
+        value = json.loads(text or "")
+    except ValueError as exc:
+        if finish_reason == "length":
+            return None, f"{TRUNCATED}: the JSON ends after {len(text or '')} characters"
+        return None, f"{NOT_JSON}: {getattr(exc, 'msg', str(exc))} at character {getattr(exc, 'pos', 0)}"
+    problem = schema_problem(value, schema)
+    if problem is not None:
+        return None, f"{OFF_SCHEMA}: {problem}"
+    return value, None
+
+
+def _schema(prompt: Prompt | None, stage: str, **kwargs) -> dict:
+    return prompt.schema if prompt is not None and prompt.schema else response_schema(stage, **kwargs)
+
+
+def _failed(reason: str, text: str) -> str:
+    return f"{reason} | {one_line(text)[:300]}"
+
+
+# A list number a model wrote inside a JSON string ("9. Write ..."): the array already numbers.
+_LEADING_NUMBER_RE = re.compile(r"^\s*\(?\d{1,3}[.):]\s+")
+
+
+def parse_instructions_json(text: str, prompt: Prompt | None = None, *,
+                            finish_reason: str | None = None) -> ParsedList:
+    """New instructions from a structured answer ``{"instructions": [...]}``."""
+    out = ParsedList()
+    value, reason = read_json(text, _schema(prompt, STAGE_INSTRUCTIONS), finish_reason=finish_reason)
+    if reason is not None:
+        out.unparseable.append(_failed(reason, text))
+        return out
+    seen = set()
+    for raw in value["instructions"]:
+        item = clean_instruction(_LEADING_NUMBER_RE.sub("", raw, count=1))
+        if item and item.casefold() not in seen:
+            seen.add(item.casefold())
+            out.items.append(item)
+    return out
+
+
+def parse_classification_json(text: str) -> bool | None:
+    """``{"labeling_task": "yes"}`` -> True, ``"no"`` -> False, anything else -> None."""
+    value, reason = read_json(text, response_schema(STAGE_CLASSIFY))
+    return None if reason is not None else value["labeling_task"] == "yes"
+
+
+def parse_instances_json(text: str, is_classification: bool, *, prompt: Prompt | None = None,
+                         finish_reason: str | None = None) -> ParsedInstances:
+    """Instances from a structured answer ``{"examples": [{"input", "output"}, ...]}``."""
+    out = ParsedInstances()
+    schema = _schema(prompt, STAGE_INSTANCES, is_classification=is_classification)
+    value, reason = read_json(text, schema, finish_reason=finish_reason)
+    if reason is not None:
+        out.unparseable.append(_failed(reason, text))
+        return out
+    for example in value["examples"]:
+        inp = example["input"].strip("\n").rstrip()
+        if _empty_input(inp):
+            inp = ""
+        output = example["output"].strip("\n").rstrip()
+        if is_classification:
+            output = _unwrap_quotes(output.strip())
+        out.instances.append({"input": inp, "output": output})
+    out.instances = out.instances[:MAX_INSTANCES]
+    return out
+
+
+def parse_batch_json(text: str, prompt: Prompt | None = None, *,
+                     finish_reason: str | None = None) -> ParsedBatch:
+    """Complete tasks from a structured answer ``{"tasks": [{"instruction", "input", "output"}]}``."""
+    out = ParsedBatch()
+    value, reason = read_json(text, _schema(prompt, STAGE_BATCH), finish_reason=finish_reason)
+    if reason is not None:
+        out.unparseable.append(_failed(reason, text))
+        return out
+    seen = set()
+    for task in value["tasks"]:
+        instruction = clean_instruction(_LEADING_NUMBER_RE.sub("", task["instruction"], count=1))
+        if not instruction or not task["output"].strip():
+            out.unparseable.append(f"{'no instruction' if not instruction else 'no output'}: "
+                                   f"{one_line(json.dumps(task, ensure_ascii=False))}")
+            continue
+        if instruction.casefold() in seen:
+            continue
+        seen.add(instruction.casefold())
+        inp = task["input"].strip("\n").rstrip()
+        out.tasks.append({"instruction": instruction, "input": "" if _empty_input(inp) else inp,
+                          "output": task["output"].strip("\n").rstrip()})
+    return out
+
+
+def parse_answer(stage: str, text: str, prompt: Prompt | None = None, *, finish_reason: str | None = None,
+                 is_classification: bool = False):
+    """The parser a request needs: strict JSON when it was sent with a schema, else the
+    forgiving text parser of its stage. Returns what that parser returns."""
+    structured = prompt is not None and prompt.structured
+    if stage == STAGE_INSTRUCTIONS:
+        fn = parse_instructions_json if structured else parse_instructions
+        return fn(text, prompt, finish_reason=finish_reason)
+    if stage == STAGE_BATCH:
+        fn = parse_batch_json if structured else parse_batch
+        return fn(text, prompt, finish_reason=finish_reason)
+    if stage == STAGE_CLASSIFY:
+        return parse_classification_json(text) if structured else parse_classification(text)
+    if stage == STAGE_INSTANCES:
+        if structured:
+            return parse_instances_json(text, is_classification, prompt=prompt, finish_reason=finish_reason)
+        return parse_instances(text, is_classification, finish_reason=finish_reason)
+    raise ValueError(f"unknown stage {stage!r}")

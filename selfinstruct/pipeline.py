@@ -28,12 +28,13 @@ from . import parsing, prompts
 from . import local
 from .backend import BACKEND_KINDS, LOCAL, Backend
 from .engine import stored_prompt
-from .filters import InstructionFilter, filter_instances
+from .filters import InstructionFilter, filter_instances, find_echoes
 from .llm import LLMConfig, LLMError, PriceTable, Sampling
 from .novelty import NoveltyIndex
 from .store import Pool, PoolError
 
 GENERATION_MODES = ("selfinstruct", "alpaca")
+STRUCTURED_SETTINGS = ("auto", "on", "off")
 TOP_K_EVIDENCE = 10
 
 
@@ -47,6 +48,7 @@ class RunConfig:
     threads: int | None = None          # local: CPU threads (None: all cores)
     ctx_size: int | None = None         # local: tokens of context per request (None: local.DEFAULT_CTX_SIZE)
     mode: str = "chat"                  # chat | completion
+    structured: str = "auto"            # chat mode: JSON answers with a schema: auto (probe once) | on | off
     generation: str = "selfinstruct"    # selfinstruct (numbered list) | alpaca (batch of full tasks)
     requests_per_round: int = 8
     human_examples: int = 6             # in-context seeds per prompt
@@ -84,7 +86,7 @@ class RunConfig:
     budget_usd: float | None = None
     budget_tokens: int | None = None
     price_per_m: list[float] | None = None   # [input, output] USD per 1M tokens; None: built-in table
-    prompt_versions: dict = field(default_factory=lambda: dict(prompts.PROMPT_VERSIONS))
+    prompt_versions: dict = field(default_factory=prompts.version_table)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,6 +133,8 @@ class RunConfig:
             (0 < self.batch_discount <= 1, "The batch discount must be in (0, 1]."),
             (self.batch_poll_s > 0, "The batch polling interval must be more than 0 seconds."),
             (self.requests_per_round >= 1, "Requests per round must be at least 1."),
+            (self.structured in STRUCTURED_SETTINGS,
+             f"Structured output must be one of {', '.join(STRUCTURED_SETTINGS)}."),
             (self.backend in BACKEND_KINDS, f"The backend must be one of {', '.join(BACKEND_KINDS)}."),
             (self.backend == "offline" or bool(self.model.strip()), "Name the model to use."),
             (self.threads is None or self.threads >= 1, "Threads must be at least 1."),
@@ -157,7 +161,7 @@ class RunConfig:
 # Settings a resumed run may change: where and how requests go, and when the run stops.
 RESUMABLE_SETTINGS = ("backend", "base_url", "model", "key_env", "timeout_s", "max_retries", "concurrency",
                       "rpm", "tpm", "max_answer_bytes", "rounds", "target", "budget_usd", "budget_tokens",
-                      "failure_streak", "batch_poll_s", "gguf", "threads", "ctx_size")
+                      "failure_streak", "batch_poll_s", "gguf", "threads", "ctx_size", "structured")
 RESUMABLE_STATUSES = ("interrupted", "paused", "failed", "stopped", "finished")
 
 
@@ -303,6 +307,8 @@ class Runner:
             started_backend = self.backend._server is None
             try:
                 self.backend.start()
+                decide_structured(self.pool, self.run_id, self.config, self.backend, on_event=self.on_event,
+                                  control=self.control)
                 state = engine.RunState(self.pool, self.run_id, self.config, on_event=self.on_event)
                 if self.config.batch:
                     from . import batch
@@ -345,23 +351,96 @@ class Runner:
         return outcome
 
 
+# -- structured output ----------------------------------------------------------------------
+async def probe_structured(backend: Backend, config: RunConfig) -> tuple[bool, str]:
+    """One tiny structured chat request: (supported, what happened in plain words). Supported
+    when the answer is JSON matching the probe's schema; a refusal (400, 422: the server does
+    not know response_format) or any other answer means the text layout. Errors that would stop
+    any request (wrong key, unknown model, unreachable) are raised as LLMError."""
+    prompt = prompts.build_probe_prompt()
+    client = backend.client(backend.llm_config(
+        model=config.model, mode="chat", concurrency=1, timeout_s=config.timeout_s,
+        max_retries=min(config.max_retries, 2), max_answer_bytes=config.max_answer_bytes))
+    try:
+        completion = await client.complete(prompt, Sampling(temperature=0.0, top_p=1.0, max_tokens=48,
+                                                            presence_penalty=0.0))
+    except LLMError as exc:
+        if exc.kind != "bad_request":
+            raise
+        return False, f"the server refused a JSON-schema request (HTTP {exc.status or 'error'})"
+    finally:
+        await client.aclose()
+    if completion.error:
+        return False, f"the probe request got no answer ({completion.error})"
+    _, problem = parsing.read_json(completion.text, prompts.PROBE_SCHEMA, finish_reason=completion.finish_reason)
+    if problem:
+        return False, f"the server ignored the JSON schema ({problem})"
+    return True, "the server answered a probe request with JSON matching its schema"
+
+
+async def _unless_stopped(coro, control: "RunControl | None"):
+    """Await `coro`, giving up (engine.Interrupted) as soon as a pause or stop is asked for:
+    a probe to a hung server must not hold a stop for its whole deadline."""
+    from .engine import Interrupted
+
+    task = asyncio.ensure_future(coro)
+    try:
+        while not task.done():
+            if control is not None and control.requested:
+                raise Interrupted()
+            await asyncio.wait({task}, timeout=0.2)
+        return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def decide_structured(pool: Pool, run_id: int, config: RunConfig, backend: Backend,
+                      on_event: Callable[[Event], None] | None = None,
+                      control: "RunControl | None" = None) -> bool:
+    """Whether the run's new requests ask for JSON: decided once per run and stored with it
+    (`runs.structured`, `runs.structured_note`); `auto` sends one probe request the first time."""
+    run = pool.run(run_id) or {}
+    if config.mode != "chat":
+        structured, note = False, "completion mode: the paper's text layout (structured output is for chat)"
+    elif config.structured == "on":
+        structured, note = True, "on (set for the run)"
+    elif config.structured == "off":
+        structured, note = False, "off (set for the run)"
+    elif run.get("structured") is not None:
+        return bool(run["structured"])
+    elif config.backend == "offline":
+        # The demo replays text answers: JSON would only re-dress them (`on` still tries it).
+        structured, note = False, "auto: off, the offline demo replays text answers (no probe sent)"
+    else:
+        structured, note = _run_coroutine(_unless_stopped(probe_structured(backend, config), control))
+        note = f"auto: {'on' if structured else 'off'}, {note}"
+    if run.get("structured") != structured or run.get("structured_note") != note:
+        pool.set_run_structured(run_id, structured, note)
+        if on_event is not None:
+            on_event(Event("step", run_id, message=f"structured output: {note}"))
+    return structured
+
+
 def plan_generation(cfg: RunConfig, run_id: int, number: int, seeds: list[dict],
-                    machine: list[str]) -> list[dict]:
+                    machine: list[str], *, structured: bool = False) -> list[dict]:
     """Round `number`'s instruction requests: deterministic for the run's seed, the seeds and
-    the generated instructions it may use as examples."""
+    the generated instructions it may use as examples. `structured`: ask for JSON."""
     rng = random.Random(f"{cfg.seed}:{run_id}:{number}")
     planned = []
     for position in range(cfg.requests_per_round):
         if cfg.generation == "alpaca":
             examples = [_task_example(t, rng) for t in rng.sample(seeds, min(cfg.batch_examples, len(seeds)))]
-            prompt = prompts.build_batch_prompt(examples, num_to_generate=cfg.batch_size)
+            prompt = prompts.build_batch_prompt(examples, num_to_generate=cfg.batch_size, structured=structured)
         else:
             n_machine = min(cfg.machine_examples, len(machine))
             n_human = min(cfg.human_examples + cfg.machine_examples - n_machine, len(seeds))
             examples = [t["instruction"] for t in rng.sample(seeds, n_human)]
             examples += rng.sample(machine, n_machine)
             rng.shuffle(examples)
-            prompt = prompts.build_instruction_prompt(examples, num_to_generate=cfg.new_per_request)
+            prompt = prompts.build_instruction_prompt(examples, num_to_generate=cfg.new_per_request,
+                                                      structured=structured)
         planned.append(planned_request(position, prompt, cfg))
     return planned
 
@@ -376,16 +455,23 @@ def decide_round(requests: list[dict], instruction_filter: InstructionFilter, in
         if request["response"] is None:
             continue
         text = request["response"]
+        prompt = stored_prompt(request)
+        parsed = parsing.parse_answer(prompt.stage, text, prompt, finish_reason=request.get("finish_reason"))
         if batch:
-            parsed = parsing.parse_batch(text, stored_prompt(request),
-                                         finish_reason=request.get("finish_reason"))
             items = [(t["instruction"], t) for t in parsed.tasks]
         else:
-            parsed = parsing.parse_instructions(text, stored_prompt(request),
-                                                finish_reason=request.get("finish_reason"))
             items = [(item, None) for item in parsed.items]
-        for instruction, task in items:
-            row = decide_instruction(instruction, instruction_filter, index, threshold)
+        # Echoes are judged before the filters: an example with words added can pass them all.
+        echoes = find_echoes([i for i, _ in items], prompts.prompt_examples(prompt),
+                             restarted=getattr(parsed, "restarted", False),
+                             start_index=(prompt.meta or {}).get("start_index"))
+        for k, (instruction, task) in enumerate(items):
+            if k in echoes:
+                why = echoes[k]
+                row = {"instruction": instruction, "status": "rejected", "reason": why.reason,
+                       "details": {"message": why.message, **why.evidence}}
+            else:
+                row = decide_instruction(instruction, instruction_filter, index, threshold)
             row["request_id"] = request["id"]
             row["position"] = len(rows)
             if task is not None:
@@ -439,12 +525,17 @@ def decide_instances_list(instances: list[dict]) -> list[dict]:
 
 
 def decide_instances(text: str, is_classification: bool, max_instances: int,
-                     finish_reason: str | None = None) -> list[dict]:
-    parsed = parsing.parse_instances(text, is_classification, finish_reason=finish_reason)
+                     finish_reason: str | None = None, prompt: prompts.Prompt | None = None) -> list[dict]:
+    """`prompt`: the stored request's prompt (a structured one is parsed as JSON)."""
+    parsed = parsing.parse_answer(prompts.STAGE_INSTANCES, text, prompt, finish_reason=finish_reason,
+                                  is_classification=is_classification)
     rows = decide_instances_list(parsed.instances[:max_instances])
     if not parsed.instances and text.strip():
+        details = {"message": "The model's answer could not be read as input/output examples."}
+        if parsed.unparseable:
+            details["why"] = parsed.unparseable[0]
         rows.append({"input": "", "output": text, "status": "rejected", "reason": "unparseable",
-                     "details": {"message": "The model's answer could not be read as input/output examples."}})
+                     "details": details})
     return rows
 
 
@@ -587,7 +678,10 @@ def planned_request(position: int, prompt: prompts.Prompt, cfg: RunConfig, extra
         "prompt": prompt.text,
         "meta": {"stage": prompt.stage, "system": prompt.system,
                  "stop": list(prompt.stop) if prompt.stop else None, "prompt_meta": prompt.meta,
+                 # the schema as sent, so a resumed run rebuilds the very same request
+                 **({"schema": prompt.schema} if prompt.schema else {}),
                  **(extra or {})},
+        "structured": True if prompt.schema else None,
     }
 
 

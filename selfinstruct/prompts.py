@@ -24,6 +24,13 @@ instances      ``Task: ...`` then ``Example 1``, ``Example 2``... each followed 
 batch          ``### Task N`` then ``Instruction: ...``, ``Input: ...``, ``Output: ...``;
                the prompt ends with the header of the first new task.
 
+Structured output (chat mode only, where the server supports it): each stage also has a
+JSON schema (`response_schema`) and a prompt variant (``structured=True``) that shows the
+same examples but asks for one JSON object instead of a continuation; `llm.request_body`
+sends the schema as ``response_format``, and `parsing` reads such answers strictly. The
+variant's text is the text prompt's, with the open label left out and a constant request
+for JSON (`JSON_TAILS`) appended, so `read_prompt` reads both.
+
 The `identify_stage` / `read_prompt` helpers recognise a rendered prompt (either
 `Prompt.full_text()` or a chat request's messages joined with a blank line) and pull its
 payload back out, so the offline demo model can answer any prompt built here.
@@ -49,6 +56,19 @@ class Prompt:
     system: str | None = None          # chat mode only
     stop: tuple[str, ...] | None = None  # stop sequences (completion mode)
     meta: dict = field(default_factory=dict, compare=False)  # e.g. {"start_index": 9}
+    schema: dict | None = field(default=None, compare=False)  # structured output: the answer's JSON schema
+
+    @property
+    def structured(self) -> bool:
+        return bool(self.schema)
+
+    def response_format(self) -> dict | None:
+        """The chat request's ``response_format`` (OpenAI structured outputs, which vLLM,
+        llama.cpp's server and Ollama's OpenAI endpoint read too), or None."""
+        if not self.schema:
+            return None
+        return {"type": "json_schema",
+                "json_schema": {"name": f"selfinstruct_{self.stage}", "strict": True, "schema": self.schema}}
 
     def as_messages(self) -> list[dict]:
         messages = []
@@ -71,6 +91,18 @@ PROMPT_VERSIONS: dict[str, str] = {
     STAGE_INSTANCES: "instances-v1",
     STAGE_BATCH: "batch-v1",
 }
+# The structured variants (a request for JSON instead of a continuation) version on their own.
+STRUCTURED_VERSIONS: dict[str, str] = {
+    STAGE_INSTRUCTIONS: "instructions-json-v1",
+    STAGE_CLASSIFY: "classify-json-v1",
+    STAGE_INSTANCES: "instances-json-v1",
+    STAGE_BATCH: "batch-json-v1",
+}
+
+
+def version_table() -> dict[str, str]:
+    """Every prompt version a run may send (stored with the run's settings)."""
+    return {**PROMPT_VERSIONS, **{f"{stage} (structured)": v for stage, v in STRUCTURED_VERSIONS.items()}}
 
 MAX_INSTANCES = 5            # instances asked for per instruction (the paper's limit)
 NO_INPUT = "(none)"          # how a prompt writes an empty input
@@ -94,6 +126,92 @@ SYSTEM_BATCH = (
     "closing remarks.")
 
 CLASSIFY_QUESTION = "Labeling task?"
+
+# -- structured output -------------------------------------------------------------------
+SYSTEM_JSON = "Reply with a single JSON object in the requested shape and nothing else."
+
+# What a structured prompt asks for in place of the open label (constant per stage and layout,
+# so `read_prompt` can take it off again).
+INSTRUCTIONS_JSON_TAIL = (
+    'Reply with a JSON object whose "instructions" array holds only the new tasks, each one '
+    "written out in full as a single string, without its number. Do not copy, shorten or extend "
+    "any task from the list above: every new task must be about something else.")
+CLASSIFY_JSON_TAIL = (
+    'Is the last task a labeling task? Reply with the JSON object {"labeling_task": "yes"} or '
+    '{"labeling_task": "no"}.')
+INSTANCES_JSON_TAIL = (
+    'Now write examples for the last task. Reply with a JSON object whose "examples" array holds '
+    f'1 to {MAX_INSTANCES} of them, each with an "input" (an empty string when the task needs no '
+    'material) and an "output" that carries the task out for that input.')
+LABEL_JSON_TAIL = (
+    'Now write examples for the last task. Reply with a JSON object whose "examples" array holds '
+    f'1 to {MAX_INSTANCES} of them, each with an "output" (one of the task\'s labels) and an '
+    '"input" for which that label is the right answer (an empty string when none is needed).')
+BATCH_JSON_TAIL = (
+    'Reply with a JSON object whose "tasks" array holds only the new tasks, each with an '
+    '"instruction", an "input" (an empty string when the task needs none) and an "output".')
+JSON_TAILS = (INSTRUCTIONS_JSON_TAIL, CLASSIFY_JSON_TAIL, INSTANCES_JSON_TAIL, LABEL_JSON_TAIL,
+              BATCH_JSON_TAIL)
+
+
+def _strings(n: int | None = None) -> dict:
+    schema = {"type": "array", "items": {"type": "string"}, "minItems": 1}
+    if n:
+        schema["maxItems"] = n
+    return schema
+
+
+def _object(properties: dict) -> dict:
+    """A closed object with every property required (what OpenAI's strict mode asks for)."""
+    return {"type": "object", "properties": properties, "required": list(properties),
+            "additionalProperties": False}
+
+
+def response_schema(stage: str, *, num_to_generate: int | None = None,
+                    is_classification: bool = False) -> dict:
+    """The JSON schema of a stage's structured answer (the one home of these shapes).
+
+    instructions  {"instructions": [str, ...]}            (1 to num_to_generate)
+    classify      {"labeling_task": "yes" | "no"}
+    instances     {"examples": [{"input", "output"}, ...]} (1 to MAX_INSTANCES; for a labeling
+                  task "output" comes first, so a grammar-bound model picks the label first)
+    batch         {"tasks": [{"instruction", "input", "output"}, ...]}
+    """
+    text = {"type": "string"}
+    if stage == STAGE_INSTRUCTIONS:
+        return _object({"instructions": _strings(num_to_generate)})
+    if stage == STAGE_CLASSIFY:
+        return _object({"labeling_task": {"type": "string", "enum": ["yes", "no"]}})
+    if stage == STAGE_INSTANCES:
+        fields = ({"output": text, "input": text} if is_classification
+                  else {"input": text, "output": text})
+        return _object({"examples": {"type": "array", "items": _object(fields), "minItems": 1,
+                                     "maxItems": MAX_INSTANCES}})
+    if stage == STAGE_BATCH:
+        task = _object({"instruction": text, "input": text, "output": text})
+        schema = {"type": "array", "items": task, "minItems": 1}
+        if num_to_generate:
+            schema["maxItems"] = num_to_generate
+        return _object({"tasks": schema})
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+# The probe: one tiny structured request per run tells whether the server honours
+# response_format (see pipeline.probe_structured).
+STAGE_PROBE = "probe"
+PROBE_SCHEMA = _object({"ready": {"type": "boolean"}, "colour": {"type": "string", "enum": ["green"]}})
+
+
+def build_probe_prompt() -> Prompt:
+    return Prompt(stage=STAGE_PROBE, version="probe-v1", system=SYSTEM_JSON, schema=PROBE_SCHEMA,
+                  text='Reply with the JSON object {"ready": true, "colour": "green"}.')
+
+
+def _structured(stage: str, body: str, tail: str, schema: dict, meta: dict) -> Prompt:
+    """The structured variant of a stage's prompt: its body without the open label, then the
+    request for JSON."""
+    return Prompt(stage=stage, version=STRUCTURED_VERSIONS[stage], text=body + "\n\n" + tail,
+                  system=SYSTEM_JSON, stop=None, meta={**meta, "structured": True}, schema=schema)
 
 
 def one_line(text: str) -> str:
@@ -127,9 +245,10 @@ def _numbers(start: int, last: int) -> str:
     return f"number {start}" if start == last else f"numbers {start} to {last}"
 
 
-def build_instruction_prompt(examples: list[str], *, num_to_generate: int = 8) -> Prompt:
+def build_instruction_prompt(examples: list[str], *, num_to_generate: int = 8,
+                             structured: bool = False) -> Prompt:
     """Continue a numbered list of tasks (the paper's 8 in-context tasks, new ones
-    up to item 16 by default)."""
+    up to item 16 by default); `structured`: ask for the new tasks as JSON instead."""
     if num_to_generate < 1:
         raise ValueError("num_to_generate must be at least 1")
     items = [one_line(e) for e in examples]
@@ -147,6 +266,11 @@ def build_instruction_prompt(examples: list[str], *, num_to_generate: int = 8) -
         "shorten or a list to sort. Every task must be possible with text alone and fit on a "
         "single line.")
     lines = [f"{i}. {e}" for i, e in enumerate(items, 1)]
+    meta = {"start_index": start, "stop_index": last + 1,
+            "num_to_generate": num_to_generate, "num_examples": len(items)}
+    if structured:
+        return _structured(STAGE_INSTRUCTIONS, header + "\n\n" + "\n".join(lines), INSTRUCTIONS_JSON_TAIL,
+                           response_schema(STAGE_INSTRUCTIONS, num_to_generate=num_to_generate), meta)
     text = header + "\n\n" + "\n".join(lines + [f"{start}."])
     return Prompt(
         stage=STAGE_INSTRUCTIONS,
@@ -154,8 +278,7 @@ def build_instruction_prompt(examples: list[str], *, num_to_generate: int = 8) -
         text=text,
         system=SYSTEM_INSTRUCTIONS,
         stop=("\n\n", instruction_stop_label(last + 1)),
-        meta={"start_index": start, "stop_index": last + 1,
-              "num_to_generate": num_to_generate, "num_examples": len(items)},
+        meta=meta,
     )
 
 
@@ -193,11 +316,14 @@ _CLASSIFY_SHOTS = "\n\n".join(
 _CLASSIFY_BODY = _CLASSIFY_INTRO + "\n\n" + _CLASSIFY_SHOTS + "\n\n"
 
 
-def build_classify_prompt(instruction: str) -> Prompt:
+def build_classify_prompt(instruction: str, *, structured: bool = False) -> Prompt:
     """Few-shot: is the task a classification task with a small, finite label set?"""
     target = instruction.strip()
     if not target:
         raise ValueError("instruction must not be empty")
+    if structured:
+        return _structured(STAGE_CLASSIFY, f"{_CLASSIFY_BODY}Task: {target}", CLASSIFY_JSON_TAIL,
+                           response_schema(STAGE_CLASSIFY), {"instruction": instruction})
     return Prompt(
         stage=STAGE_CLASSIFY,
         version=PROMPT_VERSIONS[STAGE_CLASSIFY],
@@ -282,22 +408,28 @@ _LABEL_BODY = (_LABEL_INTRO + "\n\n"
                + "\n\n".join(_demo_block(t, p, True) for t, p in LABEL_DEMOS) + "\n\n")
 
 
-def build_instance_prompt(instruction: str, is_classification: bool) -> Prompt:
+def build_instance_prompt(instruction: str, is_classification: bool, *,
+                          structured: bool = False) -> Prompt:
     """Ask for up to 5 instances: input-first, or output-first (label, then an input
     with that label) for classification tasks."""
     target = instruction.strip()
     if not target:
         raise ValueError("instruction must not be empty")
     body = _LABEL_BODY if is_classification else _INSTANCES_BODY
+    meta = {"instruction": instruction, "is_classification": bool(is_classification),
+            "max_instances": MAX_INSTANCES,
+            "order": "output-first" if is_classification else "input-first"}
+    if structured:
+        return _structured(STAGE_INSTANCES, f"{body}Task: {target}",
+                           LABEL_JSON_TAIL if is_classification else INSTANCES_JSON_TAIL,
+                           response_schema(STAGE_INSTANCES, is_classification=bool(is_classification)), meta)
     return Prompt(
         stage=STAGE_INSTANCES,
         version=PROMPT_VERSIONS[STAGE_INSTANCES],
         text=f"{body}Task: {target}\nExample 1",
         system=SYSTEM_INSTANCES,
         stop=(f"Example {MAX_INSTANCES + 1}", "\nTask:"),
-        meta={"instruction": instruction, "is_classification": bool(is_classification),
-              "max_instances": MAX_INSTANCES,
-              "order": "output-first" if is_classification else "input-first"},
+        meta=meta,
     )
 
 
@@ -317,7 +449,8 @@ def render_batch_task(n: int | None, task: dict) -> str:
     return body if n is None else f"{batch_header_label(n)}\n{body}"
 
 
-def build_batch_prompt(examples: list[dict], *, num_to_generate: int = 20) -> Prompt:
+def build_batch_prompt(examples: list[dict], *, num_to_generate: int = 20,
+                       structured: bool = False) -> Prompt:
     """Alpaca-style: a few complete example tasks, then up to `num_to_generate` new ones."""
     if num_to_generate < 1:
         raise ValueError("num_to_generate must be at least 1")
@@ -345,6 +478,11 @@ def build_batch_prompt(examples: list[dict], *, num_to_generate: int = 20) -> Pr
         "7. The Output must be a correct, complete response to the instruction and input, in "
         "under about 100 words.")
     blocks = [render_batch_task(i, ex) for i, ex in enumerate(examples, 1)]
+    meta = {"start_index": start, "stop_index": last + 1,
+            "num_to_generate": num_to_generate, "num_examples": len(examples)}
+    if structured:
+        return _structured(STAGE_BATCH, header + "\n\n" + "\n\n".join(blocks), BATCH_JSON_TAIL,
+                           response_schema(STAGE_BATCH, num_to_generate=num_to_generate), meta)
     text = header + "\n\n" + "\n\n".join(blocks + [batch_header_label(start)])
     return Prompt(
         stage=STAGE_BATCH,
@@ -352,8 +490,7 @@ def build_batch_prompt(examples: list[dict], *, num_to_generate: int = 20) -> Pr
         text=text,
         system=SYSTEM_BATCH,
         stop=(batch_header_label(last + 1),),
-        meta={"start_index": start, "stop_index": last + 1,
-              "num_to_generate": num_to_generate, "num_examples": len(examples)},
+        meta=meta,
     )
 
 
@@ -377,6 +514,7 @@ class PromptPayload:
     examples: list = field(default_factory=list)  # instructions: str; batch: dict
     start_index: int | None = None          # instructions / batch: first new number
     num_to_generate: int | None = None      # instructions / batch
+    structured: bool = False                # the prompt asks for JSON (see JSON_TAILS)
 
 
 def _find_head(text: str) -> tuple[int, str, str] | None:
@@ -428,6 +566,11 @@ def read_prompt(text: str) -> PromptPayload | None:
         return None
     pos, head, stage = found
     region = text[pos:]
+    structured = False
+    for tail in JSON_TAILS:
+        if region.rstrip().endswith(tail):
+            region, structured = region.rstrip()[: -len(tail)].rstrip(), True
+            break
     if stage == STAGE_INSTRUCTIONS:
         m = _ADD_RE.search(region)
         lines = region.split("\n")
@@ -440,28 +583,44 @@ def read_prompt(text: str) -> PromptPayload | None:
                 break
         return PromptPayload(stage, examples=examples,
                              start_index=start or len(examples) + 1,
-                             num_to_generate=int(m.group(1)) if m else 8)
+                             num_to_generate=int(m.group(1)) if m else 8, structured=structured)
     if stage == STAGE_CLASSIFY:
         rest = _after_body(region, _CLASSIFY_BODY, "\n\nTask: ")
-        return PromptPayload(stage, instruction=_target_between(rest, CLASSIFY_QUESTION))
+        return PromptPayload(stage, instruction=_target_between(rest, CLASSIFY_QUESTION),
+                             structured=structured)
     if stage == STAGE_INSTANCES:
         output_first = head == INSTANCES_LABEL_HEAD
         body = _LABEL_BODY if output_first else _INSTANCES_BODY
         rest = _after_body(region, body, "\n\nTask: ")
         return PromptPayload(stage, instruction=_target_between(rest, "\nExample 1"),
-                             is_classification=output_first)
+                             is_classification=output_first, structured=structured)
     # batch
     from .parsing import parse_batch  # local: parsing imports this module
 
     m = _WRITE_RE.search(region)
     headers = list(_BATCH_HEADER_RE.finditer(region))
-    start = int(headers[-1].group(1)) if headers else None
     examples: list[dict] = []
-    if len(headers) >= 2:
-        examples = parse_batch(region[headers[0].start(): headers[-1].start()]).tasks
+    if structured:   # no open header: every task shown is an example
+        start = None
+        if headers:
+            examples = parse_batch(region[headers[0].start():]).tasks
+    else:
+        start = int(headers[-1].group(1)) if headers else None
+        if len(headers) >= 2:
+            examples = parse_batch(region[headers[0].start(): headers[-1].start()]).tasks
     return PromptPayload(stage, examples=examples,
                          start_index=start or len(examples) + 1,
-                         num_to_generate=int(m.group(1)) if m else 20)
+                         num_to_generate=int(m.group(1)) if m else 20, structured=structured)
+
+
+def prompt_examples(prompt: Prompt) -> list[str]:
+    """The instructions an instructions or batch prompt shows as examples ([] for other stages)."""
+    if prompt.stage not in (STAGE_INSTRUCTIONS, STAGE_BATCH):
+        return []
+    payload = read_prompt(prompt.full_text())
+    if payload is None:
+        return []
+    return [e if isinstance(e, str) else e.get("instruction", "") for e in payload.examples]
 
 
 def extract_target_instruction(text: str) -> str | None:

@@ -240,7 +240,7 @@ class Neighbour:
 class Explanation:
     """Why something was rejected, and what to show for it."""
 
-    kind: str              # rouge | keyword | length | prefix | start | empty | unparseable | instance | other
+    kind: str              # rouge | keyword | length | prefix | start | echo | empty | unparseable | instance | other
     reason: str
     label: str
     message: str
@@ -261,7 +261,7 @@ class Explanation:
 _KIND_BY_REASON = {
     "rouge": "rouge", "keyword": "keyword", "too_short": "length", "too_long": "length",
     "write_a_program": "prefix", "starts_with_punctuation": "start", "non_ascii_start": "start",
-    "empty": "empty", "unparseable": "unparseable", "oversize": "unparseable",
+    "empty": "empty", "unparseable": "unparseable", "oversize": "unparseable", "echo": "echo",
 }
 
 
@@ -324,9 +324,11 @@ def explain_candidate(row: dict, *, k: int = 5) -> Explanation:
         exp.words = details.get("words", len(text.split()))
         exp.limit = details.get("limit")
         exp.facts["direction"] = "at least" if reason == "too_short" else "at most"
-    elif kind in ("prefix", "start"):
+    elif kind in ("prefix", "start", "echo"):
         span = _valid_span(text, details.get("span"))
         exp.spans = [span] if span else []
+        if kind == "echo" and details.get("example"):
+            exp.facts["example"] = str(details["example"])   # the in-context example it copies
     elif kind == "unparseable":
         exp.rescue_blocked = ("This is raw model text that could not be read as an instruction. "
                               "Edit it into one instruction to rescue it.")

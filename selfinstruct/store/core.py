@@ -237,6 +237,10 @@ MIGRATIONS: dict[int, list[str]] = {
         # text layout), and how many items its answer yielded once applied (parse health).
         """ALTER TABLE requests ADD COLUMN structured BOOLEAN""",
         """ALTER TABLE requests ADD COLUMN items INTEGER""",
+        # How a run's chat requests go, decided once per run (setting or probe; NULL: not decided
+        # yet, or completion mode), and how it was decided, in plain words for the Generate page.
+        """ALTER TABLE runs ADD COLUMN structured BOOLEAN""",
+        """ALTER TABLE runs ADD COLUMN structured_note VARCHAR""",
     ],
     5: [
         # A team of annotators: each item of a study is labeled by `overlap` annotators (1: one

@@ -58,6 +58,28 @@ class RunQueries:
             self._audit(cur, actor, "change_run_settings", "run", run_id, None,
                         {k: v[0] for k, v in changes.items()}, {k: v[1] for k, v in changes.items()})
 
+    def set_run_structured(self, run_id: int, structured: bool | None, note: str) -> None:
+        """How the run's chat requests go (JSON with a schema, or the text layout), and why."""
+        self._q("UPDATE runs SET structured = ?, structured_note = ?, updated_at = current_timestamp "
+                "WHERE id = ?", [structured, note, run_id])
+
+    def parse_health(self, run_id: int) -> list[dict]:
+        """Per stage of a run, in pipeline order: `answers` (answered requests already read),
+        `parsed` (those whose answer yielded at least one item, or a readable yes/no), `items`
+        (what they yielded: instructions or tasks, yes/no answers, instances) and `structured`
+        (answers to requests sent with a JSON schema)."""
+        rows = self._rows(
+            "SELECT stage, count(*) AS answers, count(*) FILTER (WHERE items > 0) AS parsed, "
+            "coalesce(sum(items), 0) AS items, count(*) FILTER (WHERE structured) AS structured "
+            "FROM requests WHERE run_id = ? AND response IS NOT NULL AND applied_at IS NOT NULL "
+            "GROUP BY stage", [run_id])
+        order = {"instructions": 0, "batch": 0, "classify": 1, "instances": 2}
+        rows.sort(key=lambda r: order.get(r["stage"], 9))
+        for row in rows:
+            for key in ("answers", "parsed", "items", "structured"):
+                row[key] = int(row[key])
+        return rows
+
     def mark_interrupted_runs(self, *, keep: Sequence[int] = ()) -> list[int]:
         """Runs still marked running when nothing runs them (the process died); `keep`
         lists runs that are running in this process."""
@@ -194,10 +216,10 @@ class RunQueries:
         for item in planned:
             cur.execute(
                 "INSERT INTO requests (run_id, round_id, stage, position, prompt_version, model, mode, "
-                "prompt, meta, candidate_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                "prompt, meta, candidate_id, structured) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 [run_id, round_id, item["meta"]["stage"], item["position"], item.get("prompt_version"),
                  item.get("model"), item.get("mode"), item["prompt"], _dumps(item.get("meta")),
-                 item.get("candidate_id")])
+                 item.get("candidate_id"), item.get("structured")])
             ids.append(cur.fetchone()[0])
         return ids
 
@@ -239,10 +261,11 @@ class RunQueries:
                      round_id: int | None = None, candidates: Sequence[dict] = (),
                      classification: tuple[int, bool] | None = None,
                      instances: tuple[int, list[dict]] | None = None,
-                     followups: Sequence[dict] = ()) -> list[int]:
+                     followups: Sequence[dict] = (), items: int | None = None) -> list[int]:
         """Everything an answer leads to, in one transaction: the answer itself (unless it was
         stored before), the candidates it yields, a classification or instances, the follow-up
-        requests it makes ready, and the request marked applied. Returns the follow-ups' ids."""
+        requests it makes ready, and the request marked applied with `items`, what its answer
+        yielded (parse health). Returns the follow-ups' ids."""
         with self.transaction() as cur:
             if answer is not None:
                 self.record_answer(request_id, answer)
@@ -263,7 +286,8 @@ class RunQueries:
                     item["candidate_id"] = candidates[item["candidate_ref"]]["id"]
                     item["meta"] = {**item["meta"], "candidate_id": item["candidate_id"]}
                 ids += self._insert_requests(cur, run_id, item.pop("round_id", round_id), [item])
-            cur.execute("UPDATE requests SET applied_at = current_timestamp WHERE id = ?", [request_id])
+            cur.execute("UPDATE requests SET applied_at = current_timestamp, items = ? WHERE id = ?",
+                        [items, request_id])
         return ids
 
     def add_followups(self, run_id: int, round_id: int, planned: Sequence[dict]) -> list[int]:
