@@ -109,7 +109,7 @@ else:
                         stratify=None if stratify == "none" else stratify, actor=annotator or current_user(),
                         overlap=int(st.session_state["study_overlap"]))
                 except (PoolError, ValueError) as exc:  # nothing eligible, no name: plain words
-                    st.error(str(exc), icon=":material/error:")
+                    st.error(escape_markdown(str(exc)), icon=":material/error:")
                 else:
                     st.session_state["label_study_pending"] = created.study_id
                     st.session_state["label_study_flash"] = (created.message(), created.sample.short)

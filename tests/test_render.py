@@ -20,3 +20,17 @@ def test_blank_lines_cannot_end_the_html_block():
     out = marked_html(text, [(0, 8)])
     assert "\n" not in out and "\r" not in out
     assert out.count("&#10;") == 4
+
+
+def test_escape_markdown_leaves_no_markup_and_reads_back_exactly():
+    import re
+
+    from selfinstruct.render import escape_markdown
+
+    for text in ("![x](http://127.0.0.1:9/x.png) **boom**", "a_b *c* `d` <img src=x> :red[e] :material/lock:",
+                 "# title\n- item\n\n[link](http://x)", "www.example.com/x.png ~~s~~ $x$ \\ & &amp;"):
+        escaped = escape_markdown(text)
+        # every markdown-significant character is backslash-escaped...
+        assert not re.search(r"(?<!\\)[!\[\]()*_`<>#~$:&|]", escaped.replace("\\\\", "")), escaped
+        # ...and undoing CommonMark's backslash escapes gives the text back (lines joined)
+        assert re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", escaped) == " ".join(text.splitlines())
