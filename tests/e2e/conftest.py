@@ -55,8 +55,9 @@ class App:
         self.log = db_path.parent / f"streamlit-{self.port}.log"
 
     def start(self) -> "App":
-        env = {**os.environ, "SELFINSTRUCT_DB": str(self.db_path), **self.env}
-        env.pop("OPENAI_API_KEY", None)
+        # The developer's own key stays out; a test may give the app one (a canary) in `env`.
+        env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+        env.update({"SELFINSTRUCT_DB": str(self.db_path), **self.env})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
              "--server.port", str(self.port), *(("--server.address", self.address) if self.address else ()),
