@@ -346,3 +346,24 @@ def test_an_echo_reject_is_explained_with_the_copied_span_and_the_example():
     assert exp.kind == "echo" and exp.facts["example"] == row["details"]["example"]
     (start, end), = exp.spans
     assert row["instruction"][start:end].lower().startswith(row["details"]["example"][:20].lower())
+
+
+def test_generate_page_sets_structured_output_and_shows_parse_health(app_env):
+    from tests.conftest import app_pool
+    from tests.test_page_generate import manager, open_generate, table_with, wait_for
+
+    at = open_generate(app_env)
+    at.segmented_control(key="gen_backend").set_value("offline").run()
+    at.segmented_control(key="gen_structured").set_value("on").run()
+    at.number_input(key="gen_rounds").set_value(1).run()
+    at.button(key="gen_start").click().run()
+    wait_for(at, lambda: not manager(app_env).status().busy)
+    assert not at.exception
+    pool = app_pool(app_env)
+    run = pool.run(1)
+    assert run["config"]["structured"] == "on" and run["structured"] is True
+    table = table_with(at, "parsed %")
+    health = pool.parse_health(1)
+    assert table[["stage", "answers", "parsed", "items", "structured"]].to_dict("records") == health
+    assert any("Structured output: on" in t.value for t in at.text)
+    assert any("rejects" in str(link.proto) for link in at.get("page_link"))
