@@ -94,5 +94,6 @@ def parse_hints(health: list[dict], *, mode: str = "chat", echo: int = 0, candid
                          "try completion mode or structured output")
     if candidates and echo > ECHO_SHARE * candidates:
         hints.append(f"instructions: {echo} of {candidates} tasks only repeated the prompt's examples (echo); "
-                     + ("try completion mode or a bigger model" if mode == "chat" else "try a bigger model"))
+                     + ("try structured output, completion mode or a bigger model" if mode == "chat"
+                        else "try a bigger model"))
     return hints
