@@ -140,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--api-key", help="require this key (default: accept any)")
     srv.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
     srv.add_argument("--seed", type=int, default=0)
+    from .offline import add_structured_output_argument   # one definition of the flag
+    add_structured_output_argument(srv)
     srv.set_defaults(func=cmd_offline_server)
 
     refl = sub.add_parser("refilter", parents=[db], help="decide a run's candidates again with other "
@@ -478,10 +480,10 @@ def cmd_batch_read(args) -> int:
 
 
 def cmd_offline_server(args) -> int:
-    from .offline import serve_forever
+    from .offline import STRUCTURED_OUTPUT_CHOICES, serve_forever
 
     serve_forever(port=args.port, host=args.host, api_key=args.api_key, latency_s=args.latency,
-                  seed=args.seed)
+                  seed=args.seed, structured_output=STRUCTURED_OUTPUT_CHOICES[args.structured_output])
     return 0
 
 

@@ -1775,7 +1775,7 @@ def serve_forever(port: int = 8000, host: str = "127.0.0.1", api_key: str | None
                   latency_s: float = 0.0, seed: int = 0, *, responder: Callable | None = None,
                   model_names: Iterable[str] = (DEFAULT_MODEL,), out=None,
                   latency_median_s: float | None = None, latency_sigma: float = 0.5,
-                  latency_seed: int = 0) -> None:
+                  latency_seed: int = 0, structured_output: bool | str = True) -> None:
     """Run an OfflineServer in the foreground until Ctrl+C (or SIGTERM), then stop cleanly.
 
     Prints one line with the base URL first (flushed), so a parent process can read it.
@@ -1784,7 +1784,7 @@ def serve_forever(port: int = 8000, host: str = "127.0.0.1", api_key: str | None
     server = OfflineServer(host=host, port=port, responder=responder, api_key=api_key,
                            seed=seed, model_names=model_names, latency_s=latency_s,
                            latency_median_s=latency_median_s, latency_sigma=latency_sigma,
-                           latency_seed=latency_seed)
+                           latency_seed=latency_seed, structured_output=structured_output)
     server.start()
     restore = None
     if threading.current_thread() is threading.main_thread():
@@ -1822,7 +1822,18 @@ def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.
     parser.add_argument("--responder", choices=("demo", "synthetic", "echo"), default="demo",
                         help="demo: DemoModel answers; synthetic: endless new tasks (load tests); "
                              "echo: a trivial answer (benchmarks)")
+    add_structured_output_argument(parser)
     return parser
+
+
+STRUCTURED_OUTPUT_CHOICES = {"yes": True, "no": False, "ignore": "ignore"}
+
+
+def add_structured_output_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--structured-output", choices=tuple(STRUCTURED_OUTPUT_CHOICES), default="yes",
+                        help="answer response_format JSON schemas with matching JSON (yes, the default), refuse "
+                             "them with a 400 (no), or accept them and answer plain text (ignore), to try how a "
+                             "run falls back")
 
 
 def _responder(name: str, seed: int):
@@ -1840,7 +1851,8 @@ def main(argv: list[str] | None = None) -> int:
     serve_forever(port=args.port, host=args.host, api_key=args.api_key, latency_s=args.latency,
                   seed=args.seed, responder=_responder(args.responder, args.seed),
                   latency_median_s=args.latency_median, latency_sigma=args.latency_sigma,
-                  latency_seed=args.latency_seed)
+                  latency_seed=args.latency_seed,
+                  structured_output=STRUCTURED_OUTPUT_CHOICES[args.structured_output])
     return 0
 
 

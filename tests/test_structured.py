@@ -367,3 +367,16 @@ def test_generate_page_sets_structured_output_and_shows_parse_health(app_env):
     assert table[["stage", "answers", "parsed", "items", "structured"]].to_dict("records") == health
     assert any("Structured output: on" in t.value for t in at.text)
     assert any("rejects" in str(link.proto) for link in at.get("page_link"))
+
+
+def test_cli_probe_falls_back_against_a_served_offline_server_that_refuses(tmp_path):
+    from tests.conftest import run_cli, served_offline
+
+    with served_offline("--structured-output", "no") as url:
+        done = run_cli("generate", "--base-url", url, "--model", "selfinstruct-demo", "--rounds", "1",
+                       "--requests-per-round", "2", "--db", str(tmp_path / "p.duckdb"))
+    assert done.returncode == 0, done.stderr
+    assert "Structured output: auto: off, the server refused a JSON-schema request (HTTP 400)." in done.stdout
+    line = next(l for l in done.stdout.splitlines() if l.strip().startswith("instructions"))
+    answers, parsed, items, structured = map(int, line.split()[1:])
+    assert answers == 2 and structured == 0 and items > 0
