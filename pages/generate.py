@@ -67,8 +67,8 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
                                          "tokens and answers may run to Max tokens."))
         st.caption("A real language model running on this machine through llama.cpp, with no key and no "
                    "network. The bundled SmolLM2-135M-Instruct is small: good for trying the loop, not for "
-                   "a dataset worth training on (use a bigger GGUF or an endpoint for that). A round takes "
-                   "tens of seconds on two CPU cores. Completion mode (the paper's) suits it best.")
+                   "a dataset worth training on (use a bigger GGUF or an endpoint for that). A round of 8 "
+                   "requests takes about 80 s on two CPU cores. Completion mode (the paper's) suits it best.")
     else:
         url_col, model_col = st.columns(2)
         base_url = url_col.text_input(

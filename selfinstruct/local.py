@@ -104,7 +104,7 @@ def resolve_gguf(gguf: str | Path | None) -> Path:
     if magic != GGUF_MAGIC:
         raise LocalModelError(f"{path} is not a GGUF model file (llama.cpp loads only GGUF; convert "
                               "the model or download a .gguf build of it).")
-    return path.resolve()
+    return Path(os.path.abspath(path))   # not resolve(): a symlink's own name is the model's name
 
 
 @dataclass(frozen=True)
