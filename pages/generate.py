@@ -68,7 +68,8 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
         st.caption("A real language model running on this machine through llama.cpp, with no key and no "
                    "network. The bundled SmolLM2-135M-Instruct is small: good for trying the loop, not for "
                    "a dataset worth training on (use a bigger GGUF or an endpoint for that). A round of 8 "
-                   "requests takes about 80 s on two CPU cores. Completion mode (the paper's) suits it best.")
+                   "requests takes about a minute and a half on two CPU cores. Completion mode (the paper's) "
+                   "suits it best.")
     else:
         url_col, model_col = st.columns(2)
         base_url = url_col.text_input(
