@@ -181,3 +181,25 @@ def test_resume_restarts_the_run_on_the_same_gguf(db_path, tmp_path):
         requests = stored(pool, "SELECT * FROM requests WHERE run_id = ?", run_id)
         assert requests and {r["model"] for r in requests} == {"smol-copy"}
         assert all(r["response"] is not None for r in requests)
+
+
+def test_generate_page_runs_the_local_model_by_default(app_env, monkeypatch):
+    """With no key on the server, pressing Start run on the Generate page runs the bundled model
+    (through the app's background JobManager), in completion mode, and the page shows the run."""
+    from tests.conftest import app_pool
+    from tests.test_page_generate import manager, metric, open_generate, wait_for
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    at = open_generate(app_env)
+    assert at.segmented_control(key="gen_backend").value == "local"
+    at.number_input(key="gen_rounds").set_value(1).run()
+    at.number_input(key="gen_requests").set_value(1).run()
+    at.button(key="gen_start").click().run()
+    assert not at.exception
+    wait_for(at, lambda: not manager(app_env).status().busy, timeout=300)
+    pool = app_pool(app_env)
+    run = pool.run(1)
+    assert run["status"] == "finished", run
+    assert (run["config"]["backend"], run["config"]["mode"], run["config"]["model"]) == (LOCAL, "completion", BUNDLED)
+    assert_decided(pool, 1, "completion", 1)
+    assert metric(at, "Accepted") == f"{pool.accepted_count(1):,}"
