@@ -127,7 +127,12 @@ study_id = pick.selectbox(
 study = by_id[study_id]
 st.session_state["label_view"] = (st.session_state.pop("label_view_pending", None)
                                   or st.session_state.get("label_view") or "label")
-view = switch.segmented_control("View", list(VIEWS), format_func=VIEWS.get, required=True,
+# Annotators see only their own queue: others' labels and the running results would bias
+# the independent judgments that overlap and agreement rely on.
+views = list(VIEWS) if allowed("study") else ["label"]
+if st.session_state["label_view"] not in views:
+    st.session_state["label_view"] = "label"
+view = switch.segmented_control("View", views, format_func=VIEWS.get, required=True,
                                 key="label_view", label_visibility="collapsed")
 st.caption(quality.describe_study(study))
 

@@ -31,6 +31,15 @@ def data_dir() -> Path:
     return Path(os.path.abspath(Path(env).expanduser() if env else DEFAULT_DATA_DIR))
 
 
+def _shipped_files() -> set[Path]:
+    # The starter seeds and the demo corpus live in the default data directory: an export typed
+    # over them would break Load starter seeds and the offline demo for everyone.
+    from .demo import DEFAULT_CORPUS_PATH
+    from .seeds import STARTER_SEEDS_PATH
+
+    return {STARTER_SEEDS_PATH.resolve(), DEFAULT_CORPUS_PATH.resolve()}
+
+
 def _inside(path: Path, root: Path) -> bool:
     return path != root and root in path.parents
 
@@ -58,6 +67,9 @@ def confined_path(user_text: str, root: Path | None = None, *,
     resolved = lexical.resolve(strict=False)
     if not _inside(resolved, root.resolve(strict=False)):
         raise refused   # a symlink on the way leads out
+    if resolved in _shipped_files():
+        raise PathRefused(f"{text} is a file that selfinstruct ships with; choose another name, "
+                          "such as exports/data.jsonl.")
     allowed = tuple(s.lower() for s in suffixes or ())
     if allowed and resolved.suffix.lower() not in allowed:
         raise PathRefused(f"{text} does not end in {' or '.join(allowed)}.")

@@ -36,6 +36,15 @@ def test_names_inside_are_resolved_and_everything_else_refused(root, tmp_path):
         confined_path("notes.txt", root, suffixes=(".duckdb",))
 
 
+def test_the_files_selfinstruct_ships_with_are_never_written_over():
+    from selfinstruct.datadir import DEFAULT_DATA_DIR
+
+    for name in ("seed_tasks.jsonl", "exports/../demo_corpus.jsonl"):
+        with pytest.raises(PathRefused, match="ships with"):
+            confined_path(name, DEFAULT_DATA_DIR, suffixes=(".jsonl",))
+    assert confined_path("exports/seed_tasks.jsonl", DEFAULT_DATA_DIR).name == "seed_tasks.jsonl"
+
+
 def test_a_refusal_does_not_tell_whether_the_path_exists(root, tmp_path):
     (tmp_path / "there.txt").write_text("x")
     messages = []

@@ -104,6 +104,16 @@ def test_labels_and_the_audit_log_record_the_logins_email(demo_app_env):
     assert pool.audit_entries(action="label")[0]["actor"] == "grace@example.com"
 
 
+def test_an_annotator_sees_only_their_queue_not_results_or_study_data(demo_app_env):
+    pool = app_pool(demo_app_env)
+    quality.create_study(pool, "team", size=4, seed=3, actor="ada@example.com")
+    annotator = team_app(logged_in("grace@example.com"), "pages/label.py")
+    assert annotator.segmented_control(key="label_view").options == ["Label items"]
+    assert not [b for b in annotator.get("download_button")]
+    owner = team_app(logged_in("ada@example.com"), "pages/label.py")
+    assert owner.segmented_control(key="label_view").options == ["Label items", "Results", "Study data"]
+
+
 def test_an_owner_has_every_page_and_the_pool_file_box(demo_app_env):
     at = team_app(logged_in("ada@example.com"))
     assert [t.value for t in at.title] == ["selfinstruct"]          # Home
