@@ -1,0 +1,184 @@
+"""The domain model: the product's words and the rules that decide them, each defined once.
+
+Everything else imports from here: the store builds its SQL from the fragments below, the
+pages and the CLI show the labels, the pipeline writes the statuses. Nothing here imports
+from the rest of the package, so any module may depend on it.
+
+The rules, in words (docs/architecture.md repeats them):
+
+- A candidate is **accepted** when its status is 'accepted' (by the filters or by a person);
+  it is **rescued** when a person put a rejected candidate in the pool (status 'accepted',
+  review 'rescued'); it is **human-approved** when it is accepted and a person vouched for it
+  (rescued on Rejects, or approved/edited on Pool).
+- An instance is in the pool when its status is 'kept'.
+- **Majority rule** (quality labels): the answer to a question about an item is the answer
+  given by more than half of the labels it received; a question a person left unanswered
+  counts as "unsure". With no such answer the item is "split". An item is **labeled invalid**
+  when the majority answer to "valid task?" is "no" (for its instruction), or to "input
+  appropriate?" or "output acceptable?" (for its instance). The Label page, the Pool page and
+  the export all use this one rule.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+
+# ---------------------------------------------------------------------------
+# Defaults of the method (Wang et al. 2023)
+# ---------------------------------------------------------------------------
+ROUGE_THRESHOLD = 0.7       # a candidate this similar (ROUGE-L F) to anything in the pool is rejected
+MIN_WORDS = 4               # the paper drops instructions of 3 words or fewer
+MAX_WORDS = 150
+# Tasks a text-only model cannot do (the paper's list), and Alpaca's additions.
+PAPER_KEYWORDS: tuple[str, ...] = (
+    "image", "images", "graph", "graphs", "picture", "pictures",
+    "file", "files", "map", "maps", "draw", "plot", "go to",
+)
+ALPACA_EXTRA_KEYWORDS: tuple[str, ...] = ("video", "audio", "music", "flowchart", "diagram")
+ALPACA_KEYWORDS: tuple[str, ...] = PAPER_KEYWORDS + ALPACA_EXTRA_KEYWORDS
+
+# ---------------------------------------------------------------------------
+# Candidates (generated instructions) and instances
+# ---------------------------------------------------------------------------
+ACCEPTED = "accepted"
+REJECTED = "rejected"
+CANDIDATE_STATUSES = (ACCEPTED, REJECTED)
+KEPT = "kept"
+INSTANCE_STATUSES = (KEPT, REJECTED)
+REMOVED = "removed"         # the reason of an item a person took out of the pool
+
+# Who decided a candidate's status.
+BY_FILTER = "filter"
+BY_HUMAN = "human"
+
+# A candidate's review (NULL: nobody looked at it yet).
+CONFIRMED = "confirmed"     # a person agreed with the filter's rejection
+RESCUED = "rescued"         # a person put a rejected candidate in the pool
+APPROVED = "approved"       # a person vouched for an accepted candidate (approved or edited it)
+HUMAN_APPROVED_REVIEWS = (RESCUED, APPROVED)
+# The Rejects page's views of its items.
+PENDING = "pending"
+ALL = "all"
+REVIEW_STATES = (PENDING, CONFIRMED, RESCUED, ALL)
+REVIEW_LABELS = {PENDING: "To review", CONFIRMED: "Confirmed", RESCUED: "Rescued", ALL: "All"}
+
+# The kinds of thing an action changes (audit_log.target_kind).
+CANDIDATE = "candidate"
+INSTANCE = "instance"
+SEED_TASK = "seed_task"
+
+
+def sql_literal(value: str) -> str:
+    """A constant of this module as a SQL string literal (our own words only: never user text)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sql_in(values: Iterable[str]) -> str:
+    return "(" + ", ".join(sql_literal(v) for v in values) + ")"
+
+
+def is_accepted(candidate: Mapping) -> bool:
+    return candidate["status"] == ACCEPTED
+
+
+def accepted_sql(alias: str = "c") -> str:
+    return f"{alias}.status = {sql_literal(ACCEPTED)}"
+
+
+def is_rescued(candidate: Mapping) -> bool:
+    return candidate["status"] == ACCEPTED and candidate.get("review") == RESCUED
+
+
+def rescued_sql(alias: str = "c") -> str:
+    return f"({alias}.status = {sql_literal(ACCEPTED)} AND {alias}.review = {sql_literal(RESCUED)})"
+
+
+def is_human_approved(candidate: Mapping) -> bool:
+    return candidate["status"] == ACCEPTED and candidate.get("review") in HUMAN_APPROVED_REVIEWS
+
+
+def human_approved_sql(alias: str = "c") -> str:
+    return (f"({alias}.status = {sql_literal(ACCEPTED)} "
+            f"AND {alias}.review IN {sql_in(HUMAN_APPROVED_REVIEWS)})")
+
+
+def kept_sql(alias: str = "i") -> str:
+    return f"{alias}.status = {sql_literal(KEPT)}"
+
+
+# ---------------------------------------------------------------------------
+# Runs and rounds
+# ---------------------------------------------------------------------------
+CREATED = "created"
+RUNNING = "running"
+PAUSED = "paused"
+STOPPED = "stopped"
+INTERRUPTED = "interrupted"
+FAILED = "failed"
+FINISHED = "finished"
+RUN_STATUSES = (CREATED, RUNNING, PAUSED, STOPPED, INTERRUPTED, FAILED, FINISHED)
+# Ended before its rounds were done: waiting for someone to resume it.
+UNFINISHED_STATUSES = (INTERRUPTED, PAUSED, FAILED, STOPPED)
+# What `--resume` accepts: an unfinished run, or a finished one to continue with more rounds.
+RESUMABLE_STATUSES = UNFINISHED_STATUSES + (FINISHED,)
+# A run in one of these has ended for good until resumed (its finished_at is set).
+ENDED_STATUSES = (FINISHED, STOPPED, FAILED)
+
+# A round's step (rounds.step).
+STEP_GENERATE = "generate"
+STEP_CLASSIFY = "classify"
+STEP_DONE = "done"
+ROUND_STEPS = (STEP_GENERATE, STEP_CLASSIFY, STEP_DONE)
+
+# ---------------------------------------------------------------------------
+# Quality study: the paper's three questions and the majority rule
+# ---------------------------------------------------------------------------
+QUESTIONS = ("valid_task", "input_ok", "output_ok")
+YES, NO, UNSURE = "yes", "no", "unsure"
+ANSWERS = (YES, NO, UNSURE)
+SPLIT = "split"             # no answer has more than half of the labels
+QUESTION_TEXT = {
+    "valid_task": "Does the instruction describe a valid task?",
+    "input_ok": "Is the input appropriate for the instruction?",
+    "output_ok": "Is the output a correct and acceptable response to the instruction and input?",
+}
+# Share of "yes" in the paper's study of 200 GPT-3 generations (Table 2 of Wang et al. 2023).
+PAPER_RATES = {"valid_task": 0.92, "input_ok": 0.79, "output_ok": 0.58, "all_valid": 0.54}
+# How many "no" labels make an item invalid: the majority rule, or any single "no".
+INVALID_RULES = ("majority", "any")
+
+
+def majority(answers: Sequence[str | None]) -> str:
+    """The majority answer to one question, or SPLIT; an unanswered question (None) counts as
+    "unsure"."""
+    answers = [a or UNSURE for a in answers]
+    if not answers:
+        return SPLIT
+    answer, top = Counter(answers).most_common(1)[0]
+    return answer if 2 * top > len(answers) else SPLIT
+
+
+def labeled_no_sql(column: str, rule: str = "majority", alias: str = "l") -> str:
+    """An aggregate (over one item's label rows) that is true when the item counts as "no" on
+    `column`: the SQL twin of `majority(...) == NO` (unanswered rows count in the total)."""
+    if column not in QUESTIONS:
+        raise ValueError(f"column must be one of {QUESTIONS}, not {column!r}")
+    if rule not in INVALID_RULES:
+        raise ValueError(f"rule must be one of {INVALID_RULES}, not {rule!r}")
+    no = f"count(*) FILTER (WHERE {alias}.{column} = {sql_literal(NO)})"
+    return f"{no} > 0" if rule == "any" else f"2 * {no} > count(*)"
+
+
+def labeled_invalid(labels: Sequence[Mapping], questions: Sequence[str], rule: str = "majority") -> bool:
+    """True when one item's labels make it invalid on any of `questions` (the Python twin of
+    `labeled_no_sql`)."""
+    for q in questions:
+        answers = [row.get(q) for row in labels]
+        if (NO in answers) if rule == "any" else majority(answers) == NO:
+            return True
+    return False
+
+
+# Which questions judge which part of an item.
+INSTRUCTION_QUESTIONS = ("valid_task",)
+INSTANCE_QUESTIONS = ("input_ok", "output_ok")
