@@ -144,6 +144,7 @@ QUESTION_TEXT = {
 }
 # Share of "yes" in the paper's study of 200 GPT-3 generations (Table 2 of Wang et al. 2023).
 PAPER_RATES = {"valid_task": 0.92, "input_ok": 0.79, "output_ok": 0.58, "all_valid": 0.54}
+MAX_OVERLAP = 50            # annotators per item a study may ask for, at most
 # How many "no" labels make an item invalid: the majority rule, or any single "no".
 INVALID_RULES = ("majority", "any")
 

@@ -17,9 +17,10 @@ Rules, in one place:
   (ties: the larger stratum, then the stratum key in sorted order). Each stratum is sampled on
   its own, and the whole sample is then shuffled so the labeling order mixes strata.
 - Rates: "unsure" counts as not-yes. "All valid" means three "yes". With several annotators,
-  the study's answer to a question for an item is the majority answer among those who labeled
-  it (more than half); without a majority it is "split", which counts as not-yes. An item is
-  all-valid when its three majority answers are "yes".
+  the study's answer to a question for an item is given by the majority rule of
+  `selfinstruct.model` (more than half of its labels; unanswered counts as "unsure"); without
+  a majority it is "split", which counts as not-yes. An item is all-valid when its three
+  majority answers are "yes".
 - A team (overlap k, `create_study(overlap=)`): each item should get k labels; each annotator
   labels from their own queue (store/quality.py). Agreement as it accumulates
   (`overlap_agreement`) is Fleiss' kappa over the items that have k labels, each item's first k
@@ -43,23 +44,16 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from .store.quality import ANSWERS, MAX_OVERLAP, QUESTIONS
+from .model import ANSWERS, MAX_OVERLAP, NO, PAPER_RATES, QUESTION_TEXT, QUESTIONS, UNSURE, YES, majority
 
 Z95 = 1.959963984540054
 MEASURES = QUESTIONS + ("all_valid",)
-QUESTION_TEXT = {
-    "valid_task": "Does the instruction describe a valid task?",
-    "input_ok": "Is the input appropriate for the instruction?",
-    "output_ok": "Is the output a correct and acceptable response to the instruction and input?",
-}
 MEASURE_LABELS = {
     "valid_task": "Valid task",
     "input_ok": "Input appropriate",
     "output_ok": "Output acceptable",
     "all_valid": "All three valid",
 }
-# Share of "yes" in the paper's study of 200 GPT-3 generations (Table 2 of Wang et al. 2023).
-PAPER_RATES = {"valid_task": 0.92, "input_ok": 0.79, "output_ok": 0.58, "all_valid": 0.54}
 STRATIFY = {None: "No strata", "round": "By round", "classification": "Classification vs not"}
 CLASS_GROUPS = {True: "classification", False: "other", None: "not classified"}
 DEFAULT_SIZE = 200
@@ -286,12 +280,6 @@ def describe_study(study: Mapping) -> str:
 # ---------------------------------------------------------------------------
 # Results
 # ---------------------------------------------------------------------------
-def _majority(answers: Sequence[str]) -> str:
-    counts = Counter(answers)
-    answer, top = counts.most_common(1)[0]
-    return answer if 2 * top > len(answers) else "split"
-
-
 def item_answers(labels: Sequence[Mapping], annotator: str | None = None) -> list[dict]:
     """One row per labeled item: its round, classification group and the study's answer to
     each measure: `annotator`'s own, or (None) the majority of everyone who labeled it."""
@@ -302,8 +290,8 @@ def item_answers(labels: Sequence[Mapping], annotator: str | None = None) -> lis
     items = []
     for item_id, rows in by_item.items():
         first = rows[0]
-        answer = {q: _majority([r[q] or "unsure" for r in rows]) for q in QUESTIONS}
-        answer["all_valid"] = "yes" if all(answer[q] == "yes" for q in QUESTIONS) else "no"
+        answer = {q: majority([r[q] for r in rows]) for q in QUESTIONS}
+        answer["all_valid"] = YES if all(answer[q] == YES for q in QUESTIONS) else NO
         flag = first["is_classification"]
         items.append({"item_id": item_id, "position": first["position"], "round": first["round"],
                       "group": CLASS_GROUPS[None if flag is None else bool(flag)],
@@ -383,8 +371,8 @@ def overlap_agreement(labels: Sequence[Mapping], overlap: int) -> list[dict]:
 
 def _answer(row: Mapping, measure: str) -> str:
     if measure == "all_valid":
-        return "yes" if all(row[q] == "yes" for q in QUESTIONS) else "no"
-    return row[measure] or "unsure"
+        return YES if all(row[q] == YES for q in QUESTIONS) else NO
+    return row[measure] or UNSURE
 
 
 def disagreements(labels: Sequence[Mapping], annotators: Sequence[str] | None = None) -> list[dict]:
@@ -402,7 +390,7 @@ def disagreements(labels: Sequence[Mapping], annotators: Sequence[str] | None = 
         entry = {"item_id": item_id, "position": rows[0]["position"], "item": rows[0]["position"] + 1}
         differs = False
         for q in QUESTIONS:
-            answers = {r["annotator"]: r[q] or "unsure" for r in rows}
+            answers = {r["annotator"]: r[q] or UNSURE for r in rows}
             if len(set(answers.values())) > 1:
                 differs = True
                 entry[q] = ", ".join(f"{who}: {a}" for who, a in sorted(answers.items()))
@@ -498,7 +486,7 @@ def _iso(value: Any) -> str | None:
     return value.isoformat(sep=" ", timespec="seconds") if value is not None else None
 
 
-__all__ = ["ANSWERS", "DEFAULT_SIZE", "MEASURES", "MEASURE_LABELS", "PAPER_RATES", "QUESTIONS",
+__all__ = ["ANSWERS", "DEFAULT_SIZE", "MAX_OVERLAP", "MEASURES", "MEASURE_LABELS", "PAPER_RATES", "QUESTIONS",
            "QUESTION_TEXT", "STRATIFY", "Z95", "Kappa", "Sample", "StudyCreated", "StudyResults",
            "agreement", "allocate", "cohen_kappa", "create_study", "describe_study", "disagreements",
            "draw_sample", "fleiss_kappa", "item_answers", "kappa_words", "next_in_queue", "overlap_agreement",

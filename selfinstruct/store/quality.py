@@ -14,9 +14,9 @@ hold more than k): nobody's work is refused or overwritten.
 Hooks for the pool and export pages:
 - `labeled_candidate_ids()`: candidates that carry at least one label in any study.
 - `invalid_candidate_ids(rule="majority")`: candidates whose instruction people judged not a
-  valid task. "majority" (default): more than half of all the labels given to that candidate
-  on "valid task" (every study, every annotator; an "unsure" counts in the total) are "no".
-  "any": at least one label says "no".
+  valid task, by the majority rule of `selfinstruct.model` over every label the candidate got
+  (every study, every annotator; an unanswered question counts as "unsure"). "any": at least
+  one label says "no".
 - `invalid_instance_ids(rule="majority")`: the labeled instances whose input or output people
   judged wrong, by the same rule applied to "input appropriate" and "output correct" separately.
 - `candidate_label_summary(candidate_ids)`: per candidate, how many labels and how they went.
@@ -29,12 +29,10 @@ from typing import Any, Iterable, Sequence
 
 import duckdb
 
+from ..model import (ANSWERS, INSTANCE_QUESTIONS, INSTRUCTION_QUESTIONS, MAX_OVERLAP, NO, QUESTIONS, YES,
+                     accepted_sql, kept_sql, labeled_no_sql, sql_literal)
 from .core import PoolError, _dumps, _loads
 
-QUESTIONS = ("valid_task", "input_ok", "output_ok")
-ANSWERS = ("yes", "no", "unsure")
-INVALID_RULES = ("majority", "any")
-MAX_OVERLAP = 50
 # Saving a label reads (is there one of this annotator already?) then writes: the app's sessions
 # share one process, so one lock makes the pair atomic and the same annotator saving from two
 # tabs cannot leave two rows. DuckDB keeps other processes out of the file.
@@ -51,16 +49,16 @@ class QualityQueries:
         """Runs and round numbers that hold sampleable instructions (accepted, with at least
         one kept instance), with counts, for the study form."""
         runs = self._rows(
-            """SELECT c.run_id, any_value(r.name) AS name, count(*) AS eligible
+            f"""SELECT c.run_id, any_value(r.name) AS name, count(*) AS eligible
                FROM candidates c LEFT JOIN runs r ON r.id = c.run_id
-               WHERE c.status = 'accepted' AND EXISTS
-                 (SELECT 1 FROM instances i WHERE i.candidate_id = c.id AND i.status = 'kept')
+               WHERE {accepted_sql('c')} AND EXISTS
+                 (SELECT 1 FROM instances i WHERE i.candidate_id = c.id AND {kept_sql('i')})
                GROUP BY c.run_id ORDER BY c.run_id""")
         rounds = self._rows(
-            """SELECT rd.number AS round, count(*) AS eligible
+            f"""SELECT rd.number AS round, count(*) AS eligible
                FROM candidates c JOIN rounds rd ON rd.id = c.round_id
-               WHERE c.status = 'accepted' AND EXISTS
-                 (SELECT 1 FROM instances i WHERE i.candidate_id = c.id AND i.status = 'kept')
+               WHERE {accepted_sql('c')} AND EXISTS
+                 (SELECT 1 FROM instances i WHERE i.candidate_id = c.id AND {kept_sql('i')})
                GROUP BY rd.number ORDER BY rd.number""")
         return {"runs": runs, "rounds": rounds,
                 "eligible": sum(int(r["eligible"]) for r in runs)}
@@ -70,12 +68,12 @@ class QualityQueries:
         """Every sampleable candidate (accepted, at least one kept instance) in candidate id
         order, with its run, round number, classification flag and kept instance ids (in id
         order). Ids only, no text: this is read once, when a study is created."""
-        sql = ["""SELECT c.id AS candidate_id, c.run_id, rd.number AS round, c.is_classification,
+        sql = [f"""SELECT c.id AS candidate_id, c.run_id, rd.number AS round, c.is_classification,
                          list(i.id ORDER BY i.id) AS instance_ids
                   FROM candidates c
-                  JOIN instances i ON i.candidate_id = c.id AND i.status = 'kept'
+                  JOIN instances i ON i.candidate_id = c.id AND {kept_sql('i')}
                   LEFT JOIN rounds rd ON rd.id = c.round_id
-                  WHERE c.status = 'accepted'"""]
+                  WHERE {accepted_sql('c')}"""]
         params: list[Any] = []
         if run_ids is not None:
             if not run_ids:
@@ -324,22 +322,14 @@ class QualityQueries:
             "SELECT DISTINCT si.candidate_id FROM labels l "
             "JOIN study_items si ON si.id = l.item_id AND si.study_id = l.study_id").fetchall()}
 
-    @staticmethod
-    def _no_rule(column: str, rule: str) -> str:
-        if rule not in INVALID_RULES:
-            raise ValueError(f"rule must be one of {INVALID_RULES}, not {rule!r}")
-        if rule == "any":
-            return f"count(*) FILTER (WHERE l.{column} = 'no') > 0"
-        return (f"2 * count(*) FILTER (WHERE l.{column} = 'no') > "
-                f"count(*) FILTER (WHERE l.{column} IS NOT NULL)")
-
     @classmethod
     def invalid_candidates_sql(cls, rule: str = "majority") -> str:
         """A subquery of the ids of candidates people judged not a valid task; the export
         filter uses it too, so 'labeled invalid' means one thing everywhere."""
         return ("SELECT si.candidate_id FROM labels l "
                 "JOIN study_items si ON si.id = l.item_id AND si.study_id = l.study_id "
-                f"GROUP BY si.candidate_id HAVING {cls._no_rule('valid_task', rule)}")
+                "GROUP BY si.candidate_id HAVING "
+                + " OR ".join(f"({labeled_no_sql(q, rule)})" for q in INSTRUCTION_QUESTIONS))
 
     @classmethod
     def invalid_instances_sql(cls, rule: str = "majority") -> str:
@@ -348,7 +338,7 @@ class QualityQueries:
         return ("SELECT si.instance_id FROM labels l "
                 "JOIN study_items si ON si.id = l.item_id AND si.study_id = l.study_id "
                 "WHERE si.instance_id IS NOT NULL GROUP BY si.instance_id "
-                f"HAVING ({cls._no_rule('input_ok', rule)}) OR ({cls._no_rule('output_ok', rule)})")
+                "HAVING " + " OR ".join(f"({labeled_no_sql(q, rule)})" for q in INSTANCE_QUESTIONS))
 
     def invalid_candidate_ids(self, rule: str = "majority") -> set[int]:
         """Candidates people judged not a valid task (see the module docstring for `rule`)."""
@@ -365,11 +355,11 @@ class QualityQueries:
             return {}
         rows = self._rows(
             f"""SELECT si.candidate_id, count(*) AS labels,
-                       count(*) FILTER (WHERE l.valid_task = 'yes') AS valid_yes,
-                       count(*) FILTER (WHERE l.valid_task = 'no') AS valid_no,
-                       count(*) FILTER (WHERE l.valid_task = 'yes' AND l.input_ok = 'yes'
-                                        AND l.output_ok = 'yes') AS all_yes,
-                       {self._no_rule('valid_task', 'majority')} AS invalid
+                       count(*) FILTER (WHERE l.valid_task = {sql_literal(YES)}) AS valid_yes,
+                       count(*) FILTER (WHERE l.valid_task = {sql_literal(NO)}) AS valid_no,
+                       count(*) FILTER (WHERE {' AND '.join(f"l.{q} = {sql_literal(YES)}" for q in QUESTIONS)})
+                           AS all_yes,
+                       {labeled_no_sql('valid_task')} AS invalid
                 FROM labels l JOIN study_items si ON si.id = l.item_id AND si.study_id = l.study_id
                 WHERE si.candidate_id IN ({_in_list(ids)}) GROUP BY si.candidate_id""", ids)
         return {r.pop("candidate_id"): r for r in rows}
