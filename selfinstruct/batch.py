@@ -25,6 +25,7 @@ import openai
 
 from .engine import MAX_FAILURES_PER_REQUEST, Interrupted, RunFailed, RunState, stored_prompt
 from .llm import LLMClient, LLMConfig, LLMError, PriceTable, _server_message, endpoint_path, request_body
+from .model import CREATED, FAILED, FINISHED, PAUSED
 from .store import Pool
 
 CUSTOM_ID_PREFIX = "selfinstruct-"
@@ -283,8 +284,8 @@ def write_batch_file(pool: Pool, run_id: int, path: str | Path) -> int:
     Path(path).write_bytes(batch_lines(state, rows, config))
     pool.add_batch(run_id, "file", [row["id"] for row in rows], input_file_id=str(path),
                    endpoint=endpoint_path(config), status="written")
-    if pool.run(run_id)["status"] in {"created", "finished"}:
-        pool.set_run_status(run_id, "paused", stop_reason="batch file written")
+    if pool.run(run_id)["status"] in {CREATED, FINISHED}:
+        pool.set_run_status(run_id, PAUSED, stop_reason="batch file written")
     return len(rows)
 
 
@@ -332,7 +333,7 @@ def read_batch_file(pool: Pool, path: str | Path, *, run_id: int | None = None) 
         for line in parsed:
             lines.apply(line)
     except RunFailed as exc:
-        pool.set_run_status(run_id, "failed", stop_reason=exc.kind, error=exc.message)
+        pool.set_run_status(run_id, FAILED, stop_reason=exc.kind, error=exc.message)
         raise
     for local in pool.batches(run_id, open_only=True):
         if local["kind"] == "file":
@@ -343,7 +344,7 @@ def read_batch_file(pool: Pool, path: str | Path, *, run_id: int | None = None) 
     state.plan()
     status = ""
     if state.finished():
-        pool.set_run_status(run_id, "finished", stop_reason=state.planning_stopped)
-        status = "finished"
+        pool.set_run_status(run_id, FINISHED, stop_reason=state.planning_stopped)
+        status = FINISHED
     ready = len([r for r in state.open.values() if r.get("response") is None and r.get("batch_id") is None])
     return ReadReport(run_id, lines.answered, lines.failed, lines.ignored, ready, status)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from . import seeds as seeds_mod
+from .model import FAILED, FINISHED, INTERRUPTED, RESUMABLE_STATUSES, ROUGE_THRESHOLD, UNFINISHED_STATUSES
 from .store import DB_ENV_VAR, Pool, PoolError, default_db_path
 
 
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-retries", type=int, help="retries per request before it counts as failed (default 5)")
     gen.add_argument("--max-answer-bytes", type=int,
                      help="answers larger than this are cut and rejected as oversize (default 1000000)")
-    gen.add_argument("--threshold", type=float, default=0.7, help="ROUGE-L novelty threshold (reject above)")
+    gen.add_argument("--threshold", type=float, default=ROUGE_THRESHOLD, help="ROUGE-L novelty threshold (reject above)")
     gen.add_argument("--seed", type=int, default=0, help="seed for prompt sampling")
     gen.add_argument("--batch", action="store_true",
                      help="send requests through the provider's Batch API (half price, up to 24 h per "
@@ -286,7 +287,7 @@ def _gguf_setting(args) -> str:
 def cmd_generate(args) -> int:
     from . import local
     from .backend import LOCAL, defaults_for
-    from .pipeline import RESUMABLE_STATUSES, RunConfig, Runner, estimate_run, resume_command, start_run
+    from .pipeline import RunConfig, Runner, estimate_run, resume_command, start_run
 
     if args.base_url and not args.model and args.resume is None:   # a resumed run has its model
         raise CLIError("--base-url needs --model (the model's name at that endpoint).")
@@ -310,7 +311,7 @@ def cmd_generate(args) -> int:
                                if not args.resume else f"There is no run {args.resume}.")
             if run["status"] not in RESUMABLE_STATUSES:
                 raise CLIError(f"Run {run_id} is {run['status']}; it cannot be resumed.")
-            if run["status"] == "finished":
+            if run["status"] == FINISHED:
                 print(f"Run {run_id} had finished ({run['stop_reason']}); continuing it.")
             overrides = dict(given)
             if args.base_url:
@@ -365,20 +366,20 @@ def cmd_generate(args) -> int:
         except KeyboardInterrupt:
             progress.clear()
             try:
-                pool.set_run_status(run_id, "interrupted", stop_reason="interrupted")
+                pool.set_run_status(run_id, INTERRUPTED, stop_reason="interrupted")
             except Exception:  # noqa: BLE001 - the message below matters more than the status
                 pass
             print(f"Interrupted. Resume with: {resume_command(run_id)}", file=sys.stderr)
             return 130
         progress.clear()
         _print_parse_health(pool, run_id)
-        if outcome.status == "failed":
+        if outcome.status == FAILED:
             raise CLIError(f"Run {run_id} failed: {outcome.error}\n{outcome.next_step}")
         counts = pool.counts()
         print(f"Run {run_id} {outcome.status} ({outcome.stop_reason}): {outcome.rounds_done} round(s), "
               f"{outcome.accepted} accepted in this run. Pool: {counts.seeds} seeds, "
               f"{counts.accepted} generated, {counts.rejected} rejected, {counts.instances} instances.")
-        if outcome.status != "finished":
+        if outcome.status != FINISHED:
             print(outcome.next_step or f"Resume with: {resume_command(run_id)}")
             return 3
     return 0
@@ -402,7 +403,7 @@ def _print_parse_health(pool, run_id: int) -> None:
 
 def _latest_resumable(pool) -> int | None:
     for run in pool.runs():
-        if run["status"] in {"interrupted", "paused", "failed", "stopped", "running"}:
+        if run["status"] in UNFINISHED_STATUSES:
             return run["id"]
     return None
 

@@ -24,14 +24,13 @@ from typing import Callable
 
 from . import parsing, prompts
 from .llm import AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
+from .model import STEP_CLASSIFY, STEP_DONE, STEP_GENERATE
 from .novelty import NoveltyIndex
 from .store import Pool
 
 # Instruction requests first: each one unlocks the most follow-up work and the next rounds.
 _PRIORITY = {prompts.STAGE_INSTRUCTIONS: 0, prompts.STAGE_BATCH: 0, prompts.STAGE_CLASSIFY: 1,
              prompts.STAGE_INSTANCES: 2}
-# What a round's row says (rounds.step): instruction requests out, then follow-ups, then done.
-STEP_GENERATE, STEP_CLASSIFY, STEP_DONE = "generate", "classify", "done"
 RETRY_COOLDOWN_S = 5.0       # a request whose retries ran out waits this long before it is sent again
 MAX_FAILURES_PER_REQUEST = 3  # ...and the run fails if the same request runs out of retries this often
 PREVIEW_CHARS = 500           # how much of an oversize answer a reject shows

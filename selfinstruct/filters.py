@@ -40,20 +40,14 @@ import string
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .model import ALPACA_EXTRA_KEYWORDS, ALPACA_KEYWORDS, MAX_WORDS, MIN_WORDS, PAPER_KEYWORDS
+
 __all__ = [
     "Rejection", "InstructionFilter", "filter_instances", "find_echoes",
     "PAPER_KEYWORDS", "ALPACA_EXTRA_KEYWORDS", "ALPACA_KEYWORDS",
-    "REASON_LABELS", "INSTRUCTION_REASONS", "INSTANCE_REASONS", "PIPELINE_REASONS",
+    "REASON_LABELS", "reason_label", "INSTRUCTION_REASONS", "INSTANCE_REASONS", "PIPELINE_REASONS",
 ]
 
-# Keywords for tasks a text-only model cannot do (Self-Instruct paper / code).
-PAPER_KEYWORDS: tuple[str, ...] = (
-    "image", "images", "graph", "graphs", "picture", "pictures",
-    "file", "files", "map", "maps", "draw", "plot", "go to",
-)
-# Alpaca's additions to the list.
-ALPACA_EXTRA_KEYWORDS: tuple[str, ...] = ("video", "audio", "music", "flowchart", "diagram")
-ALPACA_KEYWORDS: tuple[str, ...] = PAPER_KEYWORDS + ALPACA_EXTRA_KEYWORDS
 
 INSTRUCTION_REASONS: tuple[str, ...] = (
     "empty", "non_ascii_start", "starts_with_punctuation", "too_short", "too_long",
@@ -84,6 +78,13 @@ REASON_LABELS: dict[str, str] = {
     "input_equals_output": "Input equals output",
     "truncated": "Truncated (ends with \":\")",
 }
+
+
+def reason_label(reason: str | None) -> str:
+    """A reason code in plain words for the pages ("(none)" when there is none)."""
+    if not reason:
+        return "(none)"
+    return REASON_LABELS.get(reason, reason.replace("_", " ").capitalize())
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def _plural(n: int, word: str) -> str:
 class InstructionFilter:
     """The Self-Instruct heuristic filter for one generated instruction."""
 
-    def __init__(self, min_words: int = 4, max_words: int = 150,
+    def __init__(self, min_words: int = MIN_WORDS, max_words: int = MAX_WORDS,
                  keywords: Iterable[str] = PAPER_KEYWORDS):
         if isinstance(min_words, bool) or not isinstance(min_words, int) or min_words < 0:
             raise ValueError(f"min_words must be a whole number >= 0, not {min_words!r}")

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, replace
 
 from .llm import PriceTable
+from .model import FAILED, PAUSED, STOPPED, UNFINISHED_STATUSES
 from .pipeline import (Event, RunConfig, RunControl, RunOutcome, Runner, active_run, apply_overrides,
                        start_run)
 from .store import Pool
@@ -83,7 +84,7 @@ class JobManager:
     def resumable_runs(self) -> list[dict]:
         busy_id = self.status().run_id if self.status().busy else None
         return [r for r in self.pool.runs()
-                if r["status"] in {"interrupted", "paused", "failed", "stopped"} and r["id"] != busy_id]
+                if r["status"] in UNFINISHED_STATUSES and r["id"] != busy_id]
 
     # -- actions ------------------------------------------------------------------
     def start(self, config: RunConfig, *, api_key: str | None = None, name: str | None = None,
@@ -106,16 +107,16 @@ class JobManager:
             self._launch(run_id, api_key)
 
     def pause(self) -> None:
-        self._ask("paused", "pausing")
+        self._ask(PAUSED, "pausing")
 
     def stop(self, run_id: int | None = None) -> None:
         """Stop the running run; or end a paused/interrupted one for good."""
         with self._lock:
             busy = self._status.busy
         if busy:
-            self._ask("stopped", "stopping")
+            self._ask(STOPPED, "stopping")
         elif run_id is not None:
-            self.pool.set_run_status(run_id, "stopped", stop_reason="stopped")
+            self.pool.set_run_status(run_id, STOPPED, stop_reason="stopped")
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the worker ends (tests and shutdown); True when it has."""
@@ -163,11 +164,11 @@ class JobManager:
         except Exception as exc:  # the worker must never die silently
             message = f"The run stopped on an unexpected error: {exc.__class__.__name__}: {exc}"
             try:
-                self.pool.set_run_status(run_id, "failed", stop_reason="error", error=message)
+                self.pool.set_run_status(run_id, FAILED, stop_reason="error", error=message)
                 rounds, accepted = self.pool.rounds_done(run_id), self.pool.accepted_count(run_id)
             except Exception:  # noqa: BLE001 - a pool that cannot be written (full disk)
                 rounds = accepted = 0
-            outcome = RunOutcome(run_id, "failed", "error", rounds, accepted, message)
+            outcome = RunOutcome(run_id, FAILED, "error", rounds, accepted, message)
         finally:
             with self._lock:
                 self._status = JobStatus(outcome=outcome, run_id=run_id,

@@ -183,3 +183,22 @@ def labeled_invalid(labels: Sequence[Mapping], questions: Sequence[str], rule: s
 # Which questions judge which part of an item.
 INSTRUCTION_QUESTIONS = ("valid_task",)
 INSTANCE_QUESTIONS = ("input_ok", "output_ok")
+
+
+# The words above as SQL literals, for the store's queries: f"WHERE c.status = {SQL.ACCEPTED}".
+class SQL:
+    ACCEPTED = sql_literal(ACCEPTED)
+    REJECTED = sql_literal(REJECTED)
+    KEPT = sql_literal(KEPT)
+    REMOVED = sql_literal(REMOVED)
+    RESCUED = sql_literal(RESCUED)
+    CONFIRMED = sql_literal(CONFIRMED)
+    APPROVED = sql_literal(APPROVED)
+    BY_HUMAN = sql_literal(BY_HUMAN)
+    BY_FILTER = sql_literal(BY_FILTER)
+    RUNNING = sql_literal(RUNNING)
+    STEP_DONE = sql_literal(STEP_DONE)
+    YES = sql_literal(YES)
+    NO = sql_literal(NO)
+    CANDIDATE = sql_literal(CANDIDATE)
+    INSTANCE = sql_literal(INSTANCE)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .filters import REASON_LABELS
+from .filters import reason_label
 from .store import Pool
 
 
@@ -26,10 +26,6 @@ class RunView:
     @property
     def latest_round(self) -> int:
         return int(self.rounds["round"].max()) if len(self.rounds) else 0
-
-
-def reason_label(reason: str | None) -> str:
-    return REASON_LABELS.get(reason or "", reason or "")
 
 
 def run_view(pool: Pool, run_id: int, *, newest: int = 10) -> RunView:

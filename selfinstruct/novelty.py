@@ -80,12 +80,14 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["tokenize", "rouge_l", "lcs_length", "NoveltyIndex", "DEFAULT_THRESHOLD"]
+from .model import ROUGE_THRESHOLD
 
-DEFAULT_THRESHOLD = 0.7
+__all__ = ["tokenize", "rouge_l", "lcs_length", "NoveltyIndex", "DEFAULT_THRESHOLD", "TOKEN_RUN"]
+
+DEFAULT_THRESHOLD = ROUGE_THRESHOLD
 
 # Runs of ASCII lower-case letters and digits, searched after Unicode lower-casing.
-_TOKEN_RUN = re.compile(r"[a-z0-9]+")
+TOKEN_RUN = re.compile(r"[a-z0-9]+")
 
 # Bounds are compared with scores only after allowing for this much rounding.
 # Scores and bounds are each within a few ulps (~1e-16) of their exact values.
@@ -106,8 +108,8 @@ def tokenize(text: str) -> list[str]:
     if isinstance(text, (bytes, bytearray)):
         # rouge-score lower-cases bytes (ASCII only) and then decodes them.
         text = bytes(text).lower().decode("utf-8")
-        return _TOKEN_RUN.findall(text)
-    return _TOKEN_RUN.findall(text.lower())
+        return TOKEN_RUN.findall(text)
+    return TOKEN_RUN.findall(text.lower())
 
 
 def lcs_length(a: Sequence, b: Sequence) -> int:

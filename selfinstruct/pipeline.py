@@ -30,6 +30,7 @@ from .backend import BACKEND_KINDS, LOCAL, Backend
 from .engine import stored_prompt
 from .filters import InstructionFilter, filter_instances, find_echoes
 from .llm import LLMConfig, LLMError, PriceTable, Sampling
+from .model import FAILED, FINISHED, MAX_WORDS, MIN_WORDS, PAPER_KEYWORDS, PAUSED, ROUGE_THRESHOLD, RUNNING, STOPPED
 from .novelty import NoveltyIndex
 from .store import Pool, PoolError
 
@@ -57,10 +58,10 @@ class RunConfig:
     batch_examples: int = 3             # Alpaca mode: example tasks per prompt
     batch_size: int = 20                # Alpaca mode: tasks asked for per request
     max_instances: int = 5
-    rouge_threshold: float = 0.7
-    min_words: int = 4
-    max_words: int = 150
-    keywords: list[str] = field(default_factory=lambda: list(InstructionFilter().config()["keywords"]))
+    rouge_threshold: float = ROUGE_THRESHOLD
+    min_words: int = MIN_WORDS
+    max_words: int = MAX_WORDS
+    keywords: list[str] = field(default_factory=lambda: list(PAPER_KEYWORDS))
     sampling: dict = field(default_factory=lambda: Sampling().to_dict())
     classify_sampling: dict = field(default_factory=lambda: Sampling(
         temperature=0.0, top_p=1.0, max_tokens=8, presence_penalty=0.0).to_dict())
@@ -162,7 +163,6 @@ class RunConfig:
 RESUMABLE_SETTINGS = ("backend", "base_url", "model", "key_env", "timeout_s", "max_retries", "concurrency",
                       "rpm", "tpm", "max_answer_bytes", "rounds", "target", "budget_usd", "budget_tokens",
                       "failure_streak", "batch_poll_s", "gguf", "threads", "ctx_size", "structured")
-RESUMABLE_STATUSES = ("interrupted", "paused", "failed", "stopped", "finished")
 
 
 @dataclass
@@ -302,7 +302,7 @@ class Runner:
         from . import engine
 
         with _exclusive(self.pool, self.run_id):
-            self.pool.set_run_status(self.run_id, "running")
+            self.pool.set_run_status(self.run_id, RUNNING)
             self.on_event(Event("run_started", self.run_id, message=f"run {self.run_id} started"))
             started_backend = self.backend._server is None
             try:
@@ -316,22 +316,22 @@ class Runner:
                     reason = _run_coroutine(batch.run_batches(state, self.backend, self.control, self.prices))
                 else:
                     reason = _run_coroutine(engine.stream(state, self.backend, self.control, self.prices))
-                return self._end("finished", reason)
+                return self._end(FINISHED, reason)
             except engine.Interrupted:
-                reason = self.control.reason or "stopped"
+                reason = self.control.reason or STOPPED
                 return self._end(reason, reason, next_step=f"Resume with: {resume_command(self.run_id)}"
-                                 if reason == "paused" else "")
+                                 if reason == PAUSED else "")
             except local.LocalModelError as exc:   # the GGUF file went missing, or llama.cpp failed
-                return self._end("failed", "local_model", error=str(exc),
+                return self._end(FAILED, "local_model", error=str(exc),
                                  next_step=f"{NEXT_STEPS['local_model']} Resume with: {resume_command(self.run_id)}")
             except (LLMError, engine.RunFailed) as exc:
-                return self._end("failed", exc.kind, error=exc.message,
+                return self._end(FAILED, exc.kind, error=exc.message,
                                  next_step=f"{NEXT_STEPS.get(exc.kind, 'Fix the cause, then resume.')} "
                                            f"Resume with: {resume_command(self.run_id)}")
             except (duckdb.Error, OSError) as exc:
                 message = (f"Could not write to the pool {self.pool.path}: {exc.__class__.__name__}: {exc}. "
                            "Nothing already written is lost.")
-                return self._end("failed", "storage", error=message,
+                return self._end(FAILED, "storage", error=message,
                                  next_step=f"{NEXT_STEPS['storage']} Resume with: {resume_command(self.run_id)}")
             finally:
                 if started_backend:

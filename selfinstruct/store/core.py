@@ -24,6 +24,7 @@ from typing import Any, Iterator, Sequence
 import duckdb
 
 from ..datadir import PACKAGE_ROOT, data_dir
+from ..model import SQL, rescued_sql
 
 DEFAULT_DB_PATH = PACKAGE_ROOT / "data" / "pool.duckdb"
 DB_ENV_VAR = "SELFINSTRUCT_DB"
@@ -436,10 +437,10 @@ class PoolBase:
     # the sidebar ask for the counts on every run.
     _COUNT_SQL = (
         "SELECT count(*) FROM seed_tasks",
-        "SELECT count(*) FROM candidates WHERE status = 'accepted'",
-        "SELECT count(*) FROM candidates WHERE status = 'rejected'",
-        "SELECT count(*) FROM candidates WHERE review = 'rescued' AND status = 'accepted'",
-        "SELECT count(*) FROM instances WHERE status = 'kept'",
+        f"SELECT count(*) FROM candidates WHERE status = {SQL.ACCEPTED}",
+        f"SELECT count(*) FROM candidates WHERE status = {SQL.REJECTED}",
+        f"SELECT count(*) FROM candidates c WHERE {rescued_sql('c')}",
+        f"SELECT count(*) FROM instances WHERE status = {SQL.KEPT}",
         "SELECT count(*) FROM runs",
         "SELECT count(*) FROM rounds",
         "SELECT count(*) FROM requests WHERE response IS NOT NULL OR error IS NOT NULL",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from ..model import ENDED_STATUSES, INTERRUPTED, RUNNING, SQL
 from .core import _dumps, _loads
 
 
@@ -29,10 +30,10 @@ class RunQueries:
 
     def runs(self) -> list[dict]:
         rows = self._rows(
-            """SELECT r.*,
-                 (SELECT count(*) FROM rounds WHERE run_id = r.id AND step = 'done') AS rounds_done,
-                 (SELECT count(*) FROM candidates WHERE run_id = r.id AND status = 'accepted') AS accepted,
-                 (SELECT count(*) FROM candidates WHERE run_id = r.id AND status = 'rejected') AS rejected,
+            f"""SELECT r.*,
+                 (SELECT count(*) FROM rounds WHERE run_id = r.id AND step = {SQL.STEP_DONE}) AS rounds_done,
+                 (SELECT count(*) FROM candidates WHERE run_id = r.id AND status = {SQL.ACCEPTED}) AS accepted,
+                 (SELECT count(*) FROM candidates WHERE run_id = r.id AND status = {SQL.REJECTED}) AS rejected,
                  (SELECT coalesce(sum(cost_usd), 0) FROM requests WHERE run_id = r.id) AS cost_usd
                FROM runs r ORDER BY r.id DESC"""
         )
@@ -42,7 +43,7 @@ class RunQueries:
 
     def set_run_status(self, run_id: int, status: str, *, stop_reason: str | None = None,
                        error: str | None = None) -> None:
-        finished = status in {"finished", "stopped", "failed"}
+        finished = status in ENDED_STATUSES
         self._q(
             "UPDATE runs SET status = ?, stop_reason = coalesce(?, stop_reason), error = ?, "
             "updated_at = current_timestamp, "
@@ -83,10 +84,10 @@ class RunQueries:
     def mark_interrupted_runs(self, *, keep: Sequence[int] = ()) -> list[int]:
         """Runs still marked running when nothing runs them (the process died); `keep`
         lists runs that are running in this process."""
-        ids = [r[0] for r in self._q("SELECT id FROM runs WHERE status = 'running'").fetchall()
+        ids = [r[0] for r in self._q("SELECT id FROM runs WHERE status = ?", [RUNNING]).fetchall()
                if r[0] not in set(keep)]
         for run_id in ids:
-            self.set_run_status(run_id, "interrupted", stop_reason="interrupted")
+            self.set_run_status(run_id, INTERRUPTED, stop_reason="interrupted")
         return ids
 
     def run_usage(self, run_id: int) -> dict:
@@ -103,13 +104,13 @@ class RunQueries:
         """Seeds plus what earlier runs accepted: where a run's pool-growth chart starts."""
         return int(self._scalar(
             "SELECT (SELECT count(*) FROM seed_tasks) + (SELECT count(*) FROM candidates "
-            "WHERE status = 'accepted' AND run_id < ?)", [run_id]))
+            f"WHERE status = {SQL.ACCEPTED} AND run_id < ?)", [run_id]))
 
     def accepted_count(self, run_id: int | None = None) -> int:
         if run_id is None:
-            return int(self._scalar("SELECT count(*) FROM candidates WHERE status = 'accepted'"))
+            return int(self._scalar(f"SELECT count(*) FROM candidates WHERE status = {SQL.ACCEPTED}"))
         return int(self._scalar(
-            "SELECT count(*) FROM candidates WHERE status = 'accepted' AND run_id = ?", [run_id]))
+            f"SELECT count(*) FROM candidates WHERE status = {SQL.ACCEPTED} AND run_id = ?", [run_id]))
 
     # -- rounds ------------------------------------------------------------------
     def create_round(self, run_id: int, number: int, step: str) -> int:
@@ -120,11 +121,11 @@ class RunQueries:
 
     def rounds_done(self, run_id: int) -> int:
         return int(self._scalar(
-            "SELECT count(*) FROM rounds WHERE run_id = ? AND step = 'done'", [run_id]))
+            f"SELECT count(*) FROM rounds WHERE run_id = ? AND step = {SQL.STEP_DONE}", [run_id]))
 
     def set_round_step(self, round_id: int, step: str) -> None:
         self._q(
-            "UPDATE rounds SET step = ?, finished_at = CASE WHEN ? = 'done' THEN current_timestamp "
+            f"UPDATE rounds SET step = ?, finished_at = CASE WHEN ? = {SQL.STEP_DONE} THEN current_timestamp "
             "ELSE finished_at END WHERE id = ?",
             [step, step, round_id],
         )
@@ -133,7 +134,7 @@ class RunQueries:
         """One row per round: requests, errors, candidates, accepted, rejections by
         reason, instances, tokens, cost and duration; derived from the rows, never cached."""
         frame = self._frame(
-            """WITH req AS (
+            f"""WITH req AS (
                  SELECT round_id, count(*) FILTER (WHERE response IS NOT NULL OR error IS NOT NULL) AS requests,
                         count(*) FILTER (WHERE error IS NOT NULL) AS errors,
                         coalesce(sum(prompt_tokens), 0) + coalesce(sum(completion_tokens), 0) AS tokens,
@@ -141,12 +142,12 @@ class RunQueries:
                  FROM requests WHERE run_id = ? GROUP BY round_id),
                cand AS (
                  SELECT round_id, count(*) AS candidates,
-                        count(*) FILTER (WHERE status = 'accepted') AS accepted,
-                        count(*) FILTER (WHERE status = 'rejected') AS rejected
+                        count(*) FILTER (WHERE status = {SQL.ACCEPTED}) AS accepted,
+                        count(*) FILTER (WHERE status = {SQL.REJECTED}) AS rejected
                  FROM candidates WHERE run_id = ? GROUP BY round_id),
                inst AS (
-                 SELECT c.round_id, count(*) FILTER (WHERE i.status = 'kept') AS instances,
-                        count(*) FILTER (WHERE i.status = 'rejected') AS instances_rejected
+                 SELECT c.round_id, count(*) FILTER (WHERE i.status = {SQL.KEPT}) AS instances,
+                        count(*) FILTER (WHERE i.status = {SQL.REJECTED}) AS instances_rejected
                  FROM instances i JOIN candidates c ON c.id = i.candidate_id
                  WHERE c.run_id = ? GROUP BY c.round_id)
                SELECT r.number AS round, r.step, r.id AS round_id,
@@ -170,7 +171,7 @@ class RunQueries:
     def reject_reasons_by_round(self, run_id: int):
         return self._frame(
             "SELECT r.number AS round, c.reason, count(*) AS n FROM candidates c "
-            "JOIN rounds r ON r.id = c.round_id WHERE c.run_id = ? AND c.status = 'rejected' "
+            f"JOIN rounds r ON r.id = c.round_id WHERE c.run_id = ? AND c.status = {SQL.REJECTED} "
             "GROUP BY r.number, c.reason ORDER BY r.number, c.reason",
             [run_id],
         )
@@ -299,7 +300,7 @@ class RunQueries:
         classification or instances and have no open request that will bring it."""
         return self._rows(
             "SELECT c.id, c.instruction, c.is_classification, c.run_id, c.round_id FROM candidates c "
-            "WHERE c.status = 'accepted' AND (c.is_classification IS NULL OR NOT EXISTS "
+            f"WHERE c.status = {SQL.ACCEPTED} AND (c.is_classification IS NULL OR NOT EXISTS "
             "  (SELECT 1 FROM instances i WHERE i.candidate_id = c.id)) "
             "AND NOT EXISTS (SELECT 1 FROM requests q WHERE q.candidate_id = c.id AND q.applied_at IS NULL) "
             "ORDER BY c.id")
@@ -309,7 +310,7 @@ class RunQueries:
         runs and of this run's rounds up to `last_round` (a fixed lag keeps prompts deterministic)."""
         return [r[0] for r in self._q(
             "SELECT c.instruction FROM candidates c LEFT JOIN rounds r ON r.id = c.round_id "
-            "WHERE c.status = 'accepted' AND (c.run_id IS NULL OR c.run_id < ? "
+            f"WHERE c.status = {SQL.ACCEPTED} AND (c.run_id IS NULL OR c.run_id < ? "
             "OR (c.run_id = ? AND r.number <= ?)) ORDER BY c.id",
             [run_id, run_id, last_round]).fetchall()]
 
@@ -384,7 +385,7 @@ class RunQueries:
         )
 
     def machine_instructions(self, limit: int | None = None) -> list[str]:
-        sql = "SELECT instruction FROM candidates WHERE status = 'accepted' ORDER BY id"
+        sql = f"SELECT instruction FROM candidates WHERE status = {SQL.ACCEPTED} ORDER BY id"
         return [r[0] for r in self._q(sql + (" LIMIT ?" if limit else ""),
                                       [limit] if limit else []).fetchall()]
 
@@ -392,7 +393,7 @@ class RunQueries:
         return self._rows(
             "SELECT c.id, r.number AS round, c.instruction, c.max_rouge, c.is_classification "
             "FROM candidates c JOIN rounds r ON r.id = c.round_id "
-            "WHERE c.run_id = ? AND c.status = 'accepted' ORDER BY c.id DESC LIMIT ?",
+            f"WHERE c.run_id = ? AND c.status = {SQL.ACCEPTED} ORDER BY c.id DESC LIMIT ?",
             [run_id, limit],
         )
 
@@ -418,7 +419,7 @@ class RunQueries:
         """The novelty pool as a run saw it when it began: seeds and what earlier runs accepted."""
         return [r[0] for r in self._q(
             "SELECT instruction FROM (SELECT 0 AS k, id, instruction FROM seed_tasks "
-            "UNION ALL SELECT 1 AS k, id, instruction FROM candidates WHERE status = 'accepted' "
+            f"UNION ALL SELECT 1 AS k, id, instruction FROM candidates WHERE status = {SQL.ACCEPTED} "
             "AND run_id < ?) ORDER BY k, id", [run_id]).fetchall()]
 
     def redecide_candidates(self, run_id: int, decisions: dict[int, dict], *, actor: str) -> int:
@@ -429,7 +430,7 @@ class RunQueries:
             for candidate_id, new in decisions.items():
                 before = cur.execute(
                     "SELECT status, reason, max_rouge FROM candidates WHERE id = ? AND run_id = ? "
-                    "AND decided_by = 'filter'", [candidate_id, run_id]).fetchone()
+                    f"AND decided_by = {SQL.BY_FILTER}", [candidate_id, run_id]).fetchone()
                 if before is None:
                     continue
                 cur.execute(
