@@ -5,11 +5,13 @@ from pathlib import Path
 
 import pytest
 
+# The package is imported as installed (`pip install -e .`, as the README's commands do), not
+# from a path added here. `from tests.conftest import ROOT` in the test modules resolves because
+# `python -m pytest` runs from the repository root, which puts it first on sys.path.
+from selfinstruct.store import Pool
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
-sys.path.insert(0, str(ROOT))
-
-from selfinstruct.store import Pool  # noqa: E402
 
 
 def pytest_collection_modifyitems(items):

@@ -47,8 +47,7 @@ def test_second_process_gets_a_plain_lock_message(db_path):
     Pool.open(db_path).close()
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
-            import sys, time
-            sys.path.insert(0, {str(db_path.parent)!r})
+            import time
             import duckdb
             con = duckdb.connect({str(db_path)!r})
             print("ready", flush=True)
