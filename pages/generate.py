@@ -7,7 +7,8 @@ from selfinstruct.filters import ALPACA_EXTRA_KEYWORDS, PAPER_KEYWORDS
 from selfinstruct.backend import (LOCAL, OFFLINE, OPENAI_COMPATIBLE, OPENAI_URL, OWN_SERVERS, Backend,
                                   defaults_for, owner_base_url)
 from selfinstruct.llm import LLMError, PriceTable, Sampling
-from selfinstruct.pipeline import NEXT_STEPS, RESUMABLE_STATUSES, STRUCTURED_SETTINGS, RunConfig, estimate_run
+from selfinstruct.model import ROUGE_THRESHOLD, UNFINISHED_STATUSES
+from selfinstruct.pipeline import NEXT_STEPS, STRUCTURED_SETTINGS, RunConfig, estimate_run
 
 BACKENDS = {
     "local": "Local model",
@@ -126,22 +127,24 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
             st.success("Connected.", icon=":material/check_circle:")
             st.text(message)    # names what the endpoint answered
 
-    st.markdown("**Sampling** (the paper: temperature 0.7, top_p 0.5, presence penalty 2, 1024 tokens)")
+    paper, defaults = Sampling(), RunConfig()
+    st.markdown(f"**Sampling** (the paper: temperature {paper.temperature}, top_p {paper.top_p}, "
+                f"presence penalty {paper.presence_penalty:g}, {paper.max_tokens} tokens)")
     s1, s2, s3, s4 = st.columns(4)
-    temperature = s1.number_input("Temperature", 0.0, 2.0, 0.7, 0.05, key="gen_temperature")
-    top_p = s2.number_input("top_p", 0.0, 1.0, 0.5, 0.05, key="gen_top_p")
-    presence = s3.number_input("Presence penalty", -2.0, 2.0, 2.0, 0.1, key="gen_presence")
-    max_tokens = s4.number_input("Max tokens", 16, 32768, 1024, 64, key="gen_max_tokens")
+    temperature = s1.number_input("Temperature", 0.0, 2.0, paper.temperature, 0.05, key="gen_temperature")
+    top_p = s2.number_input("top_p", 0.0, 1.0, paper.top_p, 0.05, key="gen_top_p")
+    presence = s3.number_input("Presence penalty", -2.0, 2.0, paper.presence_penalty, 0.1, key="gen_presence")
+    max_tokens = s4.number_input("Max tokens", 16, 32768, paper.max_tokens, 64, key="gen_max_tokens")
 
     st.markdown("**Each round**")
     r1, r2, r3, r4 = st.columns(4)
-    requests_per_round = r1.number_input("Requests per round", 1, 1000, 8, key="gen_requests")
+    requests_per_round = r1.number_input("Requests per round", 1, 1000, defaults.requests_per_round, key="gen_requests")
     concurrency = r2.number_input("Concurrent requests", 1, 256, defaults_for(kind)["concurrency"],
                                   key=f"gen_concurrency{per_kind}",
                                   help="At most this many requests in flight; lowered automatically while "
                                        "the endpoint answers 429 (rate limited), and raised again after.")
-    human_examples = r3.number_input("Seed examples per prompt", 0, 16, 6, key="gen_human")
-    machine_examples = r4.number_input("Generated examples per prompt", 0, 16, 2, key="gen_machine",
+    human_examples = r3.number_input("Seed examples per prompt", 0, 16, defaults.human_examples, key="gen_human")
+    machine_examples = r4.number_input("Generated examples per prompt", 0, 16, defaults.machine_examples, key="gen_machine",
                                        help="Used once the pool has generated instructions.")
 
     st.markdown("**Requests**")
@@ -157,16 +160,16 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
                           help="Requests go to the provider's Batch API in batches: half the list "
                                "price, but each batch may take up to 24 h and a round needs up to "
                                "three of them (instructions, classification, instances).")
-    batch_poll, batch_discount = 30.0, 0.5
+    batch_poll, batch_discount = defaults.batch_poll_s, defaults.batch_discount
     if use_batch and kind not in OWN_SERVERS:
-        batch_poll = q4.number_input("Check batches every (s)", 0.1, 3600.0, 30.0, 5.0, key="gen_batch_poll")
-        batch_discount = q4.number_input("Batch price (fraction of the list price)", 0.05, 1.0, 0.5, 0.05,
+        batch_poll = q4.number_input("Check batches every (s)", 0.1, 3600.0, defaults.batch_poll_s, 5.0, key="gen_batch_poll")
+        batch_discount = q4.number_input("Batch price (fraction of the list price)", 0.05, 1.0, defaults.batch_discount, 0.05,
                                          key="gen_batch_discount",
                                          help="Providers charge about half for batches; check yours.")
 
     st.markdown("**Filters**")
     f1, f2 = st.columns([1, 2])
-    threshold = f1.slider("ROUGE-L threshold (reject above)", 0.3, 1.0, 0.7, 0.01, key="gen_threshold")
+    threshold = f1.slider("ROUGE-L threshold (reject above)", 0.3, 1.0, defaults.rouge_threshold, 0.01, key="gen_threshold")
     alpaca_words = f1.checkbox("Also Alpaca's words (video, audio, music, flowchart, diagram)",
                                key="gen_alpaca_words")
     default_words = list(PAPER_KEYWORDS) + (list(ALPACA_EXTRA_KEYWORDS) if alpaca_words else [])
@@ -286,7 +289,7 @@ def live_view() -> None:
                      icon=":material/error:")
             # The message may quote the endpoint: plain text, never markdown.
             st.text(view.run["error"])
-        if state in RESUMABLE_STATUSES and state != "finished":
+        if state in UNFINISHED_STATUSES:
             run_cfg = view.run["config"]
             with st.expander("Settings for the resumed run", expanded=state == "failed",
                              icon=":material/build:"):
@@ -298,9 +301,9 @@ def live_view() -> None:
                 fix_url = o2.text_input("Base URL", value=run_cfg.get("base_url", ""), key=f"gen_fix_url_{run_id}",
                                         disabled=run_cfg.get("backend") in OWN_SERVERS)
                 o3, o4 = st.columns(2)
-                fix_timeout = o3.number_input("Timeout (s)", 1.0, 3600.0, float(run_cfg.get("timeout_s", 60.0)),
+                fix_timeout = o3.number_input("Timeout (s)", 1.0, 3600.0, float(run_cfg.get("timeout_s", RunConfig.timeout_s)),
                                               5.0, key=f"gen_fix_timeout_{run_id}")
-                fix_concurrency = o4.number_input("Concurrent requests", 1, 256, int(run_cfg.get("concurrency", 8)),
+                fix_concurrency = o4.number_input("Concurrent requests", 1, 256, int(run_cfg.get("concurrency", RunConfig.concurrency)),
                                                   key=f"gen_fix_concurrency_{run_id}")
             overrides = {"timeout_s": float(fix_timeout), "concurrency": int(fix_concurrency)}
             if run_cfg.get("backend") not in OWN_SERVERS:
@@ -372,7 +375,7 @@ def live_view() -> None:
         left, right = st.columns(2)
         left.markdown(f"**ROUGE-L of round {view.latest_round}'s candidates**")
         if len(view.rouge):
-            left.altair_chart(rouge_chart(view, view.run["config"].get("rouge_threshold", 0.7)))
+            left.altair_chart(rouge_chart(view, view.run["config"].get("rouge_threshold", ROUGE_THRESHOLD)))
         else:
             left.caption("No scores yet for this round.")
         right.markdown("**Newest accepted instructions**")

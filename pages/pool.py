@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import allowed, current_pool, current_user, page_link, require
-from selfinstruct import explore
+from selfinstruct import explore, model
 from selfinstruct.export import ExportFilters, PAPER_LENGTHS
 from selfinstruct.store import PoolError
 
@@ -13,7 +13,7 @@ PAGE_SIZE = 50
 VIEWS = {"browse": "Browse and edit", "diversity": "Diversity"}
 CLASSIFICATION = {"both": "All tasks", "only": "Classification tasks", "exclude": "Other tasks"}
 REVIEWS = {"all": "Any", "untouched": "Not reviewed", "human_approved": "Human-approved",
-           "rescued": "Rescued", "approved": "Approved here"}
+           model.RESCUED: "Rescued", model.APPROVED: "Approved here"}
 ACTION_LABELS = {"edit_candidate": "edited the instruction of", "edit_instance": "edited instance",
                  "approve": "approved", "remove": "removed", "remove_instance": "removed instance"}
 
@@ -142,7 +142,7 @@ def item_panel(candidate_id: int) -> None:
         if save_col.button("Save instruction", key="pool_save_instruction", icon=":material/save:",
                            disabled=new_text.strip() == item["instruction"]):
             act(pool.pool_edit_instruction, candidate_id, new_text, done=f"Saved the instruction of #{candidate_id}.")
-        approved = item["review"] in ("rescued", "approved") and item["decided_by"] == "human"
+        approved = model.is_human_approved(item)
         if approve_col.button("Approve", key="pool_approve", icon=":material/verified:", disabled=approved,
                               help="Mark it as checked by a person (the export can keep only these)."):
             act(pool.pool_approve, candidate_id, done=f"Approved #{candidate_id}.")
@@ -330,7 +330,7 @@ def diversity() -> None:
 
 def pool_threshold() -> float:
     runs = pool.runs()
-    return float((runs[0]["config"] or {}).get("rouge_threshold", 0.7)) if runs else 0.7
+    return float((runs[0]["config"] or {}).get("rouge_threshold", model.ROUGE_THRESHOLD)) if runs else model.ROUGE_THRESHOLD
 
 
 # ============================================================================ page

@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import allowed, current_pool, current_user, page_link, require
-from selfinstruct import review
+from selfinstruct import model, review
 from selfinstruct.render import marked_html
 from selfinstruct.store.review import ReviewError
 
@@ -124,7 +124,7 @@ with browse_tab:
     k1, k2 = st.columns([1, 2])
     kind = k1.segmented_control("Show", list(review.KIND_LABELS), key="rej_kind", default="instruction",
                                 required=True, format_func=review.KIND_LABELS.get)
-    states = ["pending", "confirmed", "rescued", "all"] if kind == "instruction" else ["pending", "rescued", "all"]
+    states = [s for s in model.REVIEW_STATES if kind == "instruction" or s != model.CONFIRMED]
     state = k2.segmented_control("Review state", states, key=f"rej_review_{kind}", default="pending",
                                  required=True, format_func=review.REVIEW_LABELS.get)
     search = st.columns([2, 1])[0].text_input("Search the text", key="rej_search", placeholder="words in the instruction"
@@ -241,10 +241,10 @@ with browse_tab:
                 meta = f"Candidate #{cand['id']} · run {cand['run_id']} · round {cand['round']}"
                 h1, h2 = st.columns([3, 1])
                 h1.markdown(f"**{meta}**")
-                h2.badge(exp.label, color="orange" if cand["status"] == "rejected" else "green")
+                h2.badge(exp.label, color="orange" if cand["status"] == model.REJECTED else "green")
                 if exp.message:
                     st.text(exp.message)
-                if cand["review"] == "rescued" and cand["status"] == "accepted":
+                if model.is_rescued(cand):
                     st.success("Rescued: in the pool, accepted by a person.", icon=":material/check_circle:")
                     if not cand["instances"]:
                         st.info("Instances pending: the next round of any run classifies this instruction "
@@ -390,7 +390,7 @@ with browse_tab:
 with whatif_tab:
     evidence = whatif_evidence(str(pool.path), version, run_id)
     current = evidence["thresholds"]
-    default_t = current[-1] if current else 0.7
+    default_t = current[-1] if current else model.ROUGE_THRESHOLD
     t = st.slider("What if the ROUGE-L threshold had been", 0.0, 1.0, float(default_t), 0.01, key="rej_whatif_t",
                   help="A candidate is rejected when its highest ROUGE-L against the pool is above the threshold.")
     what = review.whatif(pool, t, run_id=run_id, thresholds_used=current)

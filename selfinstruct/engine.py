@@ -24,7 +24,7 @@ from typing import Callable
 
 from . import parsing, prompts
 from .llm import AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
-from .model import STEP_CLASSIFY, STEP_DONE, STEP_GENERATE
+from .model import ACCEPTED, REJECTED, STEP_CLASSIFY, STEP_DONE, STEP_GENERATE
 from .novelty import NoveltyIndex
 from .store import Pool
 
@@ -370,7 +370,7 @@ class RunState:
                 continue
             if row.get("oversize"):
                 rows = [{"request_id": row["id"], "instruction": (row.get("response") or "")[:PREVIEW_CHARS],
-                         "status": "rejected", "reason": "oversize", "details": _oversize_details(self.cfg)}]
+                         "status": REJECTED, "reason": "oversize", "details": _oversize_details(self.cfg)}]
             else:
                 rows = decide_round([row], self.filter, self.index, self.cfg.rouge_threshold,
                                     batch=self.gen_stage == prompts.STAGE_BATCH)
@@ -381,7 +381,7 @@ class RunState:
             followups = []
             if self.gen_stage == prompts.STAGE_INSTRUCTIONS:
                 for i, cand in enumerate(rows):
-                    if cand["status"] == "accepted":
+                    if cand["status"] == ACCEPTED:
                         item = self._followup({"id": None, "instruction": cand["instruction"],
                                                "is_classification": None}, row["round_id"])
                         item.update(candidate_id=None, candidate_ref=i)
@@ -389,7 +389,7 @@ class RunState:
             items = sum(c.get("reason") not in _NOT_AN_ITEM for c in rows)
             ids = self.pool.apply_answer(row["id"], run_id=self.run_id, round_id=row["round_id"],
                                          candidates=rows, followups=followups, items=items)
-            self.accepted_total += sum(c["status"] == "accepted" for c in rows)
+            self.accepted_total += sum(c["status"] == ACCEPTED for c in rows)
             for request_id, item in zip(ids, followups):
                 cand = rows[item["candidate_ref"]]
                 item = {**item, "candidate_id": cand["id"], "meta": {**item["meta"], "candidate_id": cand["id"]}}
@@ -423,7 +423,7 @@ class RunState:
 
         meta = row["meta"] or {}
         if answer["oversize"]:
-            rows = [{"input": "", "output": (answer["text"] or "")[:PREVIEW_CHARS], "status": "rejected",
+            rows = [{"input": "", "output": (answer["text"] or "")[:PREVIEW_CHARS], "status": REJECTED,
                      "reason": "oversize", "details": _oversize_details(self.cfg)}]
         else:
             rows = decide_instances(answer["text"] or "", bool(meta.get("is_classification")),

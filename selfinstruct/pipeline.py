@@ -30,7 +30,8 @@ from .backend import BACKEND_KINDS, LOCAL, Backend
 from .engine import stored_prompt
 from .filters import InstructionFilter, filter_instances, find_echoes
 from .llm import LLMConfig, LLMError, PriceTable, Sampling
-from .model import FAILED, FINISHED, MAX_WORDS, MIN_WORDS, PAPER_KEYWORDS, PAUSED, ROUGE_THRESHOLD, RUNNING, STOPPED
+from .model import (ACCEPTED, FAILED, FINISHED, KEPT, MAX_WORDS, MIN_WORDS, PAPER_KEYWORDS, PAUSED, REJECTED,
+                    ROUGE_THRESHOLD, RUNNING, STOPPED)
 from .novelty import NoveltyIndex
 from .store import Pool, PoolError
 
@@ -468,7 +469,7 @@ def decide_round(requests: list[dict], instruction_filter: InstructionFilter, in
         for k, (instruction, task) in enumerate(items):
             if k in echoes:
                 why = echoes[k]
-                row = {"instruction": instruction, "status": "rejected", "reason": why.reason,
+                row = {"instruction": instruction, "status": REJECTED, "reason": why.reason,
                        "details": {"message": why.message, **why.evidence}}
             else:
                 row = decide_instruction(instruction, instruction_filter, index, threshold)
@@ -476,7 +477,7 @@ def decide_round(requests: list[dict], instruction_filter: InstructionFilter, in
             row["position"] = len(rows)
             if task is not None:
                 row["is_classification"] = False
-                if row["status"] == "accepted":
+                if row["status"] == ACCEPTED:
                     row["instances"] = decide_instances_list([{"input": task.get("input", ""),
                                                                "output": task.get("output", "")}])
             rows.append(row)
@@ -486,7 +487,7 @@ def decide_round(requests: list[dict], instruction_filter: InstructionFilter, in
         for fragment in fragments:
             rows.append({
                 "request_id": request["id"], "position": len(rows), "instruction": fragment,
-                "status": "rejected", "reason": "unparseable",
+                "status": REJECTED, "reason": "unparseable",
                 "details": {"message": "The model's answer could not be read as a task.",
                             "finish_reason": request.get("finish_reason")},
             })
@@ -497,7 +498,7 @@ def decide_instruction(instruction: str, instruction_filter: InstructionFilter, 
                        threshold: float) -> dict:
     rejection = instruction_filter.check(instruction)
     if rejection is not None:
-        return {"instruction": instruction, "status": "rejected", "reason": rejection.reason,
+        return {"instruction": instruction, "status": REJECTED, "reason": rejection.reason,
                 "details": {"message": rejection.message, **rejection.evidence}}
     # The best score decides; only a reject pays for the top-10 evidence (4x dearer).
     best_score, best_id = index.max_similarity(instruction)
@@ -506,20 +507,20 @@ def decide_instruction(instruction: str, instruction_filter: InstructionFilter, 
     if best_score > threshold:
         evidence = [{"text": index.text(i), "score": score}
                     for i, score in index.most_similar(instruction, k=TOP_K_EVIDENCE)]
-        row.update(status="rejected", reason="rouge", details={
+        row.update(status=REJECTED, reason="rouge", details={
             "message": f"ROUGE-L {best_score:.3f} with a pool instruction is above the threshold {threshold}.",
             "threshold": threshold, "nearest": evidence})
     else:
         index.add(instruction)
         nearest = [{"text": row["nearest_text"], "score": best_score}] if best_id is not None else []
-        row.update(status="accepted", reason=None, details={"threshold": threshold, "nearest": nearest})
+        row.update(status=ACCEPTED, reason=None, details={"threshold": threshold, "nearest": nearest})
     return row
 
 
 def decide_instances_list(instances: list[dict]) -> list[dict]:
     kept, rejected = filter_instances(instances)
-    rows = [{**inst, "status": "kept"} for inst in kept]
-    rows += [{**inst, "status": "rejected", "reason": why.reason,
+    rows = [{**inst, "status": KEPT} for inst in kept]
+    rows += [{**inst, "status": REJECTED, "reason": why.reason,
               "details": {"message": why.message, **why.evidence}} for inst, why in rejected]
     return rows
 
@@ -534,7 +535,7 @@ def decide_instances(text: str, is_classification: bool, max_instances: int,
         details = {"message": "The model's answer could not be read as input/output examples."}
         if parsed.unparseable:
             details["why"] = parsed.unparseable[0]
-        rows.append({"input": "", "output": text, "status": "rejected", "reason": "unparseable",
+        rows.append({"input": "", "output": text, "status": REJECTED, "reason": "unparseable",
                      "details": details})
     return rows
 
@@ -578,8 +579,8 @@ def refilter(pool: Pool, run_id: int, *, threshold: float | None = None, keyword
             if old["instruction"] != new["instruction"]:
                 raise RuntimeError("The stored candidates no longer match the stored responses "
                                    f"(round id {round_id}); re-filter cannot line them up.")
-            old_key = old["reason"] if old["status"] == "rejected" else "accepted"
-            new_key = new["reason"] if new["status"] == "rejected" else "accepted"
+            old_key = old["reason"] if old["status"] == REJECTED else ACCEPTED
+            new_key = new["reason"] if new["status"] == REJECTED else ACCEPTED
             before[old_key] = before.get(old_key, 0) + 1
             after[new_key] = after.get(new_key, 0) + 1
             if old_key != new_key:

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 from .filters import (INSTANCE_REASONS, INSTRUCTION_REASONS, PIPELINE_REASONS, reason_label,
                       InstructionFilter)
+from .model import ACCEPTED, CONFIRMED, KEPT, REJECTED, RESCUED, REVIEW_LABELS, is_rescued
 from .novelty import TOKEN_RUN, rouge_l, tokenize
 
 __all__ = [
@@ -35,7 +36,6 @@ __all__ = [
 ]
 
 KIND_LABELS = {"instruction": "Instructions", "instance": "Instances"}
-REVIEW_LABELS = {"pending": "To review", "confirmed": "Confirmed", "rescued": "Rescued", "all": "All"}
 INSTRUCTION_REJECT_REASONS: tuple[str, ...] = PIPELINE_REASONS + INSTRUCTION_REASONS
 INSTANCE_REJECT_REASONS: tuple[str, ...] = INSTANCE_REASONS + ("unparseable", "oversize")
 
@@ -86,11 +86,11 @@ class RejectPage:
 
 
 def _review_state(status: str, review: str | None, has_instances: bool | None) -> str:
-    if review == "rescued" and status == "accepted":
-        return "rescued" if has_instances else "rescued · instances pending"
-    if review == "confirmed":
-        return "confirmed"
-    return "to review" if status == "rejected" else str(status)
+    if is_rescued({"status": status, "review": review}):
+        return RESCUED if has_instances else f"{RESCUED} · instances pending"
+    if review == CONFIRMED:
+        return CONFIRMED
+    return "to review" if status == REJECTED else str(status)
 
 
 def reason_counts(pool, query: RejectQuery) -> dict[str, int]:
@@ -129,7 +129,7 @@ def load_page(pool, query: RejectQuery, page: int = 1, page_size: int = 50,
         frame = frame[["id", "round", "run_id", "reason", "instruction", "max_rouge", "state",
                        "reason_code", "status", "review"]]
     else:
-        frame["state"] = ["rescued (kept)" if s == "kept" else "to review" for s in frame["status"]]
+        frame["state"] = ["rescued (kept)" if s == KEPT else "to review" for s in frame["status"]]
         frame = frame[["id", "candidate_id", "round", "run_id", "reason", "instruction", "input",
                        "output", "state", "reason_code", "status"]]
     return RejectPage(frame.reset_index(drop=True), total, page, pages, page_size, counts)
@@ -324,7 +324,7 @@ def explain_candidate(row: dict, *, k: int = 5) -> Explanation:
     elif kind == "unparseable":
         exp.rescue_blocked = ("This is raw model text that could not be read as an instruction. "
                               "Edit it into one instruction to rescue it.")
-    if row.get("status") == "accepted":
+    if row.get("status") == ACCEPTED:
         exp.rescue_blocked = "It is already in the pool."
     return exp
 
@@ -346,7 +346,7 @@ def explain_instance(row: dict) -> Explanation:
     if reason in ("unparseable", "oversize"):
         exp.rescue_blocked = ("This is the model's raw answer, which could not be read as "
                               "input/output pairs; there is no instance to keep.")
-    if row.get("status") == "kept":
+    if row.get("status") == KEPT:
         exp.rescue_blocked = "It is already kept."
     return exp
 
