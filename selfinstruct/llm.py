@@ -33,9 +33,10 @@
   connect, it is raised as fatal -- nothing else will work either. `list_models()` and
   `check()` do not retry, so "Test connection" answers at once.
 * The API key never leaves the client: `LLMConfig.public_dict()` omits it, ``repr`` masks it,
-  and error messages never quote it. ``api_key=None`` means: use ``OPENAI_API_KEY`` from the
-  environment, or else the placeholder ``"not-needed"`` (local servers such as vLLM, Ollama,
-  llama.cpp or the offline demo ignore the key, but the openai package insists on one).
+  and error messages never quote it. ``api_key=None`` sends the placeholder ``"not-needed"``
+  (local servers such as vLLM, Ollama, llama.cpp or the offline demo ignore the key, but the
+  openai package insists on one). Which key an endpoint may get, and whether the environment's
+  key may go to it, is decided in one place: `backend.Backend.resolved_api_key`.
 * Event loops: an AsyncOpenAI (and its connection pool) belongs to the event loop it was made
   in. The client is built lazily inside the running loop and rebuilt when called from a new
   loop (the pipeline runs ``asyncio.run`` per step). Close it in the same loop with
@@ -142,16 +143,12 @@ class LLMConfig:
         object.__setattr__(self, "max_answer_bytes", int(self.max_answer_bytes))
 
     def resolved_api_key(self) -> str:
-        """The key actually sent: explicit key, else $OPENAI_API_KEY, else the placeholder."""
-        if self.api_key:
-            return self.api_key
-        return os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_API_KEY
+        """The key actually sent: the one given (by `Backend`), else the placeholder."""
+        return self.api_key or PLACEHOLDER_API_KEY
 
     def api_key_source(self) -> str:
-        """'explicit', 'env' or 'placeholder' -- safe to show, never the key itself."""
-        if self.api_key:
-            return "explicit"
-        return "env" if os.environ.get("OPENAI_API_KEY") else "placeholder"
+        """'explicit' or 'placeholder' -- safe to show, never the key itself."""
+        return "explicit" if self.api_key else "placeholder"
 
     def public_dict(self) -> dict:
         """Every field except the API key; ``LLMConfig(**d, api_key=...)`` rebuilds it."""

@@ -29,7 +29,7 @@ from . import local
 from .backend import BACKEND_KINDS, LOCAL, Backend
 from .engine import stored_prompt
 from .filters import InstructionFilter, filter_instances, find_echoes
-from .llm import LLMConfig, LLMError, PriceTable, Sampling
+from .llm import LLMError, PriceTable, Sampling
 from .model import (ACCEPTED, FAILED, FINISHED, KEPT, MAX_WORDS, MIN_WORDS, PAPER_KEYWORDS, PAUSED, REJECTED,
                     ROUGE_THRESHOLD, RUNNING, STOPPED)
 from .novelty import NoveltyIndex
@@ -153,11 +153,6 @@ class RunConfig:
                 local.resolve_gguf(self.gguf)
             except local.LocalModelError as exc:
                 raise ValueError(str(exc)) from None
-
-    def llm_config(self, api_key: str | None) -> LLMConfig:
-        return LLMConfig(base_url=self.base_url, model=self.model, api_key=api_key, mode=self.mode,
-                         concurrency=self.concurrency, timeout_s=self.timeout_s,
-                         max_retries=self.max_retries, max_answer_bytes=self.max_answer_bytes)
 
 
 # Settings a resumed run may change: where and how requests go, and when the run stops.

@@ -220,13 +220,13 @@ def test_wrong_key_is_auth_error():
         assert c.ok
 
 
-def test_env_key_and_placeholder(monkeypatch):
+def test_no_key_sends_the_placeholder_never_the_environments(monkeypatch):
+    # The environment's key is Backend's decision (tests/test_keys.py), never the client's own.
     with OfflineServer(responder=Recorder(), api_key="sk-env-key-77") as srv:
         monkeypatch.setenv("OPENAI_API_KEY", "sk-env-key-77")
+        assert run(one(config(srv, api_key="sk-env-key-77"))).ok
         cfg = config(srv, api_key=None)
-        assert run(one(cfg)).ok
-        assert cfg.api_key_source() == "env"
-        monkeypatch.delenv("OPENAI_API_KEY")
+        assert cfg.api_key_source() == "placeholder"
         assert cfg.resolved_api_key() == PLACEHOLDER_API_KEY
         with pytest.raises(LLMError) as ei:
             run(one(cfg))
