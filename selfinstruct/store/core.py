@@ -248,6 +248,12 @@ MIGRATIONS: dict[int, list[str]] = {
         # label per item is enough); older studies keep today's meaning, one label per item.
         """ALTER TABLE quality_studies ADD COLUMN overlap INTEGER NOT NULL DEFAULT 1""",
     ],
+    6: [
+        # The version of the parser that read a request's answer when it was applied
+        # (parsing.PARSERS), so re-filter reads it again with the same one. NULL: applied before
+        # versions were stored, which parsing.PRE_VERSION_PARSERS maps to each stage's first one.
+        """ALTER TABLE requests ADD COLUMN parser_version VARCHAR""",
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
