@@ -409,42 +409,50 @@ def _latest_resumable(pool) -> int | None:
 
 
 class _Progress:
-    """A one-line progress bar on stderr (on a terminal), and a summary line per round."""
+    """A progress bar on stderr (tqdm, on a terminal only), and a summary line per round on stdout."""
 
     def __init__(self, stream) -> None:
         self.stream = stream
-        self.tty = stream.isatty()
-        self.width = 0
+        self.bar = None
 
     def __call__(self, event) -> None:
-        if event.kind in {"request", "round_started"} and event.total and self.tty:
+        if event.kind in {"request", "round_started"} and event.total:
+            bar = self._bar()
             d = event.data
-            filled = int(24 * event.done / event.total)
-            line = (f"round {event.round} [{'#' * filled}{'.' * (24 - filled)}] {event.done}/{event.total} "
-                    f"requests · {d.get('in_flight', 0)} in flight of {d.get('limit', 0)}"
-                    + (f" · {d['rate_limited']} rate-limited" if d.get("rate_limited") else "")
-                    + (f" · {d['failures']} failed" if d.get("failures") else ""))
-            self._write("\r" + line.ljust(self.width))
-            self.width = max(self.width, len(line))
+            bar.set_description(f"round {event.round}", refresh=False)
+            bar.total = event.total
+            bar.n = event.done
+            bar.set_postfix_str(f"{d.get('in_flight', 0)} in flight of {d.get('limit', 0)}"
+                                + (f" · {d['rate_limited']} rate-limited" if d.get("rate_limited") else "")
+                                + (f" · {d['failures']} failed" if d.get("failures") else ""))
         elif event.kind == "round_done":
-            self.clear()
             row = event.data
-            print(f"round {event.round}: {row['requests']} requests, {row['candidates']} candidates, "
-                  f"{row['accepted']} accepted ({row['acceptance']:.0%}), {row['rejected']} rejected, "
-                  f"{row['instances']} instances, {row['errors']} errors, {int(row['tokens']):,} tokens, "
-                  f"${row['cost_usd']:.4f}, {row['seconds']:.1f} s", flush=True)
+            self._print(f"round {event.round}: {row['requests']} requests, {row['candidates']} candidates, "
+                        f"{row['accepted']} accepted ({row['acceptance']:.0%}), {row['rejected']} rejected, "
+                        f"{row['instances']} instances, {row['errors']} errors, {int(row['tokens']):,} tokens, "
+                        f"${row['cost_usd']:.4f}, {row['seconds']:.1f} s")
         elif event.kind == "batch":
-            self.clear()
-            print(event.message, flush=True)
+            self._print(event.message)
 
-    def _write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
+    def _bar(self):
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=0, unit="request", file=self.stream, leave=False,
+                            disable=not self.stream.isatty(), dynamic_ncols=True)
+        return self.bar
+
+    def _print(self, line: str) -> None:
+        if self.bar is not None and not self.bar.disable:
+            self.bar.clear()
+        print(line, flush=True)
+        if self.bar is not None and not self.bar.disable:
+            self.bar.refresh()
 
     def clear(self) -> None:
-        if self.tty and self.width:
-            self._write("\r" + " " * self.width + "\r")
-        self.width = 0
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def cmd_batch_write(args) -> int:
