@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
+from scipy.stats import binomtest
 
 from .model import ANSWERS, MAX_OVERLAP, NO, PAPER_RATES, QUESTION_TEXT, QUESTIONS, UNSURE, YES, majority
 
@@ -62,21 +63,15 @@ DEFAULT_SIZE = 200
 # ---------------------------------------------------------------------------
 # Statistics
 # ---------------------------------------------------------------------------
-def wilson_interval(yes: int, n: int, z: float = Z95) -> tuple[float, float] | None:
-    """The Wilson score interval for `yes` successes in `n` trials (None when n is 0).
-    Unlike the normal approximation it stays inside [0, 1] and is not empty at 0% or 100%."""
+def wilson_interval(yes: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """The Wilson score interval for `yes` successes in `n` trials (None when n is 0), from
+    scipy. Unlike the normal approximation it stays inside [0, 1] and is not empty at 0% or 100%."""
     if n <= 0:
         return None
     if not 0 <= yes <= n:
         raise ValueError(f"yes must be between 0 and n, got {yes} of {n}")
-    p = yes / n
-    z2 = z * z
-    denom = 1 + z2 / n
-    centre = (p + z2 / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    low = 0.0 if yes == 0 else max(0.0, centre - half)
-    high = 1.0 if yes == n else min(1.0, centre + half)
-    return low, high
+    ci = binomtest(int(yes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 @dataclass(frozen=True)
