@@ -6,7 +6,7 @@ Run from the repository root:
     .venv/bin/python bench/export.py --instances 20000     # quick look
     .venv/bin/python bench/export.py --formats chat,parquet --keep /tmp/pool.duckdb
 
-The pool file is filled quickly with DuckDB bulk inserts (no model, no pipeline): a run,
+The pool file is filled quickly with the store's bulk inserts (`Pool.bulk_insert`: no model, no pipeline): a run,
 rounds, seed tasks and accepted candidates whose instructions are real instructions from
 shared/data/instructions_corpus.jsonl (else data/*.jsonl) with a numbered suffix, and for
 each candidate two instances (the first with an input, the second without) whose texts are
@@ -35,12 +35,10 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from selfinstruct.export import FORMAT_INFO, FORMATS, ExportFilters, ExportOptions, build_card, write_export
+from selfinstruct.store import Pool
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from selfinstruct.export import FORMAT_INFO, FORMATS, ExportFilters, ExportOptions, build_card, write_export  # noqa: E402
-from selfinstruct.store import Pool  # noqa: E402
-
 CORPORA = [ROOT.parent / "shared" / "data" / "instructions_corpus.jsonl", ROOT / "data" / "seed_tasks.jsonl",
            ROOT / "data" / "demo_corpus.jsonl"]
 SEED_FILE = ROOT / "data" / "seed_tasks.jsonl"
@@ -78,40 +76,29 @@ def fill_pool(path: Path, instances: int, seed: int = 0) -> dict:
         run_id = pool.create_run({"model": "bench-model", "backend": "synthetic", "mode": "chat",
                                   "rouge_threshold": 0.7, "seed": seed})
         round_ids = [pool.create_round(run_id, n + 1, "done") for n in range(rounds)]
-    import duckdb
-
-    with duckdb.connect(str(path)) as cur:
-        first_candidate = cur.execute("SELECT coalesce(max(id), 0) + 1 FROM candidates").fetchall()[0][0]
+        first_candidate = pool.next_id("candidates")
         ids = list(range(first_candidate, first_candidate + tasks))
 
         def words(mean: int) -> str:
             n = max(1, int(rng.expovariate(1 / mean)))
             return " ".join(rng.choices(vocabulary, k=n))
 
-        candidates = pa.table({
+        pool.bulk_insert("candidates", pa.table({
             "id": ids,
-            "run_id": [run_id] * tasks,
             "round_id": [round_ids[i * rounds // tasks] for i in range(tasks)],
             "position": [i % 50 for i in range(tasks)],
             "instruction": [f"{rng.choice(corpus)} (variant {i})" for i in range(tasks)],
             "status": ["accepted"] * tasks,
             "max_rouge": [round(rng.uniform(0.1, 0.7), 3) for _ in range(tasks)],
             "is_classification": [rng.random() < 0.12 for _ in range(tasks)],
-        })
-        cur.register("bench_candidates", candidates)
-        cur.execute("INSERT INTO candidates (id, run_id, round_id, position, instruction, status, max_rouge, "
-                    "is_classification) SELECT * FROM bench_candidates").fetchall()
-        cur.execute(f"SELECT setval('seq_candidates', {ids[-1]})").fetchall()
-        insts = pa.table({
+        }), constants={"run_id": run_id})
+        pool.bulk_insert("instances", pa.table({
             "candidate_id": [c for c in ids for _ in range(2)],
             "position": [p for _ in ids for p in range(2)],
             "input": [words(15) if p == 0 else "" for _ in ids for p in range(2)],
             "output": [words(25) for _ in range(tasks * 2)],
-        })
-        cur.register("bench_instances", insts)
-        cur.execute("INSERT INTO instances (candidate_id, position, input, output) "
-                    "SELECT * FROM bench_instances").fetchall()
-        cur.execute("CHECKPOINT").fetchall()
+        }))
+        pool.checkpoint()
     with Pool.open(path, read_only=True) as pool:
         counts = pool.export_counts(ExportFilters())
     return {"seconds": time.perf_counter() - started, **counts}

@@ -27,21 +27,19 @@ import asyncio
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import openai
+
+from selfinstruct import local, seeds
+from selfinstruct.backend import LOCAL
+from selfinstruct.pipeline import RunConfig, Runner, start_run
+from selfinstruct.prompts import build_instruction_prompt
+from selfinstruct.store import Pool
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import openai  # noqa: E402
-
-from selfinstruct import local, seeds  # noqa: E402
-from selfinstruct.backend import LOCAL  # noqa: E402
-from selfinstruct.pipeline import RunConfig, Runner, start_run  # noqa: E402
-from selfinstruct.prompts import build_instruction_prompt  # noqa: E402
-from selfinstruct.store import Pool  # noqa: E402
 
 MODES = {   # label -> RunConfig settings
     "chat, text layout": {"mode": "chat", "structured": "off"},

@@ -26,18 +26,16 @@ import json
 import platform
 import random
 import statistics
-import sys
 import time
 import tracemalloc
 from pathlib import Path
 
+from rouge_score import rouge_scorer
+from rouge_score.rouge_scorer import _score_lcs  # rouge-score's pre-tokenized entry point
+
+from selfinstruct.novelty import NoveltyIndex, tokenize
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from rouge_score import rouge_scorer  # noqa: E402
-from rouge_score.rouge_scorer import _score_lcs  # noqa: E402  (pre-tokenized entry point)
-
-from selfinstruct.novelty import NoveltyIndex, tokenize  # noqa: E402
 
 # CPU time of this (single-threaded) process: equal to wall time on an idle machine, and not
 # inflated when other jobs share the cores.  --wall switches to wall-clock time.

@@ -42,13 +42,12 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from selfinstruct.llm import LLMClient, LLMConfig, Sampling
+from selfinstruct.offline import OfflineServer
+from selfinstruct.prompts import Prompt
+from selfinstruct.store import Pool
 
-from selfinstruct.llm import LLMClient, LLMConfig, Sampling  # noqa: E402
-from selfinstruct.offline import OfflineServer  # noqa: E402
-from selfinstruct.prompts import Prompt  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 MODEL = "selfinstruct-demo"
 # Requests per concurrency level: enough for a steady state, short enough for C=1.
@@ -308,66 +307,57 @@ def _which_package(src: Path) -> str:
     return out.stdout.strip() or out.stderr.strip()[-500:]
 
 
-def read_pool(db: Path) -> dict:
-    import duckdb
-
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        n, lat_sum, attempts, failed = con.execute(
-            "SELECT count(*), sum(latency_s), sum(attempts), "
-            "count(*) FILTER (WHERE error IS NOT NULL AND response IS NULL) FROM requests").fetchone()
-        accepted = con.execute("SELECT count(*) FROM candidates WHERE status = 'accepted'").fetchone()[0]
-        run = con.execute("SELECT status, stop_reason, epoch(finished_at) - epoch(started_at) "
-                          "FROM runs ORDER BY id DESC LIMIT 1").fetchone()
-        bound = dependency_bound(con, ENGINE_C)
-    finally:
-        con.close()
-    return {"requests": int(n), "latency_sum_s": float(lat_sum or 0.0),
-            "attempts": int(attempts or 0), "failed_requests": int(failed),
-            "retries_429": int(attempts or 0) - int(n), "accepted": int(accepted),
-            "run_status": run[0] if run else None, "stop_reason": run[1] if run else None,
-            "run_wall_s": float(run[2]) if run and run[2] is not None else None,
+def read_pool(db: Path, *, continuous: bool = True) -> dict:
+    """The last run's figures, read through the store (`Pool.run_figures`). A pool written by
+    the barrier engine's older schema is upgraded on opening (it is a temporary file); its
+    dependency bound is not computed (`continuous=False`)."""
+    with Pool.open(db) as pool:
+        runs = pool.runs()
+        if not runs:
+            raise RuntimeError(f"No run in {db}.")
+        run = runs[0]   # newest first
+        figures = pool.run_figures(run["id"])
+        bound = dependency_bound(pool.request_timeline(run["id"]), int(run["config"].get("example_lag") or 2),
+                                 ENGINE_C) if continuous else None
+    n, lat_sum, attempts = figures["requests"], figures["latency_sum_s"], figures["attempts"]
+    return {"requests": n, "latency_sum_s": lat_sum,
+            "attempts": attempts, "failed_requests": figures["failed_requests"],
+            "retries_429": attempts - n, "accepted": figures["accepted"],
+            "run_status": figures["status"], "stop_reason": figures["stop_reason"],
+            "run_wall_s": figures["wall_s"],
             **({"best_wall_s": bound["best_wall_s"], "critical_path_s": bound["critical_path_s"],
-                "best_utilization": float(lat_sum or 0.0) / (ENGINE_C * bound["best_wall_s"])}
+                "best_utilization": lat_sum / (ENGINE_C * bound["best_wall_s"])}
                if bound else {})}
 
 
-def dependency_bound(con, concurrency: int) -> dict | None:
-    """For a pool grown by the continuous engine: the shortest wall time any scheduler could
-    reach with the same requests, their latencies and the engine's rules (decisions in round
-    and position order, round N planned once round N - lag is decided, classification after
-    the decision, instances after the classification), as max(critical path with unlimited
-    slots, summed latency / C). None for the barrier engine (no applied_at column)."""
-    cols = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
-                                      "WHERE table_name = 'requests'").fetchall()}
-    if "applied_at" not in cols:
-        return None
-    config = json.loads(con.execute("SELECT config FROM runs ORDER BY id DESC LIMIT 1").fetchone()[0])
-    lag = int(config.get("example_lag") or 2)
-    rows = con.execute(
-        "SELECT q.id, q.stage, r.number, q.position, q.latency_s, q.candidate_id FROM requests q "
-        "JOIN rounds r ON r.id = q.round_id ORDER BY r.number, q.position").fetchall()
-    from_request = dict(con.execute("SELECT id, request_id FROM candidates").fetchall())
+def dependency_bound(timeline: list[dict], lag: int, concurrency: int) -> dict:
+    """For a run of the continuous engine (`timeline`: `Pool.request_timeline`): the shortest
+    wall time any scheduler could reach with the same requests, their latencies and the engine's
+    rules (decisions in round and position order, round N planned once round N - lag is decided,
+    classification after the decision, instances after the classification), as max(critical
+    path with unlimited slots, summed latency / C)."""
     decided: dict[int, float] = {}
     round_decided: dict[int, float] = {}
     frontier = 0.0
-    for rid, stage, number, _, latency, _ in rows:
-        if stage in ("instructions", "batch"):
-            start = round_decided.get(number - lag, 0.0)
-            frontier = max(frontier, start + (latency or 0.0))
-            decided[rid] = round_decided[number] = frontier
+    for row in timeline:
+        if row["stage"] in ("instructions", "batch"):
+            start = round_decided.get(row["round"] - lag, 0.0)
+            frontier = max(frontier, start + (row["latency_s"] or 0.0))
+            decided[row["id"]] = round_decided[row["round"]] = frontier
     classified: dict[int, float] = {}
     end = frontier
     for stage_wanted in ("classify", "instances"):
-        for rid, stage, number, _, latency, cand in rows:
-            if stage != stage_wanted:
+        for row in timeline:
+            if row["stage"] != stage_wanted:
                 continue
-            ready = decided.get(from_request.get(cand), 0.0) if stage == "classify" else classified.get(cand, 0.0)
-            done = ready + (latency or 0.0)
-            if stage == "classify":
+            cand = row["candidate_id"]
+            ready = (decided.get(row["source_request_id"], 0.0) if stage_wanted == "classify"
+                     else classified.get(cand, 0.0))
+            done = ready + (row["latency_s"] or 0.0)
+            if stage_wanted == "classify":
                 classified[cand] = done
             end = max(end, done)
-    work = sum((r[4] or 0.0) for r in rows) / concurrency
+    work = sum((row["latency_s"] or 0.0) for row in timeline) / concurrency
     return {"critical_path_s": end, "work_over_c_s": work, "best_wall_s": max(end, work)}
 
 
@@ -403,7 +393,7 @@ def run_generate(src: Path, rounds: int, median_s: float, sigma: float, latency_
             row["stderr_tail"] = (stderr or "")[-4000:]
             row["stdout_tail"] = (stdout or "")[-1000:]
         try:
-            row.update(read_pool(db))
+            row.update(read_pool(db, continuous=Path(src).resolve() == ROOT))
         except Exception as e:  # noqa: BLE001 - a crashed run may leave no readable pool
             row["pool_error"] = f"{type(e).__name__}: {e}"
     if "latency_sum_s" in row:

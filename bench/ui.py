@@ -62,18 +62,18 @@ import time
 import urllib.request
 from pathlib import Path
 
+from selfinstruct import prompts
+from selfinstruct.filters import InstructionFilter, filter_instances
+from selfinstruct.novelty import NoveltyIndex
+from selfinstruct.parsing import TRUNCATED
+from selfinstruct.pipeline import TOP_K_EVIDENCE, RunConfig
+from selfinstruct.store import Pool
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "bench"))  # for its sibling bench/novelty.py (the package is installed)
 
 from novelty import Generator, load_instructions  # noqa: E402  (bench/novelty.py)
 
-from selfinstruct import prompts  # noqa: E402
-from selfinstruct.filters import InstructionFilter, filter_instances  # noqa: E402
-from selfinstruct.novelty import NoveltyIndex  # noqa: E402
-from selfinstruct.parsing import TRUNCATED  # noqa: E402
-from selfinstruct.pipeline import TOP_K_EVIDENCE, RunConfig  # noqa: E402
-from selfinstruct.store import Pool  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 INSTANCE_SOURCES = [ROOT / "data" / "demo_corpus.jsonl", SHARED / "selfinstruct_seed_tasks.jsonl",
@@ -267,23 +267,19 @@ def fill_pool(path: Path, *, accepted: int, rejects: int, rounds: int, seed: int
 
         t0 = dt.datetime(2026, 1, 5, 9, 0, 0)
         round_ids = [pool.create_round(run_id, n + 1, "done") for n in range(rounds)]
-        cur = pool.cursor()
-
-        def sql(statement: str, params: list | None = None) -> list:
-            return cur.execute(statement, params or []).fetchall()
-
-        sql("UPDATE rounds SET started_at = ?::TIMESTAMP + to_seconds((number - 1) * 90), "
-                    "finished_at = ?::TIMESTAMP + to_seconds((number - 1) * 90 + 80) WHERE run_id = ?",
-                    [t0, t0, run_id])
-        next_cand = cur.execute("SELECT coalesce(max(id), 0) + 1 FROM candidates").fetchall()[0][0]
-        next_req = cur.execute("SELECT coalesce(max(id), 0) + 1 FROM requests").fetchall()[0][0]
+        for n, round_id in enumerate(round_ids):
+            pool.set_round_times(round_id, t0 + dt.timedelta(seconds=90 * n),
+                                 t0 + dt.timedelta(seconds=90 * n + 80))
+        next_cand = pool.next_id("candidates")
+        next_req = pool.next_id("requests")
 
         meta_instr = {"stage": "instructions", "system": prompts.SYSTEM_INSTRUCTIONS,
                       "stop": ["\n\n", "\n17."],
                       "prompt_meta": {"start_index": 9, "stop_index": 17, "num_to_generate": 8, "num_examples": 8}}
         req: dict[str, list] = {k: [] for k in (
             "id", "round_id", "stage", "position", "prompt_version", "prompt", "meta", "response",
-            "finish_reason", "prompt_tokens", "completion_tokens", "cost_usd", "latency_s", "created_at")}
+            "finish_reason", "prompt_tokens", "completion_tokens", "cost_usd", "latency_s", "created_at",
+            "completed_at")}
         cand: dict[str, list] = {k: [] for k in (
             "id", "round_id", "request_id", "position", "instruction", "status", "reason", "details",
             "max_rouge", "nearest_text", "is_classification")}
@@ -293,12 +289,14 @@ def fill_pool(path: Path, *, accepted: int, rejects: int, rounds: int, seed: int
         def add_request(round_id, stage, position, prompt, meta, response, when):
             rid = next_req + len(req["id"])
             ptok, ctok = math.ceil(len(prompt.full_text()) / 4), max(1, math.ceil(len(response) / 4))
+            latency = round(rng.uniform(1.0, 9.0), 2)
             for k, v in (("id", rid), ("round_id", round_id), ("stage", stage), ("position", position),
                          ("prompt_version", prompt.version), ("prompt", prompt.full_text()),
                          ("meta", json.dumps(meta)), ("response", response), ("finish_reason", "stop"),
                          ("prompt_tokens", ptok), ("completion_tokens", ctok),
                          ("cost_usd", ptok * 0.15e-6 + ctok * 0.6e-6),
-                         ("latency_s", round(rng.uniform(1.0, 9.0), 2)), ("created_at", when)):
+                         ("latency_s", latency), ("created_at", when),
+                         ("completed_at", when + dt.timedelta(seconds=latency))):
                 req[k].append(v)
             return rid
 
@@ -349,37 +347,16 @@ def fill_pool(path: Path, *, accepted: int, rejects: int, rounds: int, seed: int
                              ("is_classification", clf)):
                     cand[k].append(v)
 
-        n_req = len(req["id"])
-        cur.register("bench_requests", pa.table({**req, "run_id": [run_id] * n_req}))
-        sql(
-            "INSERT INTO requests (id, run_id, round_id, stage, position, prompt_version, model, mode, prompt, "
-            "meta, response, finish_reason, prompt_tokens, completion_tokens, cost_usd, latency_s, attempts, "
-            "created_at, completed_at) SELECT id, run_id, round_id, stage, position, prompt_version, "
-            "'bench-model', 'chat', prompt, meta, response, finish_reason, prompt_tokens, completion_tokens, "
-            "cost_usd, latency_s, 1, created_at, created_at + to_seconds(latency_s) FROM bench_requests")
-        cur.unregister("bench_requests")
-        sql(f"SELECT setval('seq_requests', {next_req + n_req - 1})")
-        n_cand = len(cand["id"])
-        cur.register("bench_candidates", pa.table({**cand, "run_id": [run_id] * n_cand}))
-        sql(
-            "INSERT INTO candidates (id, run_id, round_id, request_id, position, instruction, status, reason, "
-            "details, max_rouge, nearest_text, is_classification) SELECT id, run_id, round_id, request_id, "
-            "position, instruction, status, reason, details, max_rouge, nearest_text, is_classification "
-            "FROM bench_candidates")
-        cur.unregister("bench_candidates")
-        sql(f"SELECT setval('seq_candidates', {next_cand + n_cand - 1})")
-        cur.register("bench_instances", pa.table(inst))
-        sql("INSERT INTO instances (candidate_id, request_id, position, input, output, status, reason, "
-                    "details) SELECT * FROM bench_instances")
-        cur.unregister("bench_instances")
+        n_req = pool.bulk_insert("requests", pa.table(req), constants={
+            "run_id": run_id, "model": "bench-model", "mode": "chat", "attempts": 1})
+        pool.bulk_insert("candidates", pa.table(cand), constants={"run_id": run_id})
+        pool.bulk_insert("instances", pa.table(inst))
         pool.set_run_status(run_id, "finished", stop_reason="rounds")
-        sql("CHECKPOINT")
+        pool.checkpoint()
 
         # A few hundred human actions, through the audited API, as people would have made them.
-        rej_ids = [r[0] for r in cur.execute(
-            "SELECT id FROM candidates WHERE status = 'rejected' AND reason <> 'unparseable' ORDER BY id").fetchall()]
-        acc_ids = [r[0] for r in cur.execute(
-            "SELECT id FROM candidates WHERE status = 'accepted' ORDER BY id").fetchall()]
+        rej_ids = pool.candidate_ids(status="rejected", exclude_reasons=["unparseable"])
+        acc_ids = pool.candidate_ids(status="accepted")
         picks = rng.sample(rej_ids, min(len(rej_ids), 600))
         for actor, part in (("dana", picks[:150]), ("lee", picks[150:300])):
             for start in range(0, len(part), 50):
@@ -400,14 +377,13 @@ def fill_pool(path: Path, *, accepted: int, rejects: int, rounds: int, seed: int
                 pass
 
         created = quality.create_study(pool, "Bench study", size=200, seed=seed, actor="dana")
-        items = cur.execute("SELECT id FROM study_items WHERE study_id = ? ORDER BY position",
-                            [created.study_id]).fetchall()
+        items = pool.study_item_ids(created.study_id)
         answers = ["yes"] * 8 + ["no", "unsure"]
         for annotator, share in (("dana", 1.0), ("lee", 0.6)):
-            for (item_id,) in items[:int(len(items) * share)]:
+            for item_id in items[:int(len(items) * share)]:
                 pool.save_label(created.study_id, item_id, annotator, valid_task=rng.choice(answers),
                                 input_ok=rng.choice(answers), output_ok=rng.choice(answers))
-        sql("CHECKPOINT")
+        pool.checkpoint()
         counts = pool.counts().as_dict()
     finally:
         pool.close()
@@ -916,10 +892,9 @@ def main() -> None:
                   f"{filled['decide_seconds']:.0f} s)")
         with Pool.open(db, read_only=True) as pool:
             c = pool.counts()
-            reasons = dict(pool._q("SELECT reason, count(*) FROM candidates WHERE status = 'rejected' "
-                                   "GROUP BY 1 ORDER BY 2 DESC").fetchall())
-            n_inst_rej = pool._scalar("SELECT count(*) FROM instances WHERE status = 'rejected'")
-            n_requests = pool._scalar("SELECT count(*) FROM requests")
+            summary = pool.bulk_summary()
+            reasons = summary["rejects_by_reason"]
+            n_inst_rej, n_requests = summary["rejected_instances"], summary["requests"]
         print(f"Pool: {c.seeds:,} seeds, {c.accepted:,} accepted, {c.instances:,} kept instances "
               f"({n_inst_rej:,} rejected), {c.rejected:,} rejected candidates, {c.rounds:,} rounds, "
               f"{n_requests:,} requests, {c.rescued:,} rescued, 1 study with {c.labeled} labeled items; "
