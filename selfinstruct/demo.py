@@ -1,6 +1,6 @@
 """DemoModel: the offline demo "model". It replays a bundled corpus; it is not a language model.
 
-`respond(text)` recognises which stage's prompt it was given (see `prompts.read_prompt`)
+`respond(text)` recognises which stage's prompt it was given (see `parsing.read_prompt`)
 and answers in the layout `parsing` reads for that stage:
 
 - instructions: corpus instructions sampled at random (every tag mixed, so every filter
@@ -27,9 +27,10 @@ import random
 import re
 from pathlib import Path
 
+from .parsing import read_prompt
 from .prompts import (
     STAGE_BATCH, STAGE_CLASSIFY, STAGE_INSTANCES, STAGE_INSTRUCTIONS, MAX_INSTANCES,
-    NO_INPUT, one_line, read_prompt, render_batch_task, render_instances,
+    NO_INPUT, one_line, render_batch_task, render_instances,
 )
 
 DEFAULT_CORPUS_PATH = Path(__file__).resolve().parent.parent / "data" / "demo_corpus.jsonl"

@@ -455,7 +455,8 @@ def _json_object(body: bytes) -> dict:
 
 
 def _stage_schema(text: str) -> dict | None:
-    from .prompts import read_prompt, response_schema
+    from .parsing import read_prompt
+    from .prompts import response_schema
 
     payload = read_prompt(text)
     if payload is None:
@@ -488,9 +489,9 @@ def json_answer(schema: dict, prompt_text: str, answer: str) -> str:
     """The responder's text-layout `answer` to one of our prompts, as JSON in `schema`'s shape
     (read with the project's forgiving parsers); any other prompt gets `example_for_schema`."""
     from . import parsing
-    from .prompts import STAGE_BATCH, STAGE_CLASSIFY, STAGE_INSTANCES, STAGE_INSTRUCTIONS, Prompt, read_prompt
+    from .prompts import STAGE_BATCH, STAGE_CLASSIFY, STAGE_INSTANCES, STAGE_INSTRUCTIONS, Prompt
 
-    payload = read_prompt(prompt_text)
+    payload = parsing.read_prompt(prompt_text)
     props = schema.get("properties") or {}
     key = next(iter(props), None)
 

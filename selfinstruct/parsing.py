@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 import jsonschema
 
-from .prompts import (MAX_INSTANCES, STAGE_BATCH, STAGE_CLASSIFY, STAGE_INSTANCES, STAGE_INSTRUCTIONS, Prompt,
-                      one_line, read_prompt, response_schema)
+from .prompts import (BATCH_HEAD, CLASSIFY_BODY, CLASSIFY_HEAD, CLASSIFY_QUESTION, INSTANCES_BODY, INSTANCES_HEAD,
+                      INSTANCES_LABEL_HEAD, INSTRUCTIONS_HEAD, JSON_TAILS, LABEL_BODY, MAX_INSTANCES, STAGE_BATCH,
+                      STAGE_CLASSIFY, STAGE_INSTANCES, STAGE_INSTRUCTIONS, Prompt, one_line, response_schema)
 
 
 @dataclass
@@ -708,3 +709,165 @@ def parse_answer(stage: str, text: str, prompt: Prompt | None = None, *, finish_
             return parse_instances_json(text, is_classification, prompt=prompt, finish_reason=finish_reason)
         return parse_instances(text, is_classification, finish_reason=finish_reason)
     raise ValueError(f"unknown stage {stage!r}")
+
+
+# --------------------------------------------------------------------------- reading prompts back
+# A rendered prompt (`Prompt.full_text()`, or a chat request's messages joined with a blank
+# line) read back: which stage it is and what it asks for. The offline demo model answers from
+# this, and `_list_bounds` falls back on it for stored requests without meta. It reads the
+# wording `prompts` writes (its heads, bodies and JSON tails), and the batch examples with
+# `parse_batch`, which is why it lives here: `prompts` never imports this module.
+
+_HEADS = (
+    (INSTRUCTIONS_HEAD, STAGE_INSTRUCTIONS),
+    (CLASSIFY_HEAD, STAGE_CLASSIFY),
+    (INSTANCES_HEAD, STAGE_INSTANCES),
+    (INSTANCES_LABEL_HEAD, STAGE_INSTANCES),
+    (BATCH_HEAD, STAGE_BATCH),
+)
+
+
+@dataclass
+class PromptPayload:
+    """What a rendered prompt asks for."""
+    stage: str
+    instruction: str | None = None          # classify / instances: the target task
+    is_classification: bool | None = None   # instances: output-first requested
+    examples: list = field(default_factory=list)  # instructions: str; batch: dict
+    start_index: int | None = None          # instructions / batch: first new number
+    num_to_generate: int | None = None      # instructions / batch
+    structured: bool = False                # the prompt asks for JSON (see JSON_TAILS)
+
+
+def _find_head(text: str) -> tuple[int, str, str] | None:
+    best = None
+    for head, stage in _HEADS:
+        i = text.find(head)
+        if i >= 0 and (best is None or i < best[0]):
+            best = (i, head, stage)
+    return best
+
+
+def identify_stage(text: str) -> str | None:
+    """The stage of a rendered prompt (full text or chat messages joined), or None."""
+    found = _find_head(text or "")
+    return found[2] if found else None
+
+
+_ADD_RE = re.compile(r"\bAdd (\d+) new tasks? to the list\b")
+_WRITE_RE = re.compile(r"\bWrite (\d+) new tasks? \(")
+_NUMBERED_LINE_RE = re.compile(r"^(\d+)\. (.*\S)\s*$")
+_OPEN_LABEL_RE = re.compile(r"^(\d+)\.\s*$")
+_BATCH_HEADER_RE = re.compile(r"^### Task (\d+)\s*$", re.M)
+
+
+def _after_body(text: str, body: str, fallback_marker: str) -> str | None:
+    """The text after a prompt's constant body, else after the last `fallback_marker`."""
+    i = text.find(body)
+    if i >= 0:
+        return text[i + len(body):]
+    j = text.rfind(fallback_marker)
+    return text[j:].lstrip("\n") if j >= 0 else None
+
+
+def _target_between(rest: str | None, tail: str) -> str | None:
+    if rest is None or not rest.startswith("Task: "):
+        return None
+    rest = rest[len("Task: "):].rstrip()
+    if rest.endswith(tail):
+        rest = rest[: -len(tail)]
+    rest = rest.strip()
+    return rest or None
+
+
+def read_prompt(text: str) -> PromptPayload | None:
+    """Recognise a rendered prompt and pull out what it asks for; None if unknown."""
+    text = (text or "").replace("\r\n", "\n")
+    found = _find_head(text)
+    if found is None:
+        return None
+    pos, head, stage = found
+    region = text[pos:]
+    structured = False
+    for tail in JSON_TAILS:
+        if region.rstrip().endswith(tail):
+            region, structured = region.rstrip()[: -len(tail)].rstrip(), True
+            break
+    if stage == STAGE_INSTRUCTIONS:
+        m = _ADD_RE.search(region)
+        lines = region.split("\n")
+        examples = [mm.group(2) for mm in map(_NUMBERED_LINE_RE.match, lines[1:]) if mm]
+        start = None
+        for line in reversed(lines):
+            if line.strip():
+                om = _OPEN_LABEL_RE.match(line.strip())
+                start = int(om.group(1)) if om else None
+                break
+        return PromptPayload(stage, examples=examples,
+                             start_index=start or len(examples) + 1,
+                             num_to_generate=int(m.group(1)) if m else 8, structured=structured)
+    if stage == STAGE_CLASSIFY:
+        rest = _after_body(region, CLASSIFY_BODY, "\n\nTask: ")
+        return PromptPayload(stage, instruction=_target_between(rest, CLASSIFY_QUESTION),
+                             structured=structured)
+    if stage == STAGE_INSTANCES:
+        output_first = head == INSTANCES_LABEL_HEAD
+        body = LABEL_BODY if output_first else INSTANCES_BODY
+        rest = _after_body(region, body, "\n\nTask: ")
+        return PromptPayload(stage, instruction=_target_between(rest, "\nExample 1"),
+                             is_classification=output_first, structured=structured)
+    # batch
+    m = _WRITE_RE.search(region)
+    headers = list(_BATCH_HEADER_RE.finditer(region))
+    examples: list[dict] = []
+    if structured:   # no open header: every task shown is an example
+        start = None
+        if headers:
+            examples = parse_batch(region[headers[0].start():]).tasks
+    else:
+        start = int(headers[-1].group(1)) if headers else None
+        if len(headers) >= 2:
+            examples = parse_batch(region[headers[0].start(): headers[-1].start()]).tasks
+    return PromptPayload(stage, examples=examples,
+                         start_index=start or len(examples) + 1,
+                         num_to_generate=int(m.group(1)) if m else 20, structured=structured)
+
+
+def prompt_examples(prompt: Prompt) -> list[str]:
+    """The instructions an instructions or batch prompt shows as examples ([] for other stages)."""
+    if prompt.stage not in (STAGE_INSTRUCTIONS, STAGE_BATCH):
+        return []
+    payload = read_prompt(prompt.full_text())
+    if payload is None:
+        return []
+    return [e if isinstance(e, str) else e.get("instruction", "") for e in payload.examples]
+
+
+def extract_target_instruction(text: str) -> str | None:
+    """The task a classify or instances prompt asks about."""
+    p = read_prompt(text)
+    return p.instruction if p else None
+
+
+def extract_instruction_examples(text: str) -> tuple[list[str], int] | None:
+    """(in-context instructions, start index) of an instructions prompt."""
+    p = read_prompt(text)
+    if p is None or p.stage != STAGE_INSTRUCTIONS:
+        return None
+    return p.examples, p.start_index
+
+
+def extract_batch_examples(text: str) -> list[dict] | None:
+    """The example tasks ({"instruction", "input", "output"}) of a batch prompt."""
+    p = read_prompt(text)
+    if p is None or p.stage != STAGE_BATCH:
+        return None
+    return p.examples
+
+
+def wants_output_first(text: str) -> bool | None:
+    """For an instances prompt: True when it asks for label-first examples."""
+    p = read_prompt(text)
+    if p is None or p.stage != STAGE_INSTANCES:
+        return None
+    return p.is_classification

@@ -458,7 +458,7 @@ def decide_round(requests: list[dict], instruction_filter: InstructionFilter, in
         else:
             items = [(item, None) for item in parsed.items]
         # Echoes are judged before the filters: an example with words added can pass them all.
-        echoes = find_echoes([i for i, _ in items], prompts.prompt_examples(prompt),
+        echoes = find_echoes([i for i, _ in items], parsing.prompt_examples(prompt),
                              restarted=getattr(parsed, "restarted", False),
                              start_index=(prompt.meta or {}).get("start_index"))
         for k, (instruction, task) in enumerate(items):

@@ -29,15 +29,15 @@ JSON schema (`response_schema`) and a prompt variant (``structured=True``) that 
 same examples but asks for one JSON object instead of a continuation; `llm.request_body`
 sends the schema as ``response_format``, and `parsing` reads such answers strictly. The
 variant's text is the text prompt's, with the open label left out and a constant request
-for JSON (`JSON_TAILS`) appended, so `read_prompt` reads both.
+for JSON (`JSON_TAILS`) appended, so `parsing.read_prompt` reads both.
 
-The `identify_stage` / `read_prompt` helpers recognise a rendered prompt (either
-`Prompt.full_text()` or a chat request's messages joined with a blank line) and pull its
-payload back out, so the offline demo model can answer any prompt built here.
+Reading a rendered prompt back (which stage, which examples, which numbers) is parsing, and
+lives in `parsing` (`identify_stage`, `read_prompt`): this module builds prompts and never
+imports `parsing`; `parsing` imports the constants it reads prompts by (the heads, the
+bodies, `JSON_TAILS`) from here.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 # Stage names, stored with every request.
@@ -131,7 +131,7 @@ CLASSIFY_QUESTION = "Labeling task?"
 SYSTEM_JSON = "Reply with a single JSON object in the requested shape and nothing else."
 
 # What a structured prompt asks for in place of the open label (constant per stage and layout,
-# so `read_prompt` can take it off again).
+# so `parsing.read_prompt` can take it off again).
 INSTRUCTIONS_JSON_TAIL = (
     'Reply with a JSON object whose "instructions" array holds only the new tasks, each one '
     "written out in full as a single string, without its number. Do not copy, shorten or extend "
@@ -313,7 +313,7 @@ _CLASSIFY_SHOTS = "\n\n".join(
     f"Task: {task}\n{CLASSIFY_QUESTION} {'Yes' if yes else 'No'}"
     for task, yes in CLASSIFY_EXAMPLES)
 
-_CLASSIFY_BODY = _CLASSIFY_INTRO + "\n\n" + _CLASSIFY_SHOTS + "\n\n"
+CLASSIFY_BODY = _CLASSIFY_INTRO + "\n\n" + _CLASSIFY_SHOTS + "\n\n"
 
 
 def build_classify_prompt(instruction: str, *, structured: bool = False) -> Prompt:
@@ -322,12 +322,12 @@ def build_classify_prompt(instruction: str, *, structured: bool = False) -> Prom
     if not target:
         raise ValueError("instruction must not be empty")
     if structured:
-        return _structured(STAGE_CLASSIFY, f"{_CLASSIFY_BODY}Task: {target}", CLASSIFY_JSON_TAIL,
+        return _structured(STAGE_CLASSIFY, f"{CLASSIFY_BODY}Task: {target}", CLASSIFY_JSON_TAIL,
                            response_schema(STAGE_CLASSIFY), {"instruction": instruction})
     return Prompt(
         stage=STAGE_CLASSIFY,
         version=PROMPT_VERSIONS[STAGE_CLASSIFY],
-        text=f"{_CLASSIFY_BODY}Task: {target}\n{CLASSIFY_QUESTION}",
+        text=f"{CLASSIFY_BODY}Task: {target}\n{CLASSIFY_QUESTION}",
         system=SYSTEM_CLASSIFY,
         stop=("\n\n", "\nTask:"),
         meta={"instruction": instruction},
@@ -402,9 +402,9 @@ def _demo_block(task: str, pairs, output_first: bool) -> str:
     return f"Task: {task}\n" + render_instances(instances, output_first=output_first)
 
 
-_INSTANCES_BODY = (_INSTANCES_INTRO + "\n\n"
+INSTANCES_BODY = (_INSTANCES_INTRO + "\n\n"
                    + "\n\n".join(_demo_block(t, p, False) for t, p in INSTANCE_DEMOS) + "\n\n")
-_LABEL_BODY = (_LABEL_INTRO + "\n\n"
+LABEL_BODY = (_LABEL_INTRO + "\n\n"
                + "\n\n".join(_demo_block(t, p, True) for t, p in LABEL_DEMOS) + "\n\n")
 
 
@@ -415,7 +415,7 @@ def build_instance_prompt(instruction: str, is_classification: bool, *,
     target = instruction.strip()
     if not target:
         raise ValueError("instruction must not be empty")
-    body = _LABEL_BODY if is_classification else _INSTANCES_BODY
+    body = LABEL_BODY if is_classification else INSTANCES_BODY
     meta = {"instruction": instruction, "is_classification": bool(is_classification),
             "max_instances": MAX_INSTANCES,
             "order": "output-first" if is_classification else "input-first"}
@@ -492,162 +492,3 @@ def build_batch_prompt(examples: list[dict], *, num_to_generate: int = 20,
         stop=(batch_header_label(last + 1),),
         meta=meta,
     )
-
-
-# --------------------------------------------------------------------------- reading prompts back
-
-_HEADS = (
-    (INSTRUCTIONS_HEAD, STAGE_INSTRUCTIONS),
-    (CLASSIFY_HEAD, STAGE_CLASSIFY),
-    (INSTANCES_HEAD, STAGE_INSTANCES),
-    (INSTANCES_LABEL_HEAD, STAGE_INSTANCES),
-    (BATCH_HEAD, STAGE_BATCH),
-)
-
-
-@dataclass
-class PromptPayload:
-    """What a rendered prompt asks for."""
-    stage: str
-    instruction: str | None = None          # classify / instances: the target task
-    is_classification: bool | None = None   # instances: output-first requested
-    examples: list = field(default_factory=list)  # instructions: str; batch: dict
-    start_index: int | None = None          # instructions / batch: first new number
-    num_to_generate: int | None = None      # instructions / batch
-    structured: bool = False                # the prompt asks for JSON (see JSON_TAILS)
-
-
-def _find_head(text: str) -> tuple[int, str, str] | None:
-    best = None
-    for head, stage in _HEADS:
-        i = text.find(head)
-        if i >= 0 and (best is None or i < best[0]):
-            best = (i, head, stage)
-    return best
-
-
-def identify_stage(text: str) -> str | None:
-    """The stage of a rendered prompt (full text or chat messages joined), or None."""
-    found = _find_head(text or "")
-    return found[2] if found else None
-
-
-_ADD_RE = re.compile(r"\bAdd (\d+) new tasks? to the list\b")
-_WRITE_RE = re.compile(r"\bWrite (\d+) new tasks? \(")
-_NUMBERED_LINE_RE = re.compile(r"^(\d+)\. (.*\S)\s*$")
-_OPEN_LABEL_RE = re.compile(r"^(\d+)\.\s*$")
-_BATCH_HEADER_RE = re.compile(r"^### Task (\d+)\s*$", re.M)
-
-
-def _after_body(text: str, body: str, fallback_marker: str) -> str | None:
-    """The text after a prompt's constant body, else after the last `fallback_marker`."""
-    i = text.find(body)
-    if i >= 0:
-        return text[i + len(body):]
-    j = text.rfind(fallback_marker)
-    return text[j:].lstrip("\n") if j >= 0 else None
-
-
-def _target_between(rest: str | None, tail: str) -> str | None:
-    if rest is None or not rest.startswith("Task: "):
-        return None
-    rest = rest[len("Task: "):].rstrip()
-    if rest.endswith(tail):
-        rest = rest[: -len(tail)]
-    rest = rest.strip()
-    return rest or None
-
-
-def read_prompt(text: str) -> PromptPayload | None:
-    """Recognise a rendered prompt and pull out what it asks for; None if unknown."""
-    text = (text or "").replace("\r\n", "\n")
-    found = _find_head(text)
-    if found is None:
-        return None
-    pos, head, stage = found
-    region = text[pos:]
-    structured = False
-    for tail in JSON_TAILS:
-        if region.rstrip().endswith(tail):
-            region, structured = region.rstrip()[: -len(tail)].rstrip(), True
-            break
-    if stage == STAGE_INSTRUCTIONS:
-        m = _ADD_RE.search(region)
-        lines = region.split("\n")
-        examples = [mm.group(2) for mm in map(_NUMBERED_LINE_RE.match, lines[1:]) if mm]
-        start = None
-        for line in reversed(lines):
-            if line.strip():
-                om = _OPEN_LABEL_RE.match(line.strip())
-                start = int(om.group(1)) if om else None
-                break
-        return PromptPayload(stage, examples=examples,
-                             start_index=start or len(examples) + 1,
-                             num_to_generate=int(m.group(1)) if m else 8, structured=structured)
-    if stage == STAGE_CLASSIFY:
-        rest = _after_body(region, _CLASSIFY_BODY, "\n\nTask: ")
-        return PromptPayload(stage, instruction=_target_between(rest, CLASSIFY_QUESTION),
-                             structured=structured)
-    if stage == STAGE_INSTANCES:
-        output_first = head == INSTANCES_LABEL_HEAD
-        body = _LABEL_BODY if output_first else _INSTANCES_BODY
-        rest = _after_body(region, body, "\n\nTask: ")
-        return PromptPayload(stage, instruction=_target_between(rest, "\nExample 1"),
-                             is_classification=output_first, structured=structured)
-    # batch
-    from .parsing import parse_batch  # local: parsing imports this module
-
-    m = _WRITE_RE.search(region)
-    headers = list(_BATCH_HEADER_RE.finditer(region))
-    examples: list[dict] = []
-    if structured:   # no open header: every task shown is an example
-        start = None
-        if headers:
-            examples = parse_batch(region[headers[0].start():]).tasks
-    else:
-        start = int(headers[-1].group(1)) if headers else None
-        if len(headers) >= 2:
-            examples = parse_batch(region[headers[0].start(): headers[-1].start()]).tasks
-    return PromptPayload(stage, examples=examples,
-                         start_index=start or len(examples) + 1,
-                         num_to_generate=int(m.group(1)) if m else 20, structured=structured)
-
-
-def prompt_examples(prompt: Prompt) -> list[str]:
-    """The instructions an instructions or batch prompt shows as examples ([] for other stages)."""
-    if prompt.stage not in (STAGE_INSTRUCTIONS, STAGE_BATCH):
-        return []
-    payload = read_prompt(prompt.full_text())
-    if payload is None:
-        return []
-    return [e if isinstance(e, str) else e.get("instruction", "") for e in payload.examples]
-
-
-def extract_target_instruction(text: str) -> str | None:
-    """The task a classify or instances prompt asks about."""
-    p = read_prompt(text)
-    return p.instruction if p else None
-
-
-def extract_instruction_examples(text: str) -> tuple[list[str], int] | None:
-    """(in-context instructions, start index) of an instructions prompt."""
-    p = read_prompt(text)
-    if p is None or p.stage != STAGE_INSTRUCTIONS:
-        return None
-    return p.examples, p.start_index
-
-
-def extract_batch_examples(text: str) -> list[dict] | None:
-    """The example tasks ({"instruction", "input", "output"}) of a batch prompt."""
-    p = read_prompt(text)
-    if p is None or p.stage != STAGE_BATCH:
-        return None
-    return p.examples
-
-
-def wants_output_first(text: str) -> bool | None:
-    """For an instances prompt: True when it asks for label-first examples."""
-    p = read_prompt(text)
-    if p is None or p.stage != STAGE_INSTANCES:
-        return None
-    return p.is_classification

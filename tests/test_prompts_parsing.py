@@ -5,14 +5,13 @@ import pytest
 
 from selfinstruct import parsing, prompts
 from selfinstruct.parsing import (
-    TRUNCATED, clean_instruction, parse_batch, parse_classification, parse_instances,
-    parse_instructions,
+    TRUNCATED, clean_instruction, extract_batch_examples, extract_instruction_examples,
+    extract_target_instruction, identify_stage, parse_batch, parse_classification, parse_instances,
+    parse_instructions, read_prompt, wants_output_first,
 )
 from selfinstruct.prompts import (
     PROMPT_VERSIONS, STAGE_BATCH, STAGE_CLASSIFY, STAGE_INSTANCES, STAGE_INSTRUCTIONS, Prompt,
     build_batch_prompt, build_classify_prompt, build_instance_prompt, build_instruction_prompt,
-    extract_batch_examples, extract_instruction_examples, extract_target_instruction,
-    identify_stage, read_prompt, wants_output_first,
 )
 
 EIGHT = [

@@ -37,7 +37,7 @@ def test_structured_prompts_carry_their_schema_and_read_back():
         assert not text_prompt.structured and json_prompt.structured
         assert json_prompt.version == prompts.STRUCTURED_VERSIONS[json_prompt.stage] != text_prompt.version
         assert json_prompt.stop is None   # a stop sequence could cut the JSON
-        back, plain = prompts.read_prompt(json_prompt.full_text()), prompts.read_prompt(text_prompt.full_text())
+        back, plain = parsing.read_prompt(json_prompt.full_text()), parsing.read_prompt(text_prompt.full_text())
         assert back.structured and not plain.structured
         assert (back.stage, back.instruction, back.is_classification, back.examples, back.start_index) == \
             (plain.stage, plain.instruction, plain.is_classification, plain.examples, plain.start_index)
@@ -377,6 +377,6 @@ def test_cli_probe_falls_back_against_a_served_offline_server_that_refuses(tmp_p
                        "--requests-per-round", "2", "--db", str(tmp_path / "p.duckdb"))
     assert done.returncode == 0, done.stderr
     assert "Structured output: auto: off, the server refused a JSON-schema request (HTTP 400)." in done.stdout
-    line = next(l for l in done.stdout.splitlines() if l.strip().startswith("instructions"))
+    line = next(ln for ln in done.stdout.splitlines() if ln.strip().startswith("instructions"))
     answers, parsed, items, structured = map(int, line.split()[1:])
     assert answers == 2 and structured == 0 and items > 0
