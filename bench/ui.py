@@ -62,7 +62,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from selfinstruct import prompts
+from selfinstruct import actions, prompts
 from selfinstruct.filters import InstructionFilter, filter_instances
 from selfinstruct.novelty import NoveltyIndex
 from selfinstruct.parsing import TRUNCATED
@@ -360,19 +360,19 @@ def fill_pool(path: Path, *, accepted: int, rejects: int, rounds: int, seed: int
         picks = rng.sample(rej_ids, min(len(rej_ids), 600))
         for actor, part in (("dana", picks[:150]), ("lee", picks[150:300])):
             for start in range(0, len(part), 50):
-                pool.rescue_candidates(part[start:start + 50], actor=actor, reason="bench: looks fine")
+                actions.rescue(pool, part[start:start + 50], actor=actor, reason="bench: looks fine")
         for start in range(300, len(picks), 50):
-            pool.confirm_candidates(picks[start:start + 50], actor="dana", reason="bench: agreed")
+            actions.confirm(pool, picks[start:start + 50], actor="dana", reason="bench: agreed")
         for cid in rng.sample(acc_ids, min(len(acc_ids), 120)):
-            pool.pool_approve(cid, actor="lee")
+            actions.approve(pool, cid, actor="lee")
         for cid in rng.sample(acc_ids, min(len(acc_ids), 20)):
             try:
-                pool.pool_edit_instruction(cid, pool.pool_item(cid)["instruction"] + " Be brief.", actor="dana")
+                actions.edit_instruction(pool, cid, pool.pool_item(cid)["instruction"] + " Be brief.", actor="dana")
             except Exception:
                 pass
         for cid in rng.sample(acc_ids, min(len(acc_ids), 15)):
             try:
-                pool.pool_remove(cid, actor="dana", note="bench: off topic")
+                actions.remove(pool, cid, actor="dana", reason="bench: off topic")
             except Exception:
                 pass
 
@@ -430,7 +430,7 @@ def page_calls(pool) -> dict[str, list[tuple[str, object]]]:
                         pool.candidate_detail(first_id), k=10)),
                     ("rescue_warnings", lambda: review.rescue_warnings(pool, pool.candidate_detail(first_id))),
                     ("review_history", lambda: pool.review_history("candidate", first_id)),
-                    ("review_log", lambda: pool.review_log(limit=10)),
+                    ("review_log", lambda: actions.history(pool, actions.REJECTS_ACTIONS, limit=10)),
                     ("rouge_whatif", lambda: pool.rouge_whatif(0.7)),
                     # st.cache_data in the page, keyed on explore_version: paid once per change of the pool
                     ("[cached] reject_runs", pool.reject_runs), ("[cached] reject_rounds", pool.reject_rounds),
@@ -440,7 +440,7 @@ def page_calls(pool) -> dict[str, list[tuple[str, object]]]:
         "Pool": [("counts", pool.counts), ("pool_runs", pool.pool_runs),
                  ("pool_browse_count", lambda: pool.pool_browse_count("")),
                  ("pool_browse", lambda: pool.pool_browse("", limit=50, offset=0)),
-                 ("pool_actions", lambda: pool.pool_actions(limit=8))],
+                 ("pool_actions", lambda: actions.history(pool, actions.POOL_ACTIONS, undos=False, limit=8))],
         "Label": [("studies", pool.studies), ("quality_scope", pool.quality_scope),
                   ("study_progress", lambda: pool.study_progress(study_id, "user") if study_id else None)],
         "Export": [("counts", pool.counts), ("pool_runs", pool.pool_runs),

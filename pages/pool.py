@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import allowed, current_pool, current_user, page_link, require
-from selfinstruct import explore, model
+from selfinstruct import actions, explore, model
 from selfinstruct.export import ExportFilters, PAPER_LENGTHS
 from selfinstruct.store import PoolError
 
@@ -14,8 +14,8 @@ VIEWS = {"browse": "Browse and edit", "diversity": "Diversity"}
 CLASSIFICATION = {"both": "All tasks", "only": "Classification tasks", "exclude": "Other tasks"}
 REVIEWS = {"all": "Any", "untouched": "Not reviewed", "human_approved": "Human-approved",
            model.RESCUED: "Rescued", model.APPROVED: "Approved here"}
-ACTION_LABELS = {"edit_candidate": "edited the instruction of", "edit_instance": "edited instance",
-                 "approve": "approved", "remove": "removed", "remove_instance": "removed instance"}
+ACTION_LABELS = {actions.EDIT_CANDIDATE: "edited the instruction of", actions.EDIT_INSTANCE: "edited instance",
+                 actions.APPROVE: "approved", actions.REMOVE: "removed", actions.REMOVE_INSTANCE: "removed instance"}
 
 pool = current_pool()
 user = current_user()
@@ -41,15 +41,18 @@ def flash(kind: str, text: str) -> None:
 
 
 def act(fn, *args, done: str, **kwargs) -> None:
-    """Run one audited change; report it on the next run."""
+    """Run one audited change (selfinstruct.actions); report it on the next run."""
     require("edit")
     try:
-        audit_id = fn(*args, actor=user, **kwargs)
-    except PoolError as exc:
+        outcome = fn(pool, *args, actor=user, **kwargs)
+    except (actions.ActionError, PoolError) as exc:
         flash("error", str(exc))
     else:
-        st.session_state["pool_last_action"] = audit_id
-        flash("success", done)
+        if outcome.skipped and not outcome.done:   # an undo refused: the sentence says why
+            flash("error", outcome.skipped[0][1])
+        else:
+            st.session_state["pool_last_action"] = outcome.batch
+            flash("success", done)
     st.rerun()
 
 
@@ -141,14 +144,14 @@ def item_panel(candidate_id: int) -> None:
         save_col, approve_col, remove_col = st.columns(3)
         if save_col.button("Save instruction", key="pool_save_instruction", icon=":material/save:",
                            disabled=new_text.strip() == item["instruction"]):
-            act(pool.pool_edit_instruction, candidate_id, new_text, done=f"Saved the instruction of #{candidate_id}.")
+            act(actions.edit_instruction, candidate_id, new_text, done=f"Saved the instruction of #{candidate_id}.")
         approved = model.is_human_approved(item)
         if approve_col.button("Approve", key="pool_approve", icon=":material/verified:", disabled=approved,
                               help="Mark it as checked by a person (the export can keep only these)."):
-            act(pool.pool_approve, candidate_id, done=f"Approved #{candidate_id}.")
+            act(actions.approve, candidate_id, done=f"Approved #{candidate_id}.")
         if remove_col.button("Remove from the pool", key="pool_remove", icon=":material/delete:",
                              help="It becomes a reject with reason 'removed'; you can undo it."):
-            act(pool.pool_remove, candidate_id, done=f"Removed #{candidate_id} from the pool.")
+            act(actions.remove, candidate_id, done=f"Removed #{candidate_id} from the pool.")
 
         kept = [i for i in item["instances"] if i["status"] == "kept"]
         dropped = [i for i in item["instances"] if i["status"] != "kept"]
@@ -163,10 +166,10 @@ def item_panel(candidate_id: int) -> None:
             changed = (new_in.strip(), new_out.strip()) != (inst["input"], inst["output"])
             if button_col.button("Save", key=f"pool_save_inst_{iid}", disabled=not changed,
                                  icon=":material/save:"):
-                act(pool.pool_edit_instance, iid, input=new_in, output=new_out,
+                act(actions.edit_instance, iid, input=new_in, output=new_out,
                     done=f"Saved instance {iid} of #{candidate_id}.")
             if button_col.button("Drop", key=f"pool_drop_inst_{iid}", icon=":material/delete:"):
-                act(pool.pool_remove_instance, iid, done=f"Dropped instance {iid} of #{candidate_id}.")
+                act(actions.remove_instance, iid, done=f"Dropped instance {iid} of #{candidate_id}.")
         if dropped:
             st.caption(f"{len(dropped)} instance(s) the filters (or a person) dropped:")
             st.dataframe(pd.DataFrame(dropped)[["id", "reason", "input", "output"]], hide_index=True,
@@ -187,21 +190,21 @@ def read_only_item(item: dict) -> None:
 
 
 def recent_actions() -> None:
-    actions = pool.pool_actions(limit=8)
-    if not actions:
+    changes = actions.history(pool, actions.POOL_ACTIONS, undos=False, limit=8)
+    if not changes:
         return
     with st.expander("Recent changes on this page", icon=":material/history:",
                      expanded=bool(st.session_state.get("pool_last_action"))):
-        for entry in actions:
+        for entry in changes:
             text_col, button_col = st.columns([5, 1])
-            target = f"#{entry['target_id']}" if entry["target_kind"] == "candidate" else str(entry["target_id"])
+            target = f"#{entry['target_id']}" if entry["target_kind"] == model.CANDIDATE else str(entry["target_id"])
             when = entry["created_at"].strftime("%Y-%m-%d %H:%M:%S")
-            status = " (undone)" if entry["undone_by"] else ""
+            status = "" if entry["open"] else " (undone)"
             text_col.text(f"{when} · {entry['actor']} {ACTION_LABELS.get(entry['action'], entry['action'])} "
                           f"{target}{status}")
-            if can_edit and not entry["undone_by"] and button_col.button("Undo", key=f"pool_undo_{entry['id']}",
+            if can_edit and entry["open"] and button_col.button("Undo", key=f"pool_undo_{entry['id']}",
                                                             icon=":material/undo:"):
-                act(pool.pool_undo, entry["id"], done=f"Undid: {ACTION_LABELS.get(entry['action'])} {target}.")
+                act(actions.undo_batch, entry["batch"], done=f"Undid: {ACTION_LABELS.get(entry['action'])} {target}.")
 
 
 # ============================================================================ diversity

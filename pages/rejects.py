@@ -3,9 +3,8 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import allowed, current_pool, current_user, page_link, require
-from selfinstruct import model, review
+from selfinstruct import actions, model, review
 from selfinstruct.render import marked_html
-from selfinstruct.store.review import ReviewError
 
 PAGE_SIZE = 50
 MARK_STYLE = "background-color: rgba(255, 196, 0, 0.45); padding: 0 1px; border-radius: 2px;"
@@ -78,8 +77,8 @@ def reset_selection_next_run() -> None:
 def act(fn, verb: str, *args, **kwargs) -> None:
     require("rescue")
     try:
-        outcome = fn(*args, actor=user, **kwargs)
-    except ReviewError as exc:
+        outcome = fn(pool, *args, actor=user, **kwargs)
+    except actions.ActionError as exc:
         flash("error", str(exc))
     else:
         report(outcome, verb)
@@ -186,15 +185,15 @@ with browse_tab:
         if kind == "instruction":
             if b2.button(f"Rescue {len(picked)} selected", key="rej_bulk_rescue", disabled=not picked,
                          icon=":material/undo:", help="Unparseable rows are skipped: edit them one at a time."):
-                act(pool.rescue_candidates, "Rescued", picked, reason=why)
+                act(actions.rescue, "Rescued", picked, reason=why)
             if b3.button(f"Confirm {len(picked)} selected", key="rej_bulk_confirm", disabled=not picked,
                          icon=":material/check:"):
-                act(pool.confirm_candidates, "Confirmed", picked, reason=why)
+                act(actions.confirm, "Confirmed", picked, reason=why)
             st.caption(review.NOVELTY_NOTE)
         else:
             if b2.button(f"Keep {len(picked)} selected", key="rej_bulk_rescue", disabled=not picked,
                          icon=":material/undo:", help="Rescue the instances: they join their instruction's kept ones."):
-                act(pool.rescue_instances, "Kept", picked, reason=why)
+                act(actions.rescue_instances, "Kept", picked, reason=why)
 
     # -- one reject up close -----------------------------------------------------------
     st.subheader("Evidence")
@@ -221,14 +220,14 @@ with browse_tab:
                     "entry": e["id"], "when": e["created_at"], "who": e["actor"], "action": e["action"],
                     "why": e["reason"], "undone by": e["undone_by"]} for e in entries]),
                     hide_index=True, key="rej_history")
-            last = next((e for e in entries if e["action"] in ("rescue", "confirm") and e["undone_by"] is None), None)
+            last = next((e for e in entries if e["action"] in actions.REJECTS_ACTIONS and e["undone_by"] is None), None)
             if can_act and last and last["id"] == entries[0]["id"]:
                 if st.button(f"Undo {last['action']} (entry #{last['id']})", key="rej_undo_one",
                              icon=":material/undo:"):
                     require("rescue")
                     try:
-                        pool.undo(last["id"], actor=user)
-                    except ReviewError as exc:
+                        actions.undo(pool, last["id"], actor=user)
+                    except actions.ActionError as exc:
                         flash("error", str(exc))
                     else:
                         flash("success", f"Undid entry #{last['id']}.")
@@ -323,10 +322,10 @@ with browse_tab:
                     if a2.button("Rescue", key="rej_rescue", disabled=not can_rescue, type="primary",
                                  icon=":material/undo:", help=review.NOVELTY_NOTE):
                         edited = new_text if exp.kind == "unparseable" else None
-                        act(pool.rescue_candidates, "Rescued", [detail_id], reason=one_why, instruction=edited)
+                        act(actions.rescue, "Rescued", [detail_id], reason=one_why, instruction=edited)
                     if a3.button("Confirm rejection", key="rej_confirm", icon=":material/check:",
                                  disabled=cand["status"] != "rejected" or cand["review"] == "confirmed"):
-                        act(pool.confirm_candidates, "Confirmed", [detail_id], reason=one_why)
+                        act(actions.confirm, "Confirmed", [detail_id], reason=one_why)
                 history("candidate", detail_id)
             else:
                 inst = pool.instance_detail(detail_id)
@@ -359,32 +358,33 @@ with browse_tab:
                     one_why = a1.text_input("Why (optional)", key="rej_one_why")
                     if a2.button("Keep this instance", key="rej_rescue", disabled=exp.rescue_blocked is not None,
                                  type="primary", icon=":material/undo:"):
-                        act(pool.rescue_instances, "Kept", [detail_id], reason=one_why)
+                        act(actions.rescue_instances, "Kept", [detail_id], reason=one_why)
                 history("instance", detail_id)
 
     # -- recent actions --------------------------------------------------------------------
-    log = pool.review_log(limit=10)
+    log = actions.history(pool, actions.REJECTS_ACTIONS, limit=10)
     if log:
         with st.expander("Recent review actions", icon=":material/history:", expanded=False):
             for entry in log:
                 c1, c2 = st.columns([5, 1], vertical_alignment="center")
-                what = {"rescue": "rescued", "confirm": "confirmed", "undo": "undid"}.get(entry["action"], entry["action"])
+                what = {actions.RESCUE: "rescued", actions.CONFIRM: "confirmed",
+                        actions.UNDO: "undid"}.get(entry["action"], entry["action"])
                 line = (f"#{entry['first_id']} · {entry['created_at']:%Y-%m-%d %H:%M} · {entry['actor']} "
                         f"{what} {entry['items']} {entry['target_kind']}(s)"
-                        + (f" · why: {entry['reason']}" if entry["reason"] and entry["action"] != "undo" else ""))
+                        + (f" · why: {entry['reason']}" if entry["reason"] and entry["action"] != actions.UNDO else ""))
                 c1.text(line)
-                if can_act and entry["action"] in ("rescue", "confirm") and entry["open"]:
+                if can_act and entry["action"] in actions.REJECTS_ACTIONS and entry["open"]:
                     if c2.button("Undo", key=f"rej_undo_{entry['batch']}", icon=":material/undo:"):
                         require("rescue")
                         try:
-                            outcome = pool.undo_batch(entry["batch"], actor=user)
-                        except ReviewError as exc:
+                            outcome = actions.undo_batch(pool, entry["batch"], actor=user)
+                        except actions.ActionError as exc:
                             flash("error", str(exc))
                         else:
                             report(outcome, "Undid")
                         reset_selection_next_run()
                         st.rerun()
-                elif entry["action"] in ("rescue", "confirm") and not entry["open"]:
+                elif entry["action"] in actions.REJECTS_ACTIONS and not entry["open"]:
                     c2.caption("undone")
 
 with whatif_tab:

@@ -1,7 +1,7 @@
 import streamlit as st
 
 from pages.common import current_pool
-from selfinstruct import seeds
+from selfinstruct import actions, seeds
 
 pool = current_pool()
 
@@ -39,6 +39,8 @@ with upload_col:
         except seeds.SeedImportError as exc:
             st.session_state["seed_report"] = exc.report
             st.session_state.pop("seed_flash", None)
+        except actions.ActionError as exc:
+            st.error(str(exc), icon=":material/error:")
         else:
             st.session_state.pop("seed_report", None)
             skipped = f" Skipped line(s): {', '.join(map(str, result.skipped_lines))}." if result.skipped_lines else ""
@@ -81,7 +83,10 @@ edits = st.session_state.get("seed_editor") or {}
 pending = sum(len(edits.get(k) or []) for k in ("edited_rows", "added_rows", "deleted_rows"))
 if st.button(f"Save {pending} change(s)" if pending else "Save changes", key="seed_save",
              disabled=not pending, type="primary", icon=":material/save:"):
-    result = seeds.apply_seed_edits(pool, table, edits)
+    try:
+        result = seeds.apply_seed_edits(pool, table, edits)
+    except actions.ActionError as exc:
+        result = seeds.SeedEditResult(0, 0, 0, [str(exc)])
     if result.ok:
         st.session_state.pop("seed_editor", None)
         st.session_state["seed_flash"] = (

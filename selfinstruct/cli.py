@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from . import seeds as seeds_mod
+from .actions import ActionError
 from .model import FAILED, FINISHED, INTERRUPTED, RESUMABLE_STATUSES, ROUGE_THRESHOLD, UNFINISHED_STATUSES
 from .store import DB_ENV_VAR, Pool, PoolError, default_db_path
 
@@ -563,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     except seeds_mod.SeedImportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (CLIError, PoolError, OSError) as exc:
+    except (CLIError, PoolError, ActionError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

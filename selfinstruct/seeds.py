@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from . import actions
 from .store import PACKAGE_ROOT, Pool
 
 STARTER_SEEDS_PATH = PACKAGE_ROOT / "data" / "seed_tasks.jsonl"
@@ -397,7 +398,7 @@ def import_seeds(pool: Pool, data: bytes | str | Path, filename: str | None = No
     if report.issues and not valid_only:
         raise SeedImportError(report, source)
     if report.tasks:
-        pool.add_seed_tasks(report.tasks, origin=origin or Path(source).name, actor=actor)
+        actions.import_seeds(pool, report.tasks, origin=origin or Path(source).name, actor=actor)
     return ImportResult(
         imported=len(report.tasks),
         instances=sum(len(t.instances) for t in report.tasks),
@@ -495,8 +496,10 @@ def apply_seed_edits(pool: Pool, table, edits: dict, *, actor: str = "user") -> 
     with pool.transaction():
         for seed_id, change in updates:
             if change:
-                pool.update_seed_task(seed_id, actor=actor, **change)
+                actions.edit_seed(pool, seed_id, actor=actor, **change)
         if new_tasks:
-            pool.add_seed_tasks(new_tasks, origin="editor", actor=actor)
-        pool.delete_seed_tasks([ids[pos] for pos in deleted if pos < len(ids)], actor=actor)
+            actions.import_seeds(pool, new_tasks, origin="editor", actor=actor)
+        gone = [ids[pos] for pos in deleted if pos < len(ids)]
+        if gone:
+            actions.delete_seeds(pool, gone, actor=actor)
     return SeedEditResult(len(updates), len(new_tasks), len(deleted), [])

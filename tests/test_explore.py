@@ -3,10 +3,10 @@ diversity analyses (leading verb/noun, ROUGE-L against seeds, lengths)."""
 import numpy as np
 import pytest
 
-from selfinstruct import explore
+from selfinstruct import actions, explore
 from selfinstruct.export import ExportFilters
 from selfinstruct.novelty import rouge_l, tokenize
-from selfinstruct.store import PoolError
+from selfinstruct.actions import ActionError
 from tests.test_export import build_small_pool
 
 
@@ -105,8 +105,8 @@ def test_search_can_look_inside_instances(small):
 # -- audited edits and undo -------------------------------------------------------------------
 def test_edit_instruction_is_audited_and_counts_as_human_approved(small):
     pool, ids = small
-    audit_id = pool.pool_edit_instruction(ids["G2"], "  Decide whether the whole number is odd or even. ",
-                                          actor="ana")
+    [audit_id] = actions.edit_instruction(pool, ids["G2"], "  Decide whether the whole number is odd or even. ",
+                                          actor="ana").audit_ids
     item = pool.pool_item(ids["G2"])
     assert item["instruction"] == "Decide whether the whole number is odd or even."
     assert (item["review"], item["decided_by"]) == ("approved", "human")
@@ -115,9 +115,9 @@ def test_edit_instruction_is_audited_and_counts_as_human_approved(small):
     assert entry["before"]["instruction"] == "Decide whether the number is odd or even."
     assert entry["after"]["instruction"] == item["instruction"]
     assert ids["G2"] in set(pool.pool_browse(review="human_approved")["id"])
-    with pytest.raises(PoolError, match="empty"):
-        pool.pool_edit_instruction(ids["G2"], "   ", actor="ana")
-    pool.pool_undo(audit_id, actor="ana")
+    with pytest.raises(ActionError, match="empty"):
+        actions.edit_instruction(pool, ids["G2"], "   ", actor="ana")
+    actions.undo(pool, audit_id, actor="ana")
     item = pool.pool_item(ids["G2"])
     assert item["instruction"] == "Decide whether the number is odd or even."
     assert (item["review"], item["decided_by"]) == (None, "filter")
@@ -126,64 +126,68 @@ def test_edit_instruction_is_audited_and_counts_as_human_approved(small):
 def test_edit_and_drop_instances(small):
     pool, ids = small
     kept = [i for i in pool.pool_item(ids["G1"])["instances"] if i["status"] == "kept"]
-    audit_id = pool.pool_edit_instance(kept[0]["id"], input="A paragraph on rivers.", output="Rivers feed us.",
-                                       actor="bo")
+    edit = actions.edit_instance(pool, kept[0]["id"], input="A paragraph on rivers.", output="Rivers feed us.",
+                                 actor="bo")
     entry = pool.audit_entries(action="edit_instance")[0]
+    assert entry["id"] == edit.audit_ids[0] and entry["target_id"] == kept[0]["id"]
+    vouch = pool.audit_entries(action="approve")[0]          # the task's approval, in the same batch
+    assert (vouch["id"], vouch["target_id"], vouch["after"]["batch"]) == (edit.audit_ids[1], ids["G1"], edit.batch)
     assert entry["before"]["output"] == "Rivers matter." and entry["after"]["output"] == "Rivers feed us."
     assert pool.pool_item(ids["G1"])["review"] == "approved"
     rows = pool.export_preview(ExportFilters(include_seeds=False), 50)
     assert "Rivers feed us." in set(rows["output"])
-    with pytest.raises(PoolError, match="output"):
-        pool.pool_edit_instance(kept[0]["id"], input="x", output=" ", actor="bo")
-    pool.pool_undo(audit_id, actor="bo")
+    with pytest.raises(ActionError, match="output"):
+        actions.edit_instance(pool, kept[0]["id"], input="x", output=" ", actor="bo")
+    actions.undo_batch(pool, edit.batch, actor="bo")
     assert pool.pool_item(ids["G1"])["review"] is None
     assert "Rivers matter." in set(pool.export_preview(ExportFilters(include_seeds=False), 50)["output"])
 
-    drop = pool.pool_remove_instance(kept[1]["id"], actor="bo")
+    [drop] = actions.remove_instance(pool, kept[1]["id"], actor="bo").audit_ids
     assert pool.export_counts(ExportFilters(include_seeds=False))["instances"] == 4
-    pool.pool_undo(drop, actor="bo")
+    actions.undo(pool, drop, actor="bo")
     assert pool.export_counts(ExportFilters(include_seeds=False))["instances"] == 5
 
 
 def test_remove_takes_an_item_out_and_undo_puts_it_back(small):
     pool, ids = small
     before = pool.export_counts(ExportFilters(include_seeds=False))["tasks"]
-    audit_id = pool.pool_remove(ids["G6"], actor="cy", note="off topic")
+    [audit_id] = actions.remove(pool, ids["G6"], actor="cy", reason="off topic").audit_ids
     item = pool.pool_item(ids["G6"])
     assert (item["status"], item["reason"], item["decided_by"]) == ("rejected", "removed", "human")
     assert pool.export_counts(ExportFilters(include_seeds=False))["tasks"] == before - 1
     assert ids["G6"] not in set(pool.pool_browse()["id"])
     entry = pool.audit_entries(action="remove")[0]
     assert entry["reason"] == "off topic" and entry["before"]["status"] == "accepted"
-    with pytest.raises(PoolError, match="not in the accepted pool"):
-        pool.pool_remove(ids["G6"], actor="cy")
-    undo_id = pool.pool_undo(audit_id, actor="cy")
+    with pytest.raises(ActionError, match="not in the accepted pool"):
+        actions.remove(pool, ids["G6"], actor="cy")
+    [undo_id] = actions.undo(pool, audit_id, actor="cy").audit_ids
     item = pool.pool_item(ids["G6"])
     assert (item["status"], item["reason"], item["decided_by"]) == ("accepted", None, "filter")
     assert pool.audit_entries(action="remove")[0]["undone_by"] == undo_id
-    with pytest.raises(PoolError, match="already undone"):
-        pool.pool_undo(audit_id, actor="cy")
+    with pytest.raises(ActionError, match="already undone"):
+        actions.undo(pool, audit_id, actor="cy")
 
 
 def test_undo_refuses_when_the_item_changed_since(small):
     pool, ids = small
-    first = pool.pool_edit_instruction(ids["G4"], "Explain photosynthesis to a curious child.", actor="d")
-    pool.pool_edit_instruction(ids["G4"], "Explain photosynthesis simply to a child.", actor="d")
-    with pytest.raises(PoolError, match="changed after"):
-        pool.pool_undo(first, actor="d")
+    [first] = actions.edit_instruction(pool, ids["G4"], "Explain photosynthesis to a curious child.",
+                                       actor="d").audit_ids
+    actions.edit_instruction(pool, ids["G4"], "Explain photosynthesis simply to a child.", actor="d")
+    with pytest.raises(ActionError, match="changed since"):
+        actions.undo(pool, first, actor="d")
     assert pool.pool_item(ids["G4"])["instruction"] == "Explain photosynthesis simply to a child."
 
 
 def test_approve_and_recent_actions(small):
     pool, ids = small
-    audit_id = pool.pool_approve(ids["G2"], actor="eve")
+    [audit_id] = actions.approve(pool, ids["G2"], actor="eve").audit_ids
     assert pool.pool_item(ids["G2"])["review"] == "approved"
-    with pytest.raises(PoolError, match="already human-approved"):
-        pool.pool_approve(ids["G2"], actor="eve")
-    actions = pool.pool_actions()
-    assert actions[0]["id"] == audit_id and actions[0]["action"] == "approve"
+    with pytest.raises(ActionError, match="already human-approved"):
+        actions.approve(pool, ids["G2"], actor="eve")
+    recent = actions.history(pool, actions.POOL_ACTIONS, undos=False)
+    assert recent[0]["id"] == audit_id and recent[0]["action"] == "approve"
     version = pool.explore_version()
-    pool.pool_undo(audit_id, actor="eve")
+    actions.undo(pool, audit_id, actor="eve")
     assert pool.explore_version() != version                  # caches keyed on it are refreshed
     assert pool.pool_item(ids["G2"])["review"] is None
 

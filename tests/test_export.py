@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from selfinstruct import export, seeds
+from selfinstruct import actions, export, seeds
 from selfinstruct.export import (FORMAT_INFO, FORMATS, PROMPT_TEMPLATES, ExportFilters, ExportOptions,
                                  export_dataset, iter_records, write_export)
 from selfinstruct.seeds import SeedTask
@@ -28,13 +28,13 @@ def build_small_pool(pool: Pool) -> dict:
            round 2: G4 (1 instance with a 30-word output)  G5 (no instance)
     run B  round 1: G6 (1 instance)
     """
-    s1, s2, s3 = pool.add_seed_tasks([
+    s1, s2, s3 = actions.import_seeds(pool, [
         SeedTask("Translate the word into French.", [{"input": "cat", "output": "chat"}]),
         SeedTask("Classify the sentiment of the review.", [
             {"input": "Great film.", "output": "positive"}, {"input": "Dull plot.", "output": "negative"}],
             is_classification=True),
         SeedTask("Tell a short joke about cats.", []),
-    ], origin="test")
+    ], origin="test", actor="test").done
     ids = {"S1": s1, "S2": s2, "S3": s3}
     run_a = pool.create_run({"model": "test-model-a", "mode": "completion", "rouge_threshold": 0.7,
                              "keywords": ["image", "plot"], "seed": 42,
@@ -236,7 +236,7 @@ def test_rescued_and_human_approved_filters(small):
     assert pool.export_counts(ExportFilters(include_seeds=False, exclude_rescued=True))["tasks"] == 4
     assert exported_tasks(pool, ExportFilters(include_seeds=False, human_approved_only=True)) == {
         "Write a haiku about autumn leaves falling."}
-    pool.pool_approve(ids["G6"], actor="tester")
+    actions.approve(pool, ids["G6"], actor="tester")
     assert exported_tasks(pool, ExportFilters(include_seeds=False, human_approved_only=True)) == {
         "Write a haiku about autumn leaves falling.", "Suggest a name for a bakery."}
     # seeds are human-written: the approval filter leaves them in

@@ -3,9 +3,9 @@ import random
 
 import pytest
 
-from selfinstruct import review
+from selfinstruct import actions, review
 from selfinstruct.novelty import lcs_length, rouge_l, tokenize
-from selfinstruct.store.review import ReviewError, UndoRefused
+from selfinstruct.actions import ActionError, UndoRefused
 
 
 def sql(pool, query, params=None):
@@ -178,7 +178,7 @@ def test_rescue_puts_a_reject_in_the_pool_audited_and_undoable(demo_pool):
     cid, text = sql(demo_pool, "SELECT id, instruction FROM candidates WHERE reason = 'keyword' "
                                "AND status = 'rejected' ORDER BY id LIMIT 1")[0]
     before = demo_pool.counts()
-    outcome = demo_pool.rescue_candidates([cid], actor="ana", reason="a photo can be described in words")
+    outcome = actions.rescue(demo_pool, [cid], actor="ana", reason="a photo can be described in words")
     assert outcome.done == [cid] and not outcome.skipped
     after = demo_pool.counts()
     assert (after.accepted, after.rejected, after.rescued) == (before.accepted + 1, before.rejected - 1,
@@ -188,8 +188,10 @@ def test_rescue_puts_a_reject_in_the_pool_audited_and_undoable(demo_pool):
     entry = audit(demo_pool, outcome.audit_ids[0])
     assert (entry["actor"], entry["action"], entry["target_kind"], entry["target_id"]) == ("ana", "rescue", "candidate", cid)
     assert entry["reason"] == "a photo can be described in words"
-    assert entry["before"] == {"status": "rejected", "reason": "keyword", "review": None, "decided_by": "filter"}
-    assert entry["after"]["status"] == "accepted" and entry["after"]["review"] == "rescued"
+    assert entry["before"] == {"instruction": text, "status": "rejected", "reason": "keyword", "review": None,
+                               "decided_by": "filter"}
+    assert entry["after"] == {"instruction": text, "status": "accepted", "reason": "keyword", "review": "rescued",
+                              "decided_by": "human", "batch": outcome.batch}
     # it is in the novelty pool of every later run, and waits for instances
     assert text in demo_pool.pool_instructions()
     waiting = {c["id"]: c for c in demo_pool.candidates_needing_followups()}
@@ -198,63 +200,63 @@ def test_rescue_puts_a_reject_in_the_pool_audited_and_undoable(demo_pool):
     rescued = review.load_page(demo_pool, review.RejectQuery(review="rescued")).rows
     assert list(rescued["id"]) == [cid] and rescued["state"][0] == "rescued · instances pending"
 
-    undo_id = demo_pool.undo(outcome.audit_ids[0], actor="ben")
+    [undo_id] = actions.undo(demo_pool, outcome.audit_ids[0], actor="ben").audit_ids
     assert demo_pool.counts() == before
     assert sql(demo_pool, "SELECT status, decided_by, review FROM candidates WHERE id = ?", [cid])[0] == \
         ("rejected", "filter", None)
     assert audit(demo_pool, outcome.audit_ids[0])["undone_by"] == undo_id
     assert audit(demo_pool, undo_id)["action"] == "undo" and audit(demo_pool, undo_id)["actor"] == "ben"
     with pytest.raises(UndoRefused, match="already undone"):
-        demo_pool.undo(outcome.audit_ids[0], actor="ben")
+        actions.undo(demo_pool, outcome.audit_ids[0], actor="ben")
 
 
 def test_undo_refuses_when_the_candidate_changed_since(demo_pool):
     cid = scalar(demo_pool, "SELECT min(id) FROM candidates WHERE reason = 'rouge'")
-    confirm = demo_pool.confirm_candidates([cid], actor="ana")
-    rescue = demo_pool.rescue_candidates([cid], actor="ben")
+    confirm = actions.confirm(demo_pool, [cid], actor="ana")
+    rescue = actions.rescue(demo_pool, [cid], actor="ben")
     assert rescue.done == [cid]
     with pytest.raises(UndoRefused, match="changed since.*rescue, ben"):
-        demo_pool.undo(confirm.audit_ids[0], actor="ana")
+        actions.undo(demo_pool, confirm.audit_ids[0], actor="ana")
     assert scalar(demo_pool, "SELECT review FROM candidates WHERE id = ?", [cid]) == "rescued"
-    demo_pool.undo(rescue.audit_ids[0], actor="ben")       # newest first works
-    demo_pool.undo(confirm.audit_ids[0], actor="ana")      # then the older one
+    actions.undo(demo_pool, rescue.audit_ids[0], actor="ben")       # newest first works
+    actions.undo(demo_pool, confirm.audit_ids[0], actor="ana")      # then the older one
     assert sql(demo_pool, "SELECT status, review FROM candidates WHERE id = ?", [cid])[0] == ("rejected", None)
-    with pytest.raises(UndoRefused, match="only rescue and confirm"):
-        demo_pool.undo(demo_pool.audit_entries(action="undo")[0]["id"], actor="ana")
+    with pytest.raises(UndoRefused, match="itself an undo"):
+        actions.undo(demo_pool, demo_pool.audit_entries(action="undo")[0]["id"], actor="ana")
 
 
 def test_bulk_confirm_and_batch_undo(demo_pool):
     ids = [r[0] for r in sql(demo_pool, "SELECT id FROM candidates WHERE status = 'rejected' ORDER BY id LIMIT 4")]
-    demo_pool.rescue_candidates(ids[:1], actor="ana")
-    outcome = demo_pool.confirm_candidates(ids, actor="ana", reason="rightly dropped")
+    actions.rescue(demo_pool, ids[:1], actor="ana")
+    outcome = actions.confirm(demo_pool, ids, actor="ana", reason="rightly dropped")
     assert outcome.done == ids[1:] and outcome.skipped[0][0] == ids[0]
     assert "undo the rescue instead" in outcome.skipped[0][1]
     assert [r[0] for r in sql(demo_pool, "SELECT id FROM candidates WHERE review = 'confirmed' ORDER BY id")] == ids[1:]
-    log = demo_pool.review_log()
+    log = actions.history(demo_pool)
     assert (log[0]["action"], log[0]["items"], log[0]["open"], log[0]["batch"]) == ("confirm", 3, 3, outcome.batch)
-    assert demo_pool.confirm_candidates(ids[1:2], actor="ana").skipped[0][1] == "it is already confirmed"
-    undone = demo_pool.undo_batch(outcome.batch, actor="ana")
+    assert actions.confirm(demo_pool, ids[1:2], actor="ana").skipped[0][1] == "it is already confirmed"
+    undone = actions.undo_batch(demo_pool, outcome.batch, actor="ana")
     assert undone.count == 3
     assert scalar(demo_pool, "SELECT count(*) FROM candidates WHERE review = 'confirmed'") == 0
     with pytest.raises(UndoRefused):
-        demo_pool.undo_batch(outcome.batch, actor="ana")
+        actions.undo_batch(demo_pool, outcome.batch, actor="ana")
 
 
 def test_unparseable_is_rescued_only_with_an_edited_text_and_undo_restores_it(pool):
     _, (cid,) = add_rejects(pool, [{"instruction": "3) Draw a\n\nmap of", "reason": "unparseable",
                                     "details": {"message": "m"}}])
-    skipped = pool.rescue_candidates([cid], actor="ana")
+    skipped = actions.rescue(pool, [cid], actor="ana")
     assert not skipped.done and "edit it" in skipped.skipped[0][1]
-    with pytest.raises(ReviewError):
-        pool.rescue_candidates([cid], actor="ana", instruction="   ")
+    with pytest.raises(ActionError):
+        actions.rescue(pool, [cid], actor="ana", instruction="   ")
     cand = pool.candidate_detail(cid)
     warnings = review.rescue_warnings(pool, cand, "Draw a map of the town.")
     assert any("Unsuitable" in w or "mentions" in w for w in warnings)
-    done = pool.rescue_candidates([cid], actor="ana", instruction=" Describe the town square in detail. ")
+    done = actions.rescue(pool, [cid], actor="ana", instruction=" Describe the town square in detail. ")
     assert pool.candidate_detail(cid)["instruction"] == "Describe the town square in detail."
     entry = audit(pool, done.audit_ids[0])
     assert entry["before"]["instruction"] == "3) Draw a\n\nmap of"
-    pool.undo(done.audit_ids[0], actor="ana")
+    actions.undo(pool, done.audit_ids[0], actor="ana")
     assert sql(pool, "SELECT instruction, status FROM candidates WHERE id = ?", [cid])[0] == \
         ("3) Draw a\n\nmap of", "rejected")
 
@@ -268,12 +270,12 @@ def test_rescue_warns_about_an_exact_copy(demo_pool):
 def test_instance_rescue_keeps_it_and_undo_rejects_it_again(demo_pool):
     iid, reason = sql(demo_pool, "SELECT id, reason FROM instances WHERE status = 'rejected' ORDER BY id LIMIT 1")[0]
     kept_before = demo_pool.counts().instances
-    outcome = demo_pool.rescue_instances([iid], actor="ana")
+    outcome = actions.rescue_instances(demo_pool, [iid], actor="ana")
     assert sql(demo_pool, "SELECT status, reason FROM instances WHERE id = ?", [iid])[0] == ("kept", reason)
     assert demo_pool.counts().instances == kept_before + 1
     rescued = review.load_page(demo_pool, review.RejectQuery(kind="instance", review="rescued")).rows
     assert list(rescued["id"]) == [iid]
-    demo_pool.undo(outcome.audit_ids[0], actor="ana")
+    actions.undo(demo_pool, outcome.audit_ids[0], actor="ana")
     assert sql(demo_pool, "SELECT status FROM instances WHERE id = ?", [iid])[0] == ("rejected",)
 
 

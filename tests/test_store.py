@@ -5,6 +5,7 @@ import textwrap
 import duckdb
 import pytest
 
+from selfinstruct import actions
 from selfinstruct.store import SCHEMA_VERSION, Pool, PoolLockedError, SchemaTooNewError
 from selfinstruct.seeds import SeedTask
 
@@ -21,8 +22,8 @@ def test_fresh_file_gets_the_whole_schema(db_path):
 def test_older_file_is_upgraded_and_keeps_its_data(db_path):
     with Pool.open(db_path, migrate_to=1) as old:
         assert old.schema_version() == 1
-        old.add_seed_tasks([SeedTask("Name three rivers in Africa.", [{"input": "", "output": "Nile"}])],
-                           origin="test")
+        actions.import_seeds(old, [SeedTask("Name three rivers in Africa.", [{"input": "", "output": "Nile"}])],
+                             origin="test", actor="test")
     with duckdb.connect(str(db_path)) as con:
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     assert "labels" not in tables
@@ -68,23 +69,24 @@ def test_second_process_gets_a_plain_lock_message(db_path):
 def test_transactions_roll_back_as_a_whole(pool):
     with pytest.raises(RuntimeError):
         with pool.transaction():
-            pool.add_seed_tasks([SeedTask("Translate the word into Spanish.")], origin="t")
+            actions.import_seeds(pool, [SeedTask("Translate the word into Spanish.")], origin="t", actor="t")
             raise RuntimeError("boom")
     assert pool.counts().seeds == 0
     assert pool.audit_entries() == []
 
 
 def test_seed_edit_and_delete_are_audited(pool):
-    [seed_id] = pool.add_seed_tasks(
-        [SeedTask("Give a synonym for the word.", [{"input": "quick", "output": "fast"}])], origin="t")
-    pool.update_seed_task(seed_id, instruction="Give two synonyms for the word.", output="fast, rapid")
+    [seed_id] = actions.import_seeds(
+        pool, [SeedTask("Give a synonym for the word.", [{"input": "quick", "output": "fast"}])], origin="t",
+        actor="t").done
+    actions.edit_seed(pool, seed_id, actor="t", instruction="Give two synonyms for the word.", output="fast, rapid")
     [task] = pool.seed_tasks()
     assert task["instruction"] == "Give two synonyms for the word."
     assert task["instances"] == [{"input": "quick", "output": "fast, rapid"}]
     entry = pool.audit_entries(action="edit_seed")[0]
     assert entry["before"]["instruction"] == "Give a synonym for the word."
     assert entry["after"]["output"] == "fast, rapid"
-    pool.delete_seed_tasks([seed_id])
+    actions.delete_seeds(pool, [seed_id], actor="t")
     assert pool.counts().seeds == 0 and pool.counts().instances == 0
     assert pool.audit_entries(action="delete_seed")[0]["before"]["id"] == seed_id
 
@@ -92,7 +94,8 @@ def test_seed_edit_and_delete_are_audited(pool):
 def test_threads_use_their_own_cursors(pool):
     import threading
 
-    pool.add_seed_tasks([SeedTask(f"Write a limerick about the number {i}.") for i in range(3)], origin="t")
+    actions.import_seeds(pool, [SeedTask(f"Write a limerick about the number {i}.") for i in range(3)],
+                         origin="t", actor="t")
     seen = []
 
     def worker():

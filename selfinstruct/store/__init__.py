@@ -5,6 +5,7 @@ module holds the queries of one part of the product, and `Pool` combines them.
 """
 from .core import (DB_ENV_VAR, DEFAULT_DB_PATH, MIGRATIONS, PACKAGE_ROOT, SCHEMA_VERSION, PoolBase,
                    PoolCounts, PoolError, PoolLockedError, SchemaTooNewError, default_db_path)
+from .audit import AuditQueries
 from .bulk import BulkQueries
 from .explore import ExploreQueries
 from .quality import QualityQueries
@@ -13,7 +14,7 @@ from .runs import RunQueries
 from .seeds import SeedQueries
 
 
-class Pool(ReviewQueries, QualityQueries, ExploreQueries, RunQueries, SeedQueries, BulkQueries, PoolBase):
+class Pool(ReviewQueries, QualityQueries, ExploreQueries, RunQueries, SeedQueries, AuditQueries, BulkQueries, PoolBase):
     """An open pool file. Create with `Pool.open(path)`; close with `.close()`."""
 
 

@@ -6,8 +6,8 @@ Two halves:
   (selfinstruct/export.py; any object with the same attributes works) into
   parameterised SQL. Counts, the page's preview, the streamed rows and the
   dataset card's statistics all run that same query, so they always agree.
-* The pool explorer: paged search over accepted candidates, one item with its
-  instances, and audited edits (edit, approve, remove, undo).
+* The pool explorer: paged search over accepted candidates and one item with its
+  instances. Its edits (edit, approve, remove, undo) are `selfinstruct/actions.py`.
 
 What is exportable: seed tasks (when asked for) and accepted candidates, each with
 its kept instances. A task left with no instance after the filters is skipped
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .core import PoolError, _loads
+from .core import _loads
 from .quality import QualityQueries
 
 # Columns of every exported row, in order.
@@ -34,9 +34,6 @@ EXPORT_COLUMNS = ("source", "task_id", "run_id", "round", "instruction", "is_cla
 
 # Review values that mean "a person vouched for this accepted item".
 HUMAN_APPROVED_REVIEWS = ("rescued", "approved")
-
-# Pool-explorer actions that `pool_undo` can reverse.
-UNDOABLE_ACTIONS = ("edit_candidate", "edit_instance", "approve", "remove", "remove_instance")
 
 
 def _words(expr: str) -> str:
@@ -376,169 +373,5 @@ class ExploreQueries:
             "LEFT JOIN rounds r ON r.id = c.round_id LEFT JOIN runs ru ON ru.id = c.run_id "
             "WHERE c.status = 'accepted' AND c.run_id IS NOT NULL GROUP BY c.run_id ORDER BY c.run_id")
 
-    # -- audited changes -------------------------------------------------------------
-    @staticmethod
-    def _candidate_state(cur, candidate_id: int) -> dict | None:
-        row = cur.execute(
-            "SELECT instruction, status, reason, decided_by, review FROM candidates WHERE id = ?",
-            [int(candidate_id)]).fetchone()
-        if row is None:
-            return None
-        return dict(zip(("instruction", "status", "reason", "decided_by", "review"), row))
 
-    @staticmethod
-    def _instance_state(cur, instance_id: int) -> dict | None:
-        row = cur.execute(
-            "SELECT input, output, status, reason, candidate_id, seed_id FROM instances WHERE id = ?",
-            [int(instance_id)]).fetchone()
-        if row is None:
-            return None
-        return dict(zip(("input", "output", "status", "reason", "candidate_id", "seed_id"), row))
-
-    @staticmethod
-    def _set_candidate(cur, candidate_id: int, state: dict) -> None:
-        fields = [k for k in ("instruction", "status", "reason", "decided_by", "review") if k in state]
-        cur.execute(
-            f"UPDATE candidates SET {', '.join(f'{k} = ?' for k in fields)}, "
-            "updated_at = current_timestamp WHERE id = ?",
-            [state[k] for k in fields] + [int(candidate_id)])
-
-    @staticmethod
-    def _set_instance(cur, instance_id: int, state: dict) -> None:
-        fields = [k for k in ("input", "output", "status", "reason") if k in state]
-        cur.execute(f"UPDATE instances SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
-                    [state[k] for k in fields] + [int(instance_id)])
-
-    def _accepted_state(self, cur, candidate_id: int) -> dict:
-        state = self._candidate_state(cur, candidate_id)
-        if state is None:
-            raise PoolError(f"There is no candidate {candidate_id}.")
-        if state["status"] != "accepted":
-            raise PoolError(f"Candidate {candidate_id} is not in the accepted pool (it is {state['status']}).")
-        return state
-
-    @staticmethod
-    def _vouched(state: dict) -> dict:
-        """A person touched this accepted item: decided by a human, reviewed 'approved'
-        unless it already carries a review (a rescue stays a rescue)."""
-        return {"decided_by": "human", "review": state["review"] or "approved"}
-
-    def pool_edit_instruction(self, candidate_id: int, instruction: str, *, actor: str = "user",
-                              note: str | None = None) -> int:
-        """Change an accepted instruction's text (audited 'edit_candidate'); the item
-        counts as human-approved afterwards. Returns the audit id."""
-        text = (instruction or "").strip()
-        if not text:
-            raise PoolError("An instruction cannot be empty.")
-        with self.transaction() as cur:
-            before = self._accepted_state(cur, candidate_id)
-            if text == before["instruction"]:
-                raise PoolError("The instruction is unchanged.")
-            after = {**before, "instruction": text, **self._vouched(before)}
-            self._set_candidate(cur, candidate_id, after)
-            return self._audit(cur, actor, "edit_candidate", "candidate", int(candidate_id), note,
-                               before, after)
-
-    def pool_edit_instance(self, instance_id: int, *, input: str, output: str, actor: str = "user",
-                           note: str | None = None) -> int:
-        """Change a generated instance's input and output (audited 'edit_instance', with
-        before and after); its task counts as human-approved afterwards."""
-        new_input, new_output = (input or "").strip(), (output or "").strip()
-        if not new_output:
-            raise PoolError("An instance needs an output.")
-        with self.transaction() as cur:
-            before = self._instance_state(cur, instance_id)
-            if before is None or before["candidate_id"] is None:
-                raise PoolError(f"There is no generated instance {instance_id}.")
-            task_before = self._accepted_state(cur, before["candidate_id"])
-            if (new_input, new_output) == (before["input"], before["output"]):
-                raise PoolError("The instance is unchanged.")
-            after = {**before, "input": new_input, "output": new_output}
-            self._set_instance(cur, instance_id, after)
-            task_after = {**task_before, **self._vouched(task_before)}
-            self._set_candidate(cur, before["candidate_id"], task_after)
-            return self._audit(cur, actor, "edit_instance", "instance", int(instance_id), note,
-                               {**before, "task": task_before}, {**after, "task": task_after})
-
-    def pool_approve(self, candidate_id: int, *, actor: str = "user", note: str | None = None) -> int:
-        """Mark an accepted item as checked by a person (review 'approved', audited)."""
-        with self.transaction() as cur:
-            before = self._accepted_state(cur, candidate_id)
-            after = {**before, "decided_by": "human", "review": "approved"}
-            if before["review"] in HUMAN_APPROVED_REVIEWS and before["decided_by"] == "human":
-                raise PoolError(f"Candidate {candidate_id} is already human-approved.")
-            self._set_candidate(cur, candidate_id, after)
-            return self._audit(cur, actor, "approve", "candidate", int(candidate_id), note, before, after)
-
-    def pool_remove(self, candidate_id: int, *, actor: str = "user", note: str | None = None) -> int:
-        """Take an item out of the accepted pool: status 'rejected', reason 'removed',
-        decided by a human (audited 'remove'; `pool_undo` puts it back)."""
-        with self.transaction() as cur:
-            before = self._accepted_state(cur, candidate_id)
-            after = {**before, "status": "rejected", "reason": "removed", "decided_by": "human"}
-            self._set_candidate(cur, candidate_id, after)
-            return self._audit(cur, actor, "remove", "candidate", int(candidate_id), note, before, after)
-
-    def pool_remove_instance(self, instance_id: int, *, actor: str = "user",
-                             note: str | None = None) -> int:
-        """Drop one kept instance of a generated task (status 'rejected', reason 'removed')."""
-        with self.transaction() as cur:
-            before = self._instance_state(cur, instance_id)
-            if before is None or before["candidate_id"] is None:
-                raise PoolError(f"There is no generated instance {instance_id}.")
-            if before["status"] != "kept":
-                raise PoolError(f"Instance {instance_id} is not kept (it is {before['status']}).")
-            after = {**before, "status": "rejected", "reason": "removed"}
-            self._set_instance(cur, instance_id, after)
-            return self._audit(cur, actor, "remove_instance", "instance", int(instance_id), note,
-                               before, after)
-
-    def pool_undo(self, audit_id: int, *, actor: str = "user") -> int:
-        """Reverse one pool-explorer action by restoring its `before`, provided nothing
-        changed the row since. Audited 'undo'; the original entry gets `undone_by`."""
-        with self.transaction() as cur:
-            row = cur.execute(
-                "SELECT action, target_kind, target_id, before, after, undone_by FROM audit_log "
-                "WHERE id = ?", [int(audit_id)]).fetchone()
-            if row is None:
-                raise PoolError(f"There is no audit entry {audit_id}.")
-            action, kind, target_id, before, after, undone_by = row
-            if action not in UNDOABLE_ACTIONS:
-                raise PoolError(f"Audit entry {audit_id} ({action}) is not a pool-explorer action.")
-            if undone_by is not None:
-                raise PoolError(f"Audit entry {audit_id} was already undone (by entry {undone_by}).")
-            before, after = _loads(before), _loads(after)
-            if kind == "candidate":
-                now = self._candidate_state(cur, target_id)
-                fields = ("instruction", "status", "reason", "decided_by", "review")
-                if now is None or any(now[k] != after.get(k) for k in fields):
-                    raise PoolError(f"Candidate {target_id} changed after that action; undo it by hand.")
-                restore = {k: before[k] for k in fields}
-                self._set_candidate(cur, target_id, restore)
-            else:
-                now = self._instance_state(cur, target_id)
-                fields = ("input", "output", "status", "reason")
-                if now is None or any(now[k] != after.get(k) for k in fields):
-                    raise PoolError(f"Instance {target_id} changed after that action; undo it by hand.")
-                restore = {k: before[k] for k in fields}
-                self._set_instance(cur, target_id, restore)
-                if "task" in before:  # an instance edit also vouched for its task
-                    task_now = self._candidate_state(cur, now["candidate_id"])
-                    if task_now == after["task"]:
-                        self._set_candidate(cur, now["candidate_id"], before["task"])
-            undo_id = self._audit(cur, actor, "undo", kind, target_id, f"undo of audit entry {audit_id}",
-                                  now, restore)
-            cur.execute("UPDATE audit_log SET undone_by = ? WHERE id = ?", [undo_id, int(audit_id)])
-            return undo_id
-
-    def pool_actions(self, limit: int = 20) -> list[dict]:
-        """The latest pool-explorer actions, newest first, with their before/after."""
-        rows = self._rows(
-            f"SELECT * FROM audit_log WHERE action IN ({', '.join('?' * len(UNDOABLE_ACTIONS))}) "
-            "ORDER BY id DESC LIMIT ?", [*UNDOABLE_ACTIONS, int(limit)])
-        for row in rows:
-            row["before"], row["after"] = _loads(row["before"]), _loads(row["after"])
-        return rows
-
-
-__all__ = ["ExploreQueries", "ExportStream", "EXPORT_COLUMNS", "HUMAN_APPROVED_REVIEWS", "UNDOABLE_ACTIONS"]
+__all__ = ["ExploreQueries", "ExportStream", "EXPORT_COLUMNS", "HUMAN_APPROVED_REVIEWS"]

@@ -1,4 +1,4 @@
-"""Rejected candidates: paged browsing, rescue, confirm and undo (issue 6).
+"""Rejected candidates: paged browsing and the evidence of each decision (issue 6).
 
 Two kinds of reject can be reviewed:
 
@@ -15,29 +15,16 @@ Review states of an instruction reject (the ``review`` filter):
 ``rescued`` (a person put it in the pool), ``all`` (any of these).
 Instances have ``pending``, ``rescued`` and ``all``.
 
-Every action writes one audit row per item (``rescue`` / ``confirm``, target kind
-``candidate`` or ``instance``) with the item's state before and after; the items of
-one call share a ``batch`` key inside ``after`` so a bulk action can be undone at once.
-``undo`` restores the ``before`` state, writes an ``undo`` row and sets ``undone_by``
-on the original; it refuses twice, and refuses when the item changed since.
+Rescue, confirm and undo are `selfinstruct/actions.py`; this module only reads.
 """
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
-import duckdb
-
-from .core import PoolError, _loads
+from .core import _loads
 
 KINDS = ("instruction", "instance")
 REVIEW_STATES = ("pending", "confirmed", "rescued", "all")
-
-# State columns an audit row records (and undo restores) for each target kind.
-_CANDIDATE_STATE = ("status", "reason", "review", "decided_by", "instruction")
-_INSTANCE_STATE = ("status", "reason")
-_UNDOABLE = {"rescue", "confirm"}
 
 _CANDIDATE_REVIEW_SQL = {
     "pending": "c.status = 'rejected' AND c.review IS NULL",
@@ -53,29 +40,6 @@ _INSTANCE_REVIEW_SQL = {
 }
 
 
-class ReviewError(PoolError):
-    """A review action that cannot be done, in words a user can act on."""
-
-
-class UndoRefused(ReviewError):
-    """`undo` would overwrite something, or there is nothing to undo."""
-
-
-@dataclass
-class ReviewOutcome:
-    """What one rescue / confirm / undo call did."""
-
-    action: str
-    done: list[int] = field(default_factory=list)            # item ids changed
-    audit_ids: list[int] = field(default_factory=list)       # one per changed item
-    skipped: list[tuple[int, str]] = field(default_factory=list)   # (item id, why not)
-    batch: str | None = None
-
-    @property
-    def count(self) -> int:
-        return len(self.done)
-
-
 def _kind(kind: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
@@ -87,12 +51,6 @@ def _review(review: str | None, kind: str) -> str:
     if review not in REVIEW_STATES:
         raise ValueError(f"review must be one of {REVIEW_STATES}, not {review!r}")
     return review
-
-
-def _conflict(exc: duckdb.Error) -> ReviewError:
-    return ReviewError(
-        "The pool was changed by something else at the same moment (probably a running "
-        f"round); nothing was saved. Try again. ({exc.__class__.__name__})")
 
 
 class ReviewQueries:
@@ -239,185 +197,6 @@ class ReviewQueries:
         for row in rows:
             row["before"], row["after"] = _loads(row["before"]), _loads(row["after"])
         return rows
-
-    # -- actions -----------------------------------------------------------------
-    @staticmethod
-    def _state(cur, target_kind: str, target_id: int) -> dict | None:
-        cols = _CANDIDATE_STATE if target_kind == "candidate" else _INSTANCE_STATE
-        table = "candidates" if target_kind == "candidate" else "instances"
-        row = cur.execute(f"SELECT {', '.join(cols)} FROM {table} WHERE id = ?", [target_id]).fetchone()
-        return None if row is None else dict(zip(cols, row))
-
-    @staticmethod
-    def _set_state(cur, target_kind: str, target_id: int, state: dict) -> None:
-        table = "candidates" if target_kind == "candidate" else "instances"
-        cols = [c for c in state if c in (_CANDIDATE_STATE if target_kind == "candidate" else _INSTANCE_STATE)]
-        sets = ", ".join(f"{c} = ?" for c in cols)
-        if target_kind == "candidate":
-            sets += ", updated_at = current_timestamp"
-        cur.execute(f"UPDATE {table} SET {sets} WHERE id = ?", [*(state[c] for c in cols), target_id])
-
-    def _review_action(self, action: str, target_kind: str, ids: Iterable[int], *, actor: str,
-                       reason: str | None, change) -> ReviewOutcome:
-        """Apply `change(before) -> (after | None, why_not)` to each item, audited, in one
-        transaction; items it declines are reported in `skipped`."""
-        outcome = ReviewOutcome(action=action, batch=uuid.uuid4().hex[:12])
-        reason = (reason or "").strip() or None
-        try:
-            with self.transaction() as cur:
-                for target_id in dict.fromkeys(int(i) for i in ids):
-                    before = self._state(cur, target_kind, target_id)
-                    if before is None:
-                        outcome.skipped.append((target_id, f"there is no {target_kind} {target_id}"))
-                        continue
-                    after, why_not = change(before)
-                    if after is None:
-                        outcome.skipped.append((target_id, why_not))
-                        continue
-                    self._set_state(cur, target_kind, target_id, after)
-                    # Always status, reason and review (as the state exists), plus whatever changed.
-                    changed = {k: after[k] for k in after
-                               if after[k] != before[k] or k in ("status", "reason", "review")}
-                    audit_id = self._audit(
-                        cur, actor, action, target_kind, target_id, reason,
-                        {k: before[k] for k in changed}, {**changed, "batch": outcome.batch})
-                    outcome.done.append(target_id)
-                    outcome.audit_ids.append(audit_id)
-        except duckdb.TransactionException as exc:
-            raise _conflict(exc) from None
-        return outcome
-
-    def rescue_candidates(self, ids: Iterable[int], *, actor: str, reason: str | None = None,
-                          instruction: str | None = None) -> ReviewOutcome:
-        """Put rejected candidates in the pool: status 'accepted', decided_by 'human',
-        review 'rescued'. `instruction` replaces the text (one candidate only; used to
-        rescue an unparseable fragment after editing it). Unparseable candidates are
-        skipped unless a new `instruction` is given."""
-        ids = list(ids)
-        new_text = None if instruction is None else instruction.strip()
-        if instruction is not None:
-            if len(ids) != 1:
-                raise ValueError("An edited instruction can only be given for one candidate.")
-            if not new_text:
-                raise ReviewError("The edited instruction is empty.")
-
-        def change(before: dict):
-            if before["status"] != "rejected":
-                return None, f"it is already {before['status']}"
-            if before["reason"] == "unparseable" and new_text is None:
-                return None, "it is raw model text that could not be parsed; edit it into an instruction first"
-            after = {**before, "status": "accepted", "decided_by": "human", "review": "rescued"}
-            if new_text is not None:
-                after["instruction"] = new_text
-            return after, ""
-
-        return self._review_action("rescue", "candidate", ids, actor=actor, reason=reason, change=change)
-
-    def confirm_candidates(self, ids: Iterable[int], *, actor: str,
-                           reason: str | None = None) -> ReviewOutcome:
-        """Agree with the filter: review 'confirmed'; the candidate stays rejected."""
-        def change(before: dict):
-            if before["status"] != "rejected":
-                return None, f"it is {before['status']}" + (
-                    " (undo the rescue instead)" if before["review"] == "rescued" else "")
-            if before["review"] == "confirmed":
-                return None, "it is already confirmed"
-            return {**before, "review": "confirmed"}, ""
-
-        return self._review_action("confirm", "candidate", ids, actor=actor, reason=reason, change=change)
-
-    def rescue_instances(self, ids: Iterable[int], *, actor: str,
-                         reason: str | None = None) -> ReviewOutcome:
-        """Keep rejected instances (status 'kept'; their reason stays as the mark of a rescue).
-        Unparseable instance rows (raw model text) are skipped."""
-        def change(before: dict):
-            if before["status"] != "rejected":
-                return None, f"it is already {before['status']}"
-            if before["reason"] == "unparseable":
-                return None, "it is raw model text that could not be read as an input/output pair"
-            return {**before, "status": "kept"}, ""
-
-        return self._review_action("rescue", "instance", ids, actor=actor, reason=reason, change=change)
-
-    # -- undo --------------------------------------------------------------------
-    def _undo_one(self, cur, audit_id: int, actor: str, batch: str) -> int:
-        row = cur.execute(
-            "SELECT id, action, target_kind, target_id, before, after, undone_by, actor, created_at "
-            "FROM audit_log WHERE id = ?", [audit_id]).fetchone()
-        if row is None:
-            raise UndoRefused(f"There is no audit entry #{audit_id}.")
-        _, action, target_kind, target_id, before, after, undone_by, who, when = row
-        if action not in _UNDOABLE or target_kind not in ("candidate", "instance"):
-            raise UndoRefused(f"Audit entry #{audit_id} is a '{action}'; only rescue and confirm "
-                              "can be undone here.")
-        if undone_by is not None:
-            raise UndoRefused(f"Audit entry #{audit_id} ({action} of {target_kind} {target_id}) "
-                              f"was already undone by entry #{undone_by}.")
-        before, after = _loads(before) or {}, _loads(after) or {}
-        after.pop("batch", None)
-        now = self._state(cur, target_kind, target_id)
-        if now is None:
-            raise UndoRefused(f"The {target_kind} {target_id} no longer exists.")
-        differs = {k: now.get(k) for k in after if now.get(k) != after[k]}
-        if differs:
-            later = cur.execute(
-                "SELECT id, action, actor FROM audit_log WHERE target_kind = ? AND target_id = ? "
-                "AND id > ? ORDER BY id DESC LIMIT 1", [target_kind, target_id, audit_id]).fetchone()
-            what = ", ".join(f"{k} is now {v!r} (was {after[k]!r})" for k, v in differs.items())
-            by = f" by entry #{later[0]} ({later[1]}, {later[2]})" if later else ""
-            raise UndoRefused(f"Cannot undo #{audit_id}: {target_kind} {target_id} changed since{by}: "
-                              f"{what}. Undo the later change first, or act on it again.")
-        self._set_state(cur, target_kind, target_id, {**now, **before})
-        undo_id = self._audit(cur, actor, "undo", target_kind, target_id, f"undo of #{audit_id}",
-                              after, {**before, "batch": batch, "undoes": audit_id})
-        cur.execute("UPDATE audit_log SET undone_by = ? WHERE id = ?", [undo_id, audit_id])
-        return undo_id
-
-    def undo(self, audit_id: int, *, actor: str) -> int:
-        """Undo one rescue or confirm: restore the item's state from before it, write an
-        'undo' audit row (returned) and mark the original `undone_by`. Raises `UndoRefused`
-        (with the reason) when it was undone already or the item changed since."""
-        try:
-            with self.transaction() as cur:
-                return self._undo_one(cur, int(audit_id), actor, uuid.uuid4().hex[:12])
-        except duckdb.TransactionException as exc:
-            raise _conflict(exc) from None
-
-    def undo_batch(self, batch: str, *, actor: str) -> ReviewOutcome:
-        """Undo every not-yet-undone entry of one bulk action; entries that cannot be
-        undone are reported in `skipped` (by audit id) and the rest still are."""
-        outcome = ReviewOutcome(action="undo", batch=uuid.uuid4().hex[:12])
-        ids = [r[0] for r in self._q(
-            "SELECT id FROM audit_log WHERE json_extract_string(after, '$.batch') = ? "
-            "AND action IN ('rescue', 'confirm') AND undone_by IS NULL ORDER BY id DESC", [batch]).fetchall()]
-        if not ids:
-            raise UndoRefused("Nothing left to undo in that action.")
-        try:
-            with self.transaction() as cur:
-                for audit_id in ids:
-                    try:
-                        undo_id = self._undo_one(cur, audit_id, actor, outcome.batch)
-                    except UndoRefused as exc:
-                        outcome.skipped.append((audit_id, str(exc)))
-                        continue
-                    outcome.done.append(audit_id)
-                    outcome.audit_ids.append(undo_id)
-        except duckdb.TransactionException as exc:
-            raise _conflict(exc) from None
-        return outcome
-
-    def review_log(self, limit: int = 10) -> list[dict]:
-        """Recent review actions, one row per call (a bulk action is one row), newest first:
-        batch, first_id, created_at, actor, action, target_kind, reason, items, open
-        (entries not undone yet), target_ids."""
-        return self._rows(
-            "SELECT json_extract_string(after, '$.batch') AS batch, min(id) AS first_id, "
-            "max(created_at) AS created_at, any_value(actor) AS actor, any_value(action) AS action, "
-            "any_value(target_kind) AS target_kind, any_value(reason) AS reason, count(*) AS items, "
-            "count(*) FILTER (WHERE undone_by IS NULL) AS open, list(target_id ORDER BY id) AS target_ids "
-            "FROM audit_log WHERE action IN ('rescue', 'confirm', 'undo') "
-            "AND target_kind IN ('candidate', 'instance') "
-            "GROUP BY 1 ORDER BY first_id DESC LIMIT ?", [limit])
 
     # -- what-if -----------------------------------------------------------------
     def rouge_whatif(self, threshold: float, *, run_id: int | None = None) -> dict:
