@@ -89,3 +89,30 @@ def test_diversity_view(demo_app_env):
     stats = pool.export_length_stats(ExportFilters(include_seeds=False))
     assert means["Output, mean words"] == round(stats["means"]["output"], 1)
     assert any("median" in c.value for c in at.caption)
+
+
+def test_an_audit_row_from_before_the_actions_layer_is_listed_and_undone(demo_app_env):
+    """A Pool-page row written before batches existed (whole states, no batch) keeps its Undo."""
+    import json
+
+    from selfinstruct.model import CANDIDATE
+
+    at = open_page("pages/pool.py")
+    pool = app_pool(demo_app_env)
+    first = int(at.dataframe[0].value.iloc[0]["id"])
+    before = pool.read_state(CANDIDATE, first)
+    after = {**before, "status": "rejected", "reason": "removed", "decided_by": "human"}
+    pool.write_state(CANDIDATE, first, after)
+    old_id = pool.cursor().execute(
+        "INSERT INTO audit_log (actor, action, target_kind, target_id, reason, before, after) "
+        "VALUES ('olga', 'remove', 'candidate', ?, NULL, ?, ?) RETURNING id",
+        [first, json.dumps(before), json.dumps(after)]).fetchone()[0]
+    at.run()
+    assert not at.exception
+    assert any(f"olga removed #{first}" in t.value for t in at.text)
+    at.button(key=f"pool_undo_{old_id}").click().run()
+    assert not at.exception
+    assert any(f"Undid: removed #{first}" in s.value for s in at.success)
+    assert pool.read_state(CANDIDATE, first) == before
+    assert pool.audit_entry(old_id)["undone_by"] is not None
+    assert any(f"olga removed #{first} (undone)" in t.value for t in at.text)

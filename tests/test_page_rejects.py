@@ -236,3 +236,30 @@ def test_selecting_one_row_shows_its_evidence(demo_app_env):
     assert not at.exception
     assert at.selectbox(key="rej_detail_instruction").value == cid
     assert any(m.value.startswith(f"**Candidate #{cid} ·") for m in at.markdown)
+
+
+def test_an_audit_row_from_before_the_actions_layer_is_listed_and_undone(demo_app_env):
+    """A Rejects-page row written before the actions layer (partial states, batch in `after`)."""
+    import json
+
+    at = open_page("pages/rejects.py")
+    pool = app_pool(demo_app_env)
+    cid = int(table(at)["id"].iloc[0])
+    reason = pool.candidate_detail(cid)["reason"]
+    pool.write_state("candidate", cid, {"status": "accepted", "decided_by": "human", "review": "rescued"})
+    old_id = pool.cursor().execute(
+        "INSERT INTO audit_log (actor, action, target_kind, target_id, reason, before, after) "
+        "VALUES ('olga', 'rescue', 'candidate', ?, 'looked fine', ?, ?) RETURNING id",
+        [cid, json.dumps({"status": "rejected", "reason": reason, "review": None, "decided_by": "filter"}),
+         json.dumps({"status": "accepted", "reason": reason, "review": "rescued", "batch": "0ldb4tch0000"})]
+    ).fetchone()[0]
+    at.run()
+    assert not at.exception
+    assert any(t.value.startswith(f"#{old_id} · ") and "olga rescued 1 candidate(s) · why: looked fine" in t.value
+               for t in at.text)
+    at.button(key="rej_undo_0ldb4tch0000").click().run()
+    assert not at.exception
+    assert any("Undid 1 item" in s.value for s in at.success)
+    assert pool._q("SELECT status, decided_by, review FROM candidates WHERE id = ?", [cid]).fetchone() == \
+        ("rejected", "filter", None)
+    assert pool.audit_entry(old_id)["undone_by"] is not None
