@@ -355,25 +355,27 @@ def cmd_generate(args) -> int:
                 return 0
             run_id = start_run(pool, config, actor="cli")
         progress = _Progress(sys.stderr)
-        try:
+        with _SigintSeen() as sigint:
             try:
-                runner = Runner(pool, run_id, on_event=progress, overrides=overrides, actor="cli",
-                                env_key_any_url=True)   # the machine's own user sends their key anywhere
-            except ValueError as exc:
-                raise CLIError(str(exc)) from None
-            print(f"Run {run_id}: {runner.config.model} at {runner.backend.description}"
-                  + (" (Batch API)" if runner.config.batch else "") + ".", flush=True)
-            outcome = runner.run()
-        except KeyboardInterrupt:
-            progress.clear()
-            try:
-                pool.set_run_status(run_id, INTERRUPTED, stop_reason="interrupted")
-            except Exception:  # noqa: BLE001 - the message below matters more than the status
-                pass
-            print(f"Interrupted. Resume with: {resume_command(run_id)}", file=sys.stderr)
-            return 130
-        progress.clear()
-        _print_parse_health(pool, run_id)
+                try:
+                    runner = Runner(pool, run_id, on_event=progress, overrides=overrides, actor="cli",
+                                    env_key_any_url=True)   # the machine's own user sends their key anywhere
+                except ValueError as exc:
+                    raise CLIError(str(exc)) from None
+                print(f"Run {run_id}: {runner.config.model} at {runner.backend.description}"
+                      + (" (Batch API)" if runner.config.batch else "") + ".", flush=True)
+                outcome = runner.run()
+                progress.clear()
+                _print_parse_health(pool, run_id)
+            except Exception as exc:
+                # Ctrl+C can land inside a library that turns it into its own error (duckdb
+                # importing pandas says "'pandas' is required"): after a Ctrl+C, any error is the
+                # interruption.
+                if isinstance(exc, CLIError) or not sigint.seen():
+                    raise
+                return _interrupted(pool, run_id, progress, resume_command)
+            except KeyboardInterrupt:
+                return _interrupted(pool, run_id, progress, resume_command)
         if outcome.status == FAILED:
             raise CLIError(f"Run {run_id} failed: {outcome.error}\n{outcome.next_step}")
         counts = pool.counts()
@@ -384,6 +386,53 @@ def cmd_generate(args) -> int:
             print(outcome.next_step or f"Resume with: {resume_command(run_id)}")
             return 3
     return 0
+
+
+class _SigintSeen:
+    """Tells whether Ctrl+C was pressed while in the block, without taking the signal over:
+    Python's own handler (and asyncio's, during a run) still turn it into KeyboardInterrupt.
+    The signal module writes each signal's number to a wakeup socket, which `seen()` reads."""
+
+    def __enter__(self) -> "_SigintSeen":
+        import signal
+        import socket
+        import threading
+
+        self._seen, self._previous, self._pair = False, None, None
+        if threading.current_thread() is threading.main_thread():
+            self._pair = socket.socketpair()
+            for end in self._pair:
+                end.setblocking(False)
+            self._previous = signal.set_wakeup_fd(self._pair[1].fileno(), warn_on_full_buffer=False)
+        return self
+
+    def seen(self) -> bool:
+        import signal
+
+        if self._pair is not None and not self._seen:
+            try:
+                self._seen = signal.SIGINT in self._pair[0].recv(256)
+            except BlockingIOError:
+                pass
+        return self._seen
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self._pair is not None:
+            signal.set_wakeup_fd(self._previous if self._previous is not None else -1)
+            for end in self._pair:
+                end.close()
+
+
+def _interrupted(pool, run_id: int, progress, resume_command) -> int:
+    progress.clear()
+    try:
+        pool.set_run_status(run_id, INTERRUPTED, stop_reason="interrupted")
+    except BaseException:  # noqa: BLE001 - the message below matters more than the status
+        pass
+    print(f"Interrupted. Resume with: {resume_command(run_id)}", file=sys.stderr)
+    return 130
 
 
 def _print_parse_health(pool, run_id: int) -> None:
@@ -502,8 +551,11 @@ def cmd_refilter(args) -> int:
 
     keywords = [k.strip() for k in args.keywords.split(",") if k.strip()] if args.keywords else None
     with open_pool(args) as pool:
-        report = refilter(pool, args.run_id, threshold=args.threshold, keywords=keywords,
-                          apply=args.apply, actor="cli")
+        try:
+            report = refilter(pool, args.run_id, threshold=args.threshold, keywords=keywords,
+                              apply=args.apply, actor="cli")
+        except ValueError as exc:   # no such run, or a parser version this code does not have
+            raise CLIError(str(exc)) from None
     print(f"Run {report.run_id}: {report.candidates} candidates, {len(report.changed)} would change.")
     keys = sorted(set(report.before) | set(report.after))
     for key in keys:
