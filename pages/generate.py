@@ -1,8 +1,7 @@
-import altair as alt
 import streamlit as st
 
 from pages.common import current_pool, current_user, job_manager
-from selfinstruct import local, monitor
+from selfinstruct import charts, local, monitor
 from selfinstruct.filters import ALPACA_EXTRA_KEYWORDS, PAPER_KEYWORDS
 from selfinstruct.backend import (LOCAL, OFFLINE, OPENAI_COMPATIBLE, OPENAI_URL, OWN_SERVERS, Backend,
                                   defaults_for, owner_base_url)
@@ -222,20 +221,6 @@ if st.button("Start run", key="gen_start", type="primary", icon=":material/play_
 
 
 # -- live view --------------------------------------------------------------------------
-def reason_chart(view):
-    return alt.Chart(view.reasons).mark_bar().encode(
-        x=alt.X("round:O", title="Round"), y=alt.Y("n:Q", title="Rejected"),
-        color=alt.Color("label:N", title="Reason"), tooltip=["round", "label", "n"])
-
-
-def rouge_chart(view, threshold_value: float):
-    bars = alt.Chart(view.rouge).mark_bar(opacity=0.8).encode(
-        x=alt.X("max_rouge:Q", bin=alt.Bin(step=0.05), title="ROUGE-L with the most similar pool instruction"),
-        y=alt.Y("count():Q", title="Candidates"), color=alt.Color("status:N", title=None))
-    rule = alt.Chart({"values": [{"t": threshold_value}]}).mark_rule(color="red", strokeDash=[4, 3]).encode(x="t:Q")
-    return bars + rule
-
-
 PAGE_SAW_BUSY = status.busy
 
 
@@ -358,24 +343,24 @@ def live_view() -> None:
                       for b in view.batches], hide_index=True, key="gen_batches")
     st.dataframe(
         rounds.drop(columns=["round_id"]), hide_index=True, key="gen_rounds_table",
-        column_config={"acceptance": st.column_config.ProgressColumn("acceptance", min_value=0, max_value=1,
+        column_config={"acceptance": st.column_config.ProgressColumn("acceptance (%)", min_value=0, max_value=1,
                                                                      format="percent"),
                        "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
                        "seconds": st.column_config.NumberColumn("seconds", format="%.1f")})
     if len(rounds):
         left, right = st.columns(2)
         left.markdown("**Pool size**")
-        left.altair_chart(alt.Chart(view.growth).mark_line(point=True).encode(
-            x=alt.X("round:O", title="After round"), y=alt.Y("pool_size:Q", title="Instructions in the pool")))
+        left.altair_chart(charts.pool_growth(view.growth))
         right.markdown("**Rejections by reason**")
         if len(view.reasons):
-            right.altair_chart(reason_chart(view))
+            right.altair_chart(charts.rejections_by_round(view.reasons))
         else:
             right.caption("Nothing rejected yet.")
         left, right = st.columns(2)
         left.markdown(f"**ROUGE-L of round {view.latest_round}'s candidates**")
         if len(view.rouge):
-            left.altair_chart(rouge_chart(view, view.run["config"].get("rouge_threshold", ROUGE_THRESHOLD)))
+            threshold_used = view.run["config"].get("rouge_threshold", ROUGE_THRESHOLD)
+            left.altair_chart(charts.round_rouge(view.rouge, threshold_used))
         else:
             left.caption("No scores yet for this round.")
         right.markdown("**Newest accepted instructions**")

@@ -1,11 +1,10 @@
 import random
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
 from pages.common import allowed, current_pool, current_user, page_link
-from selfinstruct import quality
+from selfinstruct import charts, quality
 from selfinstruct.quality import MEASURE_LABELS, QUESTION_TEXT, QUESTIONS
 from selfinstruct.render import escape_markdown
 from selfinstruct.store import PoolError
@@ -13,7 +12,6 @@ from selfinstruct.store import PoolError
 ANSWER_LABELS = {"yes": "Yes", "no": "No", "unsure": "Unsure"}
 VIEWS = {"label": "Label items", "results": "Results", "data": "Study data"}
 STRATA = {"none": "None", "round": "By round", "classification": "Classification vs not"}
-US, PAPER = "This study", "Paper (Wang et al. 2023)"
 
 pool = current_pool()
 
@@ -282,45 +280,6 @@ def labeling() -> None:
 
 
 # -- results -------------------------------------------------------------------------
-def rates_chart(frame: pd.DataFrame) -> alt.Chart:
-    """Share of yes per measure with its 95% interval, and the paper's figure as a tick."""
-    order = list(MEASURE_LABELS.values())
-    frame = frame.dropna(subset=["share"]).assign(source=US)
-    paper = frame.assign(source=PAPER)
-    color = alt.Color("source:N", title=None, scale=alt.Scale(domain=[US, PAPER], range=["#4c78a8", "#e45756"]))
-    y = alt.Y("label:N", sort=order, title=None)
-    x = alt.X("share:Q", title="Share answered yes", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"))
-    tooltip = [alt.Tooltip("label:N", title="Question"), alt.Tooltip("share:Q", format=".1%", title="Yes"),
-               alt.Tooltip("low:Q", format=".1%", title="95% from"), alt.Tooltip("high:Q", format=".1%", title="95% to"),
-               "yes:Q", "n:Q", "unsure:Q", alt.Tooltip("paper:Q", format=".0%", title="Paper")]
-    bars = alt.Chart(frame).mark_bar(opacity=0.8, height=22).encode(x=x, y=y, color=color, tooltip=tooltip)
-    whiskers = alt.Chart(frame).mark_errorbar(ticks=True, color="#1f2937").encode(
-        x=alt.X("low:Q", title="Share answered yes"), x2="high:Q", y=y)
-    ticks = alt.Chart(paper).mark_tick(thickness=4, size=34).encode(
-        x="paper:Q", y=y, color=color, tooltip=[alt.Tooltip("paper:Q", format=".0%", title="Paper")])
-    return (bars + whiskers + ticks).properties(height=210)
-
-
-def group_chart(frame: pd.DataFrame, title: str) -> alt.Chart:
-    """The same, one bar per group (round, or classification vs not) within each measure."""
-    order = list(MEASURE_LABELS.values())
-    frame = frame.dropna(subset=["share"]).assign(group=lambda f: f["group"].astype(str))
-    y = alt.Y("label:N", sort=order, title=None)
-    offset = alt.YOffset("group:N")
-    color = alt.Color("group:N", title=title)
-    x = alt.X("share:Q", title="Share answered yes", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"))
-    tooltip = [alt.Tooltip("group:N", title=title), alt.Tooltip("label:N", title="Question"),
-               alt.Tooltip("share:Q", format=".1%", title="Yes"), alt.Tooltip("low:Q", format=".1%", title="95% from"),
-               alt.Tooltip("high:Q", format=".1%", title="95% to"), "yes:Q", "n:Q"]
-    bars = alt.Chart(frame).mark_bar(opacity=0.8).encode(x=x, y=y, yOffset=offset, color=color, tooltip=tooltip)
-    whiskers = alt.Chart(frame).mark_rule(color="#1f2937").encode(
-        x=alt.X("low:Q", title="Share answered yes"), x2="high:Q", y=y, yOffset=offset)
-    ticks = alt.Chart(frame.drop_duplicates("measure")).mark_tick(color="#e45756", thickness=3).encode(
-        x="paper:Q", y=y, tooltip=[alt.Tooltip("paper:Q", format=".0%", title="Paper")])
-    groups = frame["group"].nunique()
-    return (bars + whiskers + ticks).properties(height=max(160, 4 * (14 * groups + 16)))
-
-
 def _pct(value) -> str:
     return "n/a" if value is None or pd.isna(value) else f"{value:.0%}"
 
@@ -393,7 +352,7 @@ def results() -> None:
                       delta=f"{100 * (row['share'] - row['paper']):+.0f} pts vs the paper", delta_color="off",
                       help=f"{row['yes']} yes of {row['n']}; 95% Wilson interval "
                            f"{_pct(row['low'])} to {_pct(row['high'])}. The paper: {row['paper']:.0%}.")
-    st.altair_chart(rates_chart(result.overall), key="label_rates_chart")
+    st.altair_chart(charts.yes_rates(result.overall), key="label_rates_chart")
     unsure = int(overall.loc[list(QUESTIONS), "unsure"].sum())
     split = int(overall.loc[list(QUESTIONS), "split"].sum())
     st.caption(
@@ -405,10 +364,10 @@ def results() -> None:
     by_round, by_group = st.columns(2)
     with by_round:
         st.markdown("**By round**")
-        st.altair_chart(group_chart(result.by_round, "Round"), key="label_round_chart")
+        st.altair_chart(charts.yes_rates_by_group(result.by_round, "Round"), key="label_round_chart")
     with by_group:
         st.markdown("**Classification vs not**")
-        st.altair_chart(group_chart(result.by_group, "Task kind"), key="label_group_chart")
+        st.altair_chart(charts.yes_rates_by_group(result.by_group, "Task kind"), key="label_group_chart")
     with st.expander("The numbers", icon=":material/table:"):
         numbers_table(result.overall)
         numbers_table(result.by_round, "Round")

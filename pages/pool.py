@@ -1,11 +1,10 @@
 import math
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
 from pages.common import allowed, current_pool, current_user, page_link, require
-from selfinstruct import actions, explore, model
+from selfinstruct import actions, charts, explore, model
 from selfinstruct.export import ExportFilters, PAPER_LENGTHS
 from selfinstruct.store import PoolError
 
@@ -224,46 +223,6 @@ def length_stats(path: str, version: tuple) -> dict:
     return current_pool().export_length_stats(ExportFilters(include_seeds=False))
 
 
-def sunburst(table: pd.DataFrame) -> alt.Chart:
-    """Verbs on the inner ring, their first nouns on the outer ring (angles computed here)."""
-    shown = table[table["verb"] != explore.NONE].copy()
-    grand = shown["count"].sum()
-    rows, start = [], 0.0
-    for verb, group in shown.groupby("verb", sort=False):
-        total = int(group["verb_total"].iloc[0])
-        rows.append({"ring": "verb", "verb": verb, "noun": "", "count": total,
-                     "start": start, "end": start + 2 * math.pi * total / grand})
-        inner = start
-        for noun, count in zip(group["noun"], group["count"]):
-            angle = 2 * math.pi * int(count) / grand
-            rows.append({"ring": "noun", "verb": verb, "noun": noun, "count": int(count),
-                         "start": inner, "end": inner + angle})
-            inner += angle
-        start += 2 * math.pi * total / grand
-    arcs = pd.DataFrame(rows)
-    arcs["mid"] = (arcs["start"] + arcs["end"]) / 2
-    # a label only where its arc is long enough to hold it (inner ring: radius 95, outer: 190)
-    arcs["label"] = arcs.apply(
-        lambda r: (r["verb"] if (r["end"] - r["start"]) > 0.24 else "") if r["ring"] == "verb"
-        else (r["noun"] if (r["end"] - r["start"]) > 0.12 else ""), axis=1)
-    base = alt.Chart(arcs)
-    color = alt.Color("verb:N", legend=None, scale=alt.Scale(scheme="tableau20"),
-                      sort=list(dict.fromkeys(shown["verb"])))
-    tooltip = [alt.Tooltip("verb:N"), alt.Tooltip("noun:N"), alt.Tooltip("count:Q")]
-    inner = base.transform_filter(alt.datum.ring == "verb").mark_arc(
-        innerRadius=40, outerRadius=140, stroke="white").encode(
-        theta=alt.Theta("start:Q", scale=None), theta2="end:Q", color=color, tooltip=tooltip)
-    outer = base.transform_filter(alt.datum.ring == "noun").mark_arc(
-        innerRadius=142, outerRadius=230, stroke="white", opacity=0.6).encode(
-        theta=alt.Theta("start:Q", scale=None), theta2="end:Q", color=color, tooltip=tooltip)
-    inner_text = base.transform_filter(alt.datum.ring == "verb").mark_text(
-        radius=95, fontSize=11, fontWeight="bold").encode(
-        theta=alt.Theta("mid:Q", scale=None), text="label:N")
-    outer_text = base.transform_filter(alt.datum.ring == "noun").mark_text(
-        radius=190, fontSize=10).encode(theta=alt.Theta("mid:Q", scale=None), text="label:N")
-    return (inner + outer + inner_text + outer_text).properties(width=480, height=480)
-
-
 def diversity() -> None:
     version = pool.explore_version()
     path = str(pool.path)
@@ -280,7 +239,7 @@ def diversity() -> None:
                 f"({recognised / max(counts.accepted, 1):.0%}).")
     if len(table[table["verb"] != explore.NONE]):
         chart_col, table_col = st.columns([3, 2])
-        chart_col.altair_chart(sunburst(table), key="pool_sunburst")
+        chart_col.altair_chart(charts.verb_sunburst(table), key="pool_sunburst")
         table_col.dataframe(table[table["verb"] != explore.NONE][["verb", "noun", "count"]], hide_index=True,
                             height=500, key="pool_verb_table")
 
@@ -291,14 +250,7 @@ def diversity() -> None:
     else:
         hist = explore.rouge_histogram(result.scores)
         threshold = pool_threshold()
-        bars = alt.Chart(hist).mark_bar().encode(
-            x=alt.X("bin_start:Q", bin="binned", title="ROUGE-L F-measure", scale=alt.Scale(domain=[0, 1])),
-            x2="bin_end:Q", y=alt.Y("n:Q", title="instructions"),
-            tooltip=[alt.Tooltip("bin_start:Q", title="from"), alt.Tooltip("bin_end:Q", title="to"),
-                     alt.Tooltip("n:Q", title="instructions")])
-        rule = alt.Chart(pd.DataFrame({"x": [threshold]})).mark_rule(color="#c0392b", strokeDash=[4, 3]).encode(
-            x="x:Q")
-        st.altair_chart((bars + rule).properties(height=260), key="pool_rouge_chart")
+        st.altair_chart(charts.rouge_vs_seeds(hist, threshold), key="pool_rouge_chart")
         sample = (f"a random sample of {len(result.scores):,} of {result.total:,} instructions"
                   if result.sampled else f"all {result.total:,} instructions")
         st.caption(f"Exact ROUGE-L of each generated instruction against the most similar of {result.seeds:,} "
@@ -309,23 +261,13 @@ def diversity() -> None:
     st.subheader("Lengths")
     stats = length_stats(path, version)
     metric_cols = st.columns(3)
-    names = {"instruction": "Instruction", "input": "Input (non-empty)", "output": "Output"}
+    names = charts.LENGTH_FIELDS
     for column, field in zip(metric_cols, names):
         mean = stats["means"].get(field)
         column.metric(f"{names[field]}, mean words", f"{mean:.1f}" if mean is not None else "–",
                       delta=f"{mean - PAPER_LENGTHS[field]:+.1f} vs the paper's {PAPER_LENGTHS[field]}"
                       if mean is not None else None, delta_color="off")
-    hist = stats["histogram"].copy()
-    hist["field"] = hist["field"].map(names)
-    hist["bin_end"] = hist["bin_start"] + stats["bin_width"]
-    chart = alt.Chart(hist).mark_bar().encode(
-        x=alt.X("bin_start:Q", bin="binned", title=f"words ({stats['cap']}+ in the last bar)",
-                scale=alt.Scale(domain=[0, stats["cap"] + stats["bin_width"]])),
-        x2="bin_end:Q", y=alt.Y("n:Q", title="count"),
-        column=alt.Column("field:N", title=None, sort=list(names.values())),
-        tooltip=["field:N", alt.Tooltip("bin_start:Q", title="from"), alt.Tooltip("n:Q", title="count")],
-    ).properties(width=210, height=200).resolve_scale(y="independent")
-    st.altair_chart(chart, key="pool_length_chart")
+    st.altair_chart(charts.length_histograms(stats), key="pool_length_chart")
     st.caption(f"Word counts over every accepted generated instruction with kept instances "
                f"({stats['counts'].get('instruction', 0):,} instructions, "
                f"{stats['counts'].get('output', 0):,} instances), counted in the database.")

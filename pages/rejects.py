@@ -1,9 +1,8 @@
-import altair as alt
 import pandas as pd
 import streamlit as st
 
 from pages.common import allowed, current_pool, current_user, page_link, require
-from selfinstruct import actions, model, review
+from selfinstruct import actions, charts, model, review
 from selfinstruct.render import marked_html
 
 PAGE_SIZE = 50
@@ -408,19 +407,7 @@ with whatif_tab:
     if hist.empty:
         st.caption("No ROUGE-L scores stored yet.")
     else:
-        bars = alt.Chart(hist).mark_bar().encode(
-            x=alt.X("bin_start:Q", bin="binned", title="max ROUGE-L against the pool", scale=alt.Scale(domain=[0, 1])),
-            x2="bin_end:Q",
-            y=alt.Y("sum(n):Q", title="candidates", stack=True),
-            color=alt.Color("outcome:N", scale=alt.Scale(domain=["accepted", "rescued", "rejected"],
-                                                         range=["#4c9f70", "#4c78a8", "#e45756"])),
-            tooltip=["outcome:N", "bin_start:Q", "bin_end:Q", "n:Q"])
-        rules = pd.DataFrame([{"at": x, "line": "threshold used"} for x in what.thresholds_used]
-                             + [{"at": t, "line": "what-if"}])
-        rule = alt.Chart(rules).mark_rule(strokeWidth=2).encode(
-            x="at:Q", strokeDash=alt.StrokeDash("line:N", title=None),
-            color=alt.value("#333333"), tooltip=["line:N", "at:Q"])
-        st.altair_chart(bars + rule, width="stretch", key="rej_hist")
+        st.altair_chart(charts.rouge_whatif(hist, what.thresholds_used, t), width="stretch", key="rej_hist")
 
     st.subheader("Keywords that reject the most")
     keywords = evidence["keywords"]
@@ -430,11 +417,8 @@ with whatif_tab:
         st.caption("\"Only this keyword\": candidates that mention no other listed keyword. Without that "
                    "keyword in the list they would go on to the ROUGE-L check. Many rescues for a keyword "
                    "suggest it is too strict for your task.")
-        chart = alt.Chart(keywords).mark_bar().encode(
-            x=alt.X("candidates:Q", title="rejected candidates", axis=alt.Axis(tickMinStep=1, format="d")),
-            y=alt.Y("keyword:N", sort="-x", title=None), tooltip=["keyword", "candidates", "only_this", "rescued"])
         kc1, kc2 = st.columns([1, 1])
-        kc1.altair_chart(chart, width="stretch", key="rej_kw_chart")
+        kc1.altair_chart(charts.keyword_bars(keywords), width="stretch", key="rej_kw_chart")
         kc2.dataframe(keywords, hide_index=True, key="rej_keywords", column_config={
             "only_this": st.column_config.NumberColumn("only this keyword"),
         })

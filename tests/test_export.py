@@ -355,9 +355,12 @@ def test_the_card_lists_the_configuration_filters_and_quality(small, tmp_path):
     counts = pool.export_counts(filters)
     assert f"| Generated tasks | {counts['generated_tasks']} | {counts['generated_instances']} |" in card
     assert {p.name for p in result.chart_paths} == {"lengths.svg", "verbs.svg", "rouge_vs_seeds.svg"}
-    for chart in result.chart_paths:
+    for chart in result.chart_paths:       # SVG rendered from selfinstruct.charts by vl-convert
         root = ET.fromstring(chart.read_text(encoding="utf-8"))          # well-formed SVG
-        assert root.tag.endswith("svg") and root.findall(".//{http://www.w3.org/2000/svg}rect")
+        assert root.tag.endswith("svg") and float(root.get("width")) > 200
+        assert root.findall(".//{http://www.w3.org/2000/svg}path")       # the marks are drawn
+    rouge_svg = (result.card_path.parent / "train_charts" / "rouge_vs_seeds.svg").read_text(encoding="utf-8")
+    assert "novelty threshold 0.7" in rouge_svg                          # the threshold line's legend
 
 
 def test_a_zip_holds_data_card_and_charts(demo_pool, tmp_path):

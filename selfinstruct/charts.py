@@ -1,0 +1,337 @@
+"""Every chart the product draws, each defined once.
+
+A chart function takes plain data (DataFrames, dicts, numbers) and returns an Altair
+chart; nothing here knows about Streamlit. The pages show the charts with
+``st.altair_chart``; the dataset card renders the same definitions to SVG files
+(`to_svg`, through vl-convert).
+
+==========================  ================================================  ======================
+function                    what it shows                                     used by
+==========================  ================================================  ======================
+`rouge_histogram`           ROUGE-L histogram with the threshold line(s):     the three below
+                            the one definition of that chart
+`round_rouge`               a round's candidates by status                    Generate
+`rouge_vs_seeds`            generated instructions against the seeds          Pool, dataset card
+`rouge_whatif`              reviewed candidates by outcome, the thresholds    Rejects
+                            used and a what-if threshold
+`rejections_by_round`       rejected candidates per round by reason           Generate
+`pool_growth`               pool size after each round                        Generate
+`verb_sunburst`             leading verbs and their first nouns, two rings    Pool
+`verb_bars`                 the same as bars with the nouns written out       dataset card
+`length_histograms`         word counts of instructions, inputs, outputs      Pool, dataset card
+`keyword_bars`              keywords that reject the most                     Rejects
+`yes_rates`                 a study's share of yes per question, the paper's  Label
+`yes_rates_by_group`        the same per round or per task kind               Label
+==========================  ================================================  ======================
+
+Legends never truncate their labels (`labelLimit=0`); axes that show shares as
+percentages say "%" in their title.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import altair as alt
+import pandas as pd
+
+from .explore import NONE
+
+__all__ = [
+    "rouge_histogram", "round_rouge", "rouge_vs_seeds", "rouge_whatif", "rejections_by_round",
+    "pool_growth", "verb_sunburst", "verb_bars", "length_histograms", "keyword_bars", "yes_rates",
+    "yes_rates_by_group", "to_svg", "LENGTH_FIELDS", "STUDY", "PAPER",
+]
+
+BAR = "#4c78a8"
+THRESHOLD = "#c0392b"
+WHAT_IF = "#333333"
+OUTCOME_COLORS = {"accepted": "#4c9f70", "rescued": "#4c78a8", "rejected": "#e45756"}
+STUDY, PAPER = "This study", "Paper (Wang et al. 2023)"
+LENGTH_FIELDS = {"instruction": "Instruction", "input": "Input (non-empty)", "output": "Output"}
+_OTHER_COLORS = ("#f58518", "#72b7b2", "#b279a2", "#9d755d", "#bab0ac", "#eeca3b")
+
+
+def _legend(**kwargs) -> alt.Legend:
+    """A legend that shows its labels whole."""
+    return alt.Legend(labelLimit=0, titleLimit=0, **kwargs)
+
+
+def _outcome_scale(values: Iterable[str]) -> alt.Scale:
+    """Fixed colours for accepted/rescued/rejected, others after them."""
+    present = list(dict.fromkeys(str(v) for v in values))
+    domain = [k for k in OUTCOME_COLORS if k in present] + [v for v in present if v not in OUTCOME_COLORS]
+    others = iter(_OTHER_COLORS * (len(domain) // len(_OTHER_COLORS) + 1))
+    return alt.Scale(domain=domain, range=[OUTCOME_COLORS.get(v) or next(others) for v in domain])
+
+
+# ---------------------------------------------------------------------------- ROUGE-L
+def rouge_histogram(hist: pd.DataFrame, thresholds: float | Sequence[float] = (), *,
+                    what_if: float | None = None, x_title: str = "ROUGE-L F-measure",
+                    y_title: str = "instructions", group: str | None = None,
+                    height: int = 260) -> alt.LayerChart:
+    """ROUGE-L counts per bin from 0 to 1 with a dashed line at each novelty
+    threshold (and a solid one at `what_if`).
+
+    `hist`: columns bin_start, bin_end, n (as `explore.rouge_histogram` gives),
+    and `group` when the bars are stacked by it (an outcome or status)."""
+    if isinstance(thresholds, (int, float)):
+        thresholds = [thresholds]
+    x = alt.X("bin_start:Q", bin="binned", title=x_title, scale=alt.Scale(domain=[0, 1]))
+    if group:
+        bars = alt.Chart(hist).mark_bar().encode(
+            x=x, x2="bin_end:Q", y=alt.Y("sum(n):Q", title=y_title, stack=True),
+            color=alt.Color(f"{group}:N", title=None, scale=_outcome_scale(hist[group]),
+                            legend=_legend(orient="top")),
+            tooltip=[alt.Tooltip(f"{group}:N"), alt.Tooltip("bin_start:Q", title="from"),
+                     alt.Tooltip("bin_end:Q", title="to"), alt.Tooltip("n:Q", title=y_title)])
+    else:
+        bars = alt.Chart(hist).mark_bar(color=BAR).encode(
+            x=x, x2="bin_end:Q", y=alt.Y("n:Q", title=y_title),
+            tooltip=[alt.Tooltip("bin_start:Q", title="from"), alt.Tooltip("bin_end:Q", title="to"),
+                     alt.Tooltip("n:Q", title=y_title)])
+    lines = [{"at": float(t), "line": f"novelty threshold {float(t):g}", "dash": "threshold"}
+             for t in dict.fromkeys(float(t) for t in thresholds)]
+    if what_if is not None:
+        lines.append({"at": float(what_if), "line": f"what-if {float(what_if):g}", "dash": "what-if"})
+    if not lines:
+        return alt.layer(bars).properties(height=height)
+    names = [line["line"] for line in lines]
+    rule = alt.Chart(pd.DataFrame(lines)).mark_rule(strokeWidth=2).encode(
+        x="at:Q",
+        color=alt.Color("line:N", title=None, legend=_legend(orient="top"), scale=alt.Scale(
+            domain=names, range=[WHAT_IF if line["dash"] == "what-if" else THRESHOLD for line in lines])),
+        strokeDash=alt.StrokeDash("line:N", title=None, legend=_legend(orient="top"), scale=alt.Scale(
+            domain=names, range=[[1, 0] if line["dash"] == "what-if" else [5, 3] for line in lines])),
+        tooltip=[alt.Tooltip("line:N", title="line"), alt.Tooltip("at:Q", title="at")])
+    return alt.layer(bars, rule).resolve_scale(color="independent", strokeDash="independent").properties(
+        height=height)
+
+
+def _binned(scores: pd.DataFrame, column: str, by: str) -> pd.DataFrame:
+    from .explore import rouge_histogram as bins
+
+    parts = []
+    for key, part in scores.groupby(by, sort=False):
+        frame = bins(part[column].fillna(0.0).to_numpy(dtype=float))
+        parts.append(frame[frame["n"] > 0].assign(**{by: str(key)}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        {"bin_start": [], "bin_end": [], "n": [], by: []})
+
+
+def round_rouge(scores: pd.DataFrame, threshold: float) -> alt.LayerChart:
+    """One round's candidates (columns max_rouge, status) by their highest ROUGE-L
+    against the pool, stacked by status."""
+    return rouge_histogram(_binned(scores, "max_rouge", "status"), threshold, group="status",
+                           x_title="ROUGE-L with the most similar pool instruction", y_title="candidates")
+
+
+def rouge_vs_seeds(hist: pd.DataFrame, threshold: float) -> alt.LayerChart:
+    """Generated instructions by their ROUGE-L against the most similar seed."""
+    return rouge_histogram(hist, threshold, x_title="ROUGE-L F-measure against the most similar seed",
+                           y_title="instructions")
+
+
+def rouge_whatif(hist: pd.DataFrame, thresholds_used: Sequence[float], what_if: float) -> alt.LayerChart:
+    """Reviewed candidates (columns bin_start, bin_end, n, outcome) with the
+    thresholds their runs used and a what-if threshold."""
+    return rouge_histogram(hist, thresholds_used, what_if=what_if, group="outcome",
+                           x_title="max ROUGE-L against the pool", y_title="candidates")
+
+
+# ---------------------------------------------------------------------------- a run
+def rejections_by_round(reasons: pd.DataFrame) -> alt.Chart:
+    """Rejected candidates per round (columns round, label, n), by reason."""
+    return alt.Chart(reasons).mark_bar().encode(
+        x=alt.X("round:O", title="Round"), y=alt.Y("n:Q", title="Rejected"),
+        color=alt.Color("label:N", title="Reason", legend=_legend(orient="bottom", direction="vertical")),
+        tooltip=[alt.Tooltip("round:O", title="round"), alt.Tooltip("label:N", title="reason"),
+                 alt.Tooltip("n:Q", title="rejected")])
+
+
+def pool_growth(growth: pd.DataFrame) -> alt.Chart:
+    """Instructions in the pool after each round (columns round, pool_size)."""
+    return alt.Chart(growth).mark_line(point=True).encode(
+        x=alt.X("round:O", title="After round"), y=alt.Y("pool_size:Q", title="Instructions in the pool"),
+        tooltip=[alt.Tooltip("round:O", title="after round"), alt.Tooltip("pool_size:Q", title="instructions")])
+
+
+# ---------------------------------------------------------------------------- verbs and nouns
+def _label_fits(text: str, start: float, end: float, radius: float, ring: float, font: float) -> bool:
+    """Whether a horizontal label centred on the arc stays inside its own arc:
+    its extent along the ring's tangent within the arc's length, across the ring
+    within the ring's width. Angles in radians, clockwise from 12 o'clock."""
+    if not text:
+        return False
+    width, height = 0.62 * font * len(text), 1.25 * font
+    mid = (start + end) / 2
+    along = width * abs(math.cos(mid)) + height * abs(math.sin(mid))
+    across = width * abs(math.sin(mid)) + height * abs(math.cos(mid))
+    return along <= 0.9 * radius * (end - start) and across <= 0.9 * ring
+
+
+def verb_sunburst(table: pd.DataFrame, *, size: int = 480) -> alt.LayerChart:
+    """Leading verbs on the inner ring, their first nouns on the outer ring
+    (`table`: columns verb, noun, count, verb_total, as `explore.verb_noun_counts`
+    gives). A label is drawn only where it fits inside its arc, so labels never
+    overlap; every arc has a tooltip."""
+    shown = table[table["verb"] != NONE]
+    grand = shown["count"].sum() or 1
+    inner_r, mid_r, outer_r = 0.083 * size, 0.29 * size, 0.48 * size
+    inner_label, outer_label = (inner_r + mid_r) / 2, (mid_r + outer_r) / 2
+    rows, start = [], 0.0
+    for verb, group in shown.groupby("verb", sort=False):
+        total = int(group["verb_total"].iloc[0])
+        end = start + 2 * math.pi * total / grand
+        rows.append({"ring": "verb", "verb": verb, "noun": "", "count": total, "start": start, "end": end,
+                     "label": verb if _label_fits(verb, start, end, inner_label, mid_r - inner_r, 11) else ""})
+        at = start
+        for noun, count in zip(group["noun"], group["count"]):
+            stop = at + 2 * math.pi * int(count) / grand
+            rows.append({"ring": "noun", "verb": verb, "noun": noun, "count": int(count), "start": at,
+                         "end": stop, "label": noun if _label_fits(noun, at, stop, outer_label,
+                                                                   outer_r - mid_r, 10) else ""})
+            at = stop
+        start = end
+    arcs = pd.DataFrame(rows, columns=["ring", "verb", "noun", "count", "start", "end", "label"])
+    arcs["mid"] = (arcs["start"] + arcs["end"]) / 2
+    base = alt.Chart(arcs)
+    color = alt.Color("verb:N", legend=None, scale=alt.Scale(scheme="tableau20"),
+                      sort=list(dict.fromkeys(shown["verb"])))
+    tooltip = [alt.Tooltip("verb:N"), alt.Tooltip("noun:N"), alt.Tooltip("count:Q")]
+    theta = alt.Theta("start:Q", scale=None)
+    verbs, nouns = alt.datum.ring == "verb", alt.datum.ring == "noun"
+    inner = base.transform_filter(verbs).mark_arc(
+        innerRadius=inner_r, outerRadius=mid_r, stroke="white").encode(
+        theta=theta, theta2="end:Q", color=color, tooltip=tooltip)
+    outer = base.transform_filter(nouns).mark_arc(
+        innerRadius=mid_r + 2, outerRadius=outer_r, stroke="white", opacity=0.6).encode(
+        theta=theta, theta2="end:Q", color=color, tooltip=tooltip)
+    inner_text = base.transform_filter(verbs).mark_text(
+        radius=inner_label, fontSize=11, fontWeight="bold").encode(
+        theta=alt.Theta("mid:Q", scale=None), text="label:N")
+    outer_text = base.transform_filter(nouns).mark_text(radius=outer_label, fontSize=10).encode(
+        theta=alt.Theta("mid:Q", scale=None), text="label:N")
+    return (inner + outer + inner_text + outer_text).properties(width=size, height=size)
+
+
+def verb_bars(verbs: pd.DataFrame) -> alt.LayerChart:
+    """The most common leading verbs as bars, each with its first nouns written
+    after it (a static picture of `verb_sunburst`'s data)."""
+    rows = verbs[verbs["verb"] != NONE]
+    per_verb = []
+    for verb, group in rows.groupby("verb", sort=False):
+        nouns = [f"{n} {int(c):,}" for n, c in zip(group["noun"], group["count"]) if n != "(other)"]
+        total = int(group["verb_total"].iloc[0])
+        per_verb.append({"verb": verb, "total": total, "text": f"{total:,} — " + ", ".join(nouns)})
+    frame = pd.DataFrame(per_verb, columns=["verb", "total", "text"])
+    order = list(frame["verb"])
+    y = alt.Y("verb:N", sort=order, title=None, axis=alt.Axis(labelLimit=0))
+    bars = alt.Chart(frame).mark_bar(color=BAR).encode(
+        x=alt.X("total:Q", title="instructions"), y=y, tooltip=["verb:N", "total:Q"])
+    text = alt.Chart(frame).mark_text(align="left", dx=4, fontSize=11, color="#333").encode(
+        x="total:Q", y=y, text="text:N")
+    return (bars + text).properties(width=360, height=alt.Step(22))
+
+
+# ---------------------------------------------------------------------------- lengths
+def length_histograms(stats: dict, *, show_means: bool = False, width: int = 210,
+                      height: int = 200) -> alt.Chart:
+    """Word counts of instructions, non-empty inputs and outputs side by side
+    (`stats` as `Pool.export_length_stats` gives: histogram with field, bin_start,
+    n; bin_width; cap; means)."""
+    names = dict(LENGTH_FIELDS)
+    if show_means:
+        names = {k: f"{v} · mean {stats['means'][k]:.1f}" if stats["means"].get(k) is not None else v
+                 for k, v in names.items()}
+    hist = stats["histogram"].copy()
+    hist["field"] = hist["field"].map(names)
+    hist["bin_end"] = hist["bin_start"] + stats["bin_width"]
+    return alt.Chart(hist).mark_bar(color=BAR).encode(
+        x=alt.X("bin_start:Q", bin="binned", title=f"words ({stats['cap']}+ in the last bar)",
+                scale=alt.Scale(domain=[0, stats["cap"] + stats["bin_width"]])),
+        x2="bin_end:Q", y=alt.Y("n:Q", title="count"),
+        column=alt.Column("field:N", title=None, sort=list(names.values()),
+                          header=alt.Header(labelLimit=0, labelFontSize=12, labelFontWeight="bold")),
+        tooltip=[alt.Tooltip("field:N", title="field"), alt.Tooltip("bin_start:Q", title="from"),
+                 alt.Tooltip("n:Q", title="count")],
+    ).properties(width=width, height=height).resolve_scale(y="independent")
+
+
+# ---------------------------------------------------------------------------- rejects
+def keyword_bars(keywords: pd.DataFrame) -> alt.Chart:
+    """Rejected candidates per keyword (columns keyword, candidates, only_this, rescued)."""
+    return alt.Chart(keywords).mark_bar(color=BAR).encode(
+        x=alt.X("candidates:Q", title="rejected candidates", axis=alt.Axis(tickMinStep=1, format="d")),
+        y=alt.Y("keyword:N", sort="-x", title=None, axis=alt.Axis(labelLimit=0)),
+        tooltip=["keyword", "candidates", alt.Tooltip("only_this:Q", title="only this keyword"), "rescued"])
+
+
+# ---------------------------------------------------------------------------- quality studies
+_SHARE_TITLE = "Share answered yes (%)"
+
+
+def _measure_order() -> list[str]:
+    from .quality import MEASURE_LABELS
+
+    return list(MEASURE_LABELS.values())
+
+
+def yes_rates(frame: pd.DataFrame) -> alt.LayerChart:
+    """Share of yes per measure with its 95% interval, and the paper's figure as a
+    tick (`frame`: `quality.study_results(...).overall`)."""
+    order = _measure_order()
+    frame = frame.dropna(subset=["share"]).assign(source=STUDY)
+    paper = frame.assign(source=PAPER)
+    color = alt.Color("source:N", title=None, legend=_legend(),
+                      scale=alt.Scale(domain=[STUDY, PAPER], range=["#4c78a8", "#e45756"]))
+    y = alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=0))
+    x = alt.X("share:Q", title=_SHARE_TITLE, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"))
+    tooltip = [alt.Tooltip("label:N", title="Question"), alt.Tooltip("share:Q", format=".1%", title="Yes"),
+               alt.Tooltip("low:Q", format=".1%", title="95% from"), alt.Tooltip("high:Q", format=".1%", title="95% to"),
+               "yes:Q", "n:Q", "unsure:Q", alt.Tooltip("paper:Q", format=".0%", title="Paper")]
+    bars = alt.Chart(frame).mark_bar(opacity=0.8, height=22).encode(x=x, y=y, color=color, tooltip=tooltip)
+    whiskers = alt.Chart(frame).mark_errorbar(ticks=True, color="#1f2937").encode(
+        x=alt.X("low:Q", title=_SHARE_TITLE), x2="high:Q", y=y)
+    ticks = alt.Chart(paper).mark_tick(thickness=4, size=34).encode(
+        x="paper:Q", y=y, color=color, tooltip=[alt.Tooltip("paper:Q", format=".0%", title="Paper")])
+    return (bars + whiskers + ticks).properties(height=210)
+
+
+def yes_rates_by_group(frame: pd.DataFrame, title: str) -> alt.LayerChart:
+    """The same, one bar per group (round, or classification vs not) within each
+    measure (`frame`: `.by_round` or `.by_group` of the study's results)."""
+    order = _measure_order()
+    frame = frame.dropna(subset=["share"]).assign(group=lambda f: f["group"].astype(str))
+    y = alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=0))
+    offset = alt.YOffset("group:N")
+    color = alt.Color("group:N", title=title, legend=_legend())
+    x = alt.X("share:Q", title=_SHARE_TITLE, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"))
+    tooltip = [alt.Tooltip("group:N", title=title), alt.Tooltip("label:N", title="Question"),
+               alt.Tooltip("share:Q", format=".1%", title="Yes"), alt.Tooltip("low:Q", format=".1%", title="95% from"),
+               alt.Tooltip("high:Q", format=".1%", title="95% to"), "yes:Q", "n:Q"]
+    bars = alt.Chart(frame).mark_bar(opacity=0.8).encode(x=x, y=y, yOffset=offset, color=color, tooltip=tooltip)
+    whiskers = alt.Chart(frame).mark_rule(color="#1f2937").encode(
+        x=alt.X("low:Q", title=_SHARE_TITLE), x2="high:Q", y=y, yOffset=offset)
+    ticks = alt.Chart(frame.drop_duplicates("measure")).mark_tick(color="#e45756", thickness=3).encode(
+        x="paper:Q", y=y, tooltip=[alt.Tooltip("paper:Q", format=".0%", title="Paper")])
+    groups = frame["group"].nunique()
+    return (bars + whiskers + ticks).properties(height=max(160, 4 * (14 * groups + 16)))
+
+
+# ---------------------------------------------------------------------------- static images
+def to_svg(chart: alt.TopLevelMixin, *, title: str | None = None, subtitle: str | None = None,
+           width: int | None = None) -> str:
+    """A chart as SVG text (vl-convert, no browser), white background; `title`
+    (and `subtitle`) on top and a fixed `width` for a layer or unit chart when given."""
+    import vl_convert as vlc
+
+    if title is not None:
+        chart = chart.properties(title=alt.TitleParams(title, subtitle=subtitle or alt.Undefined,
+                                                       anchor="start", fontSize=15))
+    if width is not None:
+        chart = chart.properties(width=width)
+    spec = chart.to_dict()
+    spec.setdefault("background", "white")
+    version = "_".join(alt.SCHEMA_VERSION.split(".")[:2])       # "v6.4.1" -> "v6_4"
+    return vlc.vegalite_to_svg(spec, vl_version=version)

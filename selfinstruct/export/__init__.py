@@ -1,0 +1,51 @@
+"""The curated pool in the formats trainers use, with a dataset card.
+
+Formats (`FORMATS`):
+
+==================  ==========================================================
+``selfinstruct``    Self-Instruct JSONL: one task per line, ``{"id", "name",
+                    "instruction", "instances": [{"input", "output"}],
+                    "is_classification"}`` (re-imports as seeds).
+``alpaca``          Alpaca JSON: a list of ``{"instruction", "input", "output"}``,
+                    one per instance (re-imports as seeds).
+``chat``            JSONL of ``{"messages": [{"role", "content"}, ...]}``: an
+                    optional system message, the user turn (instruction, then a
+                    blank line and the input when there is one) and the
+                    assistant turn (the output).
+``prompt-completion``  JSONL of ``{"prompt", "completion", "template"}``: each
+                    instance rendered through one of `PROMPT_TEMPLATES`, chosen at
+                    random per row with a fixed seed (the paper's trick for
+                    robustness to prompt formats).
+``parquet``, ``csv``  one row per instance with `EXPORT_COLUMNS`.
+==================  ==========================================================
+
+Which rows: `ExportFilters`, turned into SQL by the pool (`Pool.export_counts`,
+`Pool.export_preview`, `Pool.export_reader` share one query builder), so the
+counts a page shows are the rows a file gets.
+
+The package in three parts:
+
+- `formats`: the formats, the row filters, the prompt templates, the options,
+  and how a row becomes one format's record;
+- `writers`: streaming writers (rows come from DuckDB in Arrow batches, each
+  written before the next is read), previews, whole exports and zip archives;
+- `card`: the dataset card, README.md filled from ``templates/card.md`` (counts,
+  the runs' generation settings, the filters, the quality study's results),
+  with SVG charts rendered from `selfinstruct.charts`.
+
+`export_dataset` writes the data file and, beside it, the card and its charts;
+with a ``.zip`` path everything goes into one zip archive instead.
+"""
+from ..store.explore import EXPORT_COLUMNS
+from .card import CARD_MARKER, PAPER_LENGTHS, DatasetCard, build_card
+from .formats import (FORMAT_INFO, FORMATS, PROMPT_TEMPLATES, ExportFilters, ExportOptions, FormatInfo,
+                      PromptTemplate, parse_run_ids, render_prompt)
+from .writers import (ExportResult, download_name, export_archive_bytes, export_dataset, iter_records,
+                      preview_records, write_export)
+
+__all__ = [
+    "FORMATS", "FORMAT_INFO", "FormatInfo", "ExportFilters", "ExportOptions", "ExportResult", "PromptTemplate",
+    "PROMPT_TEMPLATES", "render_prompt", "write_export", "preview_records", "build_card",
+    "DatasetCard", "export_dataset", "export_archive_bytes", "download_name", "iter_records", "parse_run_ids",
+    "EXPORT_COLUMNS", "CARD_MARKER", "PAPER_LENGTHS",
+]

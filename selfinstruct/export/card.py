@@ -1,0 +1,243 @@
+"""The dataset card of an export: a README.md filled from the Markdown template
+`templates/card.md` (counts, how each run generated its tasks, the filters, the
+quality study's results) and its charts, drawn by the same definitions the pages
+show (`selfinstruct.charts`) and rendered to SVG files."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import resources
+from string import Template
+from typing import Any
+
+from .. import __version__, charts
+from ..explore import HEURISTIC_NOTE, NONE, rouge_histogram, rouge_vs_seeds, verb_noun_counts
+from ..model import PAPER_RATES, ROUGE_THRESHOLD
+from ..store import Pool
+from .formats import FORMAT_INFO, ExportFilters, ExportOptions
+
+__all__ = ["DatasetCard", "build_card", "CARD_MARKER", "PAPER_LENGTHS", "CHART_FILES"]
+
+CARD_MARKER = "<!-- selfinstruct dataset card -->"
+PAPER_LENGTHS = {"instruction": 15.9, "input": 12.7, "output": 18.9}
+# chart file -> its alt text in the card (the files' names are part of the export's layout)
+CHART_FILES = {
+    "lengths.svg": "Word counts of instructions, inputs and outputs",
+    "verbs.svg": "Most common leading verbs and their first nouns",
+    "rouge_vs_seeds.svg": "ROUGE-L of each generated instruction against its most similar seed",
+}
+
+
+@lru_cache(maxsize=1)
+def card_template() -> Template:
+    """templates/card.md (package data) as a `string.Template`."""
+    text = resources.files(__package__).joinpath("templates", "card.md").read_text(encoding="utf-8")
+    return Template(text)
+
+
+@dataclass
+class DatasetCard:
+    markdown: str
+    charts: dict[str, str]      # file name -> SVG text
+    stats: dict
+
+
+def build_card(pool: Pool, fmt: str, filters: ExportFilters | None = None,
+               options: ExportOptions | None = None, *, data_file: str = "data",
+               charts_dir: str = "charts", title: str | None = None,
+               rouge_max_items: int = 20_000) -> DatasetCard:
+    """The dataset card of an export: counts, how it was generated (each run's model,
+    mode, sampling, thresholds, keywords, prompt versions and seed), the filters,
+    the quality study's results, and charts (SVG files under `charts_dir`)."""
+    filters = (filters or ExportFilters()).for_format(fmt)
+    options = options or ExportOptions()
+    info = FORMAT_INFO[fmt]
+    counts = pool.export_counts(filters)
+    lengths = pool.export_length_stats(filters)
+    tasks = pool.export_instructions(filters)
+    generated = [text for source, text in tasks if source == "generated"]
+    seeds_in_pool = pool.seed_instruction_texts()
+    verbs = verb_noun_counts([text for _, text in tasks], top_verbs=15, nouns_per_verb=3)
+    rouge = rouge_vs_seeds(seeds_in_pool, generated, max_items=rouge_max_items)
+    runs = [_run_summary(pool, run_id) for run_id in pool.export_run_ids(filters)]
+    studies = pool.label_summary()
+
+    images: dict[str, str] = {}
+    if counts["tasks"]:
+        images["lengths.svg"] = charts.to_svg(charts.length_histograms(lengths, show_means=True),
+                                              title="Length in words")
+    if len(verbs):
+        none_total = int(verbs.loc[verbs["verb"] == NONE, "count"].sum())
+        images["verbs.svg"] = charts.to_svg(
+            charts.verb_bars(verbs), title="Most common leading verbs, with their most common first nouns",
+            subtitle=f"{none_total:,} instruction(s) with no recognised leading verb." if none_total else None)
+    if len(rouge.scores):
+        threshold = next((r["config"]["rouge_threshold"] for r in runs
+                          if isinstance(r["config"].get("rouge_threshold"), (int, float))), ROUGE_THRESHOLD)
+        images["rouge_vs_seeds.svg"] = charts.to_svg(
+            charts.rouge_vs_seeds(rouge_histogram(rouge.scores), threshold), width=560,
+            title="ROUGE-L against the most similar seed instruction")
+
+    n_rows = counts["tasks"] + (counts["empty_tasks"] if filters.include_empty_tasks else 0) \
+        if info.per_task else counts["instances"]
+    title = title or "Self-Instruct dataset"
+    run_lines = ["No generated task is in this export (seed tasks only)."] if not runs else [
+        line for run in runs for line in _run_section(run)]
+    markdown = card_template().substitute(
+        pretty_name=json.dumps(title),
+        size_category=_size_category(n_rows),
+        marker=CARD_MARKER,
+        title=title,
+        version=__version__,
+        exported=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        format_label=info.label,
+        seed_tasks=f"{counts['seed_tasks']:,}", seed_instances=f"{counts['seed_instances']:,}",
+        generated_tasks=f"{counts['generated_tasks']:,}",
+        generated_instances=f"{counts['generated_instances']:,}",
+        tasks=f"{counts['tasks']:,}", instances=f"{counts['instances']:,}",
+        classification_tasks=f"{counts['classification_tasks']:,}", with_input=f"{counts['with_input']:,}",
+        empty_tasks=(f"{counts['empty_tasks']:,} task(s) matched the filters but have no instance left; "
+                     + ("they are written with an empty instance list." if filters.include_empty_tasks
+                        else "they are not in the file.")) if counts["empty_tasks"] else
+        "Every task matching the filters has at least one instance.",
+        records=f"{n_rows:,}",
+        mean_lengths=" | ".join(f"{lengths['means'].get(k, 0):.1f} ({PAPER_LENGTHS[k]})"
+                                for k in ("instruction", "input", "output")),
+        data_file=data_file,
+        format_description=info.description,
+        format_options="".join(f"  {line}\n" for line in options.describe(fmt)),
+        charts_note=f" Charts are in `{charts_dir}/`." if images else "",
+        loading_hint=_loading_hint(fmt, data_file),
+        runs="\n".join(run_lines),
+        filters="\n".join(f"- {line}" for line in filters.describe()),
+        quality="\n".join(_quality_section(studies)),
+        charts="\n" + "\n".join(_charts_section(images, charts_dir, rouge)) if images else "",
+    )
+    stats = {"counts": counts, "lengths": {"means": lengths["means"], "counts": lengths["counts"]},
+             "records": n_rows, "runs": [r["id"] for r in runs], "studies": len(studies),
+             "rouge_median": rouge.median if len(rouge.scores) else None}
+    return DatasetCard(markdown, images, stats)
+
+
+def _charts_section(images: dict[str, str], charts_dir: str, rouge) -> list[str]:
+    md = ["", "## Charts", ""]
+    if "lengths.svg" in images:
+        md += [f"![{CHART_FILES['lengths.svg']}]({charts_dir}/lengths.svg)", ""]
+    if "verbs.svg" in images:
+        md += [f"![{CHART_FILES['verbs.svg']}]({charts_dir}/verbs.svg)", "", HEURISTIC_NOTE, ""]
+    if "rouge_vs_seeds.svg" in images:
+        sample = (f" (a random sample of {len(rouge.scores):,} of {rouge.total:,})"
+                  if rouge.sampled else "")
+        md += [f"![{CHART_FILES['rouge_vs_seeds.svg']}]({charts_dir}/rouge_vs_seeds.svg)", "",
+               f"ROUGE-L F-measure between each generated instruction{sample} and the most "
+               f"similar of the pool's {rouge.seeds:,} seed instructions: median "
+               f"{rouge.median:.2f}, mean {rouge.mean:.2f}. Low values mean the generated tasks "
+               "are not rewordings of the seeds.", ""]
+    return md
+
+
+def _size_category(n: int) -> str:
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                         (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
+        if n < limit:
+            return label
+    return "n>10M"
+
+
+def _loading_hint(fmt: str, data_file: str) -> str:
+    if fmt == "parquet":
+        code = f'import pandas as pd\nrows = pd.read_parquet("{data_file}")'
+    elif fmt == "csv":
+        code = f'import pandas as pd\nrows = pd.read_csv("{data_file}", keep_default_na=False)'
+    elif fmt == "alpaca":
+        code = f'import json\nrows = json.load(open("{data_file}", encoding="utf-8"))'
+    else:
+        code = (f'import json\nrows = [json.loads(line) for line in open("{data_file}", '
+                'encoding="utf-8")]')
+    return f"Load it with:\n\n```python\n{code}\n```"
+
+
+def _run_summary(pool: Pool, run_id: int) -> dict:
+    run = pool.run(run_id) or {"id": run_id, "name": None, "status": "unknown", "config": {}}
+    return {"id": run_id, "name": run.get("name"), "status": run.get("status"),
+            "config": run.get("config") or {}, "usage": pool.run_usage(run_id),
+            "rounds_done": pool.rounds_done(run_id)}
+
+
+def _sampling_text(sampling: dict | None) -> str:
+    if not sampling:
+        return "default"
+    parts = [f"{k} {sampling[k]}" for k in ("temperature", "top_p", "max_tokens", "presence_penalty",
+                                              "frequency_penalty") if sampling.get(k) is not None]
+    if sampling.get("stop"):
+        parts.append(f"stop {json.dumps(sampling['stop'])}")
+    return ", ".join(parts) or "default"
+
+
+def _md_cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _run_section(run: dict) -> list[str]:
+    c = run["config"]
+    usage = run["usage"]
+    name = f" ({_md_cell(run['name'])})" if run.get("name") else ""
+    generation = c.get("generation", "selfinstruct")
+    rows = [
+        ("Model", f"`{c.get('model', '?')}` via {c.get('backend', '?')}"
+                  + (" (the offline demo: replayed examples, not a language model)"
+                     if c.get("backend") == "offline" else "")),
+        ("Mode", c.get("mode", "?")),
+        ("Generation", "Self-Instruct (numbered list, then classification and instances)"
+         if generation == "selfinstruct" else "Alpaca-style (whole tasks per request)"),
+        ("Rounds done", f"{run['rounds_done']} ({run['status']})"),
+        ("Requests / tokens / cost", f"{usage['requests']:,} / {usage['tokens']:,} / ${usage['cost_usd']:.2f}"),
+        ("Prompts", f"{c.get('requests_per_round', '?')} requests per round; "
+                    + (f"{c.get('human_examples', '?')} seed + {c.get('machine_examples', '?')} generated "
+                       f"examples, {c.get('new_per_request', '?')} new tasks asked per request"
+                       if generation == "selfinstruct" else
+                       f"{c.get('batch_examples', '?')} examples, {c.get('batch_size', '?')} tasks asked "
+                       "per request")),
+        ("Sampling (instructions)", _sampling_text(c.get("sampling"))),
+        ("Sampling (classification)", _sampling_text(c.get("classify_sampling"))),
+        ("Sampling (instances)", _sampling_text(c.get("instance_sampling"))),
+        ("ROUGE-L threshold", f"reject above {c.get('rouge_threshold', '?')}"),
+        ("Instruction length", f"{c.get('min_words', '?')} to {c.get('max_words', '?')} words"),
+        ("Keywords", ", ".join(c.get("keywords") or []) or "none"),
+        ("Max instances per task", c.get("max_instances", "?")),
+        ("Prompt versions", ", ".join(f"{k} {v}" for k, v in (c.get("prompt_versions") or {}).items()) or "?"),
+        ("Seed", c.get("seed", "?")),
+    ]
+    out = [f"### Run {run['id']}{name}", "", "| Setting | Value |", "|---|---|"]
+    out += [f"| {k} | {_md_cell(v)} |" for k, v in rows]
+    out.append("")
+    return out
+
+
+def _pct(yes: int, answered: int) -> str:
+    return f"{yes / answered:.0%} ({yes}/{answered})" if answered else "–"
+
+
+def _quality_section(studies: list[dict]) -> list[str]:
+    if not studies:
+        return ["No quality study has labels in this pool yet."]
+    out = ["Labels given in selfinstruct's quality studies (each label is one annotator's answers "
+           "about one instruction with one of its instances; rates are over the labels that answer "
+           "the question), with the paper's figures for comparison:", "",
+           "| Study | Items labeled | Annotators | Valid task | Input appropriate | Output correct | All three |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for s in studies:
+        out.append(
+            f"| {_md_cell(s['name'])} | {s['items_labeled']}/{s['sample_size']} | {s['annotators']} | "
+            f"{_pct(s['valid_task_yes'], s['valid_task_answered'])} | "
+            f"{_pct(s['input_ok_yes'], s['input_ok_answered'])} | "
+            f"{_pct(s['output_ok_yes'], s['output_ok_answered'])} | "
+            f"{_pct(s['all_yes'], s['all_answered'])} |")
+    p = PAPER_RATES
+    out.append(f"| Self-Instruct paper (GPT-3) | 200/200 | expert | {p['valid_task']:.0%} | {p['input_ok']:.0%} | "
+               f"{p['output_ok']:.0%} | {p['all_valid']:.0%} |")
+    out.append("")
+    out.append("The study samples the whole accepted pool, not only this export.")
+    return out
