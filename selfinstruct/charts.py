@@ -35,7 +35,7 @@ from typing import Iterable, Sequence
 import altair as alt
 import pandas as pd
 
-from .explore import NONE
+from .explore import NONE, rouge_histogram as rouge_bins
 
 __all__ = [
     "rouge_histogram", "round_rouge", "rouge_vs_seeds", "rouge_whatif", "rejections_by_round",
@@ -109,11 +109,10 @@ def rouge_histogram(hist: pd.DataFrame, thresholds: float | Sequence[float] = ()
 
 
 def _binned(scores: pd.DataFrame, column: str, by: str) -> pd.DataFrame:
-    from .explore import rouge_histogram as bins
-
+    """Raw scores binned as `explore.rouge_histogram` bins them, one set of bins per `by` value."""
     parts = []
     for key, part in scores.groupby(by, sort=False):
-        frame = bins(part[column].fillna(0.0).to_numpy(dtype=float))
+        frame = rouge_bins(part[column].fillna(0.0).to_numpy(dtype=float))
         parts.append(frame[frame["n"] > 0].assign(**{by: str(key)}))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
         {"bin_start": [], "bin_end": [], "n": [], by: []})
