@@ -388,7 +388,8 @@ class RunState:
                         followups.append(item)
             items = sum(c.get("reason") not in _NOT_AN_ITEM for c in rows)
             ids = self.pool.apply_answer(row["id"], run_id=self.run_id, round_id=row["round_id"],
-                                         candidates=rows, followups=followups, items=items)
+                                         candidates=rows, followups=followups, items=items,
+                                         parser_version=stored_parser_version(row))
             self.accepted_total += sum(c["status"] == ACCEPTED for c in rows)
             for request_id, item in zip(ids, followups):
                 cand = rows[item["candidate_ref"]]
@@ -401,7 +402,8 @@ class RunState:
         candidate_id = row["candidate_id"]
         # An answer that says neither yes nor no counts as "no", as in the paper's code; a
         # request that could not be asked never gets here and is asked again.
-        said = parsing.parse_answer(prompts.STAGE_CLASSIFY, answer["text"] or "", stored_prompt(row))
+        version = stored_parser_version(row)
+        said = parsing.parse_answer(prompts.STAGE_CLASSIFY, answer["text"] or "", stored_prompt(row), version=version)
         label = bool(said)
         instruction = self.pool.cursor().execute(
             "SELECT instruction FROM candidates WHERE id = ? AND status = 'accepted'", [candidate_id]).fetchone()
@@ -412,7 +414,7 @@ class RunState:
             followups.append(item)
         ids = self.pool.apply_answer(row["id"], answer=answer, run_id=self.run_id, round_id=row["round_id"],
                                      classification=(candidate_id, label), followups=followups,
-                                     items=int(said is not None))
+                                     items=int(said is not None), parser_version=version)
         for request_id, item in zip(ids, followups):
             self._track(self._row(request_id, row["round_id"], row["round"], item))
         self.total += len(ids)
@@ -422,15 +424,17 @@ class RunState:
         from .pipeline import decide_instances
 
         meta = row["meta"] or {}
+        version = stored_parser_version(row)
         if answer["oversize"]:
             rows = [{"input": "", "output": (answer["text"] or "")[:PREVIEW_CHARS], "status": REJECTED,
                      "reason": "oversize", "details": _oversize_details(self.cfg)}]
         else:
             rows = decide_instances(answer["text"] or "", bool(meta.get("is_classification")),
-                                    self.cfg.max_instances, answer["finish_reason"], stored_prompt(row))
+                                    self.cfg.max_instances, answer["finish_reason"], stored_prompt(row),
+                                    parser_version=version)
         self.pool.apply_answer(row["id"], answer=answer, run_id=self.run_id, round_id=row["round_id"],
                                instances=(row["candidate_id"], rows),
-                               items=sum(r.get("reason") not in _NOT_AN_ITEM for r in rows))
+                               items=sum(r.get("reason") not in _NOT_AN_ITEM for r in rows), parser_version=version)
         self._applied(row)
 
     def finished(self) -> bool:
@@ -492,6 +496,12 @@ def stored_prompt(row: dict) -> prompts.Prompt:
     return prompts.Prompt(stage=row["stage"], version=row["prompt_version"], text=row["prompt"],
                           system=meta.get("system"), stop=tuple(meta["stop"]) if meta.get("stop") else None,
                           meta=meta.get("prompt_meta") or {}, schema=meta.get("schema"))
+
+
+def stored_parser_version(row: dict) -> str:
+    """The parser version that reads a stored request's answer (`parsing.parser_version_of`): the
+    one stored when it was applied, or today's for a request not applied yet."""
+    return parsing.parser_version_of(row["stage"], row.get("parser_version"), applied=row.get("applied_at") is not None)
 
 
 def is_structured(row: dict) -> bool:

@@ -14,13 +14,18 @@ Structured answers (a request sent with a JSON schema, `Prompt.schema`) are read
 ``*_json`` parsers, which are strict: the answer must be one JSON value that matches the
 schema, else the whole answer is unparseable with the reason (not JSON, cut off, or the
 first way it breaks the schema). The items inside are then cleaned like text items.
-`parse_answer` picks the parser a stored request needs.
+`parse_answer` picks the parser a stored request needs, by stage and parser version
+(`PARSERS`, `PARSER_VERSIONS`: see "parser versions" below).
+
+Reading a rendered prompt back (`identify_stage`, `read_prompt`) lives here too: it is parsing
+of our own prompts, and it needs `parse_batch`. This module imports `prompts`, never the reverse.
 """
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 import jsonschema
 
@@ -691,24 +696,110 @@ def parse_batch_json(text: str, prompt: Prompt | None = None, *,
     return out
 
 
+# --------------------------------------------------------------------------- parser versions
+# Like a prompt, each stage's parser has a version, stored with every request whose answer it
+# read (`requests.parser_version`, set when the answer is applied), so re-filter reads an old
+# run's answers with the parser that read them first. The rule: a change that could read any
+# stored answer differently gets a new version. Register the new reader under it and make it
+# the stage's current one in PARSER_VERSIONS; keep the old reader registered (a frozen copy of
+# the old code if need be) for as long as runs parsed with it should re-filter. A version this
+# code does not have is refused by name (`UnknownParserVersion`), never read by another parser.
+# A version covers both layouts of its stage: the forgiving text parser and, for a request sent
+# with a schema, the strict JSON one.
+
+def _read_instructions_v1(text: str, prompt: Prompt | None, *, finish_reason: str | None = None,
+                          is_classification: bool = False) -> ParsedList:
+    if prompt is not None and prompt.structured:
+        return parse_instructions_json(text, prompt, finish_reason=finish_reason)
+    return parse_instructions(text, prompt, finish_reason=finish_reason)
+
+
+def _read_classify_v1(text: str, prompt: Prompt | None, *, finish_reason: str | None = None,
+                      is_classification: bool = False) -> bool | None:
+    if prompt is not None and prompt.structured:
+        return parse_classification_json(text)
+    return parse_classification(text)
+
+
+def _read_instances_v1(text: str, prompt: Prompt | None, *, finish_reason: str | None = None,
+                       is_classification: bool = False) -> ParsedInstances:
+    if prompt is not None and prompt.structured:
+        return parse_instances_json(text, is_classification, prompt=prompt, finish_reason=finish_reason)
+    return parse_instances(text, is_classification, finish_reason=finish_reason)
+
+
+def _read_batch_v1(text: str, prompt: Prompt | None, *, finish_reason: str | None = None,
+                   is_classification: bool = False) -> ParsedBatch:
+    if prompt is not None and prompt.structured:
+        return parse_batch_json(text, prompt, finish_reason=finish_reason)
+    return parse_batch(text, prompt, finish_reason=finish_reason)
+
+
+# version -> (stage, reader). Every reader takes (text, prompt, *, finish_reason, is_classification).
+PARSERS: dict[str, tuple[str, Callable]] = {
+    "instructions-parse-v1": (STAGE_INSTRUCTIONS, _read_instructions_v1),
+    "classify-parse-v1": (STAGE_CLASSIFY, _read_classify_v1),
+    "instances-parse-v1": (STAGE_INSTANCES, _read_instances_v1),
+    "batch-parse-v1": (STAGE_BATCH, _read_batch_v1),
+}
+# The version each stage's answers are read with today (and stored with).
+PARSER_VERSIONS: dict[str, str] = {
+    STAGE_INSTRUCTIONS: "instructions-parse-v1",
+    STAGE_CLASSIFY: "classify-parse-v1",
+    STAGE_INSTANCES: "instances-parse-v1",
+    STAGE_BATCH: "batch-parse-v1",
+}
+# Requests applied before versions were stored (parser_version NULL, pool files from before
+# schema 6) were read by the parsers that became the first versions: v1 is that code, unchanged.
+PRE_VERSION_PARSERS: dict[str, str] = {
+    STAGE_INSTRUCTIONS: "instructions-parse-v1",
+    STAGE_CLASSIFY: "classify-parse-v1",
+    STAGE_INSTANCES: "instances-parse-v1",
+    STAGE_BATCH: "batch-parse-v1",
+}
+
+
+class UnknownParserVersion(ValueError):
+    """A stored parser version this code does not have (or one of another stage)."""
+
+    def __init__(self, version: str, stage: str, message: str | None = None):
+        self.version, self.stage = version, stage
+        super().__init__(message or (
+            f"The {stage} answer was read with parser {version}, which this version of selfinstruct "
+            f"does not have (it has {', '.join(known_parser_versions(stage)) or 'none'})."))
+
+
+def known_parser_versions(stage: str) -> list[str]:
+    """The parser versions this code can read a stage's answers with, oldest first."""
+    return [version for version, (st, _) in PARSERS.items() if st == stage]
+
+
+def has_parser(stage: str, version: str) -> bool:
+    entry = PARSERS.get(version)
+    return entry is not None and entry[0] == stage
+
+
+def parser_version_of(stage: str, stored: str | None, *, applied: bool) -> str:
+    """The parser version that reads a stored request's answer: the one it was applied with
+    (NULL: applied before versions were stored, see PRE_VERSION_PARSERS), or, for a request not
+    applied yet, the stage's current one (which applying it then stores)."""
+    if not applied:
+        return PARSER_VERSIONS[stage]
+    return stored or PRE_VERSION_PARSERS[stage]
+
+
 def parse_answer(stage: str, text: str, prompt: Prompt | None = None, *, finish_reason: str | None = None,
-                 is_classification: bool = False):
-    """The parser a request needs: strict JSON when it was sent with a schema, else the
-    forgiving text parser of its stage. Returns what that parser returns."""
-    structured = prompt is not None and prompt.structured
-    if stage == STAGE_INSTRUCTIONS:
-        fn = parse_instructions_json if structured else parse_instructions
-        return fn(text, prompt, finish_reason=finish_reason)
-    if stage == STAGE_BATCH:
-        fn = parse_batch_json if structured else parse_batch
-        return fn(text, prompt, finish_reason=finish_reason)
-    if stage == STAGE_CLASSIFY:
-        return parse_classification_json(text) if structured else parse_classification(text)
-    if stage == STAGE_INSTANCES:
-        if structured:
-            return parse_instances_json(text, is_classification, prompt=prompt, finish_reason=finish_reason)
-        return parse_instances(text, is_classification, finish_reason=finish_reason)
-    raise ValueError(f"unknown stage {stage!r}")
+                 is_classification: bool = False, version: str | None = None):
+    """Read a request's answer with the parser `version` of its stage (default: the current one):
+    strict JSON when the request was sent with a schema, else the forgiving text parser. Returns
+    what that parser returns; `UnknownParserVersion` when this code has no such version."""
+    if stage not in PARSER_VERSIONS:
+        raise ValueError(f"unknown stage {stage!r}")
+    version = version or PARSER_VERSIONS[stage]
+    if not has_parser(stage, version):
+        raise UnknownParserVersion(version, stage)
+    reader = PARSERS[version][1]
+    return reader(text, prompt, finish_reason=finish_reason, is_classification=is_classification)
 
 
 # --------------------------------------------------------------------------- reading prompts back

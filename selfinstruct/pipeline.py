@@ -27,7 +27,7 @@ import duckdb
 from . import parsing, prompts
 from . import local
 from .backend import BACKEND_KINDS, LOCAL, Backend
-from .engine import stored_prompt
+from .engine import stored_parser_version, stored_prompt
 from .filters import InstructionFilter, filter_instances, find_echoes
 from .llm import LLMError, PriceTable, Sampling
 from .model import (ACCEPTED, FAILED, FINISHED, KEPT, MAX_WORDS, MIN_WORDS, PAPER_KEYWORDS, PAUSED, REJECTED,
@@ -452,7 +452,8 @@ def decide_round(requests: list[dict], instruction_filter: InstructionFilter, in
             continue
         text = request["response"]
         prompt = stored_prompt(request)
-        parsed = parsing.parse_answer(prompt.stage, text, prompt, finish_reason=request.get("finish_reason"))
+        parsed = parsing.parse_answer(prompt.stage, text, prompt, finish_reason=request.get("finish_reason"),
+                                      version=stored_parser_version(request))
         if batch:
             items = [(t["instruction"], t) for t in parsed.tasks]
         else:
@@ -521,10 +522,12 @@ def decide_instances_list(instances: list[dict]) -> list[dict]:
 
 
 def decide_instances(text: str, is_classification: bool, max_instances: int,
-                     finish_reason: str | None = None, prompt: prompts.Prompt | None = None) -> list[dict]:
-    """`prompt`: the stored request's prompt (a structured one is parsed as JSON)."""
+                     finish_reason: str | None = None, prompt: prompts.Prompt | None = None,
+                     parser_version: str | None = None) -> list[dict]:
+    """`prompt`: the stored request's prompt (a structured one is parsed as JSON);
+    `parser_version`: the instances parser to read it with (None: the current one)."""
     parsed = parsing.parse_answer(prompts.STAGE_INSTANCES, text, prompt, finish_reason=finish_reason,
-                                  is_classification=is_classification)
+                                  is_classification=is_classification, version=parser_version)
     rows = decide_instances_list(parsed.instances[:max_instances])
     if not parsed.instances and text.strip():
         details = {"message": "The model's answer could not be read as input/output examples."}
@@ -546,12 +549,29 @@ class RefilterReport:
     applied: int = 0
 
 
+def check_parser_versions(run_id: int, stage: str, requests: list[dict]) -> None:
+    """Refuse (`parsing.UnknownParserVersion`, in one plain sentence) when some of a run's stored
+    answers were read with a parser version this code does not have."""
+    missing = sorted({v for v in map(stored_parser_version, requests) if not parsing.has_parser(stage, v)})
+    if missing:
+        have = ", ".join(parsing.known_parser_versions(stage)) or "none"
+        raise parsing.UnknownParserVersion(missing[0], stage, (
+            f"Run {run_id} cannot be re-filtered by this version of selfinstruct: its answers were read with "
+            f"parser {' and '.join(missing)}, and this version has only {have}. Re-filter it with a selfinstruct "
+            f"version that has {' and '.join(missing)}, or leave its decisions as they are; nothing was changed."))
+
+
 def refilter(pool: Pool, run_id: int, *, threshold: float | None = None, keywords: list[str] | None = None,
              min_words: int | None = None, max_words: int | None = None, apply: bool = False,
              actor: str = "user") -> RefilterReport:
     """Decide a run's candidates again from the stored raw responses with other
     settings, without calling the model. With `apply`, candidates whose decision
-    changes are updated (human decisions are left alone) and audited."""
+    changes are updated (human decisions are left alone) and audited.
+
+    Each answer is read again with the parser version it was applied with
+    (`requests.parser_version`; NULL: before versions, see `parsing.PRE_VERSION_PARSERS`). When
+    one of them is not in this code, the run is refused before anything is decided or changed:
+    `parsing.UnknownParserVersion` says which version it needs."""
     run = pool.run(run_id)
     if run is None:
         raise ValueError(f"There is no run {run_id}.")
@@ -566,9 +586,11 @@ def refilter(pool: Pool, run_id: int, *, threshold: float | None = None, keyword
     by_round: dict[int, list[dict]] = {}
     for cand in stored:
         by_round.setdefault(cand["round_id"], []).append(cand)
+    requests = {round_id: pool.requests_for(round_id, stage) for round_id in by_round}
+    check_parser_versions(run_id, stage, [r for rows in requests.values() for r in rows if r["response"] is not None])
     changed, before, after, decisions = [], {}, {}, {}
     for round_id, old_rows in by_round.items():
-        new_rows = decide_round(pool.requests_for(round_id, stage), cfg.instruction_filter(), index,
+        new_rows = decide_round(requests[round_id], cfg.instruction_filter(), index,
                                 cfg.rouge_threshold, batch=stage == prompts.STAGE_BATCH)
         for old, new in zip(old_rows, new_rows):
             if old["instruction"] != new["instruction"]:

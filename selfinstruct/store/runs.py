@@ -262,11 +262,13 @@ class RunQueries:
                      round_id: int | None = None, candidates: Sequence[dict] = (),
                      classification: tuple[int, bool] | None = None,
                      instances: tuple[int, list[dict]] | None = None,
-                     followups: Sequence[dict] = (), items: int | None = None) -> list[int]:
+                     followups: Sequence[dict] = (), items: int | None = None,
+                     parser_version: str | None = None) -> list[int]:
         """Everything an answer leads to, in one transaction: the answer itself (unless it was
         stored before), the candidates it yields, a classification or instances, the follow-up
         requests it makes ready, and the request marked applied with `items`, what its answer
-        yielded (parse health). Returns the follow-ups' ids."""
+        yielded (parse health), and `parser_version`, the parser that read it (re-filter reads it
+        again with that one). Returns the follow-ups' ids."""
         with self.transaction() as cur:
             if answer is not None:
                 self.record_answer(request_id, answer)
@@ -287,8 +289,8 @@ class RunQueries:
                     item["candidate_id"] = candidates[item["candidate_ref"]]["id"]
                     item["meta"] = {**item["meta"], "candidate_id": item["candidate_id"]}
                 ids += self._insert_requests(cur, run_id, item.pop("round_id", round_id), [item])
-            cur.execute("UPDATE requests SET applied_at = current_timestamp, items = ? WHERE id = ?",
-                        [items, request_id])
+            cur.execute("UPDATE requests SET applied_at = current_timestamp, items = ?, parser_version = ? "
+                        "WHERE id = ?", [items, parser_version, request_id])
         return ids
 
     def add_followups(self, run_id: int, round_id: int, planned: Sequence[dict]) -> list[int]:
