@@ -13,7 +13,7 @@ from pathlib import Path
 from . import seeds as seeds_mod
 from .actions import ActionError
 from .model import FAILED, FINISHED, INTERRUPTED, RESUMABLE_STATUSES, ROUGE_THRESHOLD, UNFINISHED_STATUSES
-from .store import DB_ENV_VAR, Pool, PoolError, default_db_path
+from .store import DB_ENV_VAR, Pool, PoolError, damage_error, default_db_path
 
 
 class CLIError(Exception):
@@ -622,6 +622,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        damaged = damage_error(exc, getattr(args, "db", None) or default_db_path())
+        if damaged is None:
+            raise
+        print(f"error: {damaged}", file=sys.stderr)
+        return 2
 
 
 def _survive_file_size_limit() -> None:

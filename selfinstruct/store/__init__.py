@@ -4,7 +4,8 @@
 module holds the queries of one part of the product, and `Pool` combines them.
 """
 from .core import (DB_ENV_VAR, DEFAULT_DB_PATH, MIGRATIONS, PACKAGE_ROOT, SCHEMA_VERSION, PoolBase,
-                   PoolCounts, PoolError, PoolLockedError, SchemaTooNewError, default_db_path)
+                   PoolCounts, PoolDamagedError, PoolError, PoolLockedError, SchemaTooNewError, damage_error,
+                   default_db_path)
 from .audit import AuditQueries
 from .bulk import BulkQueries
 from .explore import ExploreQueries
@@ -19,4 +20,5 @@ class Pool(ReviewQueries, QualityQueries, ExploreQueries, RunQueries, SeedQuerie
 
 
 __all__ = ["DB_ENV_VAR", "DEFAULT_DB_PATH", "MIGRATIONS", "PACKAGE_ROOT", "SCHEMA_VERSION", "Pool",
-           "PoolCounts", "PoolError", "PoolLockedError", "SchemaTooNewError", "default_db_path"]
+           "PoolCounts", "PoolDamagedError", "PoolError", "PoolLockedError", "SchemaTooNewError",
+           "damage_error", "default_db_path"]

@@ -57,6 +57,24 @@ class SchemaTooNewError(PoolError):
     pass
 
 
+class PoolDamagedError(PoolError):
+    """The file cannot be read back: cut short, or a block that fails its checksum."""
+
+
+_DAMAGE_SIGNS = ("Corrupt database file", "Could not read enough bytes", "checksum")
+
+
+def damage_error(exc: BaseException, path: str | Path) -> PoolDamagedError | None:
+    """The plain-words error for a DuckDB error that means the file itself is damaged (None for
+    any other error)."""
+    text = str(exc)
+    if not isinstance(exc, duckdb.Error) or not any(sign in text for sign in _DAMAGE_SIGNS):
+        return None
+    return PoolDamagedError(
+        f"The pool file {path} is damaged and cannot be read ({text.splitlines()[0][:200]}). "
+        "The pool was not changed. Restore it from a copy, or work on another pool file with --db.")
+
+
 # ---------------------------------------------------------------------------
 # Schema. Each entry upgrades the file from version N-1 to N inside one transaction.
 # Never edit a released migration: add a new one.
@@ -263,14 +281,17 @@ _LOCK_RE = re.compile(r"Conflicting lock is held in (?P<holder>.*?) \(PID (?P<pi
 def _open_connection(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException as exc:
-        match = _LOCK_RE.search(str(exc))
-        if match or "lock" in str(exc).lower():
-            pid = int(match["pid"]) if match else None
-            holder = match["holder"] if match else None
-            raise PoolLockedError(path, pid, holder) from None
-        raise PoolError(f"Could not open the pool {path}: {exc}") from None
     except duckdb.Error as exc:
+        damaged = damage_error(exc, path)
+        if damaged is not None:
+            raise damaged from None
+        if isinstance(exc, duckdb.IOException):
+            match = _LOCK_RE.search(str(exc))
+            if match or "lock" in str(exc).lower():
+                pid = int(match["pid"]) if match else None
+                holder = match["holder"] if match else None
+                raise PoolLockedError(path, pid, holder) from None
+            raise PoolError(f"Could not open the pool {path}: {exc}") from None
         raise PoolError(
             f"{path} is not a pool file DuckDB can read ({exc.__class__.__name__}: {exc})."
         ) from None
