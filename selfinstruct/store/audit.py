@@ -158,18 +158,22 @@ class AuditQueries:
         and first_id (its first row), last_id, created_at, actor, action, target_kind, target_id
         (of its first row), reason, items, open (rows not undone), target_ids."""
         actions = list(actions)
-        undo_clause = ("OR (a.action = ? AND EXISTS (SELECT 1 FROM audit_log o WHERE o.undone_by = a.id "
-                       "AND list_contains(?::VARCHAR[], o.action)))") if undo_action else ""
-        params: list[Any] = [actions] + ([undo_action, actions] if undo_action else []) + [int(limit)]
+        marks = ", ".join("?" for _ in actions)
+        undo_clause = (f"OR (a.action = ? AND a.id IN (SELECT o.undone_by FROM audit_log o "
+                       f"WHERE o.action IN ({marks}) AND o.undone_by IS NOT NULL))") if undo_action else ""
+        params: list[Any] = actions + ([undo_action, *actions] if undo_action else []) + [int(limit)]
+        # First the newest `limit` batches (ids and keys only), then the details of their rows.
         return self._rows(
-            f"SELECT {batch_sql('a')} AS batch, "
-            "min(a.id) AS id, min(a.id) AS first_id, max(a.id) AS last_id, max(a.created_at) AS created_at, "
-            "arg_min(a.actor, a.id) AS actor, arg_min(a.action, a.id) AS action, "
+            f"WITH r AS (SELECT a.id, {batch_sql('a')} AS batch FROM audit_log a "
+            f"WHERE a.action IN ({marks}) {undo_clause}), "
+            "top AS (SELECT batch, min(id) AS first_id FROM r GROUP BY batch ORDER BY first_id DESC LIMIT ?) "
+            "SELECT top.batch, top.first_id AS id, top.first_id, max(a.id) AS last_id, "
+            "max(a.created_at) AS created_at, arg_min(a.actor, a.id) AS actor, arg_min(a.action, a.id) AS action, "
             "arg_min(a.target_kind, a.id) AS target_kind, arg_min(a.target_id, a.id) AS target_id, "
             "arg_min(a.reason, a.id) AS reason, count(*) AS items, "
             "count(*) FILTER (WHERE a.undone_by IS NULL) AS open, list(a.target_id ORDER BY a.id) AS target_ids "
-            f"FROM audit_log a WHERE list_contains(?::VARCHAR[], a.action) {undo_clause} "
-            "GROUP BY 1 ORDER BY first_id DESC LIMIT ?", params)
+            "FROM top JOIN r ON r.batch = top.batch JOIN audit_log a ON a.id = r.id "
+            "GROUP BY top.batch, top.first_id ORDER BY top.first_id DESC", params)
 
 
 __all__ = ["AuditQueries", "STATE_COLUMNS", "batch_sql"]
