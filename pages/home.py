@@ -13,11 +13,15 @@ st.write(
 )
 
 columns = st.columns(6)
-for column, (label, value) in zip(columns, [
-    ("Seed tasks", counts.seeds), ("Accepted", counts.accepted), ("Rejected", counts.rejected),
-    ("Instances", counts.instances), ("Rounds", counts.rounds), ("Labeled", counts.labeled),
+for column, (label, value, why) in zip(columns, [
+    ("Seed tasks", counts.seeds, None), ("Accepted", counts.accepted, "Generated instructions in the pool"),
+    ("Rejected", counts.rejected, None),
+    ("Instances", counts.instances, "Input/output pairs of the tasks in the pool (seeds and accepted "
+                                    "instructions): what an export holds. Those of rejected or removed "
+                                    "tasks are not counted."),
+    ("Rounds", counts.rounds, None), ("Labeled", counts.labeled, "Items labeled in quality studies"),
 ]):
-    column.metric(label, f"{value:,}")
+    column.metric(label, f"{value:,}", help=why)
 
 st.subheader("What next")
 if counts.seeds == 0:
@@ -30,8 +34,9 @@ elif counts.rounds == 0:
     st.page_link("pages/generate.py", label="Generate", icon=":material/auto_awesome:")
     st.page_link("pages/seed.py", label="Review seeds", icon=":material/spa:")
 else:
-    st.write(f"{counts.accepted:,} generated instructions with {counts.instances:,} instances "
-             f"after {counts.rounds:,} round(s); {counts.rejected:,} candidates were rejected.")
+    st.write(f"The pool holds {counts.seeds:,} seed tasks and {counts.accepted:,} generated instructions, "
+             f"with {counts.instances:,} instances between them, after {counts.rounds:,} round(s); "
+             f"{counts.rejected:,} candidates were rejected.")
     st.page_link("pages/generate.py", label="Watch or start runs", icon=":material/auto_awesome:")
     st.page_link("pages/rejects.py", label=f"Review the {counts.rejected:,} rejects and rescue what "
                  "the filters got wrong", icon=":material/filter_alt_off:")

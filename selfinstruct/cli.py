@@ -244,6 +244,7 @@ def cmd_info(args) -> int:
     width = max(len(k) for k in counts)
     for key, value in counts.items():
         print(f"  {key.replace('_', ' '):<{width}}  {value:>8,}")
+    print("  (instances: those of the seed tasks and accepted instructions, as an export holds them)")
     return 0
 
 

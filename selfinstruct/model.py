@@ -106,6 +106,13 @@ def kept_sql(alias: str = "i") -> str:
     return f"{alias}.status = {sql_literal(KEPT)}"
 
 
+def instance_in_pool_sql(alias: str = "i") -> str:
+    """An instance the pool holds: kept, and belonging to a seed task or an accepted candidate
+    (a rejected or removed task's instances are not in the pool, though they stay 'kept')."""
+    return (f"({kept_sql(alias)} AND ({alias}.seed_id IS NOT NULL OR EXISTS (SELECT 1 FROM candidates pc "
+            f"WHERE pc.id = {alias}.candidate_id AND {accepted_sql('pc')})))")
+
+
 # ---------------------------------------------------------------------------
 # Runs and rounds
 # ---------------------------------------------------------------------------

@@ -65,3 +65,19 @@ def test_label_results_pool_filter_and_export_agree(demo_db_path):
     assert done.returncode == 0, done.stderr
     exported = {record["instruction"] for record in json.loads(out.read_text())}
     assert text_a in exported and text_b not in exported
+
+
+def test_instances_count_what_the_pool_holds(demo_pool):
+    """Home and `info` count the instances an export holds: not those of rejected or removed
+    tasks, though such instances stay 'kept' rows."""
+    from selfinstruct import actions
+
+    exported = demo_pool.export_counts(ExportFilters(include_empty_tasks=True))["instances"]
+    assert demo_pool.counts().instances == exported
+    some = demo_pool.pool_browse("", limit=1)
+    candidate_id = int(some["id"].iloc[0]) if hasattr(some, "iloc") else int(some[0]["id"])
+    with_instances = len([i for i in demo_pool.pool_item(candidate_id)["instances"] if i["status"] == model.KEPT])
+    assert with_instances > 0
+    actions.remove(demo_pool, candidate_id, actor="test")
+    assert demo_pool.counts().instances == exported - with_instances
+    assert demo_pool.export_counts(ExportFilters(include_empty_tasks=True))["instances"] == exported - with_instances

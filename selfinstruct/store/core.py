@@ -24,7 +24,7 @@ from typing import Any, Iterator, Sequence
 import duckdb
 
 from ..datadir import PACKAGE_ROOT, data_dir
-from ..model import SQL, rescued_sql
+from ..model import SQL, instance_in_pool_sql, rescued_sql
 
 DEFAULT_DB_PATH = PACKAGE_ROOT / "data" / "pool.duckdb"
 DB_ENV_VAR = "SELFINSTRUCT_DB"
@@ -467,7 +467,7 @@ class PoolBase:
         f"SELECT count(*) FROM candidates WHERE status = {SQL.ACCEPTED}",
         f"SELECT count(*) FROM candidates WHERE status = {SQL.REJECTED}",
         f"SELECT count(*) FROM candidates c WHERE {rescued_sql('c')}",
-        f"SELECT count(*) FROM instances WHERE status = {SQL.KEPT}",
+        f"SELECT count(*) FROM instances i WHERE {instance_in_pool_sql('i')}",
         "SELECT count(*) FROM runs",
         "SELECT count(*) FROM rounds",
         "SELECT count(*) FROM requests WHERE response IS NOT NULL OR error IS NOT NULL",
