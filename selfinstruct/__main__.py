@@ -1,5 +1,8 @@
+"""`python -m selfinstruct`: the same `main` as the installed `selfinstruct` command
+(pyproject.toml, [project.scripts])."""
 import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

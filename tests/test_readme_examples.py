@@ -114,7 +114,9 @@ def run_example(command: str, cwd: Path, env: dict) -> list[str]:
     argv = shlex.split(command)
     if argv[0] != "selfinstruct":
         raise ValueError(f"README examples run the selfinstruct command only, not {command!r}")
-    assert "--local" not in argv and "--base-url" not in argv, "examples run with --offline only"
+    if (argv[1:2] == ["generate"] and "--offline" not in argv and "--resume" not in argv) \
+            or {"--local", "--gguf", "--base-url"} & set(argv):
+        raise ValueError(f"README examples run on the offline demo only (generate --offline): {command!r}")
     proc = subprocess.run([console_command(), *argv[1:]], cwd=cwd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=180)
     # the temporary directory as the README's reader would see it: the current one
