@@ -89,8 +89,9 @@ def is_rescued(candidate: Mapping) -> bool:
     return candidate["status"] == ACCEPTED and candidate.get("review") == RESCUED
 
 
+# The SQL twins are never NULL (a NULL review is "not reviewed"), so NOT and OR behave.
 def rescued_sql(alias: str = "c") -> str:
-    return f"({alias}.status = {sql_literal(ACCEPTED)} AND {alias}.review = {sql_literal(RESCUED)})"
+    return f"({alias}.status = {sql_literal(ACCEPTED)} AND {alias}.review IS NOT DISTINCT FROM {sql_literal(RESCUED)})"
 
 
 def is_human_approved(candidate: Mapping) -> bool:
@@ -99,7 +100,7 @@ def is_human_approved(candidate: Mapping) -> bool:
 
 def human_approved_sql(alias: str = "c") -> str:
     return (f"({alias}.status = {sql_literal(ACCEPTED)} "
-            f"AND {alias}.review IN {sql_in(HUMAN_APPROVED_REVIEWS)})")
+            f"AND coalesce({alias}.review IN {sql_in(HUMAN_APPROVED_REVIEWS)}, false))")
 
 
 def kept_sql(alias: str = "i") -> str:

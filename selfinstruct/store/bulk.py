@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Mapping, Sequence
 
+from ..model import SQL
+
 # The tables a caller may fill in bulk, with the sequence that hands out their ids.
 BULK_TABLES = {"requests": "seq_requests", "candidates": "seq_candidates", "instances": "seq_instances"}
 
@@ -94,8 +96,8 @@ class BulkQueries:
         `rejected_instances`, and `rejects_by_reason` (rejected candidates per reason, most
         first)."""
         requests = int(self._scalar("SELECT count(*) FROM requests"))
-        rejected_instances = int(self._scalar("SELECT count(*) FROM instances WHERE status = 'rejected'"))
-        reasons = dict(self._q("SELECT reason, count(*) FROM candidates WHERE status = 'rejected' "
+        rejected_instances = int(self._scalar(f"SELECT count(*) FROM instances WHERE status = {SQL.REJECTED}"))
+        reasons = dict(self._q(f"SELECT reason, count(*) FROM candidates WHERE status = {SQL.REJECTED} "
                                "GROUP BY reason ORDER BY 2 DESC, 1").fetchall())
         return {"requests": requests, "rejected_instances": rejected_instances, "rejects_by_reason": reasons}
 
@@ -108,7 +110,7 @@ class BulkQueries:
             "SELECT count(*), coalesce(sum(latency_s), 0), coalesce(sum(attempts), 0), "
             "count(*) FILTER (WHERE error IS NOT NULL AND response IS NULL) FROM requests WHERE run_id = ?",
             [run_id]).fetchone()
-        accepted = self._scalar("SELECT count(*) FROM candidates WHERE run_id = ? AND status = 'accepted'",
+        accepted = self._scalar(f"SELECT count(*) FROM candidates WHERE run_id = ? AND status = {SQL.ACCEPTED}",
                                 [run_id])
         status, stop_reason, wall = self._q(
             "SELECT status, stop_reason, epoch(finished_at) - epoch(started_at) FROM runs WHERE id = ?",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..model import SQL, human_approved_sql, rescued_sql
 from .core import _loads
 from .quality import QualityQueries
 
@@ -73,7 +74,7 @@ class ExploreQueries:
     # =====================================================================
     @staticmethod
     def _instance_conditions(f, alias: str) -> tuple[list[str], list[Any]]:
-        where = [f"{alias}.status = 'kept'"]
+        where = [f"{alias}.status = {SQL.KEPT}"]
         params: list[Any] = []
         if f.min_output_words is not None:
             where.append(f"{_words(alias + '.output')} >= ?")
@@ -101,7 +102,7 @@ class ExploreQueries:
             params.append(int(f.max_instruction_words))
         if not generated:
             return where, params
-        where.append(f"{alias}.status = 'accepted'")
+        where.append(f"{alias}.status = {SQL.ACCEPTED}")
         if f.runs:
             where.append(f"list_contains(?::BIGINT[], {alias}.run_id)")
             params.append([int(r) for r in f.runs])
@@ -112,9 +113,9 @@ class ExploreQueries:
             where.append("r.number <= ?")
             params.append(int(f.max_round))
         if f.exclude_rescued:
-            where.append(f"{alias}.review IS DISTINCT FROM 'rescued'")
+            where.append(f"NOT {rescued_sql(alias)}")
         if f.human_approved_only:
-            where.append(f"{alias}.review IN ('rescued', 'approved')")
+            where.append(human_approved_sql(alias))
         if f.exclude_invalid:
             where.append(f"{alias}.id NOT IN ({QualityQueries.invalid_candidates_sql()})")
         return where, params
@@ -299,13 +300,13 @@ class ExploreQueries:
     def _browse_where(search: str = "", *, in_instances: bool = False, run_id: int | None = None,
                       classification: bool | None = None, review: str | None = None
                       ) -> tuple[str, list[Any]]:
-        where = ["c.status = 'accepted'"]
+        where = [f"c.status = {SQL.ACCEPTED}"]
         params: list[Any] = []
         text = (search or "").strip().lower()
         if text:
             if in_instances:
                 where.append("(contains(lower(c.instruction), ?) OR EXISTS (SELECT 1 FROM instances i "
-                             "WHERE i.candidate_id = c.id AND i.status = 'kept' AND "
+                             f"WHERE i.candidate_id = c.id AND i.status = {SQL.KEPT} AND "
                              "(contains(lower(i.input), ?) OR contains(lower(i.output), ?))))")
                 params += [text, text, text]
             else:
@@ -320,7 +321,7 @@ class ExploreQueries:
         if review == "untouched":
             where.append("c.review IS NULL")
         elif review == "human_approved":
-            where.append("c.review IN ('rescued', 'approved')")
+            where.append(human_approved_sql('c'))
         elif review:
             where.append("c.review = ?")
             params.append(review)
@@ -362,7 +363,7 @@ class ExploreQueries:
         item["details"] = _loads(item["details"])
         item["instances"] = self._rows(
             "SELECT id, position, input, output, status, reason FROM instances WHERE candidate_id = ? "
-            "ORDER BY status = 'kept' DESC, position", [int(candidate_id)])
+            f"ORDER BY status = {SQL.KEPT} DESC, position", [int(candidate_id)])
         return item
 
     def pool_runs(self) -> list[dict]:
@@ -371,7 +372,7 @@ class ExploreQueries:
             "SELECT c.run_id AS id, any_value(ru.name) AS name, min(r.number) AS first_round, "
             "max(r.number) AS last_round, count(*) AS accepted FROM candidates c "
             "LEFT JOIN rounds r ON r.id = c.round_id LEFT JOIN runs ru ON ru.id = c.run_id "
-            "WHERE c.status = 'accepted' AND c.run_id IS NOT NULL GROUP BY c.run_id ORDER BY c.run_id")
+            f"WHERE c.status = {SQL.ACCEPTED} AND c.run_id IS NOT NULL GROUP BY c.run_id ORDER BY c.run_id")
 
 
 __all__ = ["ExploreQueries", "ExportStream", "EXPORT_COLUMNS", "HUMAN_APPROVED_REVIEWS"]

@@ -21,22 +21,23 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from ..model import SQL, rescued_sql
 from .core import _loads
 
 KINDS = ("instruction", "instance")
 REVIEW_STATES = ("pending", "confirmed", "rescued", "all")
 
 _CANDIDATE_REVIEW_SQL = {
-    "pending": "c.status = 'rejected' AND c.review IS NULL",
-    "confirmed": "c.status = 'rejected' AND c.review = 'confirmed'",
-    "rescued": "c.status = 'accepted' AND c.review = 'rescued'",
-    "all": "(c.status = 'rejected' OR (c.status = 'accepted' AND c.review = 'rescued'))",
+    "pending": f"c.status = {SQL.REJECTED} AND c.review IS NULL",
+    "confirmed": f"c.status = {SQL.REJECTED} AND c.review = {SQL.CONFIRMED}",
+    "rescued": rescued_sql("c"),
+    "all": f"(c.status = {SQL.REJECTED} OR {rescued_sql('c')})",
 }
 _INSTANCE_REVIEW_SQL = {
-    "pending": "i.status = 'rejected'",
+    "pending": f"i.status = {SQL.REJECTED}",
     "confirmed": "FALSE",   # instances have no confirmed state
-    "rescued": "i.status = 'kept' AND i.reason IS NOT NULL",
-    "all": "(i.status = 'rejected' OR (i.status = 'kept' AND i.reason IS NOT NULL))",
+    "rescued": f"i.status = {SQL.KEPT} AND i.reason IS NOT NULL",
+    "all": f"(i.status = {SQL.REJECTED} OR (i.status = {SQL.KEPT} AND i.reason IS NOT NULL))",
 }
 
 
@@ -153,14 +154,14 @@ class ReviewQueries:
         """Round numbers that hold rejects (of either kind), in the given run or any."""
         return [r[0] for r in self._q(
             "SELECT DISTINCT r.number FROM rounds r JOIN candidates c ON c.round_id = r.id "
-            "WHERE (? IS NULL OR r.run_id = ?) AND (c.status = 'rejected' OR c.review = 'rescued' "
+            f"WHERE (? IS NULL OR r.run_id = ?) AND (c.status = {SQL.REJECTED} OR c.review = {SQL.RESCUED} "
             "OR EXISTS (SELECT 1 FROM instances i WHERE i.candidate_id = c.id AND i.reason IS NOT NULL)) "
             "ORDER BY 1", [run_id, run_id]).fetchall()]
 
     def reject_runs(self) -> list[dict]:
         """Runs that have candidates: id, name, created_at, rejected (still rejected)."""
         return self._rows(
-            "SELECT r.id, r.name, r.created_at, count(*) FILTER (WHERE c.status = 'rejected') AS rejected "
+            f"SELECT r.id, r.name, r.created_at, count(*) FILTER (WHERE c.status = {SQL.REJECTED}) AS rejected "
             "FROM runs r JOIN candidates c ON c.run_id = r.id GROUP BY r.id, r.name, r.created_at "
             "ORDER BY r.id DESC")
 
@@ -204,10 +205,10 @@ class ReviewQueries:
         below `threshold` (would have passed); filter-accepted candidates and how many score
         above it (would have been rejected)."""
         row = self._q(
-            "SELECT count(*) FILTER (WHERE status = 'rejected' AND reason = 'rouge'), "
-            "count(*) FILTER (WHERE status = 'rejected' AND reason = 'rouge' AND max_rouge <= ?), "
-            "count(*) FILTER (WHERE status = 'accepted' AND decided_by = 'filter'), "
-            "count(*) FILTER (WHERE status = 'accepted' AND decided_by = 'filter' AND max_rouge > ?) "
+            f"SELECT count(*) FILTER (WHERE status = {SQL.REJECTED} AND reason = 'rouge'), "
+            f"count(*) FILTER (WHERE status = {SQL.REJECTED} AND reason = 'rouge' AND max_rouge <= ?), "
+            f"count(*) FILTER (WHERE status = {SQL.ACCEPTED} AND decided_by = {SQL.BY_FILTER}), "
+            f"count(*) FILTER (WHERE status = {SQL.ACCEPTED} AND decided_by = {SQL.BY_FILTER} AND max_rouge > ?) "
             "FROM candidates WHERE max_rouge IS NOT NULL AND (? IS NULL OR run_id = ?)",
             [threshold, threshold, run_id, run_id]).fetchone()
         return {"rouge_rejects": int(row[0]), "would_pass": int(row[1]),
@@ -220,8 +221,8 @@ class ReviewQueries:
         return self._frame(
             "SELECT least(floor(max_rouge * ?), ? - 1) / ? AS bin_start, "
             "(least(floor(max_rouge * ?), ? - 1) + 1) / ? AS bin_end, "
-            "CASE WHEN review = 'rescued' AND status = 'accepted' THEN 'rescued' "
-            "WHEN status = 'accepted' THEN 'accepted' ELSE 'rejected' END AS outcome, count(*) AS n "
+            f"CASE WHEN {rescued_sql('candidates')} THEN {SQL.RESCUED} "
+            f"WHEN status = {SQL.ACCEPTED} THEN {SQL.ACCEPTED} ELSE {SQL.REJECTED} END AS outcome, count(*) AS n "
             "FROM candidates WHERE max_rouge IS NOT NULL AND (? IS NULL OR run_id = ?) "
             "GROUP BY ALL ORDER BY bin_start, outcome",
             [bins, bins, float(bins), bins, bins, float(bins), run_id, run_id])
@@ -239,11 +240,11 @@ class ReviewQueries:
         mention, so dropping it from the list would let them on to the ROUGE check),
         rescued (of those, how many a person rescued)."""
         return self._frame(
-            "WITH k AS (SELECT c.id, c.status = 'accepted' AND c.review = 'rescued' AS rescued, "
+            f"WITH k AS (SELECT c.id, {rescued_sql('c')} AS rescued, "
             "list_distinct(coalesce(json_extract_string(c.details, '$.matches[*].keyword'), "
             "[json_extract_string(c.details, '$.keyword')])) AS kws "
             "FROM candidates c WHERE c.reason = 'keyword' AND (? IS NULL OR c.run_id = ?) "
-            "AND (c.status = 'rejected' OR c.review = 'rescued')), "
+            f"AND (c.status = {SQL.REJECTED} OR c.review = {SQL.RESCUED})), "
             "u AS (SELECT id, rescued, len(kws) AS n_kws, unnest(kws) AS keyword FROM k) "
             "SELECT keyword, count(DISTINCT id) AS candidates, "
             "count(DISTINCT id) FILTER (WHERE n_kws = 1) AS only_this, "

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
+from ..model import SQL
+
 
 class SeedQueries:
     # -- seeds ---------------------------------------------------------------
@@ -67,7 +69,7 @@ class SeedQueries:
         """The novelty pool: seeds then accepted candidates, in insertion order."""
         return [r[0] for r in self._q(
             "SELECT instruction FROM (SELECT 0 AS k, id, instruction FROM seed_tasks "
-            "UNION ALL SELECT 1 AS k, id, instruction FROM candidates WHERE status = 'accepted') "
+            f"UNION ALL SELECT 1 AS k, id, instruction FROM candidates WHERE status = {SQL.ACCEPTED}) "
             "ORDER BY k, id"
         ).fetchall()]
 
@@ -81,7 +83,7 @@ class SeedQueries:
             chunk = wanted[start:start + 5000]
             found.update(r[0] for r in self._q(
                 "SELECT instruction FROM seed_tasks WHERE instruction IN (SELECT unnest(?)) "
-                "UNION SELECT instruction FROM candidates WHERE status = 'accepted' "
+                f"UNION SELECT instruction FROM candidates WHERE status = {SQL.ACCEPTED} "
                 "AND instruction IN (SELECT unnest(?))",
                 [chunk, chunk],
             ).fetchall())
