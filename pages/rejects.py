@@ -401,7 +401,7 @@ with whatif_tab:
     st.caption(
         f"Counted from the stored scores (decisions made at {', '.join(str(x) for x in what.thresholds_used) or '?'}). "
         "A real run could differ: every candidate accepted earlier joins the pool and changes the scores of "
-        "those after it. To decide a run again from its stored answers, use `python -m selfinstruct refilter`.")
+        "those after it. To decide a run again from its stored answers, use `selfinstruct refilter`.")
 
     hist = evidence["histogram"]
     if hist.empty:

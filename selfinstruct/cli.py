@@ -1,4 +1,4 @@
-"""`python -m selfinstruct ...`: a thin command-line skin over the library.
+"""`selfinstruct ...` (or `python -m selfinstruct ...`): a thin command-line skin over the library.
 
 Every command takes --db (default: $SELFINSTRUCT_DB, else data/pool.duckdb).
 Errors a user can fix end the command with exit code 2 and a plain message.
@@ -30,7 +30,7 @@ def _db_parent() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     db = _db_parent()
     parser = argparse.ArgumentParser(
-        prog="python -m selfinstruct", parents=[db],
+        prog="selfinstruct", parents=[db],
         description="Build instruction-tuning data the Self-Instruct way.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -224,7 +224,7 @@ def cmd_seeds_list(args) -> int:
             print(json.dumps(task, ensure_ascii=False))
         return 0
     if not tasks:
-        print("No seed tasks yet. Import some: python -m selfinstruct seeds import starter")
+        print("No seed tasks yet. Import some: selfinstruct seeds import starter")
         return 0
     for task in tasks:
         flag = " [classification]" if task["is_classification"] else ""
@@ -519,7 +519,7 @@ def cmd_batch_write(args) -> int:
         return 0
     print(f"Wrote {written} request(s) of run {args.run_id} to {args.out}.\n"
           f"Run them with: vllm run-batch -i {args.out} -o answers.jsonl --model <model>\n"
-          f"then: python -m selfinstruct batch read answers.jsonl")
+          f"then: selfinstruct batch read answers.jsonl")
     return 0
 
 

@@ -254,7 +254,7 @@ def _exclusive(pool: Pool, run_id: int):
 
 
 def resume_command(run_id: int) -> str:
-    return f"python -m selfinstruct generate --resume {run_id}"
+    return f"selfinstruct generate --resume {run_id}"
 
 
 NEXT_STEPS = {
