@@ -25,6 +25,9 @@ Rules, in one place:
   labels from their own queue (store/quality.py). Agreement as it accumulates
   (`overlap_agreement`) is Fleiss' kappa over the items that have k labels, each item's first k
   annotators by name, so it does not need the same people on every item.
+- Against the paper (`paper_verdict`, `compare_with_paper`): "above" / "below" when the paper's
+  rate lies outside the study's 95% Wilson interval; "consistent" when it lies inside an interval
+  at most 20 points wide; otherwise, or with fewer than 10 labeled items, "too small" to tell.
 - Agreement: Cohen's kappa for exactly two annotators over the items both labeled; Fleiss'
   kappa for three or more over the items all of them labeled. Categories: yes / no / unsure
   (all-valid: yes / no). Kappa is undefined (None) when there is no such item, or when the
@@ -72,6 +75,61 @@ def wilson_interval(yes: int, n: int, confidence: float = 0.95) -> tuple[float, 
         raise ValueError(f"yes must be between 0 and n, got {yes} of {n}")
     ci = binomtest(int(yes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
     return float(ci.low), float(ci.high)
+
+
+# Comparing a study's rate with the paper's (`compare_with_paper`).
+MIN_COMPARE_ITEMS = 10        # fewer labeled items than this: too few to say anything
+MAX_CONSISTENT_WIDTH = 0.20   # "consistent" needs an interval at most 20 points wide
+PAPER_VERDICTS = ("no data", "too small", "consistent", "above", "below")
+
+
+def paper_verdict(yes: int, n: int, paper_rate: float) -> str:
+    """How a study's `yes` of `n` compares with the paper's rate (one of PAPER_VERDICTS).
+
+    The 95% Wilson interval is the set of rates a score test at the 5% level does not reject,
+    so the paper's rate outside it means this pool differs from it: "above" or "below" (the
+    paper's figure is taken as a fixed reference, its own 200-item uncertainty aside). Inside
+    it, the data merely fail to tell the two apart, which says something only when the interval
+    is narrow: "consistent" needs it at most MAX_CONSISTENT_WIDTH wide, else "too small".
+    Below MIN_COMPARE_ITEMS items every answer is "too small" (the interval's coverage is
+    shaky there); no item at all is "no data"."""
+    if n <= 0:
+        return "no data"
+    if n < MIN_COMPARE_ITEMS:
+        return "too small"
+    low, high = wilson_interval(yes, n)
+    if paper_rate < low:
+        return "above"
+    if paper_rate > high:
+        return "below"
+    return "consistent" if high - low <= MAX_CONSISTENT_WIDTH else "too small"
+
+
+def compare_with_paper(yes: int, n: int, paper_rate: float) -> str:
+    """`paper_verdict` as the plain sentence a page shows under the study's interval."""
+    verdict = paper_verdict(yes, n, paper_rate)
+    if verdict == "no data":
+        return f"No labeled item yet to compare with the paper's {paper_rate:.0%}."
+    if n < MIN_COMPARE_ITEMS:
+        return (f"Too small a sample to compare with the paper's {paper_rate:.0%}: {n} item(s) "
+                f"labeled, at least {MIN_COMPARE_ITEMS} needed.")
+    low, high = wilson_interval(yes, n)
+    interval = f"{_percent(low, paper_rate)} to {_percent(high, paper_rate)}"
+    if verdict == "above":
+        return f"Above the paper's {paper_rate:.0%}: the whole interval ({interval}) lies higher."
+    if verdict == "below":
+        return f"Below the paper's {paper_rate:.0%}: the whole interval ({interval}) lies lower."
+    if verdict == "consistent":
+        return f"Consistent with the paper's {paper_rate:.0%}: it lies inside the interval ({interval})."
+    return (f"Too small a sample to compare with the paper's {paper_rate:.0%}: the interval ({interval}) "
+            f"includes it but is wider than {100 * MAX_CONSISTENT_WIDTH:.0f} percentage points; label "
+            "more items to narrow it.")
+
+
+def _percent(value: float, paper_rate: float) -> str:
+    # Whole percents, unless rounding would make a bound read as the paper's figure.
+    whole = f"{value:.0%}"
+    return f"{value:.1%}" if whole == f"{paper_rate:.0%}" and abs(value - paper_rate) > 1e-12 else whole
 
 
 @dataclass(frozen=True)
@@ -483,7 +541,8 @@ def _iso(value: Any) -> str | None:
 
 __all__ = ["ANSWERS", "DEFAULT_SIZE", "MAX_OVERLAP", "MEASURES", "MEASURE_LABELS", "PAPER_RATES", "QUESTIONS",
            "QUESTION_TEXT", "STRATIFY", "Z95", "Kappa", "Sample", "StudyCreated", "StudyResults",
-           "agreement", "allocate", "cohen_kappa", "create_study", "describe_study", "disagreements",
-           "draw_sample", "fleiss_kappa", "item_answers", "kappa_words", "next_in_queue", "overlap_agreement",
+           "MAX_CONSISTENT_WIDTH", "MIN_COMPARE_ITEMS", "PAPER_VERDICTS",
+           "agreement", "allocate", "cohen_kappa", "compare_with_paper", "create_study", "describe_study", "disagreements",
+           "draw_sample", "fleiss_kappa", "item_answers", "kappa_words", "next_in_queue", "overlap_agreement", "paper_verdict",
            "rates", "study_csv",
            "study_json", "study_results", "study_rows", "wilson_interval"]

@@ -3,6 +3,7 @@ import csv
 import io
 import json
 import math
+import re
 
 import pytest
 
@@ -437,3 +438,71 @@ def test_schema_5_gives_old_studies_one_label_per_item(tmp_path):
     with Pool.open(path) as pool:
         assert pool.schema_version() >= 5
         assert pool.studies()[0]["overlap"] == 1
+
+
+# ---------------------------------------------------------------------------
+# Against the paper (issue 16: "100% / +8 pts vs the paper" after 12 items)
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("yes, n, paper, verdict", [
+    (0, 0, 0.92, "no data"),
+    (9, 9, 0.54, "too small"),      # under ten items nothing is claimed, even far from the paper
+    (12, 12, 0.92, "too small"),    # the issue's case: 76%-100% holds 92% but is 24 points wide
+    (27, 30, 0.92, "too small"),    # 74%-97%: still wider than 20 points
+    (30, 30, 0.92, "consistent"),   # 89%-100%
+    (92, 100, 0.92, "consistent"),  # 85%-96%
+    (184, 200, 0.92, "consistent"),  # the paper's own count
+    (20, 20, 0.54, "above"),        # 84%-100%, wide but clear of 54%
+    (0, 12, 0.92, "below"),         # 0%-24%
+    (50, 100, 0.79, "below"),       # 40%-60%
+])
+def test_the_verdict_against_the_paper(yes, n, paper, verdict):
+    assert quality.paper_verdict(yes, n, paper) == verdict
+
+
+def test_the_verdict_follows_the_wilson_interval_and_its_width():
+    # Sweep every count at a few sample sizes: the verdict is exactly the documented rule.
+    for n in (10, 25, 60, 150, 400):
+        for yes in range(n + 1):
+            low, high = wilson_interval(yes, n)
+            for paper in (0.54, 0.58, 0.79, 0.92):
+                verdict = quality.paper_verdict(yes, n, paper)
+                if paper < low:
+                    assert verdict == "above"
+                elif paper > high:
+                    assert verdict == "below"
+                else:
+                    assert verdict == ("consistent" if high - low <= quality.MAX_CONSISTENT_WIDTH
+                                       else "too small")
+
+
+def test_the_sentence_leads_with_the_interval_and_says_too_small_plainly():
+    small = quality.compare_with_paper(12, 12, 0.92)
+    assert small == ("Too small a sample to compare with the paper's 92%: the interval (76% to 100%) "
+                     "includes it but is wider than 20 percentage points; label more items to narrow it.")
+    assert quality.compare_with_paper(3, 3, 0.92) == (
+        "Too small a sample to compare with the paper's 92%: 3 item(s) labeled, at least 10 needed.")
+    assert quality.compare_with_paper(0, 0, 0.92) == "No labeled item yet to compare with the paper's 92%."
+    assert quality.compare_with_paper(30, 30, 0.92) == (
+        "Consistent with the paper's 92%: it lies inside the interval (89% to 100%).")
+    assert quality.compare_with_paper(20, 20, 0.54) == (
+        "Above the paper's 54%: the whole interval (84% to 100%) lies higher.")
+    assert quality.compare_with_paper(0, 12, 0.92) == (
+        "Below the paper's 92%: the whole interval (0% to 24%) lies lower.")
+    # No "pts", and every figure carries its %.
+    for yes, n in ((12, 12), (30, 30), (20, 20), (0, 12), (92, 100)):
+        sentence = quality.compare_with_paper(yes, n, 0.92)
+        assert "pts" not in sentence
+        figures = re.findall(r"\d+(?:\.\d+)?%?", sentence.replace("20 percentage points", ""))
+        assert figures and all(figure.endswith("%") for figure in figures), sentence
+
+
+def test_a_bound_that_rounds_to_the_papers_figure_shows_a_decimal():
+    # An upper bound of 91.6% must not read "to 92%" next to "below the paper's 92%".
+    for n in range(10, 400):
+        for yes in range(n + 1):
+            low, high = wilson_interval(yes, n)
+            if f"{high:.0%}" == "92%" and high < 0.92:
+                sentence = quality.compare_with_paper(yes, n, 0.92)
+                assert f"{high:.1%}" in sentence and "to 92%)" not in sentence
+                return
+    raise AssertionError("no such case found")
