@@ -17,6 +17,7 @@ import asyncio
 import math
 import os
 import random
+import statistics
 import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -620,33 +621,48 @@ class Estimate:
     cost_usd: float
     seconds: float
     basis: str
+    low_seconds: float | None = None    # the range the pool's earlier runs give (None: a guess)
+    high_seconds: float | None = None
 
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    @staticmethod
+    def _duration(seconds: float) -> str:
+        if seconds < 90:
+            return f"{seconds:.0f} s"
+        if seconds < 5400:
+            return f"{seconds / 60:.0f} min"
+        return f"{seconds / 3600:.1f} h"
+
     @property
     def time_text(self) -> str:
-        if self.seconds < 90:
-            return f"{self.seconds:.0f} s"
-        if self.seconds < 5400:
-            return f"{self.seconds / 60:.0f} min"
-        return f"{self.seconds / 3600:.1f} h"
+        text = self._duration(self.seconds)
+        if self.low_seconds is not None and self.high_seconds is not None:
+            low, high = self._duration(self.low_seconds), self._duration(self.high_seconds)
+            if low != high:
+                text += f" ({low} to {high})"
+        return text
+
+
+# With no run of this model in the pool yet: wall seconds per request, a guess. Offline answers at
+# once; the bundled local model took 1.4-1.8 s a request over a default round on 2 cores (README);
+# a hosted model, a few seconds at concurrency 8.
+GUESS_S_PER_REQUEST = {"offline": 0.05, LOCAL: 1.6}
+GUESS_S_PER_REQUEST_HOSTED = 1.0
 
 
 def estimate_run(pool: Pool, config: RunConfig, prices: PriceTable | None = None) -> Estimate:
-    """Rough tokens, cost and time before a run, from this pool's history when it
-    has some, else from prompt sizes and half of max_tokens."""
+    """Tokens, cost and time before a run. Time comes from what this pool's earlier runs of the
+    same model and backend took (wall clock per request answered, follow-ups included), with the
+    range they span; with none, from a guess that says so."""
     prices = prices or config.price_table()
     history = pool.request_history(prompts.STAGE_INSTRUCTIONS, config.model)
     seeds = [t["instruction"] for t in pool.seed_tasks()[:8]] or ["An example task."]
     sample = prompts.build_instruction_prompt(seeds, num_to_generate=config.new_per_request)
     gen_prompt = history["prompt_tokens"] or math.ceil(len(sample.full_text()) / 4)
     gen_completion = history["completion_tokens"] or config.sampling.get("max_tokens", 1024) / 2
-    # With no history: a few seconds per request for a hosted model, next to nothing offline, and
-    # for the local model the mean over every request of a default round of the bundled one on 2
-    # cores (1.4 s and 1.8 s in two runs; README).
-    latency = history["latency_s"] or {"offline": 0.05, LOCAL: 1.5}.get(config.backend, 5.0)
     accepted_per_request = config.new_per_request * 0.5
     if config.generation == "alpaca":
         accepted_per_request = config.batch_size * 0.5
@@ -658,14 +674,39 @@ def estimate_run(pool: Pool, config: RunConfig, prices: PriceTable | None = None
     else:
         rounds = 1
     follow_ups = 0 if config.generation == "alpaca" else int(2 * per_round_accepted)
-    requests = rounds * (config.requests_per_round + follow_ups)
+    paces = [p for p in pool.run_pace(config.model, config.backend) if p["requests"]]
+    same = [p for p in paces if p["concurrency"] == config.concurrency]
+    paces = same or paces
+    if paces:
+        # requests per round per planned instruction request, as these runs had them
+        per_planned = statistics.median(p["requests"] / p["rounds"] / max(1, p["requests_per_round"] or 1)
+                                        for p in paces)
+        requests = max(1, round(rounds * config.requests_per_round * per_planned))
+        follow_ups = max(0, round(requests / rounds) - config.requests_per_round)
+    else:
+        requests = rounds * (config.requests_per_round + follow_ups)
     prompt_tokens = int(rounds * (config.requests_per_round * gen_prompt + follow_ups * 250))
     completion_tokens = int(rounds * (config.requests_per_round * gen_completion + follow_ups * 80))
     cost = prices.cost(config.model, prompt_tokens, completion_tokens)
-    seconds = requests * latency / max(1, config.concurrency)
-    basis = (f"from {history['n']} earlier request(s) in this pool" if history["n"]
-             else "from prompt sizes and half of max_tokens (no history yet)")
-    return Estimate(rounds, requests, prompt_tokens, completion_tokens, cost, seconds, basis)
+    if paces:
+        per_request = [p["seconds"] / p["requests"] for p in paces]
+        seconds = requests * statistics.median(per_request)
+        low, high = requests * min(per_request), requests * max(per_request)
+        runs = ", ".join(f"run {p['run_id']}" for p in paces)
+        how_sure = ("one run only: treat it as a rough figure" if len(paces) == 1
+                    else f"the range is what {len(paces)} runs took")
+        basis = (f"from what {runs} of {config.model} in this pool took per request"
+                 + ("" if same else f" (at another concurrency than {config.concurrency})")
+                 + f"; {how_sure}")
+    else:
+        seconds = requests * GUESS_S_PER_REQUEST.get(config.backend, GUESS_S_PER_REQUEST_HOSTED)
+        low = high = None
+        basis = (f"as a guess (no run of {config.model} in this pool yet; the first round's pace "
+                 "makes the next estimate real)")
+    tokens_from = (f"tokens from {history['n']} earlier request(s)" if history["n"]
+                   else "tokens from prompt sizes and half of max_tokens")
+    return Estimate(rounds, requests, prompt_tokens, completion_tokens, cost, seconds,
+                    f"time {basis}; {tokens_from}", low, high)
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -176,6 +176,28 @@ def test_estimate_is_positive_and_scales_with_rounds(seeded):
     assert five.requests == 5 * one.requests
 
 
+def test_estimate_comes_from_what_this_pools_runs_took(seeded):
+    """The issue measured estimates 5 to 10 times too low. After one run of a model, the next
+    run's estimate must land near what that run then takes, and say how sure it is."""
+    import time
+
+    with OfflineServer(latency_median_s=0.04, latency_sigma=0.3, latency_seed=5) as srv:
+        config = dict(backend="openai-compatible", base_url=srv.base_url, model="selfinstruct-demo",
+                      concurrency=4, requests_per_round=4)
+        guess = estimate_run(seeded, RunConfig(rounds=2, **config))
+        assert guess.low_seconds is None and "guess" in guess.basis
+        Runner(seeded, start_run(seeded, RunConfig(rounds=2, **config))).run()
+        estimate = estimate_run(seeded, RunConfig(rounds=3, **config))
+        assert "run 1" in estimate.basis and "one run only" in estimate.basis
+        started = time.monotonic()
+        Runner(seeded, start_run(seeded, RunConfig(rounds=3, **config))).run()
+        took = time.monotonic() - started
+    assert 0.5 * took <= estimate.seconds <= 2 * took, (estimate.seconds, took)
+    again = estimate_run(seeded, RunConfig(rounds=3, **config))
+    assert again.low_seconds <= again.seconds <= again.high_seconds
+    assert "2 runs" in again.basis
+
+
 # -- the CLI, and a kill in the middle of a round ------------------------------------------
 def test_cli_generate_offline_grows_the_pool(db_path):
     done = run_cli("generate", "--offline", "--rounds", "2", "--db", str(db_path))

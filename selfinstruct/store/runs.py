@@ -195,6 +195,28 @@ class RunQueries:
         ).fetchone()
         return {"n": row[0], "prompt_tokens": row[1], "completion_tokens": row[2], "latency_s": row[3]}
 
+    def run_pace(self, model: str, backend: str, limit: int = 5) -> list[dict]:
+        """How long this pool's recent runs of `model` on `backend` took, newest first: per run,
+        its done rounds, the requests answered in them, the wall seconds from the first of those
+        rounds starting to the last finishing (a pause in between counts), its concurrency and
+        requests per round. For estimates."""
+        return self._rows(
+            f"""WITH done AS (
+                   SELECT run_id, count(*) AS rounds, epoch(max(finished_at) - min(started_at)) AS seconds
+                   FROM rounds WHERE step = {SQL.STEP_DONE} AND finished_at IS NOT NULL GROUP BY run_id),
+                 answered AS (
+                   SELECT q.run_id, count(*) AS requests FROM requests q
+                   JOIN rounds rd ON rd.id = q.round_id AND rd.step = {SQL.STEP_DONE}
+                   WHERE q.response IS NOT NULL GROUP BY q.run_id)
+               SELECT r.id AS run_id, d.rounds, a.requests, d.seconds,
+                      TRY_CAST(json_extract_string(r.config, '$.concurrency') AS INTEGER) AS concurrency,
+                      TRY_CAST(json_extract_string(r.config, '$.requests_per_round') AS INTEGER)
+                          AS requests_per_round
+               FROM runs r JOIN done d ON d.run_id = r.id JOIN answered a ON a.run_id = r.id
+               WHERE json_extract_string(r.config, '$.model') = ?
+                 AND json_extract_string(r.config, '$.backend') = ? AND d.seconds > 0
+               ORDER BY r.id DESC LIMIT ?""", [model, backend, int(limit)])
+
     def error_summary(self, run_id: int) -> list[dict]:
         return self._rows(
             "SELECT error_kind, any_value(error) AS example, count(*) AS n FROM requests "
