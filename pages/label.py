@@ -5,11 +5,16 @@ import streamlit as st
 
 from pages.common import allowed, current_pool, current_user, page_link
 from selfinstruct import charts, quality
-from selfinstruct.quality import MEASURE_LABELS, QUESTION_TEXT, QUESTIONS
+from selfinstruct.quality import ANSWERS, MEASURE_LABELS, QUESTION_TEXT, QUESTIONS
 from selfinstruct.render import escape_markdown
 from selfinstruct.store import PoolError
 
-ANSWER_LABELS = {"yes": "Yes", "no": "No", "unsure": "Unsure"}
+# One key per answer, a row of three per question as the number keys run: 1 2 3 answer the
+# first question yes / no / unsure, 4 5 6 the second, 7 8 9 the third (Label Studio's and
+# Argilla's habit of numbered choices). None of them is taken on this page or by Streamlit
+# (which reserves C and R); typing in the note or "Go to item" box never triggers them.
+ANSWER_KEYS = {q: {a: str(3 * row + col + 1) for col, a in enumerate(ANSWERS)}
+               for row, q in enumerate(QUESTIONS)}
 VIEWS = {"label": "Label items", "results": "Results", "data": "Study data"}
 STRATA = {"none": "None", "round": "By round", "classification": "Classification vs not"}
 
@@ -146,6 +151,10 @@ def _keys(item_id: int) -> dict:
     return {**{q: f"lab_{q}_{item_id}" for q in QUESTIONS}, "note": f"lab_note_{item_id}"}
 
 
+def _answer(key: str, answer: str) -> None:
+    st.session_state[key] = answer
+
+
 def _go(pos_key: str, jump_key: str, position: int) -> None:
     st.session_state[pos_key] = position
     st.session_state[jump_key] = position + 1
@@ -247,11 +256,25 @@ def labeling() -> None:
             _text_block(item["output"])
 
     keys = _keys(item["item_id"])
+    # The answers live in session state under keys[question], this item's saved answer until a
+    # button (or its key) changes it; answers not saved are dropped on moving to another item.
+    shown = st.session_state.get("label_answers_item")
+    if shown != item["item_id"]:
+        if shown is not None:
+            for question in QUESTIONS:
+                st.session_state.pop(_keys(shown)[question], None)
+        st.session_state["label_answers_item"] = item["item_id"]
     with answers:
         for question in QUESTIONS:
-            st.segmented_control(
-                QUESTION_TEXT[question], list(ANSWER_LABELS), format_func=ANSWER_LABELS.get,
-                default=item[question], key=keys[question], on_change="ignore")
+            chosen = st.session_state.setdefault(keys[question], item[question])
+            st.markdown(QUESTION_TEXT[question])
+            with st.container(horizontal=True, key=f"label_answers_{question}"):
+                for answer in ANSWERS:
+                    key = ANSWER_KEYS[question][answer]
+                    st.button(answer.capitalize(), key=f"label_{question}_{answer}", shortcut=key,
+                              type="primary" if chosen == answer else "secondary",
+                              help=f"Key {key}: \"{answer}\" to \"{QUESTION_TEXT[question]}\"",
+                              on_click=_answer, args=(keys[question], answer))
             if question == "input_ok" and item["input"] is not None and not item["input"].strip():
                 st.caption("The input is empty. That is appropriate when the instruction needs no "
                            "input; answer no if it needed one.")
@@ -273,10 +296,10 @@ def labeling() -> None:
                       shortcut="U", disabled=not queue,
                       on_click=_first_unlabeled,
                       args=(pos_key, jump_key))
-        st.caption("Keys: Ctrl+S saves and moves on; Y answers yes to all three and moves on; "
-                   "P / N go to the previous / next item without saving, U to the first item in your "
-                   "queue (items you have not labeled that still need a label). Clicking an answer "
-                   "is instant: answers are sent when you save.")
+        st.caption("Keys: 1 2 3 answer the first question yes / no / unsure, 4 5 6 the second, "
+                   "7 8 9 the third; Ctrl+S saves and moves on; Y answers yes to all three and moves "
+                   "on; P / N go to the previous / next item without saving, U to the first item in "
+                   "your queue (items you have not labeled that still need a label).")
 
 
 # -- results -------------------------------------------------------------------------
@@ -348,10 +371,12 @@ def results() -> None:
     st.subheader(f"{result.labeled} of {result.items} items labeled")
     for column, measure in zip(st.columns(4), quality.MEASURES):
         row = overall.loc[measure]
-        column.metric(MEASURE_LABELS[measure], _pct(row["share"]),
-                      delta=f"{100 * (row['share'] - row['paper']):+.0f} pts vs the paper", delta_color="off",
-                      help=f"{row['yes']} yes of {row['n']}; 95% Wilson interval "
-                           f"{_pct(row['low'])} to {_pct(row['high'])}. The paper: {row['paper']:.0%}.")
+        yes, n = int(row["yes"]), int(row["n"])
+        column.metric(MEASURE_LABELS[measure], f"{_pct(row['low'])} – {_pct(row['high'])}",
+                      delta=f"{_pct(row['share'])} yes ({yes} of {n})", delta_color="off", delta_arrow="off",
+                      help=f"The 95% Wilson interval: where the share of yes in the whole pool most likely "
+                           f"lies, given {yes} yes of {n} labeled. The paper: {row['paper']:.0%}.")
+        column.caption(quality.compare_with_paper(yes, n, row["paper"]))
     st.altair_chart(charts.yes_rates(result.overall), key="label_rates_chart")
     unsure = int(overall.loc[list(QUESTIONS), "unsure"].sum())
     split = int(overall.loc[list(QUESTIONS), "split"].sum())

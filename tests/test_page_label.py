@@ -5,9 +5,8 @@ import io
 from streamlit.testing.v1 import AppTest
 
 from selfinstruct import quality
+from selfinstruct.model import ANSWERS, PAPER_RATES, QUESTION_TEXT, QUESTIONS
 from tests.conftest import app_pool, open_page
-
-QUESTIONS = ("valid_task", "input_ok", "output_ok")
 
 
 def label_page(name: str | None = "alice") -> AppTest:
@@ -19,8 +18,18 @@ def label_page(name: str | None = "alice") -> AppTest:
 
 
 def answer(at: AppTest, item_id: int, answers) -> None:
+    """Press one answer button per question, as a click or its key would."""
     for question, value in zip(QUESTIONS, answers):
-        at.segmented_control(key=f"lab_{question}_{item_id}").set_value(value)
+        at.button(key=f"label_{question}_{value}").click().run()
+        assert not at.exception
+        assert at.session_state[f"lab_{question}_{item_id}"] == value
+
+
+def chosen(at: AppTest, question: str) -> str | None:
+    """The answer shown as chosen (the primary button) for one question."""
+    picked = [a for a in ANSWERS if at.button(key=f"label_{question}_{a}").proto.type == "primary"]
+    assert len(picked) <= 1
+    return picked[0] if picked else None
 
 
 def progress_text(at: AppTest) -> str:
@@ -63,9 +72,15 @@ def test_create_a_study_label_three_items_and_see_the_results(demo_app_env):
 
     at.segmented_control(key="label_view").set_value("results").run()
     assert not at.exception
-    metrics = {m.label: m.value for m in at.metric}
-    assert metrics == {"Valid task": "67%", "Input appropriate": "33%", "Output acceptable": "33%",
-                       "All three valid": "33%"}
+    # The headline leads with the 95% interval; the share is the small print under it.
+    metrics = {m.label: (m.value, m.delta) for m in at.metric}
+    assert metrics == {"Valid task": ("21% – 94%", "67% yes (2 of 3)"),
+                       "Input appropriate": ("6% – 79%", "33% yes (1 of 3)"),
+                       "Output acceptable": ("6% – 79%", "33% yes (1 of 3)"),
+                       "All three valid": ("6% – 79%", "33% yes (1 of 3)")}
+    assert not any("pts" in (m.delta or "") for m in at.metric)
+    assert any(c.value == "Too small a sample to compare with the paper's 92%: 3 item(s) labeled, at "
+                          "least 10 needed." for c in at.caption)
     assert any(h.value == "3 of 6 items labeled" for h in at.subheader)
 
     # one more label moves the numbers
@@ -75,8 +90,8 @@ def test_create_a_study_label_three_items_and_see_the_results(demo_app_env):
     at.button(key="label_save").click().run()
     at.segmented_control(key="label_view").set_value("results").run()
     assert not at.exception
-    metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Valid task"] == "75%" and metrics["All three valid"] == "50%"
+    metrics = {m.label: m.delta for m in at.metric}
+    assert metrics["Valid task"] == "75% yes (3 of 4)" and metrics["All three valid"] == "50% yes (2 of 4)"
 
 
 def test_save_needs_three_answers_and_all_yes_is_one_click(demo_app_env):
@@ -86,7 +101,7 @@ def test_save_needs_three_answers_and_all_yes_is_one_click(demo_app_env):
     pool = app_pool(demo_app_env)
     study_id = pool.studies()[0]["id"]
     item = pool.study_item(study_id, 0)
-    at.segmented_control(key=f"lab_valid_task_{item['item_id']}").set_value("yes")
+    at.button(key="label_valid_task_yes").click().run()
     at.button(key="label_save").click().run()
     assert not at.exception
     assert any("Answer all three questions" in w.value for w in at.warning)
@@ -116,7 +131,7 @@ def test_resume_at_the_first_unlabeled_item_and_navigate(demo_app_env):
     again.button(key="label_prev").click().run()
     assert again.subheader[0].value == "Item 2 of 5"
     saved = pool.study_item(study_id, 1)
-    assert again.segmented_control(key=f"lab_output_ok_{saved['item_id']}").value == "no"
+    assert chosen(again, "output_ok") == "no" and chosen(again, "valid_task") == "yes"
     again.button(key="label_next").click().run()
     again.button(key="label_next").click().run()
     assert again.subheader[0].value == "Item 4 of 5"
@@ -178,7 +193,7 @@ def test_two_annotators_show_agreement_disagreements_and_exports(demo_app_env):
 
     # one annotator's own answers
     at.selectbox(key="label_whose").select("gus").run()
-    assert {m.label: m.value for m in at.metric}["Input appropriate"] == "67%"
+    assert {m.label: m.delta for m in at.metric}["Input appropriate"] == "67% yes (2 of 3)"
 
     at.segmented_control(key="label_view").set_value("data").run()
     assert not at.exception
@@ -270,3 +285,111 @@ def test_a_team_with_two_labels_per_item_has_queues_progress_and_agreement(demo_
     so_far = next(d.value for d in hal.dataframe
                   if "why_undefined" in d.value.columns and (d.value["method"] == "Fleiss").all())
     assert set(so_far["items"]) == {2}
+
+
+# -- issue 16: a key for every answer, and a headline that leads with the interval --------
+def new_study(at: AppTest, demo_app_env, size: int) -> int:
+    at.number_input(key="study_size").set_value(size)
+    at.form_submit_button(key="study_create").click().run()
+    assert not at.exception
+    return app_pool(demo_app_env).studies()[0]["id"]
+
+
+def test_every_answer_has_its_own_key_shown_on_its_button(demo_app_env):
+    at = label_page("kim")
+    new_study(at, demo_app_env, 3)
+    expected = {}
+    for row, question in enumerate(QUESTIONS):
+        for col, answer in enumerate(ANSWERS):
+            key = str(3 * row + col + 1)            # 1 2 3 / 4 5 6 / 7 8 9
+            button = at.button(key=f"label_{question}_{answer}")
+            assert button.label == answer.capitalize()
+            assert button.proto.shortcut == key     # Streamlit draws it on the button
+            assert f"Key {key}" in button.help and QUESTION_TEXT[question] in button.help
+            expected[key] = (question, answer)
+    assert sorted(expected) == [str(k) for k in range(1, 10)]
+    # No key is taken twice on the page, and none is one Streamlit keeps for itself (C, R).
+    shortcuts = [b.proto.shortcut for b in at.button if b.proto.shortcut]
+    assert len(shortcuts) == len(set(shortcuts)) == 9 + 5      # + Ctrl+S, Y, P, N, U
+    assert not {s.split("+")[-1] for s in shortcuts} & {"c", "r"}
+    assert any(c.value.startswith("Keys: 1 2 3 answer the first question yes / no / unsure, 4 5 6 "
+                                  "the second, 7 8 9 the third") for c in at.caption)
+
+
+def test_pressing_answer_buttons_sets_the_answers_and_saving_stores_them(demo_app_env):
+    at = label_page("lou")
+    study_id = new_study(at, demo_app_env, 4)
+    pool = app_pool(demo_app_env)
+    first, second = (pool.study_item(study_id, p)["item_id"] for p in (0, 1))
+    assert [chosen(at, q) for q in QUESTIONS] == [None, None, None]
+
+    answer(at, first, ("no", "unsure", "yes"))             # keys 2, 6, 7
+    assert [chosen(at, q) for q in QUESTIONS] == ["no", "unsure", "yes"]
+    at.button(key="label_valid_task_yes").click().run()    # a change of mind: key 1
+    assert at.session_state[f"lab_valid_task_{first}"] == "yes"
+    assert chosen(at, "valid_task") == "yes"
+    assert pool.study_labels(study_id) == []               # nothing is stored before saving
+    at.button(key="label_save").click().run()
+    assert not at.exception
+    assert at.subheader[0].value == "Item 2 of 4"
+    assert [(r["valid_task"], r["input_ok"], r["output_ok"], r["annotator"])
+            for r in pool.study_labels(study_id)] == [("yes", "unsure", "yes", "lou")]
+    assert [chosen(at, q) for q in QUESTIONS] == [None, None, None]   # the next item starts blank
+
+    # An answer not saved stays behind when moving on, as P / N say ("without saving").
+    at.button(key="label_output_ok_no").click().run()
+    assert chosen(at, "output_ok") == "no"
+    at.button(key="label_prev").click().run()
+    assert at.subheader[0].value == "Item 1 of 4"
+    assert [chosen(at, q) for q in QUESTIONS] == ["yes", "unsure", "yes"]  # what was saved
+    at.button(key="label_next").click().run()
+    assert chosen(at, "output_ok") is None and f"lab_output_ok_{second}" in at.session_state
+
+    # Y still answers yes to all three, whatever was pressed before.
+    at.button(key="label_input_ok_no").click().run()
+    at.button(key="label_all_yes").click().run()
+    assert not at.exception
+    assert [(r["valid_task"], r["input_ok"], r["output_ok"]) for r in pool.study_labels(study_id)] == [
+        ("yes", "unsure", "yes"), ("yes", "yes", "yes")]
+
+
+def test_the_headline_leads_with_the_interval_and_says_when_the_sample_is_too_small(demo_app_env):
+    at = label_page("max")
+    study_id = new_study(at, demo_app_env, 12)
+    pool = app_pool(demo_app_env)
+    for position in range(12):        # the issue's case: 12 items, all yes
+        item = pool.study_item(study_id, position)
+        pool.save_label(study_id, item["item_id"], "max", valid_task="yes", input_ok="yes", output_ok="yes")
+    at.segmented_control(key="label_view").set_value("results").run()
+    assert not at.exception
+    low, high = quality.wilson_interval(12, 12)
+    assert (f"{low:.0%}", f"{high:.0%}") == ("76%", "100%")
+    for metric in at.metric:
+        assert metric.value == "76% – 100%" and metric.delta == "100% yes (12 of 12)"
+        assert "pts" not in metric.delta
+    captions = [c.value for c in at.caption]
+    for measure in quality.MEASURES:
+        assert quality.compare_with_paper(12, 12, PAPER_RATES[measure]) in captions
+    assert ("Too small a sample to compare with the paper's 92%: the interval (76% to 100%) includes "
+            "it but is wider than 20 percentage points; label more items to narrow it.") in captions
+    # ... while 12 of 12 is already clearly above the paper's 54% for all three valid
+    assert "Above the paper's 54%: the whole interval (76% to 100%) lies higher." in captions
+
+
+def test_a_larger_sample_is_compared_with_the_paper(demo_app_env):
+    at = label_page("ned")
+    study_id = new_study(at, demo_app_env, 30)
+    pool = app_pool(demo_app_env)
+    assert pool.studies()[0]["items"] == 30
+    for position in range(30):
+        item = pool.study_item(study_id, position)
+        pool.save_label(study_id, item["item_id"], "ned", valid_task="yes", input_ok="yes",
+                        output_ok="no" if position < 15 else "yes")
+    at.segmented_control(key="label_view").set_value("results").run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Valid task"] == "89% – 100%" and metrics["Output acceptable"] == "33% – 67%"
+    captions = [c.value for c in at.caption]
+    assert "Consistent with the paper's 92%: it lies inside the interval (89% to 100%)." in captions
+    assert any(c.startswith("Too small a sample to compare with the paper's 58%: the interval (33% to 67%)")
+               for c in captions)
