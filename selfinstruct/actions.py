@@ -141,6 +141,34 @@ def _change(pool, action: str, kind: str, ids: Iterable[int], decide: Callable[[
     return outcome
 
 
+def _change_many(pool, action: str, kind: str, ids: Iterable[int], decide: Callable[[dict], dict], *,
+                 actor: str, reason: str | None) -> Outcome:
+    """`_change` for many candidates or instances at once (the Rejects actions): the same
+    `decide`, the same skips, the same audit rows (one per target changed, whole states, one
+    batch) in one transaction, but read, written and audited with one statement each instead of
+    three per target, so "all 100,000 that match" takes seconds. `decide` may only raise `_Skip`."""
+    outcome = Outcome(action, _new_batch())
+    reason = (reason or "").strip() or None
+    ids = list(dict.fromkeys(int(i) for i in ids))
+    with _transaction(pool):
+        states = pool.read_states(kind, ids)
+        changes: list[tuple[int, dict, dict]] = []
+        for target_id in ids:
+            before = states.get(target_id)
+            try:
+                if before is None:
+                    raise _Skip(f"there is no {_NOUN[kind]} {target_id}")
+                changes.append((target_id, before, decide(before)))
+            except _Skip as skip:
+                outcome.skipped.append((target_id, str(skip)))
+        pool.write_states(kind, [(target_id, after) for target_id, _, after in changes])
+        outcome.audit_ids = pool.append_audits(
+            actor, action, kind, reason,
+            [(target_id, _stored(before), _stored(after, batch=outcome.batch)) for target_id, before, after in changes])
+        outcome.done = [target_id for target_id, _, _ in changes]
+    return outcome
+
+
 # ---------------------------------------------------------------------------
 # Rejects: rescue and confirm
 # ---------------------------------------------------------------------------
@@ -167,7 +195,7 @@ def rescue(pool, ids: Iterable[int], *, actor: str, reason: str | None = None,
             after["instruction"] = new_text
         return after
 
-    return _change(pool, RESCUE, CANDIDATE, ids, decide, actor=actor, reason=reason)
+    return _change_many(pool, RESCUE, CANDIDATE, ids, decide, actor=actor, reason=reason)
 
 
 def confirm(pool, ids: Iterable[int], *, actor: str, reason: str | None = None) -> Outcome:
@@ -180,7 +208,7 @@ def confirm(pool, ids: Iterable[int], *, actor: str, reason: str | None = None) 
             raise _Skip("it is already confirmed")
         return {**before, "review": CONFIRMED}
 
-    return _change(pool, CONFIRM, CANDIDATE, ids, decide, actor=actor, reason=reason)
+    return _change_many(pool, CONFIRM, CANDIDATE, ids, decide, actor=actor, reason=reason)
 
 
 def rescue_instances(pool, ids: Iterable[int], *, actor: str, reason: str | None = None) -> Outcome:
@@ -193,7 +221,7 @@ def rescue_instances(pool, ids: Iterable[int], *, actor: str, reason: str | None
             raise _Skip("it is raw model text that could not be read as an input/output pair")
         return {**before, "status": KEPT}
 
-    return _change(pool, RESCUE, INSTANCE, ids, decide, actor=actor, reason=reason)
+    return _change_many(pool, RESCUE, INSTANCE, ids, decide, actor=actor, reason=reason)
 
 
 # ---------------------------------------------------------------------------

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..model import SQL, rescued_sql
-from .core import _loads
+from ..model import CANDIDATE, INSTANCE, SQL, rescued_sql
+from .audit import _WRITABLE, STATE_COLUMNS
+from .core import _dumps, _loads
 
 KINDS = ("instruction", "instance")
 REVIEW_STATES = ("pending", "confirmed", "rescued", "all")
@@ -52,6 +53,13 @@ def _review(review: str | None, kind: str) -> str:
     if review not in REVIEW_STATES:
         raise ValueError(f"review must be one of {REVIEW_STATES}, not {review!r}")
     return review
+
+
+def _bulk_target(kind: str) -> tuple[str, tuple[str, ...]]:
+    """The table and state columns of the two kinds a bulk Rejects action changes."""
+    if kind not in (CANDIDATE, INSTANCE):
+        raise ValueError(f"bulk states are for {CANDIDATE} and {INSTANCE} targets, not {kind!r}")
+    return ("candidates" if kind == CANDIDATE else "instances"), STATE_COLUMNS[kind]
 
 
 class ReviewQueries:
@@ -150,6 +158,18 @@ class ReviewQueries:
             "ORDER BY c.run_id DESC, r.number, i.candidate_id, i.position, i.id LIMIT ? OFFSET ?",
             [*params, int(limit), int(offset)])
 
+    def reject_ids(self, kind: str = "instruction", *, reasons: Sequence[str] | None = None,
+                   run_id: int | None = None, round_number: int | None = None,
+                   search: str | None = None, review: str | None = "all") -> list[int]:
+        """Every id matching the filters (the rows of every page of `reject_rows`, in the same
+        order): what a bulk action on "all that match" acts on."""
+        where, params = self._reject_where(kind, reasons=reasons, run_id=run_id,
+                                           round_number=round_number, search=search, review=review)
+        id_col, order = (("c.id", "c.run_id DESC, r.number, c.position, c.id") if kind == "instruction" else
+                         ("i.id", "c.run_id DESC, r.number, i.candidate_id, i.position, i.id"))
+        return [int(r[0]) for r in self._q(
+            f"SELECT {id_col} FROM {self._reject_from(kind)} WHERE {where} ORDER BY {order}", params).fetchall()]
+
     def reject_rounds(self, run_id: int | None = None) -> list[int]:
         """Round numbers that hold rejects (of either kind), in the given run or any."""
         return [r[0] for r in self._q(
@@ -198,6 +218,56 @@ class ReviewQueries:
         for row in rows:
             row["before"], row["after"] = _loads(row["before"]), _loads(row["after"])
         return rows
+
+    # -- many targets at once (the Rejects page's bulk actions) --------------------
+    # The set-based twins of AuditQueries.read_state / write_state / append_audit for candidates
+    # and instances: the same columns (STATE_COLUMNS) and the same audit row, in a few
+    # statements whatever the number of targets. Only data: actions.py decides what changes.
+    def read_states(self, kind: str, ids: Sequence[int]) -> dict[int, dict]:
+        """{id: state} for the candidates or instances among `ids` that exist."""
+        table, cols = _bulk_target(kind)
+        ids = [int(i) for i in ids]
+        if not ids:
+            return {}
+        rows = self._q(f"SELECT t.id, {', '.join('t.' + c for c in cols)} FROM {table} t "
+                       "WHERE t.id IN (SELECT unnest(?::BIGINT[]))", [ids]).fetchall()
+        return {int(row[0]): dict(zip(cols, row[1:])) for row in rows}
+
+    def write_states(self, kind: str, states: Sequence[tuple[int, dict]]) -> None:
+        """Write each (id, state)'s writable columns in one UPDATE (every state must carry the
+        same writable columns, as whole states do)."""
+        table, _ = _bulk_target(kind)
+        states = list(states)
+        if not states:
+            return
+        cols = [c for c in _WRITABLE[kind] if c in states[0][1]]
+        if any(set(c for c in _WRITABLE[kind] if c in s) != set(cols) for _, s in states):
+            raise ValueError("write_states needs the same columns in every state")
+        if not cols:
+            return
+        sets = ", ".join(f"{c} = u.{c}" for c in cols)
+        if kind == CANDIDATE:
+            sets += ", updated_at = current_timestamp"
+        unnests = ", ".join([f"unnest(?::BIGINT[]) AS id"] + [f"unnest(?::VARCHAR[]) AS {c}" for c in cols])
+        self._q(f"UPDATE {table} SET {sets} FROM (SELECT {unnests}) u WHERE {table}.id = u.id",
+                [[int(i) for i, _ in states], *([s[c] for _, s in states] for c in cols)])
+
+    def append_audits(self, actor: str, action: str, target_kind: str, reason: str | None,
+                      rows: Sequence[tuple[int, Any, Any]]) -> list[int]:
+        """One audit row per (target_id, before, after), as `append_audit` writes it, in one
+        INSERT; their ids, in the order of `rows`."""
+        rows = list(rows)
+        if not rows:
+            return []
+        got = self._q(
+            "INSERT INTO audit_log (actor, action, target_kind, target_id, reason, before, after) "
+            "SELECT ?, ?, ?, u.target_id, ?, u.before, u.after FROM (SELECT unnest(?::BIGINT[]) AS target_id, "
+            "unnest(?::VARCHAR[]) AS before, unnest(?::VARCHAR[]) AS after, "
+            "generate_subscripts(?::BIGINT[], 1) AS n) u ORDER BY u.n RETURNING id, target_id",
+            [actor, action, target_kind, reason, [int(t) for t, _, _ in rows], [_dumps(b) for _, b, _ in rows],
+             [_dumps(a) for _, _, a in rows], [int(t) for t, _, _ in rows]]).fetchall()
+        by_target = {int(t): int(i) for i, t in got}
+        return [by_target[int(t)] for t, _, _ in rows]
 
     # -- what-if -----------------------------------------------------------------
     def rouge_whatif(self, threshold: float, *, run_id: int | None = None) -> dict:
