@@ -4,7 +4,7 @@ import streamlit as st
 
 from pages.common import current_pool
 from selfinstruct import datadir, export
-from selfinstruct.export import FORMAT_INFO, FORMATS, ExportFilters, ExportOptions
+from selfinstruct.export import CSV_SAFETY_NOTE, FORMAT_INFO, FORMATS, ExportFilters, ExportOptions
 from selfinstruct.store import PoolError
 
 PREVIEW_ROWS = 20
@@ -29,6 +29,8 @@ if counts.seeds + counts.accepted == 0:
 fmt = st.segmented_control("Format", list(FORMATS), format_func=lambda f: FORMAT_INFO[f].label,
                            default="selfinstruct", required=True, key="exp_format")
 st.caption(FORMAT_INFO[fmt].description)
+if fmt == "csv":
+    st.caption(CSV_SAFETY_NOTE)
 
 options = ExportOptions()
 if fmt == "chat":
@@ -119,8 +121,9 @@ st.subheader("Preview")
 if not records:
     st.warning("Nothing matches these filters.", icon=":material/filter_alt_off:")
     st.stop()
-st.caption(f"The first {min(PREVIEW_ROWS, found['instances'])} rows, in file order:")
-st.dataframe(pool.export_preview(filters, PREVIEW_ROWS), hide_index=True, key="exp_preview_table",
+st.caption(f"The first {min(PREVIEW_ROWS, found['instances'])} rows, in file order "
+           "(\u2013 where a row has no value, as a seed task has no run or round):")
+st.dataframe(export.preview_table(pool, filters, PREVIEW_ROWS), hide_index=True, key="exp_preview_table",
              column_config={"instruction": st.column_config.TextColumn(width="large"),
                             "output": st.column_config.TextColumn(width="large")})
 st.caption(f"The first records as {FORMAT_INFO[fmt].label} writes them:")
@@ -150,12 +153,13 @@ if with_card:
 download_col, write_col = st.columns(2)
 with download_col:
     st.markdown("**Download**")
-    name = "selfinstruct-data"
+    file_name = export.download_name(fmt, card=with_card, pool_name=Path(str(pool.path)).stem)
+    name = Path(file_name).stem
     st.download_button(
-        f"Download {export.download_name(fmt, card=with_card, name=name)}",
+        f"Download {file_name}",
         data=lambda: export.export_archive_bytes(pool, fmt, filters, options, name=name, card=with_card,
                                                  title=title),
-        file_name=export.download_name(fmt, card=with_card, name=name),
+        file_name=file_name,
         mime="application/zip" if with_card else FORMAT_INFO[fmt].mime,
         key="exp_download", icon=":material/download:", type="primary",
         help="The file is built when you click, on the server, then sent to your browser.")
@@ -165,8 +169,10 @@ with write_col:
     target = st.text_input("Path in the data directory", value=str(default_path),
                            key=f"exp_path_{fmt}_{with_card}",
                            help="Files written on the server stay in the app's data directory "
-                                f"({datadir.data_dir()}). A path ending in .zip gets one archive; "
-                                "otherwise the card and charts are written beside the data file.")
+                                f"({datadir.data_dir()}). A path ending in .zip gets one archive "
+                                "(data, README.md, charts/); otherwise the card and charts are written "
+                                "beside the data file and named after it: alpaca.json gets "
+                                "alpaca_README.md and alpaca_charts/.")
     if st.button("Write", key="exp_write", icon=":material/save:"):
         try:   # a visitor's path: only inside the data directory, only export files
             out = datadir.confined_path(target, suffixes=(".zip", *{i.extension for i in FORMAT_INFO.values()}))
@@ -174,7 +180,7 @@ with write_col:
         except datadir.PathRefused as exc:
             st.error("Not written.", icon=":material/block:")
             st.text(str(exc))
-        except (OSError, PoolError, ValueError) as exc:
+        except (OSError, PoolError, ValueError) as exc:   # ValueError includes export.ExportNameTaken
             st.error("Could not write the export.", icon=":material/error:")
             st.text(str(exc))
         else:
@@ -182,4 +188,6 @@ with write_col:
                        f"{result.seconds:.1f} s).", icon=":material/check_circle:")
             st.text("\n".join([datadir.shown(result.path)]
                               + ([f"card: {datadir.shown(result.card_path)}"] if result.card_path else [])
+                              + ([f"charts: {datadir.shown(result.chart_paths[0].parent)}"]
+                                 if result.chart_paths else [])
                               + [f"  {name}" for name in result.files]))

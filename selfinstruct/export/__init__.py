@@ -16,7 +16,9 @@ Formats (`FORMATS`):
                     instance rendered through one of `PROMPT_TEMPLATES`, chosen at
                     random per row with a fixed seed (the paper's trick for
                     robustness to prompt formats).
-``parquet``, ``csv``  one row per instance with `EXPORT_COLUMNS`.
+``parquet``, ``csv``  one row per instance with `EXPORT_COLUMNS`; the CSV file is
+                    made safe for spreadsheets (`CSV_SAFETY_NOTE`: a cell that
+                    would run as a formula gets a leading ', NUL becomes U+FFFD).
 ==================  ==========================================================
 
 Which rows: `ExportFilters`, turned into SQL by the pool (`Pool.export_counts`,
@@ -29,23 +31,26 @@ The package in three parts:
   and how a row becomes one format's record;
 - `writers`: streaming writers (rows come from DuckDB in Arrow batches, each
   written before the next is read), previews, whole exports and zip archives;
-- `card`: the dataset card, README.md filled from ``templates/card.md`` (counts,
+- `card`: the dataset card, Markdown filled from ``templates/card.md`` (counts,
   the runs' generation settings, the filters, the quality study's results),
   with SVG charts rendered from `selfinstruct.charts`.
 
-`export_dataset` writes the data file and, beside it, the card and its charts;
-with a ``.zip`` path everything goes into one zip archive instead.
+`export_dataset` writes the data file and, beside it, the card and its charts,
+named after it (``alpaca.json``: ``alpaca_README.md``, ``alpaca_charts/``); with a
+``.zip`` path everything goes into one zip archive instead (README.md, charts/).
+`download_name` names a browser download after the format and the time.
 """
 from ..store.explore import EXPORT_COLUMNS
 from .card import CARD_MARKER, PAPER_LENGTHS, DatasetCard, build_card
-from .formats import (FORMAT_INFO, FORMATS, PROMPT_TEMPLATES, ExportFilters, ExportOptions, FormatInfo,
-                      PromptTemplate, parse_run_ids, render_prompt)
-from .writers import (ExportResult, download_name, export_archive_bytes, export_dataset, iter_records,
-                      preview_records, write_export)
+from .formats import (CSV_SAFETY_NOTE, FORMAT_INFO, FORMATS, PROMPT_TEMPLATES, ExportFilters, ExportOptions,
+                      FormatInfo, PromptTemplate, csv_cell, csv_text, parse_run_ids, render_prompt)
+from .writers import (ExportNameTaken, ExportResult, card_paths, download_name, export_archive_bytes,
+                      export_dataset, iter_records, preview_records, preview_table, write_export)
 
 __all__ = [
     "FORMATS", "FORMAT_INFO", "FormatInfo", "ExportFilters", "ExportOptions", "ExportResult", "PromptTemplate",
     "PROMPT_TEMPLATES", "render_prompt", "write_export", "preview_records", "build_card",
     "DatasetCard", "export_dataset", "export_archive_bytes", "download_name", "iter_records", "parse_run_ids",
-    "EXPORT_COLUMNS", "CARD_MARKER", "PAPER_LENGTHS",
+    "EXPORT_COLUMNS", "CARD_MARKER", "PAPER_LENGTHS", "CSV_SAFETY_NOTE", "csv_cell", "csv_text", "card_paths",
+    "ExportNameTaken", "preview_table",
 ]

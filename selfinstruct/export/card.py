@@ -5,6 +5,7 @@ show (`selfinstruct.charts`) and rendered to SVG files."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -16,11 +17,14 @@ from .. import __version__, charts
 from ..explore import HEURISTIC_NOTE, NONE, rouge_histogram, rouge_vs_seeds, verb_noun_counts
 from ..model import PAPER_RATES, ROUGE_THRESHOLD
 from ..store import Pool
-from .formats import FORMAT_INFO, ExportFilters, ExportOptions
+from .formats import CSV_SAFETY_NOTE, FORMAT_INFO, ExportFilters, ExportOptions
 
-__all__ = ["DatasetCard", "build_card", "CARD_MARKER", "PAPER_LENGTHS", "CHART_FILES"]
+__all__ = ["DatasetCard", "build_card", "CARD_MARKER", "PAPER_LENGTHS", "CHART_FILES", "card_data_file"]
 
 CARD_MARKER = "<!-- selfinstruct dataset card -->"
+# The card's second line names the data file it describes, so that an export can tell its own
+# card from another export's (writers.card_paths).
+_DATA_FILE_LINE = re.compile(r"^<!-- data file: (\"(?:[^\"\\]|\\.)*\") -->$", re.MULTILINE)
 PAPER_LENGTHS = {"instruction": 15.9, "input": 12.7, "output": 18.9}
 # chart file -> its alt text in the card (the files' names are part of the export's layout)
 CHART_FILES = {
@@ -44,13 +48,36 @@ class DatasetCard:
     stats: dict
 
 
+def card_data_file(text: str) -> str | None:
+    """The data file a card of ours describes (from its first lines), or None when
+    `text` is not a selfinstruct card or does not say."""
+    head = text[:4000]
+    if CARD_MARKER not in head:
+        return None
+    found = _DATA_FILE_LINE.search(head)
+    if found is None:
+        return None
+    try:
+        name = json.loads(found.group(1))
+    except ValueError:
+        return None
+    return name if isinstance(name, str) else None
+
+
+def _data_file_line(data_file: str) -> str:
+    # JSON-quoted, with "--" written "-\\u002d" so that no name can end the HTML comment
+    quoted = json.dumps(data_file).replace("--", "-\\u002d")
+    return f"<!-- data file: {quoted} -->"
+
+
 def build_card(pool: Pool, fmt: str, filters: ExportFilters | None = None,
                options: ExportOptions | None = None, *, data_file: str = "data",
-               charts_dir: str = "charts", title: str | None = None,
+               charts_dir: str = "charts", card_file: str = "README.md", title: str | None = None,
                rouge_max_items: int = 20_000) -> DatasetCard:
     """The dataset card of an export: counts, how it was generated (each run's model,
     mode, sampling, thresholds, keywords, prompt versions and seed), the filters,
-    the quality study's results, and charts (SVG files under `charts_dir`)."""
+    the quality study's results, and charts (SVG files under `charts_dir`). `data_file`,
+    `charts_dir` and `card_file` are the names the card gives the files beside it."""
     filters = (filters or ExportFilters()).for_format(fmt)
     options = options or ExportOptions()
     info = FORMAT_INFO[fmt]
@@ -89,6 +116,8 @@ def build_card(pool: Pool, fmt: str, filters: ExportFilters | None = None,
         pretty_name=json.dumps(title),
         size_category=_size_category(n_rows),
         marker=CARD_MARKER,
+        data_file_marker=_data_file_line(data_file),
+        card_file=card_file,
         title=title,
         version=__version__,
         exported=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -107,7 +136,8 @@ def build_card(pool: Pool, fmt: str, filters: ExportFilters | None = None,
                                 for k in ("instruction", "input", "output")),
         data_file=data_file,
         format_description=info.description,
-        format_options="".join(f"  {line}\n" for line in options.describe(fmt)),
+        format_options="".join(f"  {line}\n" for line in options.describe(fmt)
+                               + ([CSV_SAFETY_NOTE] if fmt == "csv" else [])),
         charts_note=f" Charts are in `{charts_dir}/`." if images else "",
         loading_hint=_loading_hint(fmt, data_file),
         runs="\n".join(run_lines),
@@ -150,7 +180,10 @@ def _loading_hint(fmt: str, data_file: str) -> str:
     if fmt == "parquet":
         code = f'import pandas as pd\nrows = pd.read_parquet("{data_file}")'
     elif fmt == "csv":
-        code = f'import pandas as pd\nrows = pd.read_csv("{data_file}", keep_default_na=False)'
+        code = (f'import pandas as pd\nrows = pd.read_csv("{data_file}", keep_default_na=False)\n'
+                "# remove the ' put before cells a spreadsheet would run as formulas\n"
+                'text = ["instruction", "input", "output"]\n'
+                'rows[text] = rows[text].apply(lambda column: column.str.replace("^\'", "", regex=True))')
     elif fmt == "alpaca":
         code = f'import json\nrows = json.load(open("{data_file}", encoding="utf-8"))'
     else:

@@ -15,7 +15,8 @@ from ..store.explore import EXPORT_COLUMNS
 __all__ = [
     "FORMATS", "FORMAT_INFO", "FormatInfo", "ExportFilters", "ExportOptions", "PromptTemplate",
     "PROMPT_TEMPLATES", "render_prompt", "parse_run_ids", "EXPORT_COLUMNS", "Recorder", "dumps", "rows_of",
-    "clean_row", "csv_values",
+    "clean_row", "csv_values", "csv_cell", "csv_text", "CSV_FORMULA_STARTS", "CSV_NUL_REPLACEMENT",
+    "CSV_SAFETY_NOTE",
 ]
 
 FORMATS: tuple[str, ...] = ("selfinstruct", "alpaca", "chat", "prompt-completion", "parquet", "csv")
@@ -56,7 +57,8 @@ FORMAT_INFO: dict[str, FormatInfo] = {
     "csv": FormatInfo(
         "CSV", ".csv", "text/csv", False,
         "One row per instance with the same columns as the Parquet file (UTF-8, header row). "
-        "Re-imports as seed tasks."),
+        "Safe to open in a spreadsheet: a cell that could run as a formula gets a leading ', "
+        "and NUL characters become U+FFFD."),
 }
 
 # ---------------------------------------------------------------------------- filters
@@ -300,13 +302,49 @@ def clean_row(row: dict) -> dict:
     return out
 
 
-def csv_values(row: dict) -> list:
+# CSV is opened in spreadsheets, which run a cell starting with one of these as a formula
+# (OWASP, "CSV Injection"): such a cell gets a leading single quote. A leading "-" too, even
+# in "- item" or "-5": the prefix costs one character, a missed formula costs more.
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# NUL stops many CSV readers and spreadsheets mid-file; it is written as U+FFFD instead.
+CSV_NUL_REPLACEMENT = "\ufffd"
+CSV_SAFETY_NOTE = (
+    "Every cell is in double quotes, and every cell that starts with =, +, -, @, a tab or a "
+    "carriage return gets a leading single quote (') so that no spreadsheet runs it as a formula "
+    "(OWASP's advice against CSV injection); a cell that starts with ' gets one too, so removing "
+    "one leading ' from every cell that starts with one gives the text back exactly. NUL "
+    "characters (U+0000) are written as U+FFFD (\ufffd), as spreadsheets and many CSV readers "
+    "stop at them. The other formats hold the text unchanged.")
+
+
+def csv_cell(value: str) -> str:
+    """A text value as the CSV export writes it: NUL as U+FFFD, then a leading ' when
+    it starts with one of `CSV_FORMULA_STARTS` or with ' (`csv_text` undoes the quote)."""
+    if "\x00" in value:
+        value = value.replace("\x00", CSV_NUL_REPLACEMENT)
+    if value[:1] in CSV_FORMULA_STARTS or value[:1] == "'":
+        return "'" + value
+    return value
+
+
+def csv_text(cell: str) -> str:
+    """The text of a cell of our CSV export (its guarding quote removed; NULs stay U+FFFD)."""
+    return cell[1:] if cell[:1] == "'" else cell
+
+
+def csv_values(row: dict, *, safe: bool = True) -> list:
+    """A row's cells for the CSV file; with `safe` (the CSV export) text passes
+    through `csv_cell`."""
     values = []
     for key in EXPORT_COLUMNS:
         value = row[key]
         if key == "is_classification":
             value = "true" if value else "false"
-        values.append("" if value is None else value)
+        elif value is None:
+            value = ""
+        elif safe and isinstance(value, str):
+            value = csv_cell(value)
+        values.append(value)
     return values
 
 

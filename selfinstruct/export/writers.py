@@ -1,7 +1,12 @@
 """Writing an export: the data file in any format, streamed batch by batch
 (`write_export`), a preview of its first records, and a whole export with its
 dataset card, to a folder or one zip archive (`export_dataset`,
-`export_archive_bytes`).
+`export_archive_bytes`), and the name of a download (`download_name`).
+
+Beside a data file `<stem>.<ext>` the card is `<stem>_README.md` and its charts are in
+`<stem>_charts/` (`card_paths`), so exports with different names share a folder without
+touching each other's files; a zip archive holds README.md (the name Hugging Face reads)
+and charts/.
 
 Rows come from DuckDB in Arrow batches and each batch is written before the
 next is read, so an export never holds the whole dataset in Python memory.
@@ -13,21 +18,23 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Iterator
 
 from ..store import Pool
 from ..store.explore import EXPORT_COLUMNS
-from .card import CARD_MARKER, build_card
+from .card import CHART_FILES, build_card, card_data_file
 from .formats import (FORMAT_INFO, FORMATS, ExportFilters, ExportOptions, Recorder, clean_row, csv_values,
                       dumps, rows_of)
 
-__all__ = ["ExportResult", "write_export", "preview_records", "iter_records", "export_dataset",
-           "export_archive_bytes", "download_name"]
+__all__ = ["ExportResult", "write_export", "preview_records", "preview_table", "iter_records",
+           "export_dataset", "export_archive_bytes", "download_name", "card_paths", "ExportNameTaken"]
 
 
 # ---------------------------------------------------------------------------- results
@@ -44,6 +51,13 @@ class ExportResult:
     card_path: Path | None = None
     chart_paths: list[Path] = field(default_factory=list)
     files: list[str] = field(default_factory=list)   # inside a zip
+
+
+def _csv_writer(text: IO[str]):
+    """Every cell in double quotes (OWASP's advice for a CSV a spreadsheet may open; it
+    also keeps a lone carriage return inside its cell, which minimal quoting with "\\n"
+    line ends would not), rows ending in "\\n"."""
+    return csv.writer(text, lineterminator="\n", quoting=csv.QUOTE_ALL)
 
 
 # ---------------------------------------------------------------------------- previews
@@ -73,12 +87,24 @@ def preview_records(pool: Pool, fmt: str, filters: ExportFilters, options: Expor
     rows = [clean_row(r) for r in frame.to_dict("records")]
     if fmt in ("csv", "parquet"):
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
+        writer = _csv_writer(buffer)
         writer.writerow(EXPORT_COLUMNS)
-        for row in rows:
-            writer.writerow(csv_values(row))
+        for row in rows:   # the Parquet file holds the text as it is; the CSV file, made safe
+            writer.writerow(csv_values(row, safe=fmt == "csv"))
         return buffer.getvalue().splitlines()[: limit + 1]
     return [dumps(recorder.record(row)) for row in rows]
+
+
+def preview_table(pool: Pool, filters: ExportFilters, limit: int = 20):
+    """The first `limit` exported rows for a table on screen: a seed's run and round,
+    which it has none of, and a missing instance's fields show "–" (st.dataframe would
+    print "None"); text stays as it is."""
+    frame = pool.export_preview(filters, limit)
+    for column in frame.columns:
+        missing = frame[column].isna()
+        if missing.any():   # a column with a gap becomes text: numbers as digits, gaps as "–"
+            frame[column] = ["–" if gone else str(value) for value, gone in zip(frame[column], missing)]
+    return frame
 
 
 # ---------------------------------------------------------------------------- writing
@@ -123,7 +149,7 @@ def _write_text(fmt: str, reader, text: IO[str], options: ExportOptions) -> int:
     recorder = Recorder(fmt, options)
     records = 0
     if fmt == "csv":
-        writer = csv.writer(text, lineterminator="\n")
+        writer = _csv_writer(text)
         writer.writerow(EXPORT_COLUMNS)
         for batch in reader:
             rows = rows_of(batch)
@@ -176,18 +202,41 @@ def _write_parquet(reader, sink) -> int:
 
 
 # ---------------------------------------------------------------------------- whole exports
-def _card_path_beside(data_path: Path) -> Path:
-    """README.md beside the data, unless a README.md that is not a card of ours is
-    there already: then `<stem>.card.md`."""
-    readme = data_path.with_name("README.md")
-    if readme.exists():
-        try:
-            ours = CARD_MARKER in readme.read_text(encoding="utf-8", errors="replace")[:4000]
-        except OSError:
-            ours = False
-        if not ours:
-            return data_path.with_name(f"{data_path.stem}.card.md")
-    return readme
+class ExportNameTaken(ValueError):
+    """The card's name beside a data file belongs to a file that is not that export's card."""
+
+
+def _card_of(path: Path, data_name: str) -> bool:
+    """Is `path` free for the card of `data_name`: absent, or that export's own card?"""
+    if not path.exists():
+        return True
+    if not path.is_file():
+        return False
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            head = handle.read(4000)
+    except OSError:
+        return False
+    return card_data_file(head) == data_name
+
+
+def card_paths(data_path: Path) -> tuple[Path, Path]:
+    """Where the card and the charts of an export to `data_path` go:
+    `<stem>_README.md` and `<stem>_charts/` beside it (alpaca.json ->
+    alpaca_README.md, alpaca_charts/). When that card belongs to another data file
+    with the same stem (data.csv beside data.json), `<stem>_<ext>_README.md` and
+    `<stem>_<ext>_charts/`. A file there that is not one of our cards is never
+    overwritten: `ExportNameTaken`."""
+    data_path = Path(data_path)
+    stem, ext = data_path.stem, data_path.suffix.lstrip(".")
+    bases = [stem] + ([f"{stem}_{ext}"] if ext else [])
+    for base in bases:
+        card = data_path.with_name(f"{base}_README.md")
+        if _card_of(card, data_path.name):
+            return card, data_path.with_name(f"{base}_charts")
+    raise ExportNameTaken(
+        f"{data_path.with_name(bases[-1] + '_README.md')} is already there and is not the dataset card "
+        f"of {data_path.name}; it is left as it is. Export under another name, or move that file.")
 
 
 def export_dataset(pool: Pool, fmt: str, out: str | Path, filters: ExportFilters | None = None,
@@ -195,8 +244,9 @@ def export_dataset(pool: Pool, fmt: str, out: str | Path, filters: ExportFilters
                    title: str | None = None) -> ExportResult:
     """Write an export to `out`. With a path ending in `.zip`: one archive holding
     the data file (named after the archive), README.md and charts/. Otherwise the
-    data file at `out`, and with `card`, README.md (or `<stem>.card.md` when an
-    unrelated README.md is there) and `<stem>_charts/` beside it."""
+    data file at `out`, and with `card`, the card and its charts beside it, named
+    after it (`card_paths`: `<stem>_README.md`, `<stem>_charts/`). Another export's
+    files in the same folder are left alone."""
     filters = filters or ExportFilters()
     options = options or ExportOptions()
     out = Path(out).expanduser()
@@ -224,16 +274,18 @@ def export_dataset(pool: Pool, fmt: str, out: str | Path, filters: ExportFilters
         result.bytes = out.stat().st_size
         result.seconds = time.perf_counter() - started
         return result
+    card_path, folder = card_paths(out) if card else (None, None)   # refused before anything is written
     result = write_export(pool, fmt, out, filters, options)
     if card:
-        charts_dir = f"{out.stem}_charts"
-        built = build_card(pool, fmt, filters, options, data_file=out.name, charts_dir=charts_dir,
-                           title=title)
-        card_path = _card_path_beside(out)
+        built = build_card(pool, fmt, filters, options, data_file=out.name, charts_dir=folder.name,
+                           card_file=card_path.name, title=title)
         card_path.write_text(built.markdown, encoding="utf-8")
         result.card_path = card_path
+        if folder.is_dir():   # this export's charts folder: no chart of an earlier export left behind
+            for name in CHART_FILES:
+                if name not in built.charts:
+                    (folder / name).unlink(missing_ok=True)
         if built.charts:
-            folder = out.with_name(charts_dir)
             folder.mkdir(exist_ok=True)
             for name, svg in built.charts.items():
                 (folder / name).write_text(svg, encoding="utf-8")
@@ -257,8 +309,19 @@ def export_archive_bytes(pool: Pool, fmt: str, filters: ExportFilters | None = N
         return path.read_bytes()
 
 
-def download_name(fmt: str, *, card: bool, name: str = "selfinstruct-data") -> str:
-    return f"{name}.zip" if card else f"{name}{FORMAT_INFO[fmt].extension}"
+def download_name(fmt: str, *, card: bool, pool_name: str | None = None,
+                  when: datetime | None = None) -> str:
+    """The name of a browser download: `selfinstruct-[<pool>-]<format>-<YYYYMMDD-HHMM>`
+    (UTC), `.zip` with the card, else the format's extension; e.g.
+    `selfinstruct-alpaca-20261201-0315.zip`. `pool_name` (the pool file's stem) is left
+    out when it is the default "pool"."""
+    when = (when or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    parts = ["selfinstruct"]
+    pool = re.sub(r"[^A-Za-z0-9_-]+", "-", pool_name or "").strip("-_")[:40]
+    if pool and pool.lower() not in ("pool", "selfinstruct"):
+        parts.append(pool)
+    parts += [fmt, when.strftime("%Y%m%d-%H%M")]
+    return "-".join(parts) + (".zip" if card else FORMAT_INFO[fmt].extension)
 
 
 def iter_records(pool: Pool, fmt: str, filters: ExportFilters | None = None,
