@@ -369,6 +369,8 @@ def results() -> None:
     overall = result.overall.set_index("measure")
 
     st.subheader(f"{result.labeled} of {result.items} items labeled")
+    st.caption("Each figure is a 95% Wilson interval: where the share of yes in the whole pool most "
+               "likely lies. Under it, the share in this sample and how it compares with the paper.")
     for column, measure in zip(st.columns(4), quality.MEASURES):
         row = overall.loc[measure]
         yes, n = int(row["yes"]), int(row["n"])
