@@ -20,6 +20,12 @@ SERVER_HAS_KEY = Backend(kind=OPENAI_COMPATIBLE, base_url=OPENAI_URL).api_key_so
 
 pool = current_pool()
 manager = job_manager()
+# The form starts from the settings of this pool's newest run (or the defaults, for a new pool).
+newest_run = next(iter(pool.runs()), None)
+defaults = RunConfig.from_dict(newest_run["config"]) if newest_run else RunConfig()
+remembered_backend = (None if newest_run is None else
+                      {OFFLINE: "offline", LOCAL: "local"}.get(defaults.backend)
+                      or ("openai" if defaults.base_url.rstrip("/") == OPENAI_URL.rstrip("/") else "compatible"))
 
 st.title("Generate")
 if pool.counts().seeds == 0:
@@ -29,10 +35,15 @@ if pool.counts().seeds == 0:
 
 # -- settings ----------------------------------------------------------------------
 with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":material/tune:"):
+    if newest_run:
+        st.caption(f"Starting from the settings of run {newest_run['id']}, this pool's newest; change any.")
     backend = st.segmented_control(
         "Backend", list(BACKENDS), format_func=BACKENDS.get, key="gen_backend",
-        default="openai" if SERVER_HAS_KEY else "local", required=True)
+        default=remembered_backend or ("openai" if SERVER_HAS_KEY else "local"), required=True)
     kind = {"local": LOCAL, "offline": OFFLINE}.get(backend, OPENAI_COMPATIBLE)
+    same_kind = newest_run is not None and defaults.backend == kind
+    kind_defaults = ({"mode": defaults.mode, "concurrency": defaults.concurrency, "timeout_s": defaults.timeout_s}
+                     if same_kind else defaults_for(kind))
     # Settings whose default depends on the backend get a key per backend, so switching shows
     # that backend's default rather than the value chosen for another one.
     per_kind = "_local" if kind == LOCAL else ""
@@ -59,10 +70,12 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
             gguf = "" if bundled and choice == str(bundled) else choice   # '' finds the bundled file again
             model = local.model_name(choice)
             t_col, c_col = st.columns(2)
-            threads = int(t_col.number_input("Threads", 1, 256, local.default_threads(), key="gen_threads",
+            threads = int(t_col.number_input("Threads", 1, 256, (same_kind and defaults.threads) or local.default_threads(),
+                                             key="gen_threads",
                                              help="CPU threads llama.cpp uses (default: all cores)."))
             ctx_size = int(c_col.number_input(
-                "Context size (tokens per request)", local.MIN_CTX_SIZE, 131072, local.DEFAULT_CTX_SIZE, 256,
+                "Context size (tokens per request)", local.MIN_CTX_SIZE, 131072,
+                (same_kind and defaults.ctx_size) or local.DEFAULT_CTX_SIZE, 256,
                 key="gen_ctx_size", help="Prompt and answer together; the instruction prompt is about 300 "
                                          "tokens and answers may run to Max tokens."))
         st.caption("A real language model running on this machine through llama.cpp, with no key and no "
@@ -73,13 +86,15 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
     else:
         url_col, model_col = st.columns(2)
         base_url = url_col.text_input(
-            "Base URL", value=OPENAI_URL if backend == "openai" else owner_base_url() or "http://localhost:8000/v1",
+            "Base URL", value=OPENAI_URL if backend == "openai" else
+            (same_kind and defaults.base_url) or owner_base_url() or "http://localhost:8000/v1",
             key=f"gen_base_url_{backend}", disabled=backend == "openai",
             help="vLLM: http://host:8000/v1 · Ollama: http://localhost:11434/v1 · "
                  "llama.cpp server: http://localhost:8080/v1")
         if backend == "openai":   # not whatever a disabled box sent back
             base_url = OPENAI_URL
-        model = model_col.text_input("Model", value="gpt-4o-mini" if backend == "openai" else "",
+        model = model_col.text_input("Model", value=(same_kind and remembered_backend == backend and defaults.model)
+                                     or ("gpt-4o-mini" if backend == "openai" else ""),
                                      key=f"gen_model_{backend}")
         known = PriceTable.default().get(model or "") or (0.0, 0.0)
         p1, p2 = st.columns(2)
@@ -101,16 +116,17 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
                        "endpoint its owner configured.")
     mode_col, gen_col = st.columns(2)
     mode = mode_col.segmented_control(
-        "Mode", ["chat", "completion"], key=f"gen_mode{per_kind}", default=defaults_for(kind)["mode"],
+        "Mode", ["chat", "completion"], key=f"gen_mode{per_kind}", default=kind_defaults["mode"],
         required=True,
         help="chat: chat completions (instruction-tuned models). completion: the completions "
              "endpoint, for base models, as in the paper.")
     generation = gen_col.segmented_control(
-        "Generation", ["selfinstruct", "alpaca"], key="gen_generation", default="selfinstruct", required=True,
+        "Generation", ["selfinstruct", "alpaca"], key="gen_generation", default=defaults.generation, required=True,
         format_func={"selfinstruct": "Self-Instruct (list, then instances)",
                      "alpaca": "Alpaca (whole tasks per request)"}.get)
     structured = st.segmented_control(
-        "Structured output", list(STRUCTURED_SETTINGS), key="gen_structured", default="auto", required=True,
+        "Structured output", list(STRUCTURED_SETTINGS), key="gen_structured", default=defaults.structured,
+        required=True,
         disabled=mode != "chat",
         help="Chat mode: ask for JSON that matches a schema per stage instead of the text layout (servers "
              "that support it make the model write exactly that shape). auto: one probe request per run "
@@ -126,19 +142,19 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
             st.success("Connected.", icon=":material/check_circle:")
             st.text(message)    # names what the endpoint answered
 
-    paper, defaults = Sampling(), RunConfig()
+    paper, sampling = Sampling(), Sampling(**defaults.sampling)
     st.markdown(f"**Sampling** (the paper: temperature {paper.temperature}, top_p {paper.top_p}, "
                 f"presence penalty {paper.presence_penalty:g}, {paper.max_tokens} tokens)")
     s1, s2, s3, s4 = st.columns(4)
-    temperature = s1.number_input("Temperature", 0.0, 2.0, paper.temperature, 0.05, key="gen_temperature")
-    top_p = s2.number_input("top_p", 0.0, 1.0, paper.top_p, 0.05, key="gen_top_p")
-    presence = s3.number_input("Presence penalty", -2.0, 2.0, paper.presence_penalty, 0.1, key="gen_presence")
-    max_tokens = s4.number_input("Max tokens", 16, 32768, paper.max_tokens, 64, key="gen_max_tokens")
+    temperature = s1.number_input("Temperature", 0.0, 2.0, sampling.temperature, 0.05, key="gen_temperature")
+    top_p = s2.number_input("top_p", 0.0, 1.0, sampling.top_p, 0.05, key="gen_top_p")
+    presence = s3.number_input("Presence penalty", -2.0, 2.0, sampling.presence_penalty, 0.1, key="gen_presence")
+    max_tokens = s4.number_input("Max tokens", 16, 32768, sampling.max_tokens, 64, key="gen_max_tokens")
 
     st.markdown("**Each round**")
     r1, r2, r3, r4 = st.columns(4)
     requests_per_round = r1.number_input("Requests per round", 1, 1000, defaults.requests_per_round, key="gen_requests")
-    concurrency = r2.number_input("Concurrent requests", 1, 256, defaults_for(kind)["concurrency"],
+    concurrency = r2.number_input("Concurrent requests", 1, 256, kind_defaults["concurrency"],
                                   key=f"gen_concurrency{per_kind}",
                                   help="At most this many requests in flight; lowered automatically while "
                                        "the endpoint answers 429 (rate limited), and raised again after.")
@@ -148,14 +164,14 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
 
     st.markdown("**Requests**")
     q1, q2, q3, q4 = st.columns(4)
-    timeout_s = q1.number_input("Timeout (s)", 1.0, 3600.0, defaults_for(kind)["timeout_s"], 5.0,
+    timeout_s = q1.number_input("Timeout (s)", 1.0, 3600.0, float(kind_defaults["timeout_s"]), 5.0,
                                 key=f"gen_timeout{per_kind}",
                                 help="A deadline for each whole request attempt, however slowly the "
                                      "server sends its answer.")
-    rpm = q2.number_input("Requests per minute (0: no cap)", 0, 10_000_000, 0, key="gen_rpm",
+    rpm = q2.number_input("Requests per minute (0: no cap)", 0, 10_000_000, int(defaults.rpm or 0), key="gen_rpm",
                           help="Your provider's limit, if you know it.")
-    tpm = q3.number_input("Tokens per minute (0: no cap)", 0, 1_000_000_000, 0, key="gen_tpm")
-    use_batch = q4.toggle("Batch API (half price)", key="gen_batch", disabled=kind in OWN_SERVERS,
+    tpm = q3.number_input("Tokens per minute (0: no cap)", 0, 1_000_000_000, int(defaults.tpm or 0), key="gen_tpm")
+    use_batch = q4.toggle("Batch API (half price)", value=defaults.batch, key="gen_batch", disabled=kind in OWN_SERVERS,
                           help="Requests go to the provider's Batch API in batches: half the list "
                                "price, but each batch may take up to 24 h and a round needs up to "
                                "three of them (instructions, classification, instances).")
@@ -168,20 +184,25 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
 
     st.markdown("**Filters**")
     f1, f2 = st.columns([1, 2])
-    threshold = f1.slider("ROUGE-L threshold (reject above)", 0.3, 1.0, defaults.rouge_threshold, 0.01, key="gen_threshold")
+    threshold = f1.slider("ROUGE-L threshold (reject above)", 0.3, 1.0, float(defaults.rouge_threshold), 0.01,
+                          key="gen_threshold")
+    remembered_alpaca = set(ALPACA_EXTRA_KEYWORDS) <= set(defaults.keywords)
     alpaca_words = f1.checkbox("Also Alpaca's words (video, audio, music, flowchart, diagram)",
-                               key="gen_alpaca_words")
-    default_words = list(PAPER_KEYWORDS) + (list(ALPACA_EXTRA_KEYWORDS) if alpaca_words else [])
+                               value=remembered_alpaca, key="gen_alpaca_words")
+    default_words = (list(defaults.keywords) if alpaca_words == remembered_alpaca
+                     else list(PAPER_KEYWORDS) + (list(ALPACA_EXTRA_KEYWORDS) if alpaca_words else []))
     keywords_text = f2.text_area("Keywords that reject an instruction (whole words, one per line)",
                                  value="\n".join(default_words), key=f"gen_keywords_{alpaca_words}",
                                  height=130)
 
     st.markdown("**Stop when** (whichever comes first)")
     c1, c2, c3 = st.columns(3)
-    rounds = c1.number_input("Rounds", 0, 10_000, 3, key="gen_rounds", help="0: no limit")
-    target = c2.number_input("Generated instructions in the pool", 0, 10_000_000, 0, key="gen_target",
+    rounds = c1.number_input("Rounds", 0, 10_000, defaults.rounds or 0 if newest_run else 3, key="gen_rounds",
                              help="0: no limit")
-    budget = c3.number_input("Budget (USD)", 0.0, 100_000.0, 0.0, 1.0, key="gen_budget", help="0: no limit")
+    target = c2.number_input("Generated instructions in the pool", 0, 10_000_000, int(defaults.target or 0), key="gen_target",
+                             help="0: no limit")
+    budget = c3.number_input("Budget (USD)", 0.0, 100_000.0, float(defaults.budget_usd or 0.0), 1.0, key="gen_budget",
+                            help="0: no limit")
 
 config = RunConfig(
     model=model or "", base_url=base_url, backend=kind, gguf=gguf, threads=threads, ctx_size=ctx_size,
@@ -236,11 +257,12 @@ def live_view() -> None:
     ids = [r["id"] for r in runs]
     if st.session_state.get("gen_view_run") not in ids:
         st.session_state["gen_view_run"] = status.run_id if status.run_id in ids else ids[0]
+    # The labels hold nothing that changes while a run goes on (a browser may keep showing an
+    # option's old label): how a run stands is the line under the picker.
     run_id = st.selectbox(
         "Run", ids, key="gen_view_run",
-        format_func=lambda i: next(f"Run {r['id']} · {r['status']} · {r['config'].get('model')} · "
-                                   f"{r['rounds_done']} round(s) · {r['accepted']} accepted"
-                                   for r in runs if r["id"] == i))
+        format_func=lambda i: next(f"Run {r['id']} · {r['config'].get('model')} · "
+                                   f"created {r['created_at']:%Y-%m-%d %H:%M}" for r in runs if r["id"] == i))
     view = monitor.run_view(pool, run_id)
     running_this = status.busy and status.run_id == run_id
 
@@ -264,10 +286,7 @@ def live_view() -> None:
             st.rerun(scope="app")
     else:
         state = view.run["status"]
-        note = {"interrupted": "was interrupted (the app stopped while it ran)",
-                "paused": "is paused", "failed": "stopped on an error", "stopped": "was stopped",
-                "finished": "finished", "created": "has not started"}.get(state, state)
-        st.markdown(f"**Run {run_id} {note}**" + (f" ({view.run['stop_reason']})" if view.run["stop_reason"] else ""))
+        st.markdown(f"**{monitor.run_headline(run_id, state, view.run['stop_reason'])}**")
         if view.run["error"]:
             st.error(f"Run {run_id} ended on an error ({view.run['stop_reason']}). "
                      f"{NEXT_STEPS.get(view.run['stop_reason'], 'Fix the cause, then resume.')}",

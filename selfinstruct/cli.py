@@ -289,6 +289,7 @@ def _gguf_setting(args) -> str:
 def cmd_generate(args) -> int:
     from . import local
     from .backend import LOCAL, defaults_for
+    from .monitor import run_headline
     from .pipeline import RunConfig, Runner, estimate_run, resume_command, start_run
 
     if args.base_url and not args.model and args.resume is None:   # a resumed run has its model
@@ -380,7 +381,7 @@ def cmd_generate(args) -> int:
         if outcome.status == FAILED:
             raise CLIError(f"Run {run_id} failed: {outcome.error}\n{outcome.next_step}")
         counts = pool.counts()
-        print(f"Run {run_id} {outcome.status} ({outcome.stop_reason}): {outcome.rounds_done} round(s), "
+        print(f"{run_headline(run_id, outcome.status, outcome.stop_reason)}; {outcome.rounds_done} round(s), "
               f"{outcome.accepted} accepted in this run. Pool: {counts.seeds} seeds, "
               f"{counts.accepted} generated, {counts.rejected} rejected, {counts.instances} instances.")
         if outcome.status != FINISHED:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 
 from .llm import PriceTable
 from .model import FAILED, PAUSED, STOPPED, UNFINISHED_STATUSES
+from .monitor import run_headline
 from .pipeline import (Event, RunConfig, RunControl, RunOutcome, Runner, active_run, apply_overrides,
                        start_run)
 from .store import Pool
@@ -47,13 +48,14 @@ class JobStatus:
         size = f", pool {pool_size:,}" if pool_size is not None else ""
         if self.state == "idle":
             if self.outcome:
-                return f"Run {self.outcome.run_id} {self.outcome.status}{size}"
+                return run_headline(self.outcome.run_id, self.outcome.status, self.outcome.stop_reason) + size
             return f"No run in progress{size}"
         progress = f", {self.done}/{self.total} requests" if self.total else ""
         verb = {"running": "running", "pausing": "pausing", "stopping": "stopping"}[self.state]
         if not self.round and self.state == "running":
             return f"Run {self.run_id} starting{size}"
-        return f"Run {self.run_id} {verb}: round {self.round}{progress}{size}"
+        step = f" ({self.step})" if self.step else ""
+        return f"Run {self.run_id} {verb}: round {self.round}{step}{progress}{size}"
 
 
 class JobManager:

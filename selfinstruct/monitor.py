@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .filters import reason_label
+from .model import CREATED, FAILED, FINISHED, INTERRUPTED, PAUSED, RUNNING, STOPPED
 from .store import Pool
 
 
@@ -26,6 +27,28 @@ class RunView:
     @property
     def latest_round(self) -> int:
         return int(self.rounds["round"].max()) if len(self.rounds) else 0
+
+
+STATUS_WORDS = {
+    CREATED: "has not started", RUNNING: "is running", PAUSED: "is paused", STOPPED: "was stopped",
+    INTERRUPTED: "was interrupted (the app or the command stopped while it ran)",
+    FAILED: "stopped on an error", FINISHED: "finished",
+}
+# Why a run ended, when the status alone does not say it.
+STOP_REASON_WORDS = {
+    "rounds": "it did the rounds it was asked for", "target": "the pool reached the target",
+    "budget_usd": "it spent its budget", "budget_tokens": "it used its token budget",
+    "batch file written": "its requests wait in a batch file for vllm run-batch",
+}
+
+
+def run_headline(run_id: int, status: str, stop_reason: str | None = None) -> str:
+    """One line about how a run stands, saying each thing once ("Run 1 is paused", "Run 2
+    finished: the pool reached the target")."""
+    line = f"Run {run_id} {STATUS_WORDS.get(status, status)}"
+    if stop_reason and stop_reason not in (status, "stopped", "paused", "interrupted", "error"):
+        line += f": {STOP_REASON_WORDS.get(stop_reason, stop_reason.replace('_', ' '))}"
+    return line
 
 
 def run_view(pool: Pool, run_id: int, *, newest: int = 10) -> RunView:

@@ -109,6 +109,8 @@ def test_pause_resume_and_stop(app_env):
         pool = app_pool(app_env)
         assert pool.run(1)["status"] == "paused"
         assert any("Run 1 is paused" in m.value for m in at.markdown)
+        # said once: not "Run 1 is paused (paused)"
+        assert not any("paused (paused)" in m.value or "paused: paused" in m.value for m in at.markdown)
         at.button(key="gen_resume").click().run()
         assert jobs.status().busy
         wait_for(at, lambda: jobs.status().round >= 2)
@@ -116,7 +118,35 @@ def test_pause_resume_and_stop(app_env):
         wait_for(at, lambda: not jobs.status().busy)
         assert pool.run(1)["status"] == "stopped"
         assert any("Run 1 was stopped" in m.value for m in at.markdown)
+        assert not any("stopped (stopped)" in m.value for m in at.markdown)
+        # The run picker's labels hold nothing that goes stale while a run changes state.
+        picker = at.selectbox(key="gen_view_run")
+        assert all(word not in option for option in picker.options
+                   for word in ("running", "paused", "stopped", "finished"))
         assert not at.exception
+
+
+def test_settings_start_from_the_pools_newest_run(app_env):
+    """A visit shows the settings of this pool's newest run, not the defaults again."""
+    with OfflineServer() as server:
+        at = open_generate(app_env)
+        use_endpoint(at, server)
+        at.number_input(key="gen_rounds").set_value(1).run()
+        at.number_input(key="gen_requests").set_value(3).run()
+        at.number_input(key="gen_temperature").set_value(0.9).run()
+        at.slider(key="gen_threshold").set_value(0.65).run()
+        at.button(key="gen_start").click().run()
+        wait_for(at, lambda: not manager(app_env).status().busy)
+        again = open_page("pages/generate.py")     # a new visit: a fresh session
+        assert not again.exception
+        assert again.segmented_control(key="gen_backend").value == "compatible"
+        assert again.text_input(key="gen_base_url_compatible").value == server.base_url
+        assert again.text_input(key="gen_model_compatible").value == "selfinstruct-demo"
+        assert again.number_input(key="gen_rounds").value == 1
+        assert again.number_input(key="gen_requests").value == 3
+        assert again.number_input(key="gen_temperature").value == 0.9
+        assert again.slider(key="gen_threshold").value == 0.65
+        assert any("settings of run 1" in c.value for c in again.caption)
 
 
 def test_failing_endpoint_shows_the_error_and_stops_cleanly(app_env):
