@@ -52,16 +52,28 @@ def md_plain(text: str) -> str:
     return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~" else ch for ch in text)
 
 
-def flash(kind: str, text: str) -> None:
-    st.session_state["rej_flash"] = (kind, text)
+FLASH_ICONS = {"success": ":material/check_circle:", "warning": ":material/warning:", "error": ":material/error:"}
 
 
-def report(outcome, verb: str) -> None:
-    parts = [f"{verb} {outcome.count} item(s)."]
+def flash(kind: str, text: str, where: str) -> None:
+    """A message for the next run, shown beside the control that caused it (`where`: "bulk",
+    "one", "history" or "log") and as a toast."""
+    st.session_state["rej_flash"] = (kind, text, where)
+
+
+def show_flash(where: str | None = None) -> None:
+    """The pending message, if it belongs here (None: wherever this is, the last chance)."""
+    message = st.session_state.get("rej_flash")
+    if message and (where is None or message[2] == where):
+        del st.session_state["rej_flash"]
+        getattr(st, message[0])(md_plain(message[1]), icon=FLASH_ICONS.get(message[0]))
+
+
+def report(outcome, verb: str, where: str) -> None:
+    text = f"{verb} {outcome.count:,} item(s)."
     if outcome.skipped:
-        parts.append(f"Skipped {len(outcome.skipped)}: " + "; ".join(
-            f"#{item} ({why})" for item, why in outcome.skipped[:5]) + (" ..." if len(outcome.skipped) > 5 else ""))
-    flash("success" if outcome.count else "warning", " ".join(parts))
+        text += " " + review.skipped_summary(outcome.skipped)
+    flash("success" if outcome.count else "warning", text, where)
 
 
 def clear_selection() -> None:
@@ -73,18 +85,32 @@ def reset_selection_next_run() -> None:
     st.session_state.pop("rej_signature", None)
 
 
-def act(fn, verb: str, *args, **kwargs) -> None:
+def act(fn, verb: str, *args, where: str, **kwargs) -> None:
     require("rescue")
     try:
         outcome = fn(pool, *args, actor=user, **kwargs)
     except actions.ActionError as exc:
-        flash("error", str(exc))
+        flash("error", str(exc), where)
     else:
-        report(outcome, verb)
-        for key in ("rej_why", "rej_one_why"):   # a reason belongs to one action
-            st.session_state.pop(key, None)
+        report(outcome, verb, where)
+        if outcome.count:
+            st.session_state["rej_reset"] = True   # a reason belongs to one action
     reset_selection_next_run()
     st.rerun()
+
+
+def act_on_rows(fn, verb: str, *, every: bool, picked: list[int], expected: int, **kwargs) -> None:
+    """A bulk action on the selected rows, or on every row matching the filters (`every`),
+    which must still be the `expected` count the person confirmed."""
+    if not every:
+        act(fn, verb, picked, where="bulk", **kwargs)
+    ids = review.matching_ids(pool, query)
+    if len(ids) != expected:
+        st.session_state["rej_all_ok"] = False
+        flash("warning", f"The rows matching these filters changed ({expected:,} when you confirmed, "
+                         f"{len(ids):,} now): nothing was done. Check the count and confirm again.", "bulk")
+        st.rerun()
+    act(fn, verb, ids, where="bulk", **kwargs)
 
 
 st.title("Rejects")
@@ -102,8 +128,13 @@ if not runs:
     page_link("pages/generate.py", label="Generate candidates", icon=":material/auto_awesome:")
     st.stop()
 
-if message := st.session_state.pop("rej_flash", None):
-    getattr(st, message[0])(md_plain(message[1]), icon=":material/info:")
+if message := st.session_state.get("rej_flash"):
+    st.toast(md_plain(message[1]), icon=FLASH_ICONS.get(message[0]))   # the same words stay beside the button
+# After an action the reason boxes and the "all that match" choice start afresh. They are set
+# before their widgets are drawn, which empties the boxes in the browser too (dropping the keys
+# would leave the typed text on screen, to be sent again with the next click).
+if st.session_state.pop("rej_reset", False):
+    st.session_state.update(rej_why="", rej_one_why="", rej_all_ok=False, rej_scope="selected")
 
 # -- which rejects -------------------------------------------------------------------
 run_names = {r["id"]: f"Run {r['id']}" + (f" · {r['name']}" if r["name"] else "") for r in runs}
@@ -119,11 +150,12 @@ round_number = top2.selectbox("Round", round_options, key="rej_round",
 browse_tab, whatif_tab = st.tabs(["Browse and review", "What-if"])
 
 with browse_tab:
-    k1, k2 = st.columns([1, 2])
-    kind = k1.segmented_control("Show", list(review.KIND_LABELS), key="rej_kind", default="instruction",
+    # One row that wraps: at 1024 px the two controls do not fit side by side in fixed columns.
+    controls = st.container(horizontal=True, gap="large")
+    kind = controls.segmented_control("Show", list(review.KIND_LABELS), key="rej_kind", default="instruction",
                                 required=True, format_func=review.KIND_LABELS.get)
     states = [s for s in model.REVIEW_STATES if kind == "instruction" or s != model.CONFIRMED]
-    state = k2.segmented_control("Review state", states, key=f"rej_review_{kind}", default="pending",
+    state = controls.segmented_control("Review state", states, key=f"rej_review_{kind}", default="pending",
                                  required=True, format_func=review.REVIEW_LABELS.get)
     search = st.columns([2, 1])[0].text_input("Search the text", key="rej_search", placeholder="words in the instruction"
                            + (", input or output" if kind == "instance" else ""))
@@ -156,22 +188,27 @@ with browse_tab:
         st.caption(f"Rows {result.first_row:,}–{result.last_row:,}. Select rows for bulk actions; "
                    "pick one below to see its evidence.")
     rows = result.rows
+    # Short columns first, sized to their content, and the long texts last: a narrow window
+    # cuts the end of a text (shown whole under Evidence), never a column. Run and round are
+    # left out when the filters above already fix them.
     if kind == "instruction":
-        shown = ["id", "round", "run_id", "reason", "instruction", "max_rouge", "state"]
-        config = {
-            "id": st.column_config.NumberColumn("id", width="small"),
-            "round": st.column_config.NumberColumn("round", width="small"),
-            "run_id": st.column_config.NumberColumn("run", width="small"),
-            "instruction": st.column_config.TextColumn("instruction", width="large"),
-            "max_rouge": st.column_config.NumberColumn("max ROUGE-L", format="%.3f", width="small"),
-        }
+        shown = ["id", "round", "run_id", "reason", "state", "max_rouge", "instruction"]
+        texts = {"instruction": 520}
     else:
-        shown = ["id", "round", "reason", "instruction", "input", "output", "state"]
-        config = {
-            "id": st.column_config.NumberColumn("id", width="small"),
-            "round": st.column_config.NumberColumn("round", width="small"),
-            "instruction": st.column_config.TextColumn("instruction", width="medium"),
-        }
+        shown = ["id", "round", "run_id", "reason", "state", "instruction", "input", "output"]
+        texts = {"instruction": 240, "input": 200, "output": 200}
+    shown = [c for c in shown if not (c == "run_id" and run_id is not None)
+             and not (c == "round" and round_number is not None)]
+    config = {
+        "id": st.column_config.NumberColumn("id", width=60, format="%d"),
+        "round": st.column_config.NumberColumn("round", width=60),
+        "run_id": st.column_config.NumberColumn("run", width=50),
+        "reason": st.column_config.TextColumn("reason", width=170),
+        "state": st.column_config.TextColumn("state", width=120),
+        "max_rouge": st.column_config.NumberColumn("ROUGE-L", format="%.3f", width=75,
+                                                   help="The highest ROUGE-L against the pool, as stored."),
+        **{c: st.column_config.TextColumn(c, width=w) for c, w in texts.items()},
+    }
     event = st.dataframe(rows[shown], key="rej_table", on_select="rerun", selection_mode="multi-row",
                          hide_index=True, column_config=config)
     picked_rows = [i for i in event.selection.rows if i < len(rows)]
@@ -179,20 +216,39 @@ with browse_tab:
 
     # -- bulk actions (owners) ------------------------------------------------------
     if can_act:
+        total = result.total
+        if st.session_state.get("rej_all_for") != (query, total):   # other rows: confirm them again
+            st.session_state["rej_all_for"] = (query, total)
+            st.session_state["rej_all_ok"] = False
+        st.session_state.setdefault("rej_scope", "selected")   # no default=: the reset above sets it
+        scope = st.segmented_control(
+            "Act on", ("selected", "all"), key="rej_scope", required=True,
+            format_func=lambda s: (f"Selected rows ({len(picked)})" if s == "selected"
+                                   else f"All {total:,} that match these filters"))
+        every = scope == "all"
+        if every:
+            sure = st.checkbox(f"Yes, act on all {total:,} {noun} that match these filters "
+                               "(on every page; one undo undoes them all)", key="rej_all_ok", disabled=not total)
+            ready, n_label = sure and total > 0, f"all {total:,}"
+        else:
+            ready, n_label = bool(picked), f"{len(picked)} selected"
         b1, b2, b3 = st.columns([2, 1, 1], vertical_alignment="bottom")
         why = b1.text_input("Why (optional; saved in the audit log)", key="rej_why")
+        bulk = {"every": every, "picked": picked, "expected": total, "reason": why}
         if kind == "instruction":
-            if b2.button(f"Rescue {len(picked)} selected", key="rej_bulk_rescue", disabled=not picked,
+            if b2.button(f"Rescue {n_label}", key="rej_bulk_rescue", disabled=not ready,
                          icon=":material/undo:", help="Unparseable rows are skipped: edit them one at a time."):
-                act(actions.rescue, "Rescued", picked, reason=why)
-            if b3.button(f"Confirm {len(picked)} selected", key="rej_bulk_confirm", disabled=not picked,
+                act_on_rows(actions.rescue, "Rescued", **bulk)
+            if b3.button(f"Confirm {n_label}", key="rej_bulk_confirm", disabled=not ready,
                          icon=":material/check:"):
-                act(actions.confirm, "Confirmed", picked, reason=why)
+                act_on_rows(actions.confirm, "Confirmed", **bulk)
+            show_flash("bulk")
             st.caption(review.NOVELTY_NOTE)
         else:
-            if b2.button(f"Keep {len(picked)} selected", key="rej_bulk_rescue", disabled=not picked,
+            if b2.button(f"Keep {n_label}", key="rej_bulk_rescue", disabled=not ready,
                          icon=":material/undo:", help="Rescue the instances: they join their instruction's kept ones."):
-                act(actions.rescue_instances, "Kept", picked, reason=why)
+                act_on_rows(actions.rescue_instances, "Kept", **bulk)
+            show_flash("bulk")
 
     # -- one reject up close -----------------------------------------------------------
     st.subheader("Evidence")
@@ -209,6 +265,9 @@ with browse_tab:
         labels = dict(zip(page_ids, rows["instruction"]))
         detail_id = st.selectbox("Inspect", page_ids, key=detail_key,
                                  format_func=lambda i: f"#{i} · {(labels[i] or '')[:90]}")
+        if st.session_state.get("rej_one_why_for") != (kind, detail_id):   # another item: no reason yet
+            st.session_state["rej_one_why_for"] = (kind, detail_id)
+            st.session_state["rej_one_why"] = ""
 
         def history(target_kind: str, target_id: int) -> None:
             entries = pool.review_history(target_kind, target_id)
@@ -227,10 +286,11 @@ with browse_tab:
                     try:
                         actions.undo(pool, last["id"], actor=user)
                     except actions.ActionError as exc:
-                        flash("error", str(exc))
+                        flash("error", str(exc), "history")
                     else:
-                        flash("success", f"Undid entry #{last['id']}.")
+                        flash("success", f"Undid entry #{last['id']}.", "history")
                     st.rerun()
+            show_flash("history")
 
         with st.container(border=True):
             if kind == "instruction":
@@ -308,23 +368,28 @@ with browse_tab:
 
                 # actions on this one (owners)
                 if can_act:
-                    new_text = None
-                    if exp.kind == "unparseable" and cand["status"] == "rejected":
-                        st.caption("Raw text cannot join the pool as it is. Edit it into one instruction to rescue it.")
-                        new_text = st.text_area("Instruction to rescue", value=exp.text, key=f"rej_edit_{detail_id}")
+                    new_text = None     # an unparseable candidate's edited text (None: not edited)
+                    needs_edit = exp.kind == "unparseable" and cand["status"] == "rejected"
+                    if needs_edit:
+                        st.caption("Raw text cannot join the pool as it is. Edit it into one instruction: "
+                                   "Rescue is enabled once the text differs from the model's.")
+                        typed = st.text_area("Instruction to rescue", value=exp.text, key=f"rej_edit_{detail_id}")
+                        new_text = review.edited_text(exp.text, typed)
                     warnings = review.rescue_warnings(pool, cand, new_text) if cand["status"] == "rejected" else []
                     for warning in warnings:
                         st.warning(md_plain(warning), icon=":material/warning:")
                     a1, a2, a3 = st.columns([2, 1, 1], vertical_alignment="bottom")
                     one_why = a1.text_input("Why (optional)", key="rej_one_why")
-                    can_rescue = cand["status"] == "rejected" and (exp.kind != "unparseable" or bool((new_text or "").strip()))
+                    can_rescue = cand["status"] == "rejected" and (not needs_edit or new_text is not None)
                     if a2.button("Rescue", key="rej_rescue", disabled=not can_rescue, type="primary",
                                  icon=":material/undo:", help=review.NOVELTY_NOTE):
-                        edited = new_text if exp.kind == "unparseable" else None
-                        act(actions.rescue, "Rescued", [detail_id], reason=one_why, instruction=edited)
+                        # Unedited raw text goes without `instruction`: actions.rescue skips it, saying why.
+                        act(actions.rescue, "Rescued", [detail_id], reason=one_why, instruction=new_text,
+                            where="one")
                     if a3.button("Confirm rejection", key="rej_confirm", icon=":material/check:",
                                  disabled=cand["status"] != "rejected" or cand["review"] == "confirmed"):
-                        act(actions.confirm, "Confirmed", [detail_id], reason=one_why)
+                        act(actions.confirm, "Confirmed", [detail_id], reason=one_why, where="one")
+                    show_flash("one")
                 history("candidate", detail_id)
             else:
                 inst = pool.instance_detail(detail_id)
@@ -357,11 +422,13 @@ with browse_tab:
                     one_why = a1.text_input("Why (optional)", key="rej_one_why")
                     if a2.button("Keep this instance", key="rej_rescue", disabled=exp.rescue_blocked is not None,
                                  type="primary", icon=":material/undo:"):
-                        act(actions.rescue_instances, "Kept", [detail_id], reason=one_why)
+                        act(actions.rescue_instances, "Kept", [detail_id], reason=one_why, where="one")
+                    show_flash("one")
                 history("instance", detail_id)
 
     # -- recent actions --------------------------------------------------------------------
     log = actions.history(pool, actions.REJECTS_ACTIONS, limit=10)
+    show_flash("log")
     if log:
         with st.expander("Recent review actions", icon=":material/history:", expanded=False):
             for entry in log:
@@ -378,13 +445,14 @@ with browse_tab:
                         try:
                             outcome = actions.undo_batch(pool, entry["batch"], actor=user)
                         except actions.ActionError as exc:
-                            flash("error", str(exc))
+                            flash("error", str(exc), "log")
                         else:
-                            report(outcome, "Undid")
+                            report(outcome, "Undid", "log")
                         reset_selection_next_run()
                         st.rerun()
                 elif entry["action"] in actions.REJECTS_ACTIONS and not entry["open"]:
                     c2.caption("undone")
+    show_flash()   # a message whose place was not drawn this time
 
 with whatif_tab:
     evidence = whatif_evidence(str(pool.path), version, run_id)

@@ -29,7 +29,8 @@ from .novelty import TOKEN_RUN, rouge_l, tokenize
 
 __all__ = [
     "KIND_LABELS", "REVIEW_LABELS", "reason_label", "RejectQuery", "RejectPage", "load_page",
-    "reason_counts", "matching_total", "page_count", "NOVELTY_NOTE",
+    "reason_counts", "matching_total", "page_count", "matching_ids", "skipped_summary", "edited_text",
+    "NOVELTY_NOTE",
     "token_spans", "lcs_alignment", "shared_word_spans", "Neighbour", "Explanation",
     "explain_candidate", "explain_instance", "rescue_warnings", "WhatIf", "whatif",
     "INSTRUCTION_REJECT_REASONS", "INSTANCE_REJECT_REASONS",
@@ -104,6 +105,34 @@ def matching_total(counts: dict[str, int], reasons: Sequence[str]) -> int:
 
 def page_count(total: int, page_size: int = 50) -> int:
     return max(1, math.ceil(total / page_size))
+
+
+def matching_ids(pool, query: RejectQuery) -> list[int]:
+    """The ids of every reject matching `query` (all pages, in table order): what a bulk
+    action on "all that match these filters" acts on."""
+    return pool.reject_ids(query.kind, **query.store_kwargs())
+
+
+def skipped_summary(skipped: Sequence[tuple[int, str]], *, examples: int = 3) -> str:
+    """An action's skipped items in one sentence, grouped by why: "Skipped 3: 2 because it is
+    already accepted (#4, #9); 1 because ... (#7)." Empty when nothing was skipped."""
+    if not skipped:
+        return ""
+    groups: dict[str, list[int]] = {}
+    for item, why in skipped:
+        groups.setdefault(why, []).append(item)
+    parts = []
+    for why, items in sorted(groups.items(), key=lambda g: -len(g[1])):
+        shown = ", ".join(f"#{i}" for i in items[:examples]) + (", ..." if len(items) > examples else "")
+        parts.append(f"{len(items):,} because {why} ({shown})")
+    return f"Skipped {len(skipped):,}: " + "; ".join(parts) + "."
+
+
+def edited_text(raw: str, text: str | None) -> str | None:
+    """The instruction a person made of an unparseable candidate's raw text, or None while
+    they have not changed it (an unchanged or empty box is no edit)."""
+    text = (text or "").strip()
+    return text if text and text != (raw or "").strip() else None
 
 
 def load_page(pool, query: RejectQuery, page: int = 1, page_size: int = 50,

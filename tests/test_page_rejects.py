@@ -48,7 +48,10 @@ def test_filters_narrow_the_table_to_the_right_counts(demo_app_env):
     at.selectbox(key="rej_round").set_value(2).run()
     expected = scalar(pool, "SELECT count(*) FROM candidates c JOIN rounds r ON r.id = c.round_id "
                             "WHERE c.status = 'rejected' AND c.reason IN ('rouge', 'too_short') AND r.number = 2")
-    assert shown_total(at) == expected and set(table(at)["round"]) == {2}
+    assert shown_total(at) == expected and "round" not in table(at).columns   # fixed by the filter
+    ids = [int(i) for i in table(at)["id"]]
+    assert {r for (r,) in pool._q("SELECT DISTINCT r.number FROM candidates c JOIN rounds r ON r.id = c.round_id "
+                                  "WHERE c.id IN (SELECT unnest(?::BIGINT[]))", [ids]).fetchall()} == {2}
 
     at.text_input(key="rej_search").input("sentence").run()
     expected = scalar(pool, "SELECT count(*) FROM candidates c JOIN rounds r ON r.id = c.round_id "
