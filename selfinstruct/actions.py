@@ -361,15 +361,17 @@ def _ranges(ids: Sequence[int]) -> list[list[int]]:
 
 def import_seeds(pool, tasks: Iterable[Any], *, origin: str, actor: str) -> Outcome:
     """Insert seed tasks (objects with instruction, instances, is_classification, name,
-    source_id; `seeds.py` validates them first) in one transaction, with one audit row for the
-    whole import. `done` holds the new ids."""
-    tasks = list(tasks)
+    source_id, or a bulk import the store has staged (`store.seeds.StagedSeeds`); `seeds.py`
+    validates them first) in one transaction, with one audit row for the whole import. `done`
+    holds the new ids."""
+    tasks = tasks if hasattr(tasks, "table") and hasattr(tasks, "count") else list(tasks)
     outcome = Outcome(IMPORT_SEEDS, _new_batch())
     with _transaction(pool):
         outcome.done = pool.insert_seed_tasks(tasks, origin=origin)
         outcome.audit_ids.append(pool.append_audit(
             actor, IMPORT_SEEDS, SEED_TASK, None, None, None,
-            {"origin": origin, "count": len(tasks), "id_ranges": _ranges(outcome.done), "batch": outcome.batch}))
+            {"origin": origin, "count": len(outcome.done), "id_ranges": _ranges(outcome.done),
+             "batch": outcome.batch}))
     return outcome
 
 
