@@ -369,15 +369,16 @@ def results() -> None:
     overall = result.overall.set_index("measure")
 
     st.subheader(f"{result.labeled} of {result.items} items labeled")
-    st.caption("Each figure is a 95% Wilson interval: where the share of yes in the whole pool most "
-               "likely lies. Under it, the share in this sample and how it compares with the paper.")
+    st.caption("Each figure is a 95% Wilson interval: where the share of yes most likely lies among all "
+               "the instructions this study was drawn from. Under it, the share in this sample and how "
+               "it compares with the paper.")
     for column, measure in zip(st.columns(4), quality.MEASURES):
         row = overall.loc[measure]
         yes, n = int(row["yes"]), int(row["n"])
         column.metric(MEASURE_LABELS[measure], f"{_pct(row['low'])} – {_pct(row['high'])}",
                       delta=f"{_pct(row['share'])} yes ({yes} of {n})", delta_color="off", delta_arrow="off",
-                      help=f"The 95% Wilson interval: where the share of yes in the whole pool most likely "
-                           f"lies, given {yes} yes of {n} labeled. The paper: {row['paper']:.0%}.")
+                      help=f"The 95% Wilson interval, from {yes} yes of {n} labeled. The paper: "
+                           f"{row['paper']:.0%}.")
         column.caption(quality.compare_with_paper(yes, n, row["paper"]))
     st.altair_chart(charts.yes_rates(result.overall), key="label_rates_chart")
     unsure = int(overall.loc[list(QUESTIONS), "unsure"].sum())
