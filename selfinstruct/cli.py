@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "with a dataset card",
                          description="Export seed tasks and accepted generated tasks with their kept "
                                      "instances. A path ending in .zip gets the data, README.md and "
-                                     "charts in one archive; otherwise README.md (the dataset card) and "
+                                     "charts in one archive; otherwise <name>_README.md (the dataset card) and "
                                      "<name>_charts/ are written beside the data file.")
     exp.add_argument("--format", required=True, choices=("selfinstruct", "alpaca", "chat",
                                                          "prompt-completion", "parquet", "csv"))
@@ -205,14 +205,33 @@ def cmd_seeds_import(args) -> int:
         else:
             if not args.file.exists():
                 raise CLIError(f"No such file: {args.file}")
-            result = seeds_mod.import_seeds(pool, args.file, fmt=args.format,
-                                            valid_only=args.valid_only, actor="cli")
+            from tqdm import tqdm
+
+            # A byte bar on stderr while the file is read (on a terminal only).
+            with tqdm(total=args.file.stat().st_size, unit="B", unit_scale=True, file=sys.stderr, leave=False,
+                      desc="reading", disable=not sys.stderr.isatty(), dynamic_ncols=True) as bar:
+                def progress(done: int, total: int | None) -> None:
+                    bar.update(done - bar.n)
+                    if total is not None and done >= total:
+                        bar.set_description("writing", refresh=True)
+
+                result = seeds_mod.import_seeds(pool, args.file, fmt=args.format, valid_only=args.valid_only,
+                                                actor="cli", progress=progress)
             source = str(args.file)
-        print(f"Imported {result.imported} seed task(s) with {result.instances} instance(s) "
-              f"from {source} ({result.report.format}) into {pool.path}.")
-        for issue in result.report.issues:
+        if result.imported:
+            print(f"Imported {result.imported:,} seed task(s) with {result.instances:,} instance(s) "
+                  f"from {source} ({result.report.format}) into {pool.path}.")
+            if result.skipped_summary():
+                print(f"Skipped {result.skipped_summary()}:")
+        else:
+            print(result.summary(f"{source} ({result.report.format})"))
+        invalid = [issue for issue in result.report.issues if issue.kind != seeds_mod.IN_POOL]
+        for issue in invalid[:20]:
             print(f"  skipped {issue}")
-        print(f"The pool now holds {pool.counts().seeds} seed task(s).")
+        more = result.report.problem_count - result.report.in_pool - 20
+        if more > 0:
+            print(f"  ... and {more:,} more")
+        print(f"The pool now holds {pool.counts().seeds:,} seed task(s).")
     return 0
 
 

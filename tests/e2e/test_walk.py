@@ -69,10 +69,9 @@ def test_the_whole_story(app_factory, page, shots, tmp_path):
     wait_idle(page)
     expect(main(page).get_by_text("Item 1 of 10")).to_be_visible()
     shots("label-first-item", page)
-    for question, answer in (("describe a valid task", "Yes"), ("input appropriate", "Unsure"),
-                             ("output a correct", "No")):
-        group = main(page).get_by_test_id("stButtonGroup").filter(has_text=question)
-        group.get_by_text(answer, exact=True).click()
+    for question, answer in (("valid_task", "yes"), ("input_ok", "unsure"), ("output_ok", "no")):
+        main(page).locator(f".st-key-label_{question}_{answer} button").filter(visible=True).click()
+        wait_idle(page)
     page.get_by_role("button", name="Save and next", exact=False).and_(page.get_by_test_id("stBaseButton-primary")).click()
     wait_idle(page)
     for _ in range(4):
