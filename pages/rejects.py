@@ -151,7 +151,7 @@ browse_tab, whatif_tab = st.tabs(["Browse and review", "What-if"])
 
 with browse_tab:
     # One row that wraps: at 1024 px the two controls do not fit side by side in fixed columns.
-    controls = st.container(horizontal=True, gap="large")
+    controls = st.container(horizontal=True, gap="medium")
     kind = controls.segmented_control("Show", list(review.KIND_LABELS), key="rej_kind", default="instruction",
                                 required=True, format_func=review.KIND_LABELS.get)
     states = [s for s in model.REVIEW_STATES if kind == "instruction" or s != model.CONFIRMED]
@@ -189,27 +189,32 @@ with browse_tab:
                    "pick one below to see its evidence.")
     rows = result.rows
     # Short columns first, sized to their content, and the long texts last: a narrow window
-    # cuts the end of a text (shown whole under Evidence), never a column. Run and round are
-    # left out when the filters above already fix them.
+    # (the page is ~560 px wide at 1024 px) cuts the end of a text, shown whole under
+    # Evidence, never a column. Only what varies is a column: the round unless the filter fixes
+    # it, the state only when several states are listed; the run is under Evidence.
     if kind == "instruction":
-        shown = ["id", "round", "run_id", "reason", "state", "max_rouge", "instruction"]
-        texts = {"instruction": 520}
+        shown = ["id", "round", "reason", "state", "max_rouge", "instruction"]
+        texts = {"instruction": 560}
+        varied = ("all", "rescued")     # "rescued" / "rescued · instances pending"
     else:
-        shown = ["id", "round", "run_id", "reason", "state", "instruction", "input", "output"]
-        texts = {"instruction": 240, "input": 200, "output": 200}
-    shown = [c for c in shown if not (c == "run_id" and run_id is not None)
-             and not (c == "round" and round_number is not None)]
+        shown = ["id", "round", "reason", "state", "instruction", "input", "output"]
+        texts = {"instruction": 180, "input": 140, "output": 140}
+        varied = ("all",)
+    shown = [c for c in shown if not (c == "round" and round_number is not None)
+             and not (c == "state" and state not in varied)]
     config = {
-        "id": st.column_config.NumberColumn("id", width=60, format="%d"),
-        "round": st.column_config.NumberColumn("round", width=60),
-        "run_id": st.column_config.NumberColumn("run", width=50),
-        "reason": st.column_config.TextColumn("reason", width=170),
-        "state": st.column_config.TextColumn("state", width=120),
-        "max_rouge": st.column_config.NumberColumn("ROUGE-L", format="%.3f", width=75,
+        "id": st.column_config.NumberColumn("id", width=52, format="%d"),
+        "round": st.column_config.NumberColumn("round", width=52),
+        "reason": st.column_config.TextColumn("reason", width=140),
+        "state": st.column_config.TextColumn("state", width=110),
+        "max_rouge": st.column_config.TextColumn("ROUGE-L", width=68,
                                                    help="The highest ROUGE-L against the pool, as stored."),
         **{c: st.column_config.TextColumn(c, width=w) for c, w in texts.items()},
     }
-    event = st.dataframe(rows[shown], key="rej_table", on_select="rerun", selection_mode="multi-row",
+    view = rows[shown].copy()
+    if "max_rouge" in view:   # blank, not "None", where no score was computed (a reason before ROUGE-L)
+        view["max_rouge"] = [f"{x:.3f}" if pd.notna(x) else "" for x in view["max_rouge"]]
+    event = st.dataframe(view, key="rej_table", on_select="rerun", selection_mode="multi-row",
                          hide_index=True, column_config=config)
     picked_rows = [i for i in event.selection.rows if i < len(rows)]
     picked = [int(rows["id"].iloc[i]) for i in picked_rows]
@@ -232,20 +237,20 @@ with browse_tab:
             ready, n_label = sure and total > 0, f"all {total:,}"
         else:
             ready, n_label = bool(picked), f"{len(picked)} selected"
-        b1, b2, b3 = st.columns([2, 1, 1], vertical_alignment="bottom")
-        why = b1.text_input("Why (optional; saved in the audit log)", key="rej_why")
+        why = st.text_input("Why (optional; saved in the audit log)", key="rej_why")
         bulk = {"every": every, "picked": picked, "expected": total, "reason": why}
+        buttons = st.container(horizontal=True)    # whole labels, wrapping when narrow
         if kind == "instruction":
-            if b2.button(f"Rescue {n_label}", key="rej_bulk_rescue", disabled=not ready,
+            if buttons.button(f"Rescue {n_label}", key="rej_bulk_rescue", disabled=not ready,
                          icon=":material/undo:", help="Unparseable rows are skipped: edit them one at a time."):
                 act_on_rows(actions.rescue, "Rescued", **bulk)
-            if b3.button(f"Confirm {n_label}", key="rej_bulk_confirm", disabled=not ready,
+            if buttons.button(f"Confirm {n_label}", key="rej_bulk_confirm", disabled=not ready,
                          icon=":material/check:"):
                 act_on_rows(actions.confirm, "Confirmed", **bulk)
             show_flash("bulk")
             st.caption(review.NOVELTY_NOTE)
         else:
-            if b2.button(f"Keep {n_label}", key="rej_bulk_rescue", disabled=not ready,
+            if buttons.button(f"Keep {n_label}", key="rej_bulk_rescue", disabled=not ready,
                          icon=":material/undo:", help="Rescue the instances: they join their instruction's kept ones."):
                 act_on_rows(actions.rescue_instances, "Kept", **bulk)
             show_flash("bulk")
@@ -378,8 +383,8 @@ with browse_tab:
                     warnings = review.rescue_warnings(pool, cand, new_text) if cand["status"] == "rejected" else []
                     for warning in warnings:
                         st.warning(md_plain(warning), icon=":material/warning:")
-                    a1, a2, a3 = st.columns([2, 1, 1], vertical_alignment="bottom")
-                    one_why = a1.text_input("Why (optional)", key="rej_one_why")
+                    one_why = st.text_input("Why (optional)", key="rej_one_why")
+                    a2 = a3 = st.container(horizontal=True)   # whole labels, wrapping when narrow
                     can_rescue = cand["status"] == "rejected" and (not needs_edit or new_text is not None)
                     if a2.button("Rescue", key="rej_rescue", disabled=not can_rescue, type="primary",
                                  icon=":material/undo:", help=review.NOVELTY_NOTE):
@@ -418,8 +423,8 @@ with browse_tab:
                 if exp.rescue_blocked:
                     st.caption(exp.rescue_blocked)
                 if can_act:
-                    a1, a2 = st.columns([3, 1], vertical_alignment="bottom")
-                    one_why = a1.text_input("Why (optional)", key="rej_one_why")
+                    one_why = st.text_input("Why (optional)", key="rej_one_why")
+                    a2 = st.container(horizontal=True)
                     if a2.button("Keep this instance", key="rej_rescue", disabled=exp.rescue_blocked is not None,
                                  type="primary", icon=":material/undo:"):
                         act(actions.rescue_instances, "Kept", [detail_id], reason=one_why, where="one")

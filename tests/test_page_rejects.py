@@ -266,3 +266,141 @@ def test_an_audit_row_from_before_the_actions_layer_is_listed_and_undone(demo_ap
     assert pool._q("SELECT status, decided_by, review FROM candidates WHERE id = ?", [cid]).fetchone() == \
         ("rejected", "filter", None)
     assert pool.audit_entry(old_id)["undone_by"] is not None
+
+
+# ----------------------------------------------------------------------- issue 16
+def in_order(node):
+    """Every element under `node`, in the order the page draws them."""
+    for child in getattr(node, "children", {}).values():
+        yield child
+        yield from in_order(child)
+
+
+def drawn_after(at, key: str, kind: str, text: str) -> bool:
+    """Whether an alert of `kind` holding `text` is drawn after the widget `key` (and before the
+    next subheader): the message sits beside the button that caused it."""
+    seen = False
+    for el in in_order(at.main):
+        if getattr(el, "key", None) == key:
+            seen = True
+        elif seen and el.type == kind and text in el.value:
+            return True
+        elif seen and el.type == "subheader":
+            return False
+    return False
+
+
+def rescued_ids(pool):
+    return {r[0] for r in pool._q("SELECT id FROM candidates WHERE review = 'rescued'").fetchall()}
+
+
+def test_a_reason_belongs_to_one_rescue_and_the_message_sits_by_the_button(demo_app_env):
+    at = open_page("pages/rejects.py")
+    pool = app_pool(demo_app_env)
+    first = int(table(at)["id"].iloc[1])
+    at.selectbox(key="rej_detail_instruction").set_value(first).run()
+    at.text_input(key="rej_one_why").input("fine for a text model").run()
+    at.button(key="rej_rescue").click().run()
+    assert not at.exception
+    assert at.text_input(key="rej_one_why").value == ""
+    assert drawn_after(at, "rej_rescue", "success", "Rescued 1 item")
+    assert any("Rescued 1 item" in t.value for t in at.toast)
+
+    # The next item, rescued with one more click, carries no reason.
+    second = at.selectbox(key="rej_detail_instruction").value
+    assert second != first
+    at.button(key="rej_rescue").click().run()
+    reasons = {e["target_id"]: e["reason"] for e in pool.audit_entries(action="rescue")}
+    assert reasons == {first: "fine for a text model", second: None}
+
+    # A reason typed for one item does not follow to another one opened without acting.
+    at.text_input(key="rej_one_why").input("only for this one").run()
+    third = int(table(at)["id"].iloc[4])
+    at.selectbox(key="rej_detail_instruction").set_value(third).run()
+    assert at.text_input(key="rej_one_why").value == ""
+
+
+def test_bulk_all_shows_the_count_asks_for_confirmation_and_rescues_them_in_one_batch(demo_app_env):
+    at = open_page("pages/rejects.py")
+    pool = app_pool(demo_app_env)
+    at.pills(key="rej_reasons_instruction").set_value(["rouge", "keyword"]).run()
+    expected = {r[0] for r in pool._q("SELECT id FROM candidates WHERE status = 'rejected' AND review IS NULL "
+                                      "AND reason IN ('rouge', 'keyword')").fetchall()}
+    n = len(expected)
+    assert n > 50 or n > len(table(at))   # more than one page would hold
+    at.session_state["rej_table"] = {"selection": {"rows": [0], "columns": []}}
+    at.run()
+    assert at.button(key="rej_bulk_rescue").label == "Rescue 1 selected"
+
+    at.segmented_control(key="rej_scope").set_value("all").run()
+    box = at.checkbox(key="rej_all_ok")
+    assert f"all {n:,} " in box.label and not box.value
+    assert at.button(key="rej_bulk_rescue").label == f"Rescue all {n:,}"
+    assert at.button(key="rej_bulk_rescue").disabled                     # not before the confirmation
+    assert not rescued_ids(pool)
+
+    at.checkbox(key="rej_all_ok").check().run()
+    at.text_input(key="rej_why").input("ROUGE is too strict here").run()
+    assert not at.button(key="rej_bulk_rescue").disabled
+    at.button(key="rej_bulk_rescue").click().run()
+    assert not at.exception
+    assert rescued_ids(pool) == expected
+    entries = [e for e in pool.audit_entries(limit=10_000, action="rescue")]
+    assert len(entries) == n and {e["after"]["batch"] for e in entries} == {entries[0]["after"]["batch"]}
+    assert {e["reason"] for e in entries} == {"ROUGE is too strict here"}
+    assert drawn_after(at, "rej_bulk_rescue", "success", f"Rescued {n:,} item")
+    # afresh: the confirmation, the scope and the reason
+    assert at.segmented_control(key="rej_scope").value == "selected"
+    assert at.text_input(key="rej_why").value == ""
+    assert shown_total(at) == 0
+
+    # one undo undoes them all
+    at.button(key=f"rej_undo_{entries[0]['after']['batch']}").click().run()
+    assert not at.exception and not rescued_ids(pool)
+
+
+def test_bulk_all_confirmation_is_asked_again_when_the_filters_change(demo_app_env):
+    at = open_page("pages/rejects.py")
+    at.segmented_control(key="rej_scope").set_value("all").run()
+    at.checkbox(key="rej_all_ok").check().run()
+    assert not at.button(key="rej_bulk_confirm").disabled
+    at.pills(key="rej_reasons_instruction").set_value(["rouge"]).run()
+    assert not at.checkbox(key="rej_all_ok").value and at.button(key="rej_bulk_confirm").disabled
+
+
+def _unparseable(demo_db_path, text="7) and then the model wrote"):
+    with Pool.open(demo_db_path) as pool:     # before the app opens the file
+        run_id = pool.create_run({"rouge_threshold": 0.7}, name="raw")
+        round_id = pool.create_round(run_id, 1, "done")
+        (raw_id,) = pool.add_candidates(run_id, round_id, [
+            {"position": 0, "instruction": text, "status": "rejected", "reason": "unparseable",
+             "details": {"message": "The model's answer could not be read as a task."}}])
+    return raw_id
+
+
+def test_unparseable_cannot_be_rescued_from_the_page_without_an_edit(demo_db_path, demo_app_env):
+    raw_id = _unparseable(demo_db_path)
+    at = open_page("pages/rejects.py")
+    pool = app_pool(demo_app_env)
+    at.pills(key="rej_reasons_instruction").set_value(["unparseable"]).run()
+    at.selectbox(key="rej_detail_instruction").set_value(raw_id).run()
+    assert at.text_area(key=f"rej_edit_{raw_id}").value == "7) and then the model wrote"
+    assert at.button(key="rej_rescue").disabled                          # the raw text, unchanged
+    at.text_area(key=f"rej_edit_{raw_id}").input("  7) and then the model wrote \n").run()
+    assert at.button(key="rej_rescue").disabled                          # spaces are no edit
+    assert pool.candidate_detail(raw_id)["status"] == "rejected"
+
+    # selected in the table, the bulk rescue skips it and says why, beside the button
+    at.session_state["rej_table"] = {"selection": {"rows": [0], "columns": []}}
+    at.run()
+    at.button(key="rej_bulk_rescue").click().run()
+    assert not at.exception
+    assert pool.candidate_detail(raw_id)["status"] == "rejected"
+    assert drawn_after(at, "rej_bulk_rescue", "warning", "could not be parsed")
+
+    at.selectbox(key="rej_detail_instruction").set_value(raw_id).run()
+    at.text_area(key=f"rej_edit_{raw_id}").input("Explain what a numbered list is.").run()
+    assert not at.button(key="rej_rescue").disabled
+    at.button(key="rej_rescue").click().run()
+    assert pool.candidate_detail(raw_id)["instruction"] == "Explain what a numbered list is."
+    assert pool.candidate_detail(raw_id)["status"] == "accepted"
