@@ -1,7 +1,7 @@
 import streamlit as st
 
 from pages.common import current_pool
-from selfinstruct import actions, seeds
+from selfinstruct import actions, render, seeds
 
 pool = current_pool()
 
@@ -18,10 +18,11 @@ with starter_col:
     st.caption("A set written for this project: varied everyday tasks, some with label sets.")
     if st.button("Load starter seeds", key="load_starter", icon=":material/download:"):
         result = seeds.load_starter_seeds(pool)
-        already = len(result.report.issues)
+        already = result.report.in_pool
         st.session_state["seed_flash"] = (
-            f"Loaded {result.imported} starter seed task(s)"
-            + (f"; {already} were already in the pool." if already else ".")
+            ("success", f"Loaded {result.imported} starter seed task(s)"
+                        + (f"; {already} were already in the pool." if already else "."))
+            if result.imported else ("info", result.summary("the starter seeds"))
         )
         st.rerun()
 
@@ -34,31 +35,47 @@ with upload_col:
     valid_only = st.checkbox("Import only the valid rows", key="seed_valid_only",
                              help="By default a file with any bad row is not imported at all.")
     if upload is not None and st.button("Import file", key="seed_import", icon=":material/upload:"):
+        # The file is read as a stream from the upload, with a bar fed by bytes read.
+        name = render.escape_markdown(upload.name)
+        bar = st.progress(0.0, text=f"Reading {name}…")
+        shown = [-1]
+
+        def progress(done: int, total: int | None) -> None:
+            if not total:
+                return
+            percent = min(100, done * 100 // total)
+            if percent != shown[0]:
+                shown[0] = percent
+                bar.progress(percent / 100, text=(f"Read {done / 1e6:,.1f} of {total / 1e6:,.1f} MB"
+                                                  + ("; writing to the pool…" if percent == 100 else "")))
+
+        size = getattr(upload, "size", None)
         try:
-            result = seeds.import_seeds(pool, upload.getvalue(), upload.name, valid_only=valid_only)
+            result = seeds.import_seeds(pool, upload, upload.name, valid_only=valid_only, progress=progress)
         except seeds.SeedImportError as exc:
             st.session_state["seed_report"] = exc.report
             st.session_state.pop("seed_flash", None)
+            bar.progress(1.0, text=f"Read {name}: nothing was imported.")
         except actions.ActionError as exc:
             st.error(str(exc), icon=":material/error:")
         else:
             st.session_state.pop("seed_report", None)
-            skipped = f" Skipped line(s): {', '.join(map(str, result.skipped_lines))}." if result.skipped_lines else ""
-            st.session_state["seed_flash"] = (
-                f"Imported {result.imported} task(s) with {result.instances} instance(s) "
-                f"from {upload.name}.{skipped}"
-            )
-            st.rerun()
+            bar.progress(1.0, text=f"Read {name}" + (f" ({size / 1e6:,.1f} MB)." if size else "."))
+            # Nothing new (a file imported before) is news, not a success. The name is the visitor's.
+            st.session_state["seed_flash"] = ("success" if result.imported else "info",
+                                              result.summary(name))
 
 if flash := st.session_state.pop("seed_flash", None):
-    st.success(flash, icon=":material/check_circle:")
+    kind, text = flash
+    (st.info if kind == "info" else st.success)(
+        text, icon=":material/info:" if kind == "info" else ":material/check_circle:")
 if report := st.session_state.get("seed_report"):
-    st.error(f"The file has {len(report.issues)} problem(s); nothing was imported. "
+    st.error(f"The file has {report.problem_count:,} problem(s); nothing was imported. "
              "Fix them, or tick \"Import only the valid rows\".", icon=":material/error:")
     # Plain text: messages quote the uploaded file, which is untrusted.
     st.code("\n".join(str(issue) for issue in report.issues[:500]), language=None, wrap_lines=True)
-    if len(report.issues) > 500:
-        st.caption(f"… and {len(report.issues) - 500} more.")
+    if report.problem_count > 500:
+        st.caption(f"… and {report.problem_count - 500:,} more.")
 
 # -- show and edit -----------------------------------------------------------------
 table = pool.seed_table()
@@ -90,7 +107,7 @@ if st.button(f"Save {pending} change(s)" if pending else "Save changes", key="se
     if result.ok:
         st.session_state.pop("seed_editor", None)
         st.session_state["seed_flash"] = (
-            f"Saved: {result.changed} edited, {result.added} added, {result.deleted} deleted."
+            "success", f"Saved: {result.changed} edited, {result.added} added, {result.deleted} deleted."
         )
         st.rerun()
     for issue in result.issues:

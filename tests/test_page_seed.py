@@ -1,14 +1,24 @@
+import io
+import json
+
 
 from tests.conftest import app_pool, open_page
 
-class Upload:
-    """What st.file_uploader hands the page: a name and the bytes."""
+class Upload(io.BytesIO):
+    """What st.file_uploader hands the page: a file object with a name and a size."""
 
     def __init__(self, name: str, data: bytes):
-        self.name, self._data = name, data
+        super().__init__(data)
+        self.name, self.size = name, len(data)
 
-    def getvalue(self) -> bytes:
-        return self._data
+
+def upload(monkeypatch, name: str, data: bytes) -> None:
+    import streamlit as st
+    monkeypatch.setattr(st, "file_uploader", lambda *a, **k: Upload(name, data))
+
+
+def progress_bars(at) -> list:
+    return [el for el in at.get("progress")]
 
 
 def test_load_starter_seeds_and_see_the_count_on_home(app_env):
@@ -53,3 +63,43 @@ def test_edit_a_seed_and_find_it_in_duckdb(app_env):
     first = pool.seed_tasks()[0]
     assert first["instruction"] == "Explain the rule of thirds to a beginner cook."
     assert pool.audit_entries(action="edit_seed")[0]["after"]["instruction"] == first["instruction"]
+
+
+ROWS = [{"instruction": "Name two oceans.", "input": "", "output": "Atlantic, Pacific"},
+        {"instruction": "Reverse the word.", "input": "stone", "output": "enots"},
+        {"instruction": "Name two oceans.", "input": "", "output": "Indian, Arctic"}]
+
+
+def test_upload_shows_a_progress_bar_and_a_reimport_is_an_info_naming_the_reason(app_env, monkeypatch):
+    at = open_page("pages/seed.py")
+    upload(monkeypatch, "oceans.json", json.dumps(ROWS, indent=2).encode())
+    at.run()
+    at.button(key="seed_import").click().run()
+    assert not at.exception
+    assert [b.proto.value for b in progress_bars(at)] == [100]
+    assert "Read oceans\\.json" in progress_bars(at)[0].proto.text
+    assert "Imported 2 task(s) with 3 instance(s)" in at.success[0].value and not at.info
+    assert any("2 seed tasks" in h.value for h in at.subheader)
+    # the same file again: nothing new, said as an info with the reason per line
+    at.button(key="seed_import").click().run()
+    assert not at.exception and not at.success and not at.error
+    message = at.info[0].value
+    assert message.startswith("Nothing new was imported from oceans")
+    assert "3 line(s) already in the pool (2, 7, 12)" in message
+    assert progress_bars(at)
+    assert any("2 seed tasks" in h.value for h in at.subheader)
+
+
+def test_nested_json_and_nul_are_one_line_problems_on_the_page(app_env, monkeypatch):
+    at = open_page("pages/seed.py")
+    nested = '{"instruction": "Name a fruit."}\n{"instruction": ' + "[" * 50_000 + "]" * 50_000 + "}\n"
+    nul = json.dumps({"instruction": "Spell it.", "instances": [{"input": "", "output": "a\u0000b"}]})
+    upload(monkeypatch, "bad.jsonl", (nested + nul + "\n").encode())
+    at.run()
+    at.button(key="seed_import").click().run()
+    assert not at.exception
+    assert "2 problem(s); nothing was imported" in at.error[0].value
+    lines = at.code[0].value.splitlines()
+    assert lines[0].startswith("line 2: The JSON is nested too deeply")
+    assert lines[1].startswith('line 3: instance 1: "output" holds a NUL character')
+    assert any("0 seed tasks" in h.value for h in at.subheader)
