@@ -1,7 +1,7 @@
 import streamlit as st
 
 from pages.common import current_pool, current_user, job_manager
-from selfinstruct import charts, local, monitor
+from selfinstruct import charts, local, monitor, render
 from selfinstruct.filters import ALPACA_EXTRA_KEYWORDS, PAPER_KEYWORDS
 from selfinstruct.backend import (LOCAL, OFFLINE, OPENAI_COMPATIBLE, OPENAI_URL, OWN_SERVERS, Backend,
                                   defaults_for, owner_base_url)
@@ -357,9 +357,10 @@ def live_view() -> None:
 
     if view.batches:
         st.markdown("**Batches** (sent to the provider's Batch API; each may take up to its 24 h window)")
-        st.dataframe([{"batch": b["id"], "provider id": b["remote_id"], "status": b["status"],
-                       "requests": b["requests"], "created": b["created_at"], "finished": b["finished_at"]}
-                      for b in view.batches], hide_index=True, key="gen_batches")
+        st.dataframe(render.table([{"batch": b["id"], "provider id": b["remote_id"], "status": b["status"],
+                                    "requests": b["requests"], "created": b["created_at"],
+                                    "finished": b["finished_at"]} for b in view.batches]),
+                     hide_index=True, key="gen_batches")
     st.dataframe(
         rounds.drop(columns=["round_id"]), hide_index=True, key="gen_rounds_table",
         column_config={"acceptance": st.column_config.ProgressColumn("acceptance (%)", min_value=0, max_value=1,

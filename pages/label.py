@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import allowed, current_pool, current_user, page_link
-from selfinstruct import charts, quality
+from selfinstruct import charts, quality, render
 from selfinstruct.quality import ANSWERS, MEASURE_LABELS, QUESTION_TEXT, QUESTIONS
 from selfinstruct.render import escape_markdown
 from selfinstruct.store import PoolError
@@ -450,7 +450,8 @@ def results() -> None:
 # -- study data ----------------------------------------------------------------------
 def study_data() -> None:
     rows = quality.study_rows(pool, study_id)
-    st.dataframe(pd.DataFrame(rows, columns=quality.STUDY_COLUMNS), hide_index=True, key="label_study_rows",
+    st.dataframe(render.table(pd.DataFrame(rows, columns=quality.STUDY_COLUMNS), [*QUESTIONS, "note", "input"]),
+                 hide_index=True, key="label_study_rows",
                  column_order=["item", "annotator", *QUESTIONS, "note", "instruction", "input", "output",
                                "round", "is_classification", "candidate_id", "instance_id", "labeled_at"],
                  column_config={"item": st.column_config.NumberColumn("Item", width="small"),

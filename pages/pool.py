@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import allowed, current_pool, current_user, page_link, require
-from selfinstruct import actions, charts, explore, model
+from selfinstruct import actions, charts, explore, model, render
 from selfinstruct.export import ExportFilters, PAPER_LENGTHS
 from selfinstruct.store import PoolError
 
@@ -88,7 +88,7 @@ def browse() -> None:
         st.session_state["pool_table"] = {"selection": {"rows": [], "columns": []}}
         st.session_state["pool_last_selected"] = None
     event = st.dataframe(
-        frame, key="pool_table", on_select="rerun", selection_mode="single-row", hide_index=True,
+        render.table(frame, ["review"]), key="pool_table", on_select="rerun", selection_mode="single-row", hide_index=True,
         column_order=["id", "run_id", "round", "instruction", "instances", "is_classification",
                       "max_rouge", "review"],
         column_config={

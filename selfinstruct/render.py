@@ -54,3 +54,17 @@ def escape_markdown(text: str) -> str:
     Line breaks become spaces (a blank line would start a new block)."""
     flat = " ".join((text or "").splitlines())
     return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in flat)
+
+
+def table(data, columns=None, gap: str = "–"):
+    """Rows for st.dataframe with each gap shown as `gap` (st.dataframe prints a missing value as
+    "None", which reads like text a model wrote). `columns` limits it to those columns; a column
+    with a gap becomes text, so keep number-formatted columns out of `columns`."""
+    import pandas as pd
+
+    frame = data.copy() if isinstance(data, pd.DataFrame) else pd.DataFrame(list(data))
+    for column in frame.columns if columns is None else [c for c in columns if c in frame.columns]:
+        missing = frame[column].isna()
+        if missing.any():
+            frame[column] = [gap if gone else str(value) for value, gone in zip(frame[column], missing)]
+    return frame

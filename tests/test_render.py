@@ -34,3 +34,13 @@ def test_escape_markdown_leaves_no_markup_and_reads_back_exactly():
         assert not re.search(r"(?<!\\)[!\[\]()*_`<>#~$:&|]", escaped.replace("\\\\", "")), escaped
         # ...and undoing CommonMark's backslash escapes gives the text back (lines joined)
         assert re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", escaped) == " ".join(text.splitlines())
+
+
+def test_table_shows_gaps_as_a_dash_not_none():
+    from selfinstruct import render
+
+    frame = render.table([{"review": None, "note": "kept", "score": None},
+                          {"review": "rescued", "note": None, "score": 0.5}], ["review", "note"])
+    assert list(frame["review"]) == ["–", "rescued"] and list(frame["note"]) == ["kept", "–"]
+    assert frame["score"].isna().tolist() == [True, False]      # left alone: not in `columns`
+    assert list(render.table([{"a": None}])["a"]) == ["–"]

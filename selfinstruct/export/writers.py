@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Iterator
 
+from .. import render
 from ..store import Pool
 from ..store.explore import EXPORT_COLUMNS
 from .card import CHART_FILES, build_card, card_data_file
@@ -99,12 +100,7 @@ def preview_table(pool: Pool, filters: ExportFilters, limit: int = 20):
     """The first `limit` exported rows for a table on screen: a seed's run and round,
     which it has none of, and a missing instance's fields show "–" (st.dataframe would
     print "None"); text stays as it is."""
-    frame = pool.export_preview(filters, limit)
-    for column in frame.columns:
-        missing = frame[column].isna()
-        if missing.any():   # a column with a gap becomes text: numbers as digits, gaps as "–"
-            frame[column] = ["–" if gone else str(value) for value, gone in zip(frame[column], missing)]
-    return frame
+    return render.table(pool.export_preview(filters, limit))
 
 
 # ---------------------------------------------------------------------------- writing
