@@ -93,10 +93,161 @@ def test_all_or_nothing_then_valid_only(pool):
 
 
 def test_instruction_already_in_the_pool_is_reported(pool):
+    other = {**GOOD, "instruction": "List three prime numbers above fifty."}
     import_seeds(pool, jsonl(GOOD), "a.jsonl")
+    # a file with new rows and rows already in the pool: all or nothing, as for any problem
     with pytest.raises(SeedImportError, match="line 1: This instruction is already in the pool"):
-        import_seeds(pool, jsonl(GOOD), "b.jsonl")
+        import_seeds(pool, jsonl(GOOD, other), "b.jsonl")
     assert pool.counts().seeds == 1
+    partial = import_seeds(pool, jsonl(GOOD, other), "b.jsonl", valid_only=True)
+    assert partial.imported == 1 and partial.in_pool_lines == [1]
+    assert partial.summary("b.jsonl") == ("Imported 1 task(s) with 1 instance(s) from b.jsonl. "
+                                          "Skipped 1 line(s) already in the pool (1).")
+
+
+def test_importing_the_same_file_again_writes_nothing_and_says_why(pool):
+    rows = [{"instruction": "Add the numbers.", "input": "2 3", "output": "5"},
+            {"instruction": "Reverse the word.", "input": "stone", "output": "enots"},
+            {"instruction": "Add the numbers.", "input": "4 4", "output": "8"}]
+    data = ("[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]").encode()
+    first = import_seeds(pool, data, "a.json")
+    assert (first.imported, first.instances) == (2, 3)
+    for valid_only in (False, True):
+        again = import_seeds(pool, data, "a.json", valid_only=valid_only)
+        assert (again.imported, again.instances) == (0, 0)
+        assert again.in_pool_lines == [2, 3, 4] and again.invalid_lines == []
+        assert again.summary("a.json") == "Nothing new was imported from a.json: 3 line(s) already in the pool (2, 3, 4)."
+        assert all(i.message.startswith("This instruction is already in the pool") for i in again.report.issues)
+    assert pool.counts().seeds == 2 and len(pool.audit_entries(action="import_seeds")) == 1
+
+
+def test_reimport_in_the_cli_says_already_in_the_pool(db_path, tmp_path, capsys):
+    from selfinstruct import cli
+
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(jsonl(GOOD))
+    assert cli.main(["seeds", "import", str(path), "--db", str(db_path)]) == 0
+    capsys.readouterr()
+    assert cli.main(["seeds", "import", str(path), "--db", str(db_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Nothing new was imported from {path} (selfinstruct): 1 line(s) already in the pool (1).")
+
+
+# -- big files, bad rows anywhere, hostile input --------------------------------------------
+def big_rows(n: int) -> list[dict]:
+    return [{"instruction": f"Write a two-line poem about the number {i} and the sea.",
+             "input": f"tone: calm, number {i}" if i % 3 == 0 else "",
+             "output": f"The number {i} floats on a quiet sea, / counting waves for you and me."}
+            for i in range(n)]
+
+
+def write_rows(path, rows, fmt: str) -> None:
+    import csv
+
+    with path.open("w", encoding="utf-8", newline="") as f:
+        if fmt == "alpaca":   # one element per line: row i is on line i + 2
+            f.write("[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n")
+        elif fmt == "selfinstruct":
+            f.writelines(json.dumps({"instruction": r["instruction"], "instances": [
+                {"input": r["input"], "output": r["output"]}]}) + "\n" for r in rows)
+        else:                 # header on line 1: row i is on line i + 2
+            w = csv.writer(f)
+            w.writerow(["instruction", "input", "output", "is_classification"])
+            w.writerows([r["instruction"], r["input"], r["output"], "false"] for r in rows)
+
+
+def test_a_100000_row_alpaca_file_over_10_mb_imports_completely_with_progress(pool, tmp_path):
+    path = tmp_path / "alpaca.json"
+    write_rows(path, big_rows(100_000), "alpaca")
+    size = path.stat().st_size
+    assert size > 12 * 1024 * 1024   # the old limit was 10 MB
+    seen = []
+    result = import_seeds(pool, path, progress=lambda done, total: seen.append((done, total)))
+    assert (result.imported, result.instances, result.skipped_lines) == (100_000, 100_000, [])
+    assert pool.counts().seeds == 100_000
+    assert pool._scalar("SELECT count(*) FROM instances WHERE seed_id IS NOT NULL") == 100_000
+    audit = pool.audit_entries(action="import_seeds")
+    assert len(audit) == 1 and audit[0]["after"]["count"] == 100_000
+    assert len(audit[0]["after"]["id_ranges"]) == 1
+    # the pool keeps the file's order, and each instance stays with its task
+    first, last = pool._q("SELECT min(id), max(id) FROM seed_tasks").fetchone()
+    assert pool._q("SELECT instruction FROM seed_tasks WHERE id = ?", [last]).fetchone()[0] == \
+        "Write a two-line poem about the number 99999 and the sea."
+    assert pool._scalar("SELECT count(*) FROM seed_tasks s JOIN instances i ON i.seed_id = s.id "
+                        "WHERE i.output NOT LIKE '%number ' || (s.id - ?) || ' floats%'", [first]) == 0
+    assert seen[-1] == (size, size) and len(seen) >= size // seeds.CHUNK_BYTES
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+@pytest.mark.parametrize("fmt, name", [("alpaca", "a.json"), ("selfinstruct", "s.jsonl"), ("csv", "s.csv")])
+def test_one_bad_row_at_line_99999_rejects_the_whole_file(pool, tmp_path, fmt, name):
+    rows = big_rows(100_000)
+    offset = 1 if fmt == "selfinstruct" else 2   # the row's number + offset is its line
+    rows[99_999 - offset]["instruction"] = "   "
+    path = tmp_path / name
+    write_rows(path, rows, fmt)
+    with pytest.raises(SeedImportError) as err:
+        import_seeds(pool, path)
+    assert err.value.report.issues == [seeds.SeedIssue(99_999, '"instruction" is empty.')]
+    assert "line 99999: \"instruction\" is empty." in str(err.value)
+    assert pool.counts().seeds == 0 and pool._scalar("SELECT count(*) FROM instances") == 0
+    assert pool.audit_entries(action="import_seeds") == []
+
+
+def test_reading_in_tiny_chunks_gives_the_same_tasks(monkeypatch):
+    rows = big_rows(40)
+    rows[5]["output"] = "Café, naïve, 東京, emoji 🙂 — and a \u2028 line separator"
+    rows[7]["instruction"] = rows[6]["instruction"]
+    text = json.dumps(rows, indent=4, ensure_ascii=False).encode()
+    whole = read_seed_file(text, "a.json")
+    monkeypatch.setattr(seeds, "CHUNK_BYTES", 7)
+    chunked = read_seed_file(text, "a.json")
+    assert whole.ok and chunked.ok and len(whole.tasks) == 39
+    assert [(t.instruction, t.instances, t.line) for t in chunked.tasks] == \
+        [(t.instruction, t.instances, t.line) for t in whole.tasks]
+    assert whole.tasks[5].instances[0]["output"] == rows[5]["output"]
+    assert whole.tasks[6].line == 2 + 6 * 5 and len(whole.tasks[6].instances) == 2
+
+
+@pytest.mark.parametrize("name, body", [
+    ("s.jsonl", '{"instruction": "Name a fruit."}\n{"instruction": ' + "[" * 100_000 + "]" * 100_000 + "}\n"),
+    ("a.json", '[\n{"instruction": "Name a fruit.", "output": "fig"},\n'
+               '{"instruction": "x", "output": ' + "[" * 100_000 + "]" * 100_000 + "}\n]"),
+])
+def test_deeply_nested_json_is_a_one_line_problem(pool, name, body, db_path, tmp_path, capsys):
+    report = read_seed_file(body.encode(), name)
+    line = 3 if name == "a.json" else 2
+    assert [str(i) for i in report.issues] == [
+        f"line {line}: The JSON is nested too deeply to read; a seed row holds text fields and a list of instances, "
+        "not nested lists or objects." + (" Reading stopped here." if name == "a.json" else "")]
+    with pytest.raises(SeedImportError, match=f"line {line}: The JSON is nested too deeply"):
+        import_seeds(pool, body.encode(), name)
+    from selfinstruct import cli
+
+    path = tmp_path / name
+    path.write_text(body)
+    assert cli.main(["seeds", "import", str(path), "--db", str(db_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"line {line}: The JSON is nested too deeply" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name, data, where", [
+    ("s.jsonl", jsonl(GOOD, {"instruction": "Say hi\u0000."}), '"instruction"'),
+    ("s.jsonl", jsonl(GOOD, {"instruction": "Say hi.", "instances": [{"input": "", "output": "h\u0000i"}]}),
+     'instance 1: "output"'),
+    ("s.jsonl", jsonl(GOOD, {"instruction": "Say hi.", "name": "n\u0000"}), '"name"'),
+    ("a.json", json.dumps([{"instruction": "Add.", "output": "5"}, {"instruction": "Say hi.", "input": "\u0000", "output": "hi"}],
+                          indent=0).encode(), 'This row: "input"'),
+    ("s.csv", b"instruction,input,output\nAdd.,2 3,5\nSay hi.,,h\x00i\n", '"output"'),
+])
+def test_nul_characters_are_refused_naming_the_line_and_field(pool, name, data, where):
+    report = read_seed_file(data, name)
+    line = {"a.json": 6, "s.csv": 3}.get(name, 2)
+    assert [str(i) for i in report.issues] == [
+        f"line {line}: {where} holds a NUL character (\\u0000), which a seed cannot hold; remove it."]
+    with pytest.raises(SeedImportError):
+        import_seeds(pool, data, name)
+    assert pool.counts().seeds == 0
 
 
 def test_alpaca_rows_sharing_an_instruction_become_one_task(pool):
