@@ -162,9 +162,9 @@ def _change_many(pool, action: str, kind: str, ids: Iterable[int], decide: Calla
             except _Skip as skip:
                 outcome.skipped.append((target_id, str(skip)))
         pool.write_states(kind, [(target_id, after) for target_id, _, after in changes])
-        outcome.audit_ids = pool.append_audits(
-            actor, action, kind, reason,
-            [(target_id, _stored(before), _stored(after, batch=outcome.batch)) for target_id, before, after in changes])
+        outcome.audit_ids = pool.append_audits(actor, action, kind, [
+            (target_id, reason, _stored(before), _stored(after, batch=outcome.batch))
+            for target_id, before, after in changes])
         outcome.done = [target_id for target_id, _, _ in changes]
     return outcome
 
@@ -383,8 +383,8 @@ def _describe(entry: dict) -> str:
     return f"{entry['action']} of {what} {entry['target_id']}"
 
 
-def _undo_entry(pool, entry: dict, *, actor: str, batch: str) -> list[int]:
-    """Undo one audit row (inside the caller's transaction); the undo rows written."""
+def _undoable(entry: dict) -> None:
+    """Refuse an entry that is not an open change of a target (before its target is read)."""
     audit_id, action, kind, target_id = entry["id"], entry["action"], entry["target_kind"], entry["target_id"]
     if action == UNDO:
         raise UndoRefused(f"Entry #{audit_id} is itself an undo; to go back, make the change again.")
@@ -395,10 +395,15 @@ def _undo_entry(pool, entry: dict, *, actor: str, batch: str) -> list[int]:
     if entry["undone_by"] is not None:
         raise UndoRefused(f"Entry #{audit_id} ({_describe(entry)}) was already undone by entry "
                           f"#{entry['undone_by']}.")
+
+
+def _restored(pool, entry: dict, now: dict | None) -> dict | None:
+    """The state undoing `entry` gives its target, whose state is `now`; refused (naming the
+    later change) when the target no longer has the entry's `after` state."""
+    audit_id, kind, target_id = entry["id"], entry["target_kind"], entry["target_id"]
     noun = f"{_NOUN[kind]} {target_id}"
     cols = STATE_COLUMNS[kind]
     want, restore = _state_of(entry["after"]), _state_of(entry["before"])
-    now = pool.read_state(kind, target_id)
     if want is not None and now is None:
         raise UndoRefused(f"Cannot undo #{audit_id}: the {noun} no longer exists.")
     if want is None:
@@ -411,7 +416,15 @@ def _undo_entry(pool, entry: dict, *, actor: str, batch: str) -> list[int]:
         by = f" by entry #{later['id']} ({later['action']}, {later['actor']})" if later else ""
         raise UndoRefused(f"Cannot undo #{audit_id}: the {noun} changed since{by}: {', '.join(differs)}. "
                           "Undo the later change first, or act on it again.")
-    new = None if restore is None else {**(now or {}), **{k: v for k, v in restore.items() if k in cols}}
+    return None if restore is None else {**(now or {}), **{k: v for k, v in restore.items() if k in cols}}
+
+
+def _undo_entry(pool, entry: dict, *, actor: str, batch: str) -> list[int]:
+    """Undo one audit row (inside the caller's transaction); the undo rows written."""
+    _undoable(entry)
+    audit_id, kind, target_id = entry["id"], entry["target_kind"], entry["target_id"]
+    now = pool.read_state(kind, target_id)
+    new = _restored(pool, entry, now)
     pool.write_state(kind, target_id, new)
     written = [pool.append_audit(actor, UNDO, kind, target_id, f"undo of #{audit_id}", _stored(now),
                                  _stored(new, batch=batch, undoes=audit_id))]
@@ -427,6 +440,45 @@ def _undo_entry(pool, entry: dict, *, actor: str, batch: str) -> list[int]:
                                              _stored(task_now), _stored(task_new, batch=batch, undoes=audit_id)))
     pool.set_undone_by(audit_id, written[0])
     return written
+
+
+def _undo_at_once(pool, audit_ids: Sequence[int], *, actor: str, outcome: Outcome) -> bool:
+    """`undo_batch`'s loop in a few statements, for a batch of distinct candidates and instances
+    with no nested task state (what the Rejects actions write): the same checks, refusals,
+    undo rows and `undone_by`. Returns False, having written nothing, for any other batch."""
+    entries = pool.audit_rows(audit_ids)
+    keys = [(e["target_kind"], e["target_id"]) for e in entries]
+    if (len(entries) != len(audit_ids) or len(set(keys)) != len(keys)
+            or any(kind not in (CANDIDATE, INSTANCE) or target_id is None for kind, target_id in keys)
+            or any(isinstance((e[side] or {}).get("task"), dict) for e in entries for side in ("before", "after"))):
+        return False
+    now = {kind: pool.read_states(kind, [t for k, t in keys if k == kind]) for kind in {k for k, _ in keys}}
+    plan: list[tuple[dict, dict, dict]] = []
+    for entry in entries:
+        try:
+            _undoable(entry)
+            before = now[entry["target_kind"]].get(entry["target_id"])
+            new = _restored(pool, entry, before)
+        except UndoRefused as exc:
+            outcome.skipped.append((entry["id"], str(exc)))
+            continue
+        if new is None:           # a candidate or instance is never deleted: leave it to the loop
+            outcome.skipped.clear()
+            return False
+        plan.append((entry, before, new))
+    written: dict[int, int] = {}
+    for kind in (CANDIDATE, INSTANCE):
+        mine = [p for p in plan if p[0]["target_kind"] == kind]
+        pool.write_states(kind, [(e["target_id"], new) for e, _, new in mine])
+        ids = pool.append_audits(actor, UNDO, kind, [
+            (e["target_id"], f"undo of #{e['id']}", _stored(before), _stored(new, batch=outcome.batch, undoes=e["id"]))
+            for e, before, new in mine])
+        written.update((e["id"], undo_id) for (e, _, _), undo_id in zip(mine, ids))
+    pool.set_undone_by_many(list(written.items()))
+    for entry, _, _ in plan:
+        outcome.done.append(entry["id"])
+        outcome.audit_ids.append(written[entry["id"]])
+    return True
 
 
 def undo(pool, audit_id: int, *, actor: str) -> Outcome:
@@ -451,6 +503,8 @@ def undo_batch(pool, batch: str, *, actor: str) -> Outcome:
         ids = pool.batch_entry_ids(batch, actions=UNDOABLE)
         if not ids:
             raise UndoRefused("Nothing left to undo in that action.")
+        if _undo_at_once(pool, ids, actor=actor, outcome=outcome):
+            return outcome
         for audit_id in ids:
             try:
                 outcome.audit_ids += _undo_entry(pool, pool.audit_entry(audit_id), actor=actor,

@@ -302,3 +302,83 @@ def test_histogram_and_keyword_table(demo_pool):
         for kw in {m["keyword"] for m in json.loads(details)["matches"]}:
             expected[kw] = expected.get(kw, 0) + 1
     assert dict(zip(keywords["keyword"], keywords["candidates"])) == expected
+
+
+# ----------------------------------------------------------------------- bulk (issue 16)
+def test_matching_ids_are_every_page_in_table_order(demo_pool):
+    query = review.RejectQuery(reasons=("rouge", "keyword"))
+    pages = review.load_page(demo_pool, query, page_size=10).pages
+    paged = [int(i) for p in range(1, pages + 1) for i in review.load_page(demo_pool, query, p, 10).rows["id"]]
+    assert review.matching_ids(demo_pool, query) == paged and len(paged) > 10
+    inst = review.RejectQuery(kind="instance")
+    assert review.matching_ids(demo_pool, inst) == [int(i) for i in review.load_page(demo_pool, inst, 1, 1000).rows["id"]]
+
+
+def test_skipped_summary_groups_the_reasons():
+    assert review.skipped_summary([]) == ""
+    text = review.skipped_summary([(4, "it is already accepted"), (7, "it is raw"), (9, "it is already accepted"),
+                                   (11, "it is already accepted"), (12, "it is already accepted")])
+    assert text == "Skipped 5: 4 because it is already accepted (#4, #9, #11, ...); 1 because it is raw (#7)."
+    assert review.edited_text(" 7) raw ", "7) raw") is None and review.edited_text("7) raw", " ") is None
+    assert review.edited_text("7) raw", " Explain lists. ") == "Explain lists."
+
+
+def expected_undo(state_now, state_back, audit_id):
+    return {"before": state_now, "after": {**state_back, "undoes": audit_id}, "reason": f"undo of #{audit_id}"}
+
+
+def test_bulk_actions_and_their_undo_write_what_one_row_at_a_time_writes(pool):
+    """The set-based path (a whole batch at once) against the per-entry one (`undo`)."""
+    _, ids = add_rejects(pool, [{"instruction": f"Describe item number {i} in detail.", "reason": "keyword"}
+                                for i in range(6)] + [{"instruction": "7) raw", "reason": "unparseable"}])
+    states = {i: pool.read_state("candidate", i) for i in ids}
+    out = actions.rescue(pool, ids, actor="ana", reason="  fine  ")
+    assert out.done == ids[:6] and [s[0] for s in out.skipped] == [ids[6]] and "edit it" in out.skipped[0][1]
+    rows = {audit(pool, a)["target_id"]: audit(pool, a) for a in out.audit_ids}
+    assert list(rows) == ids[:6]
+    for i in ids[:6]:
+        entry = rows[i]
+        assert (entry["action"], entry["actor"], entry["reason"], entry["target_kind"]) == ("rescue", "ana", "fine", "candidate")
+        assert entry["before"] == states[i]
+        assert entry["after"] == {**states[i], "status": "accepted", "decided_by": "human", "review": "rescued",
+                                  "batch": out.batch}
+
+    # One entry undone on its own (the per-entry path), the rest of the batch at once.
+    rescued = {i: pool.read_state("candidate", i) for i in ids[:6]}
+    one = actions.undo(pool, rows[ids[0]]["id"], actor="bo")
+    rest = actions.undo_batch(pool, out.batch, actor="bo")
+    assert sorted(rest.done) == sorted(rows[i]["id"] for i in ids[1:6]) and not rest.skipped
+    for undo_id, target in [(one.audit_ids[0], ids[0])] + [(u, audit(pool, u)["target_id"]) for u in rest.audit_ids]:
+        entry = audit(pool, undo_id)
+        got = {"before": entry["before"], "after": {k: v for k, v in entry["after"].items() if k != "batch"},
+               "reason": entry["reason"]}
+        assert got == expected_undo(rescued[target], states[target], rows[target]["id"])
+        assert audit(pool, rows[target]["id"])["undone_by"] == undo_id
+    assert {i: pool.read_state("candidate", i) for i in ids} == states
+
+    # A batch whose item changed since: that one is refused in words, the others undone.
+    again = actions.confirm(pool, ids[:3], actor="ana")
+    later = actions.rescue(pool, [ids[1]], actor="cy")    # a confirmed reject can still be rescued
+    partial = actions.undo_batch(pool, again.batch, actor="bo")
+    assert partial.count == 2 and partial.skipped[0][0] == again.audit_ids[1]
+    assert f"changed since by entry #{later.audit_ids[0]} (rescue, cy)" in partial.skipped[0][1]
+
+
+def test_all_that_match_100k_rejects_rescued_and_undone_in_seconds(pool):
+    import time
+
+    run_id, _ = add_rejects(pool, [{"instruction": "seed row", "reason": "too_short"}])
+    pool._q("INSERT INTO candidates (run_id, round_id, position, instruction, status, reason) "
+            "SELECT ?, 1, i, 'Candidate number ' || i, 'rejected', 'keyword' FROM range(1, 100001) t(i)", [run_id])
+    start = time.perf_counter()
+    ids = review.matching_ids(pool, review.RejectQuery(reasons=("keyword",)))
+    out = actions.rescue(pool, ids, actor="ana", reason="bulk")
+    rescued = time.perf_counter() - start
+    assert out.count == 100_000 == len(set(out.audit_ids))
+    assert scalar(pool, "SELECT count(*) FROM audit_log WHERE action = 'rescue'") == 100_000
+    start = time.perf_counter()
+    undone = actions.undo_batch(pool, out.batch, actor="ana")
+    undid = time.perf_counter() - start
+    assert undone.count == 100_000
+    assert scalar(pool, "SELECT count(*) FROM candidates WHERE status = 'rejected' AND reason = 'keyword'") == 100_000
+    assert rescued < 30 and undid < 30, (rescued, undid)     # ~2 s and ~3 s on the dev machine

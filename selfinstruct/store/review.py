@@ -252,22 +252,45 @@ class ReviewQueries:
         self._q(f"UPDATE {table} SET {sets} FROM (SELECT {unnests}) u WHERE {table}.id = u.id",
                 [[int(i) for i, _ in states], *([s[c] for _, s in states] for c in cols)])
 
-    def append_audits(self, actor: str, action: str, target_kind: str, reason: str | None,
-                      rows: Sequence[tuple[int, Any, Any]]) -> list[int]:
-        """One audit row per (target_id, before, after), as `append_audit` writes it, in one
-        INSERT; their ids, in the order of `rows`."""
+    def append_audits(self, actor: str, action: str, target_kind: str,
+                      rows: Sequence[tuple[int, str | None, Any, Any]]) -> list[int]:
+        """One audit row per (target_id, reason, before, after), as `append_audit` writes it,
+        in one INSERT; their ids, in the order of `rows` (one row per target)."""
         rows = list(rows)
         if not rows:
             return []
+        targets = [int(t) for t, _, _, _ in rows]
         got = self._q(
             "INSERT INTO audit_log (actor, action, target_kind, target_id, reason, before, after) "
-            "SELECT ?, ?, ?, u.target_id, ?, u.before, u.after FROM (SELECT unnest(?::BIGINT[]) AS target_id, "
-            "unnest(?::VARCHAR[]) AS before, unnest(?::VARCHAR[]) AS after, "
-            "generate_subscripts(?::BIGINT[], 1) AS n) u ORDER BY u.n RETURNING id, target_id",
-            [actor, action, target_kind, reason, [int(t) for t, _, _ in rows], [_dumps(b) for _, b, _ in rows],
-             [_dumps(a) for _, _, a in rows], [int(t) for t, _, _ in rows]]).fetchall()
+            "SELECT ?, ?, ?, u.target_id, u.reason, u.before, u.after FROM (SELECT "
+            "unnest(?::BIGINT[]) AS target_id, unnest(?::VARCHAR[]) AS reason, unnest(?::VARCHAR[]) AS before, "
+            "unnest(?::VARCHAR[]) AS after, generate_subscripts(?::BIGINT[], 1) AS n) u ORDER BY u.n "
+            "RETURNING id, target_id",
+            [actor, action, target_kind, targets, [r for _, r, _, _ in rows], [_dumps(b) for _, _, b, _ in rows],
+             [_dumps(a) for _, _, _, a in rows], targets]).fetchall()
         by_target = {int(t): int(i) for i, t in got}
-        return [by_target[int(t)] for t, _, _ in rows]
+        if len(by_target) != len(rows):
+            raise ValueError("append_audits takes one row per target")
+        return [by_target[t] for t in targets]
+
+    def audit_rows(self, audit_ids: Sequence[int]) -> list[dict]:
+        """Audit rows by id (before/after decoded), in the order of `audit_ids`."""
+        ids = [int(i) for i in audit_ids]
+        if not ids:
+            return []
+        rows = {r["id"]: r for r in self._rows(
+            "SELECT * FROM audit_log WHERE id IN (SELECT unnest(?::BIGINT[]))", [ids])}
+        for row in rows.values():
+            row["before"], row["after"] = _loads(row["before"]), _loads(row["after"])
+        return [rows[i] for i in ids if i in rows]
+
+    def set_undone_by_many(self, pairs: Sequence[tuple[int, int]]) -> None:
+        """`set_undone_by` for many (audit_id, undo_id) pairs in one UPDATE."""
+        pairs = list(pairs)
+        if pairs:
+            self._q("UPDATE audit_log SET undone_by = u.undo_id FROM (SELECT unnest(?::BIGINT[]) AS audit_id, "
+                    "unnest(?::BIGINT[]) AS undo_id) u WHERE audit_log.id = u.audit_id",
+                    [[int(a) for a, _ in pairs], [int(u) for _, u in pairs]])
 
     # -- what-if -----------------------------------------------------------------
     def rouge_whatif(self, threshold: float, *, run_id: int | None = None) -> dict:
