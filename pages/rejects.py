@@ -197,16 +197,16 @@ with browse_tab:
         texts = {"instruction": 560}
         varied = ("all", "rescued")     # "rescued" / "rescued · instances pending"
     else:
-        shown = ["id", "round", "reason", "state", "instruction", "input", "output"]
-        texts = {"instruction": 180, "input": 140, "output": 140}
+        shown = ["id", "round", "reason", "state", "input", "output", "instruction"]   # the instance's own text first
+        texts = {"input": 130, "output": 130, "instruction": 240}
         varied = ("all",)
     shown = [c for c in shown if not (c == "round" and round_number is not None)
              and not (c == "state" and state not in varied)]
     config = {
         "id": st.column_config.NumberColumn("id", width=52, format="%d"),
         "round": st.column_config.NumberColumn("round", width=52),
-        "reason": st.column_config.TextColumn("reason", width=140),
-        "state": st.column_config.TextColumn("state", width=110),
+        "reason": st.column_config.TextColumn("reason", width=130),
+        "state": st.column_config.TextColumn("state", width=100),
         "max_rouge": st.column_config.TextColumn("ROUGE-L", width=68,
                                                    help="The highest ROUGE-L against the pool, as stored."),
         **{c: st.column_config.TextColumn(c, width=w) for c, w in texts.items()},
