@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import re
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator
@@ -275,9 +276,11 @@ class _Collector:
     def __init__(self, report: SeedFileReport, grouped: bool, in_pool: Callable[[list[str]], set[str]],
                  pool: Pool | None = None) -> None:
         self.report, self.grouped, self.in_pool, self.pool = report, grouped, in_pool, pool
-        self.seen: dict[str, list] = {}   # instruction -> [line, task number (-1: in the pool), n instances]
-        self.cols: dict[str, list] = {"source_id": [], "name": [], "instruction": [], "is_classification": [],
-                                      "line": []}
+        # instruction -> its task's number, or -1 when the pool holds it; per task its first line
+        # and its instances so far in compact arrays (a gigabyte file can hold millions of tasks)
+        self.seen: dict[str, int] = {}
+        self.lines, self.sizes = array("q"), array("q")
+        self.cols: dict[str, list] = {"source_id": [], "name": [], "instruction": [], "is_classification": []}
         self.kept: list[list[dict]] = []  # each task's instances, when not staging
         self.pending: list[tuple] = []
         self.instances = 0
@@ -313,47 +316,50 @@ class _Collector:
             self.batch = {k: [] for k in self.batch}
 
     def _one(self, line, instruction, instances, is_clf, name, source_id, taken) -> None:
-        known = self.seen.get(instruction)
-        if known is None:
+        number = self.seen.get(instruction)
+        if number is None:
             if instruction in taken:
-                self.seen[instruction] = [line, -1, 0]
+                self.seen[instruction] = -1
                 self.report.add(SeedIssue(line, f"This instruction is already in the pool: {_short(instruction)}",
                                           IN_POOL))
                 return
-            known = self.seen[instruction] = [line, self.count, 0]
+            number = self.seen[instruction] = self.count
             for key, value in (("source_id", source_id), ("name", name), ("instruction", instruction),
-                               ("is_classification", bool(is_clf)), ("line", line)):
+                               ("is_classification", bool(is_clf))):
                 self.cols[key].append(value)
+            self.lines.append(line)
+            self.sizes.append(0)
             if self.pool is None:
                 self.kept.append([])
-        elif known[1] < 0:
+        elif number < 0:
             self.report.add(SeedIssue(line, f"This instruction is already in the pool: {_short(instruction)}",
                                       IN_POOL))
             return
         elif not self.grouped:
-            self.report.add(SeedIssue(line, f"The same instruction is already on line {known[0]}: "
+            self.report.add(SeedIssue(line, f"The same instruction is already on line {self.lines[number]}: "
                                             f"{_short(instruction)}"))
             return
         elif is_clf:
-            self.cols["is_classification"][known[1]] = True
-        number = known[1]
+            self.cols["is_classification"][number] = True
         self.instances += len(instances)
         if self.pool is None:
             self.kept[number].extend({"input": i, "output": o} for i, o in instances)
             return
         b = self.batch
+        position = self.sizes[number]
         for inp, out in instances:
             b["task"].append(number)
-            b["position"].append(known[2])
+            b["position"].append(position)
             b["input"].append(inp)
             b["output"].append(out)
-            known[2] += 1
+            position += 1
+        self.sizes[number] = position
 
     def tasks(self) -> list[SeedTask]:
         c = self.cols
         return [SeedTask(instruction=c["instruction"][n], instances=self.kept[n] if self.kept else [],
                          is_classification=c["is_classification"][n], name=c["name"][n],
-                         source_id=c["source_id"][n], line=c["line"][n]) for n in range(self.count)]
+                         source_id=c["source_id"][n], line=self.lines[n]) for n in range(self.count)]
 
     def task_columns(self) -> dict[str, list]:
         c = self.cols
