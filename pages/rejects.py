@@ -4,6 +4,7 @@ import streamlit as st
 from pages.common import allowed, current_pool, current_user, page_link, require
 from selfinstruct import actions, charts, model, review
 from selfinstruct.render import marked_html
+from selfinstruct.render import table as render_table
 
 PAGE_SIZE = 50
 MARK_STYLE = "background-color: rgba(255, 196, 0, 0.45); padding: 0 1px; border-radius: 2px;"
@@ -212,8 +213,9 @@ with browse_tab:
         **{c: st.column_config.TextColumn(c, width=w) for c, w in texts.items()},
     }
     view = rows[shown].copy()
-    if "max_rouge" in view:   # blank, not "None", where no score was computed (a reason before ROUGE-L)
-        view["max_rouge"] = [f"{x:.3f}" if pd.notna(x) else "" for x in view["max_rouge"]]
+    if "max_rouge" in view:   # no score where the filter stopped before ROUGE-L
+        view["max_rouge"] = [f"{x:.3f}" if pd.notna(x) else None for x in view["max_rouge"]]
+    view = render_table(view)   # every gap a dash, never "None"
     event = st.dataframe(view, key="rej_table", on_select="rerun", selection_mode="multi-row",
                          hide_index=True, column_config=config)
     picked_rows = [i for i in event.selection.rows if i < len(rows)]
