@@ -248,7 +248,7 @@ class ReviewQueries:
         sets = ", ".join(f"{c} = u.{c}" for c in cols)
         if kind == CANDIDATE:
             sets += ", updated_at = current_timestamp"
-        unnests = ", ".join([f"unnest(?::BIGINT[]) AS id"] + [f"unnest(?::VARCHAR[]) AS {c}" for c in cols])
+        unnests = ", ".join(["unnest(?::BIGINT[]) AS id"] + [f"unnest(?::VARCHAR[]) AS {c}" for c in cols])
         self._q(f"UPDATE {table} SET {sets} FROM (SELECT {unnests}) u WHERE {table}.id = u.id",
                 [[int(i) for i, _ in states], *([s[c] for _, s in states] for c in cols)])
 
