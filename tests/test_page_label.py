@@ -100,7 +100,6 @@ def test_save_needs_three_answers_and_all_yes_is_one_click(demo_app_env):
     at.form_submit_button(key="study_create").click().run()
     pool = app_pool(demo_app_env)
     study_id = pool.studies()[0]["id"]
-    item = pool.study_item(study_id, 0)
     at.button(key="label_valid_task_yes").click().run()
     at.button(key="label_save").click().run()
     assert not at.exception
@@ -130,7 +129,6 @@ def test_resume_at_the_first_unlabeled_item_and_navigate(demo_app_env):
     assert progress_text(again) == "2 of 5 items labeled by carl"
     again.button(key="label_prev").click().run()
     assert again.subheader[0].value == "Item 2 of 5"
-    saved = pool.study_item(study_id, 1)
     assert chosen(again, "output_ok") == "no" and chosen(again, "valid_task") == "yes"
     again.button(key="label_next").click().run()
     again.button(key="label_next").click().run()

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Sequence
 
 from ..model import CANDIDATE, INSTANCE, SEED_TASK
-from .core import _loads
+from .core import _dumps, _loads
 
 # The columns each kind of target records in an audit row. Read-only ones (not written back by
 # `write_state`): an instance's candidate_id, a seed's id and its first instance's input/output.
@@ -48,6 +48,13 @@ def _kind(kind: str) -> str:
 def _decoded(row: dict) -> dict:
     row["before"], row["after"] = _loads(row["before"]), _loads(row["after"])
     return row
+
+
+def _bulk_target(kind: str) -> tuple[str, tuple[str, ...]]:
+    """The table and state columns of the two kinds a bulk Rejects action changes."""
+    if kind not in (CANDIDATE, INSTANCE):
+        raise ValueError(f"bulk states are for {CANDIDATE} and {INSTANCE} targets, not {kind!r}")
+    return ("candidates" if kind == CANDIDATE else "instances"), STATE_COLUMNS[kind]
 
 
 class AuditQueries:
@@ -174,6 +181,79 @@ class AuditQueries:
             "count(*) FILTER (WHERE a.undone_by IS NULL) AS open, list(a.target_id ORDER BY a.id) AS target_ids "
             "FROM top JOIN r ON r.batch = top.batch JOIN audit_log a ON a.id = r.id "
             "GROUP BY top.batch, top.first_id ORDER BY top.first_id DESC", params)
+
+    # -- many targets at once (bulk actions) --------------------
+    # The set-based twins of read_state / write_state / append_audit above, for candidates
+    # and instances: the same columns (STATE_COLUMNS) and the same audit row, in a few
+    # statements whatever the number of targets. Only data: actions.py decides what changes.
+    def read_states(self, kind: str, ids: Sequence[int]) -> dict[int, dict]:
+        """{id: state} for the candidates or instances among `ids` that exist."""
+        table, cols = _bulk_target(kind)
+        ids = [int(i) for i in ids]
+        if not ids:
+            return {}
+        rows = self._q(f"SELECT t.id, {', '.join('t.' + c for c in cols)} FROM {table} t "
+                       "WHERE t.id IN (SELECT unnest(?::BIGINT[]))", [ids]).fetchall()
+        return {int(row[0]): dict(zip(cols, row[1:])) for row in rows}
+
+    def write_states(self, kind: str, states: Sequence[tuple[int, dict]]) -> None:
+        """Write each (id, state)'s writable columns in one UPDATE (every state must carry the
+        same writable columns, as whole states do)."""
+        table, _ = _bulk_target(kind)
+        states = list(states)
+        if not states:
+            return
+        cols = [c for c in _WRITABLE[kind] if c in states[0][1]]
+        if any(set(c for c in _WRITABLE[kind] if c in s) != set(cols) for _, s in states):
+            raise ValueError("write_states needs the same columns in every state")
+        if not cols:
+            return
+        sets = ", ".join(f"{c} = u.{c}" for c in cols)
+        if kind == CANDIDATE:
+            sets += ", updated_at = current_timestamp"
+        unnests = ", ".join(["unnest(?::BIGINT[]) AS id"] + [f"unnest(?::VARCHAR[]) AS {c}" for c in cols])
+        self._q(f"UPDATE {table} SET {sets} FROM (SELECT {unnests}) u WHERE {table}.id = u.id",
+                [[int(i) for i, _ in states], *([s[c] for _, s in states] for c in cols)])
+
+    def append_audits(self, actor: str, action: str, target_kind: str,
+                      rows: Sequence[tuple[int, str | None, Any, Any]]) -> list[int]:
+        """One audit row per (target_id, reason, before, after), as `append_audit` writes it,
+        in one INSERT; their ids, in the order of `rows` (one row per target)."""
+        rows = list(rows)
+        if not rows:
+            return []
+        targets = [int(t) for t, _, _, _ in rows]
+        got = self._q(
+            "INSERT INTO audit_log (actor, action, target_kind, target_id, reason, before, after) "
+            "SELECT ?, ?, ?, u.target_id, u.reason, u.before, u.after FROM (SELECT "
+            "unnest(?::BIGINT[]) AS target_id, unnest(?::VARCHAR[]) AS reason, unnest(?::VARCHAR[]) AS before, "
+            "unnest(?::VARCHAR[]) AS after, generate_subscripts(?::BIGINT[], 1) AS n) u ORDER BY u.n "
+            "RETURNING id, target_id",
+            [actor, action, target_kind, targets, [r for _, r, _, _ in rows], [_dumps(b) for _, _, b, _ in rows],
+             [_dumps(a) for _, _, _, a in rows], targets]).fetchall()
+        by_target = {int(t): int(i) for i, t in got}
+        if len(by_target) != len(rows):
+            raise ValueError("append_audits takes one row per target")
+        return [by_target[t] for t in targets]
+
+    def audit_rows(self, audit_ids: Sequence[int]) -> list[dict]:
+        """Audit rows by id (before/after decoded), in the order of `audit_ids`."""
+        ids = [int(i) for i in audit_ids]
+        if not ids:
+            return []
+        rows = {r["id"]: r for r in self._rows(
+            "SELECT * FROM audit_log WHERE id IN (SELECT unnest(?::BIGINT[]))", [ids])}
+        for row in rows.values():
+            row["before"], row["after"] = _loads(row["before"]), _loads(row["after"])
+        return [rows[i] for i in ids if i in rows]
+
+    def set_undone_by_many(self, pairs: Sequence[tuple[int, int]]) -> None:
+        """`set_undone_by` for many (audit_id, undo_id) pairs in one UPDATE."""
+        pairs = list(pairs)
+        if pairs:
+            self._q("UPDATE audit_log SET undone_by = u.undo_id FROM (SELECT unnest(?::BIGINT[]) AS audit_id, "
+                    "unnest(?::BIGINT[]) AS undo_id) u WHERE audit_log.id = u.audit_id",
+                    [[int(a) for a, _ in pairs], [int(u) for _, u in pairs]])
 
 
 __all__ = ["AuditQueries", "STATE_COLUMNS", "batch_sql"]

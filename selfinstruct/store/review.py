@@ -21,12 +21,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..model import CANDIDATE, INSTANCE, SQL, rescued_sql
-from .audit import _WRITABLE, STATE_COLUMNS
-from .core import _dumps, _loads
+from ..model import REVIEW_STATES, SQL, rescued_sql
+from .core import _loads
 
 KINDS = ("instruction", "instance")
-REVIEW_STATES = ("pending", "confirmed", "rescued", "all")
 
 _CANDIDATE_REVIEW_SQL = {
     "pending": f"c.status = {SQL.REJECTED} AND c.review IS NULL",
@@ -53,13 +51,6 @@ def _review(review: str | None, kind: str) -> str:
     if review not in REVIEW_STATES:
         raise ValueError(f"review must be one of {REVIEW_STATES}, not {review!r}")
     return review
-
-
-def _bulk_target(kind: str) -> tuple[str, tuple[str, ...]]:
-    """The table and state columns of the two kinds a bulk Rejects action changes."""
-    if kind not in (CANDIDATE, INSTANCE):
-        raise ValueError(f"bulk states are for {CANDIDATE} and {INSTANCE} targets, not {kind!r}")
-    return ("candidates" if kind == CANDIDATE else "instances"), STATE_COLUMNS[kind]
 
 
 class ReviewQueries:
@@ -218,79 +209,6 @@ class ReviewQueries:
         for row in rows:
             row["before"], row["after"] = _loads(row["before"]), _loads(row["after"])
         return rows
-
-    # -- many targets at once (the Rejects page's bulk actions) --------------------
-    # The set-based twins of AuditQueries.read_state / write_state / append_audit for candidates
-    # and instances: the same columns (STATE_COLUMNS) and the same audit row, in a few
-    # statements whatever the number of targets. Only data: actions.py decides what changes.
-    def read_states(self, kind: str, ids: Sequence[int]) -> dict[int, dict]:
-        """{id: state} for the candidates or instances among `ids` that exist."""
-        table, cols = _bulk_target(kind)
-        ids = [int(i) for i in ids]
-        if not ids:
-            return {}
-        rows = self._q(f"SELECT t.id, {', '.join('t.' + c for c in cols)} FROM {table} t "
-                       "WHERE t.id IN (SELECT unnest(?::BIGINT[]))", [ids]).fetchall()
-        return {int(row[0]): dict(zip(cols, row[1:])) for row in rows}
-
-    def write_states(self, kind: str, states: Sequence[tuple[int, dict]]) -> None:
-        """Write each (id, state)'s writable columns in one UPDATE (every state must carry the
-        same writable columns, as whole states do)."""
-        table, _ = _bulk_target(kind)
-        states = list(states)
-        if not states:
-            return
-        cols = [c for c in _WRITABLE[kind] if c in states[0][1]]
-        if any(set(c for c in _WRITABLE[kind] if c in s) != set(cols) for _, s in states):
-            raise ValueError("write_states needs the same columns in every state")
-        if not cols:
-            return
-        sets = ", ".join(f"{c} = u.{c}" for c in cols)
-        if kind == CANDIDATE:
-            sets += ", updated_at = current_timestamp"
-        unnests = ", ".join(["unnest(?::BIGINT[]) AS id"] + [f"unnest(?::VARCHAR[]) AS {c}" for c in cols])
-        self._q(f"UPDATE {table} SET {sets} FROM (SELECT {unnests}) u WHERE {table}.id = u.id",
-                [[int(i) for i, _ in states], *([s[c] for _, s in states] for c in cols)])
-
-    def append_audits(self, actor: str, action: str, target_kind: str,
-                      rows: Sequence[tuple[int, str | None, Any, Any]]) -> list[int]:
-        """One audit row per (target_id, reason, before, after), as `append_audit` writes it,
-        in one INSERT; their ids, in the order of `rows` (one row per target)."""
-        rows = list(rows)
-        if not rows:
-            return []
-        targets = [int(t) for t, _, _, _ in rows]
-        got = self._q(
-            "INSERT INTO audit_log (actor, action, target_kind, target_id, reason, before, after) "
-            "SELECT ?, ?, ?, u.target_id, u.reason, u.before, u.after FROM (SELECT "
-            "unnest(?::BIGINT[]) AS target_id, unnest(?::VARCHAR[]) AS reason, unnest(?::VARCHAR[]) AS before, "
-            "unnest(?::VARCHAR[]) AS after, generate_subscripts(?::BIGINT[], 1) AS n) u ORDER BY u.n "
-            "RETURNING id, target_id",
-            [actor, action, target_kind, targets, [r for _, r, _, _ in rows], [_dumps(b) for _, _, b, _ in rows],
-             [_dumps(a) for _, _, _, a in rows], targets]).fetchall()
-        by_target = {int(t): int(i) for i, t in got}
-        if len(by_target) != len(rows):
-            raise ValueError("append_audits takes one row per target")
-        return [by_target[t] for t in targets]
-
-    def audit_rows(self, audit_ids: Sequence[int]) -> list[dict]:
-        """Audit rows by id (before/after decoded), in the order of `audit_ids`."""
-        ids = [int(i) for i in audit_ids]
-        if not ids:
-            return []
-        rows = {r["id"]: r for r in self._rows(
-            "SELECT * FROM audit_log WHERE id IN (SELECT unnest(?::BIGINT[]))", [ids])}
-        for row in rows.values():
-            row["before"], row["after"] = _loads(row["before"]), _loads(row["after"])
-        return [rows[i] for i in ids if i in rows]
-
-    def set_undone_by_many(self, pairs: Sequence[tuple[int, int]]) -> None:
-        """`set_undone_by` for many (audit_id, undo_id) pairs in one UPDATE."""
-        pairs = list(pairs)
-        if pairs:
-            self._q("UPDATE audit_log SET undone_by = u.undo_id FROM (SELECT unnest(?::BIGINT[]) AS audit_id, "
-                    "unnest(?::BIGINT[]) AS undo_id) u WHERE audit_log.id = u.audit_id",
-                    [[int(a) for a, _ in pairs], [int(u) for _, u in pairs]])
 
     # -- what-if -----------------------------------------------------------------
     def rouge_whatif(self, threshold: float, *, run_id: int | None = None) -> dict:
