@@ -222,7 +222,7 @@ def cmd_seeds_import(args) -> int:
             print(f"Imported {result.imported:,} seed task(s) with {result.instances:,} instance(s) "
                   f"from {source} ({result.report.format}) into {pool.path}.")
             if result.skipped_summary():
-                print(f"Skipped {result.skipped_summary()}:")
+                print(f"Skipped {result.skipped_summary()}.")
         else:
             print(result.summary(f"{source} ({result.report.format})"))
         invalid = [issue for issue in result.report.issues if issue.kind != seeds_mod.IN_POOL]

@@ -134,17 +134,18 @@ class ImportResult:
 
     @property
     def invalid_lines(self) -> list[int]:
-        return sorted({i.line for i in self.report.issues if i.kind != IN_POOL})
+        return sorted({i.line for i in self.report.issues if i.kind != IN_POOL and i.line})
 
     def skipped_summary(self) -> str:
         """Why lines were skipped, grouped by reason ('' when none was)."""
         parts = []
         if self.report.in_pool:
             parts.append(f"{self.report.in_pool:,} line(s) already in the pool ({_line_list(self.in_pool_lines)})")
-        invalid = self.report.problem_count - self.report.in_pool
+        whole = [i.message for i in self.report.issues if not i.line]
+        invalid = self.report.problem_count - self.report.in_pool - len(whole)
         if invalid:
             parts.append(f"{invalid:,} invalid line(s) ({_line_list(self.invalid_lines)})")
-        return "; ".join(parts)
+        return "; ".join(parts + [m[:1].lower() + m[1:].rstrip(".") for m in whole])
 
     def summary(self, source: str) -> str:
         """One sentence for the page and the CLI: what was imported, and what was skipped and why."""
@@ -694,7 +695,7 @@ def import_seeds(pool: Pool, data: bytes | str | Path | IO[bytes], filename: str
         holder["c"] = _Collector(report, fmt != "selfinstruct", pool.existing_instructions, pool)
         return holder["c"]
 
-    source = filename or getattr(data, "name", None) or (str(data) if isinstance(data, (str, Path)) else "upload")
+    source = filename or (str(data) if isinstance(data, (str, Path)) else getattr(data, "name", None) or "upload")
     try:
         report, collector = _read(data, filename, fmt, collector_for, progress)
         imported = collector.count if collector is not None else 0
