@@ -166,8 +166,10 @@ def test_hostile_seed_uploads_are_refused_plainly(app_factory, page, shots, tmp_
     cases = {
         "binary.jsonl": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 50, "looks like a binary file"),
         "latin1.csv": ("instruction\nTraduire « été » en anglais.\n".encode("latin-1"), "not UTF-8"),
-        "huge.jsonl": (b'{"instruction": "Say hello to the reader in a friendly way."}\n' * 900_000,
-                       "limited to 10 MB"),
+        # 46 MB: read in full (no size limit below 1 GB), then refused for its repeats
+        "huge.jsonl": (b'{"instruction": "Say hello to the reader in a friendly way."}\n' * 750_000,
+                       "already on line 1"),
+        "deep.json": (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
         "shape.json": (json.dumps({"instruction": "A task", "output": "x"}).encode(), "Expected a JSON list"),
     }
     for name, (data, expected) in cases.items():
