@@ -1,0 +1,393 @@
+"""Calibration of a model judge against people, pool-wide rates that use both, and A-D agreement.
+
+Plain sequences in, frozen dataclasses out: no Streamlit, no store. The judge and evaluation
+features read their rows from the pool and hand them here.
+
+1. `calibrate(judge, human)`, per quality question, on the items people labeled. The human
+   truth of an item is `model.majority` of its labels. Only items whose truth is "yes" or
+   "no" are compared; the others are left out and counted in `Calibration.left_out`: "split"
+   (no majority), "unsure" (the majority said unsure), "unlabeled" (no label at all) and
+   "unjudged" (no judge verdict). Figures:
+   - the confusion matrix, judge yes / no / unsure (rows) against human yes / no (columns);
+   - Cohen's kappa over the categories yes / no / unsure (a judge's "unsure" is always a
+     disagreement, as people's truth is never "unsure" here), with a 95% interval from the
+     large-sample standard error of Fleiss, Cohen & Everitt (1969) (normal approximation,
+     clipped to [-1, 1]);
+   - how well the judge finds the invalid items: precision of its "no" (of the items it
+     called "no", the share people call "no") and recall (of the items people call "no", the
+     share it called "no"; "unsure" is not "no"), each with a Wilson interval
+     (`quality.wilson_interval`).
+2. `ppi_mean` / `pool_rate`: a pool-wide rate from N judge verdicts on unlabeled items and n
+   items with both a judge verdict and a human truth, by prediction-powered inference
+   (Angelopoulos et al., Science 2023). Classic PPI ("ppi"): the judge's mean over the N items
+   minus the mean of the rectifier (judge - human) over the n items; its variance is the
+   judge's variance / N plus the rectifier's variance / n; a normal interval. PPI++ ("ppi++",
+   Angelopoulos, Duchi & Zrnic 2023): the same with the judge scaled by lambda =
+   Cov(human, judge) / ((1 + n/N) Var(judge)), the value that minimises the variance; lambda 0
+   is the human-only mean, lambda 1 classic PPI, so a poor judge costs (almost) nothing.
+   Pages should show "ppi++" (`DEFAULT_METHOD`); "ppi" stays for reference and the tests.
+   Beside it: the human-only Wilson interval on the n human truths and the paper's rate.
+3. `weighted_kappa` (two raters, linear or quadratic weights) and `krippendorff_alpha` (any
+   number of raters, missing ratings allowed; ordinal, interval or nominal distances) for the
+   paper's A-D ratings.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy.stats import norm
+
+from .model import NO, PAPER_RATES, SPLIT, UNSURE, YES, majority
+from .quality import wilson_interval
+
+JUDGE_ANSWERS = (YES, NO, UNSURE)      # rows of the confusion matrix
+HUMAN_TRUTHS = (YES, NO)               # its columns
+LEFT_OUT = ("split", "unsure", "unlabeled", "unjudged")
+PPI_METHODS = ("ppi", "ppi++")
+DEFAULT_METHOD = "ppi++"
+RATINGS = ("A", "B", "C", "D")          # the paper's four levels, best first
+KAPPA_WEIGHTS = ("linear", "quadratic")
+ALPHA_METRICS = ("ordinal", "interval", "nominal")
+
+
+def z_value(confidence: float) -> float:
+    """The two-sided normal quantile for `confidence` (1.96 for 0.95)."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+    return float(norm.ppf(0.5 + confidence / 2))
+
+
+# ---------------------------------------------------------------------------
+# 1. Judge against people
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Proportion:
+    """`hits` of `n` with its Wilson interval (all None when n is 0)."""
+    hits: int
+    n: int
+    estimate: float | None
+    low: float | None
+    high: float | None
+
+
+def proportion(hits: int, n: int, confidence: float = 0.95) -> Proportion:
+    if n == 0:
+        return Proportion(0, 0, None, None, None)
+    low, high = wilson_interval(hits, n, confidence)
+    return Proportion(hits, n, hits / n, low, high)
+
+
+@dataclass(frozen=True)
+class KappaInterval:
+    """Cohen's kappa with its large-sample standard error (Fleiss, Cohen & Everitt 1969) and
+    normal interval; value, se, low and high are None when kappa is undefined."""
+    value: float | None
+    se: float | None
+    low: float | None
+    high: float | None
+    items: int
+    observed: float | None          # share of items on which both gave the same answer
+    expected: float | None          # agreement expected by chance from the two marginals
+    why_undefined: str | None = None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    question: str | None
+    confusion: dict[str, dict[str, int]]   # judge answer -> human truth -> items
+    items: int                             # items compared (human truth yes or no, judged)
+    left_out: dict[str, int]               # LEFT_OUT -> items not compared, by reason
+    kappa: KappaInterval
+    precision: Proportion                  # of the judge's "no": human "no"
+    recall: Proportion                     # of the human "no": judge "no"
+
+    @property
+    def left_out_total(self) -> int:
+        return sum(self.left_out.values())
+
+
+def kappa_interval(table: Sequence[Sequence[float]], confidence: float = 0.95) -> KappaInterval:
+    """Cohen's kappa of a square table of counts (rows: one rater, columns: the other, the same
+    categories in the same order) with the Fleiss-Cohen-Everitt (1969) standard error:
+
+        var = [ sum_i p_ii (1 - (r_i + c_i)(1 - k))^2
+                + (1 - k)^2 sum_{i != j} p_ij (c_i + r_j)^2
+                - (k - p_e (1 - k))^2 ] / (n (1 - p_e)^2)
+
+    with p_ij the cell shares, r / c the row / column shares, p_e = sum_i r_i c_i, k kappa."""
+    counts = np.asarray(table, dtype=float)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
+        raise ValueError("the table must be square (the same categories for both raters)")
+    n = counts.sum()
+    if n == 0:
+        return KappaInterval(None, None, None, None, 0, None, None, "no item to compare")
+    p = counts / n
+    rows, cols = p.sum(axis=1), p.sum(axis=0)
+    observed = float(np.trace(p))
+    expected = float(rows @ cols)
+    if 1 - expected < 1e-12:
+        return KappaInterval(None, None, None, None, int(n), observed, expected,
+                             "both gave one and the same answer to every item: agreement expected "
+                             "by chance is already 100%, so kappa is undefined")
+    k = (observed - expected) / (1 - expected)
+    diagonal = np.diag(p) * (1 - (rows + cols) * (1 - k)) ** 2
+    off = p * (cols[:, None] + rows[None, :]) ** 2      # cell (i, j): (c_i + r_j)^2
+    np.fill_diagonal(off, 0.0)
+    var = (diagonal.sum() + (1 - k) ** 2 * off.sum() - (k - expected * (1 - k)) ** 2) / (n * (1 - expected) ** 2)
+    se = math.sqrt(max(float(var), 0.0))
+    z = z_value(confidence)
+    return KappaInterval(float(k), se, max(-1.0, k - z * se), min(1.0, k + z * se), int(n), observed, expected)
+
+
+def human_truth(labels: Sequence[str | None]) -> str:
+    """The people's answer for one item: `model.majority` of its labels (SPLIT without one)."""
+    return majority(labels)
+
+
+def calibrate(judge: Sequence[str | None], human: Sequence[Sequence[str | None]], *,
+              question: str | None = None, confidence: float = 0.95) -> Calibration:
+    """The judge's verdicts (yes / no / unsure; None: not judged) against people's labels, item
+    by item (`human[i]`: the answers item i received to this question, None counting as
+    unsure). Items whose human truth is split or unsure, or that lack labels or a verdict, are
+    left out and counted."""
+    if len(judge) != len(human):
+        raise ValueError(f"{len(judge)} judge verdicts but {len(human)} items of labels")
+    confusion = {j: {h: 0 for h in HUMAN_TRUTHS} for j in JUDGE_ANSWERS}
+    left_out = dict.fromkeys(LEFT_OUT, 0)
+    for verdict, labels in zip(judge, human):
+        if verdict is not None and verdict not in JUDGE_ANSWERS:
+            raise ValueError(f"a judge verdict must be one of {JUDGE_ANSWERS} or None, not {verdict!r}")
+        truth = human_truth(labels) if len(labels) else None
+        if truth is None:
+            left_out["unlabeled"] += 1
+        elif truth == SPLIT:
+            left_out["split"] += 1
+        elif truth == UNSURE:
+            left_out["unsure"] += 1
+        elif verdict is None:
+            left_out["unjudged"] += 1
+        else:
+            confusion[verdict][truth] += 1
+    table = [[confusion[j].get(h, 0) for h in JUDGE_ANSWERS] for j in JUDGE_ANSWERS]
+    judged_no = confusion[NO][YES] + confusion[NO][NO]
+    human_no = sum(confusion[j][NO] for j in JUDGE_ANSWERS)
+    return Calibration(
+        question=question,
+        confusion=confusion,
+        items=sum(sum(row.values()) for row in confusion.values()),
+        left_out=left_out,
+        kappa=kappa_interval(table, confidence),
+        precision=proportion(confusion[NO][NO], judged_no, confidence),
+        recall=proportion(confusion[NO][NO], human_no, confidence),
+    )
+
+
+# ---------------------------------------------------------------------------
+# 2. Pool-wide rates: prediction-powered inference
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PoolRate:
+    estimate: float
+    low: float
+    high: float
+    n_human: int                  # items with a judge verdict and a human truth (the rectifier's)
+    n_judge: int                  # judged items without a human truth
+    method: str                   # "ppi" or "ppi++"
+    human_estimate: float | None  # the human-only estimate and interval on the n_human truths
+    human_low: float | None
+    human_high: float | None
+    se: float
+    lam: float                    # the judge's weight: 1 for classic PPI, tuned for PPI++
+    confidence: float = 0.95
+    paper_rate: float | None = None
+
+    @property
+    def width(self) -> float:
+        return self.high - self.low
+
+    @property
+    def human_width(self) -> float | None:
+        return None if self.human_low is None else self.human_high - self.human_low
+
+
+def ppi_mean(judge_unlabeled: Sequence[float], judge_labeled: Sequence[float], human_labeled: Sequence[float],
+             *, method: str = DEFAULT_METHOD, confidence: float = 0.95,
+             paper_rate: float | None = None) -> PoolRate:
+    """The mean of the human truth over the pool, from the judge on N unlabeled items and the
+    (judge, human) pairs of n labeled ones (numbers; 1/0 for a rate).
+
+    "ppi":   theta = mean_N(f) - mean_n(f - y),  var = var_N(f)/N + var_n(f - y)/n
+    "ppi++": theta = lam mean_N(f) - mean_n(lam f - y),  var = lam^2 var_N(f)/N + var_n(lam f - y)/n,
+             lam = cov_n(y, f) / ((1 + n/N) var(f)), var(f) over all N + n verdicts
+    The interval is theta +- z sqrt(var), clipped to [0, 1] when every value is 0 or 1. The
+    human-only interval beside it: Wilson when the truths are 0/1, else mean +- z sd/sqrt(n).
+    `judge_unlabeled` must not hold the labeled items' verdicts (the two sets are independent
+    samples of the pool)."""
+    if method not in PPI_METHODS:
+        raise ValueError(f"method must be one of {PPI_METHODS}, not {method!r}")
+    f_big = np.asarray(judge_unlabeled, dtype=float)
+    f_small = np.asarray(judge_labeled, dtype=float)
+    y = np.asarray(human_labeled, dtype=float)
+    big, small = f_big.size, y.size
+    if f_small.size != small:
+        raise ValueError(f"{f_small.size} judge verdicts but {small} human truths on the labeled items")
+    if small < 2 or big < 2:
+        raise ValueError(f"prediction-powered inference needs at least 2 labeled and 2 unlabeled items "
+                         f"(got {small} and {big})")
+    lam = 1.0
+    if method == "ppi++":
+        f_all = np.concatenate([f_big, f_small])
+        var_f = f_all.var(ddof=1)
+        cov = float(np.cov(y, f_small, ddof=1)[0, 1])
+        lam = cov / ((1 + small / big) * var_f) if var_f > 0 else 0.0
+    rectifier = lam * f_small - y
+    estimate = lam * f_big.mean() - rectifier.mean()
+    var = lam ** 2 * f_big.var(ddof=1) / big + rectifier.var(ddof=1) / small
+    se = math.sqrt(max(float(var), 0.0))
+    z = z_value(confidence)
+    low, high = estimate - z * se, estimate + z * se
+    binary = all(np.isin(a, (0.0, 1.0)).all() for a in (f_big, f_small, y))
+    if binary:
+        low, high = max(0.0, low), min(1.0, high)
+        hits = int(y.sum())
+        h_low, h_high = wilson_interval(hits, small, confidence)
+        h_est = hits / small
+    else:
+        h_est = float(y.mean())
+        half = z * float(y.std(ddof=1)) / math.sqrt(small)
+        h_low, h_high = h_est - half, h_est + half
+    return PoolRate(float(estimate), float(low), float(high), small, big, method, h_est, h_low, h_high,
+                    se, float(lam), confidence, paper_rate)
+
+
+def pool_rate(judge_unlabeled: Sequence[str | None], judge_labeled: Sequence[str | None],
+              human_labels: Sequence[Sequence[str | None]], *, question: str | None = None,
+              method: str = DEFAULT_METHOD, confidence: float = 0.95) -> PoolRate:
+    """The pool's share of "yes" to one question, with verdicts and labels as words.
+
+    The judge's verdict counts 1 when "yes" (no / unsure: 0); None means not judged: such items
+    are dropped (from the unlabeled set, and from the labeled pairs). The human truth of a
+    labeled item is `model.majority` of its labels and counts 1 when "yes", else 0 (split and
+    unsure are not-yes, the quality study's rule), so the human-only interval is the Label
+    page's. `paper_rate` comes from `model.PAPER_RATES[question]`."""
+    if len(judge_labeled) != len(human_labels):
+        raise ValueError(f"{len(judge_labeled)} judge verdicts but {len(human_labels)} labeled items")
+    f_big = [v == YES for v in judge_unlabeled if v is not None]
+    pairs = [(v == YES, human_truth(labels) == YES) for v, labels in zip(judge_labeled, human_labels)
+             if v is not None and len(labels)]
+    return ppi_mean(f_big, [f for f, _ in pairs], [y for _, y in pairs], method=method,
+                    confidence=confidence, paper_rate=PAPER_RATES.get(question) if question else None)
+
+
+# ---------------------------------------------------------------------------
+# 3. Agreement on ordinal ratings (A-D)
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Agreement:
+    value: float | None
+    method: str              # "weighted kappa (linear)", "Krippendorff's alpha (ordinal)", ...
+    items: int               # items the statistic is computed over
+    ratings: int             # ratings used (two per item for kappa; pairable values for alpha)
+    why_undefined: str | None = None
+
+
+def _index(value: str, categories: Sequence[str]) -> int:
+    try:
+        return categories.index(value)
+    except ValueError:
+        raise ValueError(f"rating {value!r} is not one of {tuple(categories)}") from None
+
+
+def weighted_kappa(pairs: Sequence[tuple[str, str]], *, weights: str = "linear",
+                   categories: Sequence[str] = RATINGS) -> Agreement:
+    """Cohen's weighted kappa for two raters over ordered `categories` (best first or last, as
+    long as the order is the scale's). Disagreement weights: |i - j| / (k - 1) (linear) or
+    ((i - j) / (k - 1))^2 (quadratic); kappa_w = 1 - sum w_ij p_ij / sum w_ij r_i c_j."""
+    if weights not in KAPPA_WEIGHTS:
+        raise ValueError(f"weights must be one of {KAPPA_WEIGHTS}, not {weights!r}")
+    categories = list(categories)
+    k = len(categories)
+    method = f"weighted kappa ({weights})"
+    if k < 2:
+        raise ValueError("weighted kappa needs at least two categories")
+    n = len(pairs)
+    if n == 0:
+        return Agreement(None, method, 0, 0, "no item was rated by both raters")
+    table = np.zeros((k, k))
+    for a, b in pairs:
+        table[_index(a, categories), _index(b, categories)] += 1
+    p = table / n
+    i, j = np.indices((k, k))
+    w = np.abs(i - j) / (k - 1)
+    if weights == "quadratic":
+        w = w ** 2
+    expected = float((w * np.outer(p.sum(axis=1), p.sum(axis=0))).sum())
+    if expected < 1e-12:
+        return Agreement(None, method, n, 2 * n, "both raters gave one and the same rating to every "
+                         "item: there is no disagreement to expect by chance, so kappa is undefined")
+    return Agreement(1 - float((w * p).sum()) / expected, method, n, 2 * n)
+
+
+def krippendorff_alpha(units: Sequence[Sequence[str | None]], *, metric: str = "ordinal",
+                       categories: Sequence[str] = RATINGS) -> Agreement:
+    """Krippendorff's alpha for any number of raters; `units[u]` holds the ratings unit u got
+    (None or a missing entry: not rated). Units with fewer than two ratings are not pairable
+    and are left out.
+
+    Coincidences: each ordered pair of ratings (c, k) from two different raters of a unit with
+    m ratings adds 1 / (m - 1) to o_ck; n_c = sum_k o_ck, n = sum_c n_c.
+    alpha = 1 - (n - 1) sum o_ck d_ck / sum n_c n_k d_ck, with d_ck:
+      nominal  0 if c == k else 1
+      interval (c - k)^2 on the category indices (equally spaced)
+      ordinal  (sum_{g from c to k} n_g - (n_c + n_k) / 2)^2
+    The ordinal distance depends on how often each category was used; it is proportional to the
+    interval one (so alpha is equal) only when every category was used equally often."""
+    if metric not in ALPHA_METRICS:
+        raise ValueError(f"metric must be one of {ALPHA_METRICS}, not {metric!r}")
+    categories = list(categories)
+    k = len(categories)
+    method = f"Krippendorff's alpha ({metric})"
+    coincidences = np.zeros((k, k))
+    items = 0
+    for unit in units:
+        values = [_index(v, categories) for v in unit if v is not None]
+        m = len(values)
+        if m < 2:
+            continue
+        items += 1
+        counts = np.bincount(values, minlength=k).astype(float)
+        # Ordered pairs from different raters: n_c n_k off the diagonal, n_c (n_c - 1) on it.
+        coincidences += (np.outer(counts, counts) - np.diag(counts)) / (m - 1)
+    marginals = coincidences.sum(axis=1)
+    n = float(marginals.sum())
+    if items == 0:
+        return Agreement(None, method, 0, 0, "no unit was rated by two raters or more")
+    i, j = np.indices((k, k))
+    if metric == "nominal":
+        delta = (i != j).astype(float)
+    elif metric == "interval":
+        delta = (i - j).astype(float) ** 2
+    else:
+        cumulative = np.concatenate([[0.0], np.cumsum(marginals)])
+        lo, hi = np.minimum(i, j), np.maximum(i, j)
+        delta = (cumulative[hi + 1] - cumulative[lo] - (marginals[i] + marginals[j]) / 2) ** 2
+    expected = float((np.outer(marginals, marginals) * delta).sum())
+    if expected < 1e-12:
+        return Agreement(None, method, items, int(round(n)), "every rating was the same: there is no "
+                         "disagreement to expect by chance, so alpha is undefined")
+    observed = float((coincidences * delta).sum())
+    return Agreement(1 - (n - 1) * observed / expected, method, items, int(round(n)))
+
+
+def unit_ratings(ratings: Mapping[str, Mapping[object, str]]) -> list[list[str | None]]:
+    """Rater -> {item -> rating} as `krippendorff_alpha`'s units (one list per item, one entry
+    per rater, None where that rater did not rate the item), items in first-seen order."""
+    raters = list(ratings)
+    items: dict[object, None] = {}
+    for per_item in ratings.values():
+        items.update(dict.fromkeys(per_item))
+    return [[ratings[r].get(item) for r in raters] for item in items]
+
