@@ -53,6 +53,13 @@ the same for the stage's own schema when the prompt is one of ours. ``structured
 makes the server refuse both with a 400, like a server that does not know the parameter;
 ``"ignore"`` makes it accept the parameter and answer plain text anyway, as some do.
 
+Judge prompts (`prompts.build_judge_prompt`) are answered by the offline judge, whatever the
+responder: `judge_truth` is each item's true answer to the quality questions (a hash of its texts,
+"yes" at about the paper's rates), and the answer flips each truth with probability
+``judge_error`` (``OfflineServer(judge_error=0.1, judge_seed=...)``, ``--judge-error`` on the
+command line); `judge_answer` is exactly what is said, in the text layout, as a continuation of
+the open label in completion mode, or as JSON when a schema is asked for.
+
 Faults (`FaultPlan`) apply to the two completion endpoints only, after authentication and
 request validation (so a 404/400 never consumes a queued fault). Queued faults and drawn rates
 accept the same kinds and parameters:
@@ -143,6 +150,10 @@ __all__ = [
     "estimate_tokens",
     "serve_forever",
     "main",
+    "judge_truth",
+    "judge_answer",
+    "judge_mistakes",
+    "judge_reply",
 ]
 
 FAULT_KINDS = (
@@ -184,6 +195,78 @@ def _unit_hash(material: str) -> float:
     k = int.from_bytes(hashlib.sha256(material.encode("utf-8", "surrogateescape")).digest()[:7],
                        "big") >> 3
     return (k + 0.5) / float(1 << 53)
+
+
+# --------------------------------------------------------------------------- the offline judge
+# Judge prompts (prompts.build_judge_prompt) are answered by a judge whose truth and mistakes are
+# known, so tests can measure a judge run against the right answers: `judge_truth` gives each item's
+# true answer to each question (a stable hash of its texts, "yes" at about the paper's rates: 92 /
+# 79 / 58 %), and the server's answer flips each truth with probability `judge_error` (again by a
+# hash, mixed with `judge_seed`): `judge_answer` is exactly what the server says.
+
+JUDGE_REASON = "The offline judge's fixed answer for this item (a test double, not a language model)."
+
+
+def _judge_texts(instruction: str, input_text: str, output: str) -> tuple[str, str, str]:
+    from .prompts import NO_INPUT
+
+    texts = [" ".join(str(t or "").split()) for t in (instruction, input_text, output)]
+    if texts[1] == NO_INPUT:
+        texts[1] = ""          # how the judge prompt writes an empty input
+    return texts[0], texts[1], texts[2]
+
+
+def judge_truth(instruction: str, input_text: str, output: str) -> dict[str, str]:
+    """The true answer ("yes" or "no") to each quality question (model.QUESTIONS) for one item:
+    "valid task" from the instruction alone, the other two from the whole item. Whitespace does
+    not matter; an input of "(none)" counts as empty."""
+    from .model import NO, PAPER_RATES, QUESTIONS, YES
+
+    texts = _judge_texts(instruction, input_text, output)
+    answers = {}
+    for question in QUESTIONS:
+        material = texts[0] if question == "valid_task" else "\x1f".join(texts)
+        answers[question] = YES if _unit_hash(f"judge-truth|{question}|{material}") < PAPER_RATES[question] else NO
+    return answers
+
+
+def judge_mistakes(instruction: str, input_text: str, output: str, *, error: float,
+                   seed: int = 0) -> dict[str, bool]:
+    """Which questions the offline judge gets wrong for this item at error rate `error`."""
+    from .model import QUESTIONS
+
+    key = "\x1f".join(_judge_texts(instruction, input_text, output))
+    return {q: _unit_hash(f"judge-error|{seed}|{q}|{key}") < error for q in QUESTIONS}
+
+
+def judge_answer(instruction: str, input_text: str, output: str, *, error: float = 0.0,
+                 seed: int = 0) -> dict[str, str]:
+    """What the offline judge answers: the truth, with the mistakes of `judge_mistakes` flipped."""
+    from .model import NO, YES
+
+    truth = judge_truth(instruction, input_text, output)
+    wrong = judge_mistakes(instruction, input_text, output, error=error, seed=seed)
+    return {q: ({YES: NO, NO: YES}[a] if wrong[q] else a) for q, a in truth.items()}
+
+
+def judge_reply(text: str, *, error: float = 0.0, seed: int = 0, completion: bool = False) -> str | None:
+    """The offline judge's text answer to a rendered judge prompt (None: not a judge prompt, or
+    its item cannot be read). `completion`: continue the prompt's open label instead."""
+    from .prompts import JUDGE_HEAD, render_judge_answer
+
+    if JUDGE_HEAD not in text:
+        return None
+    from .parsing import read_prompt
+
+    payload = read_prompt(text)
+    if payload is None or payload.stage != "judge" or payload.item is None:
+        return None
+    item = payload.item
+    answer = render_judge_answer(judge_answer(item["instruction"], item["input"], item["output"],
+                                              error=error, seed=seed), JUDGE_REASON)
+    if completion and not payload.structured:
+        return answer.split(":", 1)[1]      # " yes\nInput appropriate: ..." after "Valid task:"
+    return answer
 
 
 # --------------------------------------------------------------------------- faults
@@ -517,6 +600,10 @@ def json_answer(schema: dict, prompt_text: str, answer: str) -> str:
             items = parsing.parse_instances(answer, bool(payload.is_classification)).instances
             items = fit([ordered(i) for i in items], ordered({"input": "", "output": one_line}))
             return json.dumps({key: items}, ensure_ascii=False)
+        if payload.stage == "judge" and key == "valid_task":
+            verdict = parsing.parse_judge(answer)
+            if verdict.ok:
+                return json.dumps({**verdict.answers, "reason": verdict.reason}, ensure_ascii=False)
         if payload.stage == STAGE_BATCH and key == "tasks":
             tasks = fit([ordered(t) for t in parsing.parse_batch(answer).tasks],
                         ordered({"instruction": one_line, "input": "", "output": one_line}))
@@ -1018,8 +1105,16 @@ class OfflineServer:
         latency_seed: int = 0,
         batch_delay_s: float = DEFAULT_BATCH_DELAY,
         structured_output: bool | str = True,
+        judge_error: float = 0.0,
+        judge_seed: int = 0,
+        judge_answers: bool = True,
     ) -> None:
         self.host = host
+        if not 0.0 <= float(judge_error) <= 1.0:
+            raise ValueError("judge_error must be between 0 and 1")
+        # Judge prompts get the offline judge's answer (see judge_reply), whatever the responder,
+        # unless judge_answers is False (then the responder answers them too).
+        self.judge_error, self.judge_seed, self.judge_answers = float(judge_error), int(judge_seed), judge_answers
         if structured_output not in (True, False, "ignore"):
             raise ValueError("structured_output must be True, False or 'ignore'")
         self.structured_output = structured_output   # False: response_format gets a 400
@@ -1313,8 +1408,11 @@ class OfflineServer:
             if fault is not None and fault.kind == "garbage":
                 raw = _junk(random.Random(rseed))
             else:
-                with self._responder_lock:
-                    raw = responder(text, rseed)
+                raw = judge_reply(text, error=self.judge_error, seed=self.judge_seed,
+                                  completion=not chat) if self.judge_answers else None
+                if raw is None:
+                    with self._responder_lock:
+                        raw = responder(text, rseed)
                 raw = "" if raw is None else str(raw)
                 if schema is not None:
                     raw = json_answer(schema, text, raw)
@@ -1776,7 +1874,8 @@ def serve_forever(port: int = 8000, host: str = "127.0.0.1", api_key: str | None
                   latency_s: float = 0.0, seed: int = 0, *, responder: Callable | None = None,
                   model_names: Iterable[str] = (DEFAULT_MODEL,), out=None,
                   latency_median_s: float | None = None, latency_sigma: float = 0.5,
-                  latency_seed: int = 0, structured_output: bool | str = True) -> None:
+                  latency_seed: int = 0, structured_output: bool | str = True, judge_error: float = 0.0,
+                  judge_seed: int = 0) -> None:
     """Run an OfflineServer in the foreground until Ctrl+C (or SIGTERM), then stop cleanly.
 
     Prints one line with the base URL first (flushed), so a parent process can read it.
@@ -1785,7 +1884,8 @@ def serve_forever(port: int = 8000, host: str = "127.0.0.1", api_key: str | None
     server = OfflineServer(host=host, port=port, responder=responder, api_key=api_key,
                            seed=seed, model_names=model_names, latency_s=latency_s,
                            latency_median_s=latency_median_s, latency_sigma=latency_sigma,
-                           latency_seed=latency_seed, structured_output=structured_output)
+                           latency_seed=latency_seed, structured_output=structured_output,
+                           judge_error=judge_error, judge_seed=judge_seed)
     server.start()
     restore = None
     if threading.current_thread() is threading.main_thread():
@@ -1824,6 +1924,7 @@ def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.
                         help="demo: DemoModel answers; synthetic: endless new tasks (load tests); "
                              "echo: a trivial answer (benchmarks)")
     add_structured_output_argument(parser)
+    add_judge_arguments(parser)
     return parser
 
 
@@ -1835,6 +1936,14 @@ def add_structured_output_argument(parser: argparse.ArgumentParser) -> None:
                         help="answer response_format JSON schemas with matching JSON (yes, the default), refuse "
                              "them with a 400 (no), or accept them and answer plain text (ignore), to try how a "
                              "run falls back")
+
+
+def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--judge-error", type=float, default=0.0, metavar="RATE",
+                        help="judge prompts: the share of answers the offline judge gets wrong, per question "
+                             "(default 0: always the true answer of selfinstruct.offline.judge_truth)")
+    parser.add_argument("--judge-seed", type=int, default=0, metavar="N",
+                        help="judge prompts: seed of which answers are wrong (default 0)")
 
 
 def _responder(name: str, seed: int):
@@ -1853,7 +1962,8 @@ def main(argv: list[str] | None = None) -> int:
                   seed=args.seed, responder=_responder(args.responder, args.seed),
                   latency_median_s=args.latency_median, latency_sigma=args.latency_sigma,
                   latency_seed=args.latency_seed,
-                  structured_output=STRUCTURED_OUTPUT_CHOICES[args.structured_output])
+                  structured_output=STRUCTURED_OUTPUT_CHOICES[args.structured_output],
+                  judge_error=args.judge_error, judge_seed=args.judge_seed)
     return 0
 
 

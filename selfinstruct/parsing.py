@@ -30,8 +30,9 @@ from typing import Callable
 import jsonschema
 
 from .prompts import (BATCH_HEAD, CLASSIFY_BODY, CLASSIFY_HEAD, CLASSIFY_QUESTION, INSTANCES_BODY, INSTANCES_HEAD,
-                      INSTANCES_LABEL_HEAD, INSTRUCTIONS_HEAD, JSON_TAILS, LABEL_BODY, MAX_INSTANCES, STAGE_BATCH,
-                      STAGE_CLASSIFY, STAGE_INSTANCES, STAGE_INSTRUCTIONS, Prompt, one_line, response_schema)
+                      INSTANCES_LABEL_HEAD, INSTRUCTIONS_HEAD, JSON_TAILS, JUDGE_BODY, JUDGE_HEAD, JUDGE_JSON_TAIL,
+                      JUDGE_LABELS, LABEL_BODY, MAX_INSTANCES, NO_INPUT, STAGE_BATCH, STAGE_CLASSIFY, STAGE_INSTANCES,
+                      STAGE_INSTRUCTIONS, STAGE_JUDGE, Prompt, one_line, response_schema)
 
 
 @dataclass
@@ -696,6 +697,124 @@ def parse_batch_json(text: str, prompt: Prompt | None = None, *,
     return out
 
 
+# --------------------------------------------------------------------------- judge
+
+@dataclass
+class JudgeVerdict:
+    """A judge's answers to the three questions (model.QUESTIONS), each "yes", "no" or "unsure",
+    and its reason; or, when the answer cannot be read, every answer None and `unparseable` saying
+    why (never a guess)."""
+    valid_task: str | None = None
+    input_ok: str | None = None
+    output_ok: str | None = None
+    reason: str = ""
+    unparseable: str | None = None
+
+    @property
+    def answers(self) -> dict:
+        return {"valid_task": self.valid_task, "input_ok": self.input_ok, "output_ok": self.output_ok}
+
+    @property
+    def ok(self) -> bool:
+        return self.unparseable is None
+
+
+JUDGE_QUESTIONS = tuple(JUDGE_LABELS)   # valid_task, input_ok, output_ok (model.QUESTIONS' order)
+# How people (and models) write each question's label: ours, the study's words, and short forms.
+_JUDGE_LABEL_RE = re.compile(
+    r"""^\s*(?:[-*+>]\s+)?(?:\#{1,6}\s*)?(?:\d[.)]\s*)?(?:\*\*|__)?\s*(?P<label>
+        valid(?:\s+task)?\??|task\s+valid(?:ity)?\??|(?:is\s+(?:it|this|the\s+instruction)\s+a\s+)?valid\s+task\??
+      | input\s+(?:appropriate|ok|okay|fine|suitable|valid|correct)\??|appropriate\s+input\??|input\??
+      | output\s+(?:acceptable|ok|okay|correct|fine|valid)\??|acceptable\s+output\??|output\??
+      | reason(?:ing)?|why|explanation|because
+    )\s*(?:\*\*|__)?\s*[:=\-\u2013\u2014]\s*(?:\*\*|__)?(?P<rest>.*)$""", re.I | re.X)
+_JUDGE_WORDS = {
+    "yes": "yes", "y": "yes", "yeah": "yes", "yep": "yes", "true": "yes", "correct": "yes", "valid": "yes",
+    "appropriate": "yes", "acceptable": "yes", "ok": "yes", "okay": "yes",
+    "no": "no", "n": "no", "nope": "no", "false": "no", "incorrect": "no", "invalid": "no",
+    "inappropriate": "no", "unacceptable": "no", "wrong": "no",
+    "unsure": "unsure", "uncertain": "unsure", "unclear": "unsure", "maybe": "unsure", "unknown": "unsure",
+    "partly": "unsure", "partially": "unsure",
+}
+_NOT_SURE_RE = re.compile(r"^(?:not\s+sure|can(?:no|')t\s+tell|hard\s+to\s+(?:say|tell)|don'?t\s+know)\b", re.I)
+
+
+def _judge_word(text: str) -> str | None:
+    """yes / no / unsure from the start of a value ("Yes.", "**No** - the list...", "not sure")."""
+    value = text.replace("*", "").replace("`", "").strip().strip("\"'").strip()
+    if _NOT_SURE_RE.match(value):
+        return "unsure"
+    m = re.match(r"[A-Za-z]+", value)
+    return _JUDGE_WORDS.get(m.group(0).lower()) if m else None
+
+
+def _judge_question(label: str) -> str | None:
+    label = " ".join(label.lower().rstrip("?").split())
+    if label in ("reason", "reasoning", "why", "explanation", "because"):
+        return "reason"
+    if "valid" in label and "input" not in label and "output" not in label:
+        return "valid_task"
+    if label.startswith("input") or label.endswith("input"):
+        return "input_ok"
+    if label.startswith("output") or label.endswith("output"):
+        return "output_ok"
+    return None
+
+
+def _unreadable(why: str, text: str) -> JudgeVerdict:
+    return JudgeVerdict(unparseable=_failed(why, text))
+
+
+def parse_judge(text: str, *, finish_reason: str | None = None) -> JudgeVerdict:
+    """A verdict from a text answer: three labeled lines (any of the usual spellings, markdown,
+    bullets and numbering allowed) and an optional reason. Forgiving in: a completion that
+    continues the prompt's open label (" yes" on its first line) answers "valid task". Strict
+    out: all three answers or none (`unparseable` names what is missing or contradictory)."""
+    found: dict[str, str] = {}
+    reason: list[str] = []
+    in_reason = False
+    lines = [ln for ln in _lines(text) if not _FENCE_RE.match(ln)]
+    for k, line in enumerate(lines):
+        if not line.strip():
+            in_reason = False
+            continue
+        m = _JUDGE_LABEL_RE.match(line)
+        question = _judge_question(m.group("label")) if m else None
+        if question is None and k == 0 and not found:
+            word = _judge_word(line)      # a completion of "Valid task:"
+            if word is not None:
+                found["valid_task"] = word
+            continue
+        if question is None:
+            if in_reason:
+                reason.append(line.strip())
+            continue
+        if question == "reason":
+            reason.append(m.group("rest").strip())
+            in_reason = True
+            continue
+        in_reason = False
+        word = _judge_word(m.group("rest"))
+        if word is None:
+            return _unreadable(f"no yes/no/unsure for {question}", text)
+        if question in found and found[question] != word:
+            return _unreadable(f"two different answers for {question}", text)
+        found[question] = word
+    missing = [q for q in JUDGE_QUESTIONS if q not in found]
+    if missing:
+        why = f"{TRUNCATED}: " if finish_reason == "length" else ""
+        return _unreadable(f"{why}no answer for {', '.join(missing)}", text)
+    return JudgeVerdict(**found, reason=one_line(" ".join(reason)))
+
+
+def parse_judge_json(text: str, *, finish_reason: str | None = None) -> JudgeVerdict:
+    """A verdict from a structured answer matching `response_schema("judge")`, strictly."""
+    value, reason = read_json(text, response_schema(STAGE_JUDGE), finish_reason=finish_reason)
+    if reason is not None:
+        return _unreadable(reason, text)
+    return JudgeVerdict(**{q: value[q] for q in JUDGE_QUESTIONS}, reason=one_line(value["reason"]))
+
+
 # --------------------------------------------------------------------------- parser versions
 # Like a prompt, each stage's parser has a version, stored with every request whose answer it
 # read (`requests.parser_version`, set when the answer is applied), so re-filter reads an old
@@ -735,12 +854,20 @@ def _read_batch_v1(text: str, prompt: Prompt | None, *, finish_reason: str | Non
     return parse_batch(text, prompt, finish_reason=finish_reason)
 
 
+def _read_judge_v1(text: str, prompt: Prompt | None, *, finish_reason: str | None = None,
+                   is_classification: bool = False) -> JudgeVerdict:
+    if prompt is not None and prompt.structured:
+        return parse_judge_json(text, finish_reason=finish_reason)
+    return parse_judge(text, finish_reason=finish_reason)
+
+
 # version -> (stage, reader). Every reader takes (text, prompt, *, finish_reason, is_classification).
 PARSERS: dict[str, tuple[str, Callable]] = {
     "instructions-parse-v1": (STAGE_INSTRUCTIONS, _read_instructions_v1),
     "classify-parse-v1": (STAGE_CLASSIFY, _read_classify_v1),
     "instances-parse-v1": (STAGE_INSTANCES, _read_instances_v1),
     "batch-parse-v1": (STAGE_BATCH, _read_batch_v1),
+    "judge-parse-v1": (STAGE_JUDGE, _read_judge_v1),
 }
 # The version each stage's answers are read with today (and stored with).
 PARSER_VERSIONS: dict[str, str] = {
@@ -748,6 +875,7 @@ PARSER_VERSIONS: dict[str, str] = {
     STAGE_CLASSIFY: "classify-parse-v1",
     STAGE_INSTANCES: "instances-parse-v1",
     STAGE_BATCH: "batch-parse-v1",
+    STAGE_JUDGE: "judge-parse-v1",      # stored with every verdict (judge_verdicts.parser_version)
 }
 # Requests applied before versions were stored (parser_version NULL, pool files from before
 # schema 6) were read by the parsers that became the first versions: v1 is that code, unchanged.
@@ -815,6 +943,7 @@ _HEADS = (
     (INSTANCES_HEAD, STAGE_INSTANCES),
     (INSTANCES_LABEL_HEAD, STAGE_INSTANCES),
     (BATCH_HEAD, STAGE_BATCH),
+    (JUDGE_HEAD, STAGE_JUDGE),
 )
 
 
@@ -828,6 +957,7 @@ class PromptPayload:
     start_index: int | None = None          # instructions / batch: first new number
     num_to_generate: int | None = None      # instructions / batch
     structured: bool = False                # the prompt asks for JSON (see JSON_TAILS)
+    item: dict | None = None                # judge: {"instruction", "input", "output"} of the judged item
 
 
 def _find_head(text: str) -> tuple[int, str, str] | None:
@@ -879,6 +1009,8 @@ def read_prompt(text: str) -> PromptPayload | None:
         return None
     pos, head, stage = found
     region = text[pos:]
+    if stage == STAGE_JUDGE:
+        return _read_judge_prompt(region)
     structured = False
     for tail in JSON_TAILS:
         if region.rstrip().endswith(tail):
@@ -922,6 +1054,36 @@ def read_prompt(text: str) -> PromptPayload | None:
     return PromptPayload(stage, examples=examples,
                          start_index=start or len(examples) + 1,
                          num_to_generate=int(m.group(1)) if m else 20, structured=structured)
+
+
+_JUDGE_OPEN = f"\n{JUDGE_LABELS['valid_task']}:"
+
+
+def _judge_field(block: str, name: str) -> str:
+    value = block[len(name) + 1:]
+    value = value[1:] if value.startswith(" ") else value.lstrip("\n")
+    return "" if value.strip() == NO_INPUT else value
+
+
+def _read_judge_prompt(region: str) -> PromptPayload:
+    """The judged item of a judge prompt: the text after the worked examples, its three fields
+    split at the first "\nInput:" and the first "\nOutput:" after it."""
+    structured = region.rstrip().endswith(JUDGE_JSON_TAIL)
+    rest = _after_body(region, JUDGE_BODY, "\n\nInstruction: ") or ""
+    rest = rest.rstrip()
+    if structured:
+        rest = rest[: -len(JUDGE_JSON_TAIL)].rstrip()
+    elif rest.endswith(_JUDGE_OPEN):
+        rest = rest[: -len(_JUDGE_OPEN)]
+    item = None
+    i, j = rest.find("\nInput:"), -1
+    if rest.startswith("Instruction:") and i >= 0:
+        j = rest.find("\nOutput:", i + 1)
+    if j >= 0:
+        item = {"instruction": _judge_field(rest[:i], "Instruction").strip(),
+                "input": _judge_field(rest[i + 1:j], "Input"), "output": _judge_field(rest[j + 1:], "Output")}
+    return PromptPayload(STAGE_JUDGE, instruction=item["instruction"] if item else None, structured=structured,
+                         item=item)
 
 
 def prompt_examples(prompt: Prompt) -> list[str]:

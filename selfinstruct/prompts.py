@@ -152,6 +152,7 @@ BATCH_JSON_TAIL = (
     '"instruction", an "input" (an empty string when the task needs none) and an "output".')
 JSON_TAILS = (INSTRUCTIONS_JSON_TAIL, CLASSIFY_JSON_TAIL, INSTANCES_JSON_TAIL, LABEL_JSON_TAIL,
               BATCH_JSON_TAIL)
+# (the judge's tail, JUDGE_JSON_TAIL, is defined with its prompt at the end of this module)
 
 
 def _strings(n: int | None = None) -> dict:
@@ -176,6 +177,7 @@ def response_schema(stage: str, *, num_to_generate: int | None = None,
     instances     {"examples": [{"input", "output"}, ...]} (1 to MAX_INSTANCES; for a labeling
                   task "output" comes first, so a grammar-bound model picks the label first)
     batch         {"tasks": [{"instruction", "input", "output"}, ...]}
+    judge         {"valid_task", "input_ok", "output_ok": "yes" | "no" | "unsure", "reason": str}
     """
     text = {"type": "string"}
     if stage == STAGE_INSTRUCTIONS:
@@ -193,6 +195,9 @@ def response_schema(stage: str, *, num_to_generate: int | None = None,
         if num_to_generate:
             schema["maxItems"] = num_to_generate
         return _object({"tasks": schema})
+    if stage == STAGE_JUDGE:
+        answer = {"type": "string", "enum": list(JUDGE_ANSWERS)}
+        return _object({"valid_task": answer, "input_ok": answer, "output_ok": answer, "reason": text})
     raise ValueError(f"unknown stage {stage!r}")
 
 
@@ -492,3 +497,83 @@ def build_batch_prompt(examples: list[dict], *, num_to_generate: int = 20,
         stop=(batch_header_label(last + 1),),
         meta=meta,
     )
+
+
+# --------------------------------------------------------------------------- judge (quality study)
+# A model answers the quality study's three questions (model.QUESTIONS) about one item: an
+# instruction, one of its instances' input and output. Layout (what `parsing.parse_judge` reads
+# best and the offline server writes): one line per question, ``Valid task: yes``, ``Input
+# appropriate: no``, ``Output acceptable: unsure``, then ``Reason: ...``; the prompt ends with the
+# open label ``Valid task:``. Its versions are its own (the judge is not a generation stage):
+# `JUDGE_VERSIONS`.
+
+STAGE_JUDGE = "judge"
+JUDGE_VERSIONS = {"text": "judge-v1", "json": "judge-json-v1"}
+JUDGE_HEAD = "You are reviewing one item of a dataset that teaches an AI assistant to follow instructions."
+# The answer's labels, in order, per question of model.QUESTIONS (the parser reads these and more).
+JUDGE_LABELS = {"valid_task": "Valid task", "input_ok": "Input appropriate", "output_ok": "Output acceptable"}
+JUDGE_REASON_LABEL = "Reason"
+JUDGE_ANSWERS = ("yes", "no", "unsure")   # the same words as model.ANSWERS (prompts imports nothing)
+SYSTEM_JUDGE = ("Answer with the four lines asked for (three answers and a reason), in the layout of the "
+                "examples, and nothing else.")
+
+_JUDGE_INTRO = (
+    f"{JUDGE_HEAD} An item is an instruction, an optional input, and an output written for them. "
+    "Answer three questions about it, each with yes, no or unsure:\n"
+    f"{JUDGE_LABELS['valid_task']}: is the instruction a clear request that a text-only assistant "
+    "could carry out? Say no for nonsense, for a request that needs pictures, sound, files or the "
+    "physical world, or for one too vague to act on.\n"
+    f"{JUDGE_LABELS['input_ok']}: does the input suit the instruction? It should supply the material "
+    f"the task works on; when the task needs none, an empty input ({NO_INPUT}) is right. Say no for "
+    "an input that is missing when needed, off-topic, or a placeholder.\n"
+    f"{JUDGE_LABELS['output_ok']}: is the output a correct and complete response to the instruction "
+    "and its input? Say no for a wrong, unfinished or unrelated answer.\n"
+    "Use unsure only when you cannot tell. After the three answers, give the main reason in one "
+    f"sentence on a line starting with \"{JUDGE_REASON_LABEL}:\".")
+
+# Our own worked examples: (instruction, input, output, answers, reason).
+JUDGE_EXAMPLES: tuple[tuple[str, str, str, tuple[str, str, str], str], ...] = (
+    ("Turn the temperature into degrees Fahrenheit.", "25 degrees Celsius", "77 degrees Fahrenheit",
+     ("yes", "yes", "yes"), "The conversion is right and the input is what the task needs."),
+    ("Describe the photo attached to this message.", "", "A dog playing on a beach at sunset.",
+     ("no", "no", "no"), "A text-only assistant cannot see a photo, so the task and its answer are invented."),
+    ("List three prime numbers greater than 10.", NO_INPUT, "11, 13, 15",
+     ("yes", "yes", "no"), "15 is not a prime number."),
+)
+
+
+def render_judge_item(instruction: str, input_text: str, output: str) -> str:
+    """An item in the judge layout: ``Instruction:``, ``Input:`` (``(none)`` when empty), ``Output:``."""
+    return "\n".join([render_field("Instruction", one_line(instruction)),
+                      render_field("Input", input_text if input_text != NO_INPUT else "", empty=NO_INPUT),
+                      render_field("Output", output)])
+
+
+def render_judge_answer(answers: dict, reason: str = "") -> str:
+    """A verdict in the text layout (the worked examples and the offline judge write it)."""
+    lines = [f"{JUDGE_LABELS[q]}: {answers[q]}" for q in JUDGE_LABELS]
+    return "\n".join(lines + [f"{JUDGE_REASON_LABEL}: {one_line(reason)}"]) if reason else "\n".join(lines)
+
+
+JUDGE_BODY = (_JUDGE_INTRO + "\n\n" + "\n\n".join(
+    f"{render_judge_item(i, n, o)}\n{render_judge_answer(dict(zip(JUDGE_LABELS, a)), r)}"
+    for i, n, o, a, r in JUDGE_EXAMPLES) + "\n\n")
+JUDGE_JSON_TAIL = (
+    'Judge the last item. Reply with a JSON object with "valid_task", "input_ok" and "output_ok" (each '
+    '"yes", "no" or "unsure") and "reason" (one sentence).')
+
+
+def build_judge_prompt(instruction: str, input: str, output: str, *, structured: bool = False) -> Prompt:  # noqa: A002
+    """Ask a model the quality study's three questions about one item (instruction, input, output);
+    `structured`: ask for the JSON object of `response_schema("judge")` instead of the four lines."""
+    if not one_line(instruction or ""):
+        raise ValueError("instruction must not be empty")
+    item = render_judge_item(instruction, input or "", output or "")
+    meta = {"instruction": instruction, "input": input or "", "output": output or ""}
+    if structured:
+        return Prompt(stage=STAGE_JUDGE, version=JUDGE_VERSIONS["json"], text=f"{JUDGE_BODY}{item}\n\n{JUDGE_JSON_TAIL}",
+                      system=SYSTEM_JSON, stop=None, meta={**meta, "structured": True},
+                      schema=response_schema(STAGE_JUDGE))
+    return Prompt(stage=STAGE_JUDGE, version=JUDGE_VERSIONS["text"],
+                  text=f"{JUDGE_BODY}{item}\n{JUDGE_LABELS['valid_task']}:", system=SYSTEM_JUDGE,
+                  stop=("\n\n",), meta=meta)
