@@ -159,9 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Export seed tasks and accepted generated tasks with their kept "
                                      "instances. A path ending in .zip gets the data, README.md and "
                                      "charts in one archive; otherwise <name>_README.md (the dataset card) and "
-                                     "<name>_charts/ are written beside the data file.")
-    exp.add_argument("--format", required=True, choices=("selfinstruct", "alpaca", "chat",
-                                                         "prompt-completion", "parquet", "csv"))
+                                     "<name>_charts/ are written beside the data file. Give --format, or "
+                                     "--preset for a trainer: trl (chat messages, or prompt-completion), "
+                                     "axolotl (alpaca, or chat; writes <name>_axolotl.yml) or "
+                                     "llama-factory (alpaca, or chat; adds an entry to the folder's "
+                                     "dataset_info.json).")
+    exp.add_argument("--format", choices=("selfinstruct", "alpaca", "chat",
+                                          "prompt-completion", "parquet", "csv"),
+                     help="the data shape (optional with --preset, which picks one)")
+    exp.add_argument("--preset", choices=("trl", "axolotl", "llama-factory"),
+                     help="hand-off to a trainer: picks the format and writes that trainer's config "
+                          "beside the data (a TRL section in the card)")
+    exp.add_argument("--license", help="the card's license as the Hugging Face Hub names it, e.g. "
+                     "apache-2.0 or cc-by-4.0 (default: other, i.e. not chosen yet)")
+    exp.add_argument("--language", help="the data's language code(s), comma-separated (default: en)")
     exp.add_argument("--out", required=True, type=Path, help="the data file (or a .zip archive)")
     exp.add_argument("--no-seeds", action="store_true", help="leave the seed tasks out")
     exp.add_argument("--no-generated", action="store_true", help="leave the generated tasks out")
@@ -589,7 +600,13 @@ def cmd_refilter(args) -> int:
 def cmd_export(args) -> int:
     from . import export as export_mod
 
+    if args.format is None and args.preset is None:
+        raise CLIError("Give --format (selfinstruct, alpaca, chat, prompt-completion, parquet, csv) or "
+                       "--preset (trl, axolotl, llama-factory), which picks one.")
     try:
+        fmt = export_mod.resolve_format(args.preset, args.format)
+        license = export_mod.check_license(args.license)
+        language = export_mod.check_languages(args.language)
         filters = export_mod.ExportFilters(
             include_seeds=not args.no_seeds, include_generated=not args.no_generated,
             runs=export_mod.parse_run_ids(args.run), min_round=args.min_round, max_round=args.max_round,
@@ -600,7 +617,7 @@ def cmd_export(args) -> int:
             max_instruction_words=args.max_instruction_words,
             min_output_words=args.min_output_words, max_output_words=args.max_output_words,
             include_empty_tasks=args.include_empty_tasks,
-        ).for_format(args.format)
+        ).for_format(fmt)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     options = export_mod.ExportOptions(system_prompt=args.system_prompt or None,
@@ -618,18 +635,25 @@ def cmd_export(args) -> int:
         if args.dry_run:
             return 0
         try:
-            result = export_mod.export_dataset(pool, args.format, args.out, filters, options,
-                                               card=not args.no_card, title=args.title)
-        except export_mod.ExportNameTaken as exc:
+            result = export_mod.export_dataset(pool, fmt, args.out, filters, options,
+                                               card=not args.no_card, title=args.title, preset=args.preset,
+                                               license=license, language=language)
+        except (export_mod.ExportNameTaken, export_mod.PresetError) as exc:
             raise CLIError(str(exc)) from None
-    print(f"Wrote {result.records:,} {export_mod.FORMAT_INFO[args.format].label} record(s) to "
+    print(f"Wrote {result.records:,} {export_mod.FORMAT_INFO[fmt].label} record(s) to "
           f"{result.path} ({result.bytes / 1e6:.2f} MB) in {result.seconds:.1f} s.")
     if result.files:
         print(f"  archive: {', '.join(result.files)}")
     if result.card_path:
         print(f"  dataset card: {result.card_path}"
               + (f" (charts in {result.chart_paths[0].parent})" if result.chart_paths else ""))
-    if args.format == "csv":
+    for path in result.config_paths:
+        print(f"  {export_mod.PRESETS[args.preset].label} config: {path}")
+    if args.preset == "trl":
+        print("  TRL: " + ("the card's \"Training with TRL\" section says how to load it" if not args.no_card
+                          else "load it with datasets.load_dataset(\"json\", data_files=...) and pass it "
+                               "to SFTTrainer"))
+    if fmt == "csv":
         print("  CSV: a cell a spreadsheet would run as a formula starts with an added ' and NUL is "
               "written as U+FFFD" + ("; the card says more." if result.card_path else "."))
     return 0

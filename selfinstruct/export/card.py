@@ -18,13 +18,25 @@ from ..explore import HEURISTIC_NOTE, NONE, rouge_histogram, rouge_vs_seeds, ver
 from ..model import PAPER_RATES, ROUGE_THRESHOLD
 from ..store import Pool
 from .formats import CSV_SAFETY_NOTE, FORMAT_INFO, ExportFilters, ExportOptions
+from .presets import card_section, to_yaml
 
-__all__ = ["DatasetCard", "build_card", "CARD_MARKER", "PAPER_LENGTHS", "CHART_FILES", "card_data_file"]
+__all__ = ["DatasetCard", "build_card", "CARD_MARKER", "PAPER_LENGTHS", "CHART_FILES", "card_data_file",
+           "hub_metadata", "size_category", "check_license", "check_languages", "DEFAULT_LICENSE",
+           "DEFAULT_LANGUAGE", "SIZE_CATEGORIES"]
 
 CARD_MARKER = "<!-- selfinstruct dataset card -->"
 # The card's second line names the data file it describes, so that an export can tell its own
 # card from another export's (writers.card_paths).
 _DATA_FILE_LINE = re.compile(r"^<!-- data file: (\"(?:[^\"\\]|\\.)*\") -->$", re.MULTILINE)
+# The Hugging Face Hub's size buckets, by upper bound (a count equal to a bound is in the next one).
+SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                   (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"),
+                   (1_000_000_000, "100M<n<1B"), (10_000_000_000, "1B<n<10B"),
+                   (100_000_000_000, "10B<n<100B"), (1_000_000_000_000, "100B<n<1T"))
+DEFAULT_LICENSE = "other"       # the Hub's word for "not one of the listed licenses": a placeholder
+DEFAULT_LANGUAGE = ("en",)
+_LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+\-]*$")
+_LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 PAPER_LENGTHS = {"instruction": 15.9, "input": 12.7, "output": 18.9}
 # chart file -> its alt text in the card (the files' names are part of the export's layout)
 CHART_FILES = {
@@ -70,14 +82,77 @@ def _data_file_line(data_file: str) -> str:
     return f"<!-- data file: {quoted} -->"
 
 
+def check_license(value: str | None) -> str:
+    """A license as the Hub's metadata writes it (an id such as apache-2.0, cc-by-4.0, mit;
+    "other" when none is chosen). Raises ValueError with a plain sentence."""
+    text = (value or "").strip().lower() or DEFAULT_LICENSE
+    if not _LICENSE_ID.match(text):
+        raise ValueError(f"{value!r} is not a license id as the Hugging Face Hub writes them "
+                         "(lower case, e.g. apache-2.0, cc-by-4.0, mit, or other).")
+    return text
+
+
+def check_languages(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """Language codes (ISO 639, e.g. en, fr; comma-separated in one string), "en" when none."""
+    parts = value.split(",") if isinstance(value, str) else list(value or ())
+    codes = tuple(p.strip() for p in parts if p and p.strip()) or DEFAULT_LANGUAGE
+    for code in codes:
+        if not _LANGUAGE_CODE.match(code):
+            raise ValueError(f"{code!r} is not a language code (ISO 639, lower case, e.g. en or fr).")
+    return codes
+
+
+def size_category(n: int) -> str:
+    """The Hub's size bucket for `n` records: 0 and 999 are n<1K, 1000 is 1K<n<10K."""
+    for limit, label in SIZE_CATEGORIES:
+        if n < limit:
+            return label
+    return "n>1T"
+
+
+def hub_metadata(*, title: str, records: int, data_file: str, license: str = DEFAULT_LICENSE,
+                 language: tuple[str, ...] = DEFAULT_LANGUAGE) -> dict:
+    """The card's YAML header, which the Hugging Face Hub reads: license, language, task
+    category, size bucket, tags, and one config whose train split is the data file."""
+    return {
+        "pretty_name": title,
+        "license": license,
+        "language": list(language),
+        "task_categories": ["text-generation"],
+        "tags": ["self-instruct", "instruction-tuning", "synthetic"],
+        "size_categories": [size_category(records)],
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": data_file}]}],
+    }
+
+
+def _license_note(license: str, card_file: str, data_file: str) -> str:
+    where = "" if card_file == "README.md" else (
+        f" On the Hugging Face Hub, upload this card as README.md beside `{data_file}`; its YAML header "
+        "(license, language, size, the data file) is what the Hub reads.")
+    if license == DEFAULT_LICENSE:
+        text = ("No license was chosen: the header says `license: other`. Choose one before sharing "
+                "(export with `--license`, or the License field of the Export page, or edit the "
+                "header), and check that it fits the terms of the model that wrote the generated "
+                "text and of the seed tasks.")
+    else:
+        text = (f"Released under `{license}` (chosen at export). Check that it fits the terms of the "
+                "model that wrote the generated text and of the seed tasks.")
+    return text + where
+
+
 def build_card(pool: Pool, fmt: str, filters: ExportFilters | None = None,
                options: ExportOptions | None = None, *, data_file: str = "data",
                charts_dir: str = "charts", card_file: str = "README.md", title: str | None = None,
-               rouge_max_items: int = 20_000) -> DatasetCard:
-    """The dataset card of an export: counts, how it was generated (each run's model,
-    mode, sampling, thresholds, keywords, prompt versions and seed), the filters,
-    the quality study's results, and charts (SVG files under `charts_dir`). `data_file`,
-    `charts_dir` and `card_file` are the names the card gives the files beside it."""
+               rouge_max_items: int = 20_000, preset: str | None = None, license: str | None = None,
+               language: str | tuple[str, ...] | None = None, archive: bool = False) -> DatasetCard:
+    """The dataset card of an export: the Hugging Face metadata header (`hub_metadata`),
+    counts, how it was generated (each run's model, mode, sampling, thresholds, keywords,
+    prompt versions and seed), the filters, the quality study's results, charts (SVG files
+    under `charts_dir`), and with a trainer `preset` how to train with it. `data_file`,
+    `charts_dir` and `card_file` are the names the card gives the files beside it;
+    `archive`: they are inside one zip (the preset's files get their zip names)."""
+    license = check_license(license)
+    language = check_languages(language)
     filters = (filters or ExportFilters()).for_format(fmt)
     options = options or ExportOptions()
     info = FORMAT_INFO[fmt]
@@ -112,9 +187,13 @@ def build_card(pool: Pool, fmt: str, filters: ExportFilters | None = None,
     title = title or "Self-Instruct dataset"
     run_lines = ["No generated task is in this export (seed tasks only)."] if not runs else [
         line for run in runs for line in _run_section(run)]
+    metadata = hub_metadata(title=title, records=n_rows, data_file=data_file, license=license,
+                            language=language)
+    trainer = card_section(preset, data_file, fmt, archive=archive)
     markdown = card_template().substitute(
-        pretty_name=json.dumps(title),
-        size_category=_size_category(n_rows),
+        metadata="---\n" + to_yaml(metadata) + "---\n",
+        trainer="\n" + trainer if trainer else "",
+        license_note=_license_note(license, card_file, data_file),
         marker=CARD_MARKER,
         data_file_marker=_data_file_line(data_file),
         card_file=card_file,
@@ -145,7 +224,7 @@ def build_card(pool: Pool, fmt: str, filters: ExportFilters | None = None,
         quality="\n".join(_quality_section(studies)),
         charts="\n" + "\n".join(_charts_section(images, charts_dir, rouge)) if images else "",
     )
-    stats = {"counts": counts, "lengths": {"means": lengths["means"], "counts": lengths["counts"]},
+    stats = {"metadata": metadata, "counts": counts, "lengths": {"means": lengths["means"], "counts": lengths["counts"]},
              "records": n_rows, "runs": [r["id"] for r in runs], "studies": len(studies),
              "rouge_median": rouge.median if len(rouge.scores) else None}
     return DatasetCard(markdown, images, stats)
@@ -166,14 +245,6 @@ def _charts_section(images: dict[str, str], charts_dir: str, rouge) -> list[str]
                f"{rouge.median:.2f}, mean {rouge.mean:.2f}. Low values mean the generated tasks "
                "are not rewordings of the seeds.", ""]
     return md
-
-
-def _size_category(n: int) -> str:
-    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
-                         (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
-        if n < limit:
-            return label
-    return "n>10M"
 
 
 def _loading_hint(fmt: str, data_file: str) -> str:

@@ -33,6 +33,7 @@ from ..store.explore import EXPORT_COLUMNS
 from .card import CHART_FILES, build_card, card_data_file
 from .formats import (FORMAT_INFO, FORMATS, ExportFilters, ExportOptions, Recorder, clean_row, csv_values,
                       dumps, rows_of)
+from .presets import config_files, prepare_config_files, resolve_format, write_config_files
 
 __all__ = ["ExportResult", "write_export", "preview_records", "preview_table", "iter_records",
            "export_dataset", "export_archive_bytes", "download_name", "card_paths", "ExportNameTaken"]
@@ -52,6 +53,7 @@ class ExportResult:
     card_path: Path | None = None
     chart_paths: list[Path] = field(default_factory=list)
     files: list[str] = field(default_factory=list)   # inside a zip
+    config_paths: list[Path] = field(default_factory=list)   # a trainer preset's files beside the data
 
 
 def _csv_writer(text: IO[str]):
@@ -235,30 +237,40 @@ def card_paths(data_path: Path) -> tuple[Path, Path]:
         f"of {data_path.name}; it is left as it is. Export under another name, or move that file.")
 
 
-def export_dataset(pool: Pool, fmt: str, out: str | Path, filters: ExportFilters | None = None,
+def export_dataset(pool: Pool, fmt: str | None, out: str | Path, filters: ExportFilters | None = None,
                    options: ExportOptions | None = None, *, card: bool = True,
-                   title: str | None = None) -> ExportResult:
+                   title: str | None = None, preset: str | None = None, license: str | None = None,
+                   language: str | tuple[str, ...] | None = None) -> ExportResult:
     """Write an export to `out`. With a path ending in `.zip`: one archive holding
-    the data file (named after the archive), README.md and charts/. Otherwise the
-    data file at `out`, and with `card`, the card and its charts beside it, named
-    after it (`card_paths`: `<stem>_README.md`, `<stem>_charts/`). Another export's
-    files in the same folder are left alone."""
+    the data file (named after the archive), README.md, charts/ and a trainer
+    preset's files. Otherwise the data file at `out`, and with `card`, the card and
+    its charts beside it, named after it (`card_paths`: `<stem>_README.md`,
+    `<stem>_charts/`), and the preset's files beside it (`presets.py`; a
+    dataset_info.json there is merged into). Another export's files in the same
+    folder are left alone. `fmt` may be None with a `preset` (its default format);
+    `license` and `language` go into the card's Hugging Face metadata."""
+    fmt = resolve_format(preset, fmt)
     filters = filters or ExportFilters()
     options = options or ExportOptions()
     out = Path(out).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    card_options = {"title": title, "preset": preset, "license": license, "language": language}
     if out.suffix.lower() == ".zip":
         data_name = out.stem + FORMAT_INFO[fmt].extension
+        configs = config_files(preset, data_name, fmt, archive=True)
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=".selfinstruct-export-") as tmp:
             data_path = Path(tmp) / data_name
+            built = build_card(pool, fmt, filters, options, data_file=data_name, charts_dir="charts",
+                               archive=True, **card_options) if card else None
             result = write_export(pool, fmt, data_path, filters, options)
             files = [data_name]
-            built = build_card(pool, fmt, filters, options, data_file=data_name, charts_dir="charts",
-                               title=title) if card else None
             partial = out.with_name(out.name + ".part")
             with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
                 zf.write(data_path, data_name)
+                for config in configs:
+                    zf.writestr(config.name, config.text)
+                    files.append(config.name)
                 if built is not None:
                     zf.writestr("README.md", built.markdown)
                     files.append("README.md")
@@ -271,10 +283,12 @@ def export_dataset(pool: Pool, fmt: str, out: str | Path, filters: ExportFilters
         result.seconds = time.perf_counter() - started
         return result
     card_path, folder = card_paths(out) if card else (None, None)   # refused before anything is written
+    configs = prepare_config_files(preset, out, fmt)                   # so are a preset's files
+    built = build_card(pool, fmt, filters, options, data_file=out.name, charts_dir=folder.name,
+                       card_file=card_path.name, **card_options) if card else None
     result = write_export(pool, fmt, out, filters, options)
+    result.config_paths = write_config_files(configs)
     if card:
-        built = build_card(pool, fmt, filters, options, data_file=out.name, charts_dir=folder.name,
-                           card_file=card_path.name, title=title)
         card_path.write_text(built.markdown, encoding="utf-8")
         result.card_path = card_path
         if folder.is_dir():   # this export's charts folder: no chart of an earlier export left behind
@@ -290,34 +304,44 @@ def export_dataset(pool: Pool, fmt: str, out: str | Path, filters: ExportFilters
     return result
 
 
+def zipped(fmt: str, *, card: bool, preset: str | None = None) -> bool:
+    """Does a download come as a zip: with the card, or with a preset's config files."""
+    return card or bool(config_files(preset, "data" + FORMAT_INFO[fmt].extension, fmt, archive=True))
+
+
 def export_archive_bytes(pool: Pool, fmt: str, filters: ExportFilters | None = None,
                          options: ExportOptions | None = None, *, name: str = "selfinstruct-data",
-                         card: bool = True, title: str | None = None) -> bytes:
+                         card: bool = True, title: str | None = None, preset: str | None = None,
+                         license: str | None = None, language: str | tuple[str, ...] | None = None) -> bytes:
     """A whole export as bytes (for a browser download): a zip with the data file,
-    README.md and charts/ when `card`, else the data file alone. Built on disk in a
-    temporary folder; only the finished file is read into memory."""
+    README.md and charts/ when `card`, and a preset's files; the data file alone when
+    there is nothing else (`zipped`). Built on disk in a temporary folder; only the
+    finished file is read into memory."""
     with tempfile.TemporaryDirectory(prefix="selfinstruct-export-") as tmp:
-        if card:
+        if zipped(fmt, card=card, preset=preset):
             path = Path(tmp) / f"{name}.zip"
         else:
             path = Path(tmp) / f"{name}{FORMAT_INFO[fmt].extension}"
-        export_dataset(pool, fmt, path, filters, options, card=card, title=title)
+        export_dataset(pool, fmt, path, filters, options, card=card, title=title, preset=preset,
+                       license=license, language=language)
         return path.read_bytes()
 
 
 def download_name(fmt: str, *, card: bool, pool_name: str | None = None,
-                  when: datetime | None = None) -> str:
-    """The name of a browser download: `selfinstruct-[<pool>-]<format>-<YYYYMMDD-HHMM>`
-    (UTC), `.zip` with the card, else the format's extension; e.g.
-    `selfinstruct-alpaca-20261201-0315.zip`. `pool_name` (the pool file's stem) is left
-    out when it is the default "pool"."""
+                  when: datetime | None = None, preset: str | None = None) -> str:
+    """The name of a browser download: `selfinstruct-[<pool>-][<preset>-]<format>-<YYYYMMDD-HHMM>`
+    (UTC), `.zip` with the card or a preset's files (`zipped`), else the format's
+    extension; e.g. `selfinstruct-alpaca-20261201-0315.zip`. `pool_name` (the pool file's
+    stem) is left out when it is the default "pool"."""
     when = (when or datetime.now(timezone.utc)).astimezone(timezone.utc)
     parts = ["selfinstruct"]
     pool = re.sub(r"[^A-Za-z0-9_-]+", "-", pool_name or "").strip("-_")[:40]
     if pool and pool.lower() not in ("pool", "selfinstruct"):
         parts.append(pool)
+    if preset:
+        parts.append(preset)
     parts += [fmt, when.strftime("%Y%m%d-%H%M")]
-    return "-".join(parts) + (".zip" if card else FORMAT_INFO[fmt].extension)
+    return "-".join(parts) + (".zip" if zipped(fmt, card=card, preset=preset) else FORMAT_INFO[fmt].extension)
 
 
 def iter_records(pool: Pool, fmt: str, filters: ExportFilters | None = None,
