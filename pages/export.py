@@ -4,11 +4,12 @@ import streamlit as st
 
 from pages.common import current_pool
 from selfinstruct import datadir, export
-from selfinstruct.export import CSV_SAFETY_NOTE, FORMAT_INFO, FORMATS, ExportFilters, ExportOptions
+from selfinstruct.export import CSV_SAFETY_NOTE, FORMAT_INFO, FORMATS, PRESETS, ExportFilters, ExportOptions
 from selfinstruct.store import PoolError
 
 PREVIEW_ROWS = 20
 CLASSIFICATION = {"both": "Included", "only": "Only these", "exclude": "Left out"}
+TRAINERS = {"none": "None", **{name: preset.label for name, preset in PRESETS.items()}}
 
 pool = current_pool()
 
@@ -17,7 +18,8 @@ st.write(
     "The curated pool in the format your trainer reads: seed tasks and accepted generated tasks, "
     "each with the instances the filters kept. Pick a format and filters, check the counts and "
     "the first rows, then download or write the files. A dataset card (README.md with the counts, "
-    "the generation settings, the filters, quality results and charts) goes with the data.")
+    "the generation settings, the filters, quality results and charts) goes with the data. Pick a "
+    "trainer to get the format it reads and its config beside the data.")
 
 counts = pool.counts()
 if counts.seeds + counts.accepted == 0:
@@ -26,8 +28,18 @@ if counts.seeds + counts.accepted == 0:
     st.stop()
 
 # -- choose ------------------------------------------------------------------------------
-fmt = st.segmented_control("Format", list(FORMATS), format_func=lambda f: FORMAT_INFO[f].label,
-                           default="selfinstruct", required=True, key="exp_format")
+trainer = st.segmented_control("Trainer", list(TRAINERS), format_func=TRAINERS.get, default="none",
+                               required=True, key="exp_trainer",
+                               help="Hand-off to a trainer: picks a format it reads and writes its config "
+                                    "beside the data (axolotl: a YAML snippet; LLaMA-Factory: a "
+                                    "dataset_info.json entry; TRL: a section in the card).")
+preset = None if trainer == "none" else trainer
+if preset:
+    st.caption(PRESETS[preset].description)
+fmt = st.segmented_control("Format", list(PRESETS[preset].formats if preset else FORMATS),
+                           format_func=lambda f: FORMAT_INFO[f].label,
+                           default=PRESETS[preset].default_format if preset else "selfinstruct", required=True,
+                           key=f"exp_format_{preset}" if preset else "exp_format")
 st.caption(FORMAT_INFO[fmt].description)
 if fmt == "csv":
     st.caption(CSV_SAFETY_NOTE)
@@ -43,6 +55,20 @@ elif fmt == "prompt-completion":
                                 "same seed and filters give the same file.")
     options = ExportOptions(template_seed=int(seed))
     st.caption("Templates: " + ", ".join(f"`{t.id}`" for t in options.templates))
+
+if preset:   # what will be written for the trainer, for a data file with the default name
+    shown_data = f"selfinstruct-data{FORMAT_INFO[fmt].extension}"
+    configs = export.config_files(preset, shown_data, fmt)
+    with st.expander(f"What {PRESETS[preset].label} gets", expanded=True, icon=":material/model_training:"):
+        for config in configs:
+            st.caption(f"`{config.name}`, beside the data file (for a data file named `{shown_data}`; "
+                       "the names follow the file's name):")
+            st.code(config.text, language=config.language)
+        if any(c.name == "dataset_info.json" for c in configs):
+            st.caption("Written to a folder that already has a dataset_info.json, this entry is added to "
+                       "it (or replaces the entry of the same name); the other entries stay.")
+        st.caption("In the dataset card:" if configs else "The dataset card gets this section:")
+        st.code(export.presets.card_section(preset, shown_data, fmt), language="markdown", wrap_lines=True)
 
 with st.expander("Filters", expanded=True, icon=":material/filter_alt:"):
     left, middle, right = st.columns(3)
@@ -137,13 +163,31 @@ st.subheader("Get the files")
 with_card = st.toggle("Include the dataset card (README.md and charts, in a .zip)", value=True,
                       key="exp_card")
 title = st.text_input("Dataset title", value="Self-Instruct dataset", key="exp_title") if with_card else None
+license, language = None, None
 if with_card:
+    lic_col, lang_col = st.columns(2)
+    license_text = lic_col.text_input(
+        "License", value="other", key="exp_license",
+        help="As the Hugging Face Hub names licenses (apache-2.0, cc-by-4.0, mit, ...). \"other\" means "
+             "not chosen yet: choose one before sharing, one that fits the terms of the model that "
+             "wrote the data and of your seed tasks.")
+    language_text = lang_col.text_input("Language(s)", value="en", key="exp_language",
+                                        help="ISO 639 codes, comma-separated (en, fr, ...).")
+    try:
+        license, language = export.check_license(license_text), export.check_languages(language_text)
+    except ValueError as exc:
+        st.error("Check the card's metadata.", icon=":material/error:")
+        st.text(str(exc))
+        st.stop()
+    if license == "other":
+        st.caption("No license chosen: the card's header says `license: other` and asks to choose one.")
     with st.expander("Dataset card preview", icon=":material/description:"):
-        card_key = (fmt, filters, options, title)
+        card_key = (fmt, filters, options, title, preset, license, language)
         if st.button("Build the card", key="exp_card_build", icon=":material/description:",
                      help="Reads every exported instruction for the charts (a few seconds on a large pool)."):
-            st.session_state["exp_card_built"] = (card_key, export.build_card(pool, fmt, filters, options,
-                                                                        title=title).markdown)
+            st.session_state["exp_card_built"] = (card_key, export.build_card(
+                pool, fmt, filters, options, title=title, preset=preset, license=license,
+                language=language).markdown)
         built = st.session_state.get("exp_card_built")
         if built and built[0] == card_key:
             st.code(built[1], language="markdown", wrap_lines=True, height=400)
@@ -153,34 +197,38 @@ if with_card:
 download_col, write_col = st.columns(2)
 with download_col:
     st.markdown("**Download**")
-    file_name = export.download_name(fmt, card=with_card, pool_name=Path(str(pool.path)).stem)
+    file_name = export.download_name(fmt, card=with_card, pool_name=Path(str(pool.path)).stem, preset=preset)
     name = Path(file_name).stem
+    is_zip = export.zipped(fmt, card=with_card, preset=preset)
     st.download_button(
         f"Download {file_name}",
         data=lambda: export.export_archive_bytes(pool, fmt, filters, options, name=name, card=with_card,
-                                                 title=title),
+                                                 title=title, preset=preset, license=license,
+                                                 language=language),
         file_name=file_name,
-        mime="application/zip" if with_card else FORMAT_INFO[fmt].mime,
+        mime="application/zip" if is_zip else FORMAT_INFO[fmt].mime,
         key="exp_download", icon=":material/download:", type="primary",
         help="The file is built when you click, on the server, then sent to your browser.")
 with write_col:
     st.markdown("**Write on this machine**")
-    default_path = Path("exports") / f"selfinstruct-data{'.zip' if with_card else FORMAT_INFO[fmt].extension}"
+    default_path = Path("exports") / f"selfinstruct-data{'.zip' if is_zip else FORMAT_INFO[fmt].extension}"
     target = st.text_input("Path in the data directory", value=str(default_path),
-                           key=f"exp_path_{fmt}_{with_card}",
+                           key=f"exp_path_{fmt}_{is_zip}",
                            help="Files written on the server stay in the app's data directory "
                                 f"({datadir.data_dir()}). A path ending in .zip gets one archive "
                                 "(data, README.md, charts/); otherwise the card and charts are written "
                                 "beside the data file and named after it: alpaca.json gets "
-                                "alpaca_README.md and alpaca_charts/.")
+                                "alpaca_README.md and alpaca_charts/; a trainer's config goes beside "
+                                "it too (a dataset_info.json there is added to, not replaced).")
     if st.button("Write", key="exp_write", icon=":material/save:"):
         try:   # a visitor's path: only inside the data directory, only export files
             out = datadir.confined_path(target, suffixes=(".zip", *{i.extension for i in FORMAT_INFO.values()}))
-            result = export.export_dataset(pool, fmt, out, filters, options, card=with_card, title=title)
+            result = export.export_dataset(pool, fmt, out, filters, options, card=with_card, title=title,
+                                           preset=preset, license=license, language=language)
         except datadir.PathRefused as exc:
             st.error("Not written.", icon=":material/block:")
             st.text(str(exc))
-        except (OSError, PoolError, ValueError) as exc:   # ValueError includes export.ExportNameTaken
+        except (OSError, PoolError, ValueError) as exc:   # ValueError: ExportNameTaken, PresetError
             st.error("Could not write the export.", icon=":material/error:")
             st.text(str(exc))
         else:
@@ -190,4 +238,6 @@ with write_col:
                               + ([f"card: {datadir.shown(result.card_path)}"] if result.card_path else [])
                               + ([f"charts: {datadir.shown(result.chart_paths[0].parent)}"]
                                  if result.chart_paths else [])
+                              + [f"{PRESETS[preset].label} config: {datadir.shown(path)}"
+                                 for path in result.config_paths]
                               + [f"  {name}" for name in result.files]))
