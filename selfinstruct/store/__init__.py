@@ -9,13 +9,15 @@ from .core import (DB_ENV_VAR, DEFAULT_DB_PATH, MIGRATIONS, PACKAGE_ROOT, SCHEMA
 from .audit import AuditQueries
 from .bulk import BulkQueries
 from .explore import ExploreQueries
+from .judge import JudgeQueries
 from .quality import QualityQueries
 from .review import ReviewQueries
 from .runs import RunQueries
 from .seeds import SeedQueries
 
 
-class Pool(ReviewQueries, QualityQueries, ExploreQueries, RunQueries, SeedQueries, AuditQueries, BulkQueries, PoolBase):
+class Pool(ReviewQueries, QualityQueries, JudgeQueries, ExploreQueries, RunQueries, SeedQueries, AuditQueries,
+           BulkQueries, PoolBase):
     """An open pool file. Create with `Pool.open(path)`; close with `.close()`."""
 
 

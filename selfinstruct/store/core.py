@@ -272,6 +272,58 @@ MIGRATIONS: dict[int, list[str]] = {
         # versions were stored, which parsing.PRE_VERSION_PARSERS maps to each stage's first one.
         """ALTER TABLE requests ADD COLUMN parser_version VARCHAR""",
     ],
+    7: [
+        # The model judge (issue 17): a judge run answers the quality questions for a study's items
+        # or the pool's, one verdict row per item (planned with the run, answered once). Verdicts
+        # live apart from `labels`: a judge is never counted as a person.
+        """CREATE SEQUENCE seq_judge_runs START 1""",
+        """CREATE TABLE judge_runs (
+            id BIGINT PRIMARY KEY DEFAULT nextval('seq_judge_runs'),
+            name VARCHAR,
+            status VARCHAR NOT NULL,
+            scope VARCHAR NOT NULL,
+            study_id BIGINT,
+            config JSON NOT NULL,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            started_at TIMESTAMP,
+            finished_at TIMESTAMP,
+            updated_at TIMESTAMP,
+            stop_reason VARCHAR,
+            error VARCHAR,
+            structured BOOLEAN,
+            structured_note VARCHAR
+        )""",
+        """CREATE SEQUENCE seq_judge_verdicts START 1""",
+        """CREATE TABLE judge_verdicts (
+            id BIGINT PRIMARY KEY DEFAULT nextval('seq_judge_verdicts'),
+            judge_run_id BIGINT NOT NULL,
+            position INTEGER NOT NULL,
+            candidate_id BIGINT NOT NULL,
+            instance_id BIGINT,
+            study_item_id BIGINT,
+            prompt VARCHAR,
+            prompt_version VARCHAR,
+            parser_version VARCHAR,
+            structured BOOLEAN,
+            response VARCHAR,
+            finish_reason VARCHAR,
+            valid_task VARCHAR,
+            input_ok VARCHAR,
+            output_ok VARCHAR,
+            reason VARCHAR,
+            unparseable VARCHAR,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            cost_usd DOUBLE,
+            latency_s DOUBLE,
+            attempts INTEGER,
+            failures INTEGER NOT NULL DEFAULT 0,
+            error VARCHAR,
+            error_kind VARCHAR,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            answered_at TIMESTAMP
+        )""",
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -1,0 +1,499 @@
+"""The model judge (issue 17): a configured endpoint answers the quality study's three questions
+(model.QUESTIONS: valid task? input appropriate? output acceptable?) for a study's items or for the
+whole pool (accepted candidates, one kept instance each).
+
+A judge run is planned whole when it is created (`start_judge`: one verdict row per item, in one
+transaction) and then driven by `JudgeRunner`: up to `concurrency` requests in flight
+(`llm.AdaptiveLimit` lowers it while the endpoint answers 429, as in the engine), each answer
+stored the moment it arrives, with the prompt as sent, its version, the parser version that read
+it, the three answers (or why they could not be read: never a guess), tokens, cost and latency.
+A killed process resumes from the rows alone: answered items are never sent again, nothing is
+stored twice. A request whose retries ran out keeps its error and is sent again later;
+`failure_streak` such requests in a row, or one item failing three times, end the run *failed*
+with the next step. Fatal errors (key, model, URL) fail it at once.
+
+Structured output as in generation (`JudgeConfig.structured` auto | on | off): completion mode is
+always the text layout; `auto` sends one probe request at the run's first start (pipeline's
+`probe_structured`) and the decision is stored with the run (`judge_runs.structured`).
+
+Verdicts live in `judge_verdicts`, never in `labels`: nothing a person sees as a label, no
+majority, no "labeled invalid" counts a judge. `answer_rates` and `human_agreement` summarise a
+run for the CLI and the page; calibration against people lives in selfinstruct/calibration.py.
+
+Servers and keys go through `backend.Backend` (its key rule), never the environment directly.
+One job per pool: a judge run and a generation run of the same pool never go on at once in one
+process (`active_judge`, `pipeline.active_run`; jobs.JobManager refuses either while the other is
+busy), and DuckDB keeps other processes out of the file.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import duckdb
+
+from . import local, parsing, prompts
+from .backend import BACKEND_KINDS, LOCAL, OFFLINE, Backend
+from .engine import Interrupted, RunFailed
+from .llm import AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
+from .model import (ENDED_STATUSES, FAILED, FINISHED, NO, PAUSED, QUESTIONS, RESUMABLE_STATUSES, RUNNING, SPLIT,
+                    STOPPED, UNSURE, YES, majority)
+from .pipeline import (NEXT_STEPS, STRUCTURED_SETTINGS, Event, RunControl, _run_coroutine, _unless_stopped,
+                       active_run, probe_structured)
+from .store import Pool, PoolError
+
+SCOPE_STUDY = "study"
+SCOPE_POOL = "pool"
+SCOPES = (SCOPE_STUDY, SCOPE_POOL)
+MAX_FAILURES_PER_ITEM = 3       # one item running out of retries this often fails the run
+RETRY_COOLDOWN_S = 5.0          # an item whose retries ran out waits this long before it is sent again
+UNREADABLE_CHECK = 10           # this many answers in a row none of which could be read fail the run
+GONE = "the item is no longer in the pool (its candidate was deleted)"
+
+
+@dataclass
+class JudgeConfig:
+    """Everything that decides what a judge run sends; stored with the run (never the key:
+    `key_env` names the variable holding it)."""
+    backend: str = OFFLINE              # offline | local | openai-compatible (backend.BACKEND_KINDS)
+    base_url: str = ""
+    model: str = "selfinstruct-demo"
+    mode: str = "chat"                  # chat | completion
+    structured: str = "auto"            # chat mode: JSON answers with a schema: auto (probe once) | on | off
+    concurrency: int = 8
+    timeout_s: float = 60.0             # a deadline for each whole attempt
+    max_retries: int = 5
+    max_answer_bytes: int = 1_000_000
+    rpm: float | None = None
+    tpm: float | None = None
+    failure_streak: int = 3
+    key_env: str = "OPENAI_API_KEY"
+    price_per_m: list[float] | None = None   # [input, output] USD per 1M tokens; None: built-in table
+    seed: int = 0
+    gguf: str = ""                      # local: the GGUF file ("" = the bundled model)
+    threads: int | None = None
+    ctx_size: int | None = None
+    sampling: dict = field(default_factory=lambda: Sampling(
+        temperature=0.0, top_p=1.0, max_tokens=256, presence_penalty=0.0).to_dict())
+    prompt_versions: dict = field(default_factory=lambda: dict(prompts.JUDGE_VERSIONS))
+    parser_version: str = parsing.PARSER_VERSIONS[prompts.STAGE_JUDGE]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "JudgeConfig":
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def price_table(self) -> PriceTable:
+        table = PriceTable.default()
+        return table.with_price(self.model, *self.price_per_m) if self.price_per_m else table
+
+    def validate(self) -> None:
+        """Plain-words errors for settings that cannot work (the same rules as a generation run's)."""
+        checks = [
+            (self.backend in BACKEND_KINDS, f"The backend must be one of {', '.join(BACKEND_KINDS)}."),
+            (self.backend != "openai-compatible" or bool((self.base_url or "").strip()),
+             "An OpenAI-compatible endpoint needs a base URL."),
+            (self.backend == OFFLINE or bool((self.model or "").strip()), "Name the model to use."),
+            (self.mode in ("chat", "completion"), "The mode must be chat or completion."),
+            (self.structured in STRUCTURED_SETTINGS,
+             f"Structured output must be one of {', '.join(STRUCTURED_SETTINGS)}."),
+            (self.concurrency >= 1, "Concurrency must be at least 1."),
+            (self.timeout_s > 0, "The timeout must be more than 0 seconds."),
+            (self.max_retries >= 0, "Retries must be 0 or more."),
+            (self.max_answer_bytes >= 1024, "The answer size limit must be at least 1024 bytes."),
+            (self.failure_streak >= 1, "The failure streak must be at least 1."),
+            (self.rpm is None or self.rpm > 0, "Requests per minute must be more than 0."),
+            (self.tpm is None or self.tpm > 0, "Tokens per minute must be more than 0."),
+            (self.threads is None or self.threads >= 1, "Threads must be at least 1."),
+            (self.ctx_size is None or self.ctx_size >= local.MIN_CTX_SIZE,
+             f"The context size must be at least {local.MIN_CTX_SIZE} tokens."),
+            (parsing.has_parser(prompts.STAGE_JUDGE, self.parser_version),
+             f"This version of selfinstruct has no judge parser {self.parser_version}."),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        if self.backend == LOCAL:
+            try:
+                local.resolve_gguf(self.gguf)
+            except local.LocalModelError as exc:
+                raise ValueError(str(exc)) from None
+
+
+# Settings a resumed judge run may change: where and how requests go.
+RESUMABLE_JUDGE_SETTINGS = ("backend", "base_url", "model", "key_env", "timeout_s", "max_retries", "concurrency",
+                            "rpm", "tpm", "max_answer_bytes", "failure_streak", "gguf", "threads", "ctx_size",
+                            "structured", "price_per_m", "mode")
+
+
+@dataclass
+class JudgeOutcome:
+    judge_run_id: int
+    status: str             # finished | paused | stopped | failed
+    stop_reason: str
+    done: int               # items answered (readable or not)
+    total: int
+    unparseable: int = 0
+    cost_usd: float = 0.0
+    error: str | None = None
+    next_step: str = ""     # what to do now, in plain words (failed and paused runs)
+
+
+def resume_judge_command(judge_run_id: int) -> str:
+    return f"selfinstruct judge --resume {judge_run_id}"
+
+
+JUDGE_NEXT_STEPS = {
+    **NEXT_STEPS,
+    "rate_limit": "Wait a while or lower the concurrency (--concurrency), then resume.",
+    "context_length": "Judge with a model that has a longer context (an item is too long for this one).",
+    "unparseable": "The model's answers cannot be read: try structured output (--structured on), the other "
+                   "mode (--mode), or a bigger model, then resume.",
+}
+
+
+def _next_step(kind: str, judge_run_id: int) -> str:
+    return (f"{JUDGE_NEXT_STEPS.get(kind, 'Fix the cause, then resume.')} "
+            f"Resume with: {resume_judge_command(judge_run_id)}")
+
+
+# -- one job per pool ---------------------------------------------------------------------------
+_ACTIVE: dict[str, int] = {}          # resolved pool path -> the judge run going on in this process
+_ACTIVE_LOCK = threading.Lock()
+
+
+def _key(pool: Pool) -> str:
+    return str(os.path.realpath(pool.path))
+
+
+def active_judge(pool: Pool) -> int | None:
+    """The judge run going on in this process for this pool file, if any."""
+    with _ACTIVE_LOCK:
+        return _ACTIVE.get(_key(pool))
+
+
+@contextmanager
+def _exclusive(pool: Pool, judge_run_id: int):
+    key = _key(pool)
+    with _ACTIVE_LOCK:
+        other = _ACTIVE.get(key)
+        if other is not None:
+            raise RuntimeError(f"Judge run {other} is already going on for {pool.path}; pause or stop it first.")
+        generating = active_run(pool)
+        if generating is not None:
+            raise RuntimeError(f"Run {generating} is going on for {pool.path}; pause or stop it first.")
+        _ACTIVE[key] = judge_run_id
+    try:
+        yield
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE.pop(key, None)
+
+
+# -- creating and configuring runs ----------------------------------------------------------------
+def start_judge(pool: Pool, config: JudgeConfig, scope: str, study_id: int | None = None,
+                limit: int | None = None, *, name: str | None = None, actor: str = "user") -> int:
+    """Store a judge run and plan its items: a study's items in study order (scope 'study'), or
+    the pool's accepted candidates with a kept instance, its first one each, in candidate order
+    (scope 'pool'); the first `limit` of them when given. Returns the judge run's id; raises
+    ValueError in plain words."""
+    config.validate()
+    if scope not in SCOPES:
+        raise ValueError(f"The scope must be one of {', '.join(SCOPES)}.")
+    if limit is not None and limit < 1:
+        raise ValueError("The limit must be at least 1 item.")
+    if scope == SCOPE_STUDY:
+        if study_id is None or pool.study(study_id) is None:
+            raise ValueError(f"There is no study {study_id}." if study_id is not None else "Choose a study to judge.")
+        items = pool.judge_study_items(study_id, limit)
+        if not items:
+            raise ValueError(f"Study {study_id} has no items.")
+    else:
+        study_id = None
+        items = pool.judge_pool_items(limit)
+        if not items:
+            raise ValueError("The pool has no accepted generated instruction with a kept instance to judge.")
+    return pool.create_judge_run(scope=scope, study_id=study_id, config=config.to_dict(), items=items,
+                                 name=name, actor=actor)
+
+
+def apply_judge_overrides(pool: Pool, judge_run_id: int, overrides: dict, *, actor: str = "user") -> JudgeConfig:
+    """Change a stored judge run's resumable settings (audited); returns its configuration."""
+    run = pool.judge_run(judge_run_id)
+    if run is None:
+        raise ValueError(f"There is no judge run {judge_run_id} in {pool.path}.")
+    unknown = set(overrides) - set(RESUMABLE_JUDGE_SETTINGS)
+    if unknown:
+        raise ValueError(f"These settings cannot change when a judge run resumes: {', '.join(sorted(unknown))}.")
+    stored = run["config"]
+    changes = {k: (stored.get(k), v) for k, v in overrides.items() if stored.get(k) != v}
+    config = JudgeConfig.from_dict({**stored, **overrides})
+    config.validate()
+    if changes:
+        pool.update_judge_run_config(judge_run_id, config.to_dict(), changes, actor=actor)
+    return config
+
+
+def resumable_judge_runs(pool: Pool) -> list[dict]:
+    """Judge runs that ended before every item was answered (interrupted, paused, failed, stopped)."""
+    return [r for r in pool.judge_runs() if r["status"] in RESUMABLE_STATUSES and r["answered"] < r["items"]]
+
+
+# -- the runner ------------------------------------------------------------------------------------
+class JudgeRunner:
+    """Runs (or resumes) one judge run until every item is answered, a pause/stop request, or a
+    failure that needs a person (then the run ends *failed* with the next step)."""
+
+    def __init__(self, pool: Pool, judge_run_id: int, *, on_event: Callable[[Event], None] | None = None,
+                 control: RunControl | None = None, api_key: str | None = None, backend: Backend | None = None,
+                 prices: PriceTable | None = None, overrides: dict | None = None, actor: str = "user",
+                 env_key_any_url: bool = False):
+        if pool.judge_run(judge_run_id) is None:
+            raise ValueError(f"There is no judge run {judge_run_id} in {pool.path}.")
+        self.pool, self.judge_run_id = pool, judge_run_id
+        self.config = apply_judge_overrides(pool, judge_run_id, overrides or {}, actor=actor)
+        # env_key_any_url: see backend.py (the app leaves it False; the CLI's user owns the key)
+        self.backend = backend or Backend.for_run(self.config.to_dict(), api_key=api_key,
+                                                  env_key_any_url=env_key_any_url)
+        self.prices = prices or self.config.price_table()
+        self.on_event = on_event or (lambda event: None)
+        self.control = control or RunControl()
+        self.done = self.total = self.unparseable = self.failures = 0
+        self.cost, self.tokens = 0.0, 0
+        self.in_flight = 0
+        self.pacer: AdaptiveLimit | None = None
+
+    # -- events
+    def emit(self, kind: str, message: str = "", data: dict | None = None) -> None:
+        pacer = self.pacer.snapshot() if self.pacer else {"limit": 0, "rate_limited": 0}
+        self.on_event(Event(kind, self.judge_run_id, step="judge", done=self.done, total=self.total, message=message,
+                            data={"in_flight": self.in_flight, "limit": pacer["limit"],
+                                  "rate_limited": pacer["rate_limited"], "failures": self.failures,
+                                  "unparseable": self.unparseable, "cost_usd": self.cost, "tokens": self.tokens,
+                                  **(data or {})}))
+
+    def run(self) -> JudgeOutcome:
+        with _exclusive(self.pool, self.judge_run_id):
+            self.pool.set_judge_run_status(self.judge_run_id, RUNNING)
+            self._load_counts()
+            self.emit("judge_started", f"judge run {self.judge_run_id} started")
+            started_backend = self.backend._server is None
+            try:
+                self.backend.start()
+                structured = self._decide_structured()
+                reason = _run_coroutine(self._stream(structured))
+                return self._end(FINISHED, reason)
+            except Interrupted:
+                reason = self.control.reason or STOPPED
+                return self._end(reason, reason, next_step=f"Resume with: {resume_judge_command(self.judge_run_id)}"
+                                 if reason == PAUSED else "")
+            except local.LocalModelError as exc:
+                return self._end(FAILED, "local_model", error=str(exc),
+                                 next_step=_next_step("local_model", self.judge_run_id))
+            except (LLMError, RunFailed) as exc:
+                return self._end(FAILED, exc.kind, error=exc.message, next_step=_next_step(exc.kind, self.judge_run_id))
+            except (duckdb.Error, OSError) as exc:
+                message = (f"Could not write to the pool {self.pool.path}: {exc.__class__.__name__}: {exc}. "
+                           "Nothing already written is lost.")
+                return self._end(FAILED, "storage", error=message, next_step=_next_step("storage", self.judge_run_id))
+            finally:
+                if started_backend:
+                    self.backend.stop()
+
+    def _load_counts(self) -> None:
+        progress = self.pool.judge_progress(self.judge_run_id)
+        usage = self.pool.judge_usage(self.judge_run_id)
+        self.done, self.total, self.unparseable = progress["answered"], progress["total"], progress["unparseable"]
+        self.cost, self.tokens = usage["cost_usd"], usage["tokens"]
+
+    def _end(self, status: str, reason: str, error: str | None = None, next_step: str = "") -> JudgeOutcome:
+        try:
+            self.pool.set_judge_run_status(self.judge_run_id, status, stop_reason=reason, error=error,
+                                           ended=status in ENDED_STATUSES)
+            self._load_counts()
+        except (duckdb.Error, OSError) as exc:
+            raise PoolError(f"{error or reason} The judge run's status could not be saved either ({exc}). "
+                            f"{_next_step('storage', self.judge_run_id)}") from None
+        outcome = JudgeOutcome(self.judge_run_id, status, reason, self.done, self.total, self.unparseable,
+                               self.cost, error, next_step)
+        self.in_flight = 0
+        self.emit("judge_ended", error or reason, asdict(outcome))
+        return outcome
+
+    # -- structured output
+    def _decide_structured(self) -> bool:
+        """Whether this run's requests ask for JSON: decided at the first start and stored."""
+        cfg, run = self.config, self.pool.judge_run(self.judge_run_id) or {}
+        if cfg.mode != "chat":
+            structured, note = False, "completion mode: the text layout (structured output is for chat)"
+        elif cfg.structured == "on":
+            structured, note = True, "on (set for the run)"
+        elif cfg.structured == "off":
+            structured, note = False, "off (set for the run)"
+        elif run.get("structured") is not None:
+            return bool(run["structured"])
+        else:
+            structured, note = _run_coroutine(_unless_stopped(probe_structured(self.backend, cfg), self.control))
+            note = f"auto: {'on' if structured else 'off'}, {note}"
+        if run.get("structured") != structured or run.get("structured_note") != note:
+            self.pool.set_judge_run_structured(self.judge_run_id, structured, note)
+            self.emit("step", f"structured output: {note}")
+        return structured
+
+    # -- sending
+    async def _stream(self, structured: bool) -> str:
+        cfg = self.config
+        pacer = self.pacer = AdaptiveLimit(cfg.concurrency, rpm=cfg.rpm, tpm=cfg.tpm)
+        client = self.backend.client(self.backend.llm_config(
+            model=cfg.model, mode=cfg.mode, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s,
+            max_retries=cfg.max_retries, max_answer_bytes=cfg.max_answer_bytes), prices=self.prices, pacer=pacer)
+        sampling = Sampling.from_dict(cfg.sampling)
+        ready = deque(self.pool.judge_open_items(self.judge_run_id))
+        cooling: dict[int, tuple[float, dict]] = {}
+        tasks: dict[asyncio.Task, tuple[dict, prompts.Prompt]] = {}
+        streak = [0, 0]       # requests in a row whose retries ran out; answers in a row not read
+        try:
+            while True:
+                if self.control.requested:
+                    raise Interrupted()
+                now = time.monotonic()
+                for verdict_id, (when, row) in list(cooling.items()):
+                    if when <= now:
+                        del cooling[verdict_id]
+                        ready.append(row)
+                while ready and len(tasks) < pacer.limit:
+                    row = ready.popleft()
+                    if not (row.get("instruction") or "").strip():
+                        self._record_gone(row)
+                        continue
+                    prompt = prompts.build_judge_prompt(row["instruction"], row.get("input") or "",
+                                                        row.get("output") or "", structured=structured)
+                    tasks[asyncio.create_task(client.complete(prompt, sampling))] = (row, prompt)
+                self.in_flight = len(tasks)
+                if not tasks:
+                    if not ready and not cooling:
+                        return "finished"
+                    wait = min(when for when, _ in cooling.values()) - time.monotonic() if cooling else 0.2
+                    await asyncio.sleep(max(0.0, min(0.2, wait)))
+                    continue
+                done, _ = await asyncio.wait(tasks, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    row, prompt = tasks.pop(task)
+                    self.in_flight = len(tasks)
+                    completion = task.result()      # a fatal LLMError is raised here
+                    if completion.error:
+                        self._failure(row, completion, streak)
+                        cooling[row["id"]] = (time.monotonic() + RETRY_COOLDOWN_S, row)
+                    else:
+                        streak[0] = 0
+                        self._answer(row, prompt, completion, streak)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await client.aclose()
+
+    def _answer(self, row: dict, prompt: prompts.Prompt, completion: Completion, streak: list[int]) -> None:
+        cfg = self.config
+        if completion.oversize:
+            verdict = parsing.JudgeVerdict(unparseable=f"the answer was larger than {cfg.max_answer_bytes:,} bytes")
+        else:
+            verdict = parsing.parse_answer(prompts.STAGE_JUDGE, completion.text, prompt,
+                                           finish_reason=completion.finish_reason, version=cfg.parser_version)
+        stored = self.pool.record_judge_answer(row["id"], {
+            "prompt": prompt.full_text(), "prompt_version": prompt.version, "parser_version": cfg.parser_version,
+            "structured": True if prompt.structured else None, "response": completion.text,
+            "finish_reason": completion.finish_reason, **verdict.answers, "reason": verdict.reason or None,
+            "unparseable": verdict.unparseable, "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens, "cost_usd": completion.cost_usd,
+            "latency_s": completion.latency_s, "attempts": completion.attempts})
+        if not stored:
+            return
+        self.done += 1
+        self.cost += completion.cost_usd
+        self.tokens += completion.prompt_tokens + completion.completion_tokens
+        if verdict.ok:
+            streak[1] = 0
+        else:
+            self.unparseable += 1
+            streak[1] += 1
+        self.emit("judge_progress")
+        if streak[1] >= UNREADABLE_CHECK and self.done == self.unparseable:
+            raise RunFailed("unparseable", f"None of the model's first {self.done} answers could be read as "
+                                           f"three yes/no/unsure answers (the last: {verdict.unparseable[:200]}).")
+
+    def _record_gone(self, row: dict) -> None:
+        if self.pool.record_judge_answer(row["id"], {"response": "", "unparseable": GONE,
+                                                     "parser_version": self.config.parser_version}):
+            self.done += 1
+            self.unparseable += 1
+            self.emit("judge_progress")
+
+    def _failure(self, row: dict, completion: Completion, streak: list[int]) -> None:
+        self.pool.record_judge_failure(row["id"], error=completion.error or "", error_kind=completion.error_kind or "",
+                                       attempts=completion.attempts, latency_s=completion.latency_s)
+        row["failures"] = int(row.get("failures") or 0) + 1
+        streak[0] += 1
+        self.failures += 1
+        self.emit("judge_progress", completion.error or "", {"error_kind": completion.error_kind})
+        if streak[0] >= self.config.failure_streak or row["failures"] >= MAX_FAILURES_PER_ITEM:
+            raise RunFailed(completion.error_kind or "server", completion.error or "Requests keep failing.")
+
+
+# -- summaries for the CLI and the page ----------------------------------------------------------
+def answer_rates(pool: Pool, judge_run_id: int) -> dict[str, dict]:
+    """Per question, over a run's readable verdicts: counts of yes / no / unsure, `n` (readable
+    verdicts) and `yes_rate` (None with none); plus `unparseable` under the key "_unparseable"."""
+    rows = pool.judge_verdicts(judge_run_id)
+    readable = [r for r in rows if r["response"] is not None and r["unparseable"] is None]
+    out: dict[str, dict] = {}
+    for q in QUESTIONS:
+        counts = {a: sum(r[q] == a for r in readable) for a in (YES, NO, UNSURE)}
+        out[q] = {**counts, "n": len(readable), "yes_rate": counts[YES] / len(readable) if readable else None}
+    out["_unparseable"] = {"n": sum(r["unparseable"] is not None for r in rows)}
+    return out
+
+
+def human_agreement(pool: Pool, judge_run_id: int) -> dict[str, dict] | None:
+    """For a study's judge run whose items people labeled: per question, the items compared (the
+    people's majority answer and the judge's both yes or no), how many agree, and how many were
+    left out (people split or unsure, the judge unsure, or no readable verdict). None when the run
+    is not a study's, or nobody labeled its items. Counts only: the calibration figures (kappa,
+    confusion matrix, precision and recall) are calibration.py's."""
+    run = pool.judge_run(judge_run_id)
+    if run is None or run["scope"] != SCOPE_STUDY or run["study_id"] is None:
+        return None
+    labels: dict[int, list[dict]] = {}
+    for row in pool.study_labels(run["study_id"]):
+        labels.setdefault(row["item_id"], []).append(row)
+    if not labels:
+        return None
+    verdicts = {v["study_item_id"]: v for v in pool.judge_verdicts(judge_run_id)}
+    out: dict[str, dict] = {}
+    for q in QUESTIONS:
+        compared = agree = left_out = 0
+        for item_id, rows in labels.items():
+            human = majority([r[q] for r in rows])
+            verdict = verdicts.get(item_id)
+            judged = verdict[q] if verdict is not None and verdict["unparseable"] is None else None
+            if human in (SPLIT, UNSURE) or judged not in (YES, NO):
+                left_out += 1
+                continue
+            compared += 1
+            agree += human == judged
+        out[q] = {"labeled": len(labels), "compared": compared, "agree": agree, "left_out": left_out}
+    return out
+
+
+__all__ = ["JudgeConfig", "JudgeOutcome", "JudgeRunner", "RESUMABLE_JUDGE_SETTINGS", "SCOPES", "SCOPE_POOL",
+           "SCOPE_STUDY", "active_judge", "answer_rates", "apply_judge_overrides", "human_agreement",
+           "resumable_judge_runs", "resume_judge_command", "start_judge"]
