@@ -23,7 +23,7 @@ import numpy as np
 
 from selfinstruct.calibration import ppi_mean
 
-ACCURACIES = (0.60, 0.65, 0.70, 0.72, 0.74, 0.76, 0.78, 0.80, 0.85, 0.90, 0.95, 0.99)
+ACCURACIES = (0.60, 0.65, 0.70, 0.72, 0.74, 0.76, 0.77, 0.78, 0.80, 0.85, 0.90, 0.95, 0.99)
 
 
 def simulate(accuracy: float, *, rate: float, human: int, judged: int, sims: int, seed: int) -> dict:
@@ -63,13 +63,20 @@ def main() -> None:
           "| PPI coverage | PPI++ coverage | human-only coverage |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     start = time.perf_counter()
+    narrower = {}
     for i, accuracy in enumerate(accuracies):
         r = simulate(accuracy, rate=args.rate, human=args.human, judged=args.judged, sims=args.sims,
                      seed=args.seed + i)
         print(f"| {accuracy:.2f} | {r['width_ppi']:.3f} | {r['width_ppi++']:.3f} | {r['width_human']:.3f} "
               f"| {r['width_ppi'] / r['width_human']:.2f} | {r['width_ppi++'] / r['width_human']:.2f} "
               f"| {r['cover_ppi']:.1%} | {r['cover_ppi++']:.1%} | {r['cover_human']:.1%} |", flush=True)
-    print(f"\n{time.perf_counter() - start:.1f} s")
+        narrower[accuracy] = {m: r[f"width_{m}"] < r["width_human"] for m in ("ppi", "ppi++")}
+    print()
+    for method in ("ppi", "ppi++"):
+        beyond = [a for a in accuracies if all(narrower[b][method] for b in accuracies if b >= a)]
+        where = f"from accuracy {min(beyond):.2f} on" if beyond else "at none of the accuracies tested"
+        print(f"{method}: median width below human-only {where}")
+    print(f"{time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":
