@@ -209,6 +209,11 @@ class PoolRate:
         return self.high - self.low
 
     @property
+    def human(self) -> tuple[float | None, float | None, float | None]:
+        """The human-only (estimate, low, high)."""
+        return self.human_estimate, self.human_low, self.human_high
+
+    @property
     def human_width(self) -> float | None:
         return None if self.human_low is None else self.human_high - self.human_low
 

@@ -120,6 +120,7 @@ def test_ppi_equals_the_hand_computed_estimate_and_interval():
     assert (r.n_human, r.n_judge, r.method) == (3, 4, "ppi")
     assert r.human_estimate == pytest.approx(1 / 3)
     assert (r.human_low, r.human_high) == wilson_interval(1, 3)
+    assert r.human == (r.human_estimate, r.human_low, r.human_high)
 
 
 def test_ppi_plus_plus_equals_the_hand_computed_lambda():
