@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "given); any id, finished runs included")
     gen.add_argument("--estimate", action="store_true", help="print the pre-run estimate and exit")
     gen.set_defaults(func=cmd_generate)
+    _add_judge_parser(sub, db)
 
     bat = sub.add_parser("batch", help="hand a run's ready requests to an offline batch engine "
                          "(vllm run-batch) and read its answers back")
@@ -142,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--api-key", help="require this key (default: accept any)")
     srv.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
     srv.add_argument("--seed", type=int, default=0)
-    from .offline import add_structured_output_argument   # one definition of the flag
+    from .offline import add_judge_arguments, add_structured_output_argument   # one definition of the flags
     add_structured_output_argument(srv)
+    add_judge_arguments(srv)
     srv.set_defaults(func=cmd_offline_server)
 
     refl = sub.add_parser("refilter", parents=[db], help="decide a run's candidates again with other "
@@ -202,6 +204,71 @@ def build_parser() -> argparse.ArgumentParser:
     exp.set_defaults(func=cmd_export)
 
     return parser
+
+
+JUDGE_EPILOG = """examples:
+  selfinstruct judge --study 1 --offline
+      judge every item of quality study 1 with the offline demo judge (a stand-in that
+      answers instantly; useful to try the command, not a real judge)
+  selfinstruct judge --pool --base-url https://api.openai.com/v1 --model gpt-4o-mini --limit 500
+      judge the first 500 accepted instructions of the pool (one kept instance each) with
+      gpt-4o-mini; the key comes from $OPENAI_API_KEY and is never stored
+  selfinstruct judge --resume
+      go on with the latest judge run that did not finish (only unanswered items are sent)
+
+Quality studies are created on the Label page (the study's id is shown there). The verdicts
+are stored apart from people's labels: they never count as a label, in the majority rule or in
+"labeled invalid". At the end this command prints the judge's yes-rate per question and, for a
+study that people labeled, how often the judge agrees with their majority answer. It exits 2
+when the run fails (with what to do next) and 130 on Ctrl+C (with the command that resumes)."""
+
+
+def _add_judge_parser(sub, db) -> None:
+    jd = sub.add_parser(
+        "judge", parents=[db], help="let a model answer the quality questions for a study's items or the pool",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=JUDGE_EPILOG,
+        description="A model answers the quality study's three questions (valid task? input appropriate? "
+                    "output acceptable? - yes, no or unsure, with a reason) for every item of a quality study "
+                    "(--study) or for the pool's accepted generated instructions, one kept instance each (--pool). "
+                    "Answers are stored as they arrive; Ctrl+C or a failure keeps them, and --resume sends only "
+                    "the items not answered yet. With no backend named, the bundled local model answers "
+                    "(small: use --base-url with a capable model for verdicts worth trusting).")
+    what = jd.add_mutually_exclusive_group()
+    what.add_argument("--study", type=int, metavar="ID", help="judge the items of this quality study")
+    what.add_argument("--pool", action="store_true",
+                      help="judge the pool: every accepted generated instruction with its first kept instance")
+    what.add_argument("--resume", nargs="?", type=int, const=0, metavar="JUDGE_RUN_ID",
+                      help="go on with a judge run (the latest unfinished one when no id is given)")
+    backend = jd.add_mutually_exclusive_group()
+    backend.add_argument("--local", action="store_true",
+                         help="a GGUF model on this machine through llama.cpp (the default): the bundled "
+                              "SmolLM2-135M-Instruct, or --gguf")
+    backend.add_argument("--offline", action="store_true",
+                         help="the offline demo judge (a deterministic stand-in, not a language model)")
+    backend.add_argument("--base-url", help="an OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 or "
+                                            "http://localhost:8000/v1 (needs --model)")
+    jd.add_argument("--model", help="model name at the endpoint")
+    jd.add_argument("--gguf", type=Path, metavar="PATH", help="local model: the GGUF file (implies --local)")
+    jd.add_argument("--threads", type=int, help="local model: CPU threads (default: all cores)")
+    jd.add_argument("--ctx-size", type=int, metavar="TOKENS", help="local model: tokens of context per request")
+    jd.add_argument("--api-key-env", metavar="VAR",
+                    help="environment variable holding the API key (default: OPENAI_API_KEY); never stored")
+    jd.add_argument("--mode", choices=("chat", "completion"),
+                    help="chat completions or the completions endpoint (default: completion for the local "
+                         "model, chat otherwise)")
+    jd.add_argument("--structured", choices=("auto", "on", "off"),
+                    help="chat mode: ask for a JSON verdict matching a schema; auto (default) probes the "
+                         "server once")
+    jd.add_argument("--limit", type=int, metavar="N", help="judge only the first N items")
+    jd.add_argument("--concurrency", type=int, help="requests in flight at most (default 8; 2 for the local "
+                                                   "model); lowered automatically while the endpoint answers 429")
+    jd.add_argument("--timeout", type=float, metavar="SECONDS",
+                    help="deadline for each whole request attempt (default 60; 300 for the local model)")
+    jd.add_argument("--max-retries", type=int, help="retries per request before it counts as failed (default 5)")
+    jd.add_argument("--price", type=float, nargs=2, metavar=("INPUT", "OUTPUT"),
+                    help="USD per 1M input and output tokens for --model (default: the built-in table)")
+    jd.add_argument("--name", help="a name for the judge run")
+    jd.set_defaults(func=cmd_judge)
 
 
 def open_pool(args) -> Pool:
@@ -537,6 +604,158 @@ class _Progress:
             self.bar = None
 
 
+# judge's settings that a resumed judge run may change, by argparse name -> JudgeConfig field
+_JUDGE_FLAGS = {"model": "model", "base_url": "base_url", "api_key_env": "key_env", "timeout": "timeout_s",
+                "max_retries": "max_retries", "concurrency": "concurrency", "threads": "threads",
+                "ctx_size": "ctx_size", "structured": "structured", "mode": "mode"}
+
+
+def cmd_judge(args) -> int:
+    from . import judge as judge_mod
+    from . import local
+    from .backend import LOCAL, defaults_for
+
+    if args.study is None and not args.pool and args.resume is None:
+        raise CLIError("Say what to judge: --study ID (a quality study's items), --pool, or --resume.")
+    if args.base_url and not args.model and args.resume is None:
+        raise CLIError("--base-url needs --model (the model's name at that endpoint).")
+    kind = _backend_kind(args)
+    given = {field: getattr(args, flag) for flag, field in _JUDGE_FLAGS.items() if getattr(args, flag) is not None}
+    if args.price:
+        given["price_per_m"] = list(args.price)
+    if kind == LOCAL and args.gguf is not None:
+        given["gguf"] = _gguf_setting(args)
+        given.setdefault("model", local.model_name(given["gguf"]))
+    with open_pool(args) as pool:
+        interrupted = pool.mark_interrupted_judge_runs()
+        overrides: dict = {}
+        if args.resume is not None:
+            runs = judge_mod.resumable_judge_runs(pool)
+            judge_run_id = args.resume or (runs[0]["id"] if runs else None)
+            run = pool.judge_run(judge_run_id) if judge_run_id else None
+            if run is None:
+                raise CLIError("There is no judge run to resume (none is interrupted, paused, failed or stopped)."
+                               if not args.resume else f"There is no judge run {args.resume}.")
+            progress = pool.judge_progress(judge_run_id)
+            if run["status"] == FINISHED and not progress["pending"]:
+                print(f"Judge run {judge_run_id} had finished: all {progress['total']} items are judged.")
+                _print_judge_summary(pool, judge_run_id)
+                return 0
+            overrides = dict(given)
+            if args.base_url:
+                overrides["backend"] = "openai-compatible"
+            elif args.offline:
+                overrides.update(backend="offline", base_url="")
+            elif kind == LOCAL and run["config"].get("backend") != LOCAL:
+                overrides.update(backend=LOCAL, base_url="")
+                overrides.setdefault("gguf", "")
+                overrides.setdefault("model", local.model_name(overrides["gguf"]))
+            if overrides:
+                print("Changed for this judge run: " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())))
+        else:
+            if interrupted:
+                print(f"Judge run(s) {', '.join(map(str, interrupted))} had been interrupted; resume with --resume.")
+            kind = kind or LOCAL
+            defaults = defaults_for(kind)
+            config = judge_mod.JudgeConfig(**{
+                "model": local.model_name(None) if kind == LOCAL else "selfinstruct-demo", "base_url": "",
+                "backend": kind, "mode": defaults["mode"], "concurrency": defaults["concurrency"],
+                "timeout_s": defaults["timeout_s"], **given})
+            scope = judge_mod.SCOPE_STUDY if args.study is not None else judge_mod.SCOPE_POOL
+            try:
+                judge_run_id = judge_mod.start_judge(pool, config, scope, args.study, args.limit, name=args.name,
+                                                     actor="cli")
+            except ValueError as exc:
+                raise CLIError(str(exc)) from None
+        progress = _JudgeProgress(sys.stderr)
+        with _SigintSeen() as sigint:
+            try:
+                try:
+                    runner = judge_mod.JudgeRunner(pool, judge_run_id, on_event=progress, overrides=overrides,
+                                                   actor="cli", env_key_any_url=True)   # the user's own key
+                except ValueError as exc:
+                    raise CLIError(str(exc)) from None
+                total = pool.judge_progress(judge_run_id)
+                print(f"Judge run {judge_run_id}: {total['pending']} of {total['total']} item(s) to judge with "
+                      f"{runner.config.model} at {runner.backend.description}.", flush=True)
+                outcome = runner.run()
+                progress.clear()
+            except Exception as exc:
+                if isinstance(exc, CLIError) or not sigint.seen():
+                    raise
+                return _judge_interrupted(pool, judge_run_id, progress)
+            except KeyboardInterrupt:
+                return _judge_interrupted(pool, judge_run_id, progress)
+        note = (pool.judge_run(judge_run_id) or {}).get("structured_note")
+        if note:
+            print(f"Structured output: {note}.")
+        if outcome.status == FAILED:
+            raise CLIError(f"Judge run {judge_run_id} failed: {outcome.error}\n{outcome.next_step}")
+        print(f"Judge run {judge_run_id} {outcome.status}: {outcome.done}/{outcome.total} items judged, "
+              f"{outcome.unparseable} unreadable, ${outcome.cost_usd:.4f}.")
+        _print_judge_summary(pool, judge_run_id)
+        if outcome.status != FINISHED:
+            print(outcome.next_step or f"Resume with: {judge_mod.resume_judge_command(judge_run_id)}")
+            return 3
+    return 0
+
+
+def _judge_interrupted(pool, judge_run_id: int, progress) -> int:
+    from .judge import resume_judge_command
+
+    progress.clear()
+    try:
+        pool.set_judge_run_status(judge_run_id, INTERRUPTED, stop_reason="interrupted")
+    except BaseException:  # noqa: BLE001 - the message below matters more than the status
+        pass
+    print(f"Interrupted. Resume with: {resume_judge_command(judge_run_id)}", file=sys.stderr)
+    return 130
+
+
+def _print_judge_summary(pool, judge_run_id: int) -> None:
+    """The judge's yes-rate per question and, for a labeled study, its agreement with people."""
+    from .judge import answer_rates, human_agreement
+    from .model import QUESTIONS
+
+    rates = answer_rates(pool, judge_run_id)
+    words = {"valid_task": "valid task", "input_ok": "input appropriate", "output_ok": "output acceptable"}
+    if rates[QUESTIONS[0]]["n"]:
+        print("The judge's answers (readable verdicts):")
+        for q in QUESTIONS:
+            r = rates[q]
+            print(f"  {words[q]:<18} {r['yes_rate']:>4.0%} yes ({r['yes']} of {r['n']}; {r['no']} no, "
+                  f"{r['unsure']} unsure)")
+    agreement = human_agreement(pool, judge_run_id)
+    if agreement:
+        labeled = agreement[QUESTIONS[0]]["labeled"]
+        parts = [f"{words[q]} {a['agree']} of {a['compared']}" + (f" ({a['left_out']} left out)" if a["left_out"]
+                                                                    else "")
+                 for q, a in agreement.items()]
+        print(f"Agreement with people's majority answer on the {labeled} labeled item(s): " + "; ".join(parts)
+              + " (left out: people split or unsure, the judge unsure or unreadable).")
+
+
+class _JudgeProgress:
+    """The judge's progress bar on stderr (tqdm, on a terminal only), like generate's."""
+
+    def __init__(self, stream) -> None:
+        self.base = _Progress(stream)
+
+    def __call__(self, event) -> None:
+        if event.kind in {"judge_started", "judge_progress"} and event.total:
+            bar = self.base._bar()
+            d = event.data
+            bar.unit = "item"
+            bar.set_description("judging", refresh=False)
+            bar.total, bar.n = event.total, event.done
+            bar.set_postfix_str(f"{d.get('in_flight', 0)} in flight · ${d.get('cost_usd', 0.0):.4f}"
+                                + (f" · {d['unparseable']} unreadable" if d.get("unparseable") else "")
+                                + (f" · {d['failures']} failed" if d.get("failures") else ""))
+
+    def clear(self) -> None:
+        self.base.clear()
+
+
 def cmd_batch_write(args) -> int:
     from . import batch
 
@@ -574,7 +793,8 @@ def cmd_offline_server(args) -> int:
     from .offline import STRUCTURED_OUTPUT_CHOICES, serve_forever
 
     serve_forever(port=args.port, host=args.host, api_key=args.api_key, latency_s=args.latency,
-                  seed=args.seed, structured_output=STRUCTURED_OUTPUT_CHOICES[args.structured_output])
+                  seed=args.seed, structured_output=STRUCTURED_OUTPUT_CHOICES[args.structured_output],
+                  judge_error=args.judge_error, judge_seed=args.judge_seed)
     return 0
 
 

@@ -8,6 +8,10 @@ UI: pages read the manager's `status()` and the pool.
 One run per pool at a time holds for the whole process, not just for one manager: a
 second manager for the same file (another cache entry, another browser session) sees the
 run through `pipeline.active_run` and refuses to start or resume another.
+
+Judge runs (selfinstruct/judge.py) are jobs under the same rule: `start_judge` / `resume_judge`
+run a `judge.JudgeRunner` in the same kind of thread, and neither kind starts while the other is
+going on (`judge.active_judge`). `status().kind` says which kind the job is ("run" or "judge").
 """
 from __future__ import annotations
 
@@ -21,6 +25,12 @@ from .monitor import run_headline
 from .pipeline import (Event, RunConfig, RunControl, RunOutcome, Runner, active_run, apply_overrides,
                        start_run)
 from .store import Pool
+
+
+def _judge():
+    from . import judge   # judge imports pipeline, as this module does; imported when first needed
+
+    return judge
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,9 @@ class JobStatus:
     in_flight: int = 0           # requests being answered now
     limit: int = 0               # current concurrency (lowered while the endpoint answers 429)
     rate_limited: int = 0        # 429 answers seen
+    kind: str = "run"            # "run" (generation) or "judge" (a judge run: run_id is the judge run's id)
+    cost_usd: float = 0.0        # judge runs: spent so far (the run's whole cost, earlier starts included)
+    unparseable: int = 0         # judge runs: answers that could not be read as a verdict
 
     @property
     def busy(self) -> bool:
@@ -46,6 +59,8 @@ class JobStatus:
     def line(self, pool_size: int | None = None) -> str:
         """One line for the sidebar."""
         size = f", pool {pool_size:,}" if pool_size is not None else ""
+        if self.kind == "judge":
+            return self._judge_line() + size
         if self.state == "idle":
             if self.outcome:
                 return run_headline(self.outcome.run_id, self.outcome.status, self.outcome.stop_reason) + size
@@ -56,6 +71,17 @@ class JobStatus:
             return f"Run {self.run_id} starting{size}"
         step = f" ({self.step})" if self.step else ""
         return f"Run {self.run_id} {verb}: round {self.round}{step}{progress}{size}"
+
+    def _judge_line(self) -> str:
+        if self.state == "idle":
+            outcome = self.outcome
+            if outcome is None:
+                return "No run in progress"
+            return f"Judge run {self.run_id} {outcome.status}: {outcome.done}/{outcome.total} items"
+        if not self.total:
+            return f"Judge run {self.run_id} starting"
+        verb = "" if self.state == "running" else f" ({self.state})"
+        return f"Judge run {self.run_id}{verb}: {self.done}/{self.total} items"
 
 
 class JobManager:
@@ -72,6 +98,8 @@ class JobManager:
         # another manager of this process runs one).
         running = active_run(pool)
         self.interrupted_at_start = pool.mark_interrupted_runs(keep=[running] if running else [])
+        judging = _judge().active_judge(pool)
+        self.interrupted_judges_at_start = pool.mark_interrupted_judge_runs(keep=[judging] if judging else [])
 
     # -- what pages read --------------------------------------------------------
     def status(self) -> JobStatus:
@@ -81,6 +109,9 @@ class JobManager:
             other = active_run(self.pool)
             if other is not None:   # started by another manager of this process
                 return JobStatus(state="running", run_id=other, message="running")
+            judging = _judge().active_judge(self.pool)
+            if judging is not None:
+                return JobStatus(state="running", run_id=judging, message="running", kind="judge")
         return status
 
     def resumable_runs(self) -> list[dict]:
@@ -107,6 +138,41 @@ class JobManager:
             if overrides:
                 apply_overrides(self.pool, run_id, overrides, actor=actor)
             self._launch(run_id, api_key)
+
+    def start_judge(self, config, scope: str, study_id: int | None = None, limit: int | None = None, *,
+                    api_key: str | None = None, name: str | None = None, actor: str = "user") -> int:
+        """Create a judge run (`judge.start_judge`) and run it in the background; its id."""
+        with self._lock:
+            self._refuse_if_busy()
+            judge_run_id = _judge().start_judge(self.pool, config, scope, study_id, limit, name=name, actor=actor)
+            self._launch(judge_run_id, api_key, kind="judge")
+        return judge_run_id
+
+    def resume_judge(self, judge_run_id: int, *, api_key: str | None = None, overrides: dict | None = None,
+                     actor: str = "user") -> None:
+        """Resume a judge run (its unanswered items), with corrected settings if given
+        (judge.RESUMABLE_JUDGE_SETTINGS)."""
+        with self._lock:
+            self._refuse_if_busy()
+            if self.pool.judge_run(judge_run_id) is None:
+                raise ValueError(f"There is no judge run {judge_run_id}.")
+            if overrides:
+                _judge().apply_judge_overrides(self.pool, judge_run_id, overrides, actor=actor)
+            self._launch(judge_run_id, api_key, kind="judge")
+
+    def stop_judge(self, judge_run_id: int) -> None:
+        """End a paused or interrupted judge run for good (a running one: `stop()`)."""
+        with self._lock:
+            busy = self._status.busy and self._status.kind == "judge" and self._status.run_id == judge_run_id
+        if busy:
+            self._ask(STOPPED, "stopping")
+        else:
+            self.pool.set_judge_run_status(judge_run_id, STOPPED, stop_reason="stopped", ended=True)
+
+    def resumable_judge_runs(self) -> list[dict]:
+        status = self.status()
+        busy_id = status.run_id if status.busy and status.kind == "judge" else None
+        return [r for r in _judge().resumable_judge_runs(self.pool) if r["id"] != busy_id]
 
     def pause(self) -> None:
         self._ask(PAUSED, "pausing")
@@ -135,11 +201,15 @@ class JobManager:
     # -- internals -------------------------------------------------------------------
     def _refuse_if_busy(self) -> None:
         if self._status.busy:
-            raise RuntimeError(f"Run {self._status.run_id} is still {self._status.state}; "
+            what = "Judge run" if self._status.kind == "judge" else "Run"
+            raise RuntimeError(f"{what} {self._status.run_id} is still {self._status.state}; "
                                "pause or stop it first.")
         other = active_run(self.pool)
         if other is not None:
             raise RuntimeError(f"Run {other} is going on for this pool; pause or stop it first.")
+        judging = _judge().active_judge(self.pool)
+        if judging is not None:
+            raise RuntimeError(f"Judge run {judging} is going on for this pool; pause or stop it first.")
 
     def _ask(self, reason: str, state: str) -> None:
         with self._lock:
@@ -148,14 +218,39 @@ class JobManager:
             self._control.request(reason)
             self._status = replace(self._status, state=state, message=f"{state}…")
 
-    def _launch(self, run_id: int, api_key: str | None) -> None:
+    def _launch(self, run_id: int, api_key: str | None, kind: str = "run") -> None:
         control = RunControl()
         self._control = control
         self._status = JobStatus(state="running", run_id=run_id, message="starting",
-                                 started_at=time.time())
-        self._thread = threading.Thread(target=self._work, args=(run_id, api_key, control),
-                                        name=f"selfinstruct-run-{run_id}", daemon=True)
+                                 started_at=time.time(), kind=kind)
+        work = self._work_judge if kind == "judge" else self._work
+        self._thread = threading.Thread(target=work, args=(run_id, api_key, control),
+                                        name=f"selfinstruct-{kind}-{run_id}", daemon=True)
         self._thread.start()
+
+    def _work_judge(self, judge_run_id: int, api_key: str | None, control: RunControl) -> None:
+        judge = _judge()
+        outcome = None
+        try:
+            runner = judge.JudgeRunner(self.pool, judge_run_id, api_key=api_key, prices=self.prices,
+                                       on_event=self._on_event, control=control)
+            outcome = runner.run()
+        except Exception as exc:  # the worker must never die silently
+            message = f"The judge run stopped on an unexpected error: {exc.__class__.__name__}: {exc}"
+            try:
+                self.pool.set_judge_run_status(judge_run_id, FAILED, stop_reason="error", error=message, ended=True)
+                progress = self.pool.judge_progress(judge_run_id)
+            except Exception:  # noqa: BLE001 - a pool that cannot be written (full disk)
+                progress = {"answered": 0, "total": 0, "unparseable": 0}
+            outcome = judge.JudgeOutcome(judge_run_id, FAILED, "error", progress["answered"], progress["total"],
+                                         progress["unparseable"], error=message)
+        finally:
+            with self._lock:
+                self._status = JobStatus(outcome=outcome, run_id=judge_run_id, kind="judge",
+                                         done=outcome.done if outcome else 0, total=outcome.total if outcome else 0,
+                                         cost_usd=outcome.cost_usd if outcome else 0.0,
+                                         unparseable=outcome.unparseable if outcome else 0,
+                                         message=(outcome.error or outcome.stop_reason) if outcome else "")
 
     def _work(self, run_id: int, api_key: str | None, control: RunControl) -> None:
         outcome: RunOutcome | None = None
@@ -188,6 +283,10 @@ class JobManager:
                     changes[key] = int(data[key])
             if "failures" in data:
                 changes["errors_seen"] = int(data["failures"])
+            if "cost_usd" in data:
+                changes["cost_usd"] = float(data["cost_usd"])
+            if "unparseable" in data:
+                changes["unparseable"] = int(data["unparseable"])
             if event.message:
                 changes["message"] = event.message
             self._status = replace(status, **changes)
