@@ -1,31 +1,19 @@
 import streamlit as st
 
 from pages.common import current_pool, current_user, job_manager
-from selfinstruct import charts, local, monitor, render
+from pages.endpoint import endpoint_form, test_connection
+from selfinstruct import charts, monitor, render
 from selfinstruct.filters import ALPACA_EXTRA_KEYWORDS, PAPER_KEYWORDS
-from selfinstruct.backend import (LOCAL, OFFLINE, OPENAI_COMPATIBLE, OPENAI_URL, OWN_SERVERS, Backend,
-                                  defaults_for, owner_base_url)
-from selfinstruct.llm import LLMError, PriceTable, Sampling
+from selfinstruct.backend import OFFLINE, OWN_SERVERS
+from selfinstruct.llm import Sampling
 from selfinstruct.model import ROUGE_THRESHOLD, UNFINISHED_STATUSES
 from selfinstruct.pipeline import NEXT_STEPS, STRUCTURED_SETTINGS, RunConfig, estimate_run
-
-BACKENDS = {
-    "local": "Local model",
-    "offline": "Offline demo",
-    "openai": "OpenAI",
-    "compatible": "OpenAI-compatible endpoint",
-}
-# Whether the server holds a key for OpenAI (never the key itself: the page must not hold it).
-SERVER_HAS_KEY = Backend(kind=OPENAI_COMPATIBLE, base_url=OPENAI_URL).api_key_source() != "none"
 
 pool = current_pool()
 manager = job_manager()
 # The form starts from the settings of this pool's newest run (or the defaults, for a new pool).
 newest_run = next(iter(pool.runs()), None)
 defaults = RunConfig.from_dict(newest_run["config"]) if newest_run else RunConfig()
-remembered_backend = (None if newest_run is None else
-                      {OFFLINE: "offline", LOCAL: "local"}.get(defaults.backend)
-                      or ("openai" if defaults.base_url.rstrip("/") == OPENAI_URL.rstrip("/") else "compatible"))
 
 st.title("Generate")
 if pool.counts().seeds == 0:
@@ -37,83 +25,12 @@ if pool.counts().seeds == 0:
 with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":material/tune:"):
     if newest_run:
         st.caption(f"Starting from the settings of run {newest_run['id']}, this pool's newest; change any.")
-    backend = st.segmented_control(
-        "Backend", list(BACKENDS), format_func=BACKENDS.get, key="gen_backend",
-        default=remembered_backend or ("openai" if SERVER_HAS_KEY else "local"), required=True)
-    kind = {"local": LOCAL, "offline": OFFLINE}.get(backend, OPENAI_COMPATIBLE)
-    same_kind = newest_run is not None and defaults.backend == kind
-    kind_defaults = ({"mode": defaults.mode, "concurrency": defaults.concurrency, "timeout_s": defaults.timeout_s}
-                     if same_kind else defaults_for(kind))
-    # Settings whose default depends on the backend get a key per backend, so switching shows
-    # that backend's default rather than the value chosen for another one.
-    per_kind = "_local" if kind == LOCAL else ""
-    gguf, threads, ctx_size = "", None, None
-    api_key = None
-    price_in = price_out = 0.0
-    if backend == "offline":
-        base_url, model = "", "selfinstruct-demo"
-        st.caption("The offline demo replays example tasks bundled with selfinstruct through a local "
-                   "OpenAI-compatible server. It is not a language model: use it to learn the workflow.")
-    elif backend == "local":
-        base_url, model = "", ""
-        files = local.available_ggufs()
-        bundled = local.bundled_gguf()
-        if not files:
-            st.warning(f"No model file found. Install the bundled one with `{local.BUNDLED_INSTALL}`, or put "
-                       f"a .gguf file in {local.models_dir()}.", icon=":material/warning:")
-        else:
-            # Only files the server found itself: a page never opens a path typed in a browser.
-            choice = st.selectbox(
-                "Model file", [str(f) for f in files], key="gen_gguf",
-                format_func=lambda f: local.model_name(f) + (" (bundled)" if bundled and f == str(bundled) else ""),
-                help=f"The bundled model, and the .gguf files in {local.models_dir()}.")
-            gguf = "" if bundled and choice == str(bundled) else choice   # '' finds the bundled file again
-            model = local.model_name(choice)
-            t_col, c_col = st.columns(2)
-            threads = int(t_col.number_input("Threads", 1, 256, (same_kind and defaults.threads) or local.default_threads(),
-                                             key="gen_threads",
-                                             help="CPU threads llama.cpp uses (default: all cores)."))
-            ctx_size = int(c_col.number_input(
-                "Context size (tokens per request)", local.MIN_CTX_SIZE, 131072,
-                (same_kind and defaults.ctx_size) or local.DEFAULT_CTX_SIZE, 256,
-                key="gen_ctx_size", help="Prompt and answer together; the instruction prompt is about 300 "
-                                         "tokens and answers may run to Max tokens."))
-        st.caption("A real language model running on this machine through llama.cpp, with no key and no "
-                   "network. The bundled SmolLM2-135M-Instruct is small: good for trying the loop, not for "
-                   "a dataset worth training on (use a bigger GGUF or an endpoint for that). A round of 8 "
-                   "requests takes about a minute and a half on two CPU cores. Completion mode (the paper's) "
-                   "suits it best.")
-    else:
-        url_col, model_col = st.columns(2)
-        base_url = url_col.text_input(
-            "Base URL", value=OPENAI_URL if backend == "openai" else
-            (same_kind and defaults.base_url) or owner_base_url() or "http://localhost:8000/v1",
-            key=f"gen_base_url_{backend}", disabled=backend == "openai",
-            help="vLLM: http://host:8000/v1 · Ollama: http://localhost:11434/v1 · "
-                 "llama.cpp server: http://localhost:8080/v1")
-        if backend == "openai":   # not whatever a disabled box sent back
-            base_url = OPENAI_URL
-        model = model_col.text_input("Model", value=(same_kind and remembered_backend == backend and defaults.model)
-                                     or ("gpt-4o-mini" if backend == "openai" else ""),
-                                     key=f"gen_model_{backend}")
-        known = PriceTable.default().get(model or "") or (0.0, 0.0)
-        p1, p2 = st.columns(2)
-        price_in = p1.number_input("USD per 1M input tokens", 0.0, 1000.0, float(known[0]), 0.01,
-                                   key=f"gen_price_in_{model}", format="%.3f",
-                                   help="Prefilled from selfinstruct's defaults when the model is known; "
-                                        "check your provider's prices. Stored with the run.")
-        price_out = p2.number_input("USD per 1M output tokens", 0.0, 1000.0, float(known[1]), 0.01,
-                                    key=f"gen_price_out_{model}", format="%.3f")
-        api_key = st.text_input(
-            "API key", value="", type="password", key="gen_api_key",
-            help="Held in this browser session only; never written to the pool, logs or exports. "
-                 "Local servers usually need none.") or None
-        if not api_key:
-            source = Backend(kind=OPENAI_COMPATIBLE, base_url=base_url or OPENAI_URL).api_key_source()
-            st.caption(f"Without a typed key, this endpoint gets the server's key ({source})."
-                       if source != "none" else
-                       "Without a typed key, no key is sent: the server's own key goes only to the "
-                       "endpoint its owner configured.")
+    endpoint = endpoint_form("gen", newest_run["config"] if newest_run else None)
+    backend, kind, base_url, model, api_key = (endpoint.backend, endpoint.kind, endpoint.base_url, endpoint.model,
+                                               endpoint.api_key)
+    gguf, threads, ctx_size = endpoint.gguf, endpoint.threads, endpoint.ctx_size
+    price_in, price_out = endpoint.price_in, endpoint.price_out
+    kind_defaults, per_kind = endpoint.defaults, endpoint.per_kind
     mode_col, gen_col = st.columns(2)
     mode = mode_col.segmented_control(
         "Mode", ["chat", "completion"], key=f"gen_mode{per_kind}", default=kind_defaults["mode"],
@@ -131,16 +48,7 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
         help="Chat mode: ask for JSON that matches a schema per stage instead of the text layout (servers "
              "that support it make the model write exactly that shape). auto: one probe request per run "
              "finds out whether the server does. Completion mode always uses the text layout.")
-    if kind not in OWN_SERVERS and st.button("Test connection", key="gen_test", icon=":material/cable:"):
-        try:
-            message = Backend(kind=OPENAI_COMPATIBLE, base_url=base_url, api_key=api_key).check(
-                model=model, mode=mode)
-        except (LLMError, ValueError) as exc:
-            st.error("The connection test failed.", icon=":material/error:")
-            st.text(str(exc))   # may quote the endpoint: plain text, never markdown
-        else:
-            st.success("Connected.", icon=":material/check_circle:")
-            st.text(message)    # names what the endpoint answered
+    test_connection("gen", endpoint, mode)
 
     paper, sampling = Sampling(), Sampling(**defaults.sampling)
     st.markdown(f"**Sampling** (the paper: temperature {paper.temperature}, top_p {paper.top_p}, "
