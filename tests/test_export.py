@@ -546,6 +546,8 @@ def test_cli_offers_every_format():
     export_parser = build_parser()._subparsers._group_actions[0].choices["export"]
     fmt = next(a for a in export_parser._actions if a.dest == "format")
     assert tuple(fmt.choices) == FORMATS
+    preset = next(a for a in export_parser._actions if a.dest == "preset")
+    assert tuple(preset.choices) == export.PRESET_NAMES          # one home for the presets: presets.py
 
 
 def test_cli_export_writes_the_filtered_data_and_the_card(demo_db_path, tmp_path):
