@@ -33,8 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .formats import FORMAT_INFO
-
 __all__ = ["PRESETS", "PRESET_NAMES", "Preset", "ConfigFile", "PresetError", "get_preset", "resolve_format",
            "config_files", "card_section", "prepare_config_files", "write_config_files", "to_yaml", "dataset_key",
            "AXOLOTL_MARKER", "LLAMA_FACTORY_INFO"]
@@ -325,7 +323,3 @@ def write_config_files(files: list[tuple[Path, str]]) -> list[Path]:
         written.append(path)
     return written
 
-
-def describe(preset: str) -> str:
-    chosen = PRESETS[preset]
-    return f"{chosen.description} Formats: {', '.join(FORMAT_INFO[f].label for f in chosen.formats)}."
