@@ -322,4 +322,3 @@ def write_config_files(files: list[tuple[Path, str]]) -> list[Path]:
             raise
         written.append(path)
     return written
-
