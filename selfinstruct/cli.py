@@ -714,7 +714,7 @@ def _judge_interrupted(pool, judge_run_id: int, progress) -> int:
 
 def _print_judge_summary(pool, judge_run_id: int) -> None:
     """The judge's yes-rate per question and, for a labeled study, its agreement with people."""
-    from .judge import answer_rates, human_agreement
+    from .judge import answer_rates, calibrate_run, human_agreement
     from .model import QUESTIONS
 
     rates = answer_rates(pool, judge_run_id)
@@ -725,6 +725,16 @@ def _print_judge_summary(pool, judge_run_id: int) -> None:
             r = rates[q]
             print(f"  {words[q]:<18} {r['yes_rate']:>4.0%} yes ({r['yes']} of {r['n']}; {r['no']} no, "
                   f"{r['unsure']} unsure)")
+    calibrated = calibrate_run(pool, judge_run_id)
+    if calibrated:
+        print("Against people's majority answer (labeled items; split, unsure or unjudged ones left out):")
+        for q, cal in calibrated.items():
+            k = cal.kappa
+            kappa = (f"kappa {k.value:.2f} [{k.low:.2f}, {k.high:.2f}]" if k.value is not None
+                     else f"kappa n/a ({k.why_undefined})")
+            found = (f"; finds {cal.recall.hits} of {cal.recall.n} 'no'" if cal.recall.n else "")
+            print(f"  {words[q]:<18} {kappa} on {cal.items} item(s){found}; {cal.left_out_total} left out")
+        return
     agreement = human_agreement(pool, judge_run_id)
     if agreement:
         labeled = agreement[QUESTIONS[0]]["labeled"]

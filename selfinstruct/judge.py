@@ -494,6 +494,37 @@ def human_agreement(pool: Pool, judge_run_id: int) -> dict[str, dict] | None:
     return out
 
 
+def calibration_inputs(pool: Pool, judge_run_id: int) -> dict[str, tuple[list, list]] | None:
+    """For a study's judge run: per question, (the judge's answer per study item, None when it has
+    no readable verdict; the answers people gave that item), over the items people labeled, in
+    study order: what `calibration.calibrate` takes. None when the run is not a study's or nobody
+    labeled its items."""
+    run = pool.judge_run(judge_run_id)
+    if run is None or run["scope"] != SCOPE_STUDY or run["study_id"] is None:
+        return None
+    labels: dict[int, list[dict]] = {}
+    for row in pool.study_labels(run["study_id"]):
+        labels.setdefault(row["item_id"], []).append(row)
+    if not labels:
+        return None
+    verdicts = {v["study_item_id"]: v for v in pool.judge_verdicts(judge_run_id)
+                if v["response"] is not None and v["unparseable"] is None}
+    items = [i for i in (v["study_item_id"] for v in pool.judge_verdicts(judge_run_id)) if i in labels]
+    return {q: ([verdicts[i][q] if i in verdicts else None for i in items],
+                [[r[q] for r in labels[i]] for i in items]) for q in QUESTIONS}
+
+
+def calibrate_run(pool: Pool, judge_run_id: int) -> dict | None:
+    """`calibration.calibrate` per question for a study's judge run (None: no labels to compare)."""
+    inputs = calibration_inputs(pool, judge_run_id)
+    if inputs is None:
+        return None
+    from . import calibration
+
+    return {q: calibration.calibrate(judge, human, question=q) for q, (judge, human) in inputs.items()}
+
+
 __all__ = ["JudgeConfig", "JudgeOutcome", "JudgeRunner", "RESUMABLE_JUDGE_SETTINGS", "SCOPES", "SCOPE_POOL",
-           "SCOPE_STUDY", "active_judge", "answer_rates", "apply_judge_overrides", "human_agreement",
+           "SCOPE_STUDY", "active_judge", "answer_rates", "apply_judge_overrides", "calibrate_run",
+           "calibration_inputs", "human_agreement",
            "resumable_judge_runs", "resume_judge_command", "start_judge"]

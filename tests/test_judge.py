@@ -11,10 +11,11 @@ import pytest
 
 from selfinstruct import parsing, prompts, quality
 from selfinstruct.jobs import JobManager
-from selfinstruct.judge import JudgeConfig, JudgeRunner, answer_rates, human_agreement, start_judge
+from selfinstruct.judge import (JudgeConfig, JudgeRunner, active_judge, answer_rates, calibrate_run, human_agreement,
+                                start_judge)
 from selfinstruct.model import ANSWERS, QUESTIONS
 from selfinstruct.offline import FaultPlan, OfflineServer, judge_answer, judge_mistakes, judge_reply, judge_truth
-from selfinstruct.pipeline import RunConfig
+from selfinstruct.pipeline import RunConfig, active_run
 from selfinstruct.store import Pool
 from tests.conftest import kill_cli_after, run_cli
 
@@ -213,6 +214,22 @@ def test_verdicts_are_stored_apart_from_labels(demo_pool):
     agreement = human_agreement(demo_pool, judge_run_id)
     for q in QUESTIONS:   # 6 items labeled with the truth (a perfect judge agrees), 2 unsure ones left out
         assert agreement[q] == {"labeled": 8, "compared": 6, "agree": 6, "left_out": 2}
+    calibrated = calibrate_run(demo_pool, judge_run_id)     # calibration.py's figures, from the same rows
+    for q in QUESTIONS:
+        cal = calibrated[q]
+        assert cal.items == 6 and cal.left_out["unsure"] == 2 and cal.left_out_total == 2
+        assert cal.confusion["yes"]["no"] == cal.confusion["no"]["yes"] == cal.confusion["unsure"]["yes"] == 0
+
+
+def test_cli_prints_the_agreement_with_people_for_a_labeled_study(demo_db_path):
+    with Pool.open(demo_db_path) as pool:
+        study = quality.create_study(pool, "s", size=5, seed=2).study_id
+        for _, _, item_id in pool.judge_study_items(study):
+            pool.save_label(study, item_id, "ann", valid_task="yes", input_ok="no", output_ok="yes")
+    done = run_cli("judge", "--study", str(study), "--offline", "--structured", "off", "--db", str(demo_db_path))
+    assert done.returncode == 0, done.stderr
+    assert "5/5 items judged" in done.stdout and "Against people's majority answer" in done.stdout
+    assert "on 5 item(s)" in done.stdout
 
 
 def test_unreadable_answers_are_stored_with_a_reason_and_a_judge_that_never_answers_fails(demo_pool):
@@ -300,6 +317,9 @@ def test_one_job_per_pool_with_generation(demo_pool):
         run_id = manager.start(RunConfig(base_url=srv.base_url, backend="openai-compatible", rounds=5, seed=3))
         with pytest.raises(RuntimeError, match=f"Run {run_id}"):
             manager.start_judge(endpoint(srv), "pool")
+        deadline = time.time() + 10
+        while active_run(demo_pool) is None and time.time() < deadline:   # the worker thread has begun
+            time.sleep(0.01)
         with pytest.raises(RuntimeError, match=f"Run {run_id}"):
             JobManager(demo_pool).start_judge(endpoint(srv), "pool")     # another manager of the same pool
         manager.stop()
@@ -307,7 +327,7 @@ def test_one_job_per_pool_with_generation(demo_pool):
 
         judge_run_id = manager.start_judge(endpoint(srv, concurrency=1, structured="off"), "pool")
         deadline = time.time() + 10
-        while manager.status().done < 1 and time.time() < deadline:
+        while (manager.status().done < 1 or active_judge(demo_pool) is None) and time.time() < deadline:
             time.sleep(0.05)
         status = manager.status()
         assert status.kind == "judge" and status.busy
