@@ -663,6 +663,9 @@ def cmd_judge(args) -> int:
                 "timeout_s": defaults["timeout_s"], **given})
             scope = judge_mod.SCOPE_STUDY if args.study is not None else judge_mod.SCOPE_POOL
             try:
+                estimate = judge_mod.estimate_judge(pool, config, scope, args.study, args.limit)
+                print(f"Estimate: {estimate.items:,} item(s), ~{estimate.tokens:,} tokens, "
+                      f"~${estimate.cost_usd:.2f} ({estimate.basis}).")
                 judge_run_id = judge_mod.start_judge(pool, config, scope, args.study, args.limit, name=args.name,
                                                      actor="cli")
             except ValueError as exc:

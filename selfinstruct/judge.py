@@ -226,6 +226,63 @@ def start_judge(pool: Pool, config: JudgeConfig, scope: str, study_id: int | Non
                                  name=name, actor=actor)
 
 
+ANSWER_TOKENS_GUESS = 40       # tokens of a verdict (three answers and a one-sentence reason), before any is stored
+
+
+@dataclass
+class JudgeEstimate:
+    items: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    basis: str
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def estimate_judge(pool: Pool, config: JudgeConfig, scope: str, study_id: int | None = None,
+                   limit: int | None = None) -> JudgeEstimate:
+    """Tokens and cost before a judge run: the prompts' sizes (characters / 4, as the offline
+    server counts) and, per answer, the mean of this model's earlier verdicts in the pool (else a
+    guess of ANSWER_TOKENS_GUESS)."""
+    items = (pool.judge_study_items(study_id, limit) if scope == SCOPE_STUDY and study_id is not None
+             else pool.judge_pool_items(limit))
+    texts = pool.judge_item_texts([(c, i) for c, i, _ in items])
+    structured = config.mode == "chat" and config.structured == "on"
+    prompt_tokens = sum(-(-len(prompts.build_judge_prompt(t["instruction"] or "-", t["input"] or "", t["output"] or "",
+                                                          structured=structured).full_text()) // 4)
+                        for t in texts)
+    mean = pool.judge_answer_tokens(config.model)
+    per_answer = mean if mean is not None else ANSWER_TOKENS_GUESS
+    completion_tokens = int(round(per_answer * len(items)))
+    cost = config.price_table().cost(config.model, prompt_tokens, completion_tokens)
+    basis = (f"answers from earlier verdicts of {config.model} in this pool" if mean is not None
+             else f"answers guessed at {ANSWER_TOKENS_GUESS} tokens each")
+    return JudgeEstimate(len(items), prompt_tokens, completion_tokens, cost, f"prompts counted; {basis}")
+
+
+@dataclass
+class JudgeView:
+    """What a page shows about one judge run, in one call (see `judge_view`)."""
+    run: dict                   # the judge_runs row (config as a dict)
+    progress: dict              # Pool.judge_progress: total, answered, parsed, unparseable, pending, failing
+    usage: dict                 # Pool.judge_usage: answers, prompt/completion tokens, tokens, cost_usd, latency_s
+    rates: dict                 # answer_rates: per question yes / no / unsure / n / yes_rate; "_unparseable"
+    calibration: dict | None    # calibrate_run: per question calibration.Calibration (a labeled study only)
+    resume_command: str
+
+
+def judge_view(pool: Pool, judge_run_id: int) -> JudgeView:
+    run = pool.judge_run(judge_run_id)
+    if run is None:
+        raise ValueError(f"There is no judge run {judge_run_id}.")
+    return JudgeView(run, pool.judge_progress(judge_run_id), pool.judge_usage(judge_run_id),
+                     answer_rates(pool, judge_run_id), calibrate_run(pool, judge_run_id),
+                     resume_judge_command(judge_run_id))
+
+
 def apply_judge_overrides(pool: Pool, judge_run_id: int, overrides: dict, *, actor: str = "user") -> JudgeConfig:
     """Change a stored judge run's resumable settings (audited); returns its configuration."""
     run = pool.judge_run(judge_run_id)
@@ -526,5 +583,5 @@ def calibrate_run(pool: Pool, judge_run_id: int) -> dict | None:
 
 __all__ = ["JudgeConfig", "JudgeOutcome", "JudgeRunner", "RESUMABLE_JUDGE_SETTINGS", "SCOPES", "SCOPE_POOL",
            "SCOPE_STUDY", "active_judge", "answer_rates", "apply_judge_overrides", "calibrate_run",
-           "calibration_inputs", "human_agreement",
+           "calibration_inputs", "estimate_judge", "human_agreement", "judge_view", "JudgeEstimate", "JudgeView",
            "resumable_judge_runs", "resume_judge_command", "start_judge"]

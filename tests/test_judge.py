@@ -11,8 +11,8 @@ import pytest
 
 from selfinstruct import parsing, prompts, quality
 from selfinstruct.jobs import JobManager
-from selfinstruct.judge import (JudgeConfig, JudgeRunner, active_judge, answer_rates, calibrate_run, human_agreement,
-                                start_judge)
+from selfinstruct.judge import (JudgeConfig, JudgeRunner, active_judge, answer_rates, calibrate_run, estimate_judge,
+                                human_agreement, judge_view, start_judge)
 from selfinstruct.model import ANSWERS, QUESTIONS
 from selfinstruct.offline import FaultPlan, OfflineServer, judge_answer, judge_mistakes, judge_reply, judge_truth
 from selfinstruct.pipeline import RunConfig, active_run
@@ -153,8 +153,13 @@ def test_offline_server_answers_both_layouts(mode, structured):
 @pytest.mark.parametrize("mode, structured", [("chat", "off"), ("chat", "on"), ("completion", "auto")])
 def test_a_perfect_judge_gives_the_truth_for_every_item(demo_pool, mode, structured):
     with OfflineServer(judge_error=0.0) as srv:
-        judge_run_id = start_judge(demo_pool, endpoint(srv, mode=mode, structured=structured), "pool")
+        config = endpoint(srv, mode=mode, structured=structured)
+        estimate = estimate_judge(demo_pool, config, "pool")
+        judge_run_id = start_judge(demo_pool, config, "pool")
         outcome = JudgeRunner(demo_pool, judge_run_id).run()
+    if mode == "chat":   # the offline server counts characters / 4 of what it is sent, as the estimate does
+        assert estimate.items == outcome.total
+        assert estimate.prompt_tokens == demo_pool.judge_usage(judge_run_id)["prompt_tokens"]
     assert outcome.status == "finished" and outcome.done == outcome.total > 50 and outcome.unparseable == 0
     verdicts = demo_pool.judge_verdicts(judge_run_id)
     for v in verdicts:
@@ -214,6 +219,9 @@ def test_verdicts_are_stored_apart_from_labels(demo_pool):
     agreement = human_agreement(demo_pool, judge_run_id)
     for q in QUESTIONS:   # 6 items labeled with the truth (a perfect judge agrees), 2 unsure ones left out
         assert agreement[q] == {"labeled": 8, "compared": 6, "agree": 6, "left_out": 2}
+    view = judge_view(demo_pool, judge_run_id)
+    assert view.progress["answered"] == view.progress["total"] == len(items) and view.run["scope"] == "study"
+    assert view.calibration is not None and view.resume_command == f"selfinstruct judge --resume {judge_run_id}"
     calibrated = calibrate_run(demo_pool, judge_run_id)     # calibration.py's figures, from the same rows
     for q in QUESTIONS:
         cal = calibrated[q]

@@ -47,6 +47,27 @@ class JudgeQueries:
             params.append(int(limit))
         return [(int(c), None if i is None else int(i), int(s)) for c, i, s in self._q(sql, params).fetchall()]
 
+    def judge_item_texts(self, items: Sequence[tuple[int, int | None]]) -> list[dict]:
+        """Instruction, input and output of (candidate id, instance id) pairs, in the given order
+        (None for what no longer exists)."""
+        if not items:
+            return []
+        rows = self._rows(
+            """WITH wanted AS (SELECT * FROM (VALUES """ + ", ".join("(?, ?, ?)" for _ in items) + """)
+                                AS w(k, candidate_id, instance_id))
+               SELECT w.k, c.instruction, i.input, i.output FROM wanted w
+               LEFT JOIN candidates c ON c.id = w.candidate_id LEFT JOIN instances i ON i.id = w.instance_id
+               ORDER BY w.k""", [x for k, (c, i) in enumerate(items) for x in (k, int(c), i)])
+        return [{"instruction": r["instruction"], "input": r["input"], "output": r["output"]} for r in rows]
+
+    def judge_answer_tokens(self, model: str) -> float | None:
+        """Mean completion tokens of the answered verdicts of judge runs of `model` (None: none yet)."""
+        value = self._scalar(
+            "SELECT avg(v.completion_tokens) FROM judge_verdicts v JOIN judge_runs r ON r.id = v.judge_run_id "
+            "WHERE v.response IS NOT NULL AND v.completion_tokens IS NOT NULL "
+            "AND json_extract_string(r.config, '$.model') = ?", [model])
+        return None if value is None else float(value)
+
     # -- runs ----------------------------------------------------------------------
     def create_judge_run(self, *, scope: str, config: dict, items: Sequence[tuple[int, int | None, int | None]],
                          study_id: int | None = None, name: str | None = None, actor: str = "user") -> int:
