@@ -310,8 +310,8 @@ class JudgeRunner:
     """Runs (or resumes) one judge run until every item is answered, a pause/stop request, or a
     failure that needs a person (then the run ends *failed* with the next step)."""
 
-    def __init__(self, pool: Pool, judge_run_id: int, *, on_event: Callable[[Event], None] | None = None,
-                 control: RunControl | None = None, api_key: str | None = None, backend: Backend | None = None,
+    def __init__(self, pool: Pool, judge_run_id: int, on_event: Callable[[Event], None] | None = None,
+                 control: RunControl | None = None, *, api_key: str | None = None, backend: Backend | None = None,
                  prices: PriceTable | None = None, overrides: dict | None = None, actor: str = "user",
                  env_key_any_url: bool = False):
         if pool.judge_run(judge_run_id) is None:
