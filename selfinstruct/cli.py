@@ -717,11 +717,12 @@ def _judge_interrupted(pool, judge_run_id: int, progress) -> int:
 
 def _print_judge_summary(pool, judge_run_id: int) -> None:
     """The judge's yes-rate per question and, for a labeled study, its agreement with people."""
-    from .judge import answer_rates, calibrate_run, human_agreement
+    from .judge import answer_rates, calibrate_run
     from .model import QUESTIONS
+    from .quality import MEASURE_LABELS
 
     rates = answer_rates(pool, judge_run_id)
-    words = {"valid_task": "valid task", "input_ok": "input appropriate", "output_ok": "output acceptable"}
+    words = {q: MEASURE_LABELS[q].lower() for q in QUESTIONS}
     if rates[QUESTIONS[0]]["n"]:
         print("The judge's answers (readable verdicts):")
         for q in QUESTIONS:
@@ -737,15 +738,6 @@ def _print_judge_summary(pool, judge_run_id: int) -> None:
                      else f"kappa n/a ({k.why_undefined})")
             found = (f"; finds {cal.recall.hits} of {cal.recall.n} 'no'" if cal.recall.n else "")
             print(f"  {words[q]:<18} {kappa} on {cal.items} item(s){found}; {cal.left_out_total} left out")
-        return
-    agreement = human_agreement(pool, judge_run_id)
-    if agreement:
-        labeled = agreement[QUESTIONS[0]]["labeled"]
-        parts = [f"{words[q]} {a['agree']} of {a['compared']}" + (f" ({a['left_out']} left out)" if a["left_out"]
-                                                                    else "")
-                 for q, a in agreement.items()]
-        print(f"Agreement with people's majority answer on the {labeled} labeled item(s): " + "; ".join(parts)
-              + " (left out: people split or unsure, the judge unsure or unreadable).")
 
 
 class _JudgeProgress:

@@ -17,7 +17,7 @@ always the text layout; `auto` sends one probe request at the run's first start 
 `probe_structured`) and the decision is stored with the run (`judge_runs.structured`).
 
 Verdicts live in `judge_verdicts`, never in `labels`: nothing a person sees as a label, no
-majority, no "labeled invalid" counts a judge. `answer_rates` and `human_agreement` summarise a
+majority, no "labeled invalid" counts a judge. `answer_rates` and `calibrate_run` summarise a
 run for the CLI and the page; calibration against people lives in selfinstruct/calibration.py.
 
 Servers and keys go through `backend.Backend` (its key rule), never the environment directly.
@@ -42,8 +42,7 @@ from . import local, parsing, prompts
 from .backend import BACKEND_KINDS, LOCAL, OFFLINE, Backend
 from .engine import Interrupted, RunFailed
 from .llm import AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
-from .model import (ENDED_STATUSES, FAILED, FINISHED, NO, PAUSED, QUESTIONS, RESUMABLE_STATUSES, RUNNING, SPLIT,
-                    STOPPED, UNSURE, YES, majority)
+from .model import (ENDED_STATUSES, FAILED, FINISHED, NO, PAUSED, QUESTIONS, RESUMABLE_STATUSES, RUNNING, STOPPED, UNSURE, YES)
 from .pipeline import (NEXT_STEPS, STRUCTURED_SETTINGS, Event, RunControl, _run_coroutine, _unless_stopped,
                        active_run, probe_structured)
 from .store import Pool, PoolError
@@ -520,37 +519,6 @@ def answer_rates(pool: Pool, judge_run_id: int) -> dict[str, dict]:
     return out
 
 
-def human_agreement(pool: Pool, judge_run_id: int) -> dict[str, dict] | None:
-    """For a study's judge run whose items people labeled: per question, the items compared (the
-    people's majority answer and the judge's both yes or no), how many agree, and how many were
-    left out (people split or unsure, the judge unsure, or no readable verdict). None when the run
-    is not a study's, or nobody labeled its items. Counts only: the calibration figures (kappa,
-    confusion matrix, precision and recall) are calibration.py's."""
-    run = pool.judge_run(judge_run_id)
-    if run is None or run["scope"] != SCOPE_STUDY or run["study_id"] is None:
-        return None
-    labels: dict[int, list[dict]] = {}
-    for row in pool.study_labels(run["study_id"]):
-        labels.setdefault(row["item_id"], []).append(row)
-    if not labels:
-        return None
-    verdicts = {v["study_item_id"]: v for v in pool.judge_verdicts(judge_run_id)}
-    out: dict[str, dict] = {}
-    for q in QUESTIONS:
-        compared = agree = left_out = 0
-        for item_id, rows in labels.items():
-            human = majority([r[q] for r in rows])
-            verdict = verdicts.get(item_id)
-            judged = verdict[q] if verdict is not None and verdict["unparseable"] is None else None
-            if human in (SPLIT, UNSURE) or judged not in (YES, NO):
-                left_out += 1
-                continue
-            compared += 1
-            agree += human == judged
-        out[q] = {"labeled": len(labels), "compared": compared, "agree": agree, "left_out": left_out}
-    return out
-
-
 def calibration_inputs(pool: Pool, judge_run_id: int) -> dict[str, tuple[list, list]] | None:
     """For a study's judge run: per question, (the judge's answer per study item, None when it has
     no readable verdict; the answers people gave that item), over the items people labeled, in
@@ -583,5 +551,5 @@ def calibrate_run(pool: Pool, judge_run_id: int) -> dict | None:
 
 __all__ = ["JudgeConfig", "JudgeOutcome", "JudgeRunner", "RESUMABLE_JUDGE_SETTINGS", "SCOPES", "SCOPE_POOL",
            "SCOPE_STUDY", "active_judge", "answer_rates", "apply_judge_overrides", "calibrate_run",
-           "calibration_inputs", "estimate_judge", "human_agreement", "judge_view", "JudgeEstimate", "JudgeView",
+           "calibration_inputs", "estimate_judge", "judge_view", "JudgeEstimate", "JudgeView",
            "resumable_judge_runs", "resume_judge_command", "start_judge"]
