@@ -8,6 +8,7 @@ from .core import (DB_ENV_VAR, DEFAULT_DB_PATH, MIGRATIONS, PACKAGE_ROOT, SCHEMA
                    default_db_path)
 from .audit import AuditQueries
 from .bulk import BulkQueries
+from .evaluate import EvaluateQueries
 from .explore import ExploreQueries
 from .judge import JudgeQueries
 from .quality import QualityQueries
@@ -16,8 +17,8 @@ from .runs import RunQueries
 from .seeds import SeedQueries
 
 
-class Pool(ReviewQueries, QualityQueries, JudgeQueries, ExploreQueries, RunQueries, SeedQueries, AuditQueries,
-           BulkQueries, PoolBase):
+class Pool(ReviewQueries, QualityQueries, JudgeQueries, EvaluateQueries, ExploreQueries, RunQueries, SeedQueries,
+           AuditQueries, BulkQueries, PoolBase):
     """An open pool file. Create with `Pool.open(path)`; close with `.close()`."""
 
 
