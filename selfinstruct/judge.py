@@ -553,3 +553,87 @@ __all__ = ["JudgeConfig", "JudgeOutcome", "JudgeRunner", "RESUMABLE_JUDGE_SETTIN
            "SCOPE_STUDY", "active_judge", "answer_rates", "apply_judge_overrides", "calibrate_run",
            "calibration_inputs", "estimate_judge", "judge_view", "JudgeEstimate", "JudgeView",
            "resumable_judge_runs", "resume_judge_command", "start_judge"]
+
+
+# -- pool-wide rates: many verdicts, few labels ----------------------------------------------------
+ALL_VALID = "all_valid"
+
+
+def _same_judge(a: dict, b: dict) -> bool:
+    """Two judge runs ask the same judge the same way: model, mode, sampling, prompt layout."""
+    keys = ("model", "mode", "sampling", "prompt_versions", "parser_version")
+    return all(a["config"].get(k) == b["config"].get(k) for k in keys) and a.get("structured") == b.get("structured")
+
+
+def pool_rates(pool: Pool, pool_judge_run_id: int, study_id: int, *, method: str | None = None,
+               confidence: float = 0.95) -> dict:
+    """The pool's share of "yes" per question (and "all_valid": all three yes) from a pool-scope
+    judge run (many verdicts) and a labeled quality study (few human labels), by
+    `calibration.pool_rate` (PPI++ unless `method` says "ppi"); each `PoolRate` carries the
+    human-only Wilson interval and the paper's rate beside it.
+
+    People's answer for an item is `model.majority` of its labels (split and unsure count as
+    not-yes, the Label page's rule; "all_valid" is yes when the three majorities are yes). The
+    labeled items are the study's items with at least one label; their verdicts come from the
+    pool run when it judged the same (candidate, instance), else from the newest run of that
+    study with the same judge settings (`_same_judge`). The unlabeled set is the pool run's
+    readable verdicts on every other task (a labeled task's verdict never counts twice). Raises
+    ValueError in plain words, naming the judge run to start when labeled items lack a verdict."""
+    from . import calibration, quality
+
+    run = pool.judge_run(pool_judge_run_id)
+    if run is None:
+        raise ValueError(f"There is no judge run {pool_judge_run_id}.")
+    if run["scope"] != SCOPE_POOL:
+        raise ValueError(f"Judge run {pool_judge_run_id} judged study {run['study_id']}, not the pool: pool-wide "
+                         "rates need a judge run of the pool (selfinstruct judge --pool).")
+    if pool.study(study_id) is None:
+        raise ValueError(f"There is no study {study_id}.")
+    labels = pool.study_labels(study_id)
+    if not labels:
+        raise ValueError(f"Nobody has labeled study {study_id} yet: pool-wide rates need people's labels "
+                         "(the Label page).")
+    rows: dict[int, list[dict]] = {}
+    for row in labels:
+        rows.setdefault(row["item_id"], []).append(row)
+    where = {item: (r[0]["candidate_id"], r[0]["instance_id"]) for item, r in rows.items()}
+    pooled = {(v["candidate_id"], v["instance_id"]): v
+              for v in pool.latest_judge_verdicts(judge_run_id=pool_judge_run_id)}
+    labeled: dict[int, dict] = {item: pooled[key] for item, key in where.items() if key in pooled}
+    for other in pool.judge_runs(study_id=study_id):      # newest first
+        if len(labeled) == len(rows):
+            break
+        if other["scope"] != SCOPE_STUDY or not _same_judge(run, other):
+            continue
+        for v in pool.latest_judge_verdicts(study_id=study_id, judge_run_id=other["id"]):
+            if v["study_item_id"] in rows:
+                labeled.setdefault(v["study_item_id"], v)
+    missing = [item for item in rows if item not in labeled]
+    if missing:
+        model_name = run["config"].get("model", "")
+        raise ValueError(
+            f"Judge run {pool_judge_run_id} has no readable verdict for {len(missing)} of the {len(rows)} item(s) "
+            f"people labeled in study {study_id} (the study drew another instance of those tasks, or the run "
+            f"has not judged them yet). Start a judge run of the study with the same model: selfinstruct judge "
+            f"--study {study_id} --model {model_name} (or the Judge page, scope: study {study_id}), then ask again.")
+    labeled_tasks = {c for c, _ in where.values()}
+    unlabeled = [v for v in pooled.values() if v["candidate_id"] not in labeled_tasks]
+    order = sorted(rows)
+    people = {a["item_id"]: a for a in quality.item_answers(labels)}
+    method = method or calibration.DEFAULT_METHOD
+    out: dict = {}
+    for q in QUESTIONS:
+        out[q] = calibration.pool_rate([v[q] for v in unlabeled], [labeled[i][q] for i in order],
+                                       [[r[q] for r in rows[i]] for i in order], question=q, method=method,
+                                       confidence=confidence)
+
+    def all_yes(v: dict) -> str:
+        return YES if all(v[q] == YES for q in QUESTIONS) else NO
+
+    out[ALL_VALID] = calibration.pool_rate([all_yes(v) for v in unlabeled], [all_yes(labeled[i]) for i in order],
+                                           [[people[i][ALL_VALID]] for i in order], question=ALL_VALID,
+                                           method=method, confidence=confidence)
+    return out
+
+
+__all__ += ["ALL_VALID", "pool_rates"]
