@@ -39,12 +39,12 @@ from typing import Callable
 import duckdb
 
 from . import local, parsing, prompts
-from .backend import BACKEND_KINDS, LOCAL, OFFLINE, Backend
+from .backend import OFFLINE, Backend
 from .engine import Interrupted, RunFailed
 from .llm import AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
 from .model import (ENDED_STATUSES, FAILED, FINISHED, NO, PAUSED, QUESTIONS, RESUMABLE_STATUSES, RUNNING, STOPPED, UNSURE, YES)
-from .pipeline import (NEXT_STEPS, STRUCTURED_SETTINGS, Event, RunControl, _run_coroutine, _unless_stopped,
-                       active_run, probe_structured)
+from .pipeline import (NEXT_STEPS, Event, RunControl, _run_coroutine, _unless_stopped, active_run,
+                       check_endpoint_settings, probe_structured)
 from .store import Pool, PoolError
 
 SCOPE_STUDY = "study"
@@ -96,36 +96,10 @@ class JudgeConfig:
         return table.with_price(self.model, *self.price_per_m) if self.price_per_m else table
 
     def validate(self) -> None:
-        """Plain-words errors for settings that cannot work (the same rules as a generation run's)."""
-        checks = [
-            (self.backend in BACKEND_KINDS, f"The backend must be one of {', '.join(BACKEND_KINDS)}."),
-            (self.backend != "openai-compatible" or bool((self.base_url or "").strip()),
-             "An OpenAI-compatible endpoint needs a base URL."),
-            (self.backend == OFFLINE or bool((self.model or "").strip()), "Name the model to use."),
-            (self.mode in ("chat", "completion"), "The mode must be chat or completion."),
-            (self.structured in STRUCTURED_SETTINGS,
-             f"Structured output must be one of {', '.join(STRUCTURED_SETTINGS)}."),
-            (self.concurrency >= 1, "Concurrency must be at least 1."),
-            (self.timeout_s > 0, "The timeout must be more than 0 seconds."),
-            (self.max_retries >= 0, "Retries must be 0 or more."),
-            (self.max_answer_bytes >= 1024, "The answer size limit must be at least 1024 bytes."),
-            (self.failure_streak >= 1, "The failure streak must be at least 1."),
-            (self.rpm is None or self.rpm > 0, "Requests per minute must be more than 0."),
-            (self.tpm is None or self.tpm > 0, "Tokens per minute must be more than 0."),
-            (self.threads is None or self.threads >= 1, "Threads must be at least 1."),
-            (self.ctx_size is None or self.ctx_size >= local.MIN_CTX_SIZE,
-             f"The context size must be at least {local.MIN_CTX_SIZE} tokens."),
-            (parsing.has_parser(prompts.STAGE_JUDGE, self.parser_version),
-             f"This version of selfinstruct has no judge parser {self.parser_version}."),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-        if self.backend == LOCAL:
-            try:
-                local.resolve_gguf(self.gguf)
-            except local.LocalModelError as exc:
-                raise ValueError(str(exc)) from None
+        """Plain-words errors for settings that cannot work (the endpoint's, as a generation run's)."""
+        check_endpoint_settings(self)
+        if not parsing.has_parser(prompts.STAGE_JUDGE, self.parser_version):
+            raise ValueError(f"This version of selfinstruct has no judge parser {self.parser_version}.")
 
 
 # Settings a resumed judge run may change: where and how requests go.
@@ -565,22 +539,18 @@ def _same_judge(a: dict, b: dict) -> bool:
     return all(a["config"].get(k) == b["config"].get(k) for k in keys) and a.get("structured") == b.get("structured")
 
 
-def pool_rates(pool: Pool, pool_judge_run_id: int, study_id: int, *, method: str | None = None,
-               confidence: float = 0.95) -> dict:
-    """The pool's share of "yes" per question (and "all_valid": all three yes) from a pool-scope
-    judge run (many verdicts) and a labeled quality study (few human labels), by
-    `calibration.pool_rate` (PPI++ unless `method` says "ppi"); each `PoolRate` carries the
-    human-only Wilson interval and the paper's rate beside it.
+@dataclass
+class _StudyPairs:
+    labels: list[dict]                  # Pool.study_labels rows
+    rows: dict[int, list[dict]]         # study item id -> its labels
+    verdicts: dict[int, dict]           # study item id -> the judge's verdict on it
+    order: list[int]                    # labeled study item ids, in id order
+    tasks: set[int]                     # candidate ids of the labeled items
+    pooled: list[dict]                  # the pool run's latest readable verdicts
 
-    People's answer for an item is `model.majority` of its labels (split and unsure count as
-    not-yes, the Label page's rule; "all_valid" is yes when the three majorities are yes). The
-    labeled items are the study's items with at least one label; their verdicts come from the
-    pool run when it judged the same (candidate, instance), else from the newest run of that
-    study with the same judge settings (`_same_judge`). The unlabeled set is the pool run's
-    readable verdicts on every other task (a labeled task's verdict never counts twice). Raises
-    ValueError in plain words, naming the judge run to start when labeled items lack a verdict."""
-    from . import calibration, quality
 
+def _study_pairs(pool: Pool, pool_judge_run_id: int, study_id: int) -> _StudyPairs:
+    """A pool judge run's verdicts beside a study's labels (see `pool_rates`); ValueError in plain words."""
     run = pool.judge_run(pool_judge_run_id)
     if run is None:
         raise ValueError(f"There is no judge run {pool_judge_run_id}.")
@@ -616,10 +586,29 @@ def pool_rates(pool: Pool, pool_judge_run_id: int, study_id: int, *, method: str
             f"people labeled in study {study_id} (the study drew another instance of those tasks, or the run "
             f"has not judged them yet). Start a judge run of the study with the same model: selfinstruct judge "
             f"--study {study_id} --model {model_name} (or the Judge page, scope: study {study_id}), then ask again.")
-    labeled_tasks = {c for c, _ in where.values()}
-    unlabeled = [v for v in pooled.values() if v["candidate_id"] not in labeled_tasks]
-    order = sorted(rows)
-    people = {a["item_id"]: a for a in quality.item_answers(labels)}
+    return _StudyPairs(labels, rows, labeled, sorted(rows), {c for c, _ in where.values()}, list(pooled.values()))
+
+
+def pool_rates(pool: Pool, pool_judge_run_id: int, study_id: int, *, method: str | None = None,
+               confidence: float = 0.95) -> dict:
+    """The pool's share of "yes" per question (and "all_valid": all three yes) from a pool-scope
+    judge run (many verdicts) and a labeled quality study (few human labels), by
+    `calibration.pool_rate` (PPI++ unless `method` says "ppi"); each `PoolRate` carries the
+    human-only Wilson interval and the paper's rate beside it.
+
+    People's answer for an item is `model.majority` of its labels (split and unsure count as
+    not-yes, the Label page's rule; "all_valid" is yes when the three majorities are yes). The
+    labeled items are the study's items with at least one label; their verdicts come from the
+    pool run when it judged the same (candidate, instance), else from the newest run of that
+    study with the same judge settings (`_same_judge`). The unlabeled set is the pool run's
+    readable verdicts on every other task (a labeled task's verdict never counts twice). Raises
+    ValueError in plain words, naming the judge run to start when labeled items lack a verdict."""
+    from . import calibration, quality
+
+    pairs = _study_pairs(pool, pool_judge_run_id, study_id)
+    unlabeled = [v for v in pairs.pooled if v["candidate_id"] not in pairs.tasks]
+    order, labeled, rows = pairs.order, pairs.verdicts, pairs.rows
+    people = {a["item_id"]: a for a in quality.item_answers(pairs.labels)}
     method = method or calibration.DEFAULT_METHOD
     out: dict = {}
     for q in QUESTIONS:
@@ -636,4 +625,15 @@ def pool_rates(pool: Pool, pool_judge_run_id: int, study_id: int, *, method: str
     return out
 
 
-__all__ += ["ALL_VALID", "pool_rates"]
+def pool_calibration(pool: Pool, pool_judge_run_id: int, study_id: int) -> dict:
+    """`calibration.calibrate` per question for a pool judge run on a labeled study's items (the
+    same verdicts `pool_rates` pairs with the labels); ValueError as `pool_rates`."""
+    from . import calibration
+
+    pairs = _study_pairs(pool, pool_judge_run_id, study_id)
+    return {q: calibration.calibrate([pairs.verdicts[i][q] for i in pairs.order],
+                                     [[r[q] for r in pairs.rows[i]] for i in pairs.order], question=q)
+            for q in QUESTIONS}
+
+
+__all__ += ["ALL_VALID", "pool_calibration", "pool_rates"]

@@ -124,36 +124,49 @@ class RunConfig:
 
     def validate(self) -> None:
         """Plain-words errors for settings that cannot work."""
+        check_endpoint_settings(self)
         checks = [
-            (self.concurrency >= 1, "Concurrency must be at least 1."),
-            (self.timeout_s > 0, "The timeout must be more than 0 seconds."),
-            (self.max_retries >= 0, "Retries must be 0 or more."),
-            (self.max_answer_bytes >= 1024, "The answer size limit must be at least 1024 bytes."),
             (self.example_lag is None or self.example_lag >= 1, "The example lag must be at least 1 round."),
-            (self.failure_streak >= 1, "The failure streak must be at least 1."),
-            (self.rpm is None or self.rpm > 0, "Requests per minute must be more than 0."),
-            (self.tpm is None or self.tpm > 0, "Tokens per minute must be more than 0."),
             (0 < self.batch_discount <= 1, "The batch discount must be in (0, 1]."),
             (self.batch_poll_s > 0, "The batch polling interval must be more than 0 seconds."),
             (self.requests_per_round >= 1, "Requests per round must be at least 1."),
-            (self.structured in STRUCTURED_SETTINGS,
-             f"Structured output must be one of {', '.join(STRUCTURED_SETTINGS)}."),
-            (self.backend in BACKEND_KINDS, f"The backend must be one of {', '.join(BACKEND_KINDS)}."),
-            (self.backend == "offline" or bool(self.model.strip()), "Name the model to use."),
-            (self.threads is None or self.threads >= 1, "Threads must be at least 1."),
-            (self.ctx_size is None or self.ctx_size >= local.MIN_CTX_SIZE,
-             f"The context size must be at least {local.MIN_CTX_SIZE} tokens."),
             (not (self.batch and self.backend == LOCAL),
              "The local model has no Batch API: run it without batch mode."),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        if self.backend == LOCAL:
-            try:
-                local.resolve_gguf(self.gguf)
-            except local.LocalModelError as exc:
-                raise ValueError(str(exc)) from None
+
+
+def check_endpoint_settings(cfg) -> None:
+    """Plain-words errors for the settings every run that sends requests has (generation, judge,
+    evaluation): where requests go, how many at once, how long to wait, how often to retry."""
+    checks = [
+        (cfg.backend in BACKEND_KINDS, f"The backend must be one of {', '.join(BACKEND_KINDS)}."),
+        (cfg.backend != "openai-compatible" or bool((cfg.base_url or "").strip()),
+         "An OpenAI-compatible endpoint needs a base URL."),
+        (cfg.backend == "offline" or bool((cfg.model or "").strip()), "Name the model to use."),
+        (cfg.mode in ("chat", "completion"), "The mode must be chat or completion."),
+        (cfg.structured in STRUCTURED_SETTINGS, f"Structured output must be one of {', '.join(STRUCTURED_SETTINGS)}."),
+        (cfg.concurrency >= 1, "Concurrency must be at least 1."),
+        (cfg.timeout_s > 0, "The timeout must be more than 0 seconds."),
+        (cfg.max_retries >= 0, "Retries must be 0 or more."),
+        (cfg.max_answer_bytes >= 1024, "The answer size limit must be at least 1024 bytes."),
+        (cfg.failure_streak >= 1, "The failure streak must be at least 1."),
+        (cfg.rpm is None or cfg.rpm > 0, "Requests per minute must be more than 0."),
+        (cfg.tpm is None or cfg.tpm > 0, "Tokens per minute must be more than 0."),
+        (cfg.threads is None or cfg.threads >= 1, "Threads must be at least 1."),
+        (cfg.ctx_size is None or cfg.ctx_size >= local.MIN_CTX_SIZE,
+         f"The context size must be at least {local.MIN_CTX_SIZE} tokens."),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+    if cfg.backend == LOCAL:
+        try:
+            local.resolve_gguf(cfg.gguf)
+        except local.LocalModelError as exc:
+            raise ValueError(str(exc)) from None
 
 
 # Settings a resumed run may change: where and how requests go, and when the run stops.
