@@ -154,6 +154,12 @@ __all__ = [
     "judge_answer",
     "judge_mistakes",
     "judge_reply",
+    "eval_skill",
+    "eval_truth",
+    "eval_answer_text",
+    "eval_answer_level",
+    "eval_rating_answer",
+    "eval_reply",
 ]
 
 FAULT_KINDS = (
@@ -267,6 +273,96 @@ def judge_reply(text: str, *, error: float = 0.0, seed: int = 0, completion: boo
     if completion and not payload.structured:
         return answer.split(":", 1)[1]      # " yes\nInput appropriate: ..." after "Valid task:"
     return answer
+
+
+# --------------------------------------------------------------------------- the offline evaluation
+# The paper's evaluation of models (selfinstruct/evaluate.py) against known answers. Each model name
+# has a skill (`eval_skill`, a hash of the name in (0, 1); higher writes better answers); the true
+# level of its answer to a request (`eval_truth`, A-D) is drawn by a hash of (model, request) from
+# level odds that grow with the skill, and the answer's text (`eval_answer_text`) says it in one of
+# four fixed shapes that `eval_answer_level` reads back, so a rater (the offline judge, or a test)
+# knows the truth from the answer alone, without the model's name. The offline judge rates an
+# answer with its true level, moved to another level with probability `judge_error`
+# (`eval_rating_answer`), like the quality judge.
+
+EVAL_REASON = "The offline rater's fixed grade for this answer (a test double, not a language model)."
+_EVAL_SHAPES = {
+    "A": "Here is a complete answer to \"{topic}\": every part of the request is covered, step by step, "
+         "and the result is checked at the end.",
+    "B": "Here is an answer to \"{topic}\": the main points are covered, though one small detail is "
+         "left out.",
+    "C": "About \"{topic}\": this reply starts on the request but gets several important facts wrong.",
+    "D": "Sorry, I would rather talk about the weather than about \"{topic}\".",
+}
+
+
+def eval_skill(model: str) -> float:
+    """How well the offline model `model` answers, in (0, 1): a hash of its name."""
+    return _unit_hash(f"eval-skill|{model}")
+
+
+def eval_truth(model: str, instruction: str, input_text: str = "") -> str:
+    """The true level (A-D) of the offline model's answer to one request."""
+    from .prompts import eval_request_text
+
+    return _eval_level(model, eval_request_text(instruction, input_text))
+
+
+def _eval_level(model: str, request: str) -> str:
+    skill = eval_skill(model)
+    u = _unit_hash(f"eval-truth|{model}|{' '.join(request.split())}")
+    bounds = (0.10 + 0.60 * skill, 0.40 + 0.40 * skill, 0.70 + 0.25 * skill)
+    return next((level for level, bound in zip("ABC", bounds) if u < bound), "D")
+
+
+def eval_answer_text(level: str, request: str) -> str:
+    """The offline model's answer of `level` to `request` (its first words name the topic)."""
+    words = " ".join(request.split()).replace('"', "'").split()
+    topic = " ".join(words[:6]) + (" ..." if len(words) > 6 else "")
+    return _EVAL_SHAPES[level].format(topic=topic)
+
+
+def eval_answer_level(answer: str) -> str | None:
+    """The level an offline answer was written at (None: not one of the offline shapes)."""
+    text = " ".join((answer or "").split())
+    for level, shape in _EVAL_SHAPES.items():
+        head, tail = shape.split("{topic}")
+        if text.startswith(head) and text.endswith(tail):
+            return level
+    return None
+
+
+def eval_rating_answer(instruction: str, input_text: str, answer: str, *, error: float = 0.0,
+                       seed: int = 0) -> str:
+    """What the offline judge rates an answer: its true level (from the answer's shape; for any
+    other text, a hash of it), moved to another level with probability `error`."""
+    key = "\x1f".join(" ".join(str(t or "").split()) for t in (instruction, input_text, answer))
+    truth = eval_answer_level(answer) or "ABCD"[min(3, int(_unit_hash(f"eval-other|{key}") * 4))]
+    if _unit_hash(f"eval-error|{seed}|{key}") >= error:
+        return truth
+    others = [level for level in "ABCD" if level != truth]
+    return others[min(2, int(_unit_hash(f"eval-wrong|{seed}|{key}") * 3))]
+
+
+def eval_reply(text: str, model: str, *, structured: bool = False, error: float = 0.0,
+               seed: int = 0) -> str | None:
+    """The offline server's answer to an evaluation prompt (None: not one): an answer prompt gets
+    `model`'s answer; a rating prompt gets the offline judge's rating (JSON when `structured`)."""
+    from .parsing import read_eval_answer_prompt, read_eval_rate_prompt
+    from .prompts import EVAL_RATING_LABEL, JUDGE_REASON_LABEL
+
+    request = read_eval_answer_prompt(text)
+    if request is not None:
+        return eval_answer_text(_eval_level(model, request), request)
+    item = read_eval_rate_prompt(text)
+    if item is None:
+        return None
+    rating = eval_rating_answer(item["instruction"], item["input"], item["answer"], error=error, seed=seed)
+    if structured:
+        return json.dumps({"rating": rating, "reason": EVAL_REASON})
+    if item["open"]:
+        return f" {rating}\n{JUDGE_REASON_LABEL}: {EVAL_REASON}"
+    return f"{EVAL_RATING_LABEL}: {rating}\n{JUDGE_REASON_LABEL}: {EVAL_REASON}"
 
 
 # --------------------------------------------------------------------------- faults
@@ -1408,13 +1504,17 @@ class OfflineServer:
             if fault is not None and fault.kind == "garbage":
                 raw = _junk(random.Random(rseed))
             else:
-                raw = judge_reply(text, error=self.judge_error, seed=self.judge_seed,
-                                  completion=not chat) if self.judge_answers else None
+                raw = eval_reply(text, model, structured=schema is not None, error=self.judge_error,
+                                 seed=self.judge_seed) if self.judge_answers else None
+                evaluated = raw is not None
+                if raw is None:
+                    raw = judge_reply(text, error=self.judge_error, seed=self.judge_seed,
+                                      completion=not chat) if self.judge_answers else None
                 if raw is None:
                     with self._responder_lock:
                         raw = responder(text, rseed)
                 raw = "" if raw is None else str(raw)
-                if schema is not None:
+                if schema is not None and not evaluated:
                     raw = json_answer(schema, text, raw)
             out, finish = _apply_limits(raw, stop_list, max_tokens)
             if fault is not None and fault.kind == "length":

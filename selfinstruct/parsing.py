@@ -1124,3 +1124,102 @@ def wants_output_first(text: str) -> bool | None:
     if p is None or p.stage != STAGE_INSTANCES:
         return None
     return p.is_classification
+
+
+# --------------------------------------------------------------------------- evaluation ratings (A-D)
+from .prompts import (EVAL_ANSWER_CLOSE, EVAL_ANSWER_OPEN, EVAL_COMPLETION_OPEN,  # noqa: E402
+                      EVAL_RATE_BODY, EVAL_RATE_JSON_TAIL, EVAL_RATE_SCHEMA, EVAL_RATING_LABEL, JUDGE_REASON_LABEL,
+                      SYSTEM_EVAL_ANSWER)
+
+EVAL_RATE_PARSER = "eval-rate-parse-v1"     # stored with every pre-rating (eval_prerates.parser_version)
+
+
+@dataclass
+class EvalRating:
+    """A judge's A-D rating of one answer and its reason; or `unparseable` saying why none could be
+    read (never a guess)."""
+    rating: str | None = None
+    reason: str = ""
+    unparseable: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.unparseable is None
+
+
+_RATING_LINE_RE = re.compile(r"^\s*\**\s*(?:rating|grade|level)\s*\**\s*[:=\-]\s*\**\s*\(?([ABCD])\b", re.I)
+_BARE_RATING_RE = re.compile(r"^\s*\**\(?([ABCD])\)?\**\s*(?:$|[.:\-)])")
+_REASON_RE = re.compile(rf"^\s*\**\s*{JUDGE_REASON_LABEL}\s*\**\s*:\s*(.*)$", re.I)
+
+
+def parse_eval_rating(text: str, *, finish_reason: str | None = None) -> EvalRating:
+    """A rating from the text layout: a ``Rating: B`` line (any case, markdown bold allowed) or, as
+    a continuation of the open ``Rating:``, a first line that is one letter A-D; then an optional
+    ``Reason:`` line. The letter must be upper case when it stands alone."""
+    lines = (text or "").strip().splitlines()
+    rating = None
+    reason = ""
+    for k, line in enumerate(lines):
+        m = _RATING_LINE_RE.match(line)
+        if m is None and k == 0:
+            m = _BARE_RATING_RE.match(line)
+        if m and rating is None:
+            rating = m.group(1).upper()
+            continue
+        r = _REASON_RE.match(line)
+        if r and not reason:
+            reason = one_line(r.group(1))
+    if rating is None:
+        why = "cut off by the length limit" if finish_reason == "length" else "no rating A, B, C or D found"
+        return EvalRating(unparseable=_failed(why, text or ""))
+    return EvalRating(rating, reason)
+
+
+def parse_eval_rating_json(text: str, *, finish_reason: str | None = None) -> EvalRating:
+    """A rating from a structured answer matching `prompts.EVAL_RATE_SCHEMA`, strictly."""
+    value, reason = read_json(text, EVAL_RATE_SCHEMA, finish_reason=finish_reason)
+    if reason is not None:
+        return EvalRating(unparseable=_failed(reason, text or ""))
+    return EvalRating(value["rating"], one_line(value["reason"]))
+
+
+def parse_eval_rate_answer(text: str, prompt: Prompt, *, finish_reason: str | None = None) -> EvalRating:
+    """The strict or the forgiving parser, by the prompt's layout."""
+    if prompt.structured:
+        return parse_eval_rating_json(text, finish_reason=finish_reason)
+    return parse_eval_rating(text, finish_reason=finish_reason)
+
+
+def read_eval_answer_prompt(text: str) -> str | None:
+    """The request of a rendered answer prompt (chat: system line, blank line, request; completion:
+    the same and the open ``Response:``), or None for another prompt."""
+    head = SYSTEM_EVAL_ANSWER + "\n\n"
+    if not (text or "").startswith(head):
+        return None
+    request = text[len(head):]
+    if request.endswith("\n\n" + EVAL_COMPLETION_OPEN):
+        request = request[: -len(EVAL_COMPLETION_OPEN) - 2]
+    return request
+
+
+def read_eval_rate_prompt(text: str) -> dict | None:
+    """The rated item of a rendered rating prompt: `instruction`, `input`, `answer`, `structured`."""
+    i = (text or "").find(EVAL_RATE_BODY)
+    if i < 0:
+        return None
+    rest = text[i + len(EVAL_RATE_BODY):]
+    opened, closed = rest.find("\n" + EVAL_ANSWER_OPEN + "\n"), rest.rfind("\n" + EVAL_ANSWER_CLOSE)
+    if opened < 0 or closed < opened:
+        return None
+    head = rest[:opened]
+    answer = rest[opened + len(EVAL_ANSWER_OPEN) + 2: closed]
+    instruction, _, input_text = head.partition("\nInput:")
+    instruction = instruction.removeprefix("Instruction:").strip()
+    input_text = input_text.strip()
+    if input_text == NO_INPUT:
+        input_text = ""
+    tail = rest[closed + len(EVAL_ANSWER_CLOSE) + 1:]
+    return {"instruction": instruction, "input": input_text, "answer": answer,
+            "structured": tail.strip().endswith(EVAL_RATE_JSON_TAIL),
+            "open": tail.strip() == f"{EVAL_RATING_LABEL}:"}
+

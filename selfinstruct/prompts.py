@@ -577,3 +577,83 @@ def build_judge_prompt(instruction: str, input: str, output: str, *, structured:
     return Prompt(stage=STAGE_JUDGE, version=JUDGE_VERSIONS["text"],
                   text=f"{JUDGE_BODY}{item}\n{JUDGE_LABELS['valid_task']}:", system=SYSTEM_JUDGE,
                   stop=("\n\n",), meta=meta)
+
+
+# --------------------------------------------------------------------------- evaluation of models (A-D)
+# The paper's evaluation: each model answers a plain request (the instruction, and its input when
+# there is one, as the user's turn), and a rater, a person or a judge model, puts each answer on the
+# paper's four levels. Sampling for answers: `llm.Sampling` at temperature 0 (evaluate.py). The
+# rating prompt's layout: ``Rating: B`` then ``Reason: ...``; the prompt ends with the open label
+# ``Rating:``. Versions: `EVAL_ANSWER_VERSION`, `EVAL_RATE_VERSIONS`.
+
+STAGE_EVAL_ANSWER = "eval_answer"
+STAGE_EVAL_RATE = "eval_rate"
+EVAL_ANSWER_VERSION = "eval-answer-v1"
+EVAL_RATE_VERSIONS = {"text": "eval-rate-v1", "json": "eval-rate-json-v1"}
+SYSTEM_EVAL_ANSWER = "You are a helpful assistant. Do what the user asks as well as you can."
+EVAL_COMPLETION_OPEN = "Response:"
+# The paper's four levels, best first, with what each means (the page shows the same words).
+EVAL_LEVELS = {
+    "A": "valid and satisfying: a correct, complete response",
+    "B": "acceptable, with minor flaws or imperfections",
+    "C": "responds to the instruction but has significant errors",
+    "D": "irrelevant or invalid",
+}
+EVAL_RATE_HEAD = "You are grading how well an AI assistant answered one request."
+EVAL_ANSWER_OPEN = "----- answer to grade -----"
+EVAL_ANSWER_CLOSE = "----- end of answer -----"
+EVAL_RATING_LABEL = "Rating"
+SYSTEM_EVAL_RATE = ("Reply with the two lines asked for (a rating A, B, C or D, then a reason) and "
+                    "nothing else.")
+EVAL_RATE_BODY = (
+    f"{EVAL_RATE_HEAD} Read the request (an instruction and, when given, its input) and the answer "
+    "between the marker lines, then put the answer on one of four levels:\n"
+    + "\n".join(f"{level}: {words}." for level, words in EVAL_LEVELS.items())
+    + f"\nJudge the answer alone, not how hard the request is. Write \"{EVAL_RATING_LABEL}:\" and one "
+    f"letter, then \"{JUDGE_REASON_LABEL}:\" and the main reason in one sentence.\n\n")
+EVAL_RATE_JSON_TAIL = ('Reply with a JSON object with "rating" (one of "A", "B", "C", "D") and "reason" '
+                       '(one sentence).')
+EVAL_RATE_SCHEMA = {
+    "type": "object",
+    "properties": {"rating": {"type": "string", "enum": list(EVAL_LEVELS)}, "reason": {"type": "string"}},
+    "required": ["rating", "reason"],
+    "additionalProperties": False,
+}
+
+
+def eval_request_text(instruction: str, input_text: str = "") -> str:
+    """The user's turn of an answer prompt: the instruction, then its input after a blank line."""
+    instruction, input_text = (instruction or "").strip(), (input_text or "").strip()
+    return f"{instruction}\n\n{input_text}" if input_text else instruction
+
+
+def build_eval_answer_prompt(instruction: str, input: str = "", *, completion: bool = False) -> Prompt:  # noqa: A002
+    """Ask a model to answer one evaluation instruction. Chat: our short system line and the
+    request as the user's turn. Completion mode: the same words as one text ending in an open
+    ``Response:`` (a base model has no turns)."""
+    if not one_line(instruction or ""):
+        raise ValueError("instruction must not be empty")
+    request = eval_request_text(instruction, input)
+    meta = {"instruction": instruction, "input": input or ""}
+    if completion:
+        return Prompt(stage=STAGE_EVAL_ANSWER, version=EVAL_ANSWER_VERSION,
+                      text=f"{SYSTEM_EVAL_ANSWER}\n\n{request}\n\n{EVAL_COMPLETION_OPEN}", meta=meta)
+    return Prompt(stage=STAGE_EVAL_ANSWER, version=EVAL_ANSWER_VERSION, text=request, system=SYSTEM_EVAL_ANSWER,
+                  meta=meta)
+
+
+def build_eval_rate_prompt(instruction: str, input: str, answer: str, *, structured: bool = False) -> Prompt:  # noqa: A002
+    """Ask a judge model to rate one answer A-D (never told which model wrote it)."""
+    if not one_line(instruction or ""):
+        raise ValueError("instruction must not be empty")
+    item = "\n".join([render_field("Instruction", instruction.strip()),
+                      render_field("Input", (input or "").strip(), empty=NO_INPUT),
+                      EVAL_ANSWER_OPEN, (answer or "").strip(), EVAL_ANSWER_CLOSE])
+    meta = {"instruction": instruction, "input": input or "", "answer": answer or ""}
+    if structured:
+        return Prompt(stage=STAGE_EVAL_RATE, version=EVAL_RATE_VERSIONS["json"],
+                      text=f"{EVAL_RATE_BODY}{item}\n\n{EVAL_RATE_JSON_TAIL}", system=SYSTEM_JSON,
+                      meta={**meta, "structured": True}, schema=EVAL_RATE_SCHEMA)
+    return Prompt(stage=STAGE_EVAL_RATE, version=EVAL_RATE_VERSIONS["text"],
+                  text=f"{EVAL_RATE_BODY}{item}\n{EVAL_RATING_LABEL}:", system=SYSTEM_EVAL_RATE,
+                  stop=("\n\n",), meta=meta)
