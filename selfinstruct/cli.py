@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--estimate", action="store_true", help="print the pre-run estimate and exit")
     gen.set_defaults(func=cmd_generate)
     _add_judge_parser(sub, db)
+    _add_evaluate_parser(sub, db)
 
     bat = sub.add_parser("batch", help="hand a run's ready requests to an offline batch engine "
                          "(vllm run-batch) and read its answers back")
@@ -189,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="only generated tasks a person rescued, approved or edited")
     exp.add_argument("--exclude-invalid", action="store_true",
                      help="leave out what quality-study annotators labeled invalid")
+    exp.add_argument("--judge-run", type=int, metavar="ID",
+                     help="a model judge run whose verdicts filter the export (with --judge-drop) and whose "
+                          "figures go in the dataset card")
+    exp.add_argument("--judge-drop", metavar="QUESTIONS",
+                     help="with --judge-run: leave out what the judge answered \"no\" to, comma-separated: "
+                          "valid_task (drops the task), input_ok, output_ok (drop the instance)")
     exp.add_argument("--min-instruction-words", type=int)
     exp.add_argument("--max-instruction-words", type=int)
     exp.add_argument("--min-output-words", type=int)
@@ -761,6 +768,291 @@ class _JudgeProgress:
         self.base.clear()
 
 
+EVALUATE_EPILOG = """a first evaluation, step by step:
+  selfinstruct evaluate create --name demo --instructions user_oriented_instructions.jsonl --limit 20 \\
+      --model offline:offline-base --model offline:offline-tuned
+      store an evaluation of two models on the first 20 instructions of the paper's file
+      (offline:NAME is a stand-in that answers instantly; its answers get better or worse with NAME)
+  selfinstruct evaluate collect 1
+      collect every model's answer (Ctrl+C keeps what came in; run it again to go on)
+  selfinstruct evaluate prerate 1 --offline
+      let a judge model rate each answer A-D first (kept apart from people's ratings)
+  streamlit run app.py   (the Evaluate page)
+      people rate the answers blind: one instruction at a time, its answers in random order
+  selfinstruct evaluate results 1
+      the share of A / B / C / D per model with 95% intervals, and how far the raters agree
+
+models (--model, two or more, in any order):
+  offline:NAME                       the offline stand-in (not a language model)
+  local  or  local:FILE.gguf         a GGUF model on this machine through llama.cpp
+  URL:MODEL                          an OpenAI-compatible endpoint, e.g.
+                                     https://api.openai.com/v1:gpt-4o-mini or
+                                     http://localhost:8000/v1:my-tuned-model
+The key of an endpoint comes from $OPENAI_API_KEY (or --api-key-env) and is never stored.
+
+instructions: --instructions FILE (JSON lines or JSON: Self-Instruct seed tasks, the paper's 252
+user-oriented instructions, Alpaca records; or CSV with instruction and input columns) or
+--holdout K (a seeded random sample of K accepted tasks of the pool).
+
+Levels (the paper's): A valid and satisfying; B acceptable with minor flaws; C responds to the
+instruction but has significant errors; D irrelevant or invalid. collect and prerate exit 2 when
+they fail (with what to do next) and 130 on Ctrl+C."""
+
+
+def _add_evaluate_parser(sub, db) -> None:
+    ev = sub.add_parser(
+        "evaluate", parents=[db], help="compare models the paper's way: their answers rated A-D, blind",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EVALUATE_EPILOG,
+        description="The paper's evaluation of models: two or more models answer the same instructions, "
+                    "people rate every answer blind on four levels (A-D) on the Evaluate page, and the "
+                    "results are the share of each level per model.")
+    ev_sub = ev.add_subparsers(dest="evaluate_command", required=True, metavar="ACTION")
+    cr = ev_sub.add_parser("create", parents=[db], help="store an evaluation: its models and instructions")
+    cr.add_argument("--name", help="a name for the evaluation")
+    src = cr.add_mutually_exclusive_group(required=True)
+    src.add_argument("--instructions", type=Path, metavar="FILE", help="the instructions to answer (see below)")
+    src.add_argument("--holdout", type=int, metavar="K", help="hold out K accepted tasks of the pool, at random")
+    cr.add_argument("--limit", type=int, metavar="N", help="--instructions: only the first N")
+    cr.add_argument("--seed", type=int, default=0, help="--holdout: the sample's seed (default 0)")
+    cr.add_argument("--model", action="append", required=True, metavar="SPEC",
+                    help="a model to evaluate (two or more): offline:NAME, local[:FILE.gguf] or URL:MODEL")
+    cr.add_argument("--label", action="append", metavar="NAME",
+                    help="the name results show for each --model, in the same order (default: the model name)")
+    cr.add_argument("--mode", choices=("chat", "completion"),
+                    help="chat completions or the completions endpoint, for every model (default: chat; "
+                         "completion for the local model)")
+    cr.add_argument("--concurrency", type=int, help="requests in flight per model (default 8; 2 locally)")
+    cr.add_argument("--timeout", type=float, metavar="SECONDS", help="deadline for each request attempt")
+    cr.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the endpoints' key")
+    cr.set_defaults(func=cmd_evaluate_create)
+
+    co = ev_sub.add_parser("collect", parents=[db], help="collect the models' answers (resumes by itself)")
+    co.add_argument("evaluation_id", type=int)
+    co.add_argument("--resume", action="store_true",
+                    help="go on after an interruption (collect always sends only the answers still missing)")
+    co.set_defaults(func=cmd_evaluate_collect)
+
+    pr = ev_sub.add_parser("prerate", parents=[db], help="let a judge model rate the answers A-D (apart from people)")
+    pr.add_argument("evaluation_id", type=int)
+    backend = pr.add_mutually_exclusive_group()
+    backend.add_argument("--offline", action="store_true", help="the offline judge (a stand-in, not a model)")
+    backend.add_argument("--local", action="store_true", help="the bundled local model through llama.cpp")
+    backend.add_argument("--base-url", help="an OpenAI-compatible endpoint (needs --model)")
+    backend.add_argument("--resume", action="store_true", help="go on with the judge already set")
+    pr.add_argument("--model", help="model name at the endpoint")
+    pr.add_argument("--mode", choices=("chat", "completion"))
+    pr.add_argument("--structured", choices=("auto", "on", "off"), help="chat mode: ask for a JSON rating")
+    pr.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the key (never stored)")
+    pr.add_argument("--price", type=float, nargs=2, metavar=("INPUT", "OUTPUT"), help="USD per 1M tokens")
+    pr.set_defaults(func=cmd_evaluate_prerate)
+
+    rs = ev_sub.add_parser("results", parents=[db], help="each model's share of A-D, intervals, agreement")
+    rs.add_argument("evaluation_id", type=int)
+    rs.add_argument("--json", action="store_true", help="print one JSON object")
+    rs.set_defaults(func=cmd_evaluate_results)
+
+    ls = ev_sub.add_parser("list", parents=[db], help="the evaluations in the pool")
+    ls.set_defaults(func=cmd_evaluate_list)
+
+
+def cmd_evaluate_create(args) -> int:
+    from . import evaluate
+
+    labels = args.label or []
+    if len(labels) > len(args.model):
+        raise CLIError("Give at most one --label per --model.")
+    settings = {"mode": args.mode, "concurrency": args.concurrency, "timeout_s": args.timeout,
+                "key_env": args.api_key_env}
+    try:
+        models = [evaluate.model_from_spec(spec, **settings) for spec in args.model]
+        for model, label in zip(models, labels):
+            model.label = label
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    with open_pool(args) as pool:
+        try:
+            if args.instructions is not None:
+                instructions = evaluate.read_instruction_file(args.instructions, limit=args.limit)
+            else:
+                instructions = evaluate.holdout_instructions(pool, args.holdout, seed=args.seed)
+            evaluation_id = evaluate.create_evaluation(pool, models, instructions, name=args.name, actor="cli")
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+    print(f"Evaluation {evaluation_id}: {len(instructions)} instruction(s) x {len(models)} models "
+          f"({', '.join(m.name for m in models)}).")
+    print(f"Next: {evaluate.collect_command(evaluation_id)}")
+    return 0
+
+
+class _EvalProgress:
+    def __init__(self, stream, what: str) -> None:
+        self.base, self.what = _Progress(stream), what
+
+    def __call__(self, event) -> None:
+        if event.kind in {"eval_started", "eval_progress"} and event.total:
+            bar = self.base._bar()
+            d = event.data
+            bar.unit = "answer"
+            bar.set_description(self.what, refresh=False)
+            bar.total, bar.n = event.total, event.done
+            bar.set_postfix_str(f"{d.get('in_flight', 0)} in flight · ${d.get('cost_usd', 0.0):.4f}"
+                                + (f" · {d['failures']} failed" if d.get("failures") else ""))
+
+    def clear(self) -> None:
+        self.base.clear()
+
+
+def _run_evaluation(pool, evaluation_id: int, task: str) -> int:
+    from . import evaluate
+
+    progress = _EvalProgress(sys.stderr, "answering" if task == evaluate.COLLECT else "pre-rating")
+    command = (evaluate.collect_command(evaluation_id) if task == evaluate.COLLECT
+               else evaluate.prerate_command(evaluation_id))
+    with _SigintSeen() as sigint:
+        try:
+            runner = evaluate.EvalRunner(pool, evaluation_id, on_event=progress, task=task,
+                                         env_key_any_url=True)   # the user's own key
+            outcome = runner.run()
+            progress.clear()
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+        except Exception as exc:
+            if isinstance(exc, CLIError) or not sigint.seen():
+                raise
+            return _evaluation_interrupted(pool, evaluation_id, task, progress, command)
+        except KeyboardInterrupt:
+            return _evaluation_interrupted(pool, evaluation_id, task, progress, command)
+    if outcome.status == FAILED:
+        raise CLIError(f"Evaluation {evaluation_id} failed: {outcome.error}\n{outcome.next_step}")
+    what = "answers" if task == evaluate.COLLECT else "pre-ratings"
+    print(f"Evaluation {evaluation_id} {outcome.status}: {outcome.done}/{outcome.total} {what}, "
+          f"${outcome.cost_usd:.4f}" + (f", {outcome.unparseable} unreadable" if outcome.unparseable else "") + ".")
+    if outcome.status != FINISHED:
+        print(outcome.next_step or f"Resume with: {command}")
+        return 3
+    return 0
+
+
+def _evaluation_interrupted(pool, evaluation_id: int, task: str, progress, command: str) -> int:
+    from .evaluate import PRERATE
+
+    progress.clear()
+    try:
+        pool.set_evaluation_status(evaluation_id, INTERRUPTED, stop_reason="interrupted", judge=task == PRERATE)
+    except BaseException:  # noqa: BLE001 - the message below matters more than the status
+        pass
+    print(f"Interrupted. Resume with: {command}", file=sys.stderr)
+    return 130
+
+
+def cmd_evaluate_collect(args) -> int:
+    from . import evaluate
+
+    with open_pool(args) as pool:
+        pool.mark_interrupted_evaluations()
+        evaluation = pool.evaluation(args.evaluation_id)
+        if evaluation is None:
+            raise CLIError(f"There is no evaluation {args.evaluation_id}.")
+        progress = pool.eval_progress(args.evaluation_id)
+        if not progress["pending"]:
+            print(f"Evaluation {args.evaluation_id} has all {progress['total']} answers.")
+            return 0
+        names = ", ".join(m.name for m in evaluate.models_of(pool, args.evaluation_id))
+        print(f"Evaluation {args.evaluation_id}: {progress['pending']} of {progress['total']} answer(s) to "
+              f"collect from {names}.", flush=True)
+        code = _run_evaluation(pool, args.evaluation_id, evaluate.COLLECT)
+        if code == 0:
+            print(f"Next: rate the answers on the Evaluate page, or let a judge pre-rate them: "
+                  f"selfinstruct evaluate prerate {args.evaluation_id} --offline")
+        return code
+
+
+def cmd_evaluate_prerate(args) -> int:
+    from . import evaluate, local
+    from .backend import LOCAL, OFFLINE, OPENAI_COMPATIBLE, defaults_for
+    from .judge import JudgeConfig
+
+    with open_pool(args) as pool:
+        pool.mark_interrupted_evaluations()
+        evaluation = pool.evaluation(args.evaluation_id)
+        if evaluation is None:
+            raise CLIError(f"There is no evaluation {args.evaluation_id}.")
+        if args.resume:
+            if not evaluation["judge_config"]:
+                raise CLIError("No judge was set for this evaluation: name one (--offline, --local or --base-url).")
+        else:
+            if args.base_url and not args.model:
+                raise CLIError("--base-url needs --model (the model's name at that endpoint).")
+            kind = OPENAI_COMPATIBLE if args.base_url else OFFLINE if args.offline else LOCAL
+            defaults = defaults_for(kind)
+            given = {"mode": args.mode, "structured": args.structured, "key_env": args.api_key_env}
+            config = JudgeConfig(**{
+                "backend": kind, "base_url": args.base_url or "", "mode": defaults["mode"],
+                "concurrency": defaults["concurrency"], "timeout_s": defaults["timeout_s"],
+                "model": args.model or (local.model_name(None) if kind == LOCAL else "selfinstruct-demo"),
+                **{k: v for k, v in given.items() if v is not None}})
+            if args.price:
+                config.price_per_m = list(args.price)
+            try:
+                planned = evaluate.plan_prerating(pool, args.evaluation_id, config, actor="cli")
+            except ValueError as exc:
+                raise CLIError(str(exc)) from None
+            print(f"Judge {config.model}: {planned} answer(s) to pre-rate.", flush=True)
+        return _run_evaluation(pool, args.evaluation_id, evaluate.PRERATE)
+
+
+def _pct(share) -> str:
+    if share.share is None:
+        return "-"
+    return f"{share.share:.0%} [{share.low:.0%}, {share.high:.0%}]"
+
+
+def cmd_evaluate_results(args) -> int:
+    from dataclasses import asdict
+
+    from . import evaluate
+
+    with open_pool(args) as pool:
+        try:
+            res = evaluate.results(pool, args.evaluation_id)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+        progress = pool.eval_progress(args.evaluation_id)
+    if args.json:
+        print(json.dumps(asdict(res), default=str))
+        return 0
+    print(f"Evaluation {args.evaluation_id}: {progress['answered']}/{progress['total']} answers, "
+          f"${progress['cost_usd']:.4f}; rated by {len(res.raters)} person(s).")
+    print("People's rating per answer is the median of its ratings (the worse middle one on a tie).")
+    for title, rows in (("People", res.models), (f"Judge {res.judge_model} (not counted above)", res.judge_models)):
+        if not rows:
+            continue
+        print(f"{title}:")
+        for m in rows:
+            levels = "  ".join(f"{level} {m.levels[level].count}" for level in evaluate.LEVELS)
+            print(f"  {m.name:<24} {m.rated:>4} rated  {levels}   A or B {_pct(m.acceptable)}")
+    if res.agreement is not None:
+        a = res.agreement
+        print(f"Agreement between raters: {a.method} "
+              + (f"{a.value:.2f}" if a.value is not None else f"n/a ({a.why_undefined})") + f" on {a.items} answer(s).")
+    if res.judge_agreement is not None:
+        a = res.judge_agreement
+        print(f"Judge against people: {a.method} " + (f"{a.value:.2f}" if a.value is not None else "n/a")
+              + f"; same level on {_pct(res.judge_exact)} of {a.items} answer(s).")
+    return 0
+
+
+def cmd_evaluate_list(args) -> int:
+    with open_pool(args) as pool:
+        rows = pool.evaluations()
+    if not rows:
+        print("No evaluation yet: selfinstruct evaluate create --help")
+    for e in rows:
+        names = ", ".join(m.get("label") or m.get("model") for m in e["config"].get("models", []))
+        print(f"{e['id']:>4}  {e['name'] or '-':<20} {e['status']:<12} {e['answered']}/{e['answers']} answers  {names}")
+    return 0
+
+
 def cmd_batch_write(args) -> int:
     from . import batch
 
@@ -842,12 +1134,16 @@ def cmd_export(args) -> int:
             max_instruction_words=args.max_instruction_words,
             min_output_words=args.min_output_words, max_output_words=args.max_output_words,
             include_empty_tasks=args.include_empty_tasks,
+            judge_run_id=args.judge_run, judge_exclude=args.judge_drop or (),
         ).for_format(fmt)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     options = export_mod.ExportOptions(system_prompt=args.system_prompt or None,
                                        template_seed=args.template_seed)
     with open_pool(args) as pool:
+        if filters.judge_run_id is not None and pool.judge_run(filters.judge_run_id) is None:
+            raise CLIError(f"There is no judge run {filters.judge_run_id} in {pool.path} "
+                           "(the Judge page lists them; selfinstruct judge --pool starts one).")
         counts = pool.export_counts(filters)
         for line in filters.describe():
             print(f"  {line}")

@@ -12,6 +12,11 @@ run through `pipeline.active_run` and refuses to start or resume another.
 Judge runs (selfinstruct/judge.py) are jobs under the same rule: `start_judge` / `resume_judge`
 run a `judge.JudgeRunner` in the same kind of thread, and neither kind starts while the other is
 going on (`judge.active_judge`). `status().kind` says which kind the job is ("run" or "judge").
+
+Evaluations (selfinstruct/evaluate.py) are jobs too: `collect_evaluation` gathers the models'
+answers and `prerate_evaluation` the judge's A-D pre-ratings, each an `evaluate.EvalRunner` in the
+same kind of thread (kinds "evaluate" and "prerate"), never beside another job of the pool
+(`evaluate.active_evaluation`).
 """
 from __future__ import annotations
 
@@ -33,6 +38,15 @@ def _judge():
     return judge
 
 
+def _evaluate():
+    from . import evaluate   # imported when first needed, like judge
+
+    return evaluate
+
+
+EVAL_KINDS = ("evaluate", "prerate")    # JobStatus.kind of an evaluation's collection and pre-rating
+
+
 @dataclass(frozen=True)
 class JobStatus:
     state: str = "idle"          # idle | running | pausing | stopping
@@ -48,7 +62,8 @@ class JobStatus:
     in_flight: int = 0           # requests being answered now
     limit: int = 0               # current concurrency (lowered while the endpoint answers 429)
     rate_limited: int = 0        # 429 answers seen
-    kind: str = "run"            # "run" (generation) or "judge" (a judge run: run_id is the judge run's id)
+    kind: str = "run"            # "run" (generation), "judge" (run_id: the judge run's id), or "evaluate" /
+    #                              "prerate" (run_id: the evaluation's id)
     cost_usd: float = 0.0        # judge runs: spent so far (the run's whole cost, earlier starts included)
     unparseable: int = 0         # judge runs: answers that could not be read as a verdict
 
@@ -61,6 +76,8 @@ class JobStatus:
         size = f", pool {pool_size:,}" if pool_size is not None else ""
         if self.kind == "judge":
             return self._judge_line() + size
+        if self.kind in EVAL_KINDS:
+            return self._eval_line() + size
         if self.state == "idle":
             if self.outcome:
                 return run_headline(self.outcome.run_id, self.outcome.status, self.outcome.stop_reason) + size
@@ -83,6 +100,18 @@ class JobStatus:
         verb = "" if self.state == "running" else f" ({self.state})"
         return f"Judge run {self.run_id}{verb}: {self.done}/{self.total} items"
 
+    def _eval_line(self) -> str:
+        what = "answers" if self.kind == "evaluate" else "pre-ratings"
+        if self.state == "idle":
+            outcome = self.outcome
+            if outcome is None:
+                return "No run in progress"
+            return f"Evaluation {self.run_id} {outcome.status}: {outcome.done}/{outcome.total} {what}"
+        if not self.total:
+            return f"Evaluation {self.run_id} starting"
+        verb = "" if self.state == "running" else f" ({self.state})"
+        return f"Evaluation {self.run_id}{verb}: {self.done}/{self.total} {what}"
+
 
 class JobManager:
     """Start, pause, resume and stop the runs of one pool, one at a time."""
@@ -100,6 +129,9 @@ class JobManager:
         self.interrupted_at_start = pool.mark_interrupted_runs(keep=[running] if running else [])
         judging = _judge().active_judge(pool)
         self.interrupted_judges_at_start = pool.mark_interrupted_judge_runs(keep=[judging] if judging else [])
+        evaluating = _evaluate().active_evaluation(pool)
+        self.interrupted_evaluations_at_start = pool.mark_interrupted_evaluations(
+            keep=[evaluating] if evaluating else [])
 
     # -- what pages read --------------------------------------------------------
     def status(self) -> JobStatus:
@@ -112,6 +144,9 @@ class JobManager:
             judging = _judge().active_judge(self.pool)
             if judging is not None:
                 return JobStatus(state="running", run_id=judging, message="running", kind="judge")
+            evaluating = _evaluate().active_evaluation(self.pool)
+            if evaluating is not None:
+                return JobStatus(state="running", run_id=evaluating, message="running", kind="evaluate")
         return status
 
     def resumable_runs(self) -> list[dict]:
@@ -174,6 +209,33 @@ class JobManager:
         busy_id = status.run_id if status.busy and status.kind == "judge" else None
         return [r for r in _judge().resumable_judge_runs(self.pool) if r["id"] != busy_id]
 
+    def collect_evaluation(self, evaluation_id: int, *, api_keys: dict | None = None) -> None:
+        """Collect (or go on collecting) an evaluation's answers in the background; `api_keys`: a
+        key typed for a model, by model index (this session's only, never stored)."""
+        with self._lock:
+            self._refuse_if_busy()
+            if self.pool.evaluation(evaluation_id) is None:
+                raise ValueError(f"There is no evaluation {evaluation_id}.")
+            self._launch(evaluation_id, api_keys, kind="evaluate")
+
+    def prerate_evaluation(self, evaluation_id: int, judge_config=None, *, api_key: str | None = None,
+                           actor: str = "user") -> int:
+        """Let a judge pre-rate an evaluation's answers in the background: with `judge_config`
+        (judge.JudgeConfig) it is set and the missing pre-ratings planned first
+        (evaluate.plan_prerating); without, the stored judge goes on. The number planned."""
+        with self._lock:
+            self._refuse_if_busy()
+            evaluation = self.pool.evaluation(evaluation_id)
+            if evaluation is None:
+                raise ValueError(f"There is no evaluation {evaluation_id}.")
+            planned = 0
+            if judge_config is not None:
+                planned = _evaluate().plan_prerating(self.pool, evaluation_id, judge_config, actor=actor)
+            elif not evaluation["judge_config"]:
+                raise ValueError("Choose a judge to pre-rate with.")
+            self._launch(evaluation_id, {None: api_key} if api_key else None, kind="prerate")
+        return planned
+
     def pause(self) -> None:
         self._ask(PAUSED, "pausing")
 
@@ -201,7 +263,8 @@ class JobManager:
     # -- internals -------------------------------------------------------------------
     def _refuse_if_busy(self) -> None:
         if self._status.busy:
-            what = "Judge run" if self._status.kind == "judge" else "Run"
+            what = {"judge": "Judge run", "evaluate": "Evaluation", "prerate": "Evaluation"}.get(
+                self._status.kind, "Run")
             raise RuntimeError(f"{what} {self._status.run_id} is still {self._status.state}; "
                                "pause or stop it first.")
         other = active_run(self.pool)
@@ -210,6 +273,10 @@ class JobManager:
         judging = _judge().active_judge(self.pool)
         if judging is not None:
             raise RuntimeError(f"Judge run {judging} is going on for this pool; pause or stop it first.")
+        evaluating = _evaluate().active_evaluation(self.pool)
+        if evaluating is not None:
+            raise RuntimeError(f"Evaluation {evaluating} is collecting or pre-rating for this pool; "
+                               "pause or stop it first.")
 
     def _ask(self, reason: str, state: str) -> None:
         with self._lock:
@@ -218,12 +285,12 @@ class JobManager:
             self._control.request(reason)
             self._status = replace(self._status, state=state, message=f"{state}…")
 
-    def _launch(self, run_id: int, api_key: str | None, kind: str = "run") -> None:
+    def _launch(self, run_id: int, api_key, kind: str = "run") -> None:
         control = RunControl()
         self._control = control
         self._status = JobStatus(state="running", run_id=run_id, message="starting",
                                  started_at=time.time(), kind=kind)
-        work = self._work_judge if kind == "judge" else self._work
+        work = {"judge": self._work_judge, "evaluate": self._work_eval, "prerate": self._work_eval}.get(kind, self._work)
         self._thread = threading.Thread(target=work, args=(run_id, api_key, control),
                                         name=f"selfinstruct-{kind}-{run_id}", daemon=True)
         self._thread.start()
@@ -247,6 +314,31 @@ class JobManager:
         finally:
             with self._lock:
                 self._status = JobStatus(outcome=outcome, run_id=judge_run_id, kind="judge",
+                                         done=outcome.done if outcome else 0, total=outcome.total if outcome else 0,
+                                         cost_usd=outcome.cost_usd if outcome else 0.0,
+                                         unparseable=outcome.unparseable if outcome else 0,
+                                         message=(outcome.error or outcome.stop_reason) if outcome else "")
+
+    def _work_eval(self, evaluation_id: int, api_keys: dict | None, control: RunControl) -> None:
+        evaluate = _evaluate()
+        kind = self._status.kind
+        task = evaluate.COLLECT if kind == "evaluate" else evaluate.PRERATE
+        outcome = None
+        try:
+            runner = evaluate.EvalRunner(self.pool, evaluation_id, on_event=self._on_event, control=control,
+                                         task=task, api_keys=api_keys, prices=self.prices)
+            outcome = runner.run()
+        except Exception as exc:  # the worker must never die silently
+            message = f"The evaluation stopped on an unexpected error: {exc.__class__.__name__}: {exc}"
+            try:
+                self.pool.set_evaluation_status(evaluation_id, FAILED, stop_reason="error", error=message,
+                                                ended=True, judge=task == evaluate.PRERATE)
+            except Exception:  # noqa: BLE001 - a pool that cannot be written (full disk)
+                pass
+            outcome = evaluate.EvalOutcome(evaluation_id, task, FAILED, "error", 0, 0, error=message)
+        finally:
+            with self._lock:
+                self._status = JobStatus(outcome=outcome, run_id=evaluation_id, kind=kind,
                                          done=outcome.done if outcome else 0, total=outcome.total if outcome else 0,
                                          cost_usd=outcome.cost_usd if outcome else 0.0,
                                          unparseable=outcome.unparseable if outcome else 0,
