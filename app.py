@@ -17,6 +17,7 @@ PAGES = {  # name (as in selfinstruct.access.PAGES): title, icon
     "rejects": ("Rejects", ":material/filter_alt_off:"),
     "pool": ("Pool", ":material/database:"),
     "label": ("Label", ":material/fact_check:"),
+    "judge": ("Judge", ":material/gavel:"),
     "export": ("Export", ":material/ios_share:"),
 }
 # Only the role's pages are registered for this session: a page left out is neither in the

@@ -49,6 +49,7 @@ PAGES: dict[str, str] = {
     "rejects": "read",
     "pool": "read",
     "label": "label",
+    "judge": "judges",
     "export": "export",
 }
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 from scipy.stats import norm
 
 from .model import NO, PAPER_RATES, SPLIT, UNSURE, YES, majority
@@ -396,3 +397,20 @@ def unit_ratings(ratings: Mapping[str, Mapping[object, str]]) -> list[list[str |
         items.update(dict.fromkeys(per_item))
     return [[ratings[r].get(item) for r in raters] for item in items]
 
+
+
+def rates_frame(rates: Mapping[str, PoolRate], labels: Mapping[str, str]) -> pd.DataFrame:
+    """Pool-wide rates as rows for a chart or a table: per measure, one row for the judge with
+    people (PPI) and one for people alone, each with its interval, the paper's rate and counts
+    (columns measure, label, group, share, low, high, yes, n, paper)."""
+    rows = []
+    for measure, rate in rates.items():
+        common = {"measure": measure, "label": labels.get(measure, measure), "paper": rate.paper_rate}
+        rows.append({**common, "group": f"judge + people ({rate.method})", "share": rate.estimate,
+                     "low": rate.low, "high": rate.high, "n": rate.n_human + rate.n_judge,
+                     "yes": round(rate.estimate * (rate.n_human + rate.n_judge))})
+        if rate.human_estimate is not None:
+            rows.append({**common, "group": "people only", "share": rate.human_estimate, "low": rate.human_low,
+                         "high": rate.human_high, "n": rate.n_human,
+                         "yes": round(rate.human_estimate * rate.n_human)})
+    return pd.DataFrame(rows)

@@ -42,10 +42,10 @@ STOP_REASON_WORDS = {
 }
 
 
-def run_headline(run_id: int, status: str, stop_reason: str | None = None) -> str:
+def run_headline(run_id: int, status: str, stop_reason: str | None = None, noun: str = "Run") -> str:
     """One line about how a run stands, saying each thing once ("Run 1 is paused", "Run 2
-    finished: the pool reached the target")."""
-    line = f"Run {run_id} {STATUS_WORDS.get(status, status)}"
+    finished: the pool reached the target"; `noun` "Judge run" for a judge run)."""
+    line = f"{noun} {run_id} {STATUS_WORDS.get(status, status)}"
     if stop_reason and stop_reason not in (status, "stopped", "paused", "interrupted", "error"):
         line += f": {STOP_REASON_WORDS.get(stop_reason, stop_reason.replace('_', ' '))}"
     return line
