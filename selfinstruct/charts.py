@@ -22,6 +22,8 @@ function                    what it shows                                     us
 `keyword_bars`              keywords that reject the most                     Rejects
 `yes_rates`                 a study's share of yes per question, the paper's  Label
 `yes_rates_by_group`        the same per round or per task kind               Label
+`eval_levels`               the paper's A-D stacked bars per model, with      Evaluate
+                            intervals of "at least A / B / C"
 ==========================  ================================================  ======================
 
 Legends never truncate their labels (`labelLimit=0`); axes that show shares as
@@ -40,7 +42,7 @@ from .explore import NONE, rouge_histogram as rouge_bins
 __all__ = [
     "rouge_histogram", "round_rouge", "rouge_vs_seeds", "rouge_whatif", "rejections_by_round",
     "pool_growth", "verb_sunburst", "verb_bars", "length_histograms", "keyword_bars", "yes_rates",
-    "yes_rates_by_group", "to_svg", "LENGTH_FIELDS", "STUDY", "PAPER",
+    "yes_rates_by_group", "eval_levels", "to_svg", "LENGTH_FIELDS", "STUDY", "PAPER",
 ]
 
 BAR = "#4c78a8"
@@ -316,6 +318,39 @@ def yes_rates_by_group(frame: pd.DataFrame, title: str) -> alt.LayerChart:
         x="paper:Q", y=y, tooltip=[alt.Tooltip("paper:Q", format=".0%", title="Paper")])
     groups = frame["group"].nunique()
     return (bars + whiskers + ticks).properties(height=max(160, 4 * (14 * groups + 16)))
+
+
+# The paper's colours run from good to bad: A green, B light green, C orange, D red.
+LEVEL_COLORS = {"A": "#2e7d32", "B": "#9ccc65", "C": "#ffa726", "D": "#e53935"}
+
+
+def eval_levels(frame: pd.DataFrame) -> alt.LayerChart:
+    """The paper's evaluation figure: one stacked bar per model, the share of its answers rated
+    A, B, C and D (best on the left), and at each boundary the 95% Wilson interval of "at least
+    this good" (A; A or B; A to C). `frame`: `evaluate.results_table(...)` (model, level, count,
+    n, share, cum_share, cum_low, cum_high)."""
+    frame = frame.copy()
+    levels = list(LEVEL_COLORS)
+    models = list(dict.fromkeys(frame["model"]))
+    frame["order"] = frame["level"].map(levels.index)
+    y = alt.Y("model:N", sort=models, title=None, axis=alt.Axis(labelLimit=0))
+    x = alt.X("share:Q", title="Share of answers (%)", stack="zero", scale=alt.Scale(domain=[0, 1]),
+              axis=alt.Axis(format="%"))
+    color = alt.Color("level:N", title="Rating", sort=levels, legend=_legend(orient="bottom"),
+                      scale=alt.Scale(domain=levels, range=list(LEVEL_COLORS.values())))
+    tooltip = ["model:N", alt.Tooltip("level:N", title="Rating"), alt.Tooltip("share:Q", format=".1%", title="Share"),
+               "count:Q", alt.Tooltip("n:Q", title="Rated answers")]
+    bars = alt.Chart(frame).mark_bar(height=26).encode(
+        x=x, y=y, color=color, order=alt.Order("order:Q"), tooltip=tooltip)
+    bounds = frame.dropna(subset=["cum_low"])
+    whiskers = alt.Chart(bounds).mark_errorbar(ticks=True, color="#1f2937").encode(
+        x=alt.X("cum_low:Q", title="Share of answers (%)"), x2="cum_high:Q", y=y,
+        yOffset=alt.YOffset("level:N", sort=levels, scale=alt.Scale(paddingOuter=1)),
+        tooltip=["model:N", alt.Tooltip("level:N", title="At least"),
+                 alt.Tooltip("cum_share:Q", format=".1%", title="Share"),
+                 alt.Tooltip("cum_low:Q", format=".1%", title="95% from"),
+                 alt.Tooltip("cum_high:Q", format=".1%", title="95% to")])
+    return (bars + whiskers).properties(height=max(90, 48 * len(models)))
 
 
 # ---------------------------------------------------------------------------- static images
