@@ -580,12 +580,17 @@ def _study_pairs(pool: Pool, pool_judge_run_id: int, study_id: int) -> _StudyPai
                 labeled.setdefault(v["study_item_id"], v)
     missing = [item for item in rows if item not in labeled]
     if missing:
-        model_name = run["config"].get("model", "")
+        from .backend import LOCAL
+
+        cfg = run["config"]
+        where_to = {OFFLINE: "--offline", LOCAL: "--local" + (f" --gguf {cfg['gguf']}" if cfg.get("gguf") else "")
+                    }.get(cfg.get("backend"), f"--base-url {cfg.get('base_url', '')} --model {cfg.get('model', '')}")
         raise ValueError(
             f"Judge run {pool_judge_run_id} has no readable verdict for {len(missing)} of the {len(rows)} item(s) "
             f"people labeled in study {study_id} (the study drew another instance of those tasks, or the run "
-            f"has not judged them yet). Start a judge run of the study with the same model: selfinstruct judge "
-            f"--study {study_id} --model {model_name} (or the Judge page, scope: study {study_id}), then ask again.")
+            f"has not judged them yet). Start a judge run of the study with the same judge: selfinstruct judge "
+            f"--study {study_id} {where_to} (or the Judge page: the same settings, scope study {study_id}), "
+            "then ask again.")
     return _StudyPairs(labels, rows, labeled, sorted(rows), {c for c, _ in where.values()}, list(pooled.values()))
 
 

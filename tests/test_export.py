@@ -582,3 +582,184 @@ def test_cli_export_writes_the_filtered_data_and_the_card(demo_db_path, tmp_path
     bad = run_cli("export", "--db", str(demo_db_path), "--format", "csv", "--out", str(tmp_path / "y.csv"),
                   "--min-output-words", "9", "--max-output-words", "2")
     assert bad.returncode == 2 and "min_output_words (9) is above max_output_words (2)" in bad.stderr
+
+
+# -- the model judge's filter and the card's judge section ---------------------------------------------
+def judge_rows(pool: Pool, verdicts: dict, *, model: str = "judge-model") -> int:
+    """A pool judge run stored by hand: {(candidate id, instance id): answers, or None for an
+    answer that could not be read}."""
+    run_id = pool.create_judge_run(scope="pool", config={"model": model, "backend": "offline", "mode": "chat"},
+                                   items=[(c, i, None) for c, i in verdicts])
+    for row, answers in zip(pool.judge_verdicts(run_id), verdicts.values()):
+        if answers is None:
+            pool.record_judge_answer(row["id"], {"response": "hmm", "unparseable": "no answer for valid_task",
+                                                 "prompt_version": "judge-v1"})
+        else:
+            pool.record_judge_answer(row["id"], {"response": "ok", "prompt_version": "judge-v1", **answers})
+    return run_id
+
+
+def first_kept(pool: Pool, candidate_id: int) -> list[int]:
+    return [r[0] for r in pool.cursor().execute(
+        "SELECT id FROM instances WHERE candidate_id = ? AND status = 'kept' ORDER BY id", [candidate_id]).fetchall()]
+
+
+@pytest.fixture
+def judged_small(small):
+    """small's tasks judged: G1's first instance has a wrong output, G2 is not a valid task, G4's
+    answer could not be read, G6's input and output are wrong. Another run says G1 is not valid."""
+    pool, ids = small
+    yes = {"valid_task": "yes", "input_ok": "yes", "output_ok": "yes"}
+    g1 = first_kept(pool, ids["G1"])
+    run_id = judge_rows(pool, {
+        (ids["G1"], g1[0]): {**yes, "output_ok": "no"},
+        (ids["G2"], first_kept(pool, ids["G2"])[0]): {**yes, "valid_task": "no"},
+        (ids["G4"], first_kept(pool, ids["G4"])[0]): None,
+        (ids["G6"], first_kept(pool, ids["G6"])[0]): {**yes, "input_ok": "no", "output_ok": "no"},
+    })
+    other = judge_rows(pool, {(ids["G1"], g1[0]): {**yes, "valid_task": "no"}}, model="other-judge")
+    return pool, ids, run_id, other
+
+
+def written(pool, fmt, filters, tmp_path) -> int:
+    result = write_export(pool, fmt, tmp_path / f"judge{FORMAT_INFO[fmt].extension}", filters)
+    return result.records
+
+
+@pytest.mark.parametrize("drop, tasks, instances, gone", [
+    # hand-counted from the verdict rows above; without the filter: 4 generated tasks, 5 instances
+    (("output_ok",), 3, 3, {"Suggest a name for a bakery."}),            # G1 keeps its second; G6 left empty
+    (("valid_task",), 3, 4, {"Decide whether the number is odd or even."}),
+    (("input_ok",), 3, 4, {"Suggest a name for a bakery."}),
+    (("valid_task", "output_ok"), 2, 2, {"Decide whether the number is odd or even.",
+                                         "Suggest a name for a bakery."}),
+])
+def test_the_judge_filter_drops_what_its_latest_verdict_calls_no(judged_small, tmp_path, drop, tasks, instances,
+                                                                 gone):
+    pool, ids, run_id, _ = judged_small
+    every = ExportFilters(include_seeds=False)
+    filters = ExportFilters(include_seeds=False, judge_run_id=run_id, judge_exclude=drop)
+    before, after = pool.export_counts(every), pool.export_counts(filters)
+    assert (before["tasks"], before["instances"]) == (4, 5)
+    assert (after["tasks"], after["instances"]) == (tasks, instances)
+    assert exported_tasks(pool, every) - exported_tasks(pool, filters) == gone
+    for fmt in ("alpaca", "csv", "parquet"):            # counts equal the records written
+        assert written(pool, fmt, filters, tmp_path) == instances
+    assert written(pool, "selfinstruct", filters, tmp_path) == tasks
+    assert len(export.preview_table(pool, filters, 50)) == instances
+    # a judge run alone filters nothing; seeds are never judged
+    assert pool.export_counts(ExportFilters(include_seeds=False, judge_run_id=run_id)) == before
+    with_seeds = pool.export_counts(ExportFilters(judge_run_id=run_id, judge_exclude=drop))
+    assert with_seeds["seed_instances"] == pool.export_counts(ExportFilters())["seed_instances"]
+
+
+def test_the_judge_filter_reads_one_run_and_only_readable_verdicts(judged_small):
+    pool, ids, run_id, other = judged_small
+    # the other run calls G1 not valid; this run does not
+    assert "Summarize the paragraph in one sentence." in exported_tasks(
+        pool, ExportFilters(include_seeds=False, judge_run_id=run_id, judge_exclude=("valid_task",)))
+    assert "Summarize the paragraph in one sentence." not in exported_tasks(
+        pool, ExportFilters(include_seeds=False, judge_run_id=other, judge_exclude=("valid_task",)))
+    # G4's unreadable answer drops nothing
+    assert "Explain photosynthesis to a ten year old child." in exported_tasks(
+        pool, ExportFilters(include_seeds=False, judge_run_id=run_id, judge_exclude=("valid_task", "input_ok",
+                                                                                     "output_ok")))
+
+
+def test_judge_filter_settings_are_checked_and_described():
+    with pytest.raises(ValueError, match="Choose the judge run"):
+        ExportFilters(judge_exclude=("output_ok",))
+    with pytest.raises(ValueError, match="not valid"):
+        ExportFilters(judge_run_id=1, judge_exclude=("valid",))
+    f = ExportFilters(judge_run_id=3, judge_exclude="output_ok, valid_task")
+    assert f.judge_exclude == ("valid_task", "output_ok")
+    assert ExportFilters.from_dict(f.to_dict()) == f
+    text = " ".join(f.describe())
+    assert "judge run 3" in text and "not a valid task" in text and "output it called not acceptable" in text
+
+
+def test_the_card_reports_the_judge_and_what_its_filter_dropped(judged_small):
+    pool, ids, run_id, _ = judged_small
+    filters = ExportFilters(include_seeds=False, judge_run_id=run_id, judge_exclude=("output_ok",))
+    card = export.build_card(pool, "alpaca", filters)
+    md = card.markdown
+    assert "## Model judge" in md and f"judge run {run_id}" in md and "`judge-model`" in md and "judge-v1" in md
+    assert "3 readable verdict(s) of 4 item(s) (1 unreadable" in md
+    assert "1 task(s) and 2 instance(s) fewer than without this filter" in md
+    assert card.stats["judge"]["dropped"] == {"tasks": 1, "instances": 2}
+    assert "No calibration against people: no quality study has labels yet" in md
+    assert md.index("## Quality study") < md.index("## Model judge") < md.index("## Charts")
+    # no filter: the newest pool run that judged exported tasks is reported, filtering nothing
+    plain = export.build_card(pool, "alpaca", ExportFilters(include_seeds=False)).markdown
+    assert "## Model judge" in plain and "Not used to filter this export" in plain
+    assert "## Model judge" not in export.build_card(pool, "alpaca", ExportFilters(include_generated=False)).markdown
+
+
+def test_the_card_holds_the_calibration_figures_of_calibration_calibrate(demo_pool):
+    """A pool judge run of the offline judge (wrong 25% of the time), a study people labeled with
+    the truth (some answers flipped): the card's kappa, precision and recall are
+    calibration.calibrate's on the same items, and its pool-wide rates judge.pool_rates'."""
+    from selfinstruct import calibration, quality
+    from selfinstruct.judge import JudgeConfig, JudgeRunner, pool_rates, start_judge
+    from selfinstruct.model import QUESTIONS
+    from selfinstruct.offline import OfflineServer, judge_answer, judge_truth
+
+    study = quality.create_study(demo_pool, "people", size=40, seed=3).study_id
+    items = demo_pool.judge_study_items(study)
+    texts = {}
+    for k, (c, i, item_id) in enumerate(items):
+        texts[item_id] = demo_pool.cursor().execute(
+            "SELECT c.instruction, i.input, i.output FROM candidates c JOIN instances i ON i.id = ? WHERE c.id = ?",
+            [i, c]).fetchone()
+        answers = judge_truth(*texts[item_id])
+        if k % 7 == 0:
+            answers["output_ok"] = {"yes": "no", "no": "yes"}[answers["output_ok"]]
+        demo_pool.save_label(study, item_id, "ann", **answers)
+    with OfflineServer(judge_error=0.25, judge_seed=4) as srv:
+        config = JudgeConfig(backend="openai-compatible", base_url=srv.base_url, model="selfinstruct-demo",
+                             structured="off")
+        run_id = start_judge(demo_pool, config, "pool")
+        assert JudgeRunner(demo_pool, run_id).run().status == "finished"
+        # the study drew other instances of some tasks than the pool run judged: the same judge on the study
+        assert JudgeRunner(demo_pool, start_judge(demo_pool, config, "study", study)).run().status == "finished"
+    labels = {r["item_id"]: r for r in demo_pool.study_labels(study)}
+    card = export.build_card(demo_pool, "chat", ExportFilters(judge_run_id=run_id, judge_exclude=("output_ok",)))
+    judged = card.stats["judge"]
+    assert judged["study_id"] == study
+    for q in QUESTIONS:
+        expected = calibration.calibrate([judge_answer(*texts[i], error=0.25, seed=4)[q] for i in labels],
+                                         [[labels[i][q]] for i in labels], question=q)
+        assert judged["calibration"][q] == expected
+        k, p, r = expected.kappa, expected.precision, expected.recall
+        assert f"{k.value:.2f} ({k.low:.2f} to {k.high:.2f})" in card.markdown
+        assert f"{p.estimate:.0%} ({p.low:.0%} to {p.high:.0%}) ({p.hits}/{p.n})" in card.markdown
+        assert f"{r.estimate:.0%} ({r.low:.0%} to {r.high:.0%}) ({r.hits}/{r.n})" in card.markdown
+    rates = pool_rates(demo_pool, run_id, study)
+    assert judged["pool_rates"] == rates
+    for measure, rate in rates.items():
+        assert (f"{rate.estimate:.0%} ({rate.low:.0%} to {rate.high:.0%}) | {rate.human_estimate:.0%} "
+                f"({rate.human_low:.0%} to {rate.human_high:.0%}) | {rate.paper_rate:.0%} |") in card.markdown
+    # the filter: what the judge called a wrong output is not in the export
+    dropped = demo_pool.export_counts(ExportFilters())["instances"] - demo_pool.export_counts(
+        ExportFilters(judge_run_id=run_id, judge_exclude=("output_ok",)))["instances"]
+    no_outputs = sum(v["output_ok"] == "no" for v in demo_pool.judge_verdicts(run_id))
+    assert dropped == no_outputs == judged["dropped"]["instances"] > 0
+
+
+def test_cli_export_filters_by_the_judge(judged_small, tmp_path):
+    pool, ids, run_id, _ = judged_small
+    pool.close()
+    out = tmp_path / "j.jsonl"
+    done = run_cli("export", "--db", str(pool.path), "--format", "alpaca", "--out", str(tmp_path / "j.json"),
+                   "--no-seeds", "--judge-run", str(run_id), "--judge-drop", "output_ok,valid_task")
+    assert done.returncode == 0, done.stderr
+    assert "3 task(s)" not in done.stdout and "2 task(s) (0 seed, 2 generated) with 2 instance(s)" in done.stdout
+    assert f"judge run {run_id}" in done.stdout
+    assert len(json.loads((tmp_path / "j.json").read_text(encoding="utf-8"))) == 2
+    assert "## Model judge" in (tmp_path / "j_README.md").read_text(encoding="utf-8")
+    bad = run_cli("export", "--db", str(pool.path), "--format", "alpaca", "--out", str(out),
+                  "--judge-drop", "output_ok")
+    assert bad.returncode == 2 and "Choose the judge run" in bad.stderr
+    missing = run_cli("export", "--db", str(pool.path), "--format", "alpaca", "--out", str(out),
+                      "--judge-run", "99", "--judge-drop", "output_ok")
+    assert missing.returncode == 2 and "There is no judge run 99" in missing.stderr

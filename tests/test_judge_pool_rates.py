@@ -134,7 +134,7 @@ def test_labeled_items_the_pool_run_did_not_judge_name_the_run_to_start(tmp_path
         with OfflineServer(judge_error=ERROR) as srv:
             judge_run_id = start_judge(pool, endpoint(srv), "pool")
             JudgeRunner(pool, judge_run_id).run()
-            with pytest.raises(ValueError, match=rf"selfinstruct judge --study {study_id} --model selfinstruct-demo"):
+            with pytest.raises(ValueError, match=rf"selfinstruct judge --study {study_id} --base-url {srv.base_url} --model selfinstruct-demo"):
                 pool_rates(pool, judge_run_id, study_id)
             # another judge on the study does not stand in for this one
             other = start_judge(pool, endpoint(srv, sampling={"temperature": 0.5, "max_tokens": 256}), "study",

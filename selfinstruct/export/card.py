@@ -1,9 +1,10 @@
 """The dataset card of an export: a README.md filled from the Markdown template
 `templates/card.md` (counts, how each run generated its tasks, the filters, the
-quality study's results) and its charts, drawn by the same definitions the pages
+quality study's results, the model judge's figures when one judged the items) and its charts, drawn by the same definitions the pages
 show (`selfinstruct.charts`) and rendered to SVG files."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -165,6 +166,7 @@ def build_card(pool: Pool, fmt: str, filters: ExportFilters | None = None,
     rouge = rouge_vs_seeds(seeds_in_pool, generated, max_items=rouge_max_items)
     runs = [_run_summary(pool, run_id) for run_id in pool.export_run_ids(filters)]
     studies = pool.label_summary()
+    judge_lines, judge_stats = _judge_section(pool, filters, counts, studies)
 
     images: dict[str, str] = {}
     if counts["tasks"]:
@@ -222,11 +224,12 @@ def build_card(pool: Pool, fmt: str, filters: ExportFilters | None = None,
         runs="\n".join(run_lines),
         filters="\n".join(f"- {line}" for line in filters.describe()),
         quality="\n".join(_quality_section(studies)),
+        judge="\n\n" + "\n".join(judge_lines) if judge_lines else "",
         charts="\n" + "\n".join(_charts_section(images, charts_dir, rouge)) if images else "",
     )
     stats = {"metadata": metadata, "counts": counts, "lengths": {"means": lengths["means"], "counts": lengths["counts"]},
              "records": n_rows, "runs": [r["id"] for r in runs], "studies": len(studies),
-             "rouge_median": rouge.median if len(rouge.scores) else None}
+             "rouge_median": rouge.median if len(rouge.scores) else None, "judge": judge_stats}
     return DatasetCard(markdown, images, stats)
 
 
@@ -345,3 +348,125 @@ def _quality_section(studies: list[dict]) -> list[str]:
     out.append("")
     out.append("The study samples the whole accepted pool, not only this export.")
     return out
+
+
+# ---------------------------------------------------------------------------- the model judge
+_JUDGE_WORDS = {"valid_task": "Valid task", "input_ok": "Input appropriate", "output_ok": "Output acceptable",
+                "all_valid": "All three valid"}
+_DROP_WORDS = {"valid_task": "tasks it called not a valid task",
+               "input_ok": "instances whose input it called not appropriate",
+               "output_ok": "instances whose output it called not acceptable"}
+
+
+def _card_judge_run(pool: Pool, filters: ExportFilters) -> dict | None:
+    """The judge run the card reports: the filter's, else the newest judge run of the pool that
+    judged some of the exported tasks."""
+    if filters.judge_run_id is not None:
+        return pool.judge_run(filters.judge_run_id)
+    for run in pool.judge_runs():
+        if run["scope"] == "pool" and pool.export_judged(filters, run["id"])["tasks"]:
+            return pool.judge_run(run["id"])
+    return None
+
+
+def _interval(value, low, high, spec: str = ".2f") -> str:
+    if value is None:
+        return "–"
+    return f"{format(value, spec)} ({format(low, spec)} to {format(high, spec)})"
+
+
+def _judge_calibration(pool: Pool, run: dict, studies: list[dict]) -> tuple[int | None, dict | None, dict | None, str]:
+    """(study id, calibration per question, pool rates, why none) for the card: the newest labeled
+    study the run's verdicts can be paired with (judge.pool_calibration / pool_rates), or for a
+    study's judge run that study (judge.calibrate_run)."""
+    from .. import judge
+
+    if run["scope"] == "study":
+        calibrated = judge.calibrate_run(pool, run["id"])
+        why = "" if calibrated else f"nobody has labeled study {run['study_id']} yet"
+        return run["study_id"], calibrated, None, why
+    why = "no quality study has labels yet"
+    for study in sorted(studies, key=lambda s: -s["study_id"]):
+        try:
+            calibrated = judge.pool_calibration(pool, run["id"], study["study_id"])
+        except ValueError as exc:
+            why = str(exc)
+            continue
+        try:
+            rates = judge.pool_rates(pool, run["id"], study["study_id"])
+        except ValueError as exc:      # too few items on one side
+            rates, why = None, str(exc)
+        return study["study_id"], calibrated, rates, why
+    return None, None, None, why
+
+
+def _judge_section(pool: Pool, filters: ExportFilters, counts: dict, studies: list[dict]) -> tuple[list[str], dict | None]:
+    """The card's "Model judge" section (markdown lines) and its figures, or ([], None) when no
+    judge run filters or judged the exported items."""
+    run = _card_judge_run(pool, filters)
+    if run is None:
+        return [], None
+    config = run["config"]
+    progress = pool.judge_progress(run["id"])
+    versions = sorted({v["prompt_version"] for v in pool.judge_verdicts(run["id"]) if v["prompt_version"]})
+    judged = pool.export_judged(filters, run["id"])
+    unfiltered = pool.export_counts(dataclasses.replace(filters, judge_exclude=()))
+    dropped = {"tasks": unfiltered["generated_tasks"] - counts["generated_tasks"],
+               "instances": unfiltered["generated_instances"] - counts["generated_instances"]}
+    scope = (f"study {run['study_id']}'s items" if run["scope"] == "study" else "the pool's accepted tasks, "
+             "one kept instance each")
+    if filters.judge_exclude:
+        filter_text = (f"Leaves out {'; '.join(_DROP_WORDS[q] for q in filters.judge_exclude)}: "
+                       f"{dropped['tasks']:,} task(s) and {dropped['instances']:,} instance(s) fewer than without "
+                       "this filter.")
+    else:
+        filter_text = "Not used to filter this export (its verdicts are reported only)."
+    md = ["## Model judge", "",
+          f"A language model answered the quality study's three questions for {scope} (judge run {run['id']}). "
+          "Its verdicts are kept apart from people's labels: no figure in the quality study above counts them.", "",
+          "| | |", "|---|---|",
+          f"| Judge | `{_md_cell(config.get('model', '?'))}` via {_md_cell(config.get('backend', '?'))}, "
+          f"{_md_cell(config.get('mode', '?'))} mode, run status {_md_cell(run['status'])} |",
+          f"| Prompt | {_md_cell(', '.join(versions) or ', '.join((config.get('prompt_versions') or {}).values()))} "
+          f"(parser {_md_cell(config.get('parser_version', '?'))}) |",
+          f"| Items judged | {progress['parsed']:,} readable verdict(s) of {progress['total']:,} item(s) "
+          f"({progress['unparseable']:,} unreadable, {progress['pending']:,} not answered yet) |",
+          f"| In this export | {judged['tasks']:,} of {counts['generated_tasks']:,} generated task(s) and "
+          f"{judged['instances']:,} of {counts['generated_instances']:,} instance(s) have a verdict |",
+          f"| Filter | {filter_text} |", ""]
+    study_id, calibrated, rates, why = _judge_calibration(pool, run, studies)
+    if calibrated:
+        md += [f"Against people (quality study {study_id}; people's answer is the majority of an item's labels; "
+               "items where people are split or unsure, or the judge gave no verdict, are left out and counted). "
+               "Cohen's kappa with its 95% interval, and how well the judge finds what people call \"no\": "
+               "precision (of the items it called \"no\", the share people call \"no\") and recall (of the items "
+               "people call \"no\", the share it called \"no\"), with 95% Wilson intervals:", "",
+               "| Question | Compared | Left out | Kappa | Precision of \"no\" | Recall of \"no\" |",
+               "|---|---:|---:|---:|---:|---:|"]
+        for q, cal in calibrated.items():
+            k, p, r = cal.kappa, cal.precision, cal.recall
+            md.append(f"| {_JUDGE_WORDS[q]} | {cal.items} | {cal.left_out_total} | "
+                      f"{_interval(k.value, k.low, k.high) if k.value is not None else 'undefined'} | "
+                      f"{_interval(p.estimate, p.low, p.high, '.0%')} ({p.hits}/{p.n}) | "
+                      f"{_interval(r.estimate, r.low, r.high, '.0%')} ({r.hits}/{r.n}) |")
+        md.append("")
+    else:
+        md += [f"No calibration against people: {why}", ""]
+    if rates:
+        first = next(iter(rates.values()))
+        md += [f"Pool-wide share of \"yes\", with 95% intervals: the judge's {first.n_judge:,} verdicts on tasks "
+               f"nobody labeled and the {first.n_human:,} labeled items together (prediction-powered inference, "
+               f"{first.method.upper()}), beside the labeled items alone and the paper's figures. The study samples "
+               "the whole accepted pool, not only this export.", "",
+               "| Measure | Judge + people | People only | Self-Instruct paper |", "|---|---:|---:|---:|"]
+        for measure, rate in rates.items():
+            md.append(f"| {_JUDGE_WORDS[measure]} | {_interval(rate.estimate, rate.low, rate.high, '.0%')} | "
+                      f"{_interval(rate.human_estimate, rate.human_low, rate.human_high, '.0%')} | "
+                      f"{rate.paper_rate:.0%} |")
+        md.append("")
+    elif run["scope"] == "pool" and calibrated:
+        md += [f"No pool-wide rates: {why}", ""]
+    stats = {"judge_run_id": run["id"], "model": config.get("model"), "prompt_versions": versions,
+             "judged": progress["parsed"], "export_judged": judged, "dropped": dropped, "study_id": study_id,
+             "calibration": calibrated, "pool_rates": rates}
+    return md[:-1] if md and md[-1] == "" else md, stats

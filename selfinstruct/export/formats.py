@@ -10,6 +10,7 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..model import QUESTIONS
 from ..store.explore import EXPORT_COLUMNS
 
 __all__ = [
@@ -77,7 +78,13 @@ class ExportFilters:
     instances any annotator judged to have a bad input or output. Word bounds
     are inclusive (words as str.split() counts them). `include_empty_tasks`:
     also write tasks left with no instance (Self-Instruct JSONL only; the other
-    formats are one row per instance)."""
+    formats are one row per instance).
+
+    `judge_run_id` / `judge_exclude`: the model judge's filter. With questions in
+    `judge_exclude` (model.QUESTIONS), an item whose latest verdict in that judge run
+    answers "no" to one of them is left out: "valid_task" drops the task, "input_ok" and
+    "output_ok" the instance the judge saw. A judge run alone filters nothing; the
+    dataset card then reports that judge's figures."""
     include_seeds: bool = True
     include_generated: bool = True
     runs: tuple[int, ...] = ()
@@ -92,9 +99,24 @@ class ExportFilters:
     min_output_words: int | None = None
     max_output_words: int | None = None
     include_empty_tasks: bool = False
+    judge_run_id: int | None = None
+    judge_exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "runs", tuple(int(r) for r in (self.runs or ())))
+        exclude = self.judge_exclude
+        if isinstance(exclude, str):
+            exclude = exclude.split(",")
+        exclude = tuple(dict.fromkeys(q.strip() for q in exclude or () if q and q.strip()))
+        unknown = [q for q in exclude if q not in QUESTIONS]
+        if unknown:
+            raise ValueError(f"The judge's answers that drop items are some of {', '.join(QUESTIONS)}, "
+                             f"not {', '.join(unknown)}.")
+        if exclude and self.judge_run_id is None:
+            raise ValueError("Choose the judge run whose verdicts drop items.")
+        object.__setattr__(self, "judge_exclude", tuple(q for q in QUESTIONS if q in exclude))
+        if self.judge_run_id is not None:
+            object.__setattr__(self, "judge_run_id", int(self.judge_run_id))
         for low, high in (("min_round", "max_round"), ("min_instruction_words", "max_instruction_words"),
                           ("min_output_words", "max_output_words")):
             lo, hi = getattr(self, low), getattr(self, high)
@@ -104,6 +126,7 @@ class ExportFilters:
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data["runs"] = list(self.runs)
+        data["judge_exclude"] = list(self.judge_exclude)
         return data
 
     @classmethod
@@ -140,6 +163,12 @@ class ExportFilters:
             if self.exclude_invalid:
                 out.append("Tasks an annotator labeled not valid, and instances with an input or "
                            "output an annotator labeled wrong, are left out.")
+            if self.judge_run_id is not None and self.judge_exclude:
+                parts = {"valid_task": "tasks it called not a valid task",
+                         "input_ok": "instances whose input it called not appropriate",
+                         "output_ok": "instances whose output it called not acceptable"}
+                out.append(f"The model judge's verdicts (judge run {self.judge_run_id}, its latest readable "
+                           f"verdict per item) leave out " + "; ".join(parts[q] for q in self.judge_exclude) + ".")
         if self.classification is True:
             out.append("Classification tasks only.")
         elif self.classification is False:

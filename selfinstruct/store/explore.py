@@ -20,13 +20,21 @@ from the rejects (review 'rescued') or approved/edited in the pool explorer
 "Labeled invalid" follows the quality study's rule (store/quality.py): a candidate is
 invalid when most of its labels answer "no" to "is this a valid task?"; an instance
 when most of its labels answer "no" about its input or about its output.
+
+The model judge's filter (`judge_run_id`, `judge_exclude`) reads the latest readable
+verdict per item of one judge run (store/judge.py's `latest_verdicts_sql`, the one home of
+that rule): a "no" to "valid task?" drops the task (every instance of it), a "no" to
+"input appropriate?" or "output acceptable?" drops the instance the judge saw. Verdicts
+are never labels: this filter and "labeled invalid" stay apart.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from ..model import SQL, human_approved_sql, rescued_sql
+from ..model import INSTANCE_QUESTIONS, INSTRUCTION_QUESTIONS, NO, QUESTIONS, SQL, human_approved_sql, rescued_sql, \
+    sql_literal
 from .core import _loads
+from .judge import latest_verdicts_sql
 from .quality import QualityQueries
 
 # Columns of every exported row, in order.
@@ -35,6 +43,26 @@ EXPORT_COLUMNS = ("source", "task_id", "run_id", "round", "instruction", "is_cla
 
 # Review values that mean "a person vouched for this accepted item".
 HUMAN_APPROVED_REVIEWS = ("rescued", "approved")
+
+
+def judge_flagged_sql(questions, *, part: str) -> str:
+    """SELECT of the ids (`part` "candidate" or "instance") whose latest verdict in one judge
+    run (its id: the one `?` parameter) answers "no" to any of `questions`."""
+    questions = tuple(questions)
+    if not questions or set(questions) - set(QUESTIONS):
+        raise ValueError(f"questions must be some of {QUESTIONS}, not {questions!r}")
+    if part not in ("candidate", "instance"):
+        raise ValueError(f"part must be candidate or instance, not {part!r}")
+    any_no = " OR ".join(f"lv.{q} = {sql_literal(NO)}" for q in questions)
+    return (f"SELECT lv.{part}_id FROM ({latest_verdicts_sql(one_run=True)}) lv "
+            f"WHERE lv.{part}_id IS NOT NULL AND ({any_no})")
+
+
+def _judge_parts(f) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The filters' judge questions that drop a task, and those that drop an instance."""
+    chosen = tuple(getattr(f, "judge_exclude", ()) or ()) if getattr(f, "judge_run_id", None) is not None else ()
+    return (tuple(q for q in chosen if q in INSTRUCTION_QUESTIONS),
+            tuple(q for q in chosen if q in INSTANCE_QUESTIONS))
 
 
 def _words(expr: str) -> str:
@@ -84,6 +112,10 @@ class ExploreQueries:
             params.append(int(f.max_output_words))
         if f.exclude_invalid:
             where.append(f"{alias}.id NOT IN ({QualityQueries.invalid_instances_sql()})")
+        drop_instances = _judge_parts(f)[1]
+        if drop_instances:
+            where.append(f"{alias}.id NOT IN ({judge_flagged_sql(drop_instances, part='instance')})")
+            params.append(int(f.judge_run_id))
         return where, params
 
     @staticmethod
@@ -118,6 +150,10 @@ class ExploreQueries:
             where.append(human_approved_sql(alias))
         if f.exclude_invalid:
             where.append(f"{alias}.id NOT IN ({QualityQueries.invalid_candidates_sql()})")
+        drop_tasks = _judge_parts(f)[0]
+        if drop_tasks:
+            where.append(f"{alias}.id NOT IN ({judge_flagged_sql(drop_tasks, part='candidate')})")
+            params.append(int(f.judge_run_id))
         return where, params
 
     def _export_sql(self, f, *, keep_empty: bool | None = None) -> tuple[str, list[Any]]:
@@ -254,6 +290,19 @@ class ExploreQueries:
         hist = hist.drop(columns="words")
         return {"histogram": hist, "means": means, "counts": counts, "bin_width": bin_width, "cap": cap}
 
+    def export_judged(self, filters, judge_run_id: int) -> dict[str, int]:
+        """Of an export's generated rows: `tasks` with a readable verdict of this judge run on
+        any of their (candidate, instance) items, and `instances` it judged."""
+        sql, params = self._export_sql(filters)
+        row = self._q(
+            f"""WITH rows AS ({sql}), lv AS ({latest_verdicts_sql(one_run=True)})
+               SELECT count(DISTINCT r.task_id) FILTER (WHERE EXISTS (
+                          SELECT 1 FROM lv WHERE lv.candidate_id = r.task_id)),
+                      count(*) FILTER (WHERE EXISTS (
+                          SELECT 1 FROM lv WHERE lv.instance_id = r.instance_id))
+               FROM rows r WHERE r.k = 1""", params + [int(judge_run_id)]).fetchone()
+        return {"tasks": int(row[0]), "instances": int(row[1])}
+
     # -- what the dataset card reports beside the rows --------------------------------
     def seed_instruction_texts(self) -> list[str]:
         return [r[0] for r in self._q("SELECT instruction FROM seed_tasks ORDER BY id").fetchall()]
@@ -298,8 +347,9 @@ class ExploreQueries:
 
     @staticmethod
     def _browse_where(search: str = "", *, in_instances: bool = False, run_id: int | None = None,
-                      classification: bool | None = None, review: str | None = None
-                      ) -> tuple[str, list[Any]]:
+                      classification: bool | None = None, review: str | None = None,
+                      judge_run_id: int | None = None, judge_drop: tuple[str, ...] = (),
+                      judge_show: str = "hide") -> tuple[str, list[Any]]:
         where = [f"c.status = {SQL.ACCEPTED}"]
         params: list[Any] = []
         text = (search or "").strip().lower()
@@ -325,6 +375,14 @@ class ExploreQueries:
         elif review:
             where.append("c.review = ?")
             params.append(review)
+        if judge_run_id is not None and judge_drop:
+            # A task is flagged when the judge's latest verdict on it says "no" to any chosen
+            # question (a task's or its judged instance's): "hide" leaves those out, "only" shows them.
+            if judge_show not in ("hide", "only"):
+                raise ValueError(f"judge_show must be hide or only, not {judge_show!r}")
+            where.append(f"c.id {'NOT IN' if judge_show == 'hide' else 'IN'} "
+                         f"({judge_flagged_sql(judge_drop, part='candidate')})")
+            params.append(int(judge_run_id))
         return " AND ".join(where), params
 
     def pool_browse_count(self, search: str = "", **kw) -> int:
@@ -375,4 +433,4 @@ class ExploreQueries:
             f"WHERE c.status = {SQL.ACCEPTED} AND c.run_id IS NOT NULL GROUP BY c.run_id ORDER BY c.run_id")
 
 
-__all__ = ["ExploreQueries", "ExportStream", "EXPORT_COLUMNS", "HUMAN_APPROVED_REVIEWS"]
+__all__ = ["ExploreQueries", "ExportStream", "EXPORT_COLUMNS", "HUMAN_APPROVED_REVIEWS", "judge_flagged_sql"]

@@ -25,6 +25,20 @@ ANSWER_COLUMNS = ("prompt", "prompt_version", "parser_version", "structured", "r
                   "completion_tokens", "cost_usd", "latency_s", "attempts")
 
 
+def latest_verdicts_sql(*, one_run: bool) -> str:
+    """The one home of "the latest readable verdict": a SELECT giving, per (candidate, instance),
+    the newest answered verdict whose three answers were read (candidate_id, instance_id,
+    valid_task, input_ok, output_ok, reason, judge_run_id, verdict_id, answered_at), from every
+    judge run, or (`one_run`) from the run given as its one `?` parameter. The export and Pool
+    filters (store/explore.py) and `latest_judge_verdicts` use it."""
+    run_filter = "AND v.judge_run_id = ?" if one_run else ""
+    return f"""SELECT v.candidate_id, v.instance_id, v.valid_task, v.input_ok, v.output_ok, v.reason,
+                      v.judge_run_id, v.id AS verdict_id, v.answered_at
+               FROM judge_verdicts v WHERE v.response IS NOT NULL AND v.unparseable IS NULL {run_filter}
+               QUALIFY row_number() OVER (PARTITION BY v.candidate_id, v.instance_id
+                                          ORDER BY v.answered_at DESC, v.id DESC) = 1"""
+
+
 class JudgeQueries:
     # -- what a run judges ---------------------------------------------------------
     def judge_pool_items(self, limit: int | None = None) -> list[tuple[int, int, None]]:
@@ -187,12 +201,7 @@ class JudgeQueries:
         for a study's items (with `study_item_id` and `position`, in study order), or (study_id
         None) for every item any run judged, in candidate order. Columns: candidate_id,
         instance_id, valid_task, input_ok, output_ok, reason, judge_run_id, verdict_id, answered_at."""
-        run_filter = "AND v.judge_run_id = ?" if judge_run_id is not None else ""
-        latest = (f"""SELECT v.candidate_id, v.instance_id, v.valid_task, v.input_ok, v.output_ok, v.reason,
-                             v.judge_run_id, v.id AS verdict_id, v.answered_at
-                      FROM judge_verdicts v WHERE v.response IS NOT NULL AND v.unparseable IS NULL {run_filter}
-                      QUALIFY row_number() OVER (PARTITION BY v.candidate_id, v.instance_id
-                                                 ORDER BY v.answered_at DESC, v.id DESC) = 1""")
+        latest = latest_verdicts_sql(one_run=judge_run_id is not None)
         params: list[Any] = [judge_run_id] if judge_run_id is not None else []
         if study_id is None:
             return self._rows(f"SELECT * FROM ({latest}) ORDER BY candidate_id, instance_id", params)
