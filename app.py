@@ -18,6 +18,7 @@ PAGES = {  # name (as in selfinstruct.access.PAGES): title, icon
     "pool": ("Pool", ":material/database:"),
     "label": ("Label", ":material/fact_check:"),
     "judge": ("Judge", ":material/gavel:"),
+    "evaluate": ("Evaluate", ":material/leaderboard:"),
     "export": ("Export", ":material/ios_share:"),
 }
 # Only the role's pages are registered for this session: a page left out is neither in the

@@ -24,7 +24,8 @@ ROLES = (OWNER, ANNOTATOR)
 
 # Every action a page offers, and the roles that may take it. "read" is looking at the pool
 # (Pool, Rejects); "label" is labeling and rating a study's items; "study" is drawing a new
-# sample (it decides what everyone labels); "settings" is choosing the pool file and the like;
+# sample (it decides what everyone labels); "evaluate" is setting up a model evaluation and
+# collecting its answers (rating them blind is "label"); "settings" is choosing the pool file and the like;
 # "overview" is the Home page, an owner's dashboard whose next steps are seeding, generating and
 # exporting.
 ACTIONS: dict[str, frozenset[str]] = {
@@ -39,6 +40,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "settings": frozenset({OWNER}),
     "study": frozenset({OWNER}),
     "judges": frozenset({OWNER}),
+    "evaluate": frozenset({OWNER}),
 }
 
 # Each page (by its file's stem under pages/) and the action that opening it amounts to.
@@ -50,6 +52,7 @@ PAGES: dict[str, str] = {
     "pool": "read",
     "label": "label",
     "judge": "judges",
+    "evaluate": "label",
     "export": "export",
 }
 

@@ -162,18 +162,24 @@ def model_from_spec(spec: str, **settings) -> EvalModel:
 
 # -- instructions ---------------------------------------------------------------------------------
 def read_instruction_file(path: str | Path, *, limit: int | None = None) -> list[dict]:
-    """Instructions to evaluate from a file: JSON lines or a JSON list whose records have an
-    `instruction` and either `input` (Alpaca) or `instances` (Self-Instruct seed tasks and the
-    paper's user-oriented instructions: the first instance's input); or a CSV with `instruction`
-    (and `input`) columns. Each comes back as `instruction`, `input`, `source` (the record's `id`,
-    else the file name and line). Raises ValueError in plain words."""
+    """Instructions to evaluate from a file (see `read_instruction_text`). Raises ValueError in
+    plain words."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"Cannot read {path}: {exc}") from None
-    records: list[dict] = []
-    if path.suffix.lower() == ".csv":
+    return read_instruction_text(text, path.name, limit=limit)
+
+
+def read_instruction_text(text: str, name: str, *, limit: int | None = None) -> list[dict]:
+    """Instructions from a file's text (`name` tells CSV by its suffix): JSON lines or a JSON
+    list whose records have an `instruction` and either `input` (Alpaca) or `instances`
+    (Self-Instruct seed tasks and the paper's user-oriented instructions: the first instance's
+    input); or a CSV with `instruction` (and `input`) columns. Each comes back as `instruction`,
+    `input`, `source` (the record's `id`, else the file name and record number)."""
+    records: list = []
+    if name.lower().endswith(".csv"):
         records = list(csv.DictReader(text.splitlines()))
     else:
         stripped = text.lstrip()
@@ -181,7 +187,7 @@ def read_instruction_file(path: str | Path, *, limit: int | None = None) -> list
             try:
                 records = json.loads(stripped)
             except ValueError as exc:
-                raise ValueError(f"{path} is not valid JSON: {exc}") from None
+                raise ValueError(f"{name} is not valid JSON: {exc}") from None
         else:
             for n, line in enumerate(text.splitlines(), 1):
                 if not line.strip():
@@ -189,8 +195,8 @@ def read_instruction_file(path: str | Path, *, limit: int | None = None) -> list
                 try:
                     records.append(json.loads(line))
                 except ValueError:
-                    raise ValueError(f"{path}, line {n}: not a JSON object.") from None
-    return instructions_from_records(records, origin=path.name, limit=limit)
+                    raise ValueError(f"{name}, line {n}: not a JSON object.") from None
+    return instructions_from_records(records, origin=name, limit=limit)
 
 
 def instructions_from_records(records: Sequence, *, origin: str = "upload", limit: int | None = None) -> list[dict]:
@@ -818,6 +824,6 @@ def evaluation_view(pool: Pool, evaluation_id: int) -> EvalView:
 __all__ = ["ACCEPTABLE", "COLLECT", "LEVELS", "LEVEL_WORDS", "PRERATE", "BlindAnswer", "BlindItem", "EvalModel",
            "EvalOutcome", "EvalResults", "EvalRunner", "EvalView", "ModelResult", "Share", "active_evaluation",
            "agreement_of", "blind_item", "blind_order", "collect_command", "create_evaluation", "evaluation_view",
-           "holdout_instructions", "instructions_from_records", "model_from_spec", "models_of", "people_rating",
+           "holdout_instructions", "instructions_from_records", "read_instruction_text", "model_from_spec", "models_of", "people_rating",
            "plan_prerating", "prerate_command", "rate", "rating_queue", "read_instruction_file", "results",
            "results_table", "resumable_evaluations"]
