@@ -3,8 +3,9 @@ from pathlib import Path
 import streamlit as st
 
 from pages.common import current_pool
-from selfinstruct import datadir, export
+from selfinstruct import datadir, export, quality
 from selfinstruct.export import CSV_SAFETY_NOTE, FORMAT_INFO, FORMATS, PRESETS, ExportFilters, ExportOptions
+from selfinstruct.model import QUESTIONS
 from selfinstruct.store import PoolError
 
 PREVIEW_ROWS = 20
@@ -111,6 +112,24 @@ with st.expander("Filters", expanded=True, icon=":material/filter_alt:"):
         max_iw = b.number_input("Instruction, max", min_value=0, value=None, step=1, key="exp_max_iw")
         min_ow = a.number_input("Output, min", min_value=0, value=None, step=1, key="exp_min_ow")
         max_ow = b.number_input("Output, max", min_value=0, value=None, step=1, key="exp_max_ow")
+    judge_runs = pool.judge_runs()
+    judge_run_id, judge_drop = None, []
+    if judge_runs:
+        st.markdown("**Model judge**")
+        run_col, drop_col = st.columns(2)
+        judge_names = {None: "No judge run", **{
+            r["id"]: f"Judge run {r['id']} · {r['config'].get('model', '?')} · "
+                     + (f"study {r['study_id']}" if r["scope"] == "study" else "pool")
+                     + f" ({r['answered']:,}/{r['items']:,} judged)" for r in judge_runs}}
+        judge_run_id = run_col.selectbox(
+            "Judge run", list(judge_names), format_func=judge_names.get, key="exp_judge_run",
+            help="Its figures go in the dataset card; with answers chosen beside it, its verdicts filter the "
+                 "export. A model's verdicts, not people's labels.")
+        judge_drop = drop_col.multiselect(
+            "Leave out what the judge answered \"no\" to", list(QUESTIONS), format_func=quality.MEASURE_LABELS.get,
+            key="exp_judge_drop", disabled=judge_run_id is None, placeholder="Nothing (report only)",
+            help="Valid task: the task goes. Input appropriate, Output acceptable: the instance the judge saw "
+                 "goes. The judge's latest readable verdict per item counts; items it did not judge stay.")
 
 try:
     filters = ExportFilters(
@@ -121,6 +140,7 @@ try:
         exclude_rescued=exclude_rescued, human_approved_only=approved_only, exclude_invalid=exclude_invalid,
         min_instruction_words=min_iw, max_instruction_words=max_iw,
         min_output_words=min_ow, max_output_words=max_ow, include_empty_tasks=include_empty,
+        judge_run_id=judge_run_id, judge_exclude=tuple(judge_drop) if judge_run_id is not None else (),
     ).for_format(fmt)
 except ValueError as exc:
     st.error(f"Check the filters: {exc}", icon=":material/error:")
@@ -138,6 +158,10 @@ for column, (label, value) in zip(columns, [
     column.metric(label, f"{value:,}")
 notes = [f"{found['classification_tasks']:,} classification task(s)",
          f"{found['with_input']:,} instance(s) with an input"]
+if filters.judge_exclude:
+    unjudged = pool.export_counts(ExportFilters.from_dict({**filters.to_dict(), "judge_exclude": []}))
+    notes.append(f"the judge's verdicts leave out {unjudged['tasks'] - found['tasks']:,} task(s) and "
+                 f"{unjudged['instances'] - found['instances']:,} instance(s)")
 if found["empty_tasks"]:
     notes.append(f"{found['empty_tasks']:,} matching task(s) have no instance left and are "
                  + ("written with no instances" if include_empty else "skipped"))

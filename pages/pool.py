@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import allowed, current_pool, current_user, page_link, require
-from selfinstruct import actions, charts, explore, model, render
+from selfinstruct import actions, charts, explore, model, quality, render
 from selfinstruct.export import ExportFilters, PAPER_LENGTHS
 from selfinstruct.store import PoolError
 
@@ -68,9 +68,11 @@ def browse() -> None:
     run_names = {None: "Every run", **{r["id"]: f"Run {r['id']}" + (f" · {r['name']}" if r["name"] else "")
                                         for r in runs}}
     run_id = run_col.selectbox("Run", list(run_names), format_func=run_names.get, key="pool_run")
+    judge_run_id, judge_drop, judge_show = judge_controls()
     query = dict(in_instances=in_instances, run_id=run_id,
                  classification={"only": True, "exclude": False}.get(clf),
-                 review=None if review == "all" else review)
+                 review=None if review == "all" else review,
+                 judge_run_id=judge_run_id, judge_drop=judge_drop, judge_show=judge_show)
 
     total = pool.pool_browse_count(search, **query)
     pages = max(1, math.ceil(total / PAGE_SIZE))
@@ -82,7 +84,7 @@ def browse() -> None:
     info_col.markdown(f"**{total:,}** matching instruction(s), newest first. Select a row to open it.")
     frame = pool.pool_browse(search, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, **query)
     # A selected row means a row of this page of this query: start afresh when either changes.
-    signature = (search, in_instances, clf, review, run_id, page)
+    signature = (search, in_instances, clf, review, run_id, judge_run_id, judge_drop, judge_show, page)
     if st.session_state.get("pool_query") != signature:
         st.session_state["pool_query"] = signature
         st.session_state["pool_table"] = {"selection": {"rows": [], "columns": []}}
@@ -113,6 +115,33 @@ def browse() -> None:
     if opened:
         item_panel(int(opened))
     recent_actions()
+
+
+JUDGE_SHOW = {"hide": "Hide them", "only": "Show only them"}
+
+
+def judge_controls() -> tuple[int | None, tuple[str, ...], str]:
+    """The model judge's filter: a pool judge run, the questions whose "no" flags a task, and
+    whether flagged tasks are hidden or the only ones shown."""
+    runs = [r for r in pool.judge_runs() if r["answered"]]
+    if not runs:
+        return None, (), "hide"
+    run_col, drop_col, show_col = st.columns([3, 3, 2])
+    names = {None: "No judge filter", **{
+        r["id"]: f"Judge run {r['id']} · {r['config'].get('model', '?')} · "
+                 + (f"study {r['study_id']}" if r["scope"] == "study" else "pool")
+                 + f" ({r['answered']:,} judged)" for r in runs}}
+    judge_run_id = run_col.selectbox("Model judge", list(names), format_func=names.get, key="pool_judge_run",
+                                     help="Filter by a judge run's verdicts (a model's, not people's labels).")
+    drop = drop_col.multiselect("Its \"no\" to", list(model.QUESTIONS), format_func=quality.MEASURE_LABELS.get,
+                                default=["output_ok"], key="pool_judge_drop", disabled=judge_run_id is None,
+                                help="A task is flagged when the judge's latest verdict on it answers \"no\" "
+                                     "to any of these.")
+    show = show_col.selectbox("Flagged tasks", list(JUDGE_SHOW), format_func=JUDGE_SHOW.get, key="pool_judge_show",
+                              disabled=judge_run_id is None)
+    if judge_run_id is None or not drop:
+        return None, (), "hide"
+    return judge_run_id, tuple(drop), show
 
 
 def item_panel(candidate_id: int) -> None:

@@ -91,3 +91,47 @@ def test_bad_length_bounds_are_reported_and_the_card_preview_builds(demo_app_env
     assert not at.exception
     card = at.code[-1].value
     assert "Instructions of 9 to 40 words." in card and "selfinstruct-demo" in card
+
+
+def judged_demo(path) -> tuple[int, dict]:
+    """Four of the demo pool's tasks judged by hand: A's output wrong, B not a valid task, C all
+    yes, D unreadable. Returns the judge run and the candidate ids."""
+    from selfinstruct.store import Pool
+    from tests.test_export import first_kept, judge_rows
+
+    yes = {"valid_task": "yes", "input_ok": "yes", "output_ok": "yes"}
+    with Pool.open(path) as pool:
+        a, b, c, d = [cand for cand, _, _ in pool.judge_pool_items()[:4]]
+        run_id = judge_rows(pool, {(a, first_kept(pool, a)[0]): {**yes, "output_ok": "no"},
+                                   (b, first_kept(pool, b)[0]): {**yes, "valid_task": "no"},
+                                   (c, first_kept(pool, c)[0]): yes,
+                                   (d, first_kept(pool, d)[0]): None})
+        kept = {x: len(first_kept(pool, x)) for x in (a, b)}
+    return run_id, {"A": a, "B": b, "C": c, "D": d, "kept": kept}
+
+
+def test_the_judge_filter_on_the_page_drops_what_the_judge_called_no(demo_app_env):
+    run_id, ids = judged_demo(demo_app_env)
+    at = open_page("pages/export.py")
+    pool = app_pool(demo_app_env)
+    full = metrics(at)
+    at.selectbox(key="exp_judge_run").set_value(run_id).run()
+    assert metrics(at) == full                                   # a judge run alone filters nothing
+    at.multiselect(key="exp_judge_drop").set_value(["valid_task", "output_ok"]).run()
+    assert not at.exception
+    filters = ExportFilters(judge_run_id=run_id, judge_exclude=("valid_task", "output_ok"))
+    shown, expected = metrics(at), pool.export_counts(filters)
+    # hand-counted: B goes with all its instances, A loses the instance the judge saw
+    assert full["Instances"] - shown["Instances"] == ids["kept"][ids["B"]] + 1
+    assert full["Tasks"] - shown["Tasks"] == 1 + (ids["kept"][ids["A"]] == 1)
+    assert (shown["Tasks"], shown["Instances"]) == (expected["tasks"], expected["instances"])
+    assert any("the judge's verdicts leave out" in c.value for c in at.caption)
+    at.text_input(key="exp_path_selfinstruct_True").input("exports/judged.zip").run()
+    at.button(key="exp_write").click().run()
+    assert not at.exception
+    with zipfile.ZipFile(demo_app_env.parent / "exports" / "judged.zip") as zf:
+        names = zf.namelist()
+        data = [json.loads(line) for line in zf.read(next(n for n in names if n.endswith(".jsonl"))).splitlines()]
+        card = zf.read("README.md").decode("utf-8")
+    assert len(data) == shown["Records in the file"] == expected["tasks"]
+    assert "## Model judge" in card and f"judge run {run_id}" in card

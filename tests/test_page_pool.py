@@ -116,3 +116,25 @@ def test_an_audit_row_from_before_the_actions_layer_is_listed_and_undone(demo_ap
     assert pool.read_state(CANDIDATE, first) == before
     assert pool.audit_entry(old_id)["undone_by"] is not None
     assert any(f"olga removed #{first} (undone)" in t.value for t in at.text)
+
+
+def test_the_judge_filter_hides_or_shows_what_the_judge_called_no(demo_app_env):
+    from tests.test_page_export import judged_demo
+
+    run_id, ids = judged_demo(demo_app_env)
+    at = open_page("pages/pool.py")
+    pool = app_pool(demo_app_env)
+    total = matching(at)
+    at.selectbox(key="pool_judge_run").set_value(run_id).run()       # flags a wrong output by default
+    assert not at.exception
+    assert matching(at) == total - 1                                  # hand-counted: A only
+    assert ids["A"] not in set(at.dataframe[0].value["id"])
+    at.multiselect(key="pool_judge_drop").set_value(["valid_task", "output_ok"]).run()
+    assert matching(at) == total - 2
+    at.selectbox(key="pool_judge_show").set_value("only").run()
+    assert not at.exception
+    assert matching(at) == 2 and set(at.dataframe[0].value["id"]) == {ids["A"], ids["B"]}
+    assert pool.pool_browse_count(judge_run_id=run_id, judge_drop=("valid_task", "output_ok"),
+                                  judge_show="only") == 2
+    at.multiselect(key="pool_judge_drop").set_value(["input_ok"]).run()    # nobody's input was called wrong
+    assert matching(at) == 0
