@@ -26,6 +26,8 @@ st.caption("The paper's evaluation: two or more models answer the same instructi
            + " · ".join(f"{level}: {words}" for level, words in evaluate.LEVEL_WORDS.items()) + ".")
 
 views = list(VIEWS) if OWNER_VIEW else ["rate"]
+if pending := st.session_state.pop("eval_view_pending", None):   # set before the widget exists
+    st.session_state["eval_view"] = pending
 view = st.segmented_control("View", views, format_func=VIEWS.get, key="eval_view", default="rate", required=True)
 evaluations = pool.evaluations()
 
@@ -177,7 +179,7 @@ def setup_view() -> None:
         else:
             st.session_state[f"eval_keys_{evaluation_id}"] = keys   # this session only, never stored
             st.session_state["eval_collect_pick"] = evaluation_id
-            st.session_state["eval_view"] = "collect"
+            st.session_state["eval_view_pending"] = "collect"
             st.rerun()
 
 
