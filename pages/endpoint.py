@@ -18,8 +18,12 @@ BACKENDS = {
     "openai": "OpenAI",
     "compatible": "OpenAI-compatible endpoint",
 }
-# Whether the server holds a key for OpenAI (never the key itself: the page must not hold it).
-SERVER_HAS_KEY = Backend(kind=OPENAI_COMPATIBLE, base_url=OPENAI_URL).api_key_source() != "none"
+
+
+def server_has_key() -> bool:
+    """Whether the server holds a key for OpenAI (never the key itself: the page must not hold
+    it). Asked on every run of a page: the environment may change while the app runs."""
+    return Backend(kind=OPENAI_COMPATIBLE, base_url=OPENAI_URL).api_key_source() != "none"
 
 
 @dataclass
@@ -53,7 +57,7 @@ def endpoint_form(prefix: str, remembered: dict | None = None) -> Endpoint:
     remembered_backend = remembered_choice(remembered)
     backend = st.segmented_control(
         "Backend", list(BACKENDS), format_func=BACKENDS.get, key=f"{prefix}_backend",
-        default=remembered_backend or ("openai" if SERVER_HAS_KEY else "local"), required=True)
+        default=remembered_backend or ("openai" if server_has_key() else "local"), required=True)
     kind = {"local": LOCAL, "offline": OFFLINE}.get(backend, OPENAI_COMPATIBLE)
     same_kind = remembered is not None and remembered.get("backend") == kind
     kind_defaults = ({k: remembered.get(k, v) for k, v in defaults_for(kind).items()}
