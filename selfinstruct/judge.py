@@ -42,7 +42,8 @@ from . import local, parsing, prompts
 from .backend import OFFLINE, Backend
 from .engine import Interrupted, RunFailed
 from .llm import AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
-from .model import (ENDED_STATUSES, FAILED, FINISHED, NO, PAUSED, QUESTIONS, RESUMABLE_STATUSES, RUNNING, STOPPED, UNSURE, YES)
+from .model import (ALL_VALID, ENDED_STATUSES, FAILED, FINISHED, NO, PAUSED, QUESTIONS, RESUMABLE_STATUSES,
+                    RUNNING, STOPPED, UNSURE, YES)
 from .pipeline import (NEXT_STEPS, Event, RunControl, _run_coroutine, _unless_stopped, active_run,
                        check_endpoint_settings, probe_structured)
 from .store import Pool, PoolError
@@ -530,7 +531,6 @@ __all__ = ["JudgeConfig", "JudgeOutcome", "JudgeRunner", "RESUMABLE_JUDGE_SETTIN
 
 
 # -- pool-wide rates: many verdicts, few labels ----------------------------------------------------
-ALL_VALID = "all_valid"
 
 
 def _same_judge(a: dict, b: dict) -> bool:
@@ -641,4 +641,4 @@ def pool_calibration(pool: Pool, pool_judge_run_id: int, study_id: int) -> dict:
             for q in QUESTIONS}
 
 
-__all__ += ["ALL_VALID", "pool_calibration", "pool_rates"]
+__all__ += ["pool_calibration", "pool_rates"]

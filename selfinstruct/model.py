@@ -150,8 +150,16 @@ QUESTION_TEXT = {
     "input_ok": "Is the input appropriate for the instruction?",
     "output_ok": "Is the output a correct and acceptable response to the instruction and input?",
 }
+ALL_VALID = "all_valid"     # the fourth measure: all three answers "yes"
+MEASURES = QUESTIONS + (ALL_VALID,)
+MEASURE_LABELS = {
+    "valid_task": "Valid task",
+    "input_ok": "Input appropriate",
+    "output_ok": "Output acceptable",
+    ALL_VALID: "All three valid",
+}
 # Share of "yes" in the paper's study of 200 GPT-3 generations (Table 2 of Wang et al. 2023).
-PAPER_RATES = {"valid_task": 0.92, "input_ok": 0.79, "output_ok": 0.58, "all_valid": 0.54}
+PAPER_RATES = {"valid_task": 0.92, "input_ok": 0.79, "output_ok": 0.58, ALL_VALID: 0.54}
 MAX_OVERLAP = 50            # annotators per item a study may ask for, at most
 # How many "no" labels make an item invalid: the majority rule, or any single "no".
 INVALID_RULES = ("majority", "any")

@@ -48,16 +48,10 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 from scipy.stats import binomtest
 
-from .model import ANSWERS, MAX_OVERLAP, NO, PAPER_RATES, QUESTION_TEXT, QUESTIONS, UNSURE, YES, majority
+from .model import (ALL_VALID, ANSWERS, MAX_OVERLAP, MEASURE_LABELS, MEASURES, NO, PAPER_RATES, QUESTION_TEXT,
+                    QUESTIONS, UNSURE, YES, majority)
 
 Z95 = 1.959963984540054
-MEASURES = QUESTIONS + ("all_valid",)
-MEASURE_LABELS = {
-    "valid_task": "Valid task",
-    "input_ok": "Input appropriate",
-    "output_ok": "Output acceptable",
-    "all_valid": "All three valid",
-}
 STRATIFY = {None: "No strata", "round": "By round", "classification": "Classification vs not"}
 CLASS_GROUPS = {True: "classification", False: "other", None: "not classified"}
 DEFAULT_SIZE = 200
@@ -344,7 +338,7 @@ def item_answers(labels: Sequence[Mapping], annotator: str | None = None) -> lis
     for item_id, rows in by_item.items():
         first = rows[0]
         answer = {q: majority([r[q] for r in rows]) for q in QUESTIONS}
-        answer["all_valid"] = YES if all(answer[q] == YES for q in QUESTIONS) else NO
+        answer[ALL_VALID] = YES if all(answer[q] == YES for q in QUESTIONS) else NO
         flag = first["is_classification"]
         items.append({"item_id": item_id, "position": first["position"], "round": first["round"],
                       "group": CLASS_GROUPS[None if flag is None else bool(flag)],
@@ -423,7 +417,7 @@ def overlap_agreement(labels: Sequence[Mapping], overlap: int) -> list[dict]:
 
 
 def _answer(row: Mapping, measure: str) -> str:
-    if measure == "all_valid":
+    if measure == ALL_VALID:
         return YES if all(row[q] == YES for q in QUESTIONS) else NO
     return row[measure] or UNSURE
 

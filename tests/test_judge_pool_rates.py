@@ -6,7 +6,8 @@ import pyarrow as pa
 import pytest
 
 from selfinstruct import calibration, quality
-from selfinstruct.judge import ALL_VALID, JudgeConfig, JudgeRunner, pool_rates, start_judge
+from selfinstruct.judge import JudgeConfig, JudgeRunner, pool_rates, start_judge
+from selfinstruct.model import ALL_VALID
 from selfinstruct.model import NO, PAPER_RATES, QUESTIONS, YES
 from selfinstruct.offline import OfflineServer, judge_truth
 from selfinstruct.store import Pool

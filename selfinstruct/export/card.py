@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import __version__, charts
 from ..explore import HEURISTIC_NOTE, NONE, rouge_histogram, rouge_vs_seeds, verb_noun_counts
-from ..model import PAPER_RATES, ROUGE_THRESHOLD
+from ..model import MEASURE_LABELS, PAPER_RATES, ROUGE_THRESHOLD
 from ..store import Pool
 from .formats import CSV_SAFETY_NOTE, FORMAT_INFO, ExportFilters, ExportOptions
 from .presets import card_section, to_yaml
@@ -351,8 +351,6 @@ def _quality_section(studies: list[dict]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- the model judge
-_JUDGE_WORDS = {"valid_task": "Valid task", "input_ok": "Input appropriate", "output_ok": "Output acceptable",
-                "all_valid": "All three valid"}
 _DROP_WORDS = {"valid_task": "tasks it called not a valid task",
                "input_ok": "instances whose input it called not appropriate",
                "output_ok": "instances whose output it called not acceptable"}
@@ -445,7 +443,7 @@ def _judge_section(pool: Pool, filters: ExportFilters, counts: dict, studies: li
                "|---|---:|---:|---:|---:|---:|"]
         for q, cal in calibrated.items():
             k, p, r = cal.kappa, cal.precision, cal.recall
-            md.append(f"| {_JUDGE_WORDS[q]} | {cal.items} | {cal.left_out_total} | "
+            md.append(f"| {MEASURE_LABELS[q]} | {cal.items} | {cal.left_out_total} | "
                       f"{_interval(k.value, k.low, k.high) if k.value is not None else 'undefined'} | "
                       f"{_interval(p.estimate, p.low, p.high, '.0%')} ({p.hits}/{p.n}) | "
                       f"{_interval(r.estimate, r.low, r.high, '.0%')} ({r.hits}/{r.n}) |")
@@ -460,7 +458,7 @@ def _judge_section(pool: Pool, filters: ExportFilters, counts: dict, studies: li
                "the whole accepted pool, not only this export.", "",
                "| Measure | Judge + people | People only | Self-Instruct paper |", "|---|---:|---:|---:|"]
         for measure, rate in rates.items():
-            md.append(f"| {_JUDGE_WORDS[measure]} | {_interval(rate.estimate, rate.low, rate.high, '.0%')} | "
+            md.append(f"| {MEASURE_LABELS[measure]} | {_interval(rate.estimate, rate.low, rate.high, '.0%')} | "
                       f"{_interval(rate.human_estimate, rate.human_low, rate.human_high, '.0%')} | "
                       f"{rate.paper_rate:.0%} |")
         md.append("")
