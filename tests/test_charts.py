@@ -92,6 +92,10 @@ def every_chart(rouge_hist) -> dict:
             {"keyword": ["image", "plot"], "candidates": [4, 2], "only_this": [3, 1], "rescued": [0, 1]})),
         "yes_rates": charts.yes_rates(study_frame()),
         "yes_rates_by_group": charts.yes_rates_by_group(study_frame((1, 2)), "Round"),
+        "eval_levels": charts.eval_levels(pd.DataFrame(
+            [{"model": m, "level": level, "count": 2, "n": 8, "share": 0.25, "cum_share": c, "cum_low": c and c - 0.2,
+              "cum_high": c and c + 0.2} for m in ("base", "tuned")
+             for level, c in zip("ABCD", (0.25, 0.5, 0.75, None))])),
     }
 
 
