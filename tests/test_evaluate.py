@@ -396,3 +396,29 @@ def test_the_cli_creates_collects_prerates_and_reports(db_path, tmp_path):
     assert missing.returncode == 2 and "There is no evaluation 9" in missing.stderr
     bad = run_cli("evaluate", "create", "--instructions", str(source), "--model", "offline:a", *db)
     assert bad.returncode == 2 and "at least 2 models" in bad.stderr
+
+
+def test_ctrl_c_exits_130_with_the_resume_command(db_path):
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, served_completions
+
+    instructions = [{"instruction": f"Explain idea number {k} in one line.", "input": ""} for k in range(40)]
+    with OfflineServer(latency_s=0.05, model_names=("base", "tuned")) as srv:
+        with Pool.open(db_path) as pool:
+            evaluation_id = evaluate.create_evaluation(pool, http_models(srv), instructions)
+        proc = subprocess.Popen([sys.executable, "-m", "selfinstruct", "evaluate", "collect", str(evaluation_id),
+                                 "--db", str(db_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        deadline = time.time() + 30
+        while served_completions(srv.base_url) < 5 and time.time() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out + err
+    assert f"Resume with: selfinstruct evaluate collect {evaluation_id}" in err
+    with Pool.open(db_path) as pool:
+        assert pool.evaluation(evaluation_id)["status"] == "interrupted"
+        assert 1 <= pool.eval_progress(evaluation_id)["answered"] < 80
