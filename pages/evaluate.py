@@ -192,6 +192,13 @@ def collect_view() -> None:
     status = manager.status()
     keys = st.session_state.get(f"eval_keys_{evaluation_id}") or {}
     progress = pool.eval_progress(evaluation_id)
+    if progress["pending"]:
+        estimate = evaluate.estimate_collection(pool, evaluation_id)
+        e1, e2, e3 = st.columns(3)
+        e1.metric("Answers to collect", f"{estimate.answers:,}")
+        e2.metric("Tokens (est.)", f"~{estimate.tokens:,}")
+        e3.metric("Cost (est.)", f"~${estimate.cost_usd:,.2f}")
+        st.caption(f"Estimated: {estimate.basis}.")
     c1, c2 = st.columns(2)
     if c1.button("Collect answers" if not progress["answered"] else "Go on collecting", key="eval_collect",
                  type="primary", icon=":material/play_arrow:", disabled=status.busy or not progress["pending"]):

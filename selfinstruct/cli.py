@@ -878,8 +878,11 @@ def cmd_evaluate_create(args) -> int:
             evaluation_id = evaluate.create_evaluation(pool, models, instructions, name=args.name, actor="cli")
         except ValueError as exc:
             raise CLIError(str(exc)) from None
+        estimate = evaluate.estimate_collection(pool, evaluation_id)
     print(f"Evaluation {evaluation_id}: {len(instructions)} instruction(s) x {len(models)} models "
           f"({', '.join(m.name for m in models)}).")
+    print(f"Estimate: {estimate.answers:,} answer(s), ~{estimate.tokens:,} tokens, ~${estimate.cost_usd:.2f} "
+          f"({estimate.basis}).")
     print(f"Next: {evaluate.collect_command(evaluation_id)}")
     return 0
 

@@ -273,6 +273,50 @@ def plan_prerating(pool: Pool, evaluation_id: int, judge_config, *, actor: str =
     return pool.set_evaluation_judge(evaluation_id, config, actor=actor)
 
 
+ANSWER_TOKENS_GUESS = 250      # tokens of an answer, before any is stored
+
+
+@dataclass(frozen=True)
+class EvalEstimate:
+    answers: int                 # still to collect
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    basis: str
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def estimate_collection(pool: Pool, evaluation_id: int) -> EvalEstimate:
+    """Tokens and cost of the answers still to collect: the prompts' sizes (characters / 4, as the
+    offline server counts) and, per answer, the mean of the answers already stored for that model
+    (else a guess of ANSWER_TOKENS_GUESS), priced with each model's table."""
+    models = models_of(pool, evaluation_id)
+    stored = {u["model_index"]: u for u in pool.eval_usage_by_model(evaluation_id)}
+    prompt_tokens = completion_tokens = 0
+    cost = 0.0
+    open_rows = pool.eval_open_answers(evaluation_id)
+    guessed = False
+    for index, model in enumerate(models):
+        rows = [r for r in open_rows if r["model_index"] == index]
+        p = sum(-(-len(prompts.build_eval_answer_prompt(r["instruction"], r["input"] or "",
+                                                        completion=model.mode == "completion").full_text()) // 4)
+                for r in rows)
+        usage = stored.get(index)
+        if usage and usage["answered"]:
+            per_answer = usage["completion_tokens"] / usage["answered"]
+        else:
+            per_answer, guessed = ANSWER_TOKENS_GUESS, guessed or bool(rows)
+        c = int(round(per_answer * len(rows)))
+        prompt_tokens, completion_tokens = prompt_tokens + p, completion_tokens + c
+        cost += model.price_table().cost(model.model, p, c)
+    basis = "prompts counted; answers " + (f"guessed at {ANSWER_TOKENS_GUESS} tokens each where none is stored yet"
+                                           if guessed else "from the answers already stored")
+    return EvalEstimate(len(open_rows), prompt_tokens, completion_tokens, cost, basis)
+
+
 def collect_command(evaluation_id: int) -> str:
     return f"selfinstruct evaluate collect {evaluation_id}"
 
@@ -823,7 +867,7 @@ def evaluation_view(pool: Pool, evaluation_id: int) -> EvalView:
 
 __all__ = ["ACCEPTABLE", "COLLECT", "LEVELS", "LEVEL_WORDS", "PRERATE", "BlindAnswer", "BlindItem", "EvalModel",
            "EvalOutcome", "EvalResults", "EvalRunner", "EvalView", "ModelResult", "Share", "active_evaluation",
-           "agreement_of", "blind_item", "blind_order", "collect_command", "create_evaluation", "evaluation_view",
+           "agreement_of", "blind_item", "estimate_collection", "EvalEstimate", "blind_order", "collect_command", "create_evaluation", "evaluation_view",
            "holdout_instructions", "instructions_from_records", "read_instruction_text", "model_from_spec", "models_of", "people_rating",
            "plan_prerating", "prerate_command", "rate", "rating_queue", "read_instruction_file", "results",
            "results_table", "resumable_evaluations"]

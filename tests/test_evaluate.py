@@ -422,3 +422,18 @@ def test_ctrl_c_exits_130_with_the_resume_command(db_path):
     with Pool.open(db_path) as pool:
         assert pool.evaluation(evaluation_id)["status"] == "interrupted"
         assert 1 <= pool.eval_progress(evaluation_id)["answered"] < 80
+
+
+def test_the_estimate_counts_the_prompts_and_prices_each_model(pool):
+    models = [EvalModel(backend="openai-compatible", base_url="http://127.0.0.1:9/v1", model="gpt-4o-mini"),
+              EvalModel(backend="openai-compatible", base_url="http://127.0.0.1:9/v1", model="mine",
+                        price_per_m=[1.0, 2.0])]
+    evaluation_id = evaluate.create_evaluation(pool, models, INSTRUCTIONS[:3])
+    estimate = evaluate.estimate_collection(pool, evaluation_id)
+    per_model = sum(-(-len(prompts.build_eval_answer_prompt(i["instruction"], i["input"]).full_text()) // 4)
+                    for i in INSTRUCTIONS[:3])
+    assert estimate.answers == 6 and estimate.prompt_tokens == 2 * per_model
+    assert estimate.completion_tokens == 6 * evaluate.ANSWER_TOKENS_GUESS
+    expected = sum(m.price_table().cost(m.model, per_model, 3 * evaluate.ANSWER_TOKENS_GUESS) for m in models)
+    assert estimate.cost_usd == pytest.approx(expected) and estimate.cost_usd > 0
+    assert "guessed" in estimate.basis
