@@ -41,12 +41,12 @@ with st.expander("Judge model and what to judge", expanded=not runs, icon=":mate
     concurrency = m3.number_input("Concurrent requests", 1, 256, int(endpoint.defaults["concurrency"]),
                                   key=f"judge_concurrency{endpoint.per_kind}")
     test_connection("judge", endpoint, mode)
-    s1, s2, s3 = st.columns([1, 2, 1])
-    scope = s1.segmented_control("Judge", list(judge.SCOPES), key="judge_scope", required=True,
+    scope = st.segmented_control("Judge", list(judge.SCOPES), key="judge_scope", required=True,
                                  default=judge.SCOPE_STUDY if studies else judge.SCOPE_POOL,
                                  format_func={judge.SCOPE_STUDY: "A study's items",
                                               judge.SCOPE_POOL: "The whole pool"}.get)
     study_id = None
+    s2, s3 = st.columns([3, 1])
     if scope == judge.SCOPE_STUDY:
         if not studies:
             s2.info("No study yet: draw one on the Label page.", icon=":material/fact_check:")
