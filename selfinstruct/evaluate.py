@@ -35,12 +35,9 @@ import asyncio
 import csv
 import hashlib
 import json
-import os
 import random
-import threading
 import time
 from collections import deque
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -53,7 +50,8 @@ from .calibration import RATINGS, Agreement, krippendorff_alpha, unit_ratings, w
 from .engine import Interrupted, RunFailed
 from .llm import AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
 from .model import ENDED_STATUSES, FAILED, FINISHED, PAUSED, RESUMABLE_STATUSES, RUNNING, STOPPED
-from .pipeline import NEXT_STEPS, Event, RunControl, _run_coroutine, _unless_stopped, active_run, probe_structured
+from .pipeline import (NEXT_STEPS, Event, RunControl, _run_coroutine, _unless_stopped, active_of, exclusive_job,
+                       probe_structured)
 from .quality import wilson_interval
 from .store import Pool, PoolError
 
@@ -330,39 +328,10 @@ def _next_step(kind: str, evaluation_id: int, task: str) -> str:
     return f"{NEXT_STEPS.get(kind, 'Fix the cause, then resume.')} Resume with: {command}"
 
 
-# -- one job per pool ---------------------------------------------------------------------------
-_ACTIVE: dict[str, int] = {}
-_ACTIVE_LOCK = threading.Lock()
-
-
-def _key(pool: Pool) -> str:
-    return str(os.path.realpath(pool.path))
-
-
 def active_evaluation(pool: Pool) -> int | None:
-    """The evaluation collecting or pre-rating in this process for this pool file, if any."""
-    with _ACTIVE_LOCK:
-        return _ACTIVE.get(_key(pool))
-
-
-@contextmanager
-def _exclusive(pool: Pool, evaluation_id: int):
-    from .judge import active_judge
-
-    key = _key(pool)
-    with _ACTIVE_LOCK:
-        other = _ACTIVE.get(key)
-        if other is not None:
-            raise RuntimeError(f"Evaluation {other} is already going on for {pool.path}; pause or stop it first.")
-        for what, busy in (("Run", active_run(pool)), ("Judge run", active_judge(pool))):
-            if busy is not None:
-                raise RuntimeError(f"{what} {busy} is going on for {pool.path}; pause or stop it first.")
-        _ACTIVE[key] = evaluation_id
-    try:
-        yield
-    finally:
-        with _ACTIVE_LOCK:
-            _ACTIVE.pop(key, None)
+    """The evaluation collecting or pre-rating in this process for this pool file, if any (one job
+    per pool: pipeline.exclusive_job)."""
+    return active_of(pool, "evaluate")
 
 
 # -- the runner ------------------------------------------------------------------------------------
@@ -436,7 +405,7 @@ class EvalRunner:
         self.cost, self.tokens = progress["cost_usd"], progress["tokens"]
 
     def run(self) -> EvalOutcome:
-        with _exclusive(self.pool, self.evaluation_id):
+        with exclusive_job(self.pool, "evaluate", self.evaluation_id):
             self._set_status(RUNNING)
             self._load_counts()
             self.emit("eval_started", f"evaluation {self.evaluation_id}: {self.task} started")

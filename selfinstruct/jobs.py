@@ -27,8 +27,8 @@ from dataclasses import dataclass, replace
 from .llm import PriceTable
 from .model import FAILED, PAUSED, STOPPED, UNFINISHED_STATUSES
 from .monitor import run_headline
-from .pipeline import (Event, RunConfig, RunControl, RunOutcome, Runner, active_run, apply_overrides,
-                       start_run)
+from .pipeline import (JOB_NOUNS, Event, RunConfig, RunControl, RunOutcome, Runner, active_job, active_run,
+                       apply_overrides, start_run)
 from .store import Pool
 
 
@@ -138,15 +138,9 @@ class JobManager:
         with self._lock:
             status = self._status
         if not status.busy:
-            other = active_run(self.pool)
+            other = active_job(self.pool)
             if other is not None:   # started by another manager of this process
-                return JobStatus(state="running", run_id=other, message="running")
-            judging = _judge().active_judge(self.pool)
-            if judging is not None:
-                return JobStatus(state="running", run_id=judging, message="running", kind="judge")
-            evaluating = _evaluate().active_evaluation(self.pool)
-            if evaluating is not None:
-                return JobStatus(state="running", run_id=evaluating, message="running", kind="evaluate")
+                return JobStatus(state="running", run_id=other[1], message="running", kind=other[0])
         return status
 
     def resumable_runs(self) -> list[dict]:
@@ -263,20 +257,11 @@ class JobManager:
     # -- internals -------------------------------------------------------------------
     def _refuse_if_busy(self) -> None:
         if self._status.busy:
-            what = {"judge": "Judge run", "evaluate": "Evaluation", "prerate": "Evaluation"}.get(
-                self._status.kind, "Run")
-            raise RuntimeError(f"{what} {self._status.run_id} is still {self._status.state}; "
-                               "pause or stop it first.")
-        other = active_run(self.pool)
+            raise RuntimeError(f"{JOB_NOUNS.get(self._status.kind, 'Run')} {self._status.run_id} is still "
+                               f"{self._status.state}; pause or stop it first.")
+        other = active_job(self.pool)
         if other is not None:
-            raise RuntimeError(f"Run {other} is going on for this pool; pause or stop it first.")
-        judging = _judge().active_judge(self.pool)
-        if judging is not None:
-            raise RuntimeError(f"Judge run {judging} is going on for this pool; pause or stop it first.")
-        evaluating = _evaluate().active_evaluation(self.pool)
-        if evaluating is not None:
-            raise RuntimeError(f"Evaluation {evaluating} is collecting or pre-rating for this pool; "
-                               "pause or stop it first.")
+            raise RuntimeError(f"{JOB_NOUNS[other[0]]} {other[1]} is going on for this pool; pause or stop it first.")
 
     def _ask(self, reason: str, state: str) -> None:
         with self._lock:

@@ -28,11 +28,8 @@ busy), and DuckDB keeps other processes out of the file.
 from __future__ import annotations
 
 import asyncio
-import os
-import threading
 import time
 from collections import deque
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -44,8 +41,8 @@ from .engine import Interrupted, RunFailed
 from .llm import AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
 from .model import (ALL_VALID, ENDED_STATUSES, FAILED, FINISHED, NO, PAUSED, QUESTIONS, RESUMABLE_STATUSES,
                     RUNNING, STOPPED, UNSURE, YES)
-from .pipeline import (NEXT_STEPS, Event, RunControl, _run_coroutine, _unless_stopped, active_run,
-                       check_endpoint_settings, probe_structured)
+from .pipeline import (NEXT_STEPS, Event, RunControl, _run_coroutine, _unless_stopped, active_of,
+                       check_endpoint_settings, exclusive_job, probe_structured)
 from .store import Pool, PoolError
 
 SCOPE_STUDY = "study"
@@ -140,37 +137,10 @@ def _next_step(kind: str, judge_run_id: int) -> str:
             f"Resume with: {resume_judge_command(judge_run_id)}")
 
 
-# -- one job per pool ---------------------------------------------------------------------------
-_ACTIVE: dict[str, int] = {}          # resolved pool path -> the judge run going on in this process
-_ACTIVE_LOCK = threading.Lock()
-
-
-def _key(pool: Pool) -> str:
-    return str(os.path.realpath(pool.path))
-
-
 def active_judge(pool: Pool) -> int | None:
-    """The judge run going on in this process for this pool file, if any."""
-    with _ACTIVE_LOCK:
-        return _ACTIVE.get(_key(pool))
-
-
-@contextmanager
-def _exclusive(pool: Pool, judge_run_id: int):
-    key = _key(pool)
-    with _ACTIVE_LOCK:
-        other = _ACTIVE.get(key)
-        if other is not None:
-            raise RuntimeError(f"Judge run {other} is already going on for {pool.path}; pause or stop it first.")
-        generating = active_run(pool)
-        if generating is not None:
-            raise RuntimeError(f"Run {generating} is going on for {pool.path}; pause or stop it first.")
-        _ACTIVE[key] = judge_run_id
-    try:
-        yield
-    finally:
-        with _ACTIVE_LOCK:
-            _ACTIVE.pop(key, None)
+    """The judge run going on in this process for this pool file, if any (one job per pool:
+    pipeline.exclusive_job)."""
+    return active_of(pool, "judge")
 
 
 # -- creating and configuring runs ----------------------------------------------------------------
@@ -313,7 +283,7 @@ class JudgeRunner:
                                   **(data or {})}))
 
     def run(self) -> JudgeOutcome:
-        with _exclusive(self.pool, self.judge_run_id):
+        with exclusive_job(self.pool, "judge", self.judge_run_id):
             self.pool.set_judge_run_status(self.judge_run_id, RUNNING)
             self._load_counts()
             self.emit("judge_started", f"judge run {self.judge_run_id} started")

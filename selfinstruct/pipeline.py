@@ -240,26 +240,41 @@ def apply_overrides(pool: Pool, run_id: int, overrides: dict, *, actor: str = "u
     return config
 
 
-_ACTIVE: dict[str, int] = {}     # resolved pool path -> the run going on in this process
+# One job per pool file per process, whatever its kind (a generation run, a judge run, an
+# evaluation) and whatever the number of Pool objects, managers or browser sessions; DuckDB keeps
+# other processes out. Resolved pool path -> (kind, id).
+_ACTIVE: dict[str, tuple[str, int]] = {}
 _ACTIVE_LOCK = threading.Lock()
+JOB_NOUNS = {"run": "Run", "judge": "Judge run", "evaluate": "Evaluation", "prerate": "Evaluation"}
 
 
-def active_run(pool: Pool) -> int | None:
-    """The run going on in this process for this pool file, if any."""
+def active_job(pool: Pool) -> tuple[str, int] | None:
+    """(kind, id) of the job going on in this process for this pool file, if any."""
     with _ACTIVE_LOCK:
         return _ACTIVE.get(str(os.path.realpath(pool.path)))
 
 
+def active_of(pool: Pool, kind: str) -> int | None:
+    """The id of the job of `kind` going on for this pool file, if that is the one going on."""
+    job = active_job(pool)
+    return job[1] if job is not None and job[0] == kind else None
+
+
+def active_run(pool: Pool) -> int | None:
+    """The generation run going on in this process for this pool file, if any."""
+    return active_of(pool, "run")
+
+
 @contextmanager
-def _exclusive(pool: Pool, run_id: int):
-    """One run per pool at a time, whatever the number of Pool objects, managers or
-    browser sessions in this process (DuckDB keeps other processes out)."""
+def exclusive_job(pool: Pool, kind: str, job_id: int):
+    """Hold the pool's one job slot for the block; RuntimeError (plain words) when it is taken."""
     key = str(os.path.realpath(pool.path))
     with _ACTIVE_LOCK:
         other = _ACTIVE.get(key)
         if other is not None:
-            raise RuntimeError(f"Run {other} is already going on for {pool.path}; pause or stop it first.")
-        _ACTIVE[key] = run_id
+            raise RuntimeError(f"{JOB_NOUNS[other[0]]} {other[1]} is already going on for {pool.path}; "
+                               "pause or stop it first.")
+        _ACTIVE[key] = (kind, job_id)
     try:
         yield
     finally:
@@ -311,7 +326,7 @@ class Runner:
     def run(self) -> RunOutcome:
         from . import engine
 
-        with _exclusive(self.pool, self.run_id):
+        with exclusive_job(self.pool, "run", self.run_id):
             self.pool.set_run_status(self.run_id, RUNNING)
             self.on_event(Event("run_started", self.run_id, message=f"run {self.run_id} started"))
             started_backend = self.backend._server is None
