@@ -361,6 +361,24 @@ _RESUME_FLAGS = {"model": "model", "base_url": "base_url", "api_key_env": "key_e
 _LOCAL_FLAGS = ("gguf", "threads", "ctx_size")
 
 
+def _resume_overrides(args, kind: str | None, stored: dict, given: dict) -> dict:
+    """The settings a resumed run (generation or judge) changes: those given, and the backend when
+    --base-url, --offline or --local names another one than the run's."""
+    from . import local
+    from .backend import LOCAL, OFFLINE, OPENAI_COMPATIBLE
+
+    overrides = dict(given)
+    if args.base_url:
+        overrides["backend"] = OPENAI_COMPATIBLE
+    elif args.offline:
+        overrides.update(backend=OFFLINE, base_url="")
+    elif kind == LOCAL and stored.get("backend") != LOCAL:
+        overrides.update(backend=LOCAL, base_url="")
+        overrides.setdefault("gguf", "")
+        overrides.setdefault("model", local.model_name(overrides["gguf"]))
+    return overrides
+
+
 def _backend_kind(args) -> str | None:
     """The backend the flags name (None: none named). --gguf, --threads and --ctx-size mean the
     local model, so they cannot go with another backend."""
@@ -420,15 +438,7 @@ def cmd_generate(args) -> int:
                 raise CLIError(f"Run {run_id} is {run['status']}; it cannot be resumed.")
             if run["status"] == FINISHED:
                 print(f"Run {run_id} had finished ({run['stop_reason']}); continuing it.")
-            overrides = dict(given)
-            if args.base_url:
-                overrides["backend"] = "openai-compatible"
-            elif args.offline:
-                overrides.update(backend="offline", base_url="")
-            elif kind == LOCAL and run["config"].get("backend") != LOCAL:
-                overrides.update(backend=LOCAL, base_url="")
-                overrides.setdefault("gguf", "")
-                overrides.setdefault("model", local.model_name(overrides["gguf"]))
+            overrides = _resume_overrides(args, kind, run["config"], given)
             if overrides:
                 print("Changed for this run: " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())))
         else:
@@ -648,15 +658,7 @@ def cmd_judge(args) -> int:
                 print(f"Judge run {judge_run_id} had finished: all {progress['total']} items are judged.")
                 _print_judge_summary(pool, judge_run_id)
                 return 0
-            overrides = dict(given)
-            if args.base_url:
-                overrides["backend"] = "openai-compatible"
-            elif args.offline:
-                overrides.update(backend="offline", base_url="")
-            elif kind == LOCAL and run["config"].get("backend") != LOCAL:
-                overrides.update(backend=LOCAL, base_url="")
-                overrides.setdefault("gguf", "")
-                overrides.setdefault("model", local.model_name(overrides["gguf"]))
+            overrides = _resume_overrides(args, kind, run["config"], given)
             if overrides:
                 print("Changed for this judge run: " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())))
         else:
