@@ -45,13 +45,13 @@ from typing import Callable, Sequence
 import duckdb
 
 from . import local, parsing, prompts
-from .backend import BACKEND_KINDS, LOCAL, OFFLINE, OPENAI_COMPATIBLE, Backend, defaults_for
+from .backend import LOCAL, OFFLINE, OPENAI_COMPATIBLE, Backend, defaults_for
 from .calibration import RATINGS, Agreement, krippendorff_alpha, unit_ratings, weighted_kappa
 from .engine import Interrupted, RunFailed
 from .llm import AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
 from .model import ENDED_STATUSES, FAILED, FINISHED, PAUSED, RESUMABLE_STATUSES, RUNNING, STOPPED
-from .pipeline import (NEXT_STEPS, Event, RunControl, _run_coroutine, _unless_stopped, active_of, exclusive_job,
-                       probe_structured)
+from .pipeline import (NEXT_STEPS, Event, RunControl, _run_coroutine, _unless_stopped, active_of,
+                       check_endpoint_settings, exclusive_job, probe_structured)
 from .quality import wilson_interval
 from .store import Pool, PoolError
 
@@ -109,29 +109,15 @@ class EvalModel:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def price_table(self) -> PriceTable:
-        table = PriceTable.default()
-        return table.with_price(self.model, *self.price_per_m) if self.price_per_m else table
+        return PriceTable.for_model(self.model, self.price_per_m)
 
     def validate(self) -> None:
-        checks = [
-            (self.backend in BACKEND_KINDS, f"The backend must be one of {', '.join(BACKEND_KINDS)}."),
-            (self.backend != OPENAI_COMPATIBLE or bool((self.base_url or "").strip()),
-             "An OpenAI-compatible endpoint needs a base URL."),
-            (bool((self.model or "").strip()), "Name the model to use."),
-            (self.mode in ("chat", "completion"), "The mode must be chat or completion."),
-            (self.concurrency >= 1, "Concurrency must be at least 1."),
-            (self.timeout_s > 0, "The timeout must be more than 0 seconds."),
-            (self.max_retries >= 0, "Retries must be 0 or more."),
-            (self.failure_streak >= 1, "The failure streak must be at least 1."),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"{self.name}: {message}")
-        if self.backend == LOCAL:
-            try:
-                local.resolve_gguf(self.gguf)
-            except local.LocalModelError as exc:
-                raise ValueError(str(exc)) from None
+        if not (self.model or "").strip():
+            raise ValueError(f"{self.name or 'A model'}: Name the model to use.")
+        try:
+            check_endpoint_settings(self)
+        except ValueError as exc:
+            raise ValueError(f"{self.name}: {exc}") from None
 
 
 def model_from_spec(spec: str, **settings) -> EvalModel:

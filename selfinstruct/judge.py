@@ -90,8 +90,7 @@ class JudgeConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def price_table(self) -> PriceTable:
-        table = PriceTable.default()
-        return table.with_price(self.model, *self.price_per_m) if self.price_per_m else table
+        return PriceTable.for_model(self.model, self.price_per_m)
 
     def validate(self) -> None:
         """Plain-words errors for settings that cannot work (the endpoint's, as a generation run's)."""

@@ -59,7 +59,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import httpx2
 import openai
@@ -314,6 +314,13 @@ class PriceTable:
 
     def to_json(self, path: str | os.PathLike) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def for_model(cls, model: str, price_per_m: Sequence[float] | None) -> "PriceTable":
+        """The built-in prices, with `price_per_m` ([input, output] USD per 1M tokens) for `model`
+        when given: what a stored run's configuration asks for."""
+        table = cls.default()
+        return table.with_price(model, *price_per_m) if price_per_m else table
 
     def with_price(self, model: str, input_per_m: float, output_per_m: float) -> "PriceTable":
         new = PriceTable()

@@ -140,21 +140,23 @@ class RunConfig:
 
 def check_endpoint_settings(cfg) -> None:
     """Plain-words errors for the settings every run that sends requests has (generation, judge,
-    evaluation): where requests go, how many at once, how long to wait, how often to retry."""
+    evaluation): where requests go, how many at once, how long to wait, how often to retry.
+    Settings a kind of run does not have (structured output, rate caps) are not checked."""
     checks = [
         (cfg.backend in BACKEND_KINDS, f"The backend must be one of {', '.join(BACKEND_KINDS)}."),
         (cfg.backend != "openai-compatible" or bool((cfg.base_url or "").strip()),
          "An OpenAI-compatible endpoint needs a base URL."),
         (cfg.backend == "offline" or bool((cfg.model or "").strip()), "Name the model to use."),
         (cfg.mode in ("chat", "completion"), "The mode must be chat or completion."),
-        (cfg.structured in STRUCTURED_SETTINGS, f"Structured output must be one of {', '.join(STRUCTURED_SETTINGS)}."),
+        (getattr(cfg, "structured", "auto") in STRUCTURED_SETTINGS,
+         f"Structured output must be one of {', '.join(STRUCTURED_SETTINGS)}."),
         (cfg.concurrency >= 1, "Concurrency must be at least 1."),
         (cfg.timeout_s > 0, "The timeout must be more than 0 seconds."),
         (cfg.max_retries >= 0, "Retries must be 0 or more."),
-        (cfg.max_answer_bytes >= 1024, "The answer size limit must be at least 1024 bytes."),
+        (getattr(cfg, "max_answer_bytes", 1024) >= 1024, "The answer size limit must be at least 1024 bytes."),
         (cfg.failure_streak >= 1, "The failure streak must be at least 1."),
-        (cfg.rpm is None or cfg.rpm > 0, "Requests per minute must be more than 0."),
-        (cfg.tpm is None or cfg.tpm > 0, "Tokens per minute must be more than 0."),
+        (getattr(cfg, "rpm", None) is None or cfg.rpm > 0, "Requests per minute must be more than 0."),
+        (getattr(cfg, "tpm", None) is None or cfg.tpm > 0, "Tokens per minute must be more than 0."),
         (cfg.threads is None or cfg.threads >= 1, "Threads must be at least 1."),
         (cfg.ctx_size is None or cfg.ctx_size >= local.MIN_CTX_SIZE,
          f"The context size must be at least {local.MIN_CTX_SIZE} tokens."),
