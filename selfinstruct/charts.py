@@ -296,7 +296,7 @@ def yes_rates(frame: pd.DataFrame) -> alt.LayerChart:
         x=alt.X("low:Q", title=_SHARE_TITLE), x2="high:Q", y=y)
     ticks = alt.Chart(paper).mark_tick(thickness=4, size=34).encode(
         x="paper:Q", y=y, color=color, tooltip=[alt.Tooltip("paper:Q", format=".0%", title="Paper")])
-    return (bars + whiskers + ticks).properties(height=210)
+    return (bars + whiskers + ticks).properties(height=alt.Step(44))   # see eval_levels
 
 
 def yes_rates_by_group(frame: pd.DataFrame, title: str) -> alt.LayerChart:
@@ -317,7 +317,7 @@ def yes_rates_by_group(frame: pd.DataFrame, title: str) -> alt.LayerChart:
     ticks = alt.Chart(frame.drop_duplicates("measure")).mark_tick(color="#e45756", thickness=3).encode(
         x="paper:Q", y=y, tooltip=[alt.Tooltip("paper:Q", format=".0%", title="Paper")])
     groups = frame["group"].nunique()
-    return (bars + whiskers + ticks).properties(height=max(160, 4 * (14 * groups + 16)))
+    return (bars + whiskers + ticks).properties(height=alt.Step(14 * groups + 16))   # see eval_levels
 
 
 # The paper's colours run from good to bad: A green, B light green, C orange, D red.
@@ -345,12 +345,13 @@ def eval_levels(frame: pd.DataFrame) -> alt.LayerChart:
     bounds = frame.dropna(subset=["cum_low"])
     whiskers = alt.Chart(bounds).mark_errorbar(ticks=True, color="#1f2937").encode(
         x=alt.X("cum_low:Q", title="Share of answers (%)"), x2="cum_high:Q", y=y,
-        yOffset=alt.YOffset("level:N", sort=levels, scale=alt.Scale(paddingOuter=1)),
         tooltip=["model:N", alt.Tooltip("level:N", title="At least"),
                  alt.Tooltip("cum_share:Q", format=".1%", title="Share"),
                  alt.Tooltip("cum_low:Q", format=".1%", title="95% from"),
                  alt.Tooltip("cum_high:Q", format=".1%", title="95% to")])
-    return (bars + whiskers).properties(height=max(90, 48 * len(models)))
+    # A step per model, not a total height: Streamlit fits the whole chart (axis and legend
+    # included) into a given height, which squeezed two models into one row.
+    return (bars + whiskers).properties(height=alt.Step(44))
 
 
 # ---------------------------------------------------------------------------- static images
