@@ -107,6 +107,17 @@ def require(action: str) -> None:
         st.stop()
 
 
+def pause_and_stop(prefix: str, status) -> None:
+    """Pause and Stop for the job going on (a generation or judge run), next to its progress."""
+    b1, b2, _ = st.columns([1, 1, 4])
+    if b1.button("Pause", key=f"{prefix}_pause", icon=":material/pause:", disabled=status.state != "running"):
+        job_manager().pause()
+        st.rerun(scope="app")
+    if b2.button("Stop", key=f"{prefix}_stop", icon=":material/stop:", disabled=status.state == "stopping"):
+        job_manager().stop()
+        st.rerun(scope="app")
+
+
 def page_link(page: str, label: str, icon: str | None = None) -> None:
     """st.page_link, shown only when this session may open that page."""
     if access.may(current_role(), access.PAGES[Path(page).stem]):

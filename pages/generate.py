@@ -1,6 +1,6 @@
 import streamlit as st
 
-from pages.common import current_pool, current_user, job_manager
+from pages.common import current_pool, current_user, job_manager, pause_and_stop
 from pages.endpoint import endpoint_form, test_connection
 from selfinstruct import charts, monitor, render
 from selfinstruct.filters import ALPACA_EXTRA_KEYWORDS, PAPER_KEYWORDS
@@ -185,13 +185,7 @@ def live_view() -> None:
             c2.metric("Concurrency now", f"{status.limit or '–'} of {view.run['config'].get('concurrency')}",
                       help="Halved on a 429 (rate limited), then raised one step per window of answers.")
             c3.metric("Rate-limited (429)", f"{status.rate_limited:,}")
-        b1, b2, _ = st.columns([1, 1, 4])
-        if b1.button("Pause", key="gen_pause", icon=":material/pause:", disabled=status.state != "running"):
-            manager.pause()
-            st.rerun(scope="app")
-        if b2.button("Stop", key="gen_stop", icon=":material/stop:", disabled=status.state == "stopping"):
-            manager.stop()
-            st.rerun(scope="app")
+        pause_and_stop("gen", status)
     else:
         state = view.run["status"]
         st.markdown(f"**{monitor.run_headline(run_id, state, view.run['stop_reason'])}**")

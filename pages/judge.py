@@ -1,7 +1,7 @@
 import pandas as pd
 import streamlit as st
 
-from pages.common import current_pool, current_user, job_manager, require
+from pages.common import current_pool, current_user, job_manager, pause_and_stop, require
 from pages.endpoint import endpoint_form, test_connection
 from selfinstruct import calibration, charts, judge, monitor, render
 from selfinstruct.backend import OWN_SERVERS
@@ -131,13 +131,7 @@ def live_view() -> None:
         if status.total:
             st.progress(min(1.0, status.done / status.total),
                         text=f"{status.done:,} of {status.total:,} items answered")
-        b1, b2, _ = st.columns([1, 1, 4])
-        if b1.button("Pause", key="judge_pause", icon=":material/pause:", disabled=status.state != "running"):
-            manager.pause()
-            st.rerun(scope="app")
-        if b2.button("Stop", key="judge_stop", icon=":material/stop:", disabled=status.state == "stopping"):
-            manager.stop()
-            st.rerun(scope="app")
+        pause_and_stop("judge", status)
     else:
         state = view.run["status"]
         st.markdown(f"**{monitor.run_headline(run_id, state, view.run['stop_reason'], noun='Judge run')}**")

@@ -51,7 +51,7 @@ from .engine import Interrupted, RunFailed
 from .llm import AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
 from .model import ENDED_STATUSES, FAILED, FINISHED, PAUSED, RESUMABLE_STATUSES, RUNNING, STOPPED
 from .pipeline import (NEXT_STEPS, Event, RunControl, _run_coroutine, _unless_stopped, active_of,
-                       check_endpoint_settings, exclusive_job, probe_structured)
+                       StoredSettings, check_endpoint_settings, exclusive_job, probe_structured)
 from .quality import wilson_interval
 from .store import Pool, PoolError
 
@@ -77,7 +77,7 @@ def judge_sampling() -> Sampling:
 
 # -- models -----------------------------------------------------------------------------------
 @dataclass
-class EvalModel:
+class EvalModel(StoredSettings):
     """One model under evaluation: where its requests go (never the key: `key_env` names the
     variable) and the name results show (`label`, the model name when empty)."""
     backend: str = OFFLINE
@@ -99,14 +99,6 @@ class EvalModel:
     @property
     def name(self) -> str:
         return self.label or self.model
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "EvalModel":
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
 
     def price_table(self) -> PriceTable:
         return PriceTable.for_model(self.model, self.price_per_m)

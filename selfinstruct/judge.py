@@ -42,7 +42,7 @@ from .llm import AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
 from .model import (ALL_VALID, ENDED_STATUSES, FAILED, FINISHED, NO, PAUSED, QUESTIONS, RESUMABLE_STATUSES,
                     RUNNING, STOPPED, UNSURE, YES)
 from .pipeline import (NEXT_STEPS, Event, RunControl, _run_coroutine, _unless_stopped, active_of,
-                       check_endpoint_settings, exclusive_job, probe_structured)
+                       StoredSettings, check_endpoint_settings, exclusive_job, probe_structured)
 from .store import Pool, PoolError
 
 SCOPE_STUDY = "study"
@@ -55,7 +55,7 @@ GONE = "the item is no longer in the pool (its candidate was deleted)"
 
 
 @dataclass
-class JudgeConfig:
+class JudgeConfig(StoredSettings):
     """Everything that decides what a judge run sends; stored with the run (never the key:
     `key_env` names the variable holding it)."""
     backend: str = OFFLINE              # offline | local | openai-compatible (backend.BACKEND_KINDS)
@@ -80,14 +80,6 @@ class JudgeConfig:
         temperature=0.0, top_p=1.0, max_tokens=256, presence_penalty=0.0).to_dict())
     prompt_versions: dict = field(default_factory=lambda: dict(prompts.JUDGE_VERSIONS))
     parser_version: str = parsing.PARSER_VERSIONS[prompts.STAGE_JUDGE]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "JudgeConfig":
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
 
     def price_table(self) -> PriceTable:
         return PriceTable.for_model(self.model, self.price_per_m)

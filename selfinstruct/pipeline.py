@@ -41,8 +41,21 @@ STRUCTURED_SETTINGS = ("auto", "on", "off")
 TOP_K_EVIDENCE = 10
 
 
+class StoredSettings:
+    """Settings stored as JSON with a run (generation, judge, evaluation): `to_dict`, and
+    `from_dict`, which ignores keys this version does not know (a file from another version)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
 @dataclass
-class RunConfig:
+class RunConfig(StoredSettings):
     """Everything that decides what a run does; stored with the run (no API key)."""
     model: str = "selfinstruct-demo"
     base_url: str = ""
@@ -90,14 +103,6 @@ class RunConfig:
     budget_tokens: int | None = None
     price_per_m: list[float] | None = None   # [input, output] USD per 1M tokens; None: built-in table
     prompt_versions: dict = field(default_factory=prompts.version_table)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "RunConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
     def instruction_filter(self) -> InstructionFilter:
         return InstructionFilter(min_words=self.min_words, max_words=self.max_words,
