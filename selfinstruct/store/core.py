@@ -413,6 +413,18 @@ MIGRATIONS: dict[int, list[str]] = {
             answered_at TIMESTAMP
         )""",
     ],
+    # Label leases (issue 22): the item on an annotator's screen is held for them until the
+    # lease ends (UTC, naive), so a team's members are offered different items. One lease per
+    # annotator per study; a save or a move releases it.
+    9: [
+        """CREATE TABLE label_leases (
+            study_id BIGINT NOT NULL,
+            item_id BIGINT NOT NULL,
+            annotator VARCHAR NOT NULL,
+            expires_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (study_id, annotator)
+        )""",
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
