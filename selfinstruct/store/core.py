@@ -425,6 +425,24 @@ MIGRATIONS: dict[int, list[str]] = {
             PRIMARY KEY (study_id, annotator)
         )""",
     ],
+    # Sentence vectors (issue 24, store/embeddings.py): one row per (embedder, text), shared by
+    # every item with that text; each embedder's name, kind and dimension are kept in `embedders`.
+    10: [
+        """CREATE TABLE embedders (
+            name VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,
+            dim INTEGER NOT NULL,
+            spec JSON,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+        )""",
+        """CREATE TABLE embeddings (
+            embedder VARCHAR NOT NULL,
+            text VARCHAR NOT NULL,
+            vector FLOAT[] NOT NULL,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            PRIMARY KEY (embedder, text)
+        )""",
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
