@@ -8,6 +8,7 @@ from .core import (DB_ENV_VAR, DEFAULT_DB_PATH, MIGRATIONS, PACKAGE_ROOT, SCHEMA
                    default_db_path)
 from .audit import AuditQueries
 from .bulk import BulkQueries
+from .embeddings import EmbeddingQueries, PoolVectors
 from .evaluate import EvaluateQueries
 from .explore import ExploreQueries
 from .judge import JudgeQueries
@@ -21,7 +22,12 @@ class Pool(ReviewQueries, QualityQueries, JudgeQueries, EvaluateQueries, Explore
            AuditQueries, BulkQueries, PoolBase):
     """An open pool file. Create with `Pool.open(path)`; close with `.close()`."""
 
+    @property
+    def embeddings(self) -> EmbeddingQueries:
+        """Sentence vectors (store/embeddings.py)."""
+        return EmbeddingQueries(self)
+
 
 __all__ = ["DB_ENV_VAR", "DEFAULT_DB_PATH", "MIGRATIONS", "PACKAGE_ROOT", "SCHEMA_VERSION", "Pool",
-           "PoolCounts", "PoolDamagedError", "PoolError", "PoolLockedError", "SchemaTooNewError",
+           "PoolCounts", "PoolVectors", "PoolDamagedError", "PoolError", "PoolLockedError", "SchemaTooNewError",
            "damage_error", "default_db_path"]

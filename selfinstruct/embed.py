@@ -1,0 +1,131 @@
+"""Sentence vectors for the semantic novelty gate, duplicate groups and topics.
+
+Two kinds of `Embedder`, both returning L2-normalised float32 rows (so a dot product is the
+cosine):
+
+- `BundledEmbedder`: WordLlama's 256-d static model, whose weights and tokenizer ship inside the
+  `wordllama` wheel. Offline, no key, deterministic. It is imported only when first used: importing
+  `wordllama` calls `logging.basicConfig(level=INFO)`, which would make every library logger in the
+  process print; `_import_wordllama` puts the root logger back as it found it.
+- `EndpointEmbedder`: any OpenAI-compatible `/v1/embeddings`, through `llm.LLMClient` (the same
+  key rule, retries, pacing, redaction and cost as generation).
+
+`embedder_for(spec)` turns what a person types ("bundled", "off", "endpoint") into one of them.
+Each embedder has a `name` (stored with its vectors: vectors of two embedders never mix) and `dim`.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+BUNDLED = "bundled"
+ENDPOINT = "endpoint"
+OFF = "off"
+BUNDLED_NAME = "wordllama-l2_supercat-256"
+BUNDLED_DIM = 256
+
+
+class EmbedderUnavailable(RuntimeError):
+    """The embedder cannot run here (the message says why and what happens instead)."""
+
+
+def normalise(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 as float32; a zero row (an empty text) stays zero rather than NaN."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    if matrix.ndim == 1:
+        matrix = matrix.reshape(1, -1)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(matrix / norms, dtype=np.float32)
+
+
+def _import_wordllama():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        import wordllama
+    finally:
+        # basicConfig adds a stream handler and sets INFO only when the root had none; undo both.
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+    return wordllama
+
+
+class Embedder:
+    """Texts in, one normalised float32 row per text out."""
+
+    name: str
+    dim: int
+    kind: str
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def cost_usd(self) -> float:
+        return 0.0
+
+
+class BundledEmbedder(Embedder):
+    kind = BUNDLED
+    name = BUNDLED_NAME
+    dim = BUNDLED_DIM
+    _model = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def _load(cls):
+        with cls._lock:
+            if cls._model is None:
+                try:
+                    wordllama = _import_wordllama()
+                    cls._model = wordllama.WordLlama.load(
+                        cache_dir=Path(wordllama.__file__).parent, disable_download=True)
+                except Exception as exc:  # an import error, a missing file, a failed source build
+                    raise EmbedderUnavailable(
+                        f"The bundled embedding model (WordLlama) could not be loaded here ({type(exc).__name__}: "
+                        f"{exc}). Install wordllama==0.4.0.post1, or run without the semantic gate "
+                        "(--cosine off).") from None
+            return cls._model
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return normalise(self._load().embed(texts, norm=False, batch_size=256))
+
+
+def bundled_available() -> str | None:
+    """None when the bundled model loads; otherwise the sentence saying why not."""
+    try:
+        BundledEmbedder._load()
+    except EmbedderUnavailable as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """What a run stores about its embedder: enough to rebuild it on resume."""
+
+    kind: str = BUNDLED
+    model: str | None = None            # endpoint model name
+    base_url: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "model": self.model, "base_url": self.base_url}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "EmbedderSpec":
+        data = data or {}
+        return cls(kind=data.get("kind", BUNDLED), model=data.get("model"), base_url=data.get("base_url"))
+
+
+def bundled() -> BundledEmbedder:
+    return BundledEmbedder()
