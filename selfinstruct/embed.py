@@ -71,6 +71,9 @@ class Embedder:
     def cost_usd(self) -> float:
         return 0.0
 
+    def spec(self) -> "EmbedderSpec":
+        return EmbedderSpec(kind=self.kind)
+
 
 class BundledEmbedder(Embedder):
     kind = BUNDLED
@@ -129,3 +132,33 @@ class EmbedderSpec:
 
 def bundled() -> BundledEmbedder:
     return BundledEmbedder()
+
+
+def ensure_vectors(pool, embedder: Embedder, texts: Sequence[str], *, batch: int = 2048,
+                   progress=None, stop=None) -> int:
+    """Embed and store the texts among `texts` that have no vector from `embedder` yet, `batch` at
+    a time (each batch committed on its own, so an interrupted backfill resumes where it stopped
+    and nothing is embedded twice). `progress(done, total)` is called after each batch; `stop()`
+    returning true ends early. Returns how many texts were embedded."""
+    pool.embeddings.register(embedder.name, embedder.kind, embedder.dim, embedder.spec().to_dict())
+    todo = pool.embeddings.missing(embedder.name, texts)
+    done = 0
+    if progress:
+        progress(0, len(todo))
+    for start in range(0, len(todo), batch):
+        if stop and stop():
+            break
+        chunk = todo[start:start + batch]
+        pool.embeddings.add(embedder.name, embedder.dim, chunk, embedder.embed(chunk), kind=embedder.kind)
+        done += len(chunk)
+        if progress:
+            progress(done, len(todo))
+    return done
+
+
+def pool_vectors(pool, embedder: Embedder):
+    """The pool's seed tasks and accepted candidates with their vectors (`store.PoolVectors`),
+    embedding first whatever has none."""
+    _, _, texts = pool.embeddings.pool_items()
+    ensure_vectors(pool, embedder, texts)
+    return pool.embeddings.pool_vectors(embedder.name)
