@@ -443,6 +443,69 @@ MIGRATIONS: dict[int, list[str]] = {
             PRIMARY KEY (embedder, text)
         )""",
     ],
+    # Topics (issue 25, store/topics.py): a set of topics per (embedder, settings, pool state),
+    # each item's topic and map position in it, marks a person puts on a topic ("avoid"; carried
+    # to later sets by the nearest centroid), and the set each steered round drew its examples by.
+    11: [
+        """CREATE SEQUENCE seq_topic_sets START 1""",
+        """CREATE TABLE topic_sets (
+            id BIGINT PRIMARY KEY DEFAULT nextval('seq_topic_sets'),
+            embedder VARCHAR NOT NULL,
+            settings JSON NOT NULL,
+            settings_key VARCHAR NOT NULL,
+            pool_state VARCHAR NOT NULL,
+            fitted INTEGER NOT NULL,
+            items INTEGER NOT NULL,
+            k INTEGER NOT NULL,
+            projection JSON,
+            silhouettes JSON,
+            run_id BIGINT,
+            round_number INTEGER,
+            seconds DOUBLE,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+        )""",
+        """CREATE TABLE topics (
+            set_id BIGINT NOT NULL,
+            topic INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            name VARCHAR NOT NULL,
+            pairs JSON,
+            words JSON,
+            centroid FLOAT[],
+            model_name VARCHAR,
+            model_prompt_version VARCHAR,
+            model VARCHAR,
+            PRIMARY KEY (set_id, topic)
+        )""",
+        """CREATE TABLE topic_members (
+            set_id BIGINT NOT NULL,
+            kind VARCHAR NOT NULL,
+            item_id BIGINT NOT NULL,
+            topic INTEGER NOT NULL,
+            fitted BOOLEAN NOT NULL,
+            x FLOAT,
+            y FLOAT
+        )""",
+        """CREATE SEQUENCE seq_topic_marks START 1""",
+        """CREATE TABLE topic_marks (
+            id BIGINT PRIMARY KEY DEFAULT nextval('seq_topic_marks'),
+            embedder VARCHAR NOT NULL,
+            mark VARCHAR NOT NULL,
+            name VARCHAR,
+            centroid FLOAT[] NOT NULL,
+            set_id BIGINT,
+            topic INTEGER,
+            active BOOLEAN NOT NULL DEFAULT TRUE,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+        )""",
+        """CREATE TABLE topic_rounds (
+            run_id BIGINT NOT NULL,
+            round_number INTEGER NOT NULL,
+            set_id BIGINT NOT NULL,
+            avoid JSON,
+            PRIMARY KEY (run_id, round_number)
+        )""",
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
