@@ -134,6 +134,99 @@ def bundled() -> BundledEmbedder:
     return BundledEmbedder()
 
 
+class EndpointEmbedder(Embedder):
+    """Vectors from an OpenAI-compatible `/v1/embeddings` (OpenAI, vLLM, Ollama, llama.cpp's
+    server), `batch_size` texts a request and up to `concurrency` requests at once, through
+    `llm.LLMClient.embed`: the Backend decides the key, the client retries, paces (429s lower
+    the concurrency) and prices the tokens. The backend must be started. An endpoint's vectors
+    may vary between calls; only the bundled embedder promises the same pool from the same answers."""
+
+    kind = ENDPOINT
+
+    def __init__(self, backend, model: str, *, batch_size: int = 64, concurrency: int = 4,
+                 timeout_s: float = 60.0, max_retries: int = 5, rpm: float | None = None,
+                 tpm: float | None = None, prices=None):
+        from .llm import AdaptiveLimit, PriceTable
+
+        if not (model or "").strip():
+            raise ValueError("An endpoint embedder needs a model name (for example text-embedding-3-small).")
+        if batch_size < 1:
+            raise ValueError("The embedding batch size must be at least 1.")
+        self.backend, self.model, self.batch_size = backend, model.strip(), int(batch_size)
+        where = (backend.base_url or "").strip().rstrip("/") or backend.kind
+        self.name = f"{self.model}@{where}"
+        self._dim: int | None = None
+        # Embedding answers are far larger than chat answers (a float per dimension per text).
+        config = backend.llm_config(model=self.model, concurrency=concurrency, timeout_s=timeout_s,
+                                    max_retries=max_retries, max_answer_bytes=64 * 1024 * 1024)
+        self.client = backend.client(config, prices=prices or PriceTable.default(),
+                                     pacer=AdaptiveLimit(concurrency, rpm=rpm, tpm=tpm))
+        self._cost = 0.0
+        self.tokens = 0
+
+    @property
+    def dim(self) -> int:  # type: ignore[override]
+        if self._dim is None:
+            self.embed(["How long is a piece of string?"])
+        assert self._dim is not None
+        return self._dim
+
+    def spec(self) -> EmbedderSpec:
+        return EmbedderSpec(kind=ENDPOINT, model=self.model, base_url=self.backend.base_url or None)
+
+    def cost_usd(self) -> float:
+        return self._cost
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        from .pipeline import _run_coroutine
+
+        texts = list(texts)
+        # Servers refuse an empty input; an empty text gets a zero row (close to nothing).
+        sent = [i for i, t in enumerate(texts) if t.strip()]
+        batches = [[texts[i] for i in sent[k:k + self.batch_size]] for k in range(0, len(sent), self.batch_size)]
+
+        async def run():
+            import asyncio
+
+            try:
+                return await asyncio.gather(*(self.client.embed(b) for b in batches))
+            finally:
+                await self.client.aclose()
+
+        answers = _run_coroutine(run()) if batches else []
+        rows = [v for a in answers for v in a.vectors]
+        for a in answers:
+            self._cost += a.cost_usd
+            self.tokens += a.prompt_tokens
+        if rows:
+            dim = len(rows[0])
+            if self._dim is not None and dim != self._dim:
+                raise ValueError(f"The endpoint's vectors changed length ({self._dim} then {dim}).")
+            self._dim = dim
+        out = np.zeros((len(texts), self._dim or 0), dtype=np.float32)
+        if rows:
+            out[sent] = np.asarray(rows, dtype=np.float32)
+        return normalise(out) if len(texts) else out
+
+
+def embedder_for(spec: "EmbedderSpec | dict | None", backend=None) -> Embedder | None:
+    """The embedder a run's stored spec names (None: none). An endpoint needs the started
+    `backend.Backend` that holds its key rule."""
+    if spec is None:
+        return None
+    if isinstance(spec, dict):
+        spec = EmbedderSpec.from_dict(spec)
+    if spec.kind == OFF:
+        return None
+    if spec.kind == BUNDLED:
+        return bundled()
+    if spec.kind == ENDPOINT:
+        if backend is None:
+            raise ValueError("An endpoint embedder needs a backend (its URL and key).")
+        return EndpointEmbedder(backend, spec.model or "")
+    raise ValueError(f"Unknown embedder kind {spec.kind!r}: use {BUNDLED}, {ENDPOINT} or {OFF}.")
+
+
 def ensure_vectors(pool, embedder: Embedder, texts: Sequence[str], *, batch: int = 2048,
                    progress=None, stop=None) -> int:
     """Embed and store the texts among `texts` that have no vector from `embedder` yet, `batch` at

@@ -57,7 +57,7 @@ INSTANCE_REASONS: tuple[str, ...] = (
     "same_input_different_output", "duplicate_instance", "empty_output",
     "input_equals_output", "truncated",
 )
-PIPELINE_REASONS: tuple[str, ...] = ("rouge", "echo", "unparseable", "oversize", "removed")
+PIPELINE_REASONS: tuple[str, ...] = ("rouge", "semantic_dup", "echo", "unparseable", "oversize", "removed")
 
 REASON_LABELS: dict[str, str] = {
     "empty": "Empty",
@@ -68,6 +68,7 @@ REASON_LABELS: dict[str, str] = {
     "write_a_program": "Starts with \"Write a program\"",
     "keyword": "Unsuitable keyword",
     "rouge": "Too similar (ROUGE-L)",
+    "semantic_dup": "Same task reworded (cosine)",
     "echo": "Echoes the prompt's examples",
     "unparseable": "Could not be parsed",
     "oversize": "Answer over the size limit",

@@ -64,6 +64,7 @@ from typing import Any, Callable, Iterable, Sequence
 import httpx2
 import openai
 
+from . import redact as _redact
 from .prompts import Prompt
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ __all__ = [
     "LLMConfig",
     "Sampling",
     "Completion",
+    "EmbeddingBatch",
     "LLMError",
     "PriceTable",
     "LLMClient",
@@ -141,6 +143,9 @@ class LLMConfig:
         if int(self.max_answer_bytes) < 1024:
             raise ValueError("max_answer_bytes must be at least 1024")
         object.__setattr__(self, "max_answer_bytes", int(self.max_answer_bytes))
+        # Every key the project sends goes through an LLMConfig: from here on, no error text
+        # an endpoint sends back may carry it (redact.py).
+        _redact.remember(self.api_key)
 
     def resolved_api_key(self) -> str:
         """The key actually sent: the one given (by `Backend`), else the placeholder."""
@@ -225,10 +230,23 @@ class Completion:
         return asdict(self)
 
 
+@dataclass
+class EmbeddingBatch:
+    """The answer to one `/embeddings` request: one vector (a list of floats) per text, in order."""
+
+    vectors: list
+    prompt_tokens: int = 0
+    cost_usd: float = 0.0
+    model: str = ""
+    latency_s: float = 0.0
+    attempts: int = 0
+
+
 class LLMError(Exception):
     """A failure with a ``kind`` (see ERROR_KINDS) and a plain-words ``message``."""
 
     def __init__(self, kind: str, message: str, *, status: int | None = None) -> None:
+        message = _redact.redact(message)   # it may quote the endpoint, which may quote our key
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -259,6 +277,8 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gpt-3.5-turbo-instruct": (1.50, 2.00),
     "davinci-002": (2.00, 2.00),
     "babbage-002": (0.40, 0.40),
+    "text-embedding-3-small": (0.02, 0.0),
+    "text-embedding-3-large": (0.13, 0.0),
 }
 
 _DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
@@ -361,6 +381,8 @@ class _Failure(Exception):
 
     def __init__(self, kind: str, message: str, *, status: int | None = None,
                  retry_after: float | None = None, detail: str = "") -> None:
+        # Both texts may quote the endpoint's answer: keys out before they go anywhere.
+        message, detail = _redact.redact(message), _redact.redact(detail)
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -723,16 +745,35 @@ class LLMClient:
                         sampling: Sampling) -> Completion:
         cfg = self.config
         start = time.perf_counter()
+        result, failure, attempts = await self._retrying(
+            lambda: self._attempt(client, prompt, sampling), _token_estimate(prompt) + sampling.max_tokens)
+        if result is not None:
+            result.latency_s = time.perf_counter() - start
+            result.attempts = attempts
+            return result
+        assert failure is not None
+        if failure.kind == "unreachable":
+            raise LLMError("unreachable", failure.message)
+        message = self._final_message(failure, attempts)
+        return Completion(text="", finish_reason=None, latency_s=time.perf_counter() - start,
+                          attempts=attempts, error=message, error_kind=failure.kind,
+                          model=cfg.model)
+
+    async def _retrying(self, attempt: Callable[[], Any], tokens: int) -> tuple[Any, "_Failure | None", int]:
+        """The one retry loop (completions and embeddings): (result, None, attempts) on success,
+        (None, last failure, attempts) when every attempt failed transiently; a fatal failure
+        other than `unreachable` is raised as LLMError at once."""
+        cfg = self.config
         failure: _Failure | None = None
         attempts = 0
         for retry in range(cfg.max_retries + 1):
             attempts += 1
             if self.pacer is not None:
-                await self.pacer.before_attempt(_token_estimate(prompt) + sampling.max_tokens)
+                await self.pacer.before_attempt(tokens)
             started = time.monotonic()
             try:
                 async with asyncio.timeout(cfg.timeout_s):
-                    result = await self._attempt(client, prompt, sampling)
+                    result = await attempt()
             except _Failure as f:
                 failure = f
             except TimeoutError:
@@ -740,9 +781,7 @@ class LLMClient:
             else:
                 if self.pacer is not None:
                     self.pacer.after_attempt(None, started)
-                result.latency_s = time.perf_counter() - start
-                result.attempts = attempts
-                return result
+                return result, None, attempts
             if self.pacer is not None:
                 self.pacer.after_attempt(failure.kind, started)
             if failure.kind in FATAL_KINDS and failure.kind != "unreachable":
@@ -753,13 +792,63 @@ class LLMClient:
             log.debug("attempt %d failed (%s: %s); retrying in %.2fs", attempts, failure.kind,
                       failure.detail or failure.message, delay)
             await asyncio.sleep(delay)
-        assert failure is not None
-        if failure.kind == "unreachable":
-            raise LLMError("unreachable", failure.message)
-        message = self._final_message(failure, attempts)
-        return Completion(text="", finish_reason=None, latency_s=time.perf_counter() - start,
-                          attempts=attempts, error=message, error_kind=failure.kind,
-                          model=cfg.model)
+        return None, failure, attempts
+
+    # -- embeddings
+    async def embed(self, texts: Sequence[str]) -> "EmbeddingBatch":
+        """Vectors for `texts` from `/embeddings` (one request), with the same slots, pacing,
+        retries and cost as a completion. Raises LLMError when it fails for good (fatal kinds
+        at once; transient ones after the retries)."""
+        client = await self._ensure()
+        assert self._slots is not None
+        texts = list(texts)
+        async with self._slots:
+            start = time.perf_counter()
+            tokens = sum(math.ceil(len(t) / 4) for t in texts)
+            result, failure, attempts = await self._retrying(
+                lambda: self._embed_attempt(client, texts, tokens), tokens)
+        if result is None:
+            assert failure is not None
+            message = failure.message if failure.kind == "unreachable" else self._final_message(failure, attempts)
+            raise LLMError(failure.kind, message, status=failure.status)
+        result.latency_s = time.perf_counter() - start
+        result.attempts = attempts
+        return result
+
+    async def _embed_attempt(self, client: openai.AsyncOpenAI, texts: list[str], tokens: int) -> "EmbeddingBatch":
+        cfg = self.config
+        try:
+            resp = await client.embeddings.create(model=cfg.model, input=texts)
+        except AnswerTooLarge as e:
+            raise _Failure("bad_request", f"The embeddings from {cfg.base_url} were larger than "
+                           f"{e.limit} bytes for {len(texts)} texts; embed fewer at a time.") from None
+        except openai.APIStatusError as e:
+            raise await self._status_failure(client, e) from None
+        except openai.APIConnectionError as e:
+            raise self._connection_failure(e) from None
+        except openai.APIResponseValidationError as e:
+            raise _Failure("bad_response", "", detail=f"response did not validate: {e}") from None
+        except ValueError as e:
+            raise _Failure("bad_response", "", detail=f"invalid JSON ({_short(str(e), 80)})") from None
+        data = getattr(resp, "data", None)
+        if not isinstance(data, list) or len(data) != len(texts):
+            got = len(data) if isinstance(data, list) else "no"
+            raise _Failure("bad_response", "", detail=f"{got} embeddings for {len(texts)} texts")
+        rows: list[Any] = [None] * len(texts)
+        for position, item in enumerate(data):
+            index = getattr(item, "index", position)
+            vector = getattr(item, "embedding", None)
+            if not isinstance(index, int) or not 0 <= index < len(texts) or not isinstance(vector, list) or not vector:
+                raise _Failure("bad_response", "", detail="an embedding without a valid index or vector")
+            rows[index] = vector
+        if any(r is None for r in rows) or len({len(r) for r in rows}) != 1:
+            raise _Failure("bad_response", "", detail="embeddings missing or of different lengths")
+        usage = getattr(resp, "usage", None)
+        p_tok = getattr(usage, "prompt_tokens", None) if usage is not None else None
+        if not isinstance(p_tok, int):
+            p_tok = tokens
+        model = getattr(resp, "model", None) or cfg.model
+        return EmbeddingBatch(vectors=rows, prompt_tokens=p_tok, cost_usd=self._cost(model, p_tok, 0), model=model)
 
     def _delay(self, retry: int, retry_after: float | None) -> float:
         cfg = self.config

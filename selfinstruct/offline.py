@@ -7,6 +7,7 @@ one thread per connection) in a daemon thread and answers
     GET  /v1/models/{id}             one model
     POST /v1/chat/completions        chat.completion objects
     POST /v1/completions             text_completion objects
+    POST /v1/embeddings              deterministic word-hash vectors (see `offline_embedding`)
     POST /v1/files                   upload (multipart/form-data: ``file``, ``purpose``)
     GET  /v1/files                   list;  GET /v1/files/{id}  one file object
     GET  /v1/files/{id}/content      the raw bytes;  DELETE /v1/files/{id}
@@ -80,7 +81,9 @@ accept the same kinds and parameters:
   5,000,000): the real answer plus a space, repeated, then padded with spaces. It is streamed
   out piecewise, never held in memory whole;
 * ``reset``: the TCP connection is reset (SO_LINGER 0) without any answer;
-* ``html``: a 502 whose body is an HTML error page (Content-Type text/html), like a proxy's.
+* ``html``: a 502 whose body is an HTML error page (Content-Type text/html), like a proxy's;
+* ``leak_auth``: a 500 whose message quotes the request's ``Authorization`` header, the bare key
+  and its last 10 characters, as some gateways do (for tests that no key is ever stored or shown).
 
 Batch API (in memory). ``POST /v1/files`` stores a file; ``POST /v1/batches`` with
 ``{"input_file_id", "endpoint", "completion_window": "24h", "metadata"?}`` creates a batch. A
@@ -109,8 +112,9 @@ Batch test control (``POST /_control/batches`` or ``OfflineServer.batch_faults``
 ``fail_rate`` + ``seed`` (persistent; a line fails when a hash of seed and ``custom_id`` falls
 below the rate), ``expire_next`` K (the next batch ends ``expired``: lines 0..K-1 are answered,
 the rest go to the error file with code ``batch_expired``), ``fail_next`` (the next batch ends
-``failed`` with an error instead of finalizing), ``clear`` (back to the defaults; applied
-first).
+``failed`` with an error instead of finalizing), ``leak_auth`` (persistent; failed lines and
+failed batches quote the ``Authorization`` header the batch was created with), ``clear`` (back to
+the defaults; applied first).
 """
 from __future__ import annotations
 
@@ -148,6 +152,9 @@ __all__ = [
     "FaultPlan",
     "OfflineServer",
     "estimate_tokens",
+    "offline_embedding",
+    "EMBEDDING_MODEL",
+    "EMBEDDING_DIM",
     "serve_forever",
     "main",
     "judge_truth",
@@ -166,7 +173,7 @@ FAULT_KINDS = (
     "429", "500", "503", "401",
     "timeout", "slow",
     "length", "garbage", "empty", "malformed_json",
-    "hang", "trickle", "huge", "reset", "html",
+    "hang", "trickle", "huge", "reset", "html", "leak_auth",
 )
 DEFAULT_CONTEXT_WINDOW = 16_384
 DEFAULT_MODEL = "selfinstruct-demo"
@@ -180,6 +187,23 @@ _BATCH_WINDOW_S = 24 * 3600
 _STD_NORMAL = NormalDist()
 
 Responder = Callable[[str, int], str]
+
+
+EMBEDDING_MODEL = "offline-embedding"   # the name `/v1/embeddings` answers besides the server's models
+EMBEDDING_DIM = 64
+
+
+def offline_embedding(text: str) -> list[float]:
+    """The offline server's vector for `text`: the sum of a fixed pseudo-random vector per
+    lower-cased word (from its BLAKE2b digest), scaled to length 1. Deterministic in every
+    process, and texts sharing most words come out close, so a semantic gate can be tested."""
+    total = [0.0] * EMBEDDING_DIM
+    for word in "".join(ch.lower() if ch.isalnum() else " " for ch in text).split():
+        digest = hashlib.blake2b(word.encode("utf-8"), digest_size=EMBEDDING_DIM).digest()
+        for k, byte in enumerate(digest):
+            total[k] += byte - 127.5
+    norm = math.sqrt(sum(v * v for v in total)) or 1.0
+    return [v / norm for v in total]
 
 
 def estimate_tokens(text: str) -> int:
@@ -906,6 +930,22 @@ class _Handler(BaseHTTPRequestHandler):
             if path in ("/v1/chat/completions", "/v1/completions") and method == "POST":
                 self._completion(path == "/v1/chat/completions", body)
                 return
+            if path == "/v1/embeddings" and method == "POST":
+                owner._count("endpoint", "embeddings")
+                owner._enter()
+                try:
+                    owner._check_auth(self.headers)
+                    status, payload, ctype, headers = owner._embeddings(
+                        _json_object(body), owner.faults, self._wait, auth=self.headers.get("Authorization") or "")
+                finally:
+                    owner._leave()
+                if isinstance(payload, _Drop):
+                    self._drop(payload.reset)
+                elif isinstance(payload, bytes):
+                    self._send(status, payload, content_type=ctype or "application/json", headers=headers)
+                else:
+                    self._send_json(status, payload, headers=headers)
+                return
             for prefix, group, api in (("/v1/files", "files", owner._files_api),
                                        ("/v1/batches", "batches", owner._batches_api)):
                 if path == prefix or path.startswith(prefix + "/"):
@@ -941,7 +981,8 @@ class _Handler(BaseHTTPRequestHandler):
             owner._check_auth(self.headers)
             req = _json_object(body)
             plan = owner.faults
-            status, payload, ctype, headers = owner._answer(chat, req, plan, self._wait)
+            status, payload, ctype, headers = owner._answer(chat, req, plan, self._wait,
+                                                            auth=self.headers.get("Authorization") or "")
             if isinstance(payload, _Drop):
                 self._drop(payload.reset)
             elif isinstance(payload, _Trickle):
@@ -1039,7 +1080,7 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 _BATCH_CONTROL_KEYS = ("delay_s", "fail_lines", "fail_rate", "seed", "expire_next",
-                       "fail_next", "clear")
+                       "fail_next", "leak_auth", "clear")
 _FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 
 
@@ -1056,6 +1097,8 @@ class _BatchJob:
         self.fail_seed = ctl["seed"]
         self.expire_at = ctl["expire_next"]
         self.fail_next = ctl["fail_next"]
+        self.leak_auth = ctl.get("leak_auth", False)
+        self.auth = ""                           # the Authorization header it was created with
         self.t0 = time.monotonic()
         self.wall0 = time.time()
         self.cancel_done: int | None = None      # lines finished when cancel arrived
@@ -1091,6 +1134,13 @@ class _BatchJob:
         if self.fail_rate <= 0:
             return False
         return _unit_hash(f"batchfail|{self.fail_seed}|{custom_id}") < self.fail_rate
+
+
+def _leaky_message(auth: str) -> str:
+    """A careless gateway's error: the caller's Authorization header, the bare key and its tail."""
+    key = auth[7:].strip() if auth.lower().startswith("bearer ") else auth
+    return (f"Upstream refused the request (headers: {{'Authorization': '{auth or '(none)'}'}}); "
+            f"key {key or '(none)'} ending in ...{key[-10:]}")
 
 
 def _batch_error(code: str, message: str, line: int | None = None,
@@ -1432,7 +1482,7 @@ class OfflineServer:
         return int.from_bytes(hashlib.sha256(material.encode("utf-8")).digest()[:6], "big")
 
     def _answer(self, chat: bool, req: dict, plan: FaultPlan | None,
-                wait: Callable[[float], None]) -> tuple[int, Any, str | None, dict]:
+                wait: Callable[[float], None], auth: str = "") -> tuple[int, Any, str | None, dict]:
         """(status, payload, content_type-or-None-for-json, headers). The payload may also be
         a `_Drop`, `_Trickle` or `_Stream` for the socket-level faults. ``plan=None`` (batch
         lines) means no latency and no faults."""
@@ -1490,7 +1540,7 @@ class OfflineServer:
             fault = plan.next_fault()
         if fault is not None:
             self._count("fault", fault.kind)
-            early = self._fault_response(fault, wait)
+            early = self._fault_response(fault, wait, auth)
             if early is not None:
                 return early
         huge: list[tuple[str, int, Callable[[], Iterator[bytes]]]] = []
@@ -1574,8 +1624,10 @@ class OfflineServer:
         parts.append(tail)
         return _Stream(parts, length + len(tail))
 
-    def _fault_response(self, fault: Fault, wait: Callable[[float], None]):
+    def _fault_response(self, fault: Fault, wait: Callable[[float], None], auth: str = ""):
         kind, p = fault.kind, fault.params
+        if kind == "leak_auth":
+            return 500, _HTTPError(500, _leaky_message(auth), "server_error", None).body, None, {}
         if kind == "429":
             ra = p.get("retry_after", 1)
             ra_text = str(int(ra)) if float(ra).is_integer() else f"{float(ra):g}"
@@ -1608,10 +1660,52 @@ class OfflineServer:
                 "application/json", {}
         return None                      # length, garbage, huge, trickle: shape the answer
 
+    def _embeddings(self, req: dict, plan: FaultPlan | None, wait: Callable[[float], None],
+                    auth: str = "") -> tuple[int, Any, str | None, dict]:
+        model = req.get("model")
+        if not isinstance(model, str) or not model:
+            raise _HTTPError(400, "You must provide a model parameter.", "invalid_request_error", None, param="model")
+        if model not in self.model_names and model != EMBEDDING_MODEL:
+            raise _HTTPError(404, f"The model '{model}' does not exist or you do not have access to it. "
+                             f"Models here: {', '.join(self.model_names + (EMBEDDING_MODEL,))}.",
+                             "invalid_request_error", "model_not_found", param="model")
+        texts = req.get("input")
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+            raise _HTTPError(400, "'input' must be a non-empty string or a non-empty array of non-empty strings.",
+                             "invalid_request_error", None, param="input")
+        if len(texts) > 2048:
+            raise _HTTPError(400, "'input' may hold at most 2048 texts.", "invalid_request_error", None,
+                             param="input")
+        encoding = req.get("encoding_format") or "float"
+        if encoding not in ("float", "base64"):
+            raise _HTTPError(400, "'encoding_format' must be 'float' or 'base64'.", "invalid_request_error",
+                             None, param="encoding_format")
+        if plan is not None:
+            wait(plan.latency_for(req))
+            fault = plan.next_fault()
+            if fault is not None:
+                self._count("fault", fault.kind)
+                early = self._fault_response(fault, wait, auth)
+                if early is not None:
+                    return early
+        data = []
+        for i, text in enumerate(texts):
+            vector = offline_embedding(text)
+            if encoding == "base64":
+                import base64
+
+                vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+            data.append({"object": "embedding", "index": i, "embedding": vector})
+        tokens = sum(estimate_tokens(t) for t in texts)
+        return 200, {"object": "list", "data": data, "model": model,
+                     "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, None, {}
+
     # -- batch test control
     def _default_batch_control(self) -> dict:
         return {"delay_s": self.batch_delay_s, "fail_lines": 0, "fail_rate": 0.0, "seed": 0,
-                "expire_next": None, "fail_next": False}
+                "expire_next": None, "fail_next": False, "leak_auth": False}
 
     def batch_control(self) -> dict:
         """The current batch test settings (what ``GET /_control/batches`` shows)."""
@@ -1654,9 +1748,9 @@ class OfflineServer:
                 clean[key] = number(key, value, int, -math.inf)
             elif key in ("fail_lines", "expire_next"):
                 clean[key] = number(key, value, int, 0)
-            elif key == "fail_next":
+            elif key in ("fail_next", "leak_auth"):
                 if not isinstance(value, bool):
-                    raise ValueError("fail_next must be true or false")
+                    raise ValueError(f"{key} must be true or false")
                 clean[key] = value
         with self._store_lock:
             if spec.get("clear"):
@@ -1742,7 +1836,7 @@ class OfflineServer:
                      body: bytes) -> tuple[Any, str | None]:
         parts = rest.split("/") if rest else []
         if not parts and method == "POST":
-            return self._create_batch(body), None
+            return self._create_batch(body, headers.get("Authorization") or ""), None
         if not parts and method == "GET":
             with self._store_lock:
                 jobs = list(self._batches.values())
@@ -1763,7 +1857,7 @@ class OfflineServer:
                              None, param="batch_id")
         return job
 
-    def _create_batch(self, body: bytes) -> dict:
+    def _create_batch(self, body: bytes, auth: str = "") -> dict:
         req = _json_object(body)
         endpoint = req.get("endpoint")
         if endpoint not in BATCH_ENDPOINTS:
@@ -1812,6 +1906,7 @@ class OfflineServer:
         if len(models) == 1:
             obj["model"] = models.pop()
         job = _BatchJob(obj, lines, errors, float(ctl["delay_s"]), ctl)
+        job.auth = auth
         with self._store_lock:
             self._batches[job.id] = job
         self._count("store", "batches_created")
@@ -1835,7 +1930,8 @@ class OfflineServer:
                     obj.update(status="failed", failed_at=job.at(job.finalize_s), errors={
                         "object": "list", "data": [_batch_error(
                             "batch_failed", "The batch failed (injected by the offline "
-                            "server's fail_next control).")]})
+                            "server's fail_next control)." + (" " + _leaky_message(job.auth)
+                                                              if job.leak_auth else ""))]})
                 else:
                     if job.expire_at is not None:
                         job.final_status = "expired"
@@ -1879,8 +1975,9 @@ class OfflineServer:
                      body: dict) -> tuple[int, Any]:
         """(status, body) for one batch line, as the synchronous endpoint would answer it."""
         if job.planned_failure(index, custom_id):
-            return 500, _HTTPError(500, "The server had an error while processing your "
-                                   "request.", "server_error", None).body
+            return 500, _HTTPError(500, _leaky_message(job.auth) if job.leak_auth else
+                                   "The server had an error while processing your request.",
+                                   "server_error", None).body
         try:
             status, payload, _, _ = self._answer(job.chat, body, None, lambda seconds: None)
             return status, payload
