@@ -26,6 +26,7 @@ import openai
 from .engine import MAX_FAILURES_PER_REQUEST, Interrupted, RunFailed, RunState, stored_prompt
 from .llm import LLMClient, LLMConfig, LLMError, PriceTable, _server_message, endpoint_path, request_body
 from .model import CREATED, FAILED, FINISHED, PAUSED
+from .redact import redact
 from .store import Pool
 
 CUSTOM_ID_PREFIX = "selfinstruct-"
@@ -97,6 +98,7 @@ class _Lines:
 
     def fail(self, row: dict, message: str, kind: str) -> None:
         state = self.state
+        message = redact(message)     # a batch line's error is the endpoint's text
         state.pool.record_failure(row["id"], error=message, error_kind=kind, attempts=1)
         row["failures"] = row.get("failures", 0) + 1
         row["batch_id"] = None
@@ -256,7 +258,8 @@ async def _collect(state: RunState, client, reader: LLMClient, local: dict, remo
 def _batch_errors(remote) -> str:
     errors = getattr(remote, "errors", None)
     data = getattr(errors, "data", None) or []
-    return "; ".join(f"{getattr(e, 'code', '')}: {getattr(e, 'message', '')}" for e in data[:3]) or remote.status
+    return redact("; ".join(f"{getattr(e, 'code', '')}: {getattr(e, 'message', '')}" for e in data[:3])
+                  or remote.status)
 
 
 # -- files for offline batch engines (vllm run-batch) ------------------------------------------------

@@ -26,6 +26,7 @@ from . import parsing, prompts
 from .llm import AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
 from .model import ACCEPTED, REJECTED, STEP_CLASSIFY, STEP_DONE, STEP_GENERATE
 from .novelty import NoveltyIndex
+from .redact import redact
 from .store import Pool
 
 # Instruction requests first: each one unlocks the most follow-up work and the next rounds.
@@ -45,6 +46,7 @@ class RunFailed(Exception):
     """The run cannot go on: `kind` names why, `message` says it in plain words."""
 
     def __init__(self, kind: str, message: str) -> None:
+        message = redact(message)     # often an endpoint's words, stored and printed
         super().__init__(message)
         self.kind, self.message = kind, message
 
@@ -127,6 +129,11 @@ class RunState:
             if self.open_by_round[rnd["id"]] <= 0:   # all its work was done (an older engine's round)
                 self._set_step(rnd, STEP_DONE)
         self.plan_followups()
+        # A process killed between storing an instruction answer and deciding it leaves that
+        # answer at the head of the frontier. Only another instruction answer's arrival decides
+        # the frontier, and when none is left to send (every one answered, or the example lag
+        # holding the next round back) nothing ever would: decide it now.
+        self.decide_frontier()
 
     # -- bookkeeping ---------------------------------------------------------------------
     def _request_counts(self) -> tuple[int, int]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from .llm import PriceTable
 from .model import FAILED, PAUSED, STOPPED, UNFINISHED_STATUSES
 from .monitor import run_headline
+from .redact import redact
 from .pipeline import (JOB_NOUNS, Event, RunConfig, RunControl, RunOutcome, Runner, active_job, active_run,
                        apply_overrides, start_run)
 from .store import Pool
@@ -288,7 +289,7 @@ class JobManager:
                                        on_event=self._on_event, control=control)
             outcome = runner.run()
         except Exception as exc:  # the worker must never die silently
-            message = f"The judge run stopped on an unexpected error: {exc.__class__.__name__}: {exc}"
+            message = f"The judge run stopped on an unexpected error: {exc.__class__.__name__}: {redact(str(exc))}"
             try:
                 self.pool.set_judge_run_status(judge_run_id, FAILED, stop_reason="error", error=message, ended=True)
                 progress = self.pool.judge_progress(judge_run_id)
@@ -314,7 +315,7 @@ class JobManager:
                                          task=task, api_keys=api_keys, prices=self.prices)
             outcome = runner.run()
         except Exception as exc:  # the worker must never die silently
-            message = f"The evaluation stopped on an unexpected error: {exc.__class__.__name__}: {exc}"
+            message = f"The evaluation stopped on an unexpected error: {exc.__class__.__name__}: {redact(str(exc))}"
             try:
                 self.pool.set_evaluation_status(evaluation_id, FAILED, stop_reason="error", error=message,
                                                 ended=True, judge=task == evaluate.PRERATE)
@@ -336,7 +337,7 @@ class JobManager:
                             on_event=self._on_event, control=control)
             outcome = runner.run()
         except Exception as exc:  # the worker must never die silently
-            message = f"The run stopped on an unexpected error: {exc.__class__.__name__}: {exc}"
+            message = f"The run stopped on an unexpected error: {exc.__class__.__name__}: {redact(str(exc))}"
             try:
                 self.pool.set_run_status(run_id, FAILED, stop_reason="error", error=message)
                 rounds, accepted = self.pool.rounds_done(run_id), self.pool.accepted_count(run_id)
