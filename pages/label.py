@@ -172,25 +172,25 @@ def _save(item: dict, n_items: int, pos_key: str, jump_key: str, all_yes: bool =
     for key in keys.values():  # the next visit shows what was saved
         st.session_state.pop(key, None)
     st.session_state["label_flash"] = ("success", f"Saved item {item['position'] + 1}.")
-    # Next in this annotator's queue, read now: others' labels may have taken items out of it.
-    following = quality.next_in_queue(pool.study_progress(study_id, annotator)["queue_positions"],
-                                      after=item["position"])
+    # Next in this annotator's queue, read and held now: others' labels and the items on their
+    # screens may have taken items out of it.
+    following = quality.claim_next(pool, study_id, annotator, after=item["position"])
     if following is None:
-        st.session_state["label_flash"] = ("success", f"Saved. {_queue_empty()}")
+        progress = pool.study_progress(study_id, annotator)
+        st.session_state["label_flash"] = ("info" if progress["held"] else "success",
+                                           f"Saved item {item['position'] + 1}. {_nothing_free(progress)}")
         following = item["position"]
     _go(pos_key, jump_key, following)
 
 
-def _queue_empty() -> str:
-    k = int(study.get("overlap") or 1)
-    return ("Your queue is empty: every item carries your label or already has "
-            + ("its label" if k == 1 else f"its {k} labels") + ". See the results.")
+def _nothing_free(progress: dict) -> str:
+    return quality.nothing_free(progress, int(study.get("overlap") or 1))
 
 
 def _first_unlabeled(pos_key: str, jump_key: str) -> None:
-    first = quality.next_in_queue(pool.study_progress(study_id, annotator)["queue_positions"])
+    first = quality.claim_next(pool, study_id, annotator)
     if first is None:
-        st.session_state["label_flash"] = ("info", _queue_empty())
+        st.session_state["label_flash"] = ("info", _nothing_free(pool.study_progress(study_id, annotator)))
     else:
         _go(pos_key, jump_key, first)
 
@@ -202,15 +202,19 @@ def _jump(pos_key: str, jump_key: str) -> None:
 @st.fragment
 def labeling() -> None:
     # A fragment: saving or moving reruns only this part of the page.
-    progress = pool.study_progress(study_id, annotator)
-    n_items = progress["items"]
-    queue = progress["queue_positions"]
+    n_items = int(study["items"])
     pos_key, jump_key = f"label_pos_{study_id}_{annotator}", f"label_jump_{study_id}"
-    if pos_key not in st.session_state:  # resume at this annotator's queue
-        start = quality.next_in_queue(queue)
-        _go(pos_key, jump_key, start if start is not None else progress["first_unlabeled"] or 0)
+    if pos_key not in st.session_state:  # resume at this annotator's queue, on an item nobody else has open
+        start = quality.claim_next(pool, study_id, annotator)
+        if start is None:
+            start = pool.study_progress(study_id, annotator)["first_unlabeled"] or 0
+        _go(pos_key, jump_key, start)
     position = min(max(int(st.session_state[pos_key]), 0), n_items - 1)
     st.session_state.setdefault(jump_key, position + 1)
+    # The item on screen is held for this annotator (renewed on every rerun, released by a move).
+    held_until = pool.hold_item(study_id, position, annotator, seconds=quality.LABEL_LEASE_S)
+    progress = pool.study_progress(study_id, annotator)
+    queue = progress["queue_positions"]
     item = pool.study_item(study_id, position, annotator)
 
     head, bar, jump = st.columns([2, 3, 1], vertical_alignment="bottom")
@@ -219,7 +223,8 @@ def labeling() -> None:
     # shrink it), so each person on a team sees their own bar.
     share = progress["labeled"] + progress["queue"]
     bar.progress(progress["labeled"] / share if share else 1.0,
-                 text=f"{progress['labeled']} of {share} items labeled by {escape_markdown(annotator)}")
+                 text=f"{progress['labeled']} of {share} items labeled by {escape_markdown(annotator)}"
+                      + (f" · {progress['held']} on other annotators' screens" if progress["held"] else ""))
     jump.number_input("Go to item", min_value=1, max_value=n_items, step=1, key=jump_key,
                       on_change=_jump, args=(pos_key, jump_key))
     if flash := st.session_state.pop("label_flash", None):
@@ -228,6 +233,8 @@ def labeling() -> None:
             st.toast(message, icon=":material/check:")
         else:
             getattr(st, kind)(message)
+    elif held_until is None and not queue and progress["held"]:
+        st.info(_nothing_free(progress), icon=":material/hourglass_empty:")
     facts = [f"round {item['round']}" if item["round"] is not None else "no round",
              "classification task" if item["is_classification"] else "not a classification task",
              f"candidate {item['candidate_id']}"]
@@ -235,8 +242,10 @@ def labeling() -> None:
         facts.append(f"now {item['candidate_status']} in the pool")
     if item["labeled_at"] is not None:
         facts.append(f"you labeled it {item['labeled_at']:%Y-%m-%d %H:%M}")
+    elif held_until is not None:
+        facts.append(f"held for you until {held_until:%H:%M} UTC")
     elif position not in queue:
-        facts.append("not in your queue: it has its labels already")
+        facts.append("not in your queue: it has its labels, or other annotators have it on their screens")
     st.caption(" · ".join(facts))
 
     texts, answers = st.columns([3, 2], gap="large")
@@ -293,7 +302,7 @@ def labeling() -> None:
                       disabled=position >= n_items - 1, on_click=_go,
                       args=(pos_key, jump_key, position + 1))
             st.button("First in your queue", key="label_first_unlabeled", icon=":material/skip_next:",
-                      shortcut="U", disabled=not queue,
+                      shortcut="U", disabled=not queue and not progress["held"],
                       on_click=_first_unlabeled,
                       args=(pos_key, jump_key))
         st.caption("Keys: 1 2 3 answer the first question yes / no / unsure, 4 5 6 the second, "
@@ -340,6 +349,12 @@ def team_progress() -> None:
                        "share": st.column_config.ProgressColumn("Progress", min_value=0, max_value=1,
                                                                 format="percent"),
                        "last_label": st.column_config.DatetimeColumn("Last label", format="YYYY-MM-DD HH:mm")})
+    if leases := pool.study_leases(study_id):
+        st.caption("On screens now: " + ", ".join(
+            f"item {lease['position'] + 1} ({escape_markdown(lease['annotator'])}, until "
+            f"{lease['expires_at']:%H:%M} UTC)" for lease in leases)
+            + ". An open item counts toward its labels in everyone else's queue until it is saved, "
+              "skipped or its hold ends.")
     if k < 2:
         return
     so_far = quality.overlap_agreement(pool.study_labels(study_id), k)
@@ -473,6 +488,8 @@ def study_data() -> None:
             "Exports can leave those out.", icon=":material/label:")
 
 
+if view != "label" and annotator:
+    pool.release_lease(study_id, annotator)   # not labeling now: the held item goes back to the team
 if view == "label":
     if not annotator:
         st.info("Enter your name above to start labeling.", icon=":material/person:")

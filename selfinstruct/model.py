@@ -166,6 +166,9 @@ INVALID_RULES = ("majority", "any")
 
 
 def majority(answers: Sequence[str | None]) -> str:
+# How long the item on an annotator's screen stays reserved for them (renewed by every answer they
+# give on it): long enough to read and judge an item, short enough that an abandoned tab frees it.
+LABEL_LEASE_S = 300
     """The majority answer to one question, or SPLIT; an unanswered question (None) counts as
     "unsure"."""
     answers = [a or UNSURE for a in answers]

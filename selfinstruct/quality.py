@@ -43,13 +43,15 @@ import math
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 from scipy.stats import binomtest
 
-from .model import (ALL_VALID, ANSWERS, MAX_OVERLAP, MEASURE_LABELS, MEASURES, NO, PAPER_RATES, QUESTION_TEXT,
-                    QUESTIONS, UNSURE, YES, majority)
+from .model import (ALL_VALID, ANSWERS, LABEL_LEASE_S, MAX_OVERLAP, MEASURE_LABELS, MEASURES, NO, PAPER_RATES,
+                    QUESTION_TEXT, QUESTIONS, UNSURE, YES, majority)
+from .store.quality import utcnow
 
 Z95 = 1.959963984540054
 STRATIFY = {None: "No strata", "round": "By round", "classification": "Classification vs not"}
@@ -309,6 +311,28 @@ def next_in_queue(queue_positions: Sequence[int], after: int | None = None) -> i
     return queue_positions[0] if queue_positions else None
 
 
+def claim_next(pool, study_id: int, annotator: str, after: int | None = None, *,
+               now: datetime | None = None) -> int | None:
+    """The position `annotator` is offered next (`next_in_queue` over their queue, where items
+    on other people's screens do not count), held for them for LABEL_LEASE_S; None when nothing
+    is free for them right now (see `nothing_free`)."""
+    return pool.claim_next(study_id, annotator, lambda queue: next_in_queue(queue, after),
+                           seconds=LABEL_LEASE_S, now=now)
+
+
+def nothing_free(progress: Mapping, overlap: int, *, now: datetime | None = None) -> str:
+    """What an annotator with an empty queue is told: done, or waiting for items that are on
+    other annotators' screens (and when the first of those leases ends)."""
+    if progress.get("held"):
+        until = progress["held_until"]
+        minutes = max(1, math.ceil((until - (now or utcnow())).total_seconds() / 60))
+        return (f"Nothing left for you right now: the {progress['held']} item(s) that still need a label are on "
+                f"other annotators' screens. The first is free again at {until:%H:%M} UTC (in about {minutes} "
+                "min) unless it is saved before; press U (First in your queue) then.")
+    return ("Your queue is empty: every item carries your label or already has "
+            + ("its label" if overlap == 1 else f"its {overlap} labels") + ". See the results.")
+
+
 def describe_study(study: Mapping) -> str:
     """One line saying how a study was drawn."""
     cfg = study.get("config") or {}
@@ -533,10 +557,10 @@ def _iso(value: Any) -> str | None:
     return value.isoformat(sep=" ", timespec="seconds") if value is not None else None
 
 
-__all__ = ["ANSWERS", "DEFAULT_SIZE", "MAX_OVERLAP", "MEASURES", "MEASURE_LABELS", "PAPER_RATES", "QUESTIONS",
+__all__ = ["ANSWERS", "DEFAULT_SIZE", "LABEL_LEASE_S", "MAX_OVERLAP", "MEASURES", "MEASURE_LABELS", "PAPER_RATES", "QUESTIONS",
            "QUESTION_TEXT", "STRATIFY", "Z95", "Kappa", "Sample", "StudyCreated", "StudyResults",
            "MAX_CONSISTENT_WIDTH", "MIN_COMPARE_ITEMS", "PAPER_VERDICTS",
-           "agreement", "allocate", "cohen_kappa", "compare_with_paper", "create_study", "describe_study", "disagreements",
-           "draw_sample", "fleiss_kappa", "item_answers", "kappa_words", "next_in_queue", "overlap_agreement", "paper_verdict",
+           "agreement", "allocate", "claim_next", "cohen_kappa", "compare_with_paper", "create_study", "describe_study", "disagreements",
+           "draw_sample", "fleiss_kappa", "item_answers", "kappa_words", "next_in_queue", "nothing_free", "overlap_agreement", "paper_verdict",
            "rates", "study_csv",
            "study_json", "study_results", "study_rows", "wilson_interval"]

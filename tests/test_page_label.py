@@ -139,11 +139,11 @@ def test_resume_at_the_first_unlabeled_item_and_navigate(demo_app_env):
     assert not again.exception
     assert again.subheader[0].value == "Item 5 of 5"
 
-    # One label per item (overlap 1): carl's two items left dora's queue, so she starts at the
-    # first item nobody labeled and her share is the three left.
+    # One label per item (overlap 1): carl's two items left dora's queue, and item 5, open on
+    # carl's screen, is held for him; so she starts at the first item nobody labeled or holds.
     other = label_page("dora")
     assert other.subheader[0].value == "Item 3 of 5"
-    assert progress_text(other) == "0 of 3 items labeled by dora"
+    assert progress_text(other) == "0 of 2 items labeled by dora · 1 on other annotators' screens"
 
 
 def test_labeling_needs_a_name(demo_app_env):
@@ -391,3 +391,43 @@ def test_a_larger_sample_is_compared_with_the_paper(demo_app_env):
     assert "Consistent with the paper's 92%: it lies inside the interval (89% to 100%)." in captions
     assert any(c.startswith("Too small a sample to compare with the paper's 58%: the interval (33% to 67%)")
                for c in captions)
+
+
+# -- issue 22: four annotators at once are offered different items --------------------------
+def test_four_annotators_saving_in_lockstep_cover_the_whole_study(demo_app_env):
+    owner = label_page("ann")
+    owner.number_input(key="study_overlap").set_value(2)
+    study_id = new_study(owner, demo_app_env, 12)
+    pool = app_pool(demo_app_env)
+    sessions = [owner] + [label_page(name) for name in ("bob", "cat", "dan")]   # four screens open
+    for _ in range(6):   # then four saves, each moving its annotator on to the next item
+        for at in sessions:
+            at.button(key="label_all_yes").click().run()
+            assert not at.exception
+    per_item = {pos: 0 for pos in range(12)}
+    for row in pool.study_labels(study_id):
+        per_item[row["position"]] += 1
+    assert per_item == {pos: 2 for pos in range(12)}   # was: items 1-6 four labels, 7-12 none
+
+    assert pool.hold_item(study_id, 0, "eve", seconds=60) is None   # a full item is not held
+    eve = label_page("eve")   # a fifth annotator finds nothing to do, nothing held
+    assert eve.button(key="label_first_unlabeled").disabled
+
+
+def test_an_item_open_on_another_screen_is_not_offered_and_the_page_says_until_when(demo_app_env):
+    owner = label_page("ann")
+    study_id = new_study(owner, demo_app_env, 1)
+    pool = app_pool(demo_app_env)
+    assert pool.study_leases(study_id)[0]["annotator"] == "ann"   # the item on ann's screen
+    bob = label_page("bob")
+    texts = [i.value for i in bob.info]
+    assert any(t.startswith("Nothing left for you right now: the 1 item(s) that still need a label are on "
+                            "other annotators' screens. The first is free again at ") for t in texts)
+    assert "1 on other annotators' screens" in progress_text(bob)
+    # bob may still open and save it (a save is never refused); ann then sees it labeled.
+    bob.button(key="label_all_yes").click().run()
+    assert not bob.exception
+    assert [(r["annotator"]) for r in pool.study_labels(study_id)] == ["bob"]
+    # The owner's results name what is open on whose screen.
+    owner.segmented_control(key="label_view").set_value("results").run()
+    assert pool.study_leases(study_id) == []   # leaving the labeling view lets the item go

@@ -431,6 +431,76 @@ def test_concurrent_saves_from_two_threads_are_all_stored(demo_db_path):
         assert sorted(r["item_id"] for r in cat) == sorted(items[:5])
 
 
+def test_four_annotators_in_lockstep_spread_over_the_study(demo_db_path):
+    # Issue 22: 12 items, 2 annotators per item, 4 people who open an item at the same moment,
+    # then save at the same moment, six times: leases spread them over the whole study.
+    import threading
+
+    with Pool.open(demo_db_path) as pool:
+        study_id = quality.create_study(pool, "lockstep", size=12, seed=9, overlap=2).study_id
+        people = ("ann", "bob", "cat", "dan")
+        opened = threading.Barrier(len(people))
+        errors, nothing = [], []
+
+        def annotate(who):
+            try:
+                position = None
+                for _ in range(6):
+                    position = quality.claim_next(pool, study_id, who, after=position)
+                    opened.wait()
+                    if position is None:
+                        nothing.append(who)
+                    else:
+                        _label(pool, study_id, position, who, ("yes", "yes", "no"))
+                    opened.wait()
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=annotate, args=(who,)) for who in people]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors and not nothing
+        per_item = {pos: 0 for pos in range(12)}
+        for row in pool.study_labels(study_id):
+            per_item[row["position"]] += 1
+        assert per_item == {pos: 2 for pos in range(12)}
+        assert pool.study_leases(study_id) == []   # every save released its lease
+
+
+def test_a_lease_holds_an_item_until_it_ends_and_never_refuses_a_save(demo_db_path):
+    from datetime import timedelta
+
+    from selfinstruct.store.quality import utcnow
+
+    with Pool.open(demo_db_path) as pool:
+        study_id = quality.create_study(pool, "leases", size=2, seed=4, overlap=1).study_id
+        t0 = utcnow()
+        assert quality.claim_next(pool, study_id, "ann", now=t0) == 0
+        assert quality.claim_next(pool, study_id, "bob", now=t0) == 1
+        cat = pool.study_progress(study_id, "cat", now=t0)
+        assert cat["queue_positions"] == [] and cat["held"] == 2
+        assert cat["held_until"] == t0 + timedelta(seconds=quality.LABEL_LEASE_S)
+        assert quality.claim_next(pool, study_id, "cat", now=t0) is None
+        words = quality.nothing_free(cat, 1, now=t0)
+        assert words.startswith("Nothing left for you right now: the 2 item(s) that still need a label are on "
+                                "other annotators' screens. The first is free again at ")
+        assert f"{cat['held_until']:%H:%M} UTC (in about 5 min)" in words
+        # Moving to another item releases the first: ann looks at bob's item (full, so not held).
+        assert pool.hold_item(study_id, 1, "ann", seconds=60, now=t0) is None
+        assert pool.study_progress(study_id, "cat", now=t0)["queue_positions"] == [0]
+        # A lease that ends frees its item; a save is never refused, held or not.
+        later = t0 + timedelta(seconds=quality.LABEL_LEASE_S + 1)
+        assert pool.study_progress(study_id, "cat", now=later)["queue_positions"] == [0, 1]
+        _label(pool, study_id, 1, "cat", ("yes", "yes", "yes"))   # bob still holds it (at t0's clock)
+        assert [(r["position"], r["annotator"]) for r in pool.study_labels(study_id)] == [(1, "cat")]
+        # The finished study: nothing held, the plain "queue is empty" words.
+        _label(pool, study_id, 0, "dan", ("yes", "yes", "yes"))
+        done = pool.study_progress(study_id, "eve", now=later)
+        assert done["held"] == 0 and quality.nothing_free(done, 1).startswith("Your queue is empty")
+
+
 def test_schema_5_gives_old_studies_one_label_per_item(tmp_path):
     path = tmp_path / "old.duckdb"
     with Pool.open(path, migrate_to=4) as old:

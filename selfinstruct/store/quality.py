@@ -7,7 +7,10 @@ annotator); saving again updates that row. The statistics themselves live in
 
 A team of annotators: a study's `overlap` (k, 1 by default) is how many annotators should label
 each item. An annotator's queue is the study's items, in study order, that they have not
-labeled and that have fewer than k labels; an item leaves every other queue once it has k. Two
+labeled and that have fewer than k labels; an item leaves every other queue once it has k. The
+item on an annotator's screen is leased to them (`label_leases`, one per annotator per study,
+with an expiry): it counts toward k for everyone else's queue until it is saved, skipped or the
+lease ends, so people are offered different items. Leases only steer what is offered: two
 annotators who save the same item at the same moment both keep their label (an item may then
 hold more than k): nobody's work is refused or overwritten.
 
@@ -25,7 +28,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Iterable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Sequence
 
 import duckdb
 
@@ -36,7 +40,14 @@ from .core import PoolError, _dumps, _loads
 # Saving a label reads (is there one of this annotator already?) then writes: the app's sessions
 # share one process, so one lock makes the pair atomic and the same annotator saving from two
 # tabs cannot leave two rows. DuckDB keeps other processes out of the file.
-_LABEL_WRITE = threading.Lock()
+# Leases are read and written under the same lock, so choosing an item and holding it is one
+# step (re-entered by claim_next, hence an RLock).
+_LABEL_WRITE = threading.RLock()
+
+
+def utcnow() -> datetime:
+    """Lease times: UTC without a zone, as stored."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def _in_list(values: Sequence[Any]) -> str:
@@ -157,11 +168,17 @@ class QualityQueries:
             [annotator, study_id, position])
         return rows[0] if rows else None
 
-    def study_progress(self, study_id: int, annotator: str) -> dict:
+    def study_progress(self, study_id: int, annotator: str, *, now: datetime | None = None) -> dict:
         """How far `annotator` is: items, items they labeled, the position of their first
         unlabeled item (None when they have labeled every item), how many items are in their
         queue (`queue`) and the positions of those items in study order (`queue_positions`);
-        `complete`: items with `overlap` labels or more."""
+        `complete`: items with `overlap` labels or more.
+
+        Leases: an item whose labels plus other annotators' live leases reach `overlap` is not
+        in the queue; `held` counts such items (they still need a label but are on someone
+        else's screen) and `held_until` is the earliest end of those leases (None: none held).
+        `holding` is the position of the item this annotator holds (None: none)."""
+        now = now or utcnow()
         rows = self._q(
             """WITH item AS (
                    SELECT si.id, si.position,
@@ -169,16 +186,90 @@ class QualityQueries:
                           count(l.id) FILTER (WHERE l.annotator = ?) AS mine
                    FROM study_items si
                    LEFT JOIN labels l ON l.study_id = si.study_id AND l.item_id = si.id
-                   WHERE si.study_id = ? GROUP BY si.id, si.position)
-               SELECT item.position, item.labels, item.mine, s.overlap
-               FROM item, quality_studies s WHERE s.id = ? ORDER BY item.position""",
-            [annotator, study_id, study_id]).fetchall()
+                   WHERE si.study_id = ? GROUP BY si.id, si.position),
+               held AS (
+                   SELECT item_id, count(*) FILTER (WHERE annotator <> ?) AS others,
+                          min(expires_at) FILTER (WHERE annotator <> ?) AS until,
+                          bool_or(annotator = ?) AS own
+                   FROM label_leases WHERE study_id = ? AND expires_at > ? GROUP BY item_id)
+               SELECT item.position, item.labels, item.mine, s.overlap,
+                      coalesce(held.others, 0), held.until, coalesce(held.own, FALSE)
+               FROM item JOIN quality_studies s ON s.id = ? LEFT JOIN held ON held.item_id = item.id
+               ORDER BY item.position""",
+            [annotator, study_id, annotator, annotator, annotator, study_id, now, study_id]).fetchall()
         overlap = int(rows[0][3]) if rows else 1
-        queue = [int(pos) for pos, labels, mine, _ in rows if not mine and labels < overlap]
+        open_items = [r for r in rows if not r[2] and r[1] < overlap]
+        queue = [int(r[0]) for r in open_items if r[1] + r[4] < overlap]
+        held = [r for r in open_items if r[1] + r[4] >= overlap]
         return {"items": len(rows), "labeled": sum(1 for r in rows if r[2]),
                 "first_unlabeled": next((int(r[0]) for r in rows if not r[2]), None),
                 "queue": len(queue), "queue_positions": queue, "overlap": overlap,
-                "complete": sum(1 for r in rows if r[1] >= overlap)}
+                "complete": sum(1 for r in rows if r[1] >= overlap),
+                "held": len(held), "held_until": min((r[5] for r in held), default=None),
+                "holding": next((int(r[0]) for r in rows if r[6]), None)}
+
+    # -- leases: the item on an annotator's screen is held for them for a while ---------
+    def hold_item(self, study_id: int, position: int, annotator: str, *, seconds: float,
+                  now: datetime | None = None) -> datetime | None:
+        """`annotator` has the item at `position` on their screen: their lease on any other item
+        of the study ends, and this one is held for them for `seconds` (renewed when held
+        already) if it still has room: they have not labeled it and its labels plus the others'
+        live leases are under the study's overlap. Returns when the lease ends, or None (not
+        held: labeled by them, or full)."""
+        with _LABEL_WRITE:
+            return self._hold(study_id, position, annotator, seconds, now or utcnow())
+
+    def claim_next(self, study_id: int, annotator: str, pick: Callable[[list[int]], int | None], *,
+                   seconds: float, now: datetime | None = None) -> int | None:
+        """Choose and hold in one step, so two annotators who open the page at the same moment
+        are not both given the last free place on an item: `pick` chooses a position from the
+        annotator's queue (leases counted); that item is held for them. None (and no lease)
+        when the queue is empty."""
+        now = now or utcnow()
+        with _LABEL_WRITE:
+            position = pick(self.study_progress(study_id, annotator, now=now)["queue_positions"])
+            if position is None:
+                self.release_lease(study_id, annotator)
+                return None
+            self._hold(study_id, position, annotator, seconds, now)
+            return position
+
+    def release_lease(self, study_id: int, annotator: str) -> None:
+        """`annotator` no longer has an item of this study on their screen."""
+        with _LABEL_WRITE, self.transaction() as cur:
+            cur.execute("DELETE FROM label_leases WHERE study_id = ? AND annotator = ?", [study_id, annotator])
+
+    def study_leases(self, study_id: int, *, now: datetime | None = None) -> list[dict]:
+        """The live leases of a study (annotator, position, expires_at), by position."""
+        return self._rows(
+            """SELECT ll.annotator, si.position, ll.expires_at FROM label_leases ll
+               JOIN study_items si ON si.id = ll.item_id AND si.study_id = ll.study_id
+               WHERE ll.study_id = ? AND ll.expires_at > ? ORDER BY si.position, ll.annotator""",
+            [study_id, now or utcnow()])
+
+    def _hold(self, study_id: int, position: int, annotator: str, seconds: float,
+              now: datetime) -> datetime | None:
+        with self.transaction() as cur:
+            cur.execute("DELETE FROM label_leases WHERE study_id = ? AND (annotator = ? OR expires_at <= ?)",
+                        [study_id, annotator, now])
+            row = cur.execute(
+                """SELECT si.id, s.overlap,
+                          (SELECT count(*) FROM labels l WHERE l.study_id = si.study_id AND l.item_id = si.id),
+                          (SELECT count(*) FROM labels l WHERE l.study_id = si.study_id AND l.item_id = si.id
+                                                           AND l.annotator = ?),
+                          (SELECT count(*) FROM label_leases ll WHERE ll.study_id = si.study_id
+                                                                AND ll.item_id = si.id)
+                   FROM study_items si JOIN quality_studies s ON s.id = si.study_id
+                   WHERE si.study_id = ? AND si.position = ?""", [annotator, study_id, position]).fetchone()
+            if row is None:
+                return None
+            item_id, overlap, labels, mine, others = row
+            if mine or labels + others >= overlap:
+                return None
+            until = now + timedelta(seconds=seconds)
+            cur.execute("INSERT INTO label_leases (study_id, item_id, annotator, expires_at) VALUES (?, ?, ?, ?)",
+                        [study_id, item_id, annotator, until])
+            return until
 
     def study_team_progress(self, study_id: int) -> dict:
         """For the owner: the study's `overlap`, `items`, `complete` (items with k labels or
@@ -251,6 +342,9 @@ class QualityQueries:
                                 [item_id, study_id]).fetchone()
             if not found:
                 raise PoolError(f"Study {study_id} has no item {item_id}.")
+            # Saved: the item is no longer held for them (a save never needs nor checks a lease).
+            cur.execute("DELETE FROM label_leases WHERE study_id = ? AND item_id = ? AND annotator = ?",
+                        [study_id, item_id, annotator])
             old = cur.execute(
                 "SELECT id, valid_task, input_ok, output_ok, note FROM labels "
                 "WHERE study_id = ? AND item_id = ? AND annotator = ?",
