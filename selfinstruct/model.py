@@ -27,6 +27,11 @@ from collections.abc import Iterable, Mapping, Sequence
 # Defaults of the method (Wang et al. 2023)
 # ---------------------------------------------------------------------------
 ROUGE_THRESHOLD = 0.7       # a candidate this similar (ROUGE-L F) to anything in the pool is rejected
+# The second novelty gate (issue 24): a candidate whose cosine with a pool instruction is above
+# this, in the bundled embedder's vectors, is the same task reworded (reason semantic_dup), and
+# the duplicate groups use it too. Chosen on hand-written pairs (bench/README.md, "An honest
+# default"); None turns the gate off.
+COSINE_THRESHOLD = 0.9
 MIN_WORDS = 4               # the paper drops instructions of 3 words or fewer
 MAX_WORDS = 150
 # Tasks a text-only model cannot do (the paper's list), and Alpaca's additions.
@@ -161,14 +166,14 @@ MEASURE_LABELS = {
 # Share of "yes" in the paper's study of 200 GPT-3 generations (Table 2 of Wang et al. 2023).
 PAPER_RATES = {"valid_task": 0.92, "input_ok": 0.79, "output_ok": 0.58, ALL_VALID: 0.54}
 MAX_OVERLAP = 50            # annotators per item a study may ask for, at most
+# How long the item on an annotator's screen stays reserved for them (renewed by every answer they
+# give on it): long enough to read and judge an item, short enough that an abandoned tab frees it.
+LABEL_LEASE_S = 300
 # How many "no" labels make an item invalid: the majority rule, or any single "no".
 INVALID_RULES = ("majority", "any")
 
 
 def majority(answers: Sequence[str | None]) -> str:
-# How long the item on an annotator's screen stays reserved for them (renewed by every answer they
-# give on it): long enough to read and judge an item, short enough that an abandoned tab frees it.
-LABEL_LEASE_S = 300
     """The majority answer to one question, or SPLIT; an unanswered question (None) counts as
     "unsure"."""
     answers = [a or UNSURE for a in answers]
@@ -197,6 +202,29 @@ def labeled_invalid(labels: Sequence[Mapping], questions: Sequence[str], rule: s
         if (NO in answers) if rule == "any" else majority(answers) == NO:
             return True
     return False
+
+
+# ---------------------------------------------------------------------------
+# Duplicate groups: which item of a group of near-duplicates stays
+# ---------------------------------------------------------------------------
+KEEP_RULE = ("a seed task, else a human-approved item, else one the latest judge run called a valid "
+             "task, else the earliest")
+
+
+def keep_rank(item: Mapping) -> tuple:
+    """The keep rule as a sort key (smallest stays): a seed task, else a human-approved
+    candidate, else one whose latest judge verdict says "yes" to "valid task?", else the
+    earliest (seed tasks before candidates, then by id). `item` has kind (SEED_TASK or
+    CANDIDATE), id, and for candidates status, review and judge_valid (the latest verdict)."""
+    if item["kind"] == SEED_TASK:
+        tier = 0
+    elif is_human_approved(item):
+        tier = 1
+    elif item.get("judge_valid") == YES:
+        tier = 2
+    else:
+        tier = 3
+    return (tier, 0 if item["kind"] == SEED_TASK else 1, int(item["id"]))
 
 
 # Which questions judge which part of an item.

@@ -185,6 +185,22 @@ class EmbeddingQueries:
         texts = [r[2] for r in rows]
         return kinds, ids, texts
 
+    def dedup_items(self) -> list[dict]:
+        """The pool's seed tasks and accepted candidates with what the keep rule of duplicate
+        groups reads (model.keep_rank): kind, id, instruction, status, review, and judge_valid,
+        the latest readable judge verdict's answer to "valid task?" (None: never judged)."""
+        from .judge import latest_verdicts_sql
+
+        rows = self.pool._q(
+            f"SELECT {sql_literal(SEED_TASK)} AS kind, id, instruction, NULL AS status, NULL AS review, "
+            "NULL AS judge_valid FROM seed_tasks "
+            f"UNION ALL SELECT {sql_literal(CANDIDATE)}, c.id, c.instruction, c.status, c.review, j.valid "
+            f"FROM candidates c LEFT JOIN (SELECT candidate_id, arg_max(valid_task, verdict_id) AS valid "
+            f"FROM ({latest_verdicts_sql(one_run=False)}) GROUP BY candidate_id) j ON j.candidate_id = c.id "
+            f"WHERE {accepted_sql('c')} ORDER BY 1 DESC, 2").fetchall()
+        names = ("kind", "id", "instruction", "status", "review", "judge_valid")
+        return [dict(zip(names, r)) for r in rows]
+
     def pool_vectors(self, name: str) -> PoolVectors:
         """The pool's seed tasks and accepted candidates with their vectors from `name`."""
         kinds, ids, texts = self.pool_items()
