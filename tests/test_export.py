@@ -293,6 +293,30 @@ def test_selfinstruct_jsonl_reimports_as_identical_rows(demo_pool, tmp_path):
     assert [t[0] for t in exported] == [instruction for (_, _, instruction) in tasks_in_order]
 
 
+def test_selfinstruct_jsonl_round_trip_keeps_ids_and_names(demo_pool, tmp_path):
+    """Seeds keep the id and name of the file they came from (`seed_task_0`,
+    `thank_you_note_neighbor`), generated tasks the id they were exported with, in the file, in
+    the page's preview and through the CLI; exporting the re-imported pool gives the same
+    records."""
+    starter = [json.loads(line) for line in seeds.STARTER_SEEDS_PATH.read_text(encoding="utf-8").splitlines()
+               if line.strip()]
+    first = tmp_path / "first.jsonl"
+    write_export(demo_pool, "selfinstruct", first, ExportFilters())
+    records = [json.loads(line) for line in first.read_text(encoding="utf-8").splitlines()]
+    seeds_out = [r for r in records if r["id"].startswith("seed_task_")]
+    assert [(r["id"], r["name"]) for r in seeds_out] == [(t["id"], t["name"]) for t in starter]
+    assert any(r["id"].startswith("generated_task_") for r in records)
+    preview = [json.loads(line) for line in export.preview_records(demo_pool, "selfinstruct", ExportFilters(), limit=2)]
+    assert [(r["id"], r["name"]) for r in preview] == [(t["id"], t["name"]) for t in starter[:2]]
+    again_db = tmp_path / "again.duckdb"
+    with Pool.open(again_db) as fresh:
+        assert seeds.import_seeds(fresh, first).report.ok
+    second = tmp_path / "second.jsonl"
+    done = run_cli("export", "--db", str(again_db), "--format", "selfinstruct", "--out", str(second))
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line) for line in second.read_text(encoding="utf-8").splitlines()] == records
+
+
 @pytest.mark.parametrize("fmt", ["alpaca", "csv"])
 def test_alpaca_and_csv_reimport_as_identical_rows(demo_pool, tmp_path, fmt):
     path = tmp_path / f"pool{FORMAT_INFO[fmt].extension}"

@@ -293,8 +293,10 @@ class Recorder:
         if key != self.task_key:
             done = self.finish_task()
             self.task_key = key
+            # A seed keeps the id and name of the file it came from, so export -> import ->
+            # export gives the same records; the pool's own number names the others.
             prefix = "seed_task" if row["source"] == "seed" else "generated_task"
-            self.task = {"id": f"{prefix}_{row['task_id']}", "name": None,
+            self.task = {"id": row.get("task_ref") or f"{prefix}_{row['task_id']}", "name": row.get("task_name"),
                          "instruction": row["instruction"], "instances": [],
                          "is_classification": bool(row["is_classification"])}
         if row["instance_id"] is not None:

@@ -74,7 +74,7 @@ def preview_records(pool: Pool, fmt: str, filters: ExportFilters, options: Expor
     out: list[str] = []
     if fmt == "selfinstruct":
         # enough rows for `limit` tasks: a task has at most a handful of instances
-        frame = pool.export_preview(filters, limit=max(50, limit * 20))
+        frame = pool.export_preview(filters, limit=max(50, limit * 20), task_labels=True)
         for row in frame.to_dict("records"):
             row = clean_row(row)
             done = recorder.add_to_task(row)
@@ -119,7 +119,7 @@ def write_export(pool: Pool, fmt: str, out: str | Path | IO[bytes], filters: Exp
     path = Path(out) if isinstance(out, (str, Path)) else None
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    reader = pool.export_reader(filters, batch_size=options.batch_size)
+    reader = pool.export_reader(filters, batch_size=options.batch_size, task_labels=fmt == "selfinstruct")
     if fmt == "parquet":
         records = _write_parquet(reader, path if path is not None else out)
     else:
@@ -351,7 +351,7 @@ def iter_records(pool: Pool, fmt: str, filters: ExportFilters | None = None,
         raise ValueError("iter_records gives JSON records; read Parquet/CSV files with pandas.")
     filters = (filters or ExportFilters()).for_format(fmt)
     recorder = Recorder(fmt, options or ExportOptions())
-    for batch in pool.export_reader(filters):
+    for batch in pool.export_reader(filters, task_labels=fmt == "selfinstruct"):
         for row in rows_of(batch):
             if fmt == "selfinstruct":
                 done = recorder.add_to_task(row)

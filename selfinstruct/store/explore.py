@@ -40,6 +40,9 @@ from .quality import QualityQueries
 # Columns of every exported row, in order.
 EXPORT_COLUMNS = ("source", "task_id", "run_id", "round", "instruction", "is_classification",
                   "instance_id", "position", "input", "output")
+# What Self-Instruct JSONL adds per task so that a round trip keeps them: a seed's own id and
+# name from the file it came from (NULL for generated tasks and seeds typed in the app).
+TASK_LABEL_COLUMNS = ("task_ref", "task_name")
 
 # Review values that mean "a person vouched for this accepted item".
 HUMAN_APPROVED_REVIEWS = ("rescued", "approved")
@@ -171,8 +174,9 @@ class ExploreQueries:
             parts.append(
                 "SELECT 0 AS k, 'seed' AS source, t.id AS task_id, NULL::BIGINT AS run_id, "
                 "NULL::INTEGER AS round, t.instruction, t.is_classification, "
-                "x.id AS instance_id, x.position, x.input, x.output "
-                f"FROM (SELECT s.id, s.instruction, s.is_classification FROM seed_tasks s "
+                "x.id AS instance_id, x.position, x.input, x.output, "
+                "t.source_id AS task_ref, t.name AS task_name "
+                f"FROM (SELECT s.id, s.source_id, s.name, s.instruction, s.is_classification FROM seed_tasks s "
                 f"{'WHERE ' + ' AND '.join(t_where) if t_where else ''}) t "
                 f"{join} (SELECT i.id, i.seed_id, i.position, i.input, i.output FROM instances i "
                 f"WHERE i.seed_id IS NOT NULL AND {' AND '.join(i_where)}) x ON x.seed_id = t.id")
@@ -183,7 +187,8 @@ class ExploreQueries:
             parts.append(
                 "SELECT 1 AS k, 'generated' AS source, t.id AS task_id, t.run_id, t.round, "
                 "t.instruction, t.is_classification, "
-                "x.id AS instance_id, x.position, x.input, x.output "
+                "x.id AS instance_id, x.position, x.input, x.output, "
+                "NULL::VARCHAR AS task_ref, NULL::VARCHAR AS task_name "
                 "FROM (SELECT c.id, c.run_id, r.number AS round, c.instruction, "
                 "coalesce(c.is_classification, FALSE) AS is_classification "
                 "FROM candidates c LEFT JOIN rounds r ON r.id = c.round_id "
@@ -196,8 +201,8 @@ class ExploreQueries:
             return ("SELECT 0 AS k, NULL::VARCHAR AS source, NULL::BIGINT AS task_id, "
                     "NULL::BIGINT AS run_id, NULL::INTEGER AS round, NULL::VARCHAR AS instruction, "
                     "NULL::BOOLEAN AS is_classification, NULL::BIGINT AS instance_id, "
-                    "NULL::INTEGER AS position, NULL::VARCHAR AS input, NULL::VARCHAR AS output "
-                    "WHERE FALSE"), []
+                    "NULL::INTEGER AS position, NULL::VARCHAR AS input, NULL::VARCHAR AS output, "
+                    "NULL::VARCHAR AS task_ref, NULL::VARCHAR AS task_name WHERE FALSE"), []
         return " UNION ALL ".join(f"({p})" for p in parts), params
 
     _EXPORT_ORDER = " ORDER BY k, task_id, position"
@@ -229,14 +234,16 @@ class ExploreQueries:
                 "seed_instances", "generated_instances", "with_input", "classification_tasks")
         return dict(zip(keys, (int(v) for v in row)))
 
-    def export_preview(self, filters, limit: int = 20):
-        """The first `limit` rows an export writes, in its order (a DataFrame)."""
+    def export_preview(self, filters, limit: int = 20, *, task_labels: bool = False):
+        """The first `limit` rows an export writes, in its order (a DataFrame); with
+        `task_labels` also TASK_LABEL_COLUMNS."""
         sql, params = self._export_sql(filters)
+        columns = EXPORT_COLUMNS + (TASK_LABEL_COLUMNS if task_labels else ())
         return self._frame(
-            f"SELECT {', '.join(EXPORT_COLUMNS)} FROM ({sql}) {self._EXPORT_ORDER} LIMIT ?",
+            f"SELECT {', '.join(columns)} FROM ({sql}) {self._EXPORT_ORDER} LIMIT ?",
             params + [int(limit)])
 
-    def export_reader(self, filters, batch_size: int = 2_048) -> "ExportStream":
+    def export_reader(self, filters, batch_size: int = 2_048, *, task_labels: bool = False) -> "ExportStream":
         """Every exported row, in order, as Arrow record batches of at most
         `batch_size` rows: DuckDB produces the batches as they are read, so the rows
         are never all in Python memory at once. The stream reads through its own
@@ -245,7 +252,8 @@ class ExploreQueries:
         sql, params = self._export_sql(filters)
         cur = self._con.cursor()
         try:
-            reader = cur.sql(f"SELECT {', '.join(EXPORT_COLUMNS)} FROM ({sql}) {self._EXPORT_ORDER}",
+            columns = EXPORT_COLUMNS + (TASK_LABEL_COLUMNS if task_labels else ())
+            reader = cur.sql(f"SELECT {', '.join(columns)} FROM ({sql}) {self._EXPORT_ORDER}",
                              params=params).to_arrow_reader(int(batch_size))
         except BaseException:
             cur.close()
@@ -433,4 +441,4 @@ class ExploreQueries:
             f"WHERE c.status = {SQL.ACCEPTED} AND c.run_id IS NOT NULL GROUP BY c.run_id ORDER BY c.run_id")
 
 
-__all__ = ["ExploreQueries", "ExportStream", "EXPORT_COLUMNS", "HUMAN_APPROVED_REVIEWS", "judge_flagged_sql"]
+__all__ = ["ExploreQueries", "ExportStream", "EXPORT_COLUMNS", "TASK_LABEL_COLUMNS", "HUMAN_APPROVED_REVIEWS", "judge_flagged_sql"]
