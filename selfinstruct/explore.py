@@ -28,7 +28,7 @@ from .novelty import NoveltyIndex
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["IMPERATIVE_VERBS", "leading_verb_noun", "verb_noun_counts", "RougeVsSeeds", "edit_warnings",
+__all__ = ["IMPERATIVE_VERBS", "content_words", "leading_verb_noun", "verb_noun_counts", "RougeVsSeeds", "edit_warnings",
            "rouge_vs_seeds", "rouge_histogram", "HEURISTIC_NOTE"]
 
 HEURISTIC_NOTE = (
@@ -84,6 +84,12 @@ def _noun_after(words: Sequence[str], start: int) -> str | None:
         if word and word not in _STOPWORDS:
             return word
     return None
+
+
+def content_words(text: str) -> list[str]:
+    """The words of `text` the verb/noun heuristic would not skip (lower case, no stopwords,
+    no leading imperative verbs, at least three letters): what names a topic (topics.py)."""
+    return [w for w in _words(text or "") if len(w) >= 3 and w not in _STOPWORDS and w not in IMPERATIVE_VERBS]
 
 
 def leading_verb_noun(instruction: str) -> tuple[str | None, str | None]:

@@ -16,6 +16,7 @@ from .quality import QualityQueries
 from .review import ReviewQueries
 from .runs import RunQueries
 from .seeds import SeedQueries
+from .topics import TopicQueries
 
 
 class Pool(ReviewQueries, QualityQueries, JudgeQueries, EvaluateQueries, ExploreQueries, RunQueries, SeedQueries,
@@ -26,6 +27,11 @@ class Pool(ReviewQueries, QualityQueries, JudgeQueries, EvaluateQueries, Explore
     def embeddings(self) -> EmbeddingQueries:
         """Sentence vectors (store/embeddings.py)."""
         return EmbeddingQueries(self)
+
+    @property
+    def topics(self) -> TopicQueries:
+        """Topic sets, marks and steered rounds' snapshots (store/topics.py)."""
+        return TopicQueries(self)
 
 
 __all__ = ["DB_ENV_VAR", "DEFAULT_DB_PATH", "MIGRATIONS", "PACKAGE_ROOT", "SCHEMA_VERSION", "Pool",
