@@ -230,9 +230,8 @@ def live_view() -> None:
                 st.rerun(scope="app")
 
     rounds = view.rounds
-    done = rounds[rounds["step"] == "done"]
     m = st.columns(6)
-    m[0].metric("Rounds done", len(done))
+    m[0].metric("Rounds done", view.rounds_done)
     m[1].metric("Accepted", f"{int(rounds['accepted'].sum()):,}")
     m[2].metric("Rejected", f"{int(rounds['rejected'].sum()):,}")
     total = int(rounds["candidates"].sum())

@@ -19,7 +19,7 @@ for column, (label, value, why) in zip(columns, [
     ("Instances", counts.instances, "Input/output pairs of the tasks in the pool (seeds and accepted "
                                     "instructions): what an export holds. Those of rejected or removed "
                                     "tasks are not counted."),
-    ("Rounds", counts.rounds, None), ("Labeled", counts.labeled, "Items labeled in quality studies"),
+    ("Rounds done", counts.rounds, "Rounds whose requests are all answered and decided, in every run"), ("Labeled", counts.labeled, "Items labeled in quality studies"),
 ]):
     column.metric(label, f"{value:,}", help=why)
 
@@ -28,14 +28,14 @@ if counts.seeds == 0:
     st.info("The pool has no seed tasks yet. Start on the Seed page: load the starter seeds "
             "or upload your own file.", icon=":material/spa:")
     st.page_link("pages/seed.py", label="Go to Seed", icon=":material/spa:")
-elif counts.rounds == 0:
+elif counts.runs == 0:
     st.success(f"{counts.seeds:,} seed tasks are ready. Start a run: the offline demo needs no "
                "API key.", icon=":material/check_circle:")
     st.page_link("pages/generate.py", label="Generate", icon=":material/auto_awesome:")
     st.page_link("pages/seed.py", label="Review seeds", icon=":material/spa:")
 else:
     st.write(f"The pool holds {counts.seeds:,} seed tasks and {counts.accepted:,} generated instructions, "
-             f"with {counts.instances:,} instances between them, after {counts.rounds:,} round(s); "
+             f"with {counts.instances:,} instances between them, after {counts.rounds:,} round(s) done; "
              f"{counts.rejected:,} candidates were rejected.")
     st.page_link("pages/generate.py", label="Watch or start runs", icon=":material/auto_awesome:")
     st.page_link("pages/rejects.py", label=f"Review the {counts.rejected:,} rejects and rescue what "

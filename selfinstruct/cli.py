@@ -345,9 +345,10 @@ def cmd_info(args) -> int:
         print(json.dumps({"db": str(path), **counts}))
         return 0
     print(f"Pool: {path}")
-    width = max(len(k) for k in counts)
+    labels = {key: key.replace("_", " ") for key in counts} | {"rounds": "rounds done"}
+    width = max(len(label) for label in labels.values())
     for key, value in counts.items():
-        print(f"  {key.replace('_', ' '):<{width}}  {value:>8,}")
+        print(f"  {labels[key]:<{width}}  {value:>8,}")
     print("  (instances: those of the seed tasks and accepted instructions, as an export holds them)")
     return 0
 

@@ -61,6 +61,9 @@ CONFIRMED = "confirmed"     # a person agreed with the filter's rejection
 RESCUED = "rescued"         # a person put a rejected candidate in the pool
 APPROVED = "approved"       # a person vouched for an accepted candidate (approved or edited it)
 HUMAN_APPROVED_REVIEWS = (RESCUED, APPROVED)
+# Approved with a whole topic at once (Topics page): recorded, but kept apart from a person's
+# item-by-item approval, so it is not "human-approved" (no export or filter counts it as such).
+BULK_APPROVED = "bulk_approved"
 # The Rejects page's views of its items.
 PENDING = "pending"
 ALL = "all"
@@ -71,6 +74,7 @@ REVIEW_LABELS = {PENDING: "To review", CONFIRMED: "Confirmed", RESCUED: "Rescued
 CANDIDATE = "candidate"
 INSTANCE = "instance"
 SEED_TASK = "seed_task"
+TOPIC_MARK = "topic_mark"   # a mark ("avoid") a person put on a topic (store/topics.py)
 
 
 def sql_literal(value: str) -> str:
@@ -142,6 +146,18 @@ STEP_GENERATE = "generate"
 STEP_CLASSIFY = "classify"
 STEP_DONE = "done"
 ROUND_STEPS = (STEP_GENERATE, STEP_CLASSIFY, STEP_DONE)
+
+
+# A round is done when its step is `done`: its instruction requests are all applied and its
+# follow-ups (classification, instances) decided. A round planned or half answered is not done,
+# whichever page or command counts (Home, Generate, the CLI, the dataset card).
+def is_round_done(step: str | None) -> bool:
+    return step == STEP_DONE
+
+
+def round_done_sql(alias: str = "") -> str:
+    """is_round_done as a SQL condition on `rounds` (`alias` the table's alias, if any)."""
+    return f"{alias + '.' if alias else ''}step = {sql_literal(STEP_DONE)}"
 
 # ---------------------------------------------------------------------------
 # Quality study: the paper's three questions and the majority rule

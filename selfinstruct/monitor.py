@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .filters import reason_label
-from .model import CREATED, FAILED, FINISHED, INTERRUPTED, PAUSED, RUNNING, STOPPED
+from .model import CREATED, FAILED, FINISHED, INTERRUPTED, PAUSED, RUNNING, STOPPED, is_round_done
 from .store import Pool
 
 
@@ -23,6 +23,11 @@ class RunView:
     batches: list[dict]       # batch mode: every batch sent for the run (newest first)
     health: list[dict]        # parse health per stage (Pool.parse_health)
     hints: list[str]          # plain-word advice when a stage is failing (parse_hints)
+
+    @property
+    def rounds_done(self) -> int:
+        """Rounds whose step is done (model.is_round_done: the count Home shows too)."""
+        return int(sum(is_round_done(step) for step in self.rounds["step"])) if len(self.rounds) else 0
 
     @property
     def latest_round(self) -> int:

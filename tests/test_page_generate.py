@@ -217,3 +217,23 @@ def test_batch_choice_runs_through_the_batch_api(app_env):
     assert pool.accepted_count(1) > 0
     batches = table_with(at, "provider id")
     assert len(batches) == len(pool.batches(1)) and set(batches["status"]) == {"completed"}
+
+
+def test_home_and_generate_count_the_same_rounds_done(app_env):
+    """A round is done when its step is done (model.is_round_done): rounds planned or half
+    answered count on neither page (Home said "Rounds 5" where Generate said "Rounds done 0")."""
+    from selfinstruct.pipeline import RunConfig, start_run
+
+    at = open_generate(app_env)
+    pool = app_pool(app_env)
+    run_id = start_run(pool, RunConfig(backend="offline", rounds=6))
+    rounds = [pool.create_round(run_id, n, "generate") for n in range(1, 6)]
+    pool.set_round_step(rounds[0], "done")
+    pool.set_round_step(rounds[1], "classify")
+    at.run()
+    assert not at.exception
+    assert metric(at, "Rounds done") == "1"
+    at.switch_page("pages/home.py").run()
+    assert not at.exception
+    assert metric(at, "Rounds done") == "1"
+    assert pool.counts().rounds == 1

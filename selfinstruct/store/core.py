@@ -24,7 +24,7 @@ from typing import Any, Iterator, Sequence
 import duckdb
 
 from ..datadir import PACKAGE_ROOT, data_dir
-from ..model import SQL, instance_in_pool_sql, rescued_sql
+from ..model import SQL, instance_in_pool_sql, rescued_sql, round_done_sql
 
 DEFAULT_DB_PATH = PACKAGE_ROOT / "data" / "pool.duckdb"
 DB_ENV_VAR = "SELFINSTRUCT_DB"
@@ -549,7 +549,7 @@ class PoolCounts:
     rescued: int
     instances: int
     runs: int
-    rounds: int
+    rounds: int            # rounds done (model.round_done_sql), in every run
     requests: int
     request_errors: int
     labeled: int
@@ -703,7 +703,7 @@ class PoolBase:
         f"SELECT count(*) FROM candidates c WHERE {rescued_sql('c')}",
         f"SELECT count(*) FROM instances i WHERE {instance_in_pool_sql('i')}",
         "SELECT count(*) FROM runs",
-        "SELECT count(*) FROM rounds",
+        f"SELECT count(*) FROM rounds WHERE {round_done_sql()}",
         "SELECT count(*) FROM requests WHERE response IS NOT NULL OR error IS NOT NULL",
         "SELECT count(*) FROM requests WHERE error IS NOT NULL",
         "SELECT count(DISTINCT item_id) FROM labels",

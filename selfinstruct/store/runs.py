@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..model import ENDED_STATUSES, INTERRUPTED, RUNNING, SQL
+from ..model import ENDED_STATUSES, INTERRUPTED, RUNNING, SQL, round_done_sql
 from .core import _dumps, _loads
 
 
@@ -31,7 +31,7 @@ class RunQueries:
     def runs(self) -> list[dict]:
         rows = self._rows(
             f"""SELECT r.*,
-                 (SELECT count(*) FROM rounds WHERE run_id = r.id AND step = {SQL.STEP_DONE}) AS rounds_done,
+                 (SELECT count(*) FROM rounds WHERE run_id = r.id AND {round_done_sql()}) AS rounds_done,
                  (SELECT count(*) FROM candidates WHERE run_id = r.id AND status = {SQL.ACCEPTED}) AS accepted,
                  (SELECT count(*) FROM candidates WHERE run_id = r.id AND status = {SQL.REJECTED}) AS rejected,
                  (SELECT coalesce(sum(cost_usd), 0) FROM requests WHERE run_id = r.id) AS cost_usd
@@ -121,7 +121,7 @@ class RunQueries:
 
     def rounds_done(self, run_id: int) -> int:
         return int(self._scalar(
-            f"SELECT count(*) FROM rounds WHERE run_id = ? AND step = {SQL.STEP_DONE}", [run_id]))
+            f"SELECT count(*) FROM rounds WHERE run_id = ? AND {round_done_sql()}", [run_id]))
 
     def set_round_step(self, round_id: int, step: str) -> None:
         self._q(
