@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections import Counter
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
+from scipy.stats import beta, norm
 
 from .model import NO, PAPER_RATES, SPLIT, UNSURE, YES, majority
 from .quality import wilson_interval
@@ -48,7 +49,9 @@ JUDGE_ANSWERS = (YES, NO, UNSURE)      # rows of the confusion matrix
 HUMAN_TRUTHS = (YES, NO)               # its columns
 LEFT_OUT = ("split", "unsure", "unlabeled", "unjudged")
 PPI_METHODS = ("ppi", "ppi++")
-DEFAULT_METHOD = "ppi++"
+STRATA = "by-verdict"                   # strata_rate: exact per judge verdict, combined (MOVER)
+METHODS = (STRATA, *PPI_METHODS)
+DEFAULT_METHOD = STRATA
 RATINGS = ("A", "B", "C", "D")          # the paper's four levels, best first
 KAPPA_WEIGHTS = ("linear", "quadratic")
 ALPHA_METRICS = ("ordinal", "interval", "nominal")
@@ -200,10 +203,11 @@ class PoolRate:
     human_estimate: float | None  # the human-only estimate and interval on the n_human truths
     human_low: float | None
     human_high: float | None
-    se: float
-    lam: float                    # the judge's weight: 1 for classic PPI, tuned for PPI++
+    se: float                     # by verdict: the larger half-width / z
+    lam: float | None             # the judge's weight: 1 for classic PPI, tuned for PPI++ (by verdict: None)
     confidence: float = 0.95
     paper_rate: float | None = None
+    unreadable: int = 0           # judged items without a readable verdict (by verdict: their own cell)
 
     @property
     def width(self) -> float:
@@ -220,18 +224,25 @@ class PoolRate:
 
 
 def ppi_mean(judge_unlabeled: Sequence[float], judge_labeled: Sequence[float], human_labeled: Sequence[float],
-             *, method: str = DEFAULT_METHOD, confidence: float = 0.95,
-             paper_rate: float | None = None) -> PoolRate:
+             *, method: str = "ppi++", confidence: float = 0.95, paper_rate: float | None = None,
+             lam: float | None = None, ddof: int = 1) -> PoolRate:
     """The mean of the human truth over the pool, from the judge on N unlabeled items and the
     (judge, human) pairs of n labeled ones (numbers; 1/0 for a rate).
 
     "ppi":   theta = mean_N(f) - mean_n(f - y),  var = var_N(f)/N + var_n(f - y)/n
     "ppi++": theta = lam mean_N(f) - mean_n(lam f - y),  var = lam^2 var_N(f)/N + var_n(lam f - y)/n,
-             lam = cov_n(y, f) / ((1 + n/N) var(f)), var(f) over all N + n verdicts
-    The interval is theta +- z sqrt(var), clipped to [0, 1] when every value is 0 or 1. The
-    human-only interval beside it: Wilson when the truths are 0/1, else mean +- z sd/sqrt(n).
-    `judge_unlabeled` must not hold the labeled items' verdicts (the two sets are independent
-    samples of the pool)."""
+             lam = cov_n(y, f) / ((1 + n/N) var(f)), var(f) over all N + n verdicts, clipped to
+             [0, 1] as ppi_py does (`lam` given: that weight, not tuned)
+    The interval is theta +- z sqrt(var); when every value is 0 or 1 the estimate and both ends
+    are clipped to [0, 1], so the estimate stays inside its interval. Variances and the
+    covariance divide by n - `ddof` (ppi_py 0.2.3: ddof 0 in the interval and in lambda's
+    covariance, 1 in lambda's variance; tests/data/ppi_reference.json). The human-only interval
+    beside it: Wilson when the truths are 0/1, else mean +- z sd/sqrt(n). `judge_unlabeled` must
+    not hold the labeled items' verdicts (the two sets are independent samples of the pool).
+
+    Kept for reference: its normal interval does not hold at small n or rare answers (coverage
+    40-90% at 30-100 labels and a 2% or 5% "no" rate, bench/calibration.py); pages use
+    `strata_rate`."""
     if method not in PPI_METHODS:
         raise ValueError(f"method must be one of {PPI_METHODS}, not {method!r}")
     f_big = np.asarray(judge_unlabeled, dtype=float)
@@ -243,21 +254,23 @@ def ppi_mean(judge_unlabeled: Sequence[float], judge_labeled: Sequence[float], h
     if small < 2 or big < 2:
         raise ValueError(f"prediction-powered inference needs at least 2 labeled and 2 unlabeled items "
                          f"(got {small} and {big})")
-    lam = 1.0
-    if method == "ppi++":
-        f_all = np.concatenate([f_big, f_small])
-        var_f = f_all.var(ddof=1)
-        cov = float(np.cov(y, f_small, ddof=1)[0, 1])
-        lam = cov / ((1 + small / big) * var_f) if var_f > 0 else 0.0
+    if lam is None:
+        lam = 1.0
+        if method == "ppi++":
+            f_all = np.concatenate([f_big, f_small])
+            var_f = f_all.var(ddof=1)
+            cov = float(np.cov(y, f_small, ddof=ddof)[0, 1])
+            # Outside [0, 1] the tuned weight overshoots (30 labels, 2 "no": lambda 3.25, estimate 1.085).
+            lam = min(1.0, max(0.0, cov / ((1 + small / big) * var_f))) if var_f > 0 else 0.0
     rectifier = lam * f_small - y
     estimate = lam * f_big.mean() - rectifier.mean()
-    var = lam ** 2 * f_big.var(ddof=1) / big + rectifier.var(ddof=1) / small
+    var = lam ** 2 * f_big.var(ddof=ddof) / big + rectifier.var(ddof=ddof) / small
     se = math.sqrt(max(float(var), 0.0))
     z = z_value(confidence)
     low, high = estimate - z * se, estimate + z * se
     binary = all(np.isin(a, (0.0, 1.0)).all() for a in (f_big, f_small, y))
     if binary:
-        low, high = max(0.0, low), min(1.0, high)
+        estimate, low, high = (min(1.0, max(0.0, v)) for v in (estimate, low, high))
         hits = int(y.sum())
         h_low, h_high = wilson_interval(hits, small, confidence)
         h_est = hits / small
@@ -269,23 +282,133 @@ def ppi_mean(judge_unlabeled: Sequence[float], judge_labeled: Sequence[float], h
                     se, float(lam), confidence, paper_rate)
 
 
+def clopper_pearson(hits, n, confidence: float = 0.95):
+    """The exact (Clopper-Pearson) interval for `hits` of `n`, elementwise over arrays: beta
+    quantiles, 0 at no hit and 1 at all hits. Never narrower than its promise for any rate."""
+    hits, n = np.asarray(hits, dtype=float), np.asarray(n, dtype=float)
+    tail = (1 - confidence) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        low = np.where(hits > 0, beta.ppf(tail, hits, n - hits + 1), 0.0)
+        high = np.where(hits < n, beta.ppf(1 - tail, hits + 1, n - hits), 1.0)
+    return np.nan_to_num(low, nan=0.0), np.nan_to_num(high, nan=1.0)
+
+
+def strata_interval(yes, labeled, weights, *, judged: float | None = None, confidence: float = 0.95):
+    """A rate over a pool cut into cells of known size, from a uniform sample of labeled items
+    in each: elementwise over leading axes, cells on the last one (numpy arrays, so the bench
+    simulates thousands of pools in one call). `yes[..., k]` of the `labeled[..., k]` items of
+    cell k are "yes"; `weights[..., k]` is cell k's share of the pool (summing to 1), counted on
+    `judged` items (None: known exactly).
+
+    estimate = sum_k w_k q_k, q_k = yes_k / labeled_k (a cell nobody labeled: the labeled mean)
+    Each q_k gets its exact Clopper-Pearson interval [l_k, u_k] (a cell nobody labeled: [0, 1]),
+    and the cells are combined by the method of variance estimates recovery (MOVER, Zou & Donner
+    2008): low = estimate - sqrt(sum_k w_k^2 (q_k - l_k)^2 + z^2 v), high likewise with u_k - q_k,
+    where v = sum_k w_k (q_k - estimate)^2 / judged is the spread from the cell shares being
+    counted, not known. The estimate lies in [0, 1] and inside its interval, which is never
+    empty: a Clopper-Pearson interval on a cell with labels has a positive width."""
+    yes, labeled, weights = (np.asarray(a, dtype=float) for a in (yes, labeled, weights))
+    z = z_value(confidence)
+    total = labeled.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        overall = np.where(total > 0, yes.sum(axis=-1, keepdims=True) / total, 0.5)
+        q = np.where(labeled > 0, yes / np.maximum(labeled, 1), overall)
+    low_k, high_k = clopper_pearson(yes, np.maximum(labeled, 1), confidence)
+    low_k, high_k = np.where(labeled > 0, low_k, 0.0), np.where(labeled > 0, high_k, 1.0)
+    estimate = (weights * q).sum(axis=-1)
+    spread = 0.0 if judged is None else (weights * (q - estimate[..., None]) ** 2).sum(axis=-1) / judged
+    low = estimate - np.sqrt((weights ** 2 * (q - low_k) ** 2).sum(axis=-1) + z * z * spread)
+    high = estimate + np.sqrt((weights ** 2 * (high_k - q) ** 2).sum(axis=-1) + z * z * spread)
+    return np.clip(estimate, 0, 1), np.clip(low, 0, 1), np.clip(high, 0, 1)
+
+
+UNREADABLE = "unreadable"    # the judge's cell for items it gave no readable verdict
+
+
+def strata_rate(judge_unlabeled: Sequence[str | None], judge_labeled: Sequence[str | None],
+                human_yes: Sequence[bool], *, unlabeled_strata: Sequence | None = None,
+                labeled_strata: Sequence | None = None, strata_weights: Mapping | None = None,
+                confidence: float = 0.95, paper_rate: float | None = None) -> PoolRate:
+    """The pool's share of "yes" from the judge's verdict on every item and people's truth on a
+    uniform random sample of them (`strata_interval`, method "by-verdict"). The cells are the
+    judge's answers (yes / no / unsure; None: no readable verdict, its own cell, so unreadable
+    items stay in the pool instead of being dropped). With a stratified study, `*_strata` give
+    each item's study stratum and `strata_weights` each stratum's share of the pool (None: the
+    strata's shares among the judged items); the cells are then (stratum, answer) and the
+    labeled items must be a uniform sample within each stratum.
+
+    Why not PPI++: its normal interval collapses when a labeled sample holds (almost) no "no" or
+    no disagreement, and covers 10-90% of the time at 30-100 labels and a 2-5% rate; this one
+    covers at least 95% at every cell of bench/calibration.py's grid (n 30-200, rates 2-98%,
+    four judges) and is narrower than people alone when the judge is accurate."""
+    if len(judge_labeled) != len(human_yes):
+        raise ValueError(f"{len(judge_labeled)} judge verdicts but {len(human_yes)} human truths")
+    n_lab, n_unl = len(judge_labeled), len(judge_unlabeled)
+    if n_lab < 1 or n_unl < 1:
+        raise ValueError(f"a pool-wide rate needs at least one labeled and one other judged item "
+                         f"(got {n_lab} and {n_unl})")
+    unlabeled_strata = [None] * n_unl if unlabeled_strata is None else list(unlabeled_strata)
+    labeled_strata = [None] * n_lab if labeled_strata is None else list(labeled_strata)
+
+    def cell(stratum, verdict):
+        return stratum, UNREADABLE if verdict is None else verdict
+
+    judged = Counter(cell(s, v) for s, v in zip(unlabeled_strata, judge_unlabeled))
+    labels = Counter(cell(s, v) for s, v in zip(labeled_strata, judge_labeled))
+    judged.update(labels)
+    yes = Counter(cell(s, v) for s, v, h in zip(labeled_strata, judge_labeled, human_yes) if h)
+    cells = sorted(judged, key=repr)
+    total = sum(judged.values())
+    if strata_weights is None:
+        weights = [judged[c] / total for c in cells]
+    else:
+        missing = {s for s, _ in cells} - set(strata_weights)
+        if missing:
+            raise ValueError(f"no weight for the stratum or strata {sorted(map(repr, missing))}")
+        share = sum(float(strata_weights[s]) for s in {s for s, _ in cells})
+        in_stratum = Counter()
+        for (s, _), count in judged.items():
+            in_stratum[s] += count
+        weights = [float(strata_weights[c[0]]) / share * judged[c] / in_stratum[c[0]] for c in cells]
+    estimate, low, high = strata_interval([yes[c] for c in cells], [labels[c] for c in cells], weights,
+                                          judged=total, confidence=confidence)
+    hits = int(sum(bool(h) for h in human_yes))
+    h_low, h_high = wilson_interval(hits, n_lab, confidence)
+    unreadable = sum(v is None for v in judge_unlabeled) + sum(v is None for v in judge_labeled)
+    return PoolRate(float(estimate), float(low), float(high), n_lab, n_unl, STRATA, hits / n_lab, h_low, h_high,
+                    float(max(estimate - low, high - estimate) / z_value(confidence)), None, confidence,
+                    paper_rate, unreadable)
+
+
 def pool_rate(judge_unlabeled: Sequence[str | None], judge_labeled: Sequence[str | None],
               human_labels: Sequence[Sequence[str | None]], *, question: str | None = None,
-              method: str = DEFAULT_METHOD, confidence: float = 0.95) -> PoolRate:
+              method: str = DEFAULT_METHOD, confidence: float = 0.95, unlabeled_strata: Sequence | None = None,
+              labeled_strata: Sequence | None = None, strata_weights: Mapping | None = None) -> PoolRate:
     """The pool's share of "yes" to one question, with verdicts and labels as words.
 
-    The judge's verdict counts 1 when "yes" (no / unsure: 0); None means not judged: such items
-    are dropped (from the unlabeled set, and from the labeled pairs). The human truth of a
-    labeled item is `model.majority` of its labels and counts 1 when "yes", else 0 (split and
-    unsure are not-yes, the quality study's rule), so the human-only interval is the Label
-    page's. `paper_rate` comes from `model.PAPER_RATES[question]`."""
+    The human truth of a labeled item is `model.majority` of its labels and counts 1 when "yes",
+    else 0 (split and unsure are not-yes, the quality study's rule), so the human-only interval
+    is the Label page's; a labeled item without a label is an error (the caller keeps only
+    labeled ones). By verdict (the default, `strata_rate`), None is an unreadable verdict and
+    its own cell; for "ppi" / "ppi++" the judge counts 1 when "yes" (no / unsure: 0) and None
+    items are dropped (from the unlabeled set, and from the labeled pairs). `paper_rate` comes
+    from `model.PAPER_RATES[question]`."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     if len(judge_labeled) != len(human_labels):
         raise ValueError(f"{len(judge_labeled)} judge verdicts but {len(human_labels)} labeled items")
+    paper = PAPER_RATES.get(question) if question else None
+    if method == STRATA:
+        if any(not len(labels) for labels in human_labels):
+            raise ValueError("every labeled item needs at least one label")
+        return strata_rate(judge_unlabeled, judge_labeled, [human_truth(labels) == YES for labels in human_labels],
+                           unlabeled_strata=unlabeled_strata, labeled_strata=labeled_strata,
+                           strata_weights=strata_weights, confidence=confidence, paper_rate=paper)
     f_big = [v == YES for v in judge_unlabeled if v is not None]
     pairs = [(v == YES, human_truth(labels) == YES) for v, labels in zip(judge_labeled, human_labels)
              if v is not None and len(labels)]
     return ppi_mean(f_big, [f for f, _ in pairs], [y for _, y in pairs], method=method,
-                    confidence=confidence, paper_rate=PAPER_RATES.get(question) if question else None)
+                    confidence=confidence, paper_rate=paper)
 
 
 # ---------------------------------------------------------------------------
