@@ -130,6 +130,11 @@ class EmbedderSpec:
         return cls(kind=data.get("kind", BUNDLED), model=data.get("model"), base_url=data.get("base_url"))
 
 
+def endpoint_name(model: str, where: str) -> str:
+    """An endpoint embedder's name in the pool: its model at its base URL (or backend kind)."""
+    return f"{model.strip()}@{(where or '').strip().rstrip('/')}"
+
+
 def bundled() -> BundledEmbedder:
     return BundledEmbedder()
 
@@ -153,8 +158,7 @@ class EndpointEmbedder(Embedder):
         if batch_size < 1:
             raise ValueError("The embedding batch size must be at least 1.")
         self.backend, self.model, self.batch_size = backend, model.strip(), int(batch_size)
-        where = (backend.base_url or "").strip().rstrip("/") or backend.kind
-        self.name = f"{self.model}@{where}"
+        self.name = endpoint_name(self.model, backend.base_url or backend.kind)
         self._dim: int | None = None
         # Embedding answers are far larger than chat answers (a float per dimension per text).
         config = backend.llm_config(model=self.model, concurrency=concurrency, timeout_s=timeout_s,

@@ -74,10 +74,22 @@ class Progress:
     failures: int = 0        # requests whose retries ran out since the run (re)started
 
 
+def semantic_index(pool: Pool, config, texts: list[str], backend=None):
+    """The run's semantic gate over `texts` (None when the run has no embedder). An endpoint
+    embedder goes through the run's backend (its URL and key rule)."""
+    from . import embed
+    from .semantic import SemanticIndex
+
+    embedder = embed.embedder_for(getattr(config, "embedder", None), backend)
+    if embedder is None:
+        return None
+    return SemanticIndex(pool, embedder, texts, config.cosine_threshold)
+
+
 class RunState:
     """What a run still has to do, held in memory and written to the pool step by step."""
 
-    def __init__(self, pool: Pool, run_id: int, config, *, on_event: Callable | None = None) -> None:
+    def __init__(self, pool: Pool, run_id: int, config, *, on_event: Callable | None = None, backend=None) -> None:
         from .pipeline import Event  # the event type lives with the public API
 
         self._event_type = Event
@@ -89,6 +101,7 @@ class RunState:
         self.structured = config.mode == "chat" and bool(run.get("structured"))
         self.filter = config.instruction_filter()
         self.index = NoveltyIndex(pool.pool_instructions())
+        self.semantic = semantic_index(pool, config, pool.pool_instructions(), backend)
         self.accepted_total = pool.accepted_count()
         usage = pool.run_usage(run_id)
         self.tokens, self.cost = usage["tokens"], usage["cost_usd"]
@@ -380,7 +393,7 @@ class RunState:
                          "status": REJECTED, "reason": "oversize", "details": _oversize_details(self.cfg)}]
             else:
                 rows = decide_round([row], self.filter, self.index, self.cfg.rouge_threshold,
-                                    batch=self.gen_stage == prompts.STAGE_BATCH)
+                                    batch=self.gen_stage == prompts.STAGE_BATCH, semantic=self.semantic)
             start = self.positions[row["round_id"]]
             for i, cand in enumerate(rows):
                 cand["position"] = start + i

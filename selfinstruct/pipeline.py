@@ -28,12 +28,13 @@ import duckdb
 from . import parsing, prompts
 from . import local
 from .backend import BACKEND_KINDS, LOCAL, Backend
+from .embed import EmbedderUnavailable
 from .engine import stored_parser_version, stored_prompt
 from .filters import InstructionFilter, filter_instances, find_echoes
 from .llm import LLMError, PriceTable, Sampling
-from .model import (ACCEPTED, FAILED, FINISHED, KEPT, MAX_WORDS, MIN_WORDS, PAPER_KEYWORDS, PAUSED, REJECTED,
-                    ROUGE_THRESHOLD, RUNNING, STOPPED)
-from .novelty import NoveltyIndex
+from .model import (ACCEPTED, COSINE_THRESHOLD, FAILED, FINISHED, KEPT, MAX_WORDS, MIN_WORDS, PAPER_KEYWORDS,
+                    PAUSED, REJECTED, ROUGE_THRESHOLD, RUNNING, STOPPED)
+from .novelty import NoveltyIndex, rouge_l, tokenize
 from .store import Pool, PoolError
 
 GENERATION_MODES = ("selfinstruct", "alpaca")
@@ -74,6 +75,11 @@ class RunConfig(StoredSettings):
     batch_size: int = 20                # Alpaca mode: tasks asked for per request
     max_instances: int = 5
     rouge_threshold: float = ROUGE_THRESHOLD
+    # The semantic gate (semantic.py): the embedder's spec (embed.EmbedderSpec; None: no vectors,
+    # no gate) and the cosine above which a candidate is the same task reworded (None: gate off,
+    # vectors still stored). Neither may change on resume: the same answers give the same pool.
+    embedder: dict | None = field(default_factory=lambda: {"kind": "bundled"})
+    cosine_threshold: float | None = COSINE_THRESHOLD
     min_words: int = MIN_WORDS
     max_words: int = MAX_WORDS
     keywords: list[str] = field(default_factory=lambda: list(PAPER_KEYWORDS))
@@ -104,6 +110,14 @@ class RunConfig(StoredSettings):
     price_per_m: list[float] | None = None   # [input, output] USD per 1M tokens; None: built-in table
     prompt_versions: dict = field(default_factory=prompts.version_table)
 
+    @classmethod
+    def from_dict(cls, data: dict):
+        # A run stored before the semantic gate existed ran without one: resuming or re-filtering
+        # it must not add one.
+        if "cosine_threshold" not in data:
+            data = {**data, "embedder": None, "cosine_threshold": None}
+        return super().from_dict(data)
+
     def instruction_filter(self) -> InstructionFilter:
         return InstructionFilter(min_words=self.min_words, max_words=self.max_words,
                                  keywords=tuple(self.keywords))
@@ -132,6 +146,10 @@ class RunConfig(StoredSettings):
         check_endpoint_settings(self)
         checks = [
             (self.example_lag is None or self.example_lag >= 1, "The example lag must be at least 1 round."),
+            (self.cosine_threshold is None or -1.0 <= self.cosine_threshold <= 1.0,
+             "The cosine threshold must be between -1 and 1 (or off)."),
+            (self.cosine_threshold is None or self.embedder is not None,
+             "A cosine threshold needs an embedder."),
             (0 < self.batch_discount <= 1, "The batch discount must be in (0, 1]."),
             (self.batch_poll_s > 0, "The batch polling interval must be more than 0 seconds."),
             (self.requests_per_round >= 1, "Requests per round must be at least 1."),
@@ -341,7 +359,8 @@ class Runner:
                 self.backend.start()
                 decide_structured(self.pool, self.run_id, self.config, self.backend, on_event=self.on_event,
                                   control=self.control)
-                state = engine.RunState(self.pool, self.run_id, self.config, on_event=self.on_event)
+                state = engine.RunState(self.pool, self.run_id, self.config, on_event=self.on_event,
+                                        backend=self.backend)
                 if self.config.batch:
                     from . import batch
 
@@ -353,6 +372,9 @@ class Runner:
                 reason = self.control.reason or STOPPED
                 return self._end(reason, reason, next_step=f"Resume with: {resume_command(self.run_id)}"
                                  if reason == PAUSED else "")
+            except EmbedderUnavailable as exc:     # the run's gate needs WordLlama, which cannot load here
+                return self._end(FAILED, "embedder", error=str(exc),
+                                 next_step=f"Install wordllama==0.4.0.post1, then resume with: {resume_command(self.run_id)}")
             except local.LocalModelError as exc:   # the GGUF file went missing, or llama.cpp failed
                 return self._end(FAILED, "local_model", error=str(exc),
                                  next_step=f"{NEXT_STEPS['local_model']} Resume with: {resume_command(self.run_id)}")
@@ -479,9 +501,11 @@ def plan_generation(cfg: RunConfig, run_id: int, number: int, seeds: list[dict],
 
 # -- decisions (pure: also used by re-filter) ----------------------------------------------
 def decide_round(requests: list[dict], instruction_filter: InstructionFilter, index: NoveltyIndex,
-                 threshold: float, *, batch: bool) -> list[dict]:
+                 threshold: float, *, batch: bool, semantic=None) -> list[dict]:
     """Parse a round's answered requests and decide every candidate, in order, adding
-    the accepted ones to `index` as it goes (so a round cannot accept two copies)."""
+    the accepted ones to `index` as it goes (so a round cannot accept two copies).
+    `semantic` (a semantic.SemanticIndex): the second gate, after ROUGE; every item of an
+    answer is embedded (and its vector stored) whatever its fate."""
     rows: list[dict] = []
     for request in requests:
         if request["response"] is None:
@@ -498,13 +522,15 @@ def decide_round(requests: list[dict], instruction_filter: InstructionFilter, in
         echoes = find_echoes([i for i, _ in items], parsing.prompt_examples(prompt),
                              restarted=getattr(parsed, "restarted", False),
                              start_index=(prompt.meta or {}).get("start_index"))
+        gate = semantic.answer([i for i, _ in items]) if semantic is not None and items else None
         for k, (instruction, task) in enumerate(items):
             if k in echoes:
                 why = echoes[k]
                 row = {"instruction": instruction, "status": REJECTED, "reason": why.reason,
                        "details": {"message": why.message, **why.evidence}}
             else:
-                row = decide_instruction(instruction, instruction_filter, index, threshold)
+                row = decide_instruction(instruction, instruction_filter, index, threshold,
+                                         gate=gate, slot=k)
             row["request_id"] = request["id"]
             row["position"] = len(rows)
             if task is not None:
@@ -527,7 +553,7 @@ def decide_round(requests: list[dict], instruction_filter: InstructionFilter, in
 
 
 def decide_instruction(instruction: str, instruction_filter: InstructionFilter, index: NoveltyIndex,
-                       threshold: float) -> dict:
+                       threshold: float, *, gate=None, slot: int = 0) -> dict:
     rejection = instruction_filter.check(instruction)
     if rejection is not None:
         return {"instruction": instruction, "status": REJECTED, "reason": rejection.reason,
@@ -543,9 +569,25 @@ def decide_instruction(instruction: str, instruction_filter: InstructionFilter, 
             "message": f"ROUGE-L {best_score:.3f} with a pool instruction is above the threshold {threshold}.",
             "threshold": threshold, "nearest": evidence})
     else:
-        index.add(instruction)
         nearest = [{"text": row["nearest_text"], "score": best_score}] if best_id is not None else []
         row.update(status=ACCEPTED, reason=None, details={"threshold": threshold, "nearest": nearest})
+        if gate is not None:
+            cosine, near = gate.nearest(slot)
+            limit = gate.index.threshold
+            if cosine is not None:
+                row["details"].update(cosine=cosine, cosine_nearest=near, cosine_threshold=limit,
+                                      embedder=gate.index.embedder.name)
+            if cosine is not None and limit is not None and cosine > limit:
+                pair_rouge = rouge_l(tokenize(near), tokenize(instruction))
+                row.update(status=REJECTED, reason="semantic_dup", nearest_text=near, details={
+                    "message": f"Cosine {cosine:.3f} with a pool instruction is above the threshold {limit} "
+                               f"({gate.index.embedder.name}); ROUGE-L between them is {pair_rouge:.3f}.",
+                    "cosine": cosine, "cosine_threshold": limit, "embedder": gate.index.embedder.name,
+                    "rouge_l": pair_rouge, "threshold": threshold,
+                    "nearest": [{"text": near, "score": pair_rouge, "cosine": cosine}]})
+                return row
+            gate.accept(slot)
+        index.add(instruction)
     return row
 
 
@@ -598,8 +640,8 @@ def check_parser_versions(run_id: int, stage: str, requests: list[dict]) -> None
 
 
 def refilter(pool: Pool, run_id: int, *, threshold: float | None = None, keywords: list[str] | None = None,
-             min_words: int | None = None, max_words: int | None = None, apply: bool = False,
-             actor: str = "user") -> RefilterReport:
+             min_words: int | None = None, max_words: int | None = None, cosine: float | str | None = None,
+             apply: bool = False, actor: str = "user") -> RefilterReport:
     """Decide a run's candidates again from the stored raw responses with other
     settings, without calling the model. With `apply`, candidates whose decision
     changes are updated (human decisions are left alone) and audited.
@@ -607,7 +649,11 @@ def refilter(pool: Pool, run_id: int, *, threshold: float | None = None, keyword
     Each answer is read again with the parser version it was applied with
     (`requests.parser_version`; NULL: before versions, see `parsing.PRE_VERSION_PARSERS`). When
     one of them is not in this code, the run is refused before anything is decided or changed:
-    `parsing.UnknownParserVersion` says which version it needs."""
+    `parsing.UnknownParserVersion` says which version it needs.
+
+    `cosine`: the semantic gate's threshold to try ("off": none; None: the run's), from the
+    stored vectors (a run without an embedder is tried with the bundled one; an endpoint's
+    vectors are never fetched again: texts without one are an error naming `selfinstruct embed`)."""
     run = pool.run(run_id)
     if run is None:
         raise ValueError(f"There is no run {run_id}.")
@@ -616,7 +662,12 @@ def refilter(pool: Pool, run_id: int, *, threshold: float | None = None, keyword
                         ("min_words", min_words), ("max_words", max_words)):
         if value is not None:
             setattr(cfg, name, value)
+    if cosine is not None:
+        cfg.cosine_threshold = None if cosine == "off" else float(cosine)
+        if cfg.cosine_threshold is not None and cfg.embedder is None:
+            cfg.embedder = {"kind": "bundled"}
     index = NoveltyIndex(pool.pool_instructions_before_run(run_id))
+    semantic = stored_semantic_index(pool, cfg, pool.pool_instructions_before_run(run_id))
     stage = prompts.STAGE_BATCH if cfg.generation == "alpaca" else prompts.STAGE_INSTRUCTIONS
     stored = pool.run_candidates(run_id)
     by_round: dict[int, list[dict]] = {}
@@ -627,7 +678,7 @@ def refilter(pool: Pool, run_id: int, *, threshold: float | None = None, keyword
     changed, before, after, decisions = [], {}, {}, {}
     for round_id, old_rows in by_round.items():
         new_rows = decide_round(requests[round_id], cfg.instruction_filter(), index,
-                                cfg.rouge_threshold, batch=stage == prompts.STAGE_BATCH)
+                                cfg.rouge_threshold, batch=stage == prompts.STAGE_BATCH, semantic=semantic)
         for old, new in zip(old_rows, new_rows):
             if old["instruction"] != new["instruction"]:
                 raise RuntimeError("The stored candidates no longer match the stored responses "
@@ -644,6 +695,25 @@ def refilter(pool: Pool, run_id: int, *, threshold: float | None = None, keyword
     if apply and decisions:
         report.applied = pool.redecide_candidates(run_id, decisions, actor=actor)
     return report
+
+
+def stored_semantic_index(pool: Pool, cfg: RunConfig, texts: list[str]):
+    """The semantic gate of a run decided again (re-filter): the bundled embedder as is (it is
+    offline and gives the same vectors), an endpoint's only through its stored vectors."""
+    from . import embed, semantic
+
+    if cfg.embedder is None:
+        return None
+    spec = embed.EmbedderSpec.from_dict(cfg.embedder)
+    if spec.kind == embed.BUNDLED:
+        embedder = embed.bundled()
+    else:
+        name = embed.endpoint_name(spec.model or "", cfg.base_url or cfg.backend)
+        dim = pool.embeddings.dim(name)
+        if dim is None:
+            raise ValueError(f"The pool holds no vectors from {name}; embed the pool first (selfinstruct embed).")
+        embedder = semantic.StoredOnly(name, dim)
+    return semantic.SemanticIndex(pool, embedder, texts, cfg.cosine_threshold)
 
 
 # -- estimates ------------------------------------------------------------------------------

@@ -56,8 +56,16 @@ class SemanticIndex:
     def vectors(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors of `texts`, embedding and storing those the pool has none for."""
         texts = list(texts)
-        ensure_vectors(self.pool, self.embedder, texts)
-        return self.pool.embeddings.vectors_for(self.embedder.name, texts)
+        missing = self.pool.embeddings.missing(self.embedder.name, texts)
+        fresh = {}
+        if missing:
+            vectors = self.embedder.embed(missing)
+            self.pool.embeddings.add(self.embedder.name, self.embedder.dim, missing, vectors, kind=self.embedder.kind)
+            fresh = dict(zip(missing, vectors))
+        stored = [t for t in dict.fromkeys(texts) if t not in fresh]
+        if stored:
+            fresh.update(zip(stored, self.pool.embeddings.vectors_for(self.embedder.name, stored)))
+        return np.array([fresh[t] for t in texts], dtype=np.float32).reshape(len(texts), -1)
 
     def add(self, text: str, vector: np.ndarray) -> None:
         if self._n == len(self._m):
