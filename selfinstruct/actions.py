@@ -30,8 +30,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import duckdb
 
-from .model import (ACCEPTED, APPROVED, BY_HUMAN, CANDIDATE, CONFIRMED, INSTANCE, KEPT, REJECTED, REMOVED,
-                    RESCUED, SEED_TASK, is_accepted, is_human_approved)
+from .model import (ACCEPTED, APPROVED, BULK_APPROVED, BY_HUMAN, CANDIDATE, CONFIRMED, INSTANCE, KEPT, REJECTED,
+                    REMOVED, RESCUED, SEED_TASK, TOPIC_MARK, is_accepted, is_human_approved)
 from .store.audit import STATE_COLUMNS
 
 # Action names (audit_log.action).
@@ -40,15 +40,18 @@ EDIT_CANDIDATE, EDIT_INSTANCE, APPROVE, REMOVE, REMOVE_INSTANCE = (
     "edit_candidate", "edit_instance", "approve", "remove", "remove_instance")
 EDIT_SEED, DELETE_SEED, IMPORT_SEEDS = "edit_seed", "delete_seed", "import_seeds"
 UNDO = "undo"
+# Whole-topic actions (Topics page): one call, one batch, one undo.
+REMOVE_TOPIC, APPROVE_TOPIC, MARK_TOPIC, UNMARK_TOPIC = "remove_topic", "approve_topic", "mark_topic", "unmark_topic"
 REJECTS_ACTIONS = (RESCUE, CONFIRM)                     # the Rejects page's log
 POOL_ACTIONS = (EDIT_CANDIDATE, EDIT_INSTANCE, APPROVE, REMOVE, REMOVE_INSTANCE)   # the Pool page's
 SEED_ACTIONS = (EDIT_SEED, DELETE_SEED)
-UNDOABLE = REJECTS_ACTIONS + POOL_ACTIONS + SEED_ACTIONS
+TOPIC_ACTIONS = (REMOVE_TOPIC, APPROVE_TOPIC, MARK_TOPIC, UNMARK_TOPIC)             # the Topics page's
+UNDOABLE = REJECTS_ACTIONS + POOL_ACTIONS + SEED_ACTIONS + TOPIC_ACTIONS
 SEED_FIELDS = ("instruction", "name", "is_classification", "input", "output")
 
 _UNPARSEABLE = "unparseable"    # the pipeline's reason for raw text it could not read (filters.py)
 _META = ("batch", "undoes", "absent")
-_NOUN = {CANDIDATE: "candidate", INSTANCE: "instance", SEED_TASK: "seed task"}
+_NOUN = {CANDIDATE: "candidate", INSTANCE: "instance", SEED_TASK: "seed task", TOPIC_MARK: "topic mark"}
 
 
 class ActionError(Exception):
@@ -117,11 +120,12 @@ def _record(pool, action: str, kind: str, target_id: int, before: dict | None, a
 
 
 def _change(pool, action: str, kind: str, ids: Iterable[int], decide: Callable[[dict], dict | None], *,
-            actor: str, reason: str | None, one: bool = False) -> Outcome:
+            actor: str, reason: str | None, one: bool = False, batch: str | None = None) -> Outcome:
     """Apply `decide(before) -> after` to each target, audited, in one transaction. `decide`
     raises `_Skip` to leave one item alone (reported in `skipped`) or `ActionError` to stop the
-    whole call; with `one`, a missing target stops the call too."""
-    outcome = Outcome(action, _new_batch())
+    whole call; with `one`, a missing target stops the call too. `batch` joins another call's
+    batch (a whole-topic action changing two kinds of target is undone at once)."""
+    outcome = Outcome(action, batch or _new_batch())
     reason = (reason or "").strip() or None
     with _transaction(pool):
         for target_id in dict.fromkeys(int(i) for i in ids):
@@ -142,12 +146,12 @@ def _change(pool, action: str, kind: str, ids: Iterable[int], decide: Callable[[
 
 
 def _change_many(pool, action: str, kind: str, ids: Iterable[int], decide: Callable[[dict], dict], *,
-                 actor: str, reason: str | None) -> Outcome:
+                 actor: str, reason: str | None, batch: str | None = None) -> Outcome:
     """`_change` for many candidates or instances at once (the Rejects actions): the same
     `decide`, the same skips, the same audit rows (one per target changed, whole states, one
     batch) in one transaction, but read, written and audited with one statement each instead of
     three per target, so "all 100,000 that match" takes seconds. `decide` may only raise `_Skip`."""
-    outcome = Outcome(action, _new_batch())
+    outcome = Outcome(action, batch or _new_batch())
     reason = (reason or "").strip() or None
     ids = list(dict.fromkeys(int(i) for i in ids))
     with _transaction(pool):
@@ -376,6 +380,101 @@ def import_seeds(pool, tasks: Iterable[Any], *, origin: str, actor: str) -> Outc
 
 
 # ---------------------------------------------------------------------------
+# Whole topics (Topics page): the members of one topic of a stored topic set
+# ---------------------------------------------------------------------------
+def _topic(pool, set_id: int, topic: int) -> dict:
+    found = pool.topics.get_set(set_id)
+    if found is None:
+        raise ActionError(f"There is no topic set {set_id}; compute the topics again.")
+    if not any(int(t["topic"]) == int(topic) for t in pool.topics.topics(set_id)):
+        raise ActionError(f"Topic set {set_id} has no topic {topic}.")
+    return found
+
+
+def remove_topic(pool, set_id: int, topic: int, *, actor: str, include_seeds: bool = False,
+                 reason: str | None = None) -> Outcome:
+    """Take every accepted candidate of a topic out of the pool (as `remove` does one), and delete
+    its seed tasks too only when `include_seeds` (a person ticked them): one batch, one undo."""
+    _topic(pool, set_id, topic)
+
+    def decide(before: dict) -> dict:
+        if before["status"] != ACCEPTED:
+            raise _Skip(f"it is {before['status']}")
+        return {**before, "status": REJECTED, "reason": REMOVED, "decided_by": BY_HUMAN}
+
+    with _transaction(pool):
+        ids = pool.topics.topic_member_ids(set_id, topic, kind=CANDIDATE, accepted_only=True)
+        outcome = _change_many(pool, REMOVE_TOPIC, CANDIDATE, ids, decide, actor=actor, reason=reason)
+        if include_seeds:
+            seeds = pool.topics.topic_member_ids(set_id, topic, kind=SEED_TASK)
+            more = _change(pool, REMOVE_TOPIC, SEED_TASK, seeds, lambda before: None, actor=actor,
+                           reason=reason, batch=outcome.batch)
+            outcome.done += more.done
+            outcome.skipped += more.skipped
+            outcome.audit_ids += more.audit_ids
+    if not outcome.audit_ids:
+        raise ActionError(f"Topic {topic} holds nothing left to remove.")
+    return outcome
+
+
+def approve_topic(pool, set_id: int, topic: int, *, actor: str, reason: str | None = None) -> Outcome:
+    """Approve every accepted candidate of a topic at once, recorded as a bulk approval (review
+    `bulk_approved`, action `approve_topic`), apart from a person's item-by-item approval: items a
+    person already vouched for keep their review."""
+    _topic(pool, set_id, topic)
+
+    def decide(before: dict) -> dict:
+        if before["status"] != ACCEPTED:
+            raise _Skip(f"it is {before['status']}")
+        if before["review"] in (RESCUED, APPROVED, BULK_APPROVED):
+            raise _Skip(f"it is already {before['review'].replace('_', ' ')}")
+        return {**before, "decided_by": BY_HUMAN, "review": BULK_APPROVED}
+
+    with _transaction(pool):
+        ids = pool.topics.topic_member_ids(set_id, topic, kind=CANDIDATE, accepted_only=True)
+        return _change_many(pool, APPROVE_TOPIC, CANDIDATE, ids, decide, actor=actor, reason=reason)
+
+
+def mark_topic(pool, set_id: int, topic: int, *, actor: str, mark: str = "avoid", reason: str | None = None) -> Outcome:
+    """Mark a topic "avoid": steered generation never draws in-context examples from it. The mark
+    keeps the topic's centroid, so it follows the topic when topics are computed again."""
+    from .topics import AVOID, avoided
+
+    if mark != AVOID:
+        raise ValueError(f"the only mark is {AVOID!r}, not {mark!r}")
+    found = _topic(pool, set_id, topic)
+    if int(topic) in avoided(pool, set_id):
+        raise ActionError(f"Topic {topic} is already marked {mark}.")
+    outcome = Outcome(MARK_TOPIC, _new_batch())
+    name = next(t["model_name"] or t["name"] for t in pool.topics.topics(set_id) if int(t["topic"]) == int(topic))
+    with _transaction(pool):
+        mark_id = pool.topics.add_mark(embedder=found["embedder"], mark=mark, name=name,
+                                       centroid=pool.topics.centroids(set_id)[int(topic) - 1], set_id=set_id,
+                                       topic=topic)
+        outcome.audit_ids.append(pool.append_audit(actor, MARK_TOPIC, TOPIC_MARK, mark_id, (reason or "").strip() or None,
+                                                   _stored(None), _stored(pool.read_state(TOPIC_MARK, mark_id),
+                                                                          batch=outcome.batch)))
+        outcome.done.append(mark_id)
+    return outcome
+
+
+def unmark_topic(pool, set_id: int, topic: int, *, actor: str, reason: str | None = None) -> Outcome:
+    """Lift the "avoid" marks that fall on this topic of the set."""
+    from .topics import AVOID, assign
+
+    found = _topic(pool, set_id, topic)
+    marks = pool.topics.marks(found["embedder"])
+    cents = pool.topics.centroids(set_id)
+    mark_cents = pool.topics.mark_centroids(found["embedder"], AVOID)
+    on_topic = [m["id"] for m, t in zip([m for m in marks if m["mark"] == AVOID], assign(mark_cents, cents))
+                if int(t) + 1 == int(topic)] if len(mark_cents) else []
+    if not on_topic:
+        raise ActionError(f"Topic {topic} is not marked.")
+    return _change(pool, UNMARK_TOPIC, TOPIC_MARK, on_topic, lambda before: {**before, "active": False},
+                   actor=actor, reason=reason)
+
+
+# ---------------------------------------------------------------------------
 # Undo: one primitive for every action
 # ---------------------------------------------------------------------------
 def _describe(entry: dict) -> str:
@@ -524,7 +623,8 @@ def history(pool, actions: Sequence[str] = REJECTS_ACTIONS, *, undos: bool = Tru
     return pool.audit_batches(actions, undo_action=UNDO if undos else None, limit=limit)
 
 
-__all__ = ["ActionError", "Outcome", "UndoRefused", "approve", "confirm", "delete_seeds", "edit_instance",
+__all__ = ["ActionError", "Outcome", "UndoRefused", "approve", "approve_topic", "mark_topic", "remove_topic",
+           "unmark_topic", "APPROVE_TOPIC", "MARK_TOPIC", "REMOVE_TOPIC", "TOPIC_ACTIONS", "UNMARK_TOPIC", "confirm", "delete_seeds", "edit_instance",
            "edit_instruction", "edit_seed", "history", "import_seeds", "remove", "remove_instance", "rescue",
            "rescue_instances", "undo", "undo_batch", "APPROVE", "CONFIRM", "DELETE_SEED", "EDIT_CANDIDATE",
            "EDIT_INSTANCE", "EDIT_SEED", "IMPORT_SEEDS", "POOL_ACTIONS", "REJECTS_ACTIONS", "REMOVE",

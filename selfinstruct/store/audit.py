@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-from ..model import CANDIDATE, INSTANCE, SEED_TASK
+from ..model import CANDIDATE, INSTANCE, SEED_TASK, TOPIC_MARK
 from .core import _dumps, _loads
 
 # The columns each kind of target records in an audit row. Read-only ones (not written back by
@@ -25,6 +25,7 @@ STATE_COLUMNS: dict[str, tuple[str, ...]] = {
     CANDIDATE: ("instruction", "status", "reason", "decided_by", "review"),
     INSTANCE: ("input", "output", "status", "reason", "candidate_id"),
     SEED_TASK: ("id", "name", "instruction", "is_classification", "input", "output", "instances"),
+    TOPIC_MARK: ("mark", "name", "embedder", "set_id", "topic", "active"),
 }
 _WRITABLE = {
     CANDIDATE: ("instruction", "status", "reason", "decided_by", "review"),
@@ -64,6 +65,8 @@ class AuditQueries:
         kind, target_id = _kind(kind), int(target_id)
         if kind == SEED_TASK:
             return self._seed_state(target_id)
+        if kind == TOPIC_MARK:
+            return self.topics.read_mark(target_id)
         cols = STATE_COLUMNS[kind]
         table = "candidates" if kind == CANDIDATE else "instances"
         row = self._q(f"SELECT {', '.join(cols)} FROM {table} WHERE id = ?", [target_id]).fetchone()
@@ -76,6 +79,9 @@ class AuditQueries:
         kind, target_id = _kind(kind), int(target_id)
         if kind == SEED_TASK:
             self._write_seed(target_id, state)
+            return
+        if kind == TOPIC_MARK:
+            self.topics.write_mark(target_id, state)
             return
         if state is None:
             raise ValueError(f"a {kind} cannot be deleted")

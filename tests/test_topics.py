@@ -1,0 +1,133 @@
+"""Topics over a hand-made pool with four known topics: exact sizes, names, the whole-topic
+actions and their one undo, the "avoid" mark carried to recomputed topics, and the steering rule."""
+import random
+
+import numpy as np
+import pytest
+
+from selfinstruct import actions, topics
+from selfinstruct.model import ACCEPTED, BULK_APPROVED, REJECTED, REMOVED, is_human_approved
+from tests.topic_pool import SIZES, build
+
+pytest.importorskip("wordllama")
+
+
+@pytest.fixture
+def topic_pool(pool):
+    families = build(pool)
+    set_id = topics.compute(pool)
+    return pool, families, set_id
+
+
+def _topic_of(pool, set_id, family_ids):
+    found = pool.topics.topic_of_items(set_id, "candidate", family_ids["accepted"])
+    assert len(set(found.values())) == 1, "a family's items landed in more than one topic"
+    return next(iter(found.values()))
+
+
+def test_four_topics_of_exact_sizes_with_names(topic_pool):
+    pool, families, set_id = topic_pool
+    rows = {r["topic"]: r for r in topics.topic_rows(pool, set_id)}
+    assert len(rows) == 4
+    for family, (n_seed, n_acc, n_rej) in SIZES.items():
+        t = _topic_of(pool, set_id, families[family])
+        assert rows[t]["size"] == n_seed + n_acc
+        assert rows[t]["seeds"] == n_seed
+        assert rows[t]["candidates"] == n_acc + n_rej
+        assert rows[t]["acceptance"] == pytest.approx(n_acc / (n_acc + n_rej))
+        assert set(pool.topics.topic_of_items(set_id, "seed_task", families[family]["seeds"]).values()) == {t}
+        assert set(pool.topics.topic_of_items(set_id, "candidate", families[family]["rejected"]).values()) <= {t}
+    # Numbered by size, largest first; named by the family's leading verb and noun.
+    assert [rows[t]["size"] for t in sorted(rows)] == sorted((a + b for a, b, _ in SIZES.values()), reverse=True)
+    names = {family: rows[_topic_of(pool, set_id, families[family])]["name"] for family in SIZES}
+    assert names["cooking"].startswith("suggest recipe")
+    assert names["code"].startswith("write python")
+    assert names["poetry"].startswith("compose poem")
+    assert names["math"].startswith("calculate")
+
+
+def test_same_pool_same_topics_and_stale_after_growth(topic_pool):
+    pool, families, set_id = topic_pool
+    again = topics.compute(pool)
+    a, b = pool.topics.members(set_id), pool.topics.members(again)
+    assert (a["topic"] == b["topic"]).all() and np.allclose(a["x"], b["x"])
+    assert not topics.current(pool).stale
+    assert topics.refresh(pool) == again          # nothing changed: the stored set is used
+    pool.bulk_insert("candidates", {"instruction": ["Suggest a recipe for barley soup seasoned with tarragon."],
+                                    "status": [ACCEPTED]})
+    now = topics.current(pool)
+    assert now.stale and now.grown == 1
+    assert topics.refresh(pool) != again
+
+
+def test_remove_topic_keeps_seeds_unless_ticked_and_undoes_at_once(topic_pool):
+    pool, families, set_id = topic_pool
+    t = _topic_of(pool, set_id, families["code"])
+    out = actions.remove_topic(pool, set_id, t, actor="ann")
+    assert sorted(out.done) == sorted(families["code"]["accepted"])
+    for cid in families["code"]["accepted"]:
+        state = pool.read_state("candidate", cid)
+        assert (state["status"], state["reason"]) == (REJECTED, REMOVED)
+    assert len(pool.seed_tasks()) == sum(s for s, _, _ in SIZES.values())
+    actions.undo_batch(pool, out.batch, actor="ann")
+    assert all(pool.read_state("candidate", c)["status"] == ACCEPTED for c in families["code"]["accepted"])
+
+    with_seeds = actions.remove_topic(pool, set_id, t, actor="ann", include_seeds=True)
+    assert len(with_seeds.done) == len(families["code"]["accepted"]) + len(families["code"]["seeds"])
+    assert all(pool.read_state("seed_task", s) is None for s in families["code"]["seeds"])
+    undone = actions.undo_batch(pool, with_seeds.batch, actor="ann")
+    assert len(undone.done) == len(with_seeds.audit_ids) and not undone.skipped
+    assert all(pool.read_state("seed_task", s) is not None for s in families["code"]["seeds"])
+    assert all(pool.read_state("candidate", c)["status"] == ACCEPTED for c in families["code"]["accepted"])
+
+
+def test_approve_topic_is_a_bulk_approval_apart_from_item_approval(topic_pool):
+    pool, families, set_id = topic_pool
+    t = _topic_of(pool, set_id, families["poetry"])
+    first = families["poetry"]["accepted"][0]
+    actions.approve(pool, first, actor="ann")
+    out = actions.approve_topic(pool, set_id, t, actor="ann")
+    assert sorted(out.done) == sorted(families["poetry"]["accepted"][1:])
+    assert [sid for sid, _ in out.skipped] == [first]
+    for cid in out.done:
+        state = pool.read_state("candidate", cid)
+        assert state["review"] == BULK_APPROVED and not is_human_approved(state)
+    assert pool.audit_entries(limit=1)[0]["action"] == actions.APPROVE_TOPIC
+    actions.undo_batch(pool, out.batch, actor="ann")
+    assert all(pool.read_state("candidate", c)["review"] is None for c in out.done)
+    assert pool.read_state("candidate", first)["review"] == "approved"
+
+
+def test_avoid_mark_follows_its_topic_and_undoes(topic_pool):
+    pool, families, set_id = topic_pool
+    t = _topic_of(pool, set_id, families["math"])
+    out = actions.mark_topic(pool, set_id, t, actor="ann")
+    assert topics.avoided(pool, set_id) == [t]
+    with pytest.raises(actions.ActionError):
+        actions.mark_topic(pool, set_id, t, actor="ann")
+    # The pool grows; topics are computed again; the mark lands on the math topic of the new set.
+    pool.bulk_insert("candidates", {"instruction": ["Calculate the volume of a prism with the given measurements."],
+                                    "status": [ACCEPTED]})
+    later = topics.refresh(pool)
+    assert later != set_id
+    assert topics.avoided(pool, later) == [_topic_of(pool, later, families["math"])]
+    assert [r["avoid"] for r in topics.topic_rows(pool, later)].count(True) == 1
+    actions.undo_batch(pool, out.batch, actor="ann")
+    assert topics.avoided(pool, later) == []
+    actions.mark_topic(pool, later, 1, actor="ann")
+    lifted = actions.unmark_topic(pool, later, 1, actor="ann")
+    assert topics.avoided(pool, later) == [] and lifted.count == 1
+
+
+def test_steer_weights_favour_thin_topics_and_skip_avoided():
+    labels = [0] * 90 + [1] * 9 + [2] * 1
+    weights = topics.steer_weights(labels, avoid=[1])
+    assert weights[0] == pytest.approx(1 / 90) and weights[99] == 1.0 and not weights[90:99].any()
+    draws = [topics.weighted_sample(random.Random(i), range(100), weights, 2) for i in range(400)]
+    assert not any(90 <= d < 99 for pair in draws for d in pair)
+    thin = sum(99 in pair for pair in draws) / len(draws)
+    # Two topics left, each as likely: about 3 in 4 pairs hold the lone item (plain sampling: 2 in 100).
+    assert 0.65 < thin < 0.85
+    # The same rng gives the same draw: prompts are deterministic for the run's seed.
+    assert topics.weighted_sample(random.Random("7:1:3"), range(100), weights, 5) == \
+        topics.weighted_sample(random.Random("7:1:3"), range(100), weights, 5)
