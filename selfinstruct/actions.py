@@ -39,6 +39,8 @@ RESCUE, CONFIRM = "rescue", "confirm"
 EDIT_CANDIDATE, EDIT_INSTANCE, APPROVE, REMOVE, REMOVE_INSTANCE = (
     "edit_candidate", "edit_instance", "approve", "remove", "remove_instance")
 EDIT_SEED, DELETE_SEED, IMPORT_SEEDS = "edit_seed", "delete_seed", "import_seeds"
+REMOVE_DUPLICATES = "remove_duplicates"                 # duplicate groups (semantic.py): one change
+DEDUP_ACTIONS = (REMOVE_DUPLICATES,)                    # the Duplicates view's log
 UNDO = "undo"
 # Whole-topic actions (Topics page): one call, one batch, one undo.
 REMOVE_TOPIC, APPROVE_TOPIC, MARK_TOPIC, UNMARK_TOPIC = "remove_topic", "approve_topic", "mark_topic", "unmark_topic"
@@ -47,6 +49,7 @@ POOL_ACTIONS = (EDIT_CANDIDATE, EDIT_INSTANCE, APPROVE, REMOVE, REMOVE_INSTANCE)
 SEED_ACTIONS = (EDIT_SEED, DELETE_SEED)
 TOPIC_ACTIONS = (REMOVE_TOPIC, APPROVE_TOPIC, MARK_TOPIC, UNMARK_TOPIC)             # the Topics page's
 UNDOABLE = REJECTS_ACTIONS + POOL_ACTIONS + SEED_ACTIONS + TOPIC_ACTIONS
+UNDOABLE += DEDUP_ACTIONS
 SEED_FIELDS = ("instruction", "name", "is_classification", "input", "output")
 
 _UNPARSEABLE = "unparseable"    # the pipeline's reason for raw text it could not read (filters.py)
@@ -353,6 +356,46 @@ def delete_seeds(pool, seed_ids: Iterable[int], *, actor: str, reason: str | Non
     return _change(pool, DELETE_SEED, SEED_TASK, seed_ids, lambda before: None, actor=actor, reason=reason)
 
 
+# ---------------------------------------------------------------------------
+# Duplicate groups: one change for every group
+# ---------------------------------------------------------------------------
+def remove_duplicates(pool, candidate_ids: Iterable[int], seed_ids: Iterable[int] = (), *, actor: str,
+                      reason: str | None = None) -> Outcome:
+    """Take the near-duplicates of duplicate groups out of the pool as ONE audited change (one
+    batch: one undo brings them all back). Accepted candidates are removed as `remove` does
+    them (rejected, reason removed, decided by a person); seed tasks only when a person named
+    them in `seed_ids` (deleted, as `delete_seeds` does). Items no longer in the pool are
+    skipped, with why."""
+    outcome = Outcome(REMOVE_DUPLICATES, _new_batch())
+    reason = (reason or "").strip() or None
+    ids = list(dict.fromkeys(int(i) for i in candidate_ids))
+    with _transaction(pool):
+        states = pool.read_states(CANDIDATE, ids)
+        changes = []
+        for target_id in ids:
+            before = states.get(target_id)
+            if before is None:
+                outcome.skipped.append((target_id, f"there is no candidate {target_id}"))
+            elif not is_accepted(before):
+                outcome.skipped.append((target_id, f"candidate {target_id} is not in the pool (it is {before['status']})"))
+            else:
+                changes.append((target_id, before, {**before, "status": REJECTED, "reason": REMOVED,
+                                                    "decided_by": BY_HUMAN}))
+        pool.write_states(CANDIDATE, [(t, after) for t, _, after in changes])
+        outcome.audit_ids = pool.append_audits(actor, REMOVE_DUPLICATES, CANDIDATE, [
+            (t, reason, _stored(before), _stored(after, batch=outcome.batch)) for t, before, after in changes])
+        outcome.done = [t for t, _, _ in changes]
+        for seed_id in dict.fromkeys(int(i) for i in seed_ids):
+            before = pool.read_state(SEED_TASK, seed_id)
+            if before is None:
+                outcome.skipped.append((seed_id, f"there is no seed task {seed_id}"))
+                continue
+            outcome.audit_ids.append(_record(pool, REMOVE_DUPLICATES, SEED_TASK, seed_id, before, None,
+                                             actor=actor, reason=reason, batch=outcome.batch))
+            outcome.done.append(seed_id)
+    return outcome
+
+
 def _ranges(ids: Sequence[int]) -> list[list[int]]:
     out: list[list[int]] = []
     for i in ids:
@@ -625,7 +668,9 @@ def history(pool, actions: Sequence[str] = REJECTS_ACTIONS, *, undos: bool = Tru
 
 __all__ = ["ActionError", "Outcome", "UndoRefused", "approve", "approve_topic", "mark_topic", "remove_topic",
            "unmark_topic", "APPROVE_TOPIC", "MARK_TOPIC", "REMOVE_TOPIC", "TOPIC_ACTIONS", "UNMARK_TOPIC", "confirm", "delete_seeds", "edit_instance",
-           "edit_instruction", "edit_seed", "history", "import_seeds", "remove", "remove_instance", "rescue",
+           "edit_instruction", "edit_seed", "history", "import_seeds", "remove", "remove_duplicates",
+           "remove_instance", "rescue",
            "rescue_instances", "undo", "undo_batch", "APPROVE", "CONFIRM", "DELETE_SEED", "EDIT_CANDIDATE",
            "EDIT_INSTANCE", "EDIT_SEED", "IMPORT_SEEDS", "POOL_ACTIONS", "REJECTS_ACTIONS", "REMOVE",
+           "REMOVE_DUPLICATES", "DEDUP_ACTIONS",
            "REMOVE_INSTANCE", "RESCUE", "SEED_ACTIONS", "UNDO", "UNDOABLE"]
