@@ -48,8 +48,7 @@ REJECTS_ACTIONS = (RESCUE, CONFIRM)                     # the Rejects page's log
 POOL_ACTIONS = (EDIT_CANDIDATE, EDIT_INSTANCE, APPROVE, REMOVE, REMOVE_INSTANCE)   # the Pool page's
 SEED_ACTIONS = (EDIT_SEED, DELETE_SEED)
 TOPIC_ACTIONS = (REMOVE_TOPIC, APPROVE_TOPIC, MARK_TOPIC, UNMARK_TOPIC)             # the Topics page's
-UNDOABLE = REJECTS_ACTIONS + POOL_ACTIONS + SEED_ACTIONS + TOPIC_ACTIONS
-UNDOABLE += DEDUP_ACTIONS
+UNDOABLE = REJECTS_ACTIONS + POOL_ACTIONS + SEED_ACTIONS + TOPIC_ACTIONS + DEDUP_ACTIONS
 SEED_FIELDS = ("instruction", "name", "is_classification", "input", "output")
 
 _UNPARSEABLE = "unparseable"    # the pipeline's reason for raw text it could not read (filters.py)
