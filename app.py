@@ -16,6 +16,7 @@ PAGES = {  # name (as in selfinstruct.access.PAGES): title, icon
     "generate": ("Generate", ":material/auto_awesome:"),
     "rejects": ("Rejects", ":material/filter_alt_off:"),
     "pool": ("Pool", ":material/database:"),
+    "topics": ("Topics", ":material/bubble_chart:"),
     "label": ("Label", ":material/fact_check:"),
     "judge": ("Judge", ":material/gavel:"),
     "evaluate": ("Evaluate", ":material/leaderboard:"),

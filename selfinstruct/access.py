@@ -50,6 +50,7 @@ PAGES: dict[str, str] = {
     "generate": "generate",
     "rejects": "read",
     "pool": "read",
+    "topics": "read",
     "label": "label",
     "judge": "judges",
     "evaluate": "label",

@@ -24,6 +24,9 @@ function                    what it shows                                     us
 `yes_rates_by_group`        the same per round or per task kind               Label
 `eval_levels`               the paper's A-D stacked bars per model, with      Evaluate
                             intervals of "at least A / B / C"
+`topic_map`                 the pool's items on a 2-D map by topic, status,   Topics, dataset card
+                            origin, labeled invalid or judge "no"
+`topic_sizes`               items per topic, seeds and generated              dataset card
 ==========================  ================================================  ======================
 
 Legends never truncate their labels (`labelLimit=0`); axes that show shares as
@@ -42,7 +45,7 @@ from .explore import NONE, rouge_histogram as rouge_bins
 __all__ = [
     "rouge_histogram", "round_rouge", "rouge_vs_seeds", "rouge_whatif", "rejections_by_round",
     "pool_growth", "verb_sunburst", "verb_bars", "length_histograms", "keyword_bars", "yes_rates",
-    "yes_rates_by_group", "eval_levels", "to_svg", "LENGTH_FIELDS", "STUDY", "PAPER",
+    "yes_rates_by_group", "eval_levels", "topic_map", "topic_sizes", "TOPIC_COLORINGS", "to_svg", "LENGTH_FIELDS", "STUDY", "PAPER",
 ]
 
 BAR = "#4c78a8"
@@ -352,6 +355,66 @@ def eval_levels(frame: pd.DataFrame) -> alt.LayerChart:
     # A step per model, not a total height: Streamlit fits the whole chart (axis and legend
     # included) into a given height, which squeezed two models into one row.
     return (bars + whiskers).properties(height=alt.Step(44))
+
+
+# ---------------------------------------------------------------------------- topics
+# What the topic map can colour its points by (topics.py's map points carry these columns).
+TOPIC_COLORINGS = {"topic": "Topic", "state": "Status", "origin": "Seed or generated",
+                   "labeled_invalid": "Labeled invalid", "judge_no": "Judge said \"no\""}
+_FLAG_COLORS = {"yes": "#e45756", "no": "#d0d5dd"}
+_STATE_COLORS = {"seed": "#f58518", **OUTCOME_COLORS}
+
+
+def topic_map(points: pd.DataFrame, color_by: str = "topic", *, height: int = 460) -> alt.Chart:
+    """The pool's topics on two axes (PCA of the embeddings): one dot per item drawn (a seeded
+    sample on large pools), coloured by `color_by` (a key of TOPIC_COLORINGS). `points`: x, y,
+    topic, topic_name, state, origin, labeled_invalid ("yes"/"no"), judge_no ("yes"/"no"), text."""
+    if color_by not in TOPIC_COLORINGS:
+        raise ValueError(f"color_by must be one of {list(TOPIC_COLORINGS)}, not {color_by!r}")
+    frame = points.copy()
+    title = TOPIC_COLORINGS[color_by]
+    if color_by == "topic":
+        frame["topic_label"] = frame["topic"].astype(int).astype(str) + " " + frame["topic_name"].astype(str)
+        order = list(dict.fromkeys(frame.sort_values("topic")["topic_label"]))
+        color = alt.Color("topic_label:N", title=title, sort=order,
+                          scale=alt.Scale(scheme="category20"), legend=_legend(symbolLimit=0, columns=1))
+    elif color_by == "state":
+        present = [k for k in _STATE_COLORS if k in set(frame["state"])]
+        color = alt.Color("state:N", title=title, legend=_legend(),
+                          scale=alt.Scale(domain=present, range=[_STATE_COLORS[k] for k in present]))
+    elif color_by == "origin":
+        color = alt.Color("origin:N", title=title, legend=_legend(),
+                          scale=alt.Scale(domain=["seed", "generated"], range=["#f58518", BAR]))
+    else:
+        color = alt.Color(f"{color_by}:N", title=title, legend=_legend(),
+                          scale=alt.Scale(domain=list(_FLAG_COLORS), range=list(_FLAG_COLORS.values())))
+    # Flagged points drawn last, so the few red ones are not hidden under the grey.
+    if color_by in ("labeled_invalid", "judge_no"):
+        frame = frame.sort_values(color_by, ascending=True, kind="stable")
+    axis = alt.Axis(labels=False, ticks=False, grid=False)
+    return alt.Chart(frame).mark_circle(size=22, opacity=0.75).encode(
+        x=alt.X("x:Q", title="first principal component", axis=axis),
+        y=alt.Y("y:Q", title="second principal component", axis=axis),
+        color=color,
+        tooltip=[alt.Tooltip("topic:Q", title="Topic"), alt.Tooltip("topic_name:N", title="Name"),
+                 alt.Tooltip("state:N", title="Status"), alt.Tooltip("text:N", title="Instruction")],
+    ).properties(height=height)
+
+
+def topic_sizes(table: pd.DataFrame) -> alt.Chart:
+    """One bar per topic: its size, split into seed tasks and generated instructions (the dataset
+    card). `table`: topic, name, size, seeds."""
+    frame = table.copy()
+    frame["label"] = frame["topic"].astype(int).astype(str) + " " + frame["name"].astype(str)
+    long = pd.concat([frame.assign(kind="generated", n=frame["size"] - frame["seeds"]),
+                      frame.assign(kind="seed", n=frame["seeds"])])
+    return alt.Chart(long).mark_bar().encode(
+        y=alt.Y("label:N", sort=list(frame["label"]), title=None, axis=alt.Axis(labelLimit=0)),
+        x=alt.X("n:Q", title="Instructions", stack="zero"),
+        color=alt.Color("kind:N", title=None, legend=_legend(orient="bottom"),
+                        scale=alt.Scale(domain=["generated", "seed"], range=[BAR, "#f58518"])),
+        tooltip=["label:N", "kind:N", "n:Q"],
+    ).properties(height=alt.Step(16))
 
 
 # ---------------------------------------------------------------------------- static images

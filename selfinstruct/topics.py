@@ -476,6 +476,21 @@ def topic_rows(pool, set_id: int) -> list[dict]:
     return rows
 
 
+def map_frame(pool, set_id: int, *, limit: int = MAP_POINTS):
+    """The points the map draws (charts.topic_map's columns): at most `limit`, a sample fixed
+    per set; every item stays reachable by `pool.topics.topic_items` (search)."""
+    import pandas as pd
+
+    names = {int(t["topic"]): t["model_name"] or t["name"] for t in pool.topics.topics(set_id)}
+    frame = pd.DataFrame(pool.topics.map_points(set_id, limit=limit, seed=set_id),
+                         columns=["kind", "item_id", "topic", "x", "y", "state", "labeled_invalid", "judge_no", "text"])
+    frame["topic_name"] = frame["topic"].map(names).fillna("")
+    frame["origin"] = frame["state"].map(lambda s: "seed" if s == "seed" else "generated")
+    for flag in ("labeled_invalid", "judge_no"):
+        frame[flag] = frame[flag].map(lambda v: "yes" if v else "no")
+    return frame
+
+
 def rounds_text(rounds: Sequence[int]) -> str:
     """Round numbers as ranges: [1, 2, 3, 5] -> "1-3, 5"."""
     out: list[list[int]] = []
@@ -487,7 +502,7 @@ def rounds_text(rounds: Sequence[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in out)
 
 
-__all__ = ["AVOID", "MAP_POINTS", "Current", "avoided", "compute", "current", "refresh", "rounds_text",
+__all__ = ["AVOID", "MAP_POINTS", "Current", "avoided", "compute", "current", "map_frame", "refresh", "rounds_text",
            "settings_key", "topic_rows", "TOPICS_VERSION", "Clustering", "Projection", "TopicName", "TopicSettings", "assign", "choose_k",
            "cluster", "entropy", "fit_projection", "mean_nn_cosine", "name_topics", "steer_weights",
            "weighted_sample"]

@@ -70,9 +70,9 @@ def test_owners_may_do_everything_annotators_label_and_read():
 
 
 def test_pages_per_role_and_where_each_lands():
-    assert access.pages_for(OWNER) == ["home", "seed", "generate", "rejects", "pool", "label", "judge",
+    assert access.pages_for(OWNER) == ["home", "seed", "generate", "rejects", "pool", "topics", "label", "judge",
                                        "evaluate", "export"]
-    assert access.pages_for(ANNOTATOR) == ["rejects", "pool", "label", "evaluate"]
+    assert access.pages_for(ANNOTATOR) == ["rejects", "pool", "topics", "label", "evaluate"]
     assert access.pages_for(None) == []
     assert access.landing_page(OWNER) == "home" and access.landing_page(ANNOTATOR) == "label"
     assert access.landing_page(None) is None

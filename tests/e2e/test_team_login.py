@@ -25,8 +25,8 @@ from tests.e2e.conftest import free_port, wait_idle
 from tests.e2e.test_faults import main
 
 OWNER, ANNOTATOR, STRANGER = "ada@example.com", "Grace@Example.com", "mallory@example.com"
-OWNER_PAGES = ["Home", "Seed", "Generate", "Rejects", "Pool", "Label", "Judge", "Evaluate", "Export"]
-ANNOTATOR_PAGES = ["Rejects", "Pool", "Label", "Evaluate"]   # Evaluate: the blind rating only
+OWNER_PAGES = ["Home", "Seed", "Generate", "Rejects", "Pool", "Topics", "Label", "Judge", "Evaluate", "Export"]
+ANNOTATOR_PAGES = ["Rejects", "Pool", "Topics", "Label", "Evaluate"]   # Evaluate: the blind rating only
 
 
 @pytest.fixture
