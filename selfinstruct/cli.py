@@ -12,7 +12,8 @@ from pathlib import Path
 
 from . import seeds as seeds_mod
 from .actions import ActionError
-from .model import FAILED, FINISHED, INTERRUPTED, RESUMABLE_STATUSES, ROUGE_THRESHOLD, UNFINISHED_STATUSES
+from .model import (COSINE_THRESHOLD, FAILED, FINISHED, INTERRUPTED, KEEP_RULE, RESUMABLE_STATUSES, ROUGE_THRESHOLD,
+                    UNFINISHED_STATUSES)
 from .store import DB_ENV_VAR, Pool, PoolError, damage_error, default_db_path
 
 
@@ -107,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-answer-bytes", type=int,
                      help="answers larger than this are cut and rejected as oversize (default 1000000)")
     gen.add_argument("--threshold", type=float, default=ROUGE_THRESHOLD, help="ROUGE-L novelty threshold (reject above)")
+    gen.add_argument("--cosine", type=_cosine_arg, metavar="COS",
+                     help=f"the semantic novelty gate: reject a candidate whose cosine with a pool instruction is "
+                          f"above COS (default {COSINE_THRESHOLD}, with the bundled WordLlama vectors); 'off' turns "
+                          "it off (vectors are still stored). Fixed for the run: a resume cannot change it")
+    gen.add_argument("--embed-model", metavar="MODEL",
+                     help="take the gate's vectors from MODEL at the run's endpoint (/v1/embeddings) instead of the "
+                          "bundled embedder (an endpoint's vectors may vary, so a rerun may differ)")
     gen.add_argument("--seed", type=int, default=0, help="seed for prompt sampling")
     gen.add_argument("--batch", action="store_true",
                      help="send requests through the provider's Batch API (half price, up to 24 h per "
@@ -122,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
     _add_judge_parser(sub, db)
     _add_evaluate_parser(sub, db)
+    _add_semantic_parsers(sub, db)
 
     bat = sub.add_parser("batch", help="hand a run's ready requests to an offline batch engine "
                          "(vllm run-batch) and read its answers back")
@@ -154,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     refl.add_argument("run_id", type=int)
     refl.add_argument("--threshold", type=float)
     refl.add_argument("--keywords", help="comma-separated keyword list replacing the run's")
+    refl.add_argument("--cosine", type=_cosine_arg, metavar="COS",
+                      help="the semantic gate's threshold to try, from the stored vectors ('off': none)")
     refl.add_argument("--apply", action="store_true", help="write the new decisions (audited)")
     refl.set_defaults(func=cmd_refilter)
 
@@ -276,6 +287,171 @@ def _add_judge_parser(sub, db) -> None:
                     help="USD per 1M input and output tokens for --model (default: the built-in table)")
     jd.add_argument("--name", help="a name for the judge run")
     jd.set_defaults(func=cmd_judge)
+
+
+def _add_semantic_parsers(sub, db) -> None:
+    emb = sub.add_parser("embed", parents=[db], help="store sentence vectors for every instruction in the pool "
+                         "that has none (resumable; nothing is embedded twice)",
+                         description="Embed the pool's seed tasks and candidates (accepted and rejected) with the "
+                                     "bundled WordLlama model, or an OpenAI-compatible /v1/embeddings with --base-url "
+                                     "and --model. Vectors are stored per text and embedder; run it again after an "
+                                     "interruption and it continues where it stopped.")
+    emb.add_argument("--base-url", help="an OpenAI-compatible endpoint serving /v1/embeddings")
+    emb.add_argument("--model", help="the embedding model's name at --base-url (e.g. text-embedding-3-small)")
+    emb.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key "
+                     "(default: OPENAI_API_KEY); the key is never stored")
+    emb.add_argument("--batch-size", type=int, default=256, help="texts per stored batch (default 256)")
+    emb.set_defaults(func=cmd_embed)
+
+    dd = sub.add_parser("dedup", parents=[db], help="groups of near-duplicate instructions among the seed tasks "
+                        "and accepted instructions, and (with --apply) one change removing all but one of each",
+                        description="A group is a kept item and the items whose cosine with it is above the "
+                                    f"threshold. The kept item is {KEEP_RULE}. --apply removes the other accepted "
+                                    "instructions of every group as one audited change (undo it on the Pool page); "
+                                    "seed tasks are never removed here: pick them on the Pool page's Duplicates view.")
+    dd.add_argument("--cosine", type=float, default=COSINE_THRESHOLD, metavar="COS",
+                    help=f"group items whose cosine with the kept item is above COS (default {COSINE_THRESHOLD})")
+    dd.add_argument("--json", action="store_true", help="one JSON object per group per line: ids, instruction "
+                    "texts, pairwise cosines")
+    dd.add_argument("--apply", action="store_true", help="remove every group's other accepted instructions")
+    dd.set_defaults(func=cmd_dedup)
+
+
+def _semantic_settings(args) -> dict:
+    """A new run's embedder and cosine threshold from --cosine and --embed-model. Without WordLlama
+    the run goes on without the gate (and says so), unless --cosine asked for it by value."""
+    from . import embed
+
+    cosine = None if args.cosine == "off" else (COSINE_THRESHOLD if args.cosine is None else args.cosine)
+    if args.embed_model:
+        return {"embedder": embed.EmbedderSpec(kind=embed.ENDPOINT, model=args.embed_model).to_dict(),
+                "cosine_threshold": cosine}
+    why = embed.bundled_available()
+    if why is not None:
+        if args.cosine not in (None, "off"):
+            raise CLIError(why)
+        print(f"{why} This run goes without the semantic gate.", file=sys.stderr)
+        return {"embedder": None, "cosine_threshold": None}
+    return {"embedder": embed.EmbedderSpec(kind=embed.BUNDLED).to_dict(), "cosine_threshold": cosine}
+
+
+def _check_semantic_unchanged(args, run_id: int, stored: dict) -> None:
+    """The embedder and the cosine threshold are fixed when a run starts (the same answers give
+    the same pool): a resume that asks for others is refused."""
+    from .pipeline import RunConfig
+
+    cfg = RunConfig.from_dict(stored)
+    if args.cosine is not None:
+        wanted = None if args.cosine == "off" else args.cosine
+        if wanted != cfg.cosine_threshold:
+            raise CLIError(f"Run {run_id} uses the cosine threshold {cfg.cosine_threshold or 'off'}; a resume cannot "
+                           "change it (the same answers must give the same pool). Start a new run for another one, "
+                           f"or try it on this run's answers with: selfinstruct refilter {run_id} --cosine "
+                           f"{args.cosine}")
+    if args.embed_model and (cfg.embedder or {}).get("model") != args.embed_model:
+        raise CLIError(f"Run {run_id} has its own embedder; a resume cannot change it. Start a new run for another.")
+
+
+def _cosine_arg(text: str) -> float | str:
+    if text.strip().lower() == "off":
+        return "off"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a cosine between -1 and 1, or 'off', not {text!r}") from None
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a cosine is between -1 and 1, not {value}")
+    return value
+
+
+def _bar(total: int, unit: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, file=sys.stderr, leave=False, disable=not sys.stderr.isatty())
+
+
+def cmd_embed(args) -> int:
+    from . import embed
+    from .backend import OPENAI_COMPATIBLE, Backend
+
+    if bool(args.base_url) != bool(args.model):
+        raise CLIError("--base-url and --model go together (an embedding model at an endpoint); leave both out "
+                       "for the bundled embedder.")
+    if args.batch_size < 1:
+        raise CLIError("--batch-size must be at least 1.")
+    with open_pool(args) as pool:
+        if args.base_url:
+            backend = Backend(kind=OPENAI_COMPATIBLE, base_url=args.base_url, env_key_any_url=True,
+                              api_key_env=args.api_key_env or "OPENAI_API_KEY")
+            embedder = embed.EndpointEmbedder(backend, args.model)
+        else:
+            embedder = embed.bundled()
+        todo = pool.embeddings.texts_without_vectors(embedder.name)
+        if not todo:
+            print(f"Every instruction in the pool already has a vector from {embedder.name}.")
+            return 0
+        print(f"Embedding {len(todo):,} text(s) with {embedder.name}...", flush=True)
+        with _bar(len(todo), "text") as bar:
+            def progress(done: int, total: int) -> None:
+                bar.update(done - bar.n)
+            try:
+                done = embed.ensure_vectors(pool, embedder, todo, batch=args.batch_size, progress=progress)
+            except (embed.EmbedderUnavailable, ValueError) as exc:
+                raise CLIError(str(exc)) from None
+            except LLMErrorType() as exc:
+                raise CLIError(f"{exc} Nothing embedded so far is lost: run the command again to continue.") from None
+        cost = embedder.cost_usd()
+        print(f"Stored {done:,} vector(s) from {embedder.name} ({embedder.dim} dimensions)"
+              + (f", ${cost:.4f}" if cost else "") + f". The pool holds {pool.embeddings.count(embedder.name):,}.")
+    return 0
+
+
+def LLMErrorType():
+    from .llm import LLMError
+
+    return LLMError
+
+
+def cmd_dedup(args) -> int:
+    from . import actions, embed
+    from .novelty import rouge_l, tokenize
+    from .semantic import find_duplicates
+
+    if not -1.0 <= args.cosine <= 1.0:
+        raise CLIError(f"--cosine is between -1 and 1, not {args.cosine}.")
+    with open_pool(args) as pool:
+        try:
+            dups = find_duplicates(pool, embed.bundled(), args.cosine)
+        except embed.EmbedderUnavailable as exc:
+            raise CLIError(str(exc)) from None
+        if args.json:
+            for line in dups.as_json_lines():
+                print(line)
+        else:
+            grouped = sum(1 + len(g.members) for g in dups.groups)
+            print(f"{len(dups.groups):,} group(s) of near-duplicates (cosine above {args.cosine}, {dups.embedder}) "
+                  f"holding {grouped:,} of {len(dups.items):,} instructions.")
+            for n, g in enumerate(dups.groups, start=1):
+                items = dups.group_items(g)
+                print(f"Group {n}:")
+                for k, item in enumerate(items):
+                    label = "keep" if k == 0 else f"{g.cosines[k - 1]:.3f}, ROUGE-L " + \
+                        f"{rouge_l(tokenize(items[0]['instruction']), tokenize(item['instruction'])):.3f}"
+                    print(f"  {item['kind']} {item['id']} ({label}): {item['instruction']}")
+        if args.apply:
+            candidate_ids, _ = dups.removal()
+            seeds_left = sum(1 for g in dups.groups for i in g.members if dups.items[i]["kind"] == "seed_task")
+            if not candidate_ids:
+                print("Nothing to remove." + (f" {seeds_left} seed task(s) in groups are left for a person to "
+                                              "choose on the Pool page." if seeds_left else ""), file=sys.stderr)
+                return 0
+            outcome = actions.remove_duplicates(pool, candidate_ids, actor="cli",
+                                                reason=f"near-duplicate (cosine > {args.cosine})")
+            print(f"Removed {outcome.count:,} near-duplicate instruction(s) from {len(dups.groups):,} group(s) "
+                  f"as one change (undo it on the Pool page)."
+                  + (f" {seeds_left} seed task(s) in groups were left for a person to choose." if seeds_left else ""),
+                  file=sys.stderr)
+    return 0
 
 
 def open_pool(args) -> Pool:
@@ -439,6 +615,7 @@ def cmd_generate(args) -> int:
                 raise CLIError(f"Run {run_id} is {run['status']}; it cannot be resumed.")
             if run["status"] == FINISHED:
                 print(f"Run {run_id} had finished ({run['stop_reason']}); continuing it.")
+            _check_semantic_unchanged(args, run_id, run["config"])
             overrides = _resume_overrides(args, kind, run["config"], given)
             if overrides:
                 print("Changed for this run: " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())))
@@ -456,7 +633,7 @@ def cmd_generate(args) -> int:
                 "structured": args.structured or "auto",
                 "rouge_threshold": args.threshold, "seed": args.seed,
                 "price_per_m": list(args.price) if args.price else None, "batch": args.batch,
-                "batch_discount": args.batch_discount, **given})
+                "batch_discount": args.batch_discount, **_semantic_settings(args), **given})
             if args.rounds is None and args.target is None and args.budget_usd is None \
                     and args.budget_tokens is None:
                 config.rounds = 1
@@ -1108,7 +1285,7 @@ def cmd_refilter(args) -> int:
     with open_pool(args) as pool:
         try:
             report = refilter(pool, args.run_id, threshold=args.threshold, keywords=keywords,
-                              apply=args.apply, actor="cli")
+                              cosine=args.cosine, apply=args.apply, actor="cli")
         except ValueError as exc:   # no such run, or a parser version this code does not have
             raise CLIError(str(exc)) from None
     print(f"Run {report.run_id}: {report.candidates} candidates, {len(report.changed)} would change.")
