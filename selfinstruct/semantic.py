@@ -155,11 +155,26 @@ class Duplicates:
         sub = self.matrix[idx]
         return sub @ sub.T
 
-    def removable(self, g: DuplicateGroup, keep: int | None = None) -> list[int]:
-        """The items the one action removes from group `g` when `keep` (default the rule's) stays:
-        the others, seed tasks excepted (a person must choose those by name)."""
-        keep = g.keep if keep is None else keep
-        return [i for i in [g.keep, *g.members] if i != keep and self.items[i]["kind"] != SEED_TASK]
+    def removal(self, keep: dict[int, int] | None = None, seeds: Sequence[int] = ()) -> tuple[list[int], list[int]]:
+        """(candidate ids, seed task ids) the one action removes: from each group every item but
+        the kept one (`keep` maps a group's number in `groups` to the item a person picked
+        instead of the rule's), seed tasks only when their ids are in `seeds` (a person chose
+        them)."""
+        keep = keep or {}
+        chosen = set(int(i) for i in seeds)
+        candidates, seed_ids = [], []
+        for n, g in enumerate(self.groups):
+            kept = keep.get(n, g.keep)
+            for i in [g.keep, *g.members]:
+                item = self.items[i]
+                if i == kept:
+                    continue
+                if item["kind"] == SEED_TASK:
+                    if int(item["id"]) in chosen:
+                        seed_ids.append(int(item["id"]))
+                else:
+                    candidates.append(int(item["id"]))
+        return candidates, seed_ids
 
     def as_json_lines(self) -> Iterator[str]:
         """One JSON object per group: its items' kinds, ids and texts (the kept one first), the
