@@ -28,6 +28,7 @@ busy), and DuckDB keeps other processes out of the file.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -38,7 +39,7 @@ import duckdb
 from . import local, parsing, prompts
 from .backend import OFFLINE, Backend
 from .engine import Interrupted, RunFailed
-from .llm import AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
+from .llm import RATE_LIMIT_PATIENCE_S, AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
 from .model import (ALL_VALID, ENDED_STATUSES, FAILED, FINISHED, NO, PAUSED, QUESTIONS, RESUMABLE_STATUSES,
                     RUNNING, STOPPED, UNSURE, YES)
 from .pipeline import (NEXT_STEPS, Event, RunControl, _run_coroutine, _unless_stopped, active_of,
@@ -70,6 +71,7 @@ class JudgeConfig(StoredSettings):
     rpm: float | None = None
     tpm: float | None = None
     failure_streak: int = 3
+    rate_limit_patience_s: float = RATE_LIMIT_PATIENCE_S   # nothing but 429s this long ends the run
     key_env: str = "OPENAI_API_KEY"
     price_per_m: list[float] | None = None   # [input, output] USD per 1M tokens; None: built-in table
     seed: int = 0
@@ -93,7 +95,7 @@ class JudgeConfig(StoredSettings):
 
 # Settings a resumed judge run may change: where and how requests go.
 RESUMABLE_JUDGE_SETTINGS = ("backend", "base_url", "model", "key_env", "timeout_s", "max_retries", "concurrency",
-                            "rpm", "tpm", "max_answer_bytes", "failure_streak", "gguf", "threads", "ctx_size",
+                            "rpm", "tpm", "max_answer_bytes", "failure_streak", "rate_limit_patience_s", "gguf", "threads", "ctx_size",
                             "structured", "price_per_m", "mode")
 
 
@@ -270,6 +272,7 @@ class JudgeRunner:
         self.on_event(Event(kind, self.judge_run_id, step="judge", done=self.done, total=self.total, message=message,
                             data={"in_flight": self.in_flight, "limit": pacer["limit"],
                                   "rate_limited": pacer["rate_limited"], "failures": self.failures,
+                                  "rate_limit_wait_s": pacer.get("rate_limit_wait_s", 0.0),
                                   "unparseable": self.unparseable, "cost_usd": self.cost, "tokens": self.tokens,
                                   **(data or {})}))
 
@@ -347,12 +350,14 @@ class JudgeRunner:
         pacer = self.pacer = AdaptiveLimit(cfg.concurrency, rpm=cfg.rpm, tpm=cfg.tpm)
         client = self.backend.client(self.backend.llm_config(
             model=cfg.model, mode=cfg.mode, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s,
-            max_retries=cfg.max_retries, max_answer_bytes=cfg.max_answer_bytes), prices=self.prices, pacer=pacer)
+            max_retries=cfg.max_retries, max_answer_bytes=cfg.max_answer_bytes,
+            rate_limit_patience_s=cfg.rate_limit_patience_s), prices=self.prices, pacer=pacer)
         sampling = Sampling.from_dict(cfg.sampling)
         ready = deque(self.pool.judge_open_items(self.judge_run_id))
         cooling: dict[int, tuple[float, dict]] = {}
         tasks: dict[asyncio.Task, tuple[dict, prompts.Prompt]] = {}
         streak = [0, 0]       # requests in a row whose retries ran out; answers in a row not read
+        waited = 0
         try:
             while True:
                 if self.control.requested:
@@ -388,6 +393,10 @@ class JudgeRunner:
                     else:
                         streak[0] = 0
                         self._answer(row, prompt, completion, streak)
+                shown = math.ceil(pacer.wait_s())
+                if shown != waited:      # a 429 wait: no answer arrives, so say it once a second
+                    waited = shown
+                    self.emit("rate_limit")
         finally:
             for task in tasks:
                 task.cancel()
@@ -494,112 +503,150 @@ __all__ = ["JudgeConfig", "JudgeOutcome", "JudgeRunner", "RESUMABLE_JUDGE_SETTIN
 # -- pool-wide rates: many verdicts, few labels ----------------------------------------------------
 
 
-def _same_judge(a: dict, b: dict) -> bool:
-    """Two judge runs ask the same judge the same way: model, mode, sampling, prompt layout."""
-    keys = ("model", "mode", "sampling", "prompt_versions", "parser_version")
-    return all(a["config"].get(k) == b["config"].get(k) for k in keys) and a.get("structured") == b.get("structured")
-
-
 @dataclass
 class _StudyPairs:
     labels: list[dict]                  # Pool.study_labels rows
     rows: dict[int, list[dict]]         # study item id -> its labels
-    verdicts: dict[int, dict]           # study item id -> the judge's verdict on it
+    verdicts: dict[int, dict]           # labeled study item id -> the run's verdict row on it
     order: list[int]                    # labeled study item ids, in id order
-    tasks: set[int]                     # candidate ids of the labeled items
-    pooled: list[dict]                  # the pool run's latest readable verdicts
+    others: list[dict]                  # the run's verdict rows on every item no study label is on
+    strata: dict | None                 # candidate id -> study stratum (a stratified study), else None
+    weights: dict | None                # study stratum -> its size when the study was drawn
+
+
+class NoPoolRates(ValueError):
+    """Why no pool-wide rate can be given, and what to do, in one sentence."""
+
+
+def _readable(v: dict) -> bool:
+    return v["response"] is not None and v["unparseable"] is None
 
 
 def _study_pairs(pool: Pool, pool_judge_run_id: int, study_id: int) -> _StudyPairs:
-    """A pool judge run's verdicts beside a study's labels (see `pool_rates`); ValueError in plain words."""
+    """A pool judge run's verdicts beside a study's labels (see `pool_rates`), after checking that
+    the labeled items are a uniform random sample (within strata, for a stratified study) of the
+    very items the run judged; NoPoolRates in one sentence otherwise."""
     run = pool.judge_run(pool_judge_run_id)
     if run is None:
-        raise ValueError(f"There is no judge run {pool_judge_run_id}.")
+        raise NoPoolRates(f"There is no judge run {pool_judge_run_id}.")
     if run["scope"] != SCOPE_POOL:
-        raise ValueError(f"Judge run {pool_judge_run_id} judged study {run['study_id']}, not the pool: pool-wide "
-                         "rates need a judge run of the pool (selfinstruct judge --pool).")
-    if pool.study(study_id) is None:
-        raise ValueError(f"There is no study {study_id}.")
+        raise NoPoolRates(f"Judge run {pool_judge_run_id} judged study {run['study_id']}, not the pool: pool-wide "
+                          "rates need a judge run of the pool (selfinstruct judge --pool).")
+    study = pool.study(study_id)
+    if study is None:
+        raise NoPoolRates(f"There is no study {study_id}.")
     labels = pool.study_labels(study_id)
     if not labels:
-        raise ValueError(f"Nobody has labeled study {study_id} yet: pool-wide rates need people's labels "
-                         "(the Label page).")
+        raise NoPoolRates(f"Nobody has labeled study {study_id} yet: pool-wide rates need people's labels "
+                          "(the Label page).")
     rows: dict[int, list[dict]] = {}
     for row in labels:
         rows.setdefault(row["item_id"], []).append(row)
+    # An item deleted since the run planned it is no longer in the pool.
+    planned = [v for v in pool.judge_verdicts(pool_judge_run_id) if v["unparseable"] != GONE]
+    unanswered = sum(v["response"] is None for v in planned)
+    if unanswered:
+        raise NoPoolRates(
+            f"No pool-wide rate yet: judge run {pool_judge_run_id} has answered {len(planned) - unanswered:,} of its "
+            f"{len(planned):,} items, and the rate needs the judge's verdict on every one of them; resume it "
+            f"({resume_judge_command(pool_judge_run_id)}).")
+    by_task = {v["candidate_id"]: v for v in planned}
+    cfg = study.get("config") or {}
+    from_run = cfg.get("judge_run") == pool_judge_run_id
+    draw = f"draw a study from judge run {pool_judge_run_id}'s items (the Label page) and label it"
     where = {item: (r[0]["candidate_id"], r[0]["instance_id"]) for item, r in rows.items()}
-    pooled = {(v["candidate_id"], v["instance_id"]): v
-              for v in pool.latest_judge_verdicts(judge_run_id=pool_judge_run_id)}
-    labeled: dict[int, dict] = {item: pooled[key] for item, key in where.items() if key in pooled}
-    for other in pool.judge_runs(study_id=study_id):      # newest first
-        if len(labeled) == len(rows):
-            break
-        if other["scope"] != SCOPE_STUDY or not _same_judge(run, other):
-            continue
-        for v in pool.latest_judge_verdicts(study_id=study_id, judge_run_id=other["id"]):
-            if v["study_item_id"] in rows:
-                labeled.setdefault(v["study_item_id"], v)
-    missing = [item for item in rows if item not in labeled]
-    if missing:
-        from .backend import LOCAL
+    outside = [item for item, (c, _) in where.items() if c not in by_task]
+    if outside:
+        raise NoPoolRates(
+            f"No pool-wide rate: {len(outside)} of the {len(rows)} labeled items of study {study_id} are tasks judge "
+            f"run {pool_judge_run_id} did not judge (it judged {len(planned):,}: a limited run, or the pool before "
+            "later tasks were accepted), so its verdicts do not cover the population people sampled; judge every "
+            "item of the pool (selfinstruct judge --pool) or " + draw + ".")
+    other_instance = sum(by_task[c]["instance_id"] != i for c, i in where.values())
+    if other_instance:
+        raise NoPoolRates(
+            f"No pool-wide rate: {other_instance} of the {len(rows)} labeled items of study {study_id} are another "
+            f"instance of their task than the one judge run {pool_judge_run_id} judged (a pool run judges each "
+            "task's first kept instance), so people and judge did not see the same items; " + draw + ".")
+    if not from_run:
+        filters = [f"{k} {', '.join(map(str, cfg[k]))}" for k in ("runs", "rounds") if cfg.get(k)]
+        if filters:
+            raise NoPoolRates(
+                f"No pool-wide rate: study {study_id} was drawn from {' and '.join(filters)} only, not from every "
+                f"item judge run {pool_judge_run_id} judged, so it is not a random sample of them; " + draw + ".")
+        eligible = cfg.get("eligible")
+        if eligible is not None and int(eligible) != len(planned):
+            raise NoPoolRates(
+                f"No pool-wide rate: study {study_id} was drawn from {int(eligible):,} items but judge run "
+                f"{pool_judge_run_id} judged {len(planned):,} (the pool changed in between), so the study is not a "
+                "random sample of the judged items; " + draw + ".")
+    strata = weights = None
+    if cfg.get("stratify"):
+        from .quality import stratum_of
 
-        cfg = run["config"]
-        where_to = {OFFLINE: "--offline", LOCAL: "--local" + (f" --gguf {cfg['gguf']}" if cfg.get("gguf") else "")
-                    }.get(cfg.get("backend"), f"--base-url {cfg.get('base_url', '')} --model {cfg.get('model', '')}")
-        raise ValueError(
-            f"Judge run {pool_judge_run_id} has no readable verdict for {len(missing)} of the {len(rows)} item(s) "
-            f"people labeled in study {study_id} (the study drew another instance of those tasks, or the run "
-            f"has not judged them yet). Start a judge run of the study with the same judge: selfinstruct judge "
-            f"--study {study_id} {where_to} (or the Judge page: the same settings, scope study {study_id}), "
-            "then ask again.")
-    return _StudyPairs(labels, rows, labeled, sorted(rows), {c for c, _ in where.values()}, list(pooled.values()))
+        stratum = {int(r["candidate_id"]): stratum_of(r, cfg["stratify"]) for r in pool.study_candidates()}
+        strata = {c: stratum.get(c) for c in by_task}
+        weights = {a["stratum"]: a["eligible"] for a in cfg.get("allocation") or []} or None
+    labeled_tasks = {c for c, _ in where.values()}
+    verdicts = {item: by_task[c] for item, (c, _) in where.items()}
+    others = [v for v in planned if v["candidate_id"] not in labeled_tasks]
+    return _StudyPairs(labels, rows, verdicts, sorted(rows), others, strata, weights)
+
+
+def _answer(v: dict, q: str) -> str | None:
+    """The run's answer to `q` (ALL_VALID: yes when all three are yes); None when unreadable."""
+    if not _readable(v):
+        return None
+    if q == ALL_VALID:
+        return YES if all(v[x] == YES for x in QUESTIONS) else NO
+    return v[q]
 
 
 def pool_rates(pool: Pool, pool_judge_run_id: int, study_id: int, *, method: str | None = None,
                confidence: float = 0.95) -> dict:
     """The pool's share of "yes" per question (and "all_valid": all three yes) from a pool-scope
     judge run (many verdicts) and a labeled quality study (few human labels), by
-    `calibration.pool_rate` (PPI++ unless `method` says "ppi"); each `PoolRate` carries the
-    human-only Wilson interval and the paper's rate beside it.
+    `calibration.pool_rate` (by judge verdict, exact per cell, unless `method` names "ppi" or
+    "ppi++"); each `PoolRate` carries the human-only Wilson interval, the paper's rate and the
+    number of unreadable verdicts (a cell of their own) beside it.
 
     People's answer for an item is `model.majority` of its labels (split and unsure count as
     not-yes, the Label page's rule; "all_valid" is yes when the three majorities are yes). The
-    labeled items are the study's items with at least one label; their verdicts come from the
-    pool run when it judged the same (candidate, instance), else from the newest run of that
-    study with the same judge settings (`_same_judge`). The unlabeled set is the pool run's
-    readable verdicts on every other task (a labeled task's verdict never counts twice). Raises
-    ValueError in plain words, naming the judge run to start when labeled items lack a verdict."""
+    population is the items the run judged; the rates are given only when the study's labeled
+    items are a uniform random sample of them (`_study_pairs` checks: every item answered, the
+    same tasks and instances, a study drawn from the same items without run or round filters;
+    a stratified study's strata are weighed by their sizes when it was drawn). Otherwise raises
+    NoPoolRates: one sentence saying why and what to do."""
     from . import calibration, quality
 
     pairs = _study_pairs(pool, pool_judge_run_id, study_id)
-    unlabeled = [v for v in pairs.pooled if v["candidate_id"] not in pairs.tasks]
     order, labeled, rows = pairs.order, pairs.verdicts, pairs.rows
     people = {a["item_id"]: a for a in quality.item_answers(pairs.labels)}
     method = method or calibration.DEFAULT_METHOD
+    strata: dict = {}
+    if pairs.strata is not None:
+        strata = {"unlabeled_strata": [pairs.strata[v["candidate_id"]] for v in pairs.others],
+                  "labeled_strata": [pairs.strata[labeled[i]["candidate_id"]] for i in order],
+                  "strata_weights": pairs.weights}
     out: dict = {}
-    for q in QUESTIONS:
-        out[q] = calibration.pool_rate([v[q] for v in unlabeled], [labeled[i][q] for i in order],
-                                       [[r[q] for r in rows[i]] for i in order], question=q, method=method,
-                                       confidence=confidence)
-
-    def all_yes(v: dict) -> str:
-        return YES if all(v[q] == YES for q in QUESTIONS) else NO
-
-    out[ALL_VALID] = calibration.pool_rate([all_yes(v) for v in unlabeled], [all_yes(labeled[i]) for i in order],
-                                           [[people[i][ALL_VALID]] for i in order], question=ALL_VALID,
-                                           method=method, confidence=confidence)
+    for q in (*QUESTIONS, ALL_VALID):
+        human = ([[r[q] for r in rows[i]] for i in order] if q != ALL_VALID
+                 else [[people[i][ALL_VALID]] for i in order])
+        out[q] = calibration.pool_rate([_answer(v, q) for v in pairs.others], [_answer(labeled[i], q) for i in order],
+                                       human, question=q, method=method, confidence=confidence,
+                                       **(strata if method == calibration.STRATA else {}))
     return out
 
 
 def pool_calibration(pool: Pool, pool_judge_run_id: int, study_id: int) -> dict:
     """`calibration.calibrate` per question for a pool judge run on a labeled study's items (the
-    same verdicts `pool_rates` pairs with the labels); ValueError as `pool_rates`."""
+    same verdicts `pool_rates` pairs with the labels); NoPoolRates as `pool_rates`."""
     from . import calibration
 
     pairs = _study_pairs(pool, pool_judge_run_id, study_id)
-    return {q: calibration.calibrate([pairs.verdicts[i][q] for i in pairs.order],
+    return {q: calibration.calibrate([_answer(pairs.verdicts[i], q) for i in pairs.order],
                                      [[r[q] for r in pairs.rows[i]] for i in pairs.order], question=q)
             for q in QUESTIONS}
 
 
-__all__ += ["pool_calibration", "pool_rates"]
+__all__ += ["NoPoolRates", "pool_calibration", "pool_rates"]

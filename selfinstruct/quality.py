@@ -282,9 +282,16 @@ class StudyCreated:
 
 def create_study(pool, name: str, *, size: int = DEFAULT_SIZE, seed: int,
                  run_ids: Sequence[int] | None = None, rounds: Sequence[int] | None = None,
-                 stratify: str | None = None, actor: str = "user", overlap: int = 1) -> StudyCreated:
-    """Sample the pool and store the study. Raises ValueError when nothing is eligible."""
+                 stratify: str | None = None, actor: str = "user", overlap: int = 1,
+                 judge_run: int | None = None) -> StudyCreated:
+    """Sample the pool and store the study. Raises ValueError when nothing is eligible.
+    `judge_run`: draw from the items a pool judge run judged, each task with the instance it
+    judged, so the study is a random sample of them (what `judge.pool_rates` needs)."""
     eligible = pool.study_candidates(run_ids, rounds)
+    if judge_run is not None:
+        judged = {v["candidate_id"]: v["instance_id"] for v in pool.judge_verdicts(judge_run)}
+        eligible = [{**row, "instance_ids": [judged[row["candidate_id"]]]} for row in eligible
+                    if judged.get(row["candidate_id"]) in row["instance_ids"]]
     if not eligible:
         raise ValueError("No accepted instruction with a kept instance matches these filters.")
     sample = draw_sample(eligible, size, seed, stratify)
@@ -296,6 +303,8 @@ def create_study(pool, name: str, *, size: int = DEFAULT_SIZE, seed: int,
         "method": "accepted candidates with a kept instance, by candidate id; random.Random(seed): "
                   "instructions, then one instance each",
     }
+    if judge_run is not None:
+        config["judge_run"] = int(judge_run)
     study_id = pool.create_study(name, seed=seed, items=sample.items, config=config, actor=actor,
                                  overlap=int(overlap))
     return StudyCreated(study_id, sample)

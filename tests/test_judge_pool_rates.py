@@ -6,10 +6,10 @@ import pyarrow as pa
 import pytest
 
 from selfinstruct import calibration, quality
-from selfinstruct.judge import JudgeConfig, JudgeRunner, pool_rates, start_judge
+from selfinstruct.judge import JudgeConfig, JudgeRunner, NoPoolRates, pool_rates, start_judge
 from selfinstruct.model import ALL_VALID
 from selfinstruct.model import NO, PAPER_RATES, QUESTIONS, YES
-from selfinstruct.offline import OfflineServer, judge_truth
+from selfinstruct.offline import OfflineServer, judge_reply, judge_truth
 from selfinstruct.store import Pool
 
 ERROR = 0.15          # the offline judge flips each true answer with this probability
@@ -82,15 +82,20 @@ def test_the_ppi_interval_covers_the_pools_truth_and_the_human_interval_is_besid
     assert set(rates) == {*QUESTIONS, ALL_VALID}
     for measure, rate in rates.items():
         truth = true_rate(judged["truth"], measure)
-        assert rate.method == "ppi++" and classic[measure].method == "ppi"
+        assert rate.method == "by-verdict" and classic[measure].method == "ppi"
         assert rate.low <= truth <= rate.high, (measure, truth, rate)
         assert classic[measure].low <= truth <= classic[measure].high, (measure, truth, classic[measure])
         # the labeled items are the rectifier's; every other task's verdict is the unlabeled set
         assert rate.n_human == judged["labeled"] and rate.n_judge == 1500 - judged["labeled"]
         assert rate.human_low is not None and rate.human_low <= rate.human_estimate <= rate.human_high
         assert rate.paper_rate == PAPER_RATES[measure]
-    for q in QUESTIONS:   # an 85%-accurate judge narrows every question's interval (bench/calibration.py)
-        assert rates[q].width < rates[q].human_width
+        assert rate.low <= rate.estimate <= rate.high and rate.unreadable == 0
+    for q in QUESTIONS:
+        # An 85%-accurate judge narrows the interval of a rate away from 0 and 1; near them (valid
+        # task: 93%) it barely helps, as bench/calibration.py's grid shows (0.90 of people's width
+        # at 90% accuracy and a 92% rate), and the exact cells cost a little.
+        truth = true_rate(judged["truth"], q)
+        assert rates[q].width < rates[q].human_width * (1.0 if 0.2 < truth < 0.8 else 1.05), (q, truth)
 
 
 def test_the_figures_are_calibration_pool_rate_on_the_rows(judged):
@@ -127,7 +132,11 @@ def test_split_and_unsure_count_as_not_yes(judged, tmp_path):
     assert after.human_estimate == pytest.approx(before.human_estimate - 1 / before.n_human)
 
 
-def test_labeled_items_the_pool_run_did_not_judge_name_the_run_to_start(tmp_path):
+def test_another_instance_refuses_rates_until_the_study_is_drawn_from_the_judged_items(tmp_path):
+    """The pool run judges each task's first kept instance; a study that drew another instance of
+    some tasks is not a sample of what the judge saw. The old code filled those items in from a
+    study-scope run of the same judge (people and judge then see different items): now one
+    sentence says why and what to do, and a study drawn from the run's items gets rates."""
     with Pool.open(tmp_path / "pool.duckdb") as pool:
         fill(pool, 120, second_instance_every=2)      # the study draws the second instance of some tasks
         study_id = quality.create_study(pool, "s", size=40, seed=1).study_id
@@ -135,20 +144,76 @@ def test_labeled_items_the_pool_run_did_not_judge_name_the_run_to_start(tmp_path
         with OfflineServer(judge_error=ERROR) as srv:
             judge_run_id = start_judge(pool, endpoint(srv), "pool")
             JudgeRunner(pool, judge_run_id).run()
-            with pytest.raises(ValueError, match=rf"selfinstruct judge --study {study_id} --base-url {srv.base_url} --model selfinstruct-demo"):
-                pool_rates(pool, judge_run_id, study_id)
-            # another judge on the study does not stand in for this one
-            other = start_judge(pool, endpoint(srv, sampling={"temperature": 0.5, "max_tokens": 256}), "study",
-                                study_id)
-            JudgeRunner(pool, other).run()
-            with pytest.raises(ValueError, match="no readable verdict for"):
-                pool_rates(pool, judge_run_id, study_id)
-            same = start_judge(pool, endpoint(srv), "study", study_id)
+            same = start_judge(pool, endpoint(srv), "study", study_id)   # the old stand-in
             JudgeRunner(pool, same).run()
-        rates = pool_rates(pool, judge_run_id, study_id)
+        with pytest.raises(NoPoolRates, match=rf"are another instance of their task than the one judge run "
+                           rf"{judge_run_id} judged .*; draw a study from judge run {judge_run_id}'s items") as refused:
+            pool_rates(pool, judge_run_id, study_id)
+        assert str(refused.value).count(". ") == 0          # one sentence
+        drawn = quality.create_study(pool, "from the run", size=40, seed=1, judge_run=judge_run_id).study_id
+        label_with_truth(pool, drawn)
+        rates = pool_rates(pool, judge_run_id, drawn)
         assert rates["output_ok"].n_human == 40 and rates["output_ok"].n_judge == 120 - 40
         with pytest.raises(ValueError, match="not the pool"):
             pool_rates(pool, same, study_id)
         empty = quality.create_study(pool, "nobody yet", size=5, seed=2).study_id
         with pytest.raises(ValueError, match="Nobody has labeled"):
             pool_rates(pool, judge_run_id, empty)
+
+
+def test_a_population_the_study_did_not_sample_gives_no_rate_and_says_what_to_do(tmp_path):
+    """A pool run limited to the first 300 of 1,500 tasks beside a study over all 1,500 (the old
+    code gave rates with no warning once a study-scope run filled in the rest); a study with a
+    round filter; a study drawn before later tasks were accepted; a run not finished."""
+    with Pool.open(tmp_path / "pool.duckdb") as pool:
+        fill(pool, 600)
+        everything = quality.create_study(pool, "all", size=60, seed=3).study_id
+        label_with_truth(pool, everything)
+        with OfflineServer(judge_error=ERROR) as srv:
+            first = start_judge(pool, endpoint(srv), "pool", limit=120)
+            JudgeRunner(pool, first).run()
+            filler = start_judge(pool, endpoint(srv), "study", everything)
+            JudgeRunner(pool, filler).run()
+            with pytest.raises(NoPoolRates, match=rf"tasks judge run {first} did not judge .* judge every item of "
+                               r"the pool \(selfinstruct judge --pool\)"):
+                pool_rates(pool, first, everything)
+            whole = start_judge(pool, endpoint(srv), "pool")
+            JudgeRunner(pool, whole).run()
+            assert pool_rates(pool, whole, everything)["valid_task"].n_human == 60
+            fill(pool, 100)                               # later tasks accepted after the study
+            later = start_judge(pool, endpoint(srv), "pool")
+            JudgeRunner(pool, later).run()
+            with pytest.raises(NoPoolRates, match=r"was drawn from 600 items but judge run \d+ judged 700"):
+                pool_rates(pool, later, everything)
+            one_round = quality.create_study(pool, "round 1", size=30, seed=4, rounds=[1]).study_id
+            label_with_truth(pool, one_round)
+            with pytest.raises(NoPoolRates, match=r"was drawn from rounds 1 only"):
+                pool_rates(pool, later, one_round)
+            unfinished = start_judge(pool, endpoint(srv), "pool")
+        with pytest.raises(NoPoolRates, match=rf"has answered 0 of its 700 items.*selfinstruct judge --resume {unfinished}"):
+            pool_rates(pool, unfinished, everything)
+
+
+def test_unreadable_verdicts_are_counted_and_kept_as_a_cell_of_their_own(tmp_path):
+    """One answer in about eight cannot be read. The old code dropped those items from the pool
+    without a word; now they stay in the population as a cell whose rate comes from people's
+    labels, and the count comes with the rate."""
+    import zlib
+
+    def responder(text, seed):
+        return "I would rather not say." if zlib.crc32(text.encode()) % 8 == 0 else judge_reply(text)
+
+    with Pool.open(tmp_path / "pool.duckdb") as pool:
+        fill(pool, 400)
+        study_id = quality.create_study(pool, "s", size=120, seed=6).study_id
+        label_with_truth(pool, study_id)
+        with OfflineServer(responder=responder, judge_answers=False) as srv:
+            judge_run_id = start_judge(pool, endpoint(srv, failure_streak=50), "pool")
+            assert JudgeRunner(pool, judge_run_id).run().status == "finished"
+        unreadable = sum(v["unparseable"] is not None for v in pool.judge_verdicts(judge_run_id))
+        assert 20 < unreadable < 90
+        rates = pool_rates(pool, judge_run_id, study_id)
+        truth = [judge_truth(*texts(pool, c, i)) for c, i, _ in pool.judge_pool_items()]
+    for measure, rate in rates.items():
+        assert rate.unreadable == unreadable and rate.n_human + rate.n_judge == 400
+        assert rate.low <= true_rate(truth, measure) <= rate.high
