@@ -1,3 +1,5 @@
+import time
+
 import streamlit as st
 
 from pages.common import current_pool, current_user, job_manager, pause_and_stop
@@ -176,6 +178,11 @@ def live_view() -> None:
 
     if running_this:
         st.markdown(f"**{status.line()}**")
+        if status.round and status.started_at:   # the run's own pace, once it has rounds
+            pace = monitor.run_pace(pool, run_id, elapsed_s=time.time() - status.started_at)
+            st.caption(pace.words())
+            if pace.note():
+                st.warning(pace.note(), icon=":material/speed:")
         if status.total:
             st.progress(min(1.0, status.done / status.total),
                         text=f"{status.done:,} of {status.total:,} planned requests done")

@@ -648,7 +648,7 @@ def cmd_generate(args) -> int:
             if args.estimate:
                 return 0
             run_id = start_run(pool, config, actor="cli")
-        progress = _Progress(sys.stderr)
+        progress = _Progress(sys.stderr, pool=pool)
         with _SigintSeen() as sigint:
             try:
                 try:
@@ -755,18 +755,50 @@ def _latest_resumable(pool) -> int | None:
 class _Progress:
     """A progress bar on stderr (tqdm, on a terminal only), and a summary line per round on stdout."""
 
-    def __init__(self, stream) -> None:
+    PACE_EVERY_S = 5.0             # the run's pace is measured again at most this often
+    SLOW_EVERY_S = 120.0           # a slow local model is said again at most this often
+
+    def __init__(self, stream, pool=None) -> None:
+        import time
+
         self.stream = stream
         self.bar = None
+        self.pool = pool
+        self.started = time.monotonic()
+        self._pace = None
+        self._pace_at = self._slow_said = -1e9
+
+    def note_pace(self, event) -> str:
+        """The run's own pace ("12 tokens/s · about 4 min left"), measured at most every
+        PACE_EVERY_S; a slow local model is said on stderr in plain words."""
+        import time
+
+        from .monitor import run_pace
+
+        now = time.monotonic()
+        if self.pool is not None and now - self._pace_at >= self.PACE_EVERY_S:
+            self._pace_at = now
+            self._pace = run_pace(self.pool, event.run_id, elapsed_s=now - self.started)
+            note = self._pace.note()
+            if note and now - self._slow_said >= self.SLOW_EVERY_S:
+                self._slow_said = now
+                self._print(note, file=self.stream)
+        return self._pace.words() if self._pace is not None else ""
 
     def __call__(self, event) -> None:
+        from .monitor import doing_words
+
+        if event.kind == "preparing":
+            self._print(event.message[:1].upper() + event.message[1:] + " ...", file=self.stream)
         if event.kind in {"request", "round_started"} and event.total:
             bar = self._bar()
             d = event.data
-            bar.set_description(f"round {event.round}", refresh=False)
+            doing = doing_words(d.get("in_flight_stages") or {})
+            bar.set_description(f"round {event.round}" + (f" ({doing})" if doing else ""), refresh=False)
             bar.total = event.total
             bar.n = event.done
-            bar.set_postfix_str(f"{d.get('in_flight', 0)} in flight of {d.get('limit', 0)}"
+            pace = self.note_pace(event) if event.kind == "request" else ""
+            bar.set_postfix_str((f"{pace} · " if pace else "") + f"{d.get('in_flight', 0)} in flight of {d.get('limit', 0)}"
                                 + (f" · {d['rate_limited']} rate-limited" if d.get("rate_limited") else "")
                                 + (f" · {d['failures']} failed" if d.get("failures") else ""))
         elif event.kind == "round_done":

@@ -19,7 +19,7 @@ import asyncio
 import heapq
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from . import parsing, prompts
@@ -72,6 +72,9 @@ class Progress:
     limit: int = 0           # current concurrency (adapts to 429s)
     rate_limited: int = 0    # 429 answers seen since the run (re)started
     failures: int = 0        # requests whose retries ran out since the run (re)started
+    # requests being answered now by stage, in pipeline order ({"instances": 2}): what the run is
+    # doing, which the round's step does not say (a round stays "classify" through its instances)
+    in_flight_stages: dict = field(default_factory=dict)
 
 
 def semantic_index(pool: Pool, config, texts: list[str], backend=None):
@@ -217,7 +220,12 @@ class RunState:
         return Progress(round=round_number or (current["number"] if current else len(self.rounds)),
                         step=step or (current["step"] if current else STEP_DONE), done=self.done,
                         total=self.total, in_flight=len(self.in_flight), limit=pacer["limit"],
-                        rate_limited=pacer["rate_limited"], failures=self.failures)
+                        rate_limited=pacer["rate_limited"], failures=self.failures,
+                        in_flight_stages=self._in_flight_stages())
+
+    def _in_flight_stages(self) -> dict:
+        stages = [self.open[i]["stage"] for i in self.in_flight if i in self.open]
+        return {stage: stages.count(stage) for stage in dict.fromkeys(prompts.STAGES + tuple(stages)) if stage in stages}
 
     # -- planning ------------------------------------------------------------------------
     def stop_reason(self) -> str | None:

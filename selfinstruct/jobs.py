@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from .llm import PriceTable
 from .model import FAILED, PAUSED, STOPPED, UNFINISHED_STATUSES
-from .monitor import run_headline
+from .monitor import doing_words, run_headline
 from .redact import redact
 from .pipeline import (JOB_NOUNS, Event, RunConfig, RunControl, RunOutcome, Runner, active_job, active_run,
                        apply_overrides, start_run)
@@ -67,6 +67,8 @@ class JobStatus:
     #                              "prerate" (run_id: the evaluation's id)
     cost_usd: float = 0.0        # judge runs: spent so far (the run's whole cost, earlier starts included)
     unparseable: int = 0         # judge runs: answers that could not be read as a verdict
+    in_flight_stages: dict = field(default_factory=dict)   # requests being answered now, by stage
+    preparing: str = ""          # what a run does before its first round ("loading the local model ...")
 
     @property
     def busy(self) -> bool:
@@ -86,8 +88,11 @@ class JobStatus:
         progress = f", {self.done}/{self.total} requests" if self.total else ""
         verb = {"running": "running", "pausing": "pausing", "stopping": "stopping"}[self.state]
         if not self.round and self.state == "running":
-            return f"Run {self.run_id} starting{size}"
-        step = f" ({self.step})" if self.step else ""
+            return f"Run {self.run_id} starting{': ' + self.preparing if self.preparing else ''}{size}"
+        # what the requests in flight are for; the round's own step ("classify") lasts through
+        # its instances
+        doing = doing_words(self.in_flight_stages) or self.step
+        step = f" ({doing})" if doing else ""
         return f"Run {self.run_id} {verb}: round {self.round}{step}{progress}{size}"
 
     def _judge_line(self) -> str:
@@ -365,6 +370,10 @@ class JobManager:
                 changes["cost_usd"] = float(data["cost_usd"])
             if "unparseable" in data:
                 changes["unparseable"] = int(data["unparseable"])
+            if "in_flight_stages" in data:
+                changes["in_flight_stages"] = dict(data["in_flight_stages"])
+            if event.kind == "preparing":
+                changes["preparing"] = event.message
             if event.message:
                 changes["message"] = event.message
             self._status = replace(status, **changes)

@@ -1,6 +1,7 @@
 """What the Generate page shows about a run, shaped from the pool in one call."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pandas as pd
@@ -121,3 +122,126 @@ def parse_hints(health: list[dict], *, mode: str = "chat", echo: int = 0, candid
                      + ("try structured output, completion mode or a bigger model" if mode == "chat"
                         else "try a bigger model"))
     return hints
+
+
+# -- the pace of a run going on now ------------------------------------------------------------
+PACE_SINCE_MIN_S = 5.0          # before this, no pace is measured yet ("measuring")
+PACE_LAST = 20                  # the newest answers that give the tokens per second
+# The bundled model writes about 99 tokens/s on an idle 2-core machine (bench/README.md, local
+# model); below this a local run is slow enough to say why and how long it will take.
+SLOW_LOCAL_TOKENS_PER_S = 5.0
+# A 1-minute load average above this many times the cores means other work holds the CPU.
+BUSY_LOAD_PER_CORE = 1.5
+
+STAGE_WORDS = {"instructions": "new instructions", "classify": "classification", "instances": "instances",
+               "batch": "new tasks", "probe": "structured-output probe"}
+
+
+@dataclass
+class Pace:
+    tokens_per_s: float | None      # completion tokens per second of answering, newest answers
+    seconds_per_request: float | None   # wall seconds per answer since the run (re)started
+    answered: int                   # requests answered in the run so far
+    remaining: int                  # requests still to answer: planned, and expected for the rounds asked for
+    eta_s: float | None             # remaining * seconds_per_request
+    busy: bool = False              # the machine's other work holds the CPU (load average)
+    local: bool = False             # the run's model runs on this machine
+
+    @property
+    def slow(self) -> bool:
+        return self.local and self.tokens_per_s is not None and self.tokens_per_s < SLOW_LOCAL_TOKENS_PER_S
+
+    def words(self) -> str:
+        """"12.3 tokens/s · about 4 min left" (or "measuring the pace" before the first answer)."""
+        from .pipeline import Estimate
+
+        if self.tokens_per_s is None:
+            return "measuring the pace"
+        parts = [_speed(self.tokens_per_s)]
+        if self.eta_s is not None:
+            parts.append(f"about {Estimate._duration(self.eta_s)} left" if self.remaining else "finishing")
+        return " · ".join(parts)
+
+    def note(self) -> str | None:
+        """Plain words when a local run is slow, and why, with how long it will take."""
+        if not self.slow:
+            return None
+        from .pipeline import Estimate
+
+        expect = f"; expect about {Estimate._duration(self.eta_s)}" if self.eta_s else ""
+        speed = _speed(self.tokens_per_s)
+        if self.busy:
+            return (f"The CPU is shared with other work: {speed}{expect}. The local model needs the cores "
+                    "to itself; pause the run and resume it when the machine is quieter, or let it go on slowly.")
+        return (f"The local model writes {speed} on this machine{expect}. Fewer threads, a smaller "
+                "model or an endpoint would be faster.")
+
+
+def _speed(tokens_per_s: float) -> str:
+    """"1 token/s", "2.5 tokens/s", "98 tokens/s"."""
+    value = f"{tokens_per_s:.1f}".rstrip("0").rstrip(".") if tokens_per_s < 10 else f"{tokens_per_s:.0f}"
+    return f"{value} token{'' if value == '1' else 's'}/s"
+
+
+def machine_busy() -> bool:
+    """Whether other work holds the CPU (the 1-minute load average against the cores)."""
+    import os
+
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return False
+    return load > BUSY_LOAD_PER_CORE * (os.cpu_count() or 1)
+
+
+def run_pace(pool: Pool, run_id: int, *, elapsed_s: float, busy: bool | None = None) -> Pace:
+    """How fast a run going on now answers, from its own answers since it (re)started `elapsed_s`
+    seconds ago, and how long the rest will take at that pace. The rest: requests planned and not
+    answered, and for the rounds asked for but not planned yet (or half planned: follow-ups come
+    as answers arrive) as many requests per round as its done rounds took (before one is done,
+    the estimate's figure)."""
+    from .backend import LOCAL
+
+    run = pool.run(run_id) or {}
+    config = run.get("config") or {}
+    a = pool.run_activity(run_id, since_s=elapsed_s, last=PACE_LAST)
+    tokens_per_s = (a["recent_tokens"] / a["recent_seconds"]
+                    if a["recent"] and a["recent_seconds"] > 0 and elapsed_s >= PACE_SINCE_MIN_S else None)
+    seconds_per_request = elapsed_s / a["answered_recently"] if a["answered_recently"] else None
+    if a["rounds_done"]:
+        per_round = a["answered_in_done_rounds"] / a["rounds_done"]
+    else:
+        per_round = _estimated_requests_per_round(pool, config)
+    rounds = max(int(config.get("rounds") or 0), a["rounds"])
+    expected = max(a["planned"], round(per_round * rounds))
+    remaining = max(0, expected - a["answered"])
+    eta = remaining * seconds_per_request if seconds_per_request is not None else None
+    return Pace(tokens_per_s=tokens_per_s, seconds_per_request=seconds_per_request, answered=a["answered"],
+                remaining=remaining, eta_s=eta, busy=machine_busy() if busy is None else busy,
+                local=config.get("backend") == LOCAL)
+
+
+# The estimate reads the seeds and earlier runs: made once per run and process, not every second
+# the page refreshes while the first round goes on.
+_per_round_estimates: dict[tuple, float] = {}
+
+
+def _estimated_requests_per_round(pool: Pool, config: dict) -> float:
+    from .pipeline import RunConfig, estimate_run
+
+    key = (str(pool.path), json.dumps(config, sort_keys=True, default=str))
+    if key not in _per_round_estimates:
+        try:
+            estimate = estimate_run(pool, RunConfig.from_dict(config))
+            guess = estimate.requests / max(1, estimate.rounds)
+        except Exception:  # noqa: BLE001 - an estimate is a nicety; the planned requests still count
+            guess = float(config.get("requests_per_round") or 0)
+        if len(_per_round_estimates) > 64:
+            _per_round_estimates.clear()
+        _per_round_estimates[key] = guess
+    return _per_round_estimates[key]
+
+
+def doing_words(stages: dict[str, int]) -> str:
+    """What the requests in flight are for, by stage ("instances (2), classification (1)")."""
+    return ", ".join(f"{STAGE_WORDS.get(stage, stage)} ({n})" for stage, n in stages.items() if n)

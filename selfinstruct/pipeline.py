@@ -356,6 +356,10 @@ class Runner:
             self.on_event(Event("run_started", self.run_id, message=f"run {self.run_id} started"))
             started_backend = self.backend._server is None
             try:
+                if started_backend and self.backend.kind == LOCAL:
+                    # loading a GGUF file takes seconds, minutes on a busy machine: say so
+                    self.on_event(Event("preparing", self.run_id, message=f"loading the local model "
+                                        f"{self.config.model} (llama.cpp)"))
                 self.backend.start()
                 decide_structured(self.pool, self.run_id, self.config, self.backend, on_event=self.on_event,
                                   control=self.control)

@@ -217,6 +217,32 @@ class RunQueries:
                  AND json_extract_string(r.config, '$.backend') = ? AND d.seconds > 0
                ORDER BY r.id DESC LIMIT ?""", [model, backend, int(limit)])
 
+    def run_activity(self, run_id: int, since_s: float, last: int = 20) -> dict:
+        """For the pace of a run going on now: its requests planned and answered (in all, and in
+        rounds done), its rounds planned and done, and of the answers that arrived in the last
+        `since_s` seconds (since the run (re)started) how many there are and, for the newest
+        `last` of them, their completion tokens and seconds of answering."""
+        since = int(max(0.0, since_s) * 1_000_000)
+        row = self._q(
+            f"""WITH r AS (SELECT id, {round_done_sql()} AS done FROM rounds WHERE run_id = ?),
+                 q AS (SELECT q.*, r.done FROM requests q JOIN r ON r.id = q.round_id WHERE q.run_id = ?),
+                 recent AS (SELECT completion_tokens, latency_s FROM q
+                            WHERE response IS NOT NULL
+                              AND completed_at >= current_timestamp::TIMESTAMP - to_microseconds(?)
+                            ORDER BY completed_at DESC LIMIT ?)
+               SELECT (SELECT count(*) FROM q), (SELECT count(*) FROM q WHERE response IS NOT NULL),
+                      (SELECT count(*) FROM q WHERE response IS NOT NULL AND done),
+                      (SELECT count(*) FROM r), (SELECT count(*) FROM r WHERE done),
+                      (SELECT count(*) FROM q WHERE response IS NOT NULL
+                         AND completed_at >= current_timestamp::TIMESTAMP - to_microseconds(?)),
+                      (SELECT coalesce(sum(completion_tokens), 0) FROM recent),
+                      (SELECT coalesce(sum(latency_s), 0) FROM recent),
+                      (SELECT count(*) FROM recent)""",
+            [run_id, run_id, since, int(last), since]).fetchone()
+        keys = ("planned", "answered", "answered_in_done_rounds", "rounds", "rounds_done",
+                "answered_recently", "recent_tokens", "recent_seconds", "recent")
+        return {k: (float(v) if k == "recent_seconds" else int(v)) for k, v in zip(keys, row)}
+
     def error_summary(self, run_id: int) -> list[dict]:
         return self._rows(
             "SELECT error_kind, any_value(error) AS example, count(*) AS n FROM requests "
