@@ -68,6 +68,10 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
                                   key=f"gen_concurrency{per_kind}",
                                   help="At most this many requests in flight; lowered automatically while "
                                        "the endpoint answers 429 (rate limited), and raised again after.")
+    example_lag = r2.number_input("Example lag (rounds)", 1, 100, defaults.lag(), key="gen_example_lag",
+                                  help="Round N takes generated examples from rounds up to N minus this. 2 (the "
+                                       "default): the same seed gives the same pool at any concurrency. More "
+                                       "keeps more requests in flight at a high concurrency, with other examples.")
     human_examples = r3.number_input("Seed examples per prompt", 0, 16, defaults.human_examples, key="gen_human")
     machine_examples = r4.number_input("Generated examples per prompt", 0, 16, defaults.machine_examples, key="gen_machine",
                                        help="Used once the pool has generated instructions.")
@@ -121,7 +125,7 @@ config = RunConfig(
     rouge_threshold=float(threshold), keywords=[w.strip() for w in keywords_text.splitlines() if w.strip()],
     sampling=Sampling(temperature=temperature, top_p=top_p, presence_penalty=presence,
                       max_tokens=int(max_tokens)).to_dict(),
-    concurrency=int(concurrency), rounds=int(rounds) or None, target=int(target) or None,
+    concurrency=int(concurrency), example_lag=int(example_lag), rounds=int(rounds) or None, target=int(target) or None,
     budget_usd=float(budget) or None, timeout_s=float(timeout_s), rpm=float(rpm) or None,
     tpm=float(tpm) or None, batch=bool(use_batch) and kind not in OWN_SERVERS, batch_poll_s=float(batch_poll),
     batch_discount=float(batch_discount),

@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="USD per 1M input and output tokens for --model (default: the built-in "
                           "table for well-known OpenAI models, else 0); stored with the run")
     gen.add_argument("--requests-per-round", type=int, default=8)
+    gen.add_argument("--example-lag", type=int, metavar="N",
+                     help="round R takes generated examples from rounds up to R - N (default 2: the same seed "
+                          "gives the same pool at any concurrency; more keeps more slots busy at a high "
+                          "concurrency but changes the pool); fixed when the run starts")
     gen.add_argument("--concurrency", type=int, help="requests in flight at most (default 8; 2 for the "
                      "local model); lowered automatically while the endpoint answers 429")
     gen.add_argument("--rpm", type=float, help="your provider's requests-per-minute limit")
@@ -333,6 +337,16 @@ def _semantic_settings(args) -> dict:
         print(f"{why} This run goes without the semantic gate.", file=sys.stderr)
         return {"embedder": None, "cosine_threshold": None}
     return {"embedder": embed.EmbedderSpec(kind=embed.BUNDLED).to_dict(), "cosine_threshold": cosine}
+
+
+def _check_lag_unchanged(args, run_id: int, stored: dict) -> None:
+    """The example lag decides a run's prompts: a resume keeps the one its run started with."""
+    from .pipeline import RunConfig
+
+    lag = RunConfig.from_dict(stored).lag()
+    if args.example_lag is not None and args.example_lag != lag:
+        raise CLIError(f"Run {run_id} takes its examples with a lag of {lag} round(s); a resume cannot change "
+                       "it (the same answers must give the same pool). Start a new run for another lag.")
 
 
 def _check_semantic_unchanged(args, run_id: int, stored: dict) -> None:
@@ -616,6 +630,7 @@ def cmd_generate(args) -> int:
             if run["status"] == FINISHED:
                 print(f"Run {run_id} had finished ({run['stop_reason']}); continuing it.")
             _check_semantic_unchanged(args, run_id, run["config"])
+            _check_lag_unchanged(args, run_id, run["config"])
             overrides = _resume_overrides(args, kind, run["config"], given)
             if overrides:
                 print("Changed for this run: " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())))
@@ -633,7 +648,8 @@ def cmd_generate(args) -> int:
                 "structured": args.structured or "auto",
                 "rouge_threshold": args.threshold, "seed": args.seed,
                 "price_per_m": list(args.price) if args.price else None, "batch": args.batch,
-                "batch_discount": args.batch_discount, **_semantic_settings(args), **given})
+                "batch_discount": args.batch_discount, **_semantic_settings(args), **given,
+                **({"example_lag": args.example_lag} if args.example_lag is not None else {})})
             if args.rounds is None and args.target is None and args.budget_usd is None \
                     and args.budget_tokens is None:
                 config.rounds = 1

@@ -40,6 +40,7 @@ from .store import Pool, PoolError
 GENERATION_MODES = ("selfinstruct", "alpaca")
 STRUCTURED_SETTINGS = ("auto", "on", "off")
 TOP_K_EVIDENCE = 10
+EXAMPLE_LAG = 2    # round N's generated examples come from rounds up to N - 2 (RunConfig.example_lag)
 
 
 class StoredSettings:
@@ -94,8 +95,8 @@ class RunConfig(StoredSettings):
     max_answer_bytes: int = 1_000_000   # larger answers are cut and rejected as "oversize"
     rpm: float | None = None            # the provider's requests-per-minute cap, if any
     tpm: float | None = None            # ... and tokens per minute
-    example_lag: int | None = None      # round N takes generated examples from rounds <= N - lag
-                                        # (None: enough rounds in flight to fill the slots; fixed at start)
+    example_lag: int = EXAMPLE_LAG      # round N takes generated examples from rounds <= N - lag; stored
+                                        # with the run, never derived from concurrency (same seed, same pool)
     failure_streak: int = 3             # the run fails after this many requests in a row ran out of retries
     key_env: str = "OPENAI_API_KEY"     # the variable holding the API key (the key itself is never stored)
     batch: bool = False                 # send requests through the provider's Batch API
@@ -134,18 +135,17 @@ class RunConfig(StoredSettings):
         return table
 
     def lag(self) -> int:
-        """The example lag: by default one round more than it takes for instruction requests
-        alone to fill the slots (measured: at C=32 and 16 requests a round, a lag of 2 kept 0.58
-        of the slots busy over 3 rounds, a lag of 3 kept 0.83)."""
-        if self.example_lag:
-            return int(self.example_lag)
-        return max(2, math.ceil(self.concurrency / max(1, self.requests_per_round)) + 1)
+        """The example lag. The default, 2, is the README's rule and keeps a run's prompts, and so its
+        pool, the same whatever the concurrency; a larger lag lets more rounds be in flight at once
+        (busier slots at a high concurrency) but changes which examples later rounds see (measured:
+        bench/README.md, engine). A run stored without one (before the lag was stored) gets 2."""
+        return int(self.example_lag) if self.example_lag else EXAMPLE_LAG
 
     def validate(self) -> None:
         """Plain-words errors for settings that cannot work."""
         check_endpoint_settings(self)
         checks = [
-            (self.example_lag is None or self.example_lag >= 1, "The example lag must be at least 1 round."),
+            (self.example_lag is None or int(self.example_lag) >= 1, "The example lag must be at least 1 round."),
             (self.cosine_threshold is None or -1.0 <= self.cosine_threshold <= 1.0,
              "The cosine threshold must be between -1 and 1 (or off)."),
             (self.cosine_threshold is None or self.embedder is not None,
@@ -244,7 +244,7 @@ def start_run(pool: Pool, config: RunConfig, *, name: str | None = None, actor: 
     if pool.counts().seeds == 0:
         raise ValueError("The pool has no seed tasks; import some first.")
     config.validate()
-    config.example_lag = config.lag()   # stored: prompts stay deterministic when a resume changes concurrency
+    config.example_lag = config.lag()   # stored: a resume keeps the lag its run started with
     return pool.create_run(config.to_dict(), name=name, actor=actor)
 
 
