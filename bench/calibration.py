@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from selfinstruct.calibration import clopper_pearson, ppi_mean, strata_interval
+from selfinstruct.calibration import KAPPA_ADD, clopper_pearson, kappa_interval, ppi_mean, strata_interval
 from selfinstruct.quality import wilson_interval
 
 GRID_N = (30, 50, 100, 200)
@@ -122,6 +122,46 @@ def run_grid(*, judged: int = 10_000, sims: int = 2000, close_sims: int = 5000, 
     return rows
 
 
+def kappa_cell(n: int, rate: float, judge: str, *, sims: int, seed: int, add: float) -> dict:
+    """Coverage of `calibrate`'s kappa interval (yes / no / unsure table, judge rows) of the judge
+    against people's truth, on `sims` seeded studies of `n` compared items; the true kappa is the
+    judge's on the whole population."""
+    catches_no, false_no = GRID_JUDGES[judge]
+    probs = np.array([[rate * (1 - false_no), (1 - rate) * (1 - catches_no)], [rate * false_no, (1 - rate) * catches_no]])
+    observed, expected = np.trace(probs), float(probs.sum(axis=1) @ probs.sum(axis=0))
+    true = (observed - expected) / (1 - expected)
+    rng = np.random.default_rng(seed)
+    tables = rng.multinomial(n, probs.ravel(), size=sims).reshape(sims, 2, 2)
+    covered = defined = 0
+    for t in tables:
+        k = kappa_interval(np.pad(t, ((0, 1), (0, 1))), add=add)
+        if k.value is not None:
+            defined += 1
+            covered += k.low <= true <= k.high
+    cover = covered / defined if defined else float("nan")
+    return {"n": n, "rate": rate, "judge": judge, "kappa": true, "defined": defined, "cover": cover,
+            "se": float(np.sqrt(cover * (1 - cover) / max(defined, 1)))}
+
+
+def print_kappa_grid(args) -> None:
+    print(f"kappa of the judge against people: {args.grid_sims} studies per cell, seed {args.seed}")
+    print()
+    print("| compared items | true yes-rate | judge | true kappa | coverage, FCE interval | coverage, one added "
+          "per cell (calibrate) | studies with kappa defined |")
+    print("|---:|---:|---|---:|---:|---:|---:|")
+    worst = {0.0: 1.0, KAPPA_ADD: 1.0}
+    for i, (n, rate, judge) in enumerate((n, r, j) for n in GRID_N for r in GRID_RATES for j in GRID_JUDGES):
+        plain, added = (kappa_cell(n, rate, judge, sims=args.grid_sims, seed=args.seed + i, add=a) for a in (0.0, KAPPA_ADD))
+        for a, row in ((0.0, plain), (KAPPA_ADD, added)):
+            if row["defined"] >= 100:
+                worst[a] = min(worst[a], row["cover"])
+        print(f"| {n} | {rate:.2f} | {judge} | {plain['kappa']:.2f} | {plain['cover']:.1%} | {added['cover']:.1%} "
+              f"| {added['defined']} |", flush=True)
+    print()
+    print(f"lowest coverage (cells with 100 or more defined kappas): FCE {worst[0.0]:.1%}, one added per cell "
+          f"{worst[KAPPA_ADD]:.1%}")
+
+
 def print_grid(args) -> None:
     print(f"{args.judged:,} judged items; {args.grid_sims} simulations per cell (5,000 where close), PPI++ on "
           f"{args.ppi_sims}; seed {args.seed}; Python {platform.python_version()}, numpy {np.__version__}")
@@ -149,6 +189,7 @@ def print_grid(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", action="store_true", help="the coverage grid instead of the accuracy sweep")
+    parser.add_argument("--kappa", action="store_true", help="the coverage grid of the judge's kappa interval")
     parser.add_argument("--grid-sims", type=int, default=2000, help="grid: seeded pools per cell (default 2,000)")
     parser.add_argument("--ppi-sims", type=int, default=300, help="grid: pools per cell for PPI++ (default 300)")
     parser.add_argument("--rate", type=float, default=0.6, help="true share of yes (default 0.6)")
@@ -160,6 +201,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.grid:
         print_grid(args)
+        return
+    if args.kappa:
+        print_kappa_grid(args)
         return
     accuracies = [float(a) for a in args.accuracies.split(",")]
     print(f"true rate {args.rate}, {args.human} human labels, {args.judged:,} judged items, {args.sims} "

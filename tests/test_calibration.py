@@ -62,8 +62,14 @@ def test_calibration_equals_the_hand_computed_figures():
     #  numerator 0.0267407 + 0.0676 + 0.1031111 - 0.0028444 = 0.1946074
     #  denominator n (1 - p_e)^2 = 12 * (75/144)^2 = 3.2552083;  var = 0.0597838, se = 0.244507
     assert k.se == pytest.approx(0.244507, abs=1e-6)
-    assert k.low == pytest.approx(0.36 - Z95 * 0.2445064, abs=1e-6)
-    assert k.high == pytest.approx(0.36 + Z95 * 0.2445064, abs=1e-6)
+    table = [[5, 2, 0], [1, 3, 0], [1, 0, 0]]
+    plain = kappa_interval(table)
+    assert plain.low == pytest.approx(0.36 - Z95 * 0.2445064, abs=1e-6)
+    assert plain.high == pytest.approx(0.36 + Z95 * 0.2445064, abs=1e-6)
+    # calibrate's interval: the same formula on the table with one item added to each cell of the
+    # categories in use (all three: the judge said unsure once), widened to hold 0.36
+    added = kappa_interval(np.array(table) + 1)
+    assert (k.low, k.high) == pytest.approx((min(added.low, 0.36), max(added.high, 0.36)))
     # Finding invalid items: judge "no" 4 times, 3 of them human "no" -> precision 3/4;
     # human "no" 5 times (3 + 2 the judge called yes), 3 found -> recall 3/5.
     assert (c.precision.hits, c.precision.n, c.precision.estimate) == (3, 4, 0.75)
@@ -411,3 +417,19 @@ def test_the_coverage_grid_holds_on_a_seeded_subset():
         assert row["cover"] >= bench.TARGET - 2 * row["se"], row
         assert row["zero_width"] == 0
     assert row["width_ratio"] < 0.75, row
+
+
+def test_the_judges_kappa_interval_covers_where_the_plain_one_collapsed():
+    """A 99%-accurate judge at 30 compared items: usually no disagreement at all, and the plain
+    Fleiss-Cohen-Everitt interval shrinks to a point (coverage 24% in bench/calibration.py
+    --kappa); calibrate's interval (one item added per used cell) covers, here and for a lenient
+    judge at a 95% yes-rate (plain: 61-77% at 30 items)."""
+    bench = _bench()
+    for i, (n, rate, judge) in enumerate([(30, 0.58, "accuracy 0.99"), (30, 0.92, "lenient"),
+                                          (50, 0.05, "harsh")]):
+        plain = bench.kappa_cell(n, rate, judge, sims=600, seed=40 + i, add=0.0)
+        added = bench.kappa_cell(n, rate, judge, sims=600, seed=40 + i, add=calibration.KAPPA_ADD)
+        assert added["cover"] >= bench.TARGET - 2 * added["se"], added
+        assert plain["cover"] < added["cover"]
+    perfect = calibrate([YES] * 28 + [NO] * 2, [[YES]] * 28 + [[NO]] * 2)
+    assert perfect.kappa.value == 1.0 and perfect.kappa.low < 0.9 and perfect.kappa.high == 1.0
