@@ -479,7 +479,7 @@ def approve_topic(pool, set_id: int, topic: int, *, actor: str, reason: str | No
 
 def mark_topic(pool, set_id: int, topic: int, *, actor: str, mark: str = "avoid", reason: str | None = None) -> Outcome:
     """Mark a topic "avoid": steered generation never draws in-context examples from it. The mark
-    keeps the topic's centroid, so it follows the topic when topics are computed again."""
+    keeps its set and topic, so it means the same items when topics are computed again."""
     from .topics import AVOID, avoided
 
     if mark != AVOID:
@@ -501,15 +501,12 @@ def mark_topic(pool, set_id: int, topic: int, *, actor: str, mark: str = "avoid"
 
 
 def unmark_topic(pool, set_id: int, topic: int, *, actor: str, reason: str | None = None) -> Outcome:
-    """Lift the "avoid" marks that fall on this topic of the set."""
-    from .topics import AVOID, assign
+    """Lift the "avoid" marks whose region holds this topic's centroid."""
+    from .topics import avoid_marks, in_avoided
 
     found = _topic(pool, set_id, topic)
-    marks = pool.topics.marks(found["embedder"])
-    cents = pool.topics.centroids(set_id)
-    mark_cents = pool.topics.mark_centroids(found["embedder"], AVOID)
-    on_topic = [m["id"] for m, t in zip([m for m in marks if m["mark"] == AVOID], assign(mark_cents, cents))
-                if int(t) + 1 == int(topic)] if len(mark_cents) else []
+    centroid = pool.topics.centroids(set_id)[int(topic) - 1:int(topic)]
+    on_topic = [m["id"] for m in avoid_marks(pool, found["embedder"]) if in_avoided(pool, centroid, [m])[0]]
     if not on_topic:
         raise ActionError(f"Topic {topic} is not marked.")
     return _change(pool, UNMARK_TOPIC, TOPIC_MARK, on_topic, lambda before: {**before, "active": False},

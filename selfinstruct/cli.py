@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "batch input file (JSONL) for `vllm run-batch`")
     bw.add_argument("run_id", type=int)
     bw.add_argument("--out", type=Path, required=True, help="the JSONL file to write")
+    gen.add_argument("--steer", choices=("off", "coverage"), default="off",
+                     help="coverage: draw in-context examples favouring thin topics of the pool, never from "
+                          "topics marked avoid (each round's topics are stored; fixed for the run)")
     bw.set_defaults(func=cmd_batch_write)
     br = bat_sub.add_parser("read", parents=[db], help="import a batch output file (JSONL) and apply "
                             "its answers; then write the next batch")
@@ -646,7 +649,7 @@ def cmd_generate(args) -> int:
                 "concurrency": defaults["concurrency"], "timeout_s": defaults["timeout_s"],
                 "generation": args.generation, "requests_per_round": args.requests_per_round,
                 "structured": args.structured or "auto",
-                "rouge_threshold": args.threshold, "seed": args.seed,
+                "rouge_threshold": args.threshold, "seed": args.seed, "steer": args.steer,
                 "price_per_m": list(args.price) if args.price else None, "batch": args.batch,
                 "batch_discount": args.batch_discount, **_semantic_settings(args), **given,
                 **({"example_lag": args.example_lag} if args.example_lag is not None else {})})

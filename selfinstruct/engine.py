@@ -268,8 +268,15 @@ class RunState:
         from .pipeline import plan_generation
 
         machine = self.pool.machine_instructions_until(self.run_id, source_round)
-        return plan_generation(self.cfg, self.run_id, number, self.pool.seed_tasks(), machine,
-                               structured=self.structured)
+        seeds = self.pool.seed_tasks()
+        weights = None
+        if getattr(self.cfg, "steer", "off") == "coverage":
+            from .topics import steer_examples
+
+            weights = steer_examples(self.pool, self.run_id, number, [t["instruction"] for t in seeds], machine,
+                                     seed=self.cfg.seed, embedder=self.semantic.embedder if self.semantic else None)
+        return plan_generation(self.cfg, self.run_id, number, seeds, machine,
+                               structured=self.structured, weights=weights)
 
     def plan_followups(self) -> None:
         """Classification or instances for accepted candidates that lack them and have no open

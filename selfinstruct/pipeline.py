@@ -104,6 +104,7 @@ class RunConfig(StoredSettings):
     batch_poll_s: float = 30.0
     batch_window: str = "24h"
     seed: int = 0
+    steer: str = "off"                  # "coverage": in-context examples favour thin topics (topics.steer_examples)
     rounds: int | None = None           # stop after this many rounds (of this run)
     target: int | None = None           # stop when the pool holds this many generated instructions
     budget_usd: float | None = None
@@ -153,6 +154,7 @@ class RunConfig(StoredSettings):
             (0 < self.batch_discount <= 1, "The batch discount must be in (0, 1]."),
             (self.batch_poll_s > 0, "The batch polling interval must be more than 0 seconds."),
             (self.requests_per_round >= 1, "Requests per round must be at least 1."),
+            (self.steer in ("off", "coverage"), f"Steering must be off or coverage, not {self.steer!r}."),
             (not (self.batch and self.backend == LOCAL),
              "The local model has no Batch API: run it without batch mode."),
         ]
@@ -482,20 +484,30 @@ def decide_structured(pool: Pool, run_id: int, config: RunConfig, backend: Backe
 
 
 def plan_generation(cfg: RunConfig, run_id: int, number: int, seeds: list[dict],
-                    machine: list[str], *, structured: bool = False) -> list[dict]:
+                    machine: list[str], *, structured: bool = False, weights: tuple | None = None) -> list[dict]:
     """Round `number`'s instruction requests: deterministic for the run's seed, the seeds and
-    the generated instructions it may use as examples. `structured`: ask for JSON."""
+    the generated instructions it may use as examples. `structured`: ask for JSON. `weights`
+    (seed weights, generated weights; steered runs, topics.steer_examples): examples are drawn
+    with those weights instead of uniformly, never one of weight 0."""
+    from .topics import weighted_sample
+
     rng = random.Random(f"{cfg.seed}:{run_id}:{number}")
+
+    def draw(items, k, which):
+        if weights is None:
+            return rng.sample(items, k)
+        return weighted_sample(rng, items, weights[which], k)
+
     planned = []
     for position in range(cfg.requests_per_round):
         if cfg.generation == "alpaca":
-            examples = [_task_example(t, rng) for t in rng.sample(seeds, min(cfg.batch_examples, len(seeds)))]
+            examples = [_task_example(t, rng) for t in draw(seeds, min(cfg.batch_examples, len(seeds)), 0)]
             prompt = prompts.build_batch_prompt(examples, num_to_generate=cfg.batch_size, structured=structured)
         else:
             n_machine = min(cfg.machine_examples, len(machine))
             n_human = min(cfg.human_examples + cfg.machine_examples - n_machine, len(seeds))
-            examples = [t["instruction"] for t in rng.sample(seeds, n_human)]
-            examples += rng.sample(machine, n_machine)
+            examples = [t["instruction"] for t in draw(seeds, n_human, 0)]
+            examples += draw(machine, n_machine, 1)
             rng.shuffle(examples)
             prompt = prompts.build_instruction_prompt(examples, num_to_generate=cfg.new_per_request,
                                                       structured=structured)

@@ -20,8 +20,11 @@ Pure computation over a float32 matrix of L2-normalised vectors (one row per tex
   under a second), deterministic (signs fixed), with no new dependency: UMAP pulls numba and
   t-SNE needs scikit-learn and minutes at 50K. Topics overlap more on a PCA map than on UMAP's;
   colours and the table carry the topic, the map shows where the pool is thick or thin.
-* **Steering** (`steer_weights`, `weighted_sample`): the one rule for drawing in-context
-  examples that favour thin topics and skip "avoid" topics.
+* **Steering** (`steer_weights`, `weighted_sample`, `steer_examples`): the one rule for drawing
+  in-context examples that favour thin topics and skip "avoid" topics.
+* **Avoid**: a mark keeps the set and topic it was put on; an item is avoided when that set's
+  nearest centroid to it is the marked topic (`in_avoided`), so the mark means the same items
+  when topics are computed again with another number of topics.
 """
 from __future__ import annotations
 
@@ -434,18 +437,37 @@ def refresh(pool, settings: TopicSettings = TopicSettings(), *, embedder=None, p
     return compute(pool, settings, embedder=embedder, progress=progress)
 
 
+def avoid_marks(pool, embedder_name: str) -> list[dict]:
+    """The active "avoid" marks of an embedder's topics: id, set_id, topic."""
+    return [m for m in pool.topics.marks(embedder_name) if m["mark"] == AVOID]
+
+
+def in_avoided(pool, vectors: np.ndarray, marks: Sequence[dict]) -> np.ndarray:
+    """Which rows fall in a marked topic: a row is in the topic marked in set S when S's nearest
+    centroid to it is that topic's. A mark thus means the same items whatever topics are
+    computed later (a region of the embedding space, not a topic number)."""
+    mask = np.zeros(len(vectors), dtype=bool)
+    by_set: dict[int, list[int]] = {}
+    for m in marks:
+        by_set.setdefault(int(m["set_id"]), []).append(int(m["topic"]))
+    for set_id, marked in by_set.items():
+        cents = pool.topics.centroids(set_id)
+        if len(cents) and len(vectors):
+            mask |= np.isin(assign(vectors, cents) + 1, marked)
+    return mask
+
+
 def avoided(pool, set_id: int) -> list[int]:
-    """The set's topics (numbers) marked "avoid": for each active mark, the topic whose centroid is
-    nearest to the marked one. A mark thus follows its topic when the pool grows and topics are
-    computed again."""
+    """The set's topics (numbers) that lie in a marked region: those whose centroid falls in a
+    topic marked "avoid" (in the set it was marked in; see `in_avoided`)."""
     found = pool.topics.get_set(set_id)
     if found is None:
         return []
-    marks = pool.topics.mark_centroids(found["embedder"], AVOID)
     cents = pool.topics.centroids(set_id)
-    if not len(marks) or not len(cents):
+    marks = avoid_marks(pool, found["embedder"])
+    if not marks or not len(cents):
         return []
-    return sorted({int(t) + 1 for t in assign(marks, cents)})
+    return [int(t) + 1 for t in np.flatnonzero(in_avoided(pool, cents, marks))]
 
 
 def topic_rows(pool, set_id: int) -> list[dict]:
@@ -491,6 +513,63 @@ def map_frame(pool, set_id: int, *, limit: int = MAP_POINTS):
     return frame
 
 
+# ---------------------------------------------------------------------------
+# Steered generation: which topics a round's examples come from
+# ---------------------------------------------------------------------------
+STEER_MODES = ("off", "coverage")
+STEER_REFRESH = 0.2     # a steered run clusters again once the pool its rounds see grew by this share
+
+
+def steer_examples(pool, run_id: int, number: int, seed_texts: Sequence[str], machine_texts: Sequence[str], *,
+                   seed: int = 0, embedder=None) -> tuple[np.ndarray, np.ndarray]:
+    """Sampling weights for round `number`'s in-context examples under `--steer coverage`: one
+    for each seed task and each generated instruction the round may use (`steer_weights` over
+    their topics: every topic equally likely, "avoid" topics never).
+
+    The round's topics are those of the run's latest snapshot, computed again (and stored with
+    the run and round) when the texts the round sees outnumber the snapshot's by STEER_REFRESH;
+    the snapshot used and the "avoid" marks in force are stored per round (`topic_rounds`). Those texts
+    are fixed by the example lag, and the clustering is seeded with the run's seed, so the same
+    run plans the same prompts, and a resumed run reads back the snapshot of a round it planned."""
+    from .embed import ensure_vectors
+
+    emb = _embedder(embedder)
+    texts = list(seed_texts) + list(machine_texts)
+    if not texts:
+        return np.zeros(0), np.zeros(0)
+    ensure_vectors(pool, emb, texts)
+    vectors = pool.embeddings.vectors_for(emb.name, texts)
+    snapshot = pool.topics.round_snapshot(run_id, number)
+    if snapshot is not None:
+        set_id, mark_ids = snapshot["set_id"], snapshot["avoid"]
+    else:
+        last = pool.topics.last_run_set(run_id)
+        if last is None or last["embedder"] != emb.name or len(texts) >= last["fitted"] * (1 + STEER_REFRESH):
+            started = time.perf_counter()
+            settings = TopicSettings(seed=seed)
+            result = cluster(vectors, settings)
+            names = name_topics(texts, result.labels, result.k)
+            sizes = np.bincount(result.labels, minlength=result.k)
+            empty = np.zeros(0)
+            set_id = pool.topics.save_set(
+                embedder=emb.name, settings=settings.to_dict(), settings_key=settings_key(settings),
+                pool_state=pool.topics.pool_state(), k=result.k, fitted=len(texts), projection=None,
+                silhouettes={str(k): v for k, v in result.silhouettes.items()},
+                topics=[{"topic": t + 1, "size": int(sizes[t]), "name": names[t].name, "pairs": names[t].pairs,
+                         "words": names[t].words} for t in range(result.k)],
+                centroids=result.centroids, kinds=[], ids=[], labels=empty, fitted_mask=empty, xy=empty,
+                run_id=run_id, round_number=number, seconds=time.perf_counter() - started)
+        else:
+            set_id = int(last["id"])
+        mark_ids = [int(m["id"]) for m in avoid_marks(pool, emb.name)]
+        pool.topics.save_round(run_id, number, set_id, mark_ids)
+    labels = assign(vectors, pool.topics.centroids(set_id))
+    weights = steer_weights(labels)
+    marks = [pool.topics.read_mark(i) for i in mark_ids]
+    weights[in_avoided(pool, vectors, [m for m in marks if m is not None])] = 0.0
+    return weights[:len(seed_texts)], weights[len(seed_texts):]
+
+
 def rounds_text(rounds: Sequence[int]) -> str:
     """Round numbers as ranges: [1, 2, 3, 5] -> "1-3, 5"."""
     out: list[list[int]] = []
@@ -502,7 +581,7 @@ def rounds_text(rounds: Sequence[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in out)
 
 
-__all__ = ["AVOID", "MAP_POINTS", "Current", "avoided", "compute", "current", "map_frame", "refresh", "rounds_text",
+__all__ = ["avoid_marks", "in_avoided", "STEER_MODES", "STEER_REFRESH", "steer_examples", "AVOID", "MAP_POINTS", "Current", "avoided", "compute", "current", "map_frame", "refresh", "rounds_text",
            "settings_key", "topic_rows", "TOPICS_VERSION", "Clustering", "Projection", "TopicName", "TopicSettings", "assign", "choose_k",
            "cluster", "entropy", "fit_projection", "mean_nn_cosine", "name_topics", "steer_weights",
            "weighted_sample"]

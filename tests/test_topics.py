@@ -131,3 +131,60 @@ def test_steer_weights_favour_thin_topics_and_skip_avoided():
     # The same rng gives the same draw: prompts are deterministic for the run's seed.
     assert topics.weighted_sample(random.Random("7:1:3"), range(100), weights, 5) == \
         topics.weighted_sample(random.Random("7:1:3"), range(100), weights, 5)
+
+
+# ---------------------------------------------------------------------------- steered generation
+def _steered(pool, server, **extra):
+    from selfinstruct.pipeline import RunConfig, Runner, start_run
+
+    config = RunConfig(base_url=server.base_url, rounds=4, seed=5, steer="coverage", requests_per_round=4,
+                       example_lag=1, timeout_s=5.0, max_retries=3, **extra)
+    run_id = start_run(pool, config)
+    outcome = Runner(pool, run_id).run()
+    assert outcome.status == "finished", outcome
+    return run_id
+
+
+def _prompts(pool, run_id):
+    return [r[0] for r in pool.cursor().execute(
+        "SELECT q.prompt FROM requests q JOIN rounds r ON r.id = q.round_id WHERE q.run_id = ? AND q.stage = 'instructions' "
+        "ORDER BY r.number, q.position", [run_id]).fetchall()]
+
+
+def test_steered_runs_are_deterministic_and_store_each_rounds_topics(tmp_path, server):
+    from selfinstruct import seeds
+    from selfinstruct.store import Pool
+
+    runs = []
+    for name in ("a", "b"):
+        with Pool.open(tmp_path / f"{name}.duckdb") as pool:
+            seeds.load_starter_seeds(pool)
+            run_id = _steered(pool, server)
+            runs.append((_prompts(pool, run_id), pool.topics.run_rounds(run_id),
+                         [r[0] for r in pool.cursor().execute("SELECT instruction FROM candidates ORDER BY id").fetchall()]))
+    (prompts_a, rounds_a, cands_a), (prompts_b, rounds_b, cands_b) = runs
+    assert prompts_a == prompts_b and cands_a == cands_b
+    assert [r["round_number"] for r in rounds_a] == [1, 2, 3, 4]
+    assert [(r["k"], r["fitted"]) for r in rounds_a] == [(r["k"], r["fitted"]) for r in rounds_b]
+
+
+def test_steered_examples_never_come_from_an_avoided_topic(seeded, server):
+    set_id = topics.compute(seeded, topics.TopicSettings(k=6))
+    avoided_topic = max(topics.topic_rows(seeded, set_id), key=lambda r: r["seeds"])["topic"]
+    actions.mark_topic(seeded, set_id, avoided_topic, actor="ann")
+    banned = {t["instruction"] for t in seeded.seed_tasks()
+              if seeded.topics.topic_of_items(set_id, "seed_task", [t["id"]]).get(t["id"]) == avoided_topic}
+    assert banned
+    run_id = _steered(seeded, server)
+    snapshot = seeded.topics.run_rounds(run_id)[0]
+    assert snapshot["avoid"]
+    prompts = _prompts(seeded, run_id)
+    # The mark means the marked topic's items, whatever topics the run computes for its rounds.
+    assert prompts and not [text for text in banned for p in prompts if text in p]
+    # Without steering, those seeds are drawn as usual.
+    from selfinstruct.pipeline import RunConfig, Runner, start_run
+
+    plain = start_run(seeded, RunConfig(base_url=server.base_url, rounds=2, seed=5, requests_per_round=4,
+                                        timeout_s=5.0, max_retries=3))
+    Runner(seeded, plain).run()
+    assert [text for text in banned for p in _prompts(seeded, plain) if text in p]

@@ -85,7 +85,7 @@ class TopicQueries:
             f"(SELECT count(*) FROM candidates), (SELECT coalesce(max(id), 0) FROM candidates), "
             f"(SELECT count(*) FROM candidates c WHERE {accepted_sql('c')}), "
             f"(SELECT coalesce(max(id), 0) FROM audit_log WHERE target_kind IN "
-            f"({sql_literal(CANDIDATE)}, {sql_literal(SEED_TASK)}))").fetchone()
+            f"({sql_literal(CANDIDATE)}, {sql_literal(SEED_TASK)}))").fetchall()[0]
         return "s{}-{}:c{}-{}-{}:a{}".format(*row)
 
     def pool_size(self) -> int:
@@ -117,7 +117,7 @@ class TopicQueries:
                 "INSERT INTO topic_sets (embedder, settings, settings_key, pool_state, fitted, items, k, projection, "
                 "silhouettes, run_id, round_number, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 [embedder, _dumps(settings), settings_key, pool_state, int(fitted), len(ids), int(k),
-                 _dumps(projection), _dumps(silhouettes), run_id, round_number, seconds]).fetchone()[0]
+                 _dumps(projection), _dumps(silhouettes), run_id, round_number, seconds]).fetchall()[0][0]
             table = pa.table({
                 "topic": pa.array([int(t["topic"]) for t in topics], pa.int32()),
                 "size": pa.array([int(t["size"]) for t in topics], pa.int32()),
@@ -296,7 +296,7 @@ class TopicQueries:
             return int(cur.execute(
                 f"INSERT INTO topic_marks (embedder, mark, name, centroid, set_id, topic) "
                 f"SELECT ?, ?, ?, centroid, ?, ? FROM {view} RETURNING id",
-                [embedder, mark, name, int(set_id), int(topic)]).fetchone()[0])
+                [embedder, mark, name, int(set_id), int(topic)]).fetchall()[0][0])
 
     def marks(self, embedder: str, *, active: bool | None = True) -> list[dict]:
         sql = "SELECT id, mark, name, set_id, topic, active, created_at FROM topic_marks WHERE embedder = ?"
@@ -314,11 +314,11 @@ class TopicQueries:
         return flat.reshape(table.num_rows, -1)
 
     def read_mark(self, mark_id: int) -> dict | None:
-        row = self.pool._q("SELECT mark, name, embedder, set_id, topic, active FROM topic_marks WHERE id = ?",
-                           [int(mark_id)]).fetchone()
-        if row is None:
+        rows = self.pool._q("SELECT mark, name, embedder, set_id, topic, active FROM topic_marks WHERE id = ?",
+                            [int(mark_id)]).fetchall()
+        if not rows:
             return None
-        return dict(zip(("mark", "name", "embedder", "set_id", "topic", "active"), row))
+        return dict(zip(("mark", "name", "embedder", "set_id", "topic", "active"), rows[0]))
 
     def write_mark(self, mark_id: int, state: dict | None) -> None:
         """A mark's writable state is whether it is active (an undone mark is kept, inactive)."""
