@@ -4,11 +4,11 @@ import streamlit as st
 
 from pages.common import current_pool, current_user, job_manager, pause_and_stop
 from pages.endpoint import endpoint_form, test_connection
-from selfinstruct import charts, monitor, render
+from selfinstruct import charts, embed, monitor, render
 from selfinstruct.filters import ALPACA_EXTRA_KEYWORDS, PAPER_KEYWORDS
 from selfinstruct.backend import OFFLINE, OWN_SERVERS
 from selfinstruct.llm import Sampling
-from selfinstruct.model import ROUGE_THRESHOLD, UNFINISHED_STATUSES
+from selfinstruct.model import COSINE_THRESHOLD, ROUGE_THRESHOLD, UNFINISHED_STATUSES
 from selfinstruct.pipeline import NEXT_STEPS, STRUCTURED_SETTINGS, RunConfig, estimate_run
 
 pool = current_pool()
@@ -100,6 +100,18 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
     f1, f2 = st.columns([1, 2])
     threshold = f1.slider("ROUGE-L threshold (reject above)", 0.3, 1.0, float(defaults.rouge_threshold), 0.01,
                           key="gen_threshold")
+    no_embedder = embed.bundled_available()
+    gate_on = f1.toggle("Semantic gate: reject the same task reworded", key="gen_gate",
+                        value=no_embedder is None and (defaults.cosine_threshold is not None or not newest_run),
+                        disabled=no_embedder is not None,
+                        help="Sentence vectors from the bundled WordLlama model: a candidate whose cosine with a "
+                             "pool instruction is above the threshold is rejected (semantic_dup). Fixed for the run.")
+    cosine = f1.slider("Cosine threshold (reject above)", 0.5, 1.0,
+                       float(defaults.cosine_threshold or COSINE_THRESHOLD), 0.01, key="gen_cosine",
+                       disabled=not gate_on)
+    if no_embedder is not None:
+        f1.caption("The semantic gate is off: the bundled embedding model could not be loaded here.")
+        f1.text(no_embedder)
     remembered_alpaca = set(ALPACA_EXTRA_KEYWORDS) <= set(defaults.keywords)
     alpaca_words = f1.checkbox("Also Alpaca's words (video, audio, music, flowchart, diagram)",
                                value=remembered_alpaca, key="gen_alpaca_words")
@@ -123,6 +135,8 @@ config = RunConfig(
     mode=mode, generation=generation, requests_per_round=int(requests_per_round), structured=structured or "auto",
     human_examples=int(human_examples), machine_examples=int(machine_examples),
     rouge_threshold=float(threshold), keywords=[w.strip() for w in keywords_text.splitlines() if w.strip()],
+    embedder=None if no_embedder else embed.EmbedderSpec(kind=embed.BUNDLED).to_dict(),
+    cosine_threshold=float(cosine) if gate_on and no_embedder is None else None,
     sampling=Sampling(temperature=temperature, top_p=top_p, presence_penalty=presence,
                       max_tokens=int(max_tokens)).to_dict(),
     concurrency=int(concurrency), example_lag=int(example_lag), rounds=int(rounds) or None, target=int(target) or None,
