@@ -7,6 +7,7 @@ from pages.endpoint import endpoint_form, test_connection
 from selfinstruct import charts, embed, monitor, render
 from selfinstruct.filters import ALPACA_EXTRA_KEYWORDS, PAPER_KEYWORDS
 from selfinstruct.backend import OFFLINE, OWN_SERVERS
+from selfinstruct.embed import bundled_available
 from selfinstruct.llm import Sampling
 from selfinstruct.model import COSINE_THRESHOLD, ROUGE_THRESHOLD, UNFINISHED_STATUSES
 from selfinstruct.pipeline import NEXT_STEPS, STRUCTURED_SETTINGS, RunConfig, estimate_run
@@ -121,6 +122,15 @@ with st.expander("Model and settings", expanded=not pool.counts().runs, icon=":m
                                  value="\n".join(default_words), key=f"gen_keywords_{alpaca_words}",
                                  height=130)
 
+    steer_blocked = bundled_available()
+    steer_on = st.toggle("Steer toward thin topics", value=getattr(defaults, "steer", "off") == "coverage",
+                         key="gen_steer", disabled=steer_blocked is not None,
+                         help="In-context examples (seed and generated) are drawn so that every topic of the pool "
+                              "is as likely as any other, and never from a topic marked \"avoid\" on the Topics "
+                              "page. Each round's topics are stored with the run. Fixed for the run.")
+    if steer_blocked is not None:
+        st.caption("Steering needs the bundled embedding model, which could not be loaded here.")
+
     st.markdown("**Stop when** (whichever comes first)")
     c1, c2, c3 = st.columns(3)
     rounds = c1.number_input("Rounds", 0, 10_000, defaults.rounds or 0 if newest_run else 3, key="gen_rounds",
@@ -135,6 +145,7 @@ config = RunConfig(
     mode=mode, generation=generation, requests_per_round=int(requests_per_round), structured=structured or "auto",
     human_examples=int(human_examples), machine_examples=int(machine_examples),
     rouge_threshold=float(threshold), keywords=[w.strip() for w in keywords_text.splitlines() if w.strip()],
+    steer="coverage" if steer_on and steer_blocked is None else "off",
     embedder=None if no_embedder else embed.EmbedderSpec(kind=embed.BUNDLED).to_dict(),
     cosine_threshold=float(cosine) if gate_on and no_embedder is None else None,
     sampling=Sampling(temperature=temperature, top_p=top_p, presence_penalty=presence,
