@@ -975,7 +975,32 @@ def _print_judge_summary(pool, judge_run_id: int) -> None:
             kappa = (f"kappa {k.value:.2f} [{k.low:.2f}, {k.high:.2f}]" if k.value is not None
                      else f"kappa n/a ({k.why_undefined})")
             found = (f"; finds {cal.recall.hits} of {cal.recall.n} 'no'" if cal.recall.n else "")
-            print(f"  {words[q]:<18} {kappa} on {cal.items} item(s){found}; {cal.left_out_total} left out")
+            left = ", ".join(f"{n} {why}" for why, n in cal.left_out.items() if n) or "none"
+            print(f"  {words[q]:<18} {kappa} on {cal.items} item(s){found}; left out: {left}")
+    _print_pool_rates(pool, judge_run_id)
+
+
+def _print_pool_rates(pool, judge_run_id: int) -> None:
+    """A pool run: pool-wide rates with the newest labeled study, or the one sentence saying why not."""
+    from .judge import SCOPE_POOL, pool_rates
+    from .quality import MEASURE_LABELS
+
+    run = pool.judge_run(judge_run_id)
+    labeled = [s for s in pool.studies() if s["labeled_items"]]
+    if run is None or run["scope"] != SCOPE_POOL or not labeled:
+        return
+    study = labeled[0]
+    try:
+        rates = pool_rates(pool, judge_run_id, study["id"])
+    except ValueError as exc:
+        print(str(exc))
+        return
+    first = next(iter(rates.values()))
+    print(f"Pool-wide rates with study {study['id']} ({first.n_human} labeled items, {first.n_judge:,} other judged "
+          f"items, {first.unreadable} unreadable verdicts kept as a cell of their own), 95% intervals:")
+    for q, r in rates.items():
+        print(f"  {MEASURE_LABELS.get(q, q).lower():<18} {r.estimate:>4.0%} [{r.low:.0%}, {r.high:.0%}]; "
+              f"people only {r.human_estimate:.0%} [{r.human_low:.0%}, {r.human_high:.0%}]")
 
 
 class _JudgeProgress:
