@@ -38,7 +38,7 @@ import duckdb
 
 from . import local, parsing, prompts
 from .backend import OFFLINE, Backend
-from .engine import Interrupted, RunFailed
+from .engine import Interrupted, RunFailed, keep_arrived
 from .llm import RATE_LIMIT_PATIENCE_S, AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
 from .model import (ALL_VALID, ENDED_STATUSES, FAILED, FINISHED, NO, PAUSED, QUESTIONS, RESUMABLE_STATUSES,
                     RUNNING, STOPPED, UNSURE, YES)
@@ -397,6 +397,9 @@ class JudgeRunner:
                 if shown != waited:      # a 429 wait: no answer arrives, so say it once a second
                     waited = shown
                     self.emit("rate_limit")
+        except (Interrupted, asyncio.CancelledError):    # a pause, a stop, Ctrl+C or SIGTERM
+            await keep_arrived(tasks, lambda what, completion: self._answer(*what, completion, streak))
+            raise
         finally:
             for task in tasks:
                 task.cancel()
@@ -466,9 +469,9 @@ def answer_rates(pool: Pool, judge_run_id: int) -> dict[str, dict]:
 
 def calibration_inputs(pool: Pool, judge_run_id: int) -> dict[str, tuple[list, list]] | None:
     """For a study's judge run: per question, (the judge's answer per study item, None when it has
-    no readable verdict; the answers people gave that item), over the items people labeled, in
-    study order: what `calibration.calibrate` takes. None when the run is not a study's or nobody
-    labeled its items."""
+    no readable verdict; the answers people gave that item, [] when nobody labeled it), over every
+    item the run judged, in study order: what `calibration.calibrate` takes (it counts the
+    unlabeled ones as left out). None when the run is not a study's or nobody labeled its items."""
     run = pool.judge_run(judge_run_id)
     if run is None or run["scope"] != SCOPE_STUDY or run["study_id"] is None:
         return None
@@ -479,9 +482,9 @@ def calibration_inputs(pool: Pool, judge_run_id: int) -> dict[str, tuple[list, l
         return None
     verdicts = {v["study_item_id"]: v for v in pool.judge_verdicts(judge_run_id)
                 if v["response"] is not None and v["unparseable"] is None}
-    items = [i for i in (v["study_item_id"] for v in pool.judge_verdicts(judge_run_id)) if i in labels]
+    items = [v["study_item_id"] for v in pool.judge_verdicts(judge_run_id)]
     return {q: ([verdicts[i][q] if i in verdicts else None for i in items],
-                [[r[q] for r in labels[i]] for i in items]) for q in QUESTIONS}
+                [[r[q] for r in labels.get(i, ())] for i in items]) for q in QUESTIONS}
 
 
 def calibrate_run(pool: Pool, judge_run_id: int) -> dict | None:
@@ -644,8 +647,10 @@ def pool_calibration(pool: Pool, pool_judge_run_id: int, study_id: int) -> dict:
     from . import calibration
 
     pairs = _study_pairs(pool, pool_judge_run_id, study_id)
-    return {q: calibration.calibrate([_answer(pairs.verdicts[i], q) for i in pairs.order],
-                                     [[r[q] for r in pairs.rows[i]] for i in pairs.order], question=q)
+    unlabeled = sum(item not in pairs.rows for _, _, item in pool.judge_study_items(study_id))
+    return {q: calibration.calibrate([_answer(pairs.verdicts[i], q) for i in pairs.order] + [None] * unlabeled,
+                                     [[r[q] for r in pairs.rows[i]] for i in pairs.order] + [[]] * unlabeled,
+                                     question=q)
             for q in QUESTIONS}
 
 

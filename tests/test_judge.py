@@ -222,8 +222,11 @@ def test_verdicts_are_stored_apart_from_labels(demo_pool):
     calibrated = calibrate_run(demo_pool, judge_run_id)     # calibration.py's figures, from the same rows
     for q in QUESTIONS:
         cal = calibrated[q]
-        # 6 items labeled with the truth (a perfect judge agrees on all), 2 unsure ones left out
-        assert cal.items == 6 and cal.left_out["unsure"] == 2 and cal.left_out_total == 2
+        # 6 items labeled with the truth (a perfect judge agrees on all), 2 unsure ones left out,
+        # and the study items nobody labeled counted too (the page once said "left out: none")
+        unlabeled = len(items) - 8
+        assert unlabeled > 0 and cal.left_out["unlabeled"] == unlabeled
+        assert cal.items == 6 and cal.left_out["unsure"] == 2 and cal.left_out_total == 2 + unlabeled
         assert cal.confusion["yes"]["yes"] + cal.confusion["no"]["no"] == 6
         assert cal.confusion["yes"]["no"] == cal.confusion["no"]["yes"] == cal.confusion["unsure"]["yes"] == 0
 
