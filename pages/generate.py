@@ -221,6 +221,10 @@ def live_view() -> None:
             c2.metric("Concurrency now", f"{status.limit or '–'} of {view.run['config'].get('concurrency')}",
                       help="Halved on a 429 (rate limited), then raised one step per window of answers.")
             c3.metric("Rate-limited (429)", f"{status.rate_limited:,}")
+        waiting = monitor.rate_limit_words(status.rate_limit_wait_s)
+        if waiting:
+            st.warning(f"{waiting.capitalize()}: the endpoint asked to slow down, and the run goes on after "
+                       "the wait.", icon=":material/hourglass_top:")
         pause_and_stop("gen", status)
     else:
         state = view.run["status"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import openai
 
-from .llm import PLACEHOLDER_API_KEY, AdaptiveLimit, LLMClient, LLMConfig, PriceTable, http_client
+from .llm import PLACEHOLDER_API_KEY, RATE_LIMIT_PATIENCE_S, AdaptiveLimit, LLMClient, LLMConfig, PriceTable, http_client
 from .local import DEFAULT_SLOTS
 
 OFFLINE = "offline"
@@ -166,10 +166,11 @@ class Backend:
 
     # -- clients ---------------------------------------------------------------------
     def llm_config(self, *, model: str, mode: str = "chat", concurrency: int = 8, timeout_s: float = 60.0,
-                   max_retries: int = 5, max_answer_bytes: int = 1_000_000) -> LLMConfig:
+                   max_retries: int = 5, max_answer_bytes: int = 1_000_000,
+                   rate_limit_patience_s: float = RATE_LIMIT_PATIENCE_S) -> LLMConfig:
         return LLMConfig(base_url=self.url, model=model, api_key=self.resolved_api_key(), mode=mode,
                          concurrency=concurrency, timeout_s=timeout_s, max_retries=max_retries,
-                         max_answer_bytes=max_answer_bytes)
+                         max_answer_bytes=max_answer_bytes, rate_limit_patience_s=rate_limit_patience_s)
 
     def client(self, config: LLMConfig, prices: PriceTable | None = None,
                pacer: AdaptiveLimit | None = None) -> LLMClient:

@@ -24,7 +24,8 @@ from pathlib import Path
 import openai
 
 from .engine import MAX_FAILURES_PER_REQUEST, Interrupted, RunFailed, RunState, stored_prompt
-from .llm import LLMClient, LLMConfig, LLMError, PriceTable, _server_message, endpoint_path, request_body
+from .llm import (AdaptiveLimit, LLMClient, LLMConfig, LLMError, PriceTable, _server_message, endpoint_path,
+                  is_rate_limit, rate_limit_patience_error, request_body)
 from .model import CREATED, FAILED, FINISHED, PAUSED
 from .redact import redact
 from .store import Pool
@@ -61,7 +62,7 @@ def _llm_config(state: RunState, backend) -> LLMConfig:
     cfg = state.cfg
     return backend.llm_config(model=cfg.model, mode=cfg.mode, concurrency=cfg.concurrency,
                               timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
-                              max_answer_bytes=cfg.max_answer_bytes)
+                              max_answer_bytes=cfg.max_answer_bytes, rate_limit_patience_s=cfg.rate_limit_patience_s)
 
 
 class _Lines:
@@ -69,7 +70,7 @@ class _Lines:
 
     def __init__(self, state: RunState, reader: LLMClient) -> None:
         self.state, self.reader = state, reader
-        self.answered = self.failed = self.ignored = 0
+        self.answered = self.failed = self.ignored = self.limited = 0
 
     def apply(self, line: dict) -> None:
         request_id = request_id_of(line.get("custom_id"))
@@ -84,6 +85,9 @@ class _Lines:
             error = line.get("error") or (body.get("error") if isinstance(body, dict) else body) or {}
             message = error.get("message") if isinstance(error, dict) else str(error)
             code = error.get("code") if isinstance(error, dict) else None
+            if is_rate_limit(status, code):
+                self.rate_limited(row)
+                return
             self.fail(row, f"The batch line failed ({status or code or 'no answer'}): {message or 'no reason given'}",
                       "rate_limit" if status == 429 else "server")
             return
@@ -93,8 +97,28 @@ class _Lines:
             self.fail(row, exc.message, "bad_response")
             return
         completion.latency_s = 0.0
+        if self.state.pacer is not None:
+            self.state.pacer.after_attempt(None, time.monotonic())
         self.state.on_completion(row, completion)
         self.answered += 1
+
+    def rate_limited(self, row: dict) -> None:
+        """A line the provider answered 429: the provider asks us to slow down, so the request
+        goes into a later batch after a growing back-off and is not counted as a failure; only
+        the rate-limit patience of nothing but 429s ends the run (`llm.is_rate_limit`)."""
+        state, config = self.state, self.reader.config
+        pacer = state.pacer
+        row["batch_id"] = None
+        self.limited += 1
+        if pacer is not None:
+            pacer.after_attempt("rate_limit", time.monotonic())
+            if pacer.rate_limited_for() >= config.rate_limit_patience_s:
+                raise rate_limit_patience_error(config.base_url, config.rate_limit_patience_s)
+        streak = row["rate_limited"] = row.get("rate_limited", 0) + 1
+        delay = min(config.backoff_max_s, config.backoff_base_s * 2 ** min(streak, 30))
+        if pacer is not None:
+            pacer.note_wait(delay)
+        state._cooling[row["id"]] = time.monotonic() + delay
 
     def fail(self, row: dict, message: str, kind: str) -> None:
         state = self.state
@@ -117,7 +141,9 @@ async def run_batches(state: RunState, backend, control, prices: PriceTable) -> 
     cfg, pool = state.cfg, state.pool
     config = _llm_config(state, backend)
     client = backend.openai_client(config, max_answer_bytes=None)
-    reader = LLMClient(config, prices=prices)
+    # The pacer here only keeps the clock of 429s (lines and calls) for the rate-limit patience.
+    state.pacer = AdaptiveLimit(cfg.concurrency)
+    reader = LLMClient(config, prices=prices, pacer=state.pacer)
     failed_batches = 0
     try:
         await _adopt_unconfirmed(state, client)
@@ -128,7 +154,7 @@ async def run_batches(state: RunState, backend, control, prices: PriceTable) -> 
             state.plan()
             rows = [] if state.budget_spent() else state.ready_rows()
             for start in range(0, len(rows), MAX_BATCH_REQUESTS):
-                await _submit(state, client, config, rows[start:start + MAX_BATCH_REQUESTS])
+                await _submit(state, client, config, rows[start:start + MAX_BATCH_REQUESTS], reader)
             open_batches = [b for b in pool.batches(state.run_id, open_only=True) if b["kind"] == "api"]
             if not open_batches:
                 if state.budget_spent() or state.finished():
@@ -138,7 +164,7 @@ async def run_batches(state: RunState, backend, control, prices: PriceTable) -> 
                 continue
             if time.monotonic() >= next_poll:
                 for local in open_batches:
-                    remote = await client.batches.retrieve(local["remote_id"])
+                    remote = await reader.api_call(lambda: client.batches.retrieve(local["remote_id"]))
                     if remote.status != local["status"]:
                         pool.update_batch(local["id"], status=remote.status)
                     if remote.status in TERMINAL:
@@ -176,7 +202,7 @@ def _batch_api_error(config: LLMConfig, exc: openai.APIStatusError) -> LLMError:
                     status=status)
 
 
-async def _submit(state: RunState, client, config: LLMConfig, rows: list[dict]) -> None:
+async def _submit(state: RunState, client, config: LLMConfig, rows: list[dict], reader: LLMClient) -> None:
     pool = state.pool
     endpoint = endpoint_path(config)
     ids = [row["id"] for row in rows]
@@ -184,12 +210,13 @@ async def _submit(state: RunState, client, config: LLMConfig, rows: list[dict]) 
     for row in rows:
         row["batch_id"] = local_id
     data = batch_lines(state, rows, config)
-    upload = await client.files.create(file=(f"selfinstruct-run{state.run_id}-batch{local_id}.jsonl", data,
-                                             "application/jsonl"), purpose="batch")
+    name = f"selfinstruct-run{state.run_id}-batch{local_id}.jsonl"
+    upload = await reader.api_call(lambda: client.files.create(file=(name, data, "application/jsonl"),
+                                                               purpose="batch"))
     pool.update_batch(local_id, input_file_id=upload.id)
-    remote = await client.batches.create(
+    remote = await reader.api_call(lambda: client.batches.create(
         input_file_id=upload.id, endpoint=endpoint, completion_window=state.cfg.batch_window,
-        metadata={"selfinstruct_batch": str(local_id), "selfinstruct_run": str(state.run_id)})
+        metadata={"selfinstruct_batch": str(local_id), "selfinstruct_run": str(state.run_id)}))
     pool.update_batch(local_id, remote_id=remote.id, status=remote.status)
     state.emit("batch", message=f"Batch {local_id}: {len(rows)} request(s) submitted as {remote.id}.")
 

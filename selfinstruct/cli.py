@@ -17,6 +17,27 @@ from .model import (COSINE_THRESHOLD, FAILED, FINISHED, INTERRUPTED, KEEP_RULE, 
 from .store import DB_ENV_VAR, Pool, PoolError, damage_error, default_db_path
 
 
+def _duration(text: str) -> float:
+    """A length of time as typed: seconds ("90"), or with a unit ("90s", "10m", "1.5h")."""
+    scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(text.strip()[-1:].lower(), None)
+    number = text.strip()[:-1] if scale else text.strip()
+    try:
+        seconds = float(number) * (scale or 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (say 600, 90s, 10m or 1h)") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError("a duration must be more than 0")
+    return seconds
+
+
+def _add_patience(parser) -> None:
+    from .llm import RATE_LIMIT_PATIENCE_S, duration_words
+
+    parser.add_argument("--rate-limit-patience", type=_duration, metavar="TIME",
+                        help="how long nothing but 429 (rate limited) answers may go on before the run ends "
+                             f"failed (default {duration_words(RATE_LIMIT_PATIENCE_S)}); 600, 90s, 10m, 1h")
+
+
 class CLIError(Exception):
     """Ends the command with a message and exit code 2."""
 
@@ -109,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--timeout", type=float, metavar="SECONDS",
                      help="deadline for each whole request attempt (default 60; 300 for the local model)")
     gen.add_argument("--max-retries", type=int, help="retries per request before it counts as failed (default 5)")
+    _add_patience(gen)
     gen.add_argument("--max-answer-bytes", type=int,
                      help="answers larger than this are cut and rejected as oversize (default 1000000)")
     gen.add_argument("--threshold", type=float, default=ROUGE_THRESHOLD, help="ROUGE-L novelty threshold (reject above)")
@@ -290,6 +312,7 @@ def _add_judge_parser(sub, db) -> None:
     jd.add_argument("--timeout", type=float, metavar="SECONDS",
                     help="deadline for each whole request attempt (default 60; 300 for the local model)")
     jd.add_argument("--max-retries", type=int, help="retries per request before it counts as failed (default 5)")
+    _add_patience(jd)
     jd.add_argument("--price", type=float, nargs=2, metavar=("INPUT", "OUTPUT"),
                     help="USD per 1M input and output tokens for --model (default: the built-in table)")
     jd.add_argument("--name", help="a name for the judge run")
@@ -551,7 +574,8 @@ _RESUME_FLAGS = {"model": "model", "base_url": "base_url", "api_key_env": "key_e
                  "max_retries": "max_retries", "concurrency": "concurrency", "rpm": "rpm", "tpm": "tpm",
                  "max_answer_bytes": "max_answer_bytes", "rounds": "rounds", "target": "target",
                  "budget_usd": "budget_usd", "budget_tokens": "budget_tokens", "batch_poll": "batch_poll_s",
-                 "threads": "threads", "ctx_size": "ctx_size", "structured": "structured"}
+                 "threads": "threads", "ctx_size": "ctx_size", "structured": "structured",
+                 "rate_limit_patience": "rate_limit_patience_s"}
 _LOCAL_FLAGS = ("gguf", "threads", "ctx_size")
 
 
@@ -774,6 +798,7 @@ def _latest_resumable(pool) -> int | None:
 class _Progress:
     """A progress bar on stderr (tqdm, on a terminal only), and a summary line per round on stdout."""
 
+    RATE_LIMIT_EVERY_S = 10.0      # a wait going on is said again at most this often
     PACE_EVERY_S = 5.0             # the run's pace is measured again at most this often
     SLOW_EVERY_S = 120.0           # a slow local model is said again at most this often
 
@@ -782,6 +807,7 @@ class _Progress:
 
         self.stream = stream
         self.bar = None
+        self._waiting_since_said: float | None = None
         self.pool = pool
         self.started = time.monotonic()
         self._pace = None
@@ -804,9 +830,30 @@ class _Progress:
                 self._print(note, file=self.stream)
         return self._pace.words() if self._pace is not None else ""
 
+    def note_rate_limit(self, event) -> None:
+        """Say on stderr that requests wait out a 429 ("rate limited: waiting 24 s"): when a wait
+        starts, then every RATE_LIMIT_EVERY_S while it goes on."""
+        import time
+
+        from .monitor import rate_limit_words
+
+        if event.kind != "rate_limit":
+            return
+        words = rate_limit_words((event.data or {}).get("rate_limit_wait_s", 0.0))
+        if not words:
+            self._waiting_since_said = None
+            return
+        now = time.monotonic()
+        if self.bar is not None and not self.bar.disable:
+            self.bar.set_postfix_str(words)
+        if self._waiting_since_said is None or now - self._waiting_since_said >= self.RATE_LIMIT_EVERY_S:
+            self._waiting_since_said = now
+            self._print(words, file=self.stream)
+
     def __call__(self, event) -> None:
         from .monitor import doing_words
 
+        self.note_rate_limit(event)
         if event.kind == "preparing":
             self._print(event.message[:1].upper() + event.message[1:] + " ...", file=self.stream)
         if event.kind in {"request", "round_started"} and event.total:
@@ -837,10 +884,10 @@ class _Progress:
                             disable=not self.stream.isatty(), dynamic_ncols=True)
         return self.bar
 
-    def _print(self, line: str) -> None:
+    def _print(self, line: str, file=None) -> None:
         if self.bar is not None and not self.bar.disable:
             self.bar.clear()
-        print(line, flush=True)
+        print(line, flush=True, file=file)
         if self.bar is not None and not self.bar.disable:
             self.bar.refresh()
 
@@ -853,7 +900,8 @@ class _Progress:
 # judge's settings that a resumed judge run may change, by argparse name -> JudgeConfig field
 _JUDGE_FLAGS = {"model": "model", "base_url": "base_url", "api_key_env": "key_env", "timeout": "timeout_s",
                 "max_retries": "max_retries", "concurrency": "concurrency", "threads": "threads",
-                "ctx_size": "ctx_size", "structured": "structured", "mode": "mode"}
+                "ctx_size": "ctx_size", "structured": "structured", "mode": "mode",
+                "rate_limit_patience": "rate_limit_patience_s"}
 
 
 def cmd_judge(args) -> int:
@@ -1010,6 +1058,7 @@ class _JudgeProgress:
         self.base = _Progress(stream)
 
     def __call__(self, event) -> None:
+        self.base.note_rate_limit(event)
         if event.kind in {"judge_started", "judge_progress"} and event.total:
             bar = self.base._bar()
             d = event.data
@@ -1080,6 +1129,7 @@ def _add_evaluate_parser(sub, db) -> None:
     cr.add_argument("--concurrency", type=int, help="requests in flight per model (default 8; 2 locally)")
     cr.add_argument("--timeout", type=float, metavar="SECONDS", help="deadline for each request attempt")
     cr.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the endpoints' key")
+    _add_patience(cr)
     cr.set_defaults(func=cmd_evaluate_create)
 
     co = ev_sub.add_parser("collect", parents=[db], help="collect the models' answers (resumes by itself)")
@@ -1118,7 +1168,7 @@ def cmd_evaluate_create(args) -> int:
     if len(labels) > len(args.model):
         raise CLIError("Give at most one --label per --model.")
     settings = {"mode": args.mode, "concurrency": args.concurrency, "timeout_s": args.timeout,
-                "key_env": args.api_key_env}
+                "key_env": args.api_key_env, "rate_limit_patience_s": args.rate_limit_patience}
     try:
         models = [evaluate.model_from_spec(spec, **settings) for spec in args.model]
         for model, label in zip(models, labels):
@@ -1148,6 +1198,7 @@ class _EvalProgress:
         self.base, self.what = _Progress(stream), what
 
     def __call__(self, event) -> None:
+        self.base.note_rate_limit(event)
         if event.kind in {"eval_started", "eval_progress"} and event.total:
             bar = self.base._bar()
             d = event.data

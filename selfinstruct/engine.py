@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ class Progress:
     limit: int = 0           # current concurrency (adapts to 429s)
     rate_limited: int = 0    # 429 answers seen since the run (re)started
     failures: int = 0        # requests whose retries ran out since the run (re)started
+    rate_limit_wait_s: float = 0.0   # seconds left of the longest wait a 429 asked for (0: none)
     # requests being answered now by stage, in pipeline order ({"instances": 2}): what the run is
     # doing, which the round's step does not say (a round stays "classify" through its instances)
     in_flight_stages: dict = field(default_factory=dict)
@@ -221,11 +223,20 @@ class RunState:
                         step=step or (current["step"] if current else STEP_DONE), done=self.done,
                         total=self.total, in_flight=len(self.in_flight), limit=pacer["limit"],
                         rate_limited=pacer["rate_limited"], failures=self.failures,
+                        rate_limit_wait_s=pacer.get("rate_limit_wait_s", 0.0),
                         in_flight_stages=self._in_flight_stages())
 
     def _in_flight_stages(self) -> dict:
         stages = [self.open[i]["stage"] for i in self.in_flight if i in self.open]
         return {stage: stages.count(stage) for stage in dict.fromkeys(prompts.STAGES + tuple(stages)) if stage in stages}
+
+    def note_rate_limit_wait(self) -> None:
+        """Tell the page and the CLI, once per second of it, that requests wait out a 429 (no
+        answer arrives meanwhile, so no other event would)."""
+        shown = math.ceil(self.pacer.wait_s()) if self.pacer else 0
+        if shown != getattr(self, "_wait_shown", 0):
+            self._wait_shown = shown
+            self.emit("rate_limit")
 
     # -- planning ------------------------------------------------------------------------
     def stop_reason(self) -> str | None:
@@ -491,7 +502,8 @@ async def stream(state: RunState, backend, control, prices: PriceTable) -> str:
     state.pacer = pacer
     client = backend.client(backend.llm_config(
         model=cfg.model, mode=cfg.mode, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s,
-        max_retries=cfg.max_retries, max_answer_bytes=cfg.max_answer_bytes), prices=prices, pacer=pacer)
+        max_retries=cfg.max_retries, max_answer_bytes=cfg.max_answer_bytes,
+        rate_limit_patience_s=cfg.rate_limit_patience_s), prices=prices, pacer=pacer)
     tasks: dict[asyncio.Task, dict] = {}
 
     async def send(row: dict) -> Completion:
@@ -519,6 +531,7 @@ async def stream(state: RunState, backend, control, prices: PriceTable) -> str:
             for task in done:
                 row = tasks.pop(task)
                 state.on_completion(row, task.result())
+            state.note_rate_limit_wait()
     finally:
         for task in tasks:
             task.cancel()

@@ -35,6 +35,7 @@ import asyncio
 import csv
 import hashlib
 import json
+import math
 import random
 import time
 from collections import deque
@@ -48,7 +49,7 @@ from . import local, parsing, prompts
 from .backend import LOCAL, OFFLINE, OPENAI_COMPATIBLE, Backend, defaults_for
 from .calibration import RATINGS, Agreement, krippendorff_alpha, unit_ratings, weighted_kappa
 from .engine import Interrupted, RunFailed
-from .llm import AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
+from .llm import RATE_LIMIT_PATIENCE_S, AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
 from .model import ENDED_STATUSES, FAILED, FINISHED, PAUSED, RESUMABLE_STATUSES, RUNNING, STOPPED
 from .pipeline import (NEXT_STEPS, Event, RunControl, _run_coroutine, _unless_stopped, active_of,
                        StoredSettings, check_endpoint_settings, exclusive_job, probe_structured)
@@ -90,6 +91,7 @@ class EvalModel(StoredSettings):
     max_retries: int = 5
     max_answer_bytes: int = 1_000_000
     failure_streak: int = 3
+    rate_limit_patience_s: float = RATE_LIMIT_PATIENCE_S   # nothing but 429s this long ends the collection
     key_env: str = "OPENAI_API_KEY"
     price_per_m: list[float] | None = None
     gguf: str = ""
@@ -449,7 +451,8 @@ class EvalRunner:
                               tpm=getattr(settings, "tpm", None))
         client = backend.client(backend.llm_config(
             model=settings.model, mode=settings.mode, concurrency=settings.concurrency, timeout_s=settings.timeout_s,
-            max_retries=settings.max_retries, max_answer_bytes=settings.max_answer_bytes), prices=prices, pacer=pacer)
+            max_retries=settings.max_retries, max_answer_bytes=settings.max_answer_bytes,
+            rate_limit_patience_s=settings.rate_limit_patience_s), prices=prices, pacer=pacer)
         return client, pacer
 
     def _collect(self, backends: list[Backend]) -> str:
@@ -507,6 +510,7 @@ class EvalRunner:
             ready = {key: deque(r for r in rows if key_of(r) == key) for key in setups}
             cooling: dict[int, tuple[float, dict]] = {}
             streak = [0, 0]
+            waited = 0
             while True:
                 if self.control.requested:
                     raise Interrupted()
@@ -547,6 +551,10 @@ class EvalRunner:
                     else:
                         streak[0] = 0
                         record(row, prompt, completion, streak)
+                shown = math.ceil(max(pacer.wait_s() for _, pacer in clients.values()))
+                if shown != waited:      # a 429 wait: no answer arrives, so say it once a second
+                    waited = shown
+                    self.emit("rate_limit", data={"rate_limit_wait_s": shown})
         finally:
             for task in tasks:
                 task.cancel()

@@ -63,6 +63,7 @@ class JobStatus:
     in_flight: int = 0           # requests being answered now
     limit: int = 0               # current concurrency (lowered while the endpoint answers 429)
     rate_limited: int = 0        # 429 answers seen
+    rate_limit_wait_s: float = 0.0   # seconds left of the wait a 429 asked for (monitor.rate_limit_words)
     kind: str = "run"            # "run" (generation), "judge" (run_id: the judge run's id), or "evaluate" /
     #                              "prerate" (run_id: the evaluation's id)
     cost_usd: float = 0.0        # judge runs: spent so far (the run's whole cost, earlier starts included)
@@ -364,6 +365,8 @@ class JobManager:
             for key in ("in_flight", "limit", "rate_limited"):
                 if key in data:
                     changes[key] = int(data[key])
+            if "rate_limit_wait_s" in data:
+                changes["rate_limit_wait_s"] = float(data["rate_limit_wait_s"])
             if "failures" in data:
                 changes["errors_seen"] = int(data["failures"])
             if "cost_usd" in data:

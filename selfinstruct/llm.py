@@ -17,10 +17,14 @@
       problem), ``model_not_found`` (404 for the model), ``context_length`` (400
       ``context_length_exceeded``), ``bad_request`` (other 4xx, e.g. a parameter the server
       refuses or a chat-only model in completion mode).
+  rate limit (429, `is_rate_limit`), waited out and asked again, never counted as a retry: the
+      server's ``Retry-After`` when present, else a back-off growing with the request's 429s.
+      Only ``rate_limit_patience_s`` of nothing but 429s (run-wide through the `pacer`: any
+      answer resets the clock) raises ``LLMError("rate_limit")`` ("rate limited for 10 minutes").
   transient, retried up to ``max_retries`` times with exponential backoff and full jitter
       (``uniform(0, min(backoff_max_s, backoff_base_s * 2**retry))``), or exactly the
       server's ``Retry-After`` / ``retry-after-ms`` when present (capped at
-      ``backoff_max_s``): ``rate_limit`` (429), ``server`` (5xx, 408, 409, a dropped
+      ``backoff_max_s``): ``server`` (5xx, 408, 409, a dropped
       connection), ``timeout`` (no answer within ``timeout_s``), ``bad_response`` (200 with an
       empty body, invalid JSON, or no choices). When every attempt failed, `complete()`
       *returns* a `Completion` with ``text=""``, ``error`` (plain words) and ``error_kind``.
@@ -33,7 +37,8 @@
   connect, it is raised as fatal -- nothing else will work either. `list_models()` and
   `check()` do not retry, so "Test connection" answers at once.
 * The API key never leaves the client: `LLMConfig.public_dict()` omits it, ``repr`` masks it,
-  and error messages never quote it. ``api_key=None`` sends the placeholder ``"not-needed"``
+  and error messages never quote it, not even when the endpoint quotes it back (every `LLMError`
+  and attempt failure goes through `redact.redact`). ``api_key=None`` sends the placeholder ``"not-needed"``
   (local servers such as vLLM, Ollama, llama.cpp or the offline demo ignore the key, but the
   openai package insists on one). Which key an endpoint may get, and whether the environment's
   key may go to it, is decided in one place: `backend.Backend.resolved_api_key`.
@@ -91,6 +96,31 @@ __all__ = [
 
 MODES = ("chat", "completion")
 PLACEHOLDER_API_KEY = "not-needed"
+# How long nothing but 429s may go on before a run gives up (the one home of this default: run,
+# judge and evaluation settings, the CLI's --rate-limit-patience and the pages read it).
+RATE_LIMIT_PATIENCE_S = 600.0
+
+
+def duration_words(seconds: float) -> str:
+    """"10 minutes", "90 seconds", "1.5 hours": a setting's length in words."""
+    seconds = float(seconds)
+    for unit, size in (("hour", 3600.0), ("minute", 60.0)):
+        if seconds >= size and (seconds / size).is_integer() or seconds >= 2 * size:
+            value = round(seconds / size, 1)
+            return f"{value:g} {unit}{'' if value == 1 else 's'}"
+    return f"{seconds:g} second{'' if seconds == 1 else 's'}"
+
+
+def is_rate_limit(status: int | None, code: str | None = None) -> bool:
+    """What a 429 means, decided once: the provider asks us to slow down (wait, never give up on
+    the request for it), unless the account has no quota left (``insufficient_quota``: fatal)."""
+    return status == 429 and (code or "").lower() != "insufficient_quota"
+
+
+def rate_limit_patience_error(url: str, patience_s: float) -> "LLMError":
+    """The run-ending error once nothing but 429s came back for `patience_s` seconds."""
+    return LLMError("rate_limit", f"The endpoint at {url} answered nothing but 429 (rate limited for "
+                    f"{duration_words(patience_s)}, the rate-limit patience).", status=429)
 FATAL_KINDS = frozenset({"auth", "model_not_found", "unreachable", "context_length", "bad_request"})
 TRANSIENT_KINDS = frozenset({"rate_limit", "server", "timeout", "bad_response"})
 ERROR_KINDS = FATAL_KINDS | TRANSIENT_KINDS
@@ -113,6 +143,7 @@ class LLMConfig:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     max_answer_bytes: int = 1_000_000
+    rate_limit_patience_s: float = RATE_LIMIT_PATIENCE_S   # nothing but 429s this long: give up
 
     def __post_init__(self) -> None:
         mode = (self.mode or "chat").strip().lower()
@@ -143,6 +174,9 @@ class LLMConfig:
         if int(self.max_answer_bytes) < 1024:
             raise ValueError("max_answer_bytes must be at least 1024")
         object.__setattr__(self, "max_answer_bytes", int(self.max_answer_bytes))
+        if not float(self.rate_limit_patience_s) > 0:
+            raise ValueError("rate_limit_patience_s must be positive")
+        object.__setattr__(self, "rate_limit_patience_s", float(self.rate_limit_patience_s))
         # Every key the project sends goes through an LLMConfig: from here on, no error text
         # an endpoint sends back may carry it (redact.py).
         _redact.remember(self.api_key)
@@ -577,6 +611,8 @@ class AdaptiveLimit:
         self._quiet_until = -math.inf  # no cuts before this time
         self._pending: tuple[float, float, int] | None = None  # (limit before the cut, share, sample)
         self._seen = [0, 0]            # attempts, 429s since the last cut or judgement
+        self._storm_since: float | None = None   # first 429 after the last answer
+        self._wait_until = -math.inf             # when the longest 429 wait now going on ends
         now = clock()
         self._buckets = {k: [cap, now] for k, cap in (("rpm", self._cap("rpm", 0)),
                                                       ("tpm", self._cap("tpm", 0))) if cap}
@@ -613,7 +649,10 @@ class AdaptiveLimit:
         if kind == "rate_limit":
             self.rate_limited += 1
             self._seen[1] += 1
+            if self._storm_since is None:
+                self._storm_since = now
         elif kind is None:
+            self._storm_since = None
             self.window_s = 0.8 * self.window_s + 0.2 * max(0.0, now - started)
             self.value = min(float(self.maximum), self.value + 1.0 / self.value)
         attempts, limited = self._seen
@@ -642,9 +681,22 @@ class AdaptiveLimit:
         elif attempts >= 4 * self.MIN_SAMPLE:       # keep the share recent
             self._seen = [attempts // 2, limited // 2]
 
+    def rate_limited_for(self) -> float:
+        """Seconds of nothing but 429s (since the first 429 after the last answer); 0 when none."""
+        since = self._storm_since
+        return 0.0 if since is None else max(0.0, self._clock() - since)
+
+    def note_wait(self, seconds: float) -> None:
+        """A request waits `seconds` because of a 429 (what pages and the CLI show)."""
+        self._wait_until = max(self._wait_until, self._clock() + max(0.0, seconds))
+
+    def wait_s(self) -> float:
+        """Seconds left of the longest 429 wait going on (0 when none)."""
+        return max(0.0, self._wait_until - self._clock())
+
     def snapshot(self) -> dict:
         return {"limit": self.limit, "maximum": self.maximum, "rate_limited": self.rate_limited,
-                "cuts": self.cuts, "undone": self.undone}
+                "cuts": self.cuts, "undone": self.undone, "rate_limit_wait_s": self.wait_s()}
 
 
 # --------------------------------------------------------------------------- client
@@ -765,8 +817,9 @@ class LLMClient:
         other than `unreachable` is raised as LLMError at once."""
         cfg = self.config
         failure: _Failure | None = None
-        attempts = 0
-        for retry in range(cfg.max_retries + 1):
+        attempts = retry = limited = 0
+        first_429: float | None = None     # this request's own storm clock, when there is no pacer
+        while True:
             attempts += 1
             if self.pacer is not None:
                 await self.pacer.before_attempt(tokens)
@@ -786,13 +839,45 @@ class LLMClient:
                 self.pacer.after_attempt(failure.kind, started)
             if failure.kind in FATAL_KINDS and failure.kind != "unreachable":
                 raise LLMError(failure.kind, failure.message, status=failure.status)
-            if retry >= cfg.max_retries:
-                break
-            delay = self._delay(retry, failure.retry_after)
+            if failure.kind == "rate_limit":
+                # The provider asks us to slow down: wait (its Retry-After, else a growing
+                # back-off) and ask again, never counting it as a retry; give up only after the
+                # patience of nothing but 429s (run-wide through the pacer).
+                now = time.monotonic()
+                first_429 = now if first_429 is None else first_429
+                storm = self.pacer.rate_limited_for() if self.pacer is not None else now - first_429
+                if storm >= cfg.rate_limit_patience_s:
+                    raise rate_limit_patience_error(cfg.base_url, cfg.rate_limit_patience_s)
+                delay = self._delay(limited, failure.retry_after)
+                limited += 1
+                if self.pacer is not None:
+                    self.pacer.note_wait(delay)
+            else:
+                if retry >= cfg.max_retries:
+                    break
+                delay = self._delay(retry, failure.retry_after)
+                retry += 1
             log.debug("attempt %d failed (%s: %s); retrying in %.2fs", attempts, failure.kind,
                       failure.detail or failure.message, delay)
             await asyncio.sleep(delay)
         return None, failure, attempts
+
+    async def api_call(self, call: Callable[[], Any]) -> Any:
+        """Another call of the same endpoint (the Batch API's files and batches) under the same
+        rule for a 429 as completions: wait and ask again, never counted, until the rate-limit
+        patience. Any other error is raised as the `openai` package raised it."""
+        async def attempt() -> Any:
+            try:
+                return await call()
+            except openai.APIStatusError as exc:
+                if is_rate_limit(exc.status_code, exc.code):
+                    raise await self._status_failure(None, exc) from None
+                raise
+
+        result, failure, attempts = await self._retrying(attempt, 0)
+        if failure is not None:
+            raise LLMError(failure.kind, self._final_message(failure, attempts), status=failure.status)
+        return result
 
     # -- embeddings
     async def embed(self, texts: Sequence[str]) -> "EmbeddingBatch":
@@ -949,7 +1034,7 @@ class LLMClient:
             return _Failure("auth", f"The endpoint at {url} refused this API key access "
                             f"(403 permission denied). Check that the key may use model "
                             f"'{cfg.model}'.", status=403, detail=detail)
-        if status == 429 and code == "insufficient_quota":
+        if status == 429 and not is_rate_limit(status, code):
             return _Failure("auth", f"The account behind this API key at {url} has no quota "
                             f"left (429 insufficient_quota). Check billing or the plan, then "
                             f"resume.", status=429, detail=detail)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -46,6 +47,12 @@ STOP_REASON_WORDS = {
     "budget_usd": "it spent its budget", "budget_tokens": "it used its token budget",
     "batch file written": "its requests wait in a batch file for vllm run-batch",
 }
+
+
+def rate_limit_words(wait_s: float) -> str:
+    """What a run waiting out a 429 says, on the page and in the CLI ("rate limited: waiting 24 s");
+    "" when nothing waits."""
+    return f"rate limited: waiting {math.ceil(wait_s)} s" if wait_s and wait_s > 0 else ""
 
 
 def run_headline(run_id: int, status: str, stop_reason: str | None = None, noun: str = "Run") -> str:

@@ -65,7 +65,8 @@ Faults (`FaultPlan`) apply to the two completion endpoints only, after authentic
 request validation (so a 404/400 never consumes a queued fault). Queued faults and drawn rates
 accept the same kinds and parameters:
 
-* ``429`` (Retry-After: ``retry_after`` s, default 1), ``500``, ``503``, ``401``;
+* ``429`` (Retry-After: ``retry_after`` s, default 1; ``code`` "insufficient_quota" for an account
+  with no quota left), ``500``, ``503``, ``401``;
 * ``timeout`` / ``slow``: sleep ``seconds`` before answering (defaults 10 s / 1 s);
 * ``length``: the answer cut to ``fraction`` of its length (default 0.5), finish "length";
 * ``garbage``: random junk instead of the answer; ``empty``: 200 with an empty body;
@@ -112,7 +113,8 @@ Batch test control (``POST /_control/batches`` or ``OfflineServer.batch_faults``
 ``fail_rate`` + ``seed`` (persistent; a line fails when a hash of seed and ``custom_id`` falls
 below the rate), ``expire_next`` K (the next batch ends ``expired``: lines 0..K-1 are answered,
 the rest go to the error file with code ``batch_expired``), ``fail_next`` (the next batch ends
-``failed`` with an error instead of finalizing), ``leak_auth`` (persistent; failed lines and
+``failed`` with an error instead of finalizing), ``fail_status`` (persistent; the status failed
+lines answer with, 500 by default, 429 for a provider that rate-limits lines), ``leak_auth`` (persistent; failed lines and
 failed batches quote the ``Authorization`` header the batch was created with), ``clear`` (back to
 the defaults; applied first).
 """
@@ -1080,7 +1082,7 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 _BATCH_CONTROL_KEYS = ("delay_s", "fail_lines", "fail_rate", "seed", "expire_next",
-                       "fail_next", "leak_auth", "clear")
+                       "fail_next", "fail_status", "leak_auth", "clear")
 _FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 
 
@@ -1098,6 +1100,7 @@ class _BatchJob:
         self.expire_at = ctl["expire_next"]
         self.fail_next = ctl["fail_next"]
         self.leak_auth = ctl.get("leak_auth", False)
+        self.fail_status = ctl.get("fail_status", 500)
         self.auth = ""                           # the Authorization header it was created with
         self.t0 = time.monotonic()
         self.wall0 = time.time()
@@ -1631,8 +1634,11 @@ class OfflineServer:
         if kind == "429":
             ra = p.get("retry_after", 1)
             ra_text = str(int(ra)) if float(ra).is_integer() else f"{float(ra):g}"
-            err = _HTTPError(429, f"Rate limit reached for requests. Please try again in {ra_text}s.",
-                             "requests", "rate_limit_exceeded", headers={"Retry-After": ra_text})
+            code = p.get("code", "rate_limit_exceeded")    # "insufficient_quota": the account is empty
+            said = ("You exceeded your current quota, please check your plan and billing details."
+                    if code == "insufficient_quota" else
+                    f"Rate limit reached for requests. Please try again in {ra_text}s.")
+            err = _HTTPError(429, said, "requests", code, headers={"Retry-After": ra_text})
             return 429, err.body, None, err.headers
         if kind == "500":
             return 500, _HTTPError(500, "The server had an error while processing your request.",
@@ -1705,7 +1711,7 @@ class OfflineServer:
     # -- batch test control
     def _default_batch_control(self) -> dict:
         return {"delay_s": self.batch_delay_s, "fail_lines": 0, "fail_rate": 0.0, "seed": 0,
-                "expire_next": None, "fail_next": False, "leak_auth": False}
+                "expire_next": None, "fail_next": False, "fail_status": 500, "leak_auth": False}
 
     def batch_control(self) -> dict:
         """The current batch test settings (what ``GET /_control/batches`` shows)."""
@@ -1748,6 +1754,8 @@ class OfflineServer:
                 clean[key] = number(key, value, int, -math.inf)
             elif key in ("fail_lines", "expire_next"):
                 clean[key] = number(key, value, int, 0)
+            elif key == "fail_status":
+                clean[key] = number(key, value, int, 400, 599)
             elif key in ("fail_next", "leak_auth"):
                 if not isinstance(value, bool):
                     raise ValueError(f"{key} must be true or false")
@@ -1836,7 +1844,10 @@ class OfflineServer:
                      body: bytes) -> tuple[Any, str | None]:
         parts = rest.split("/") if rest else []
         if not parts and method == "POST":
-            return self._create_batch(body, headers.get("Authorization") or ""), None
+            created = self._create_batch(body)
+            with self._store_lock:      # the leak_auth control quotes the header it was created with
+                self._batches[created["id"]].auth = headers.get("Authorization") or ""
+            return created, None
         if not parts and method == "GET":
             with self._store_lock:
                 jobs = list(self._batches.values())
@@ -1857,7 +1868,7 @@ class OfflineServer:
                              None, param="batch_id")
         return job
 
-    def _create_batch(self, body: bytes, auth: str = "") -> dict:
+    def _create_batch(self, body: bytes) -> dict:
         req = _json_object(body)
         endpoint = req.get("endpoint")
         if endpoint not in BATCH_ENDPOINTS:
@@ -1906,7 +1917,6 @@ class OfflineServer:
         if len(models) == 1:
             obj["model"] = models.pop()
         job = _BatchJob(obj, lines, errors, float(ctl["delay_s"]), ctl)
-        job.auth = auth
         with self._store_lock:
             self._batches[job.id] = job
         self._count("store", "batches_created")
@@ -1975,9 +1985,12 @@ class OfflineServer:
                      body: dict) -> tuple[int, Any]:
         """(status, body) for one batch line, as the synchronous endpoint would answer it."""
         if job.planned_failure(index, custom_id):
-            return 500, _HTTPError(500, _leaky_message(job.auth) if job.leak_auth else
-                                   "The server had an error while processing your request.",
-                                   "server_error", None).body
+            if job.fail_status == 429:
+                return 429, _HTTPError(429, "Rate limit reached for requests.", "requests",
+                                       "rate_limit_exceeded").body
+            return job.fail_status, _HTTPError(job.fail_status, _leaky_message(job.auth) if job.leak_auth
+                                               else "The server had an error while processing your request.",
+                                               "server_error", None).body
         try:
             status, payload, _, _ = self._answer(job.chat, body, None, lambda seconds: None)
             return status, payload

@@ -31,7 +31,7 @@ from .backend import BACKEND_KINDS, LOCAL, Backend
 from .embed import EmbedderUnavailable
 from .engine import stored_parser_version, stored_prompt
 from .filters import InstructionFilter, filter_instances, find_echoes
-from .llm import LLMError, PriceTable, Sampling
+from .llm import RATE_LIMIT_PATIENCE_S, LLMError, PriceTable, Sampling
 from .model import (ACCEPTED, COSINE_THRESHOLD, FAILED, FINISHED, KEPT, MAX_WORDS, MIN_WORDS, PAPER_KEYWORDS,
                     PAUSED, REJECTED, ROUGE_THRESHOLD, RUNNING, STOPPED)
 from .novelty import NoveltyIndex, rouge_l, tokenize
@@ -98,6 +98,7 @@ class RunConfig(StoredSettings):
     example_lag: int = EXAMPLE_LAG      # round N takes generated examples from rounds <= N - lag; stored
                                         # with the run, never derived from concurrency (same seed, same pool)
     failure_streak: int = 3             # the run fails after this many requests in a row ran out of retries
+    rate_limit_patience_s: float = RATE_LIMIT_PATIENCE_S   # nothing but 429s this long ends the run failed
     key_env: str = "OPENAI_API_KEY"     # the variable holding the API key (the key itself is never stored)
     batch: bool = False                 # send requests through the provider's Batch API
     batch_discount: float = 0.5         # batch price as a fraction of the list price
@@ -180,6 +181,7 @@ def check_endpoint_settings(cfg) -> None:
         (cfg.max_retries >= 0, "Retries must be 0 or more."),
         (getattr(cfg, "max_answer_bytes", 1024) >= 1024, "The answer size limit must be at least 1024 bytes."),
         (cfg.failure_streak >= 1, "The failure streak must be at least 1."),
+        (getattr(cfg, "rate_limit_patience_s", 1) > 0, "The rate-limit patience must be more than 0 seconds."),
         (getattr(cfg, "rpm", None) is None or cfg.rpm > 0, "Requests per minute must be more than 0."),
         (getattr(cfg, "tpm", None) is None or cfg.tpm > 0, "Tokens per minute must be more than 0."),
         (cfg.threads is None or cfg.threads >= 1, "Threads must be at least 1."),
@@ -199,7 +201,7 @@ def check_endpoint_settings(cfg) -> None:
 # Settings a resumed run may change: where and how requests go, and when the run stops.
 RESUMABLE_SETTINGS = ("backend", "base_url", "model", "key_env", "timeout_s", "max_retries", "concurrency",
                       "rpm", "tpm", "max_answer_bytes", "rounds", "target", "budget_usd", "budget_tokens",
-                      "failure_streak", "batch_poll_s", "gguf", "threads", "ctx_size", "structured")
+                      "failure_streak", "rate_limit_patience_s", "batch_poll_s", "gguf", "threads", "ctx_size", "structured")
 
 
 @dataclass
@@ -420,7 +422,8 @@ async def probe_structured(backend: Backend, config: RunConfig) -> tuple[bool, s
     prompt = prompts.build_probe_prompt()
     client = backend.client(backend.llm_config(
         model=config.model, mode="chat", concurrency=1, timeout_s=config.timeout_s,
-        max_retries=min(config.max_retries, 2), max_answer_bytes=config.max_answer_bytes))
+        max_retries=min(config.max_retries, 2), max_answer_bytes=config.max_answer_bytes,
+        rate_limit_patience_s=config.rate_limit_patience_s))
     try:
         completion = await client.complete(prompt, Sampling(temperature=0.0, top_p=1.0, max_tokens=48,
                                                             presence_penalty=0.0))

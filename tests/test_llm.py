@@ -158,11 +158,16 @@ def test_500s_forever_return_an_error(server):
     assert server.base_url in c.error and "500" in c.error
 
 
-def test_429_forever_returns_rate_limit_error(server):
-    server.faults.push("429", count=100, retry_after=0)
+def test_429s_are_not_retries_and_only_the_patience_ends_them(server):
+    # More 429s than retries, then an answer: a 429 is the provider asking to wait, not a failure.
+    server.faults.push("429", count=6, retry_after=0)
     c = run(one(config(server, max_retries=2)))
-    assert c.error_kind == "rate_limit" and c.attempts == 3
-    assert "concurrency" in c.error
+    assert c.ok and c.attempts == 7
+    # Nothing but 429s for longer than the patience: a fatal rate_limit error that says so.
+    server.faults.push("429", count=10_000, retry_after=0.05)
+    with pytest.raises(LLMError) as err:
+        run(one(config(server, max_retries=2, rate_limit_patience_s=0.5)))
+    assert err.value.kind == "rate_limit" and "rate limited for 0.5 seconds" in err.value.message
 
 
 def test_timeouts_retried_then_success(server):

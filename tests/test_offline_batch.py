@@ -369,11 +369,13 @@ def test_batch_control_endpoint(server):
 
     status, ctl = call("GET")
     assert status == 200 and ctl == {"delay_s": 0.05, "fail_lines": 0, "fail_rate": 0.0,
-                                     "seed": 0, "expire_next": None, "fail_next": False}
+                                     "seed": 0, "expire_next": None, "fail_next": False,
+                                     "fail_status": 500, "leak_auth": False}
     status, ctl = call("POST", {"delay_s": 0.3, "fail_lines": 2, "fail_rate": 0.1, "seed": 5,
                                 "expire_next": 4, "fail_next": True})
     assert status == 200 and ctl == {"delay_s": 0.3, "fail_lines": 2, "fail_rate": 0.1,
-                                     "seed": 5, "expire_next": 4, "fail_next": True}
+                                     "seed": 5, "expire_next": 4, "fail_next": True,
+                                     "fail_status": 500, "leak_auth": False}
     assert server.batch_control() == ctl
     status, ctl = call("POST", {"clear": True, "fail_lines": 1})
     assert ctl["fail_lines"] == 1 and ctl["delay_s"] == 0.05 and ctl["fail_next"] is False
