@@ -4,17 +4,20 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import allowed, current_pool, current_user, page_link, require
-from selfinstruct import actions, charts, explore, model, quality, render
+from selfinstruct import actions, charts, embed, explore, model, quality, render, semantic
+from selfinstruct.novelty import rouge_l, tokenize
 from selfinstruct.export import ExportFilters, PAPER_LENGTHS
 from selfinstruct.store import PoolError
 
 PAGE_SIZE = 50
-VIEWS = {"browse": "Browse and edit", "diversity": "Diversity"}
+VIEWS = {"browse": "Browse and edit", "diversity": "Diversity", "duplicates": "Duplicates"}
+GROUPS_PER_PAGE = 20
 CLASSIFICATION = {"both": "All tasks", "only": "Classification tasks", "exclude": "Other tasks"}
 REVIEWS = {"all": "Any", "untouched": "Not reviewed", "human_approved": "Human-approved",
            model.RESCUED: "Rescued", model.APPROVED: "Approved here"}
 ACTION_LABELS = {actions.EDIT_CANDIDATE: "edited the instruction of", actions.EDIT_INSTANCE: "edited instance",
-                 actions.APPROVE: "approved", actions.REMOVE: "removed", actions.REMOVE_INSTANCE: "removed instance"}
+                 actions.APPROVE: "approved", actions.REMOVE: "removed", actions.REMOVE_INSTANCE: "removed instance",
+                 actions.REMOVE_DUPLICATES: "removed near-duplicates, from"}
 
 pool = current_pool()
 user = current_user()
@@ -218,7 +221,7 @@ def read_only_item(item: dict) -> None:
 
 
 def recent_actions() -> None:
-    changes = actions.history(pool, actions.POOL_ACTIONS, undos=False, limit=8)
+    changes = actions.history(pool, actions.POOL_ACTIONS + actions.DEDUP_ACTIONS, undos=False, limit=8)
     if not changes:
         return
     with st.expander("Recent changes on this page", icon=":material/history:",
@@ -226,6 +229,8 @@ def recent_actions() -> None:
         for entry in changes:
             text_col, button_col = st.columns([5, 1])
             target = f"#{entry['target_id']}" if entry["target_kind"] == model.CANDIDATE else str(entry["target_id"])
+            if entry["items"] > 1:
+                target = f"{entry['items']:,} items"
             when = entry["created_at"].strftime("%Y-%m-%d %H:%M:%S")
             status = "" if entry["open"] else " (undone)"
             text_col.text(f"{when} · {entry['actor']} {ACTION_LABELS.get(entry['action'], entry['action'])} "
@@ -302,6 +307,88 @@ def diversity() -> None:
                f"{stats['counts'].get('output', 0):,} instances), counted in the database.")
 
 
+# ============================================================================ duplicates
+@st.cache_data(show_spinner="Finding near-duplicates ...", max_entries=8)
+def duplicate_groups(path: str, version: tuple, threshold: float) -> semantic.Duplicates:
+    return semantic.find_duplicates(current_pool(), embed.bundled(), threshold)
+
+
+def duplicates() -> None:
+    st.caption("Groups of near-duplicates among the seed tasks and accepted instructions: a kept item and the "
+               "items whose cosine with it (sentence vectors of the bundled WordLlama model) is above the "
+               f"threshold. The kept item is {model.KEEP_RULE}; pick another in a group if you prefer. One "
+               "action removes the others of every group, as one change you can undo; a seed task goes only "
+               "when you tick it.")
+    missing = embed.bundled_available()
+    if missing is not None:
+        st.warning("Duplicate groups need the bundled embedding model, which could not be loaded here.",
+                   icon=":material/warning:")
+        st.text(missing)
+        return
+    threshold = st.slider("Cosine threshold (group above)", 0.5, 1.0, float(model.COSINE_THRESHOLD), 0.01,
+                          key="dup_threshold")
+    dups = duplicate_groups(str(pool.path), pool.explore_version(), float(threshold))
+    if not dups.groups:
+        st.success(f"No near-duplicates above {threshold:.2f} among {len(dups.items):,} instructions.",
+                   icon=":material/check_circle:")
+        return
+    grouped = sum(1 + len(g.members) for g in dups.groups)
+    st.markdown(f"**{len(dups.groups):,} groups** holding {grouped:,} of {len(dups.items):,} instructions.")
+    if st.session_state.get("dup_signature") != (pool.explore_version(), threshold):
+        # Another pool state or threshold gives other groups: earlier picks no longer apply.
+        st.session_state.update(dup_signature=(pool.explore_version(), threshold), dup_keep={}, dup_seeds=set())
+    keep: dict[int, int] = st.session_state.setdefault("dup_keep", {})
+    seeds: set[int] = st.session_state.setdefault("dup_seeds", set())
+    pages = math.ceil(len(dups.groups) / GROUPS_PER_PAGE)
+    page = st.number_input("Page", 1, pages, 1, key="dup_page") if pages > 1 else 1
+    first = (page - 1) * GROUPS_PER_PAGE
+    for n in range(first, min(first + GROUPS_PER_PAGE, len(dups.groups))):
+        g = dups.groups[n]
+        members = [g.keep, *g.members]
+        items = [dups.items[i] for i in members]
+        pair = dups.pairwise(g)
+        kept = keep.get(n, g.keep)
+        with st.container(border=True):
+            st.markdown(f"**Group {n + 1}** · {len(members)} items")
+            rows = []
+            for k, (i, item) in enumerate(zip(members, items)):
+                rows.append({
+                    "keep": i == kept, "item": f"{'seed' if item['kind'] == model.SEED_TASK else '#'} {item['id']}",
+                    "instruction": item["instruction"],
+                    "cosine with kept": float(pair[members.index(kept), k]),
+                    "ROUGE-L with kept": rouge_l(tokenize(dups.items[kept]["instruction"]), tokenize(item["instruction"])),
+                })
+            st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"dup_table_{n}", column_config={
+                "cosine with kept": st.column_config.NumberColumn(format="%.3f"),
+                "ROUGE-L with kept": st.column_config.NumberColumn(format="%.3f")})
+            if can_edit:
+                choice = st.radio("Keep", members, index=members.index(kept), horizontal=True, key=f"dup_keep_{n}",
+                                  format_func=lambda i: f"{'seed' if dups.items[i]['kind'] == model.SEED_TASK else '#'} "
+                                                        f"{dups.items[i]['id']}")
+                if choice != g.keep:
+                    keep[n] = choice
+                else:
+                    keep.pop(n, None)
+                for i, item in zip(members, items):
+                    if item["kind"] == model.SEED_TASK and i != choice:
+                        ticked = st.checkbox(f"Also remove seed task {item['id']}", key=f"dup_seed_{n}_{item['id']}",
+                                             value=item["id"] in seeds)
+                        (seeds.add if ticked else seeds.discard)(item["id"])
+    if can_edit:
+        candidates, seed_ids = dups.removal(keep, [s for s in seeds])
+        st.markdown(f"The action removes **{len(candidates):,} accepted instructions**"
+                    + (f" and **{len(seed_ids):,} seed tasks** you ticked" if seed_ids else "")
+                    + f" from {len(dups.groups):,} groups, and keeps one item of each.")
+        if st.button("Remove the near-duplicates", key="dup_apply", type="primary", icon=":material/delete_sweep:",
+                     disabled=not (candidates or seed_ids)):
+            st.session_state.pop("dup_keep", None)
+            st.session_state.pop("dup_seeds", None)
+            act(actions.remove_duplicates, candidates, seed_ids,
+                reason=f"near-duplicate (cosine > {threshold:.2f})",
+                done=f"Removed {len(candidates) + len(seed_ids):,} near-duplicates as one change.")
+        recent_actions()
+
+
 def pool_threshold() -> float:
     runs = pool.runs()
     return float((runs[0]["config"] or {}).get("rouge_threshold", model.ROUGE_THRESHOLD)) if runs else model.ROUGE_THRESHOLD
@@ -313,5 +400,7 @@ if message := st.session_state.pop("pool_flash", None):
     (st.success if kind == "success" else st.error)(text)
 if view == "browse":
     browse()
+elif view == "duplicates":
+    duplicates()
 else:
     diversity()

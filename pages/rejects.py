@@ -3,7 +3,7 @@ import streamlit as st
 
 from pages.common import allowed, current_pool, current_user, page_link, require
 from selfinstruct import actions, charts, model, review
-from selfinstruct.render import marked_html
+from selfinstruct.render import escape_markdown, marked_html
 from selfinstruct.render import table as render_table
 
 PAGE_SIZE = 50
@@ -317,7 +317,25 @@ with browse_tab:
                 elif cand["review"] == "confirmed":
                     st.caption("A person confirmed this rejection.")
 
-                if exp.kind == "rouge" and exp.neighbours:
+                if exp.kind == "semantic" and exp.neighbours:
+                    nb = exp.neighbours[0]
+                    cosine, limit = exp.facts.get("cosine"), exp.threshold
+                    m1, m2, m3 = st.columns(3)
+                    m1.metric("Cosine with the nearest", f"{cosine:.3f}" if cosine is not None else "?")
+                    m2.metric("Cosine threshold (reject above)", f"{limit}" if limit is not None else "?")
+                    m3.metric("ROUGE-L of the pair", f"{nb.score:.3f}",
+                              help="ROUGE-L let this candidate through; the sentence vectors say it is the same "
+                                   f"task (ROUGE-L threshold {exp.facts.get('rouge_threshold')}).")
+                    left, right = st.columns(2)
+                    with left:
+                        st.markdown("**Candidate**")
+                        show_marked(exp.text, nb.candidate_spans)
+                    with right:
+                        st.markdown(f"**Nearest pool instruction** · cosine {cosine:.3f} · ROUGE-L {nb.score:.3f}")
+                        show_marked(nb.text, nb.neighbour_spans)
+                    st.caption("Marked: the words the two share, in order (the basis of ROUGE-L). Vectors from "
+                               + escape_markdown(str(exp.facts.get("embedder") or "?")) + ".")
+                elif exp.kind == "rouge" and exp.neighbours:
                     m1, m2, m3 = st.columns(3)
                     m1.metric("Max ROUGE-L", f"{exp.max_rouge:.3f}")
                     m2.metric("Threshold (reject above)", f"{exp.threshold}" if exp.threshold is not None else "?")
@@ -483,6 +501,25 @@ with whatif_tab:
         st.caption("No ROUGE-L scores stored yet.")
     else:
         st.altair_chart(charts.rouge_whatif(hist, what.thresholds_used, t), width="stretch", key="rej_hist")
+
+    cos_default = model.COSINE_THRESHOLD
+    cos_what = review.whatif_cosine(pool, cos_default, run_id=run_id)
+    if cos_what.accepted or cos_what.semantic_rejects:
+        st.subheader("The semantic gate (cosine)")
+        used = cos_what.thresholds_used
+        ct = st.slider("What if the cosine threshold had been", 0.5, 1.0, float(used[-1] if used else cos_default),
+                       0.01, key="rej_whatif_cos",
+                       help="A candidate is rejected as the same task reworded when its highest cosine with the pool "
+                            "is above the threshold.")
+        cos_what = review.whatif_cosine(pool, ct, run_id=run_id)
+        c1, c2 = st.columns(2)
+        c1.metric("Semantic rejects that would have passed", f"{cos_what.would_pass:,}",
+                  help=f"Of {cos_what.semantic_rejects:,} candidates still rejected as semantic_dup: cosine <= {ct:.2f}.")
+        c2.metric("Accepted ones that would have been rejected", f"{cos_what.would_fail:,}",
+                  help=f"Of {cos_what.accepted:,} accepted candidates with a stored cosine: cosine > {ct:.2f}.")
+        st.caption(f"Counted from the stored cosines (decisions made at "
+                   f"{', '.join(str(x) for x in used) or 'no threshold: gate off'}). To decide a run again from its "
+                   "stored answers and vectors, use `selfinstruct refilter RUN --cosine COS`.")
 
     st.subheader("Keywords that reject the most")
     keywords = evidence["keywords"]

@@ -261,7 +261,7 @@ class Neighbour:
 class Explanation:
     """Why something was rejected, and what to show for it."""
 
-    kind: str              # rouge | keyword | length | prefix | start | echo | empty | unparseable | instance | other
+    kind: str              # rouge | semantic | keyword | length | prefix | start | echo | empty | unparseable | instance | other
     reason: str
     label: str
     message: str
@@ -283,6 +283,7 @@ _KIND_BY_REASON = {
     "rouge": "rouge", "keyword": "keyword", "too_short": "length", "too_long": "length",
     "write_a_program": "prefix", "starts_with_punctuation": "start", "non_ascii_start": "start",
     "empty": "empty", "unparseable": "unparseable", "oversize": "unparseable", "echo": "echo",
+    "semantic_dup": "semantic",
 }
 
 
@@ -324,8 +325,14 @@ def explain_candidate(row: dict, *, k: int = 5) -> Explanation:
                       message=str(details.get("message") or ""), text=text,
                       raw_response=row.get("raw_response"), finish_reason=row.get("finish_reason"),
                       max_rouge=row.get("max_rouge"))
-    if kind == "rouge":
-        exp.threshold = details.get("threshold")
+    if kind == "semantic":
+        # The nearest pool instruction by cosine; its stored score is the pair's ROUGE-L.
+        exp.threshold = details.get("cosine_threshold")
+        exp.facts.update(cosine=details.get("cosine"), embedder=details.get("embedder"),
+                         rouge_threshold=details.get("threshold"), rouge_l=details.get("rouge_l"))
+    if kind in ("rouge", "semantic"):
+        if kind == "rouge":
+            exp.threshold = details.get("threshold")
         cand_tokens = tokenize(text)
         for item in (details.get("nearest") or [])[:k]:
             other = str(item.get("text") or "")
@@ -401,6 +408,25 @@ def rescue_warnings(pool, candidate: dict, text: str | None = None) -> list[str]
 
 
 # --------------------------------------------------------------------------- what-if
+@dataclass
+class CosineWhatIf:
+    threshold: float
+    semantic_rejects: int  # candidates still rejected as semantic_dup
+    would_pass: int        # of those, stored cosine <= threshold
+    accepted: int          # candidates the filter accepted with a stored cosine
+    would_fail: int        # of those, stored cosine > threshold
+    thresholds_used: list[float]
+
+
+def whatif_cosine(pool, threshold: float, *, run_id: int | None = None) -> CosineWhatIf:
+    """How the stored cosines (each candidate's highest with the pool when it was decided) fall
+    against another semantic threshold; an estimate, as `whatif` is (`selfinstruct refilter
+    --cosine` decides a run again exactly)."""
+    c = pool.cosine_whatif(float(threshold), run_id=run_id)
+    return CosineWhatIf(float(threshold), c["semantic_rejects"], c["would_pass"], c["accepted"], c["would_fail"],
+                        c["thresholds"])
+
+
 @dataclass
 class WhatIf:
     threshold: float

@@ -225,6 +225,23 @@ class ReviewQueries:
         return {"rouge_rejects": int(row[0]), "would_pass": int(row[1]),
                 "accepted": int(row[2]), "would_fail": int(row[3])}
 
+    def cosine_whatif(self, threshold: float, *, run_id: int | None = None) -> dict:
+        """The semantic gate's twin of `rouge_whatif`, from the cosines stored in the decisions'
+        details: semantic_dup rejects (still rejected) and how many are at or below `threshold`;
+        filter-accepted candidates with a stored cosine and how many are above it; the
+        thresholds the decisions used."""
+        cos = "TRY_CAST(details->>'cosine' AS DOUBLE)"
+        row = self._q(
+            f"SELECT count(*) FILTER (WHERE status = {SQL.REJECTED} AND reason = 'semantic_dup'), "
+            f"count(*) FILTER (WHERE status = {SQL.REJECTED} AND reason = 'semantic_dup' AND {cos} <= ?), "
+            f"count(*) FILTER (WHERE status = {SQL.ACCEPTED} AND decided_by = {SQL.BY_FILTER}), "
+            f"count(*) FILTER (WHERE status = {SQL.ACCEPTED} AND decided_by = {SQL.BY_FILTER} AND {cos} > ?), "
+            "list(DISTINCT TRY_CAST(details->>'cosine_threshold' AS DOUBLE)) "
+            f"FROM candidates WHERE {cos} IS NOT NULL AND (? IS NULL OR run_id = ?)",
+            [threshold, threshold, run_id, run_id]).fetchall()[0]
+        return {"semantic_rejects": int(row[0]), "would_pass": int(row[1]), "accepted": int(row[2]),
+                "would_fail": int(row[3]), "thresholds": sorted(x for x in (row[4] or []) if x is not None)}
+
     def rouge_histogram(self, *, run_id: int | None = None, bins: int = 20):
         """Counts of max ROUGE-L per bin of width 1/bins and outcome (accepted, rescued,
         rejected), aggregated in SQL: columns bin_start, bin_end, outcome, n."""
