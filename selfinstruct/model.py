@@ -244,6 +244,16 @@ def keep_rank(item: Mapping) -> tuple:
     return (tier, 0 if item["kind"] == SEED_TASK else 1, int(item["id"]))
 
 
+def keep_rank_sql(kind: str, item_id: str, candidate: str = "c", judge_valid: str = "j.valid") -> str:
+    """keep_rank as a SQL ORDER BY list (smallest first), for rows with a `kind` and `item_id`
+    expression, the candidate's columns under alias `candidate` (NULL for a seed task) and
+    `judge_valid`, its latest verdict's answer to "valid task?" (the export's per-topic cap)."""
+    seed = f"{kind} = {sql_literal(SEED_TASK)}"
+    return (f"CASE WHEN {seed} THEN 0 WHEN coalesce({human_approved_sql(candidate)}, false) THEN 1 "
+            f"WHEN {judge_valid} IS NOT DISTINCT FROM {sql_literal(YES)} THEN 2 ELSE 3 END, "
+            f"CASE WHEN {seed} THEN 0 ELSE 1 END, {item_id}")
+
+
 # Which questions judge which part of an item.
 INSTRUCTION_QUESTIONS = ("valid_task",)
 INSTANCE_QUESTIONS = ("input_ok", "output_ok")

@@ -101,6 +101,10 @@ class ExportFilters:
     include_empty_tasks: bool = False
     judge_run_id: int | None = None
     judge_exclude: tuple[str, ...] = ()
+    # At most this many tasks per topic of topic set `topic_set_id` (topics.py), kept by the duplicate
+    # groups' keep rule (model.keep_rank): a balanced dataset. The other filters apply after the cap.
+    max_per_topic: int | None = None
+    topic_set_id: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "runs", tuple(int(r) for r in (self.runs or ())))
@@ -114,6 +118,8 @@ class ExportFilters:
                              f"not {', '.join(unknown)}.")
         if exclude and self.judge_run_id is None:
             raise ValueError("Choose the judge run whose verdicts drop items.")
+        if self.max_per_topic is not None and (int(self.max_per_topic) < 1 or self.topic_set_id is None):
+            raise ValueError("A cap per topic needs a number of at least 1 and the topics it counts by.")
         object.__setattr__(self, "judge_exclude", tuple(q for q in QUESTIONS if q in exclude))
         if self.judge_run_id is not None:
             object.__setattr__(self, "judge_run_id", int(self.judge_run_id))
@@ -178,6 +184,10 @@ class ExportFilters:
                        f"{_range_text(self.min_instruction_words, self.max_instruction_words)} words.")
         if self.min_output_words is not None or self.max_output_words is not None:
             out.append(f"Outputs of {_range_text(self.min_output_words, self.max_output_words)} words.")
+        if self.max_per_topic is not None:
+            out.append(f"At most {self.max_per_topic:,} task(s) per topic (topic set {self.topic_set_id}), kept in "
+                       "the order of the duplicate groups' rule: seed tasks, then tasks a person approved, then "
+                       "tasks the judge called valid, then the earliest; the other filters apply after the cap.")
         out.append("Every instance is one the instance filters kept." + (
             " Tasks with no instance left are written with an empty instance list."
             if self.include_empty_tasks else " Tasks with no instance left are skipped."))
