@@ -5,6 +5,7 @@ import streamlit as st
 
 from pages.common import allowed, current_pool, current_user, page_link
 from selfinstruct import charts, quality, render
+from selfinstruct.model import SEVERAL_STUDIES_RULE
 from selfinstruct.quality import ANSWERS, MEASURE_LABELS, QUESTION_TEXT, QUESTIONS
 from selfinstruct.render import escape_markdown
 from selfinstruct.store import PoolError
@@ -384,6 +385,7 @@ def results() -> None:
     overall = result.overall.set_index("measure")
 
     st.subheader(f"{result.labeled} of {result.items} items labeled")
+    st.caption(SEVERAL_STUDIES_RULE)
     st.caption("Each figure is a 95% Wilson interval: where the share of yes most likely lies among all "
                "the instructions this study was drawn from. Under it, the share in this sample and how "
                "it compares with the paper.")
@@ -485,7 +487,7 @@ def study_data() -> None:
     labeled, invalid = pool.labeled_candidate_ids(), pool.invalid_candidate_ids()
     st.info(f"Across all studies, {len(labeled)} instruction(s) in the pool carry a label; "
             f"{len(invalid)} of them judged not a valid task by most of their annotators. "
-            "Exports can leave those out.", icon=":material/label:")
+            "Exports can leave those out. " + SEVERAL_STUDIES_RULE, icon=":material/label:")
 
 
 if view != "label" and annotator:

@@ -236,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--judge-drop", metavar="QUESTIONS",
                      help="with --judge-run: leave out what the judge answered \"no\" to, comma-separated: "
                           "valid_task (drops the task), input_ok, output_ok (drop the instance)")
+    exp.add_argument("--max-per-topic", type=int, metavar="N",
+                     help="at most N tasks per topic (the pool's topics, computed if the pool changed), kept by the "
+                          "duplicate groups' rule: seed tasks, then approved, then judged valid, then the earliest")
     exp.add_argument("--min-instruction-words", type=int)
     exp.add_argument("--max-instruction-words", type=int)
     exp.add_argument("--min-output-words", type=int)
@@ -345,6 +348,15 @@ def _add_semantic_parsers(sub, db) -> None:
                     "texts, pairwise cosines")
     dd.add_argument("--apply", action="store_true", help="remove every group's other accepted instructions")
     dd.set_defaults(func=cmd_dedup)
+
+    tp = sub.add_parser("topics", parents=[db], help="the pool's topics: clusters of its instructions by meaning, "
+                        "with size, acceptance, rescue, labeled-invalid and judge-\"no\" shares",
+                        description="Topics are computed once per pool state (seed tasks and accepted instructions, "
+                                    "embedded with the bundled model) and stored; run it again after the pool "
+                                    "grew and they are computed again.")
+    tp.add_argument("--k", type=int, metavar="N", help="this many topics (default: chosen between 4 and 30)")
+    tp.add_argument("--json", action="store_true", help="one JSON object per topic per line")
+    tp.set_defaults(func=cmd_topics)
 
 
 def _semantic_settings(args) -> dict:
@@ -491,6 +503,41 @@ def cmd_dedup(args) -> int:
                   f"as one change (undo it on the Pool page)."
                   + (f" {seeds_left} seed task(s) in groups were left for a person to choose." if seeds_left else ""),
                   file=sys.stderr)
+    return 0
+
+
+def cmd_topics(args) -> int:
+    import json
+
+    from . import embed, topics
+
+    try:
+        settings = topics.TopicSettings(k=args.k)
+        settings.validate()
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    with open_pool(args) as pool:
+        try:
+            with _bar(None, "text") as bar:
+                set_id = topics.refresh(pool, settings, progress=lambda done, total: bar.update(done - bar.n))
+        except embed.EmbedderUnavailable as exc:
+            raise CLIError(str(exc)) from None
+        rows = topics.topic_rows(pool, set_id)
+        if args.json:
+            for row in rows:
+                print(json.dumps(row, ensure_ascii=False))
+            return 0
+        found = pool.topics.get_set(set_id)
+        print(f"{found['k']} topic(s) over {found['fitted']:,} seed tasks and accepted instructions (topic set "
+              f"{set_id}, {found['embedder']}).")
+        def share(value) -> str:
+            return "–" if value is None else f"{value:.0%}"
+
+        for row in rows:
+            print(f"{row['topic']:>3}. {row['name']}: {row['size']:,} ({share(row['seed_share'])} seeds), accepted "
+                  f"{share(row['acceptance'])}, rescued {share(row['rescue'])}, labeled invalid "
+                  f"{share(row['invalid_share'])} of {row['labeled']}, judge no {share(row['judge_no_share'])} of "
+                  f"{row['judged']}" + (", avoid" if row["avoid"] else ""))
     return 0
 
 
@@ -1451,6 +1498,13 @@ def cmd_export(args) -> int:
     options = export_mod.ExportOptions(system_prompt=args.system_prompt or None,
                                        template_seed=args.template_seed)
     with open_pool(args) as pool:
+        if args.max_per_topic is not None:
+            from . import embed, topics
+
+            try:
+                filters = topics.capped(pool, filters, args.max_per_topic)
+            except (ValueError, embed.EmbedderUnavailable) as exc:
+                raise CLIError(str(exc)) from None
         if filters.judge_run_id is not None and pool.judge_run(filters.judge_run_id) is None:
             raise CLIError(f"There is no judge run {filters.judge_run_id} in {pool.path} "
                            "(the Judge page lists them; selfinstruct judge --pool starts one).")

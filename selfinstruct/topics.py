@@ -570,6 +570,17 @@ def steer_examples(pool, run_id: int, number: int, seed_texts: Sequence[str], ma
     return weights[:len(seed_texts)], weights[len(seed_texts):]
 
 
+def capped(pool, filters, max_per_topic: int, settings: TopicSettings = TopicSettings(), *, progress=None):
+    """`filters` (export.ExportFilters) with at most `max_per_topic` tasks per topic, counted on the
+    pool's topics as they are now (computed again if the pool changed since)."""
+    import dataclasses
+
+    if int(max_per_topic) < 1:
+        raise ValueError(f"The cap per topic must be at least 1, not {max_per_topic}.")
+    set_id = refresh(pool, settings, progress=progress)
+    return dataclasses.replace(filters, max_per_topic=int(max_per_topic), topic_set_id=set_id)
+
+
 def rounds_text(rounds: Sequence[int]) -> str:
     """Round numbers as ranges: [1, 2, 3, 5] -> "1-3, 5"."""
     out: list[list[int]] = []
@@ -581,7 +592,7 @@ def rounds_text(rounds: Sequence[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in out)
 
 
-__all__ = ["avoid_marks", "in_avoided", "STEER_MODES", "STEER_REFRESH", "steer_examples", "AVOID", "MAP_POINTS", "Current", "avoided", "compute", "current", "map_frame", "refresh", "rounds_text",
+__all__ = ["capped", "avoid_marks", "in_avoided", "STEER_MODES", "STEER_REFRESH", "steer_examples", "AVOID", "MAP_POINTS", "Current", "avoided", "compute", "current", "map_frame", "refresh", "rounds_text",
            "settings_key", "topic_rows", "TOPICS_VERSION", "Clustering", "Projection", "TopicName", "TopicSettings", "assign", "choose_k",
            "cluster", "entropy", "fit_projection", "mean_nn_cosine", "name_topics", "steer_weights",
            "weighted_sample"]

@@ -188,3 +188,26 @@ def test_steered_examples_never_come_from_an_avoided_topic(seeded, server):
                                         timeout_s=5.0, max_retries=3))
     Runner(seeded, plain).run()
     assert [text for text in banned for p in _prompts(seeded, plain) if text in p]
+
+
+def test_export_caps_each_topic_by_the_keep_rule(topic_pool):
+    from selfinstruct.export import ExportFilters
+
+    pool, families, set_id = topic_pool
+    # A person approves the last cooking instruction: it outranks the earlier unapproved ones.
+    approved = families["cooking"]["accepted"][-1]
+    actions.approve(pool, approved, actor="ann")
+    filters = topics.capped(pool, ExportFilters(), 4)
+    assert filters.topic_set_id != set_id         # the approval changed the pool: topics computed again
+    rows = pool.export_preview(filters, limit=1000)
+    kept = {(r["source"], int(r["task_id"])) for _, r in rows.iterrows()}
+    for family, (n_seed, n_acc, _) in SIZES.items():
+        mine = {("seed", s) for s in families[family]["seeds"]} | {("generated", c) for c in families[family]["accepted"]}
+        assert len(kept & mine) == min(4, n_seed + n_acc)
+        assert {("seed", s) for s in families[family]["seeds"]} <= kept     # seed tasks first
+    assert ("generated", approved) in kept
+    cooking = families["cooking"]["accepted"]
+    assert {("generated", c) for c in cooking[:4 - SIZES["cooking"][0] - 1]} <= kept   # then the earliest
+    assert "At most 4 task(s) per topic" in " ".join(filters.describe())
+    with pytest.raises(ValueError):
+        topics.capped(pool, ExportFilters(), 0)

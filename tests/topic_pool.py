@@ -57,4 +57,7 @@ def build(pool) -> dict[str, dict[str, list[int]]]:
                 out[family]["accepted" if status == ACCEPTED else "rejected"].append(cid)
                 cid += 1
     pool.bulk_insert("candidates", rows)
+    accepted = [i for i, status in zip(rows["id"], rows["status"]) if status == ACCEPTED]
+    pool.bulk_insert("instances", {"candidate_id": accepted, "position": [0] * len(accepted),
+                                   "input": [""] * len(accepted), "output": ["An answer."] * len(accepted)})
     return out

@@ -31,11 +31,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import INSTANCE_QUESTIONS, INSTRUCTION_QUESTIONS, NO, QUESTIONS, SQL, human_approved_sql, rescued_sql, \
+from ..model import CANDIDATE, SEED_TASK, INSTANCE_QUESTIONS, INSTRUCTION_QUESTIONS, NO, QUESTIONS, SQL, human_approved_sql, rescued_sql, \
     sql_literal
 from .core import _loads
 from .judge import latest_verdicts_sql
 from .quality import QualityQueries
+from .topics import over_cap_sql
 
 # Columns of every exported row, in order.
 EXPORT_COLUMNS = ("source", "task_id", "run_id", "round", "instruction", "is_classification",
@@ -135,6 +136,9 @@ class ExploreQueries:
         if f.max_instruction_words is not None:
             where.append(f"{_words(alias + '.instruction')} <= ?")
             params.append(int(f.max_instruction_words))
+        if getattr(f, "max_per_topic", None) is not None:
+            where.append(f"{alias}.id NOT IN ({over_cap_sql(CANDIDATE if generated else SEED_TASK)})")
+            params += [int(f.topic_set_id), int(f.max_per_topic)]
         if not generated:
             return where, params
         where.append(f"{alias}.status = {SQL.ACCEPTED}")

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from ..model import CANDIDATE, INSTRUCTION_QUESTIONS, SEED_TASK, SQL, accepted_sql, labeled_no_sql, rescued_sql, \
-    sql_literal
+from ..model import CANDIDATE, INSTRUCTION_QUESTIONS, SEED_TASK, SQL, accepted_sql, keep_rank_sql, labeled_no_sql, \
+    rescued_sql, sql_literal
 from .core import _dumps, _loads
 from .judge import latest_verdicts_sql
 
@@ -68,6 +68,19 @@ def _judge_sql() -> str:
     candidate's latest verdicts of every judge run (store/judge.py's rule)."""
     return (f"SELECT lv.candidate_id, bool_or(lv.valid_task = {SQL.NO}) AS judge_no "
             f"FROM ({latest_verdicts_sql(one_run=False)}) lv GROUP BY lv.candidate_id")
+
+
+def over_cap_sql(kind: str) -> str:
+    """A SELECT of the ids of one kind (seed task or candidate) beyond the first N of their topic
+    by the duplicate groups' keep rule (model.keep_rank_sql), among each topic's seed tasks and
+    accepted candidates now. Parameters: the set's id, then N (the export's --max-per-topic)."""
+    return (f"SELECT item_id FROM (SELECT m.kind, m.item_id, row_number() OVER (PARTITION BY m.topic ORDER BY "
+            f"{keep_rank_sql('m.kind', 'm.item_id', 'c', 'j.valid')}) AS rank "
+            f"FROM topic_members m LEFT JOIN candidates c ON m.kind = {SQL.CANDIDATE} AND c.id = m.item_id "
+            f"LEFT JOIN (SELECT candidate_id, arg_max(valid_task, verdict_id) AS valid "
+            f"FROM ({latest_verdicts_sql(one_run=False)}) GROUP BY candidate_id) j ON j.candidate_id = c.id "
+            f"WHERE m.set_id = ? AND (m.kind = {sql_literal(SEED_TASK)} OR {accepted_sql('c')})) "
+            f"WHERE rank > ? AND kind = {sql_literal(kind)}")
 
 
 class TopicQueries:
@@ -351,4 +364,4 @@ class TopicQueries:
         return self._decoded(rows[0]) if rows else None
 
 
-__all__ = ["TopicQueries"]
+__all__ = ["TopicQueries", "over_cap_sql"]
