@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="take the gate's vectors from MODEL at the run's endpoint (/v1/embeddings) instead of the "
                           "bundled embedder (an endpoint's vectors may vary, so a rerun may differ)")
     gen.add_argument("--seed", type=int, default=0, help="seed for prompt sampling")
+    gen.add_argument("--steer", choices=("off", "coverage"), default="off",
+                     help="coverage: draw in-context examples favouring thin topics of the pool, never from "
+                          "topics marked avoid (each round's topics are stored; fixed for the run)")
     gen.add_argument("--batch", action="store_true",
                      help="send requests through the provider's Batch API (half price, up to 24 h per "
                           "batch; a round needs up to three batches)")
@@ -165,9 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
                             "batch input file (JSONL) for `vllm run-batch`")
     bw.add_argument("run_id", type=int)
     bw.add_argument("--out", type=Path, required=True, help="the JSONL file to write")
-    gen.add_argument("--steer", choices=("off", "coverage"), default="off",
-                     help="coverage: draw in-context examples favouring thin topics of the pool, never from "
-                          "topics marked avoid (each round's topics are stored; fixed for the run)")
     bw.set_defaults(func=cmd_batch_write)
     br = bat_sub.add_parser("read", parents=[db], help="import a batch output file (JSONL) and apply "
                             "its answers; then write the next batch")
