@@ -5,7 +5,7 @@ import streamlit as st
 from pages.common import current_pool
 from selfinstruct import datadir, export, quality
 from selfinstruct.export import CSV_SAFETY_NOTE, FORMAT_INFO, FORMATS, PRESETS, ExportFilters, ExportOptions
-from selfinstruct.model import QUESTIONS
+from selfinstruct.model import QUESTIONS, SEVERAL_STUDIES_RULE
 from selfinstruct.store import PoolError
 
 PREVIEW_ROWS = 20
@@ -103,8 +103,9 @@ with st.expander("Filters", expanded=True, icon=":material/filter_alt:"):
                                     help="Generated tasks a person rescued, approved or edited "
                                          "(on the Rejects and Pool pages).")
         exclude_invalid = st.checkbox("Leave out what annotators labeled invalid", key="exp_no_invalid",
-                                      help="Tasks any annotator judged not a valid task, and instances "
-                                           "any annotator judged to have a wrong input or output.")
+                                      help="Tasks most of whose labels say not a valid task, and instances "
+                                           "most of whose labels say the input or output is wrong. "
+                                           + SEVERAL_STUDIES_RULE)
     with right:
         st.markdown("**Length in words**")
         a, b = st.columns(2)

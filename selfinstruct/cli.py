@@ -229,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--human-approved-only", action="store_true",
                      help="only generated tasks a person rescued, approved or edited")
     exp.add_argument("--exclude-invalid", action="store_true",
-                     help="leave out what quality-study annotators labeled invalid")
+                     help="leave out what quality-study annotators labeled invalid (the majority of an item's "
+                          "labels from every study together)")
     exp.add_argument("--judge-run", type=int, metavar="ID",
                      help="a model judge run whose verdicts filter the export (with --judge-drop) and whose "
                           "figures go in the dataset card")
