@@ -50,7 +50,8 @@ def test_judge_a_labeled_study_then_the_pool(demo_app_env):
     # verdicts are not labels: the study still has the people's 24 labels only
     assert len(pool.study_labels(study_id)) == 24
     calibration = next(d.value for d in at.dataframe if "kappa" in d.value.columns)
-    assert list(calibration["compared"]) == [12, 12, 12]     # the 12 labeled items, none left out
+    assert list(calibration["compared"]) == [12, 12, 12]     # the 12 labeled items
+    assert list(calibration["left out"]) == ["8 unlabeled"] * 3     # once "none": unlabeled items count too
     assert all(k.startswith("1.00") or k == "–" for k in calibration["kappa"])   # a perfect judge
 
     at.segmented_control(key="judge_scope").set_value("pool").run()
@@ -59,7 +60,18 @@ def test_judge_a_labeled_study_then_the_pool(demo_app_env):
     assert not at.exception
     assert any("Judge run 2 finished" in m.value for m in at.markdown)
     at.selectbox(key="judge_rates_study").set_value(study_id).run()
+    # the study drew another instance of some tasks than the pool run judged: no rate, one sentence
+    # saying why and what to do
+    refusal = next(w.value for w in at.warning if "No pool-wide rate" in w.value)
+    assert "draw a study from judge run 2's items" in refusal and refusal.count(". ") == 0
+    assert not any("judge + people (%)" in d.value.columns for d in at.dataframe)
+    drawn = quality.create_study(pool, "from the judged items", size=20, seed=4, judge_run=2).study_id
+    label_with_the_truth(pool, drawn, 12)
+    at.run()
+    at.selectbox(key="judge_rates_study").set_value(drawn).run()
     rates = next(d.value for d in at.dataframe if "judge + people (%)" in d.value.columns)
     assert list(rates["measure"])[:3] == ["Valid task", "Input appropriate", "Output acceptable"]
     assert set(rates["labeled"]) == {12}
+    assert any("at least 96%" in c.value for c in at.caption)          # where the interval holds
+    assert any("0 without a readable verdict" in c.value for c in at.caption)
     assert not at.exception
