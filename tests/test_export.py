@@ -728,7 +728,13 @@ def test_the_card_holds_the_calibration_figures_of_calibration_calibrate(demo_po
     from selfinstruct.model import QUESTIONS
     from selfinstruct.offline import OfflineServer, judge_answer, judge_truth
 
-    study = quality.create_study(demo_pool, "people", size=40, seed=3).study_id
+    with OfflineServer(judge_error=0.25, judge_seed=4) as srv:
+        config = JudgeConfig(backend="openai-compatible", base_url=srv.base_url, model="selfinstruct-demo",
+                             structured="off")
+        run_id = start_judge(demo_pool, config, "pool")
+        assert JudgeRunner(demo_pool, run_id).run().status == "finished"
+    # drawn from the judged items (the same instance of each task), so pool-wide rates may be given
+    study = quality.create_study(demo_pool, "people", size=40, seed=3, judge_run=run_id).study_id
     items = demo_pool.judge_study_items(study)
     texts = {}
     for k, (c, i, item_id) in enumerate(items):
@@ -739,13 +745,6 @@ def test_the_card_holds_the_calibration_figures_of_calibration_calibrate(demo_po
         if k % 7 == 0:
             answers["output_ok"] = {"yes": "no", "no": "yes"}[answers["output_ok"]]
         demo_pool.save_label(study, item_id, "ann", **answers)
-    with OfflineServer(judge_error=0.25, judge_seed=4) as srv:
-        config = JudgeConfig(backend="openai-compatible", base_url=srv.base_url, model="selfinstruct-demo",
-                             structured="off")
-        run_id = start_judge(demo_pool, config, "pool")
-        assert JudgeRunner(demo_pool, run_id).run().status == "finished"
-        # the study drew other instances of some tasks than the pool run judged: the same judge on the study
-        assert JudgeRunner(demo_pool, start_judge(demo_pool, config, "study", study)).run().status == "finished"
     labels = {r["item_id"]: r for r in demo_pool.study_labels(study)}
     card = export.build_card(demo_pool, "chat", ExportFilters(judge_run_id=run_id, judge_exclude=("output_ok",)))
     judged = card.stats["judge"]

@@ -14,7 +14,7 @@ from importlib import resources
 from string import Template
 from typing import Any
 
-from .. import __version__, charts
+from .. import __version__, calibration, charts
 from ..explore import HEURISTIC_NOTE, NONE, rouge_histogram, rouge_vs_seeds, verb_noun_counts
 from ..model import MEASURE_LABELS, PAPER_RATES, ROUGE_THRESHOLD
 from ..store import Pool
@@ -452,10 +452,11 @@ def _judge_section(pool: Pool, filters: ExportFilters, counts: dict, studies: li
         md += [f"No calibration against people: {why}", ""]
     if rates:
         first = next(iter(rates.values()))
-        md += [f"Pool-wide share of \"yes\", with 95% intervals: the judge's {first.n_judge:,} verdicts on tasks "
-               f"nobody labeled and the {first.n_human:,} labeled items together (prediction-powered inference, "
-               f"{first.method.upper()}), beside the labeled items alone and the paper's figures. The study samples "
-               "the whole accepted pool, not only this export.", "",
+        md += [f"Pool-wide share of \"yes\", with 95% intervals: the judge's verdicts on {first.n_judge:,} items "
+               f"nobody labeled and the {first.n_human:,} labeled items together ({first.unreadable:,} item(s) "
+               "without a readable verdict form a cell of their own, not dropped), beside the labeled items alone "
+               "and the paper's figures. The study samples the judged pool, not only this export. "
+               + calibration.RATES_PROMISE, "",
                "| Measure | Judge + people | People only | Self-Instruct paper |", "|---|---:|---:|---:|"]
         for measure, rate in rates.items():
             md.append(f"| {MEASURE_LABELS[measure]} | {_interval(rate.estimate, rate.low, rate.high, '.0%')} | "
