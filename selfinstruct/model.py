@@ -149,6 +149,16 @@ STEP_DONE = "done"
 ROUND_STEPS = (STEP_GENERATE, STEP_CLASSIFY, STEP_DONE)
 
 
+# NUL (U+0000) in text: CSV readers and spreadsheets stop at it and a seed file may not hold it,
+# so model text that has one holds U+FFFD (the replacement character) instead: the parsers apply
+# it to what they read (their v2), every export to what it writes (pools from before v2).
+NUL_REPLACEMENT = "\ufffd"
+
+
+def without_nul(text: str) -> str:
+    return text.replace("\x00", NUL_REPLACEMENT) if "\x00" in text else text
+
+
 # A round is done when its step is `done`: its instruction requests are all applied and its
 # follow-ups (classification, instances) decided. A round planned or half answered is not done,
 # whichever page or command counts (Home, Generate, the CLI, the dataset card).

@@ -124,6 +124,10 @@ def parse_hints(health: list[dict], *, mode: str = "chat", echo: int = 0, candid
         else:
             hints.append(f"{head}; this model {_WHAT.get(h['stage'], 'does not follow the layout')}; "
                          "try completion mode or structured output")
+    for h in health:
+        if h.get("nul"):
+            hints.append(f"{h['stage']}: {h['nul']} of {h['answers']} answers held NUL characters, kept as "
+                         "U+FFFD (\ufffd) so that exports re-import as seeds")
     if candidates and echo > ECHO_SHARE * candidates:
         hints.append(f"instructions: {echo} of {candidates} tasks only repeated the prompt's examples (echo); "
                      + ("try structured output, completion mode or a bigger model" if mode == "chat"

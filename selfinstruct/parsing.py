@@ -29,6 +29,7 @@ from typing import Callable
 
 import jsonschema
 
+from .model import without_nul
 from .prompts import (BATCH_HEAD, CLASSIFY_BODY, CLASSIFY_HEAD, CLASSIFY_QUESTION, INSTANCES_BODY, INSTANCES_HEAD,
                       INSTANCES_LABEL_HEAD, INSTRUCTIONS_HEAD, JSON_TAILS, JUDGE_BODY, JUDGE_HEAD, JUDGE_JSON_TAIL,
                       JUDGE_LABELS, LABEL_BODY, MAX_INSTANCES, NO_INPUT, STAGE_BATCH, STAGE_CLASSIFY, STAGE_INSTANCES,
@@ -861,20 +862,56 @@ def _read_judge_v1(text: str, prompt: Prompt | None, *, finish_reason: str | Non
     return parse_judge(text, finish_reason=finish_reason)
 
 
+def _nul_free(parsed):
+    """What a parser read, with NUL as U+FFFD in every text (model.without_nul): a NUL from a
+    model's answer would otherwise reach the pool and every export, and an exported file holding
+    one cannot be imported as seeds."""
+    def clean(value):
+        if isinstance(value, str):
+            return without_nul(value)
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return value
+
+    for name in ("items", "instances", "tasks", "unparseable"):
+        if hasattr(parsed, name):
+            setattr(parsed, name, clean(getattr(parsed, name)))
+    return parsed
+
+
+# v2: v1 with the NUL rule applied to what it read (answers without NUL read the same).
+def _read_instructions_v2(text: str, prompt: Prompt | None, **kwargs) -> ParsedList:
+    return _nul_free(_read_instructions_v1(text, prompt, **kwargs))
+
+
+def _read_instances_v2(text: str, prompt: Prompt | None, **kwargs) -> ParsedInstances:
+    return _nul_free(_read_instances_v1(text, prompt, **kwargs))
+
+
+def _read_batch_v2(text: str, prompt: Prompt | None, **kwargs) -> ParsedBatch:
+    return _nul_free(_read_batch_v1(text, prompt, **kwargs))
+
+
 # version -> (stage, reader). Every reader takes (text, prompt, *, finish_reason, is_classification).
 PARSERS: dict[str, tuple[str, Callable]] = {
     "instructions-parse-v1": (STAGE_INSTRUCTIONS, _read_instructions_v1),
+    "instructions-parse-v2": (STAGE_INSTRUCTIONS, _read_instructions_v2),
     "classify-parse-v1": (STAGE_CLASSIFY, _read_classify_v1),
     "instances-parse-v1": (STAGE_INSTANCES, _read_instances_v1),
+    "instances-parse-v2": (STAGE_INSTANCES, _read_instances_v2),
     "batch-parse-v1": (STAGE_BATCH, _read_batch_v1),
+    "batch-parse-v2": (STAGE_BATCH, _read_batch_v2),
     "judge-parse-v1": (STAGE_JUDGE, _read_judge_v1),
 }
-# The version each stage's answers are read with today (and stored with).
+# The version each stage's answers are read with today (and stored with). A classification is
+# a yes/no and a verdict's reason is never exported: their readers need no NUL rule.
 PARSER_VERSIONS: dict[str, str] = {
-    STAGE_INSTRUCTIONS: "instructions-parse-v1",
+    STAGE_INSTRUCTIONS: "instructions-parse-v2",
     STAGE_CLASSIFY: "classify-parse-v1",
-    STAGE_INSTANCES: "instances-parse-v1",
-    STAGE_BATCH: "batch-parse-v1",
+    STAGE_INSTANCES: "instances-parse-v2",
+    STAGE_BATCH: "batch-parse-v2",
     STAGE_JUDGE: "judge-parse-v1",      # stored with every verdict (judge_verdicts.parser_version)
 }
 # Requests applied before versions were stored (parser_version NULL, pool files from before

@@ -786,3 +786,47 @@ def test_cli_export_filters_by_the_judge(judged_small, tmp_path):
     missing = run_cli("export", "--db", str(pool.path), "--format", "alpaca", "--out", str(out),
                       "--judge-run", "99", "--judge-drop", "output_ok")
     assert missing.returncode == 2 and "There is no judge run 99" in missing.stderr
+
+
+def test_nul_in_model_answers_is_read_as_u_fffd_and_exports_reimport_as_seeds(tmp_path):
+    """A model that writes NUL characters: the parsers (v2) keep U+FFFD instead, parse health
+    counts those answers, and the JSONL and Alpaca exports import again as seeds. An older pool
+    that stored a NUL exports it as U+FFFD too."""
+    from selfinstruct import monitor
+    from selfinstruct.demo import DemoModel
+    from selfinstruct.offline import OfflineServer
+    from selfinstruct.pipeline import RunConfig, Runner, start_run
+
+    demo = DemoModel(seed=1)
+
+    def with_nul(text, request_seed=0):
+        answer = demo.respond(text, request_seed=request_seed)
+        return answer.replace(" a ", " a\x00 ").replace(" the ", " the \x00")
+
+    with Pool.open(tmp_path / "pool.duckdb") as pool, OfflineServer(responder=with_nul) as server:
+        seeds.load_starter_seeds(pool)
+        run_id = start_run(pool, RunConfig(base_url=server.base_url, rounds=2, seed=1))
+        assert Runner(pool, run_id).run().status == "finished"
+        cur = pool.cursor()
+        assert cur.execute("SELECT count(*) FROM requests WHERE strpos(response, chr(0)) > 0").fetchone()[0] > 0
+        # what the parsers read holds none (an unreadable answer kept whole as a rejected
+        # instance's evidence may; exports clean it if someone rescues it)
+        assert cur.execute("SELECT count(*) FROM candidates WHERE strpos(instruction, chr(0)) > 0").fetchone()[0] == 0
+        assert cur.execute("SELECT count(*) FROM instances WHERE reason IS DISTINCT FROM 'unparseable' AND "
+                           "(strpos(input, chr(0)) > 0 OR strpos(output, chr(0)) > 0)").fetchone()[0] == 0
+        assert cur.execute("SELECT count(*) FROM candidates WHERE strpos(instruction, '\ufffd') > 0").fetchone()[0] > 0
+        health = pool.parse_health(run_id)
+        assert sum(h["nul"] for h in health) > 0
+        assert any("NUL characters" in hint for hint in monitor.parse_hints(health))
+        # an answer stored by an older version, NUL and all
+        cur.execute("UPDATE instances SET output = 'old' || chr(0) || 'answer' WHERE id = "
+                    "(SELECT min(id) FROM instances WHERE candidate_id IS NOT NULL AND status = 'kept')")
+        for fmt in ("selfinstruct", "alpaca"):
+            path = tmp_path / f"out{FORMAT_INFO[fmt].extension}"
+            write_export(pool, fmt, path, ExportFilters())
+            text = path.read_text(encoding="utf-8")
+            assert "\\u0000" not in text and "\x00" not in text and "old\ufffdanswer" in text
+            with Pool.open(tmp_path / f"again-{fmt}.duckdb") as fresh:
+                result = seeds.import_seeds(fresh, path)
+                assert result.report.ok, result.report
+                assert result.imported > 0

@@ -11,6 +11,7 @@ from tests.conftest import run_cli
 
 FAST = dict(timeout_s=5.0, max_retries=3)
 V1 = "instructions-parse-v1"
+CURRENT = parsing.PARSER_VERSIONS[prompts.STAGE_INSTRUCTIONS]
 TEST_VERSION = "instructions-parse-vtest"
 
 
@@ -77,7 +78,7 @@ def test_refilter_reads_a_run_with_the_version_it_was_applied_with(seeded, serve
         m.setitem(parsing.PARSER_VERSIONS, prompts.STAGE_INSTRUCTIONS, TEST_VERSION)
         run_id = run_rounds(seeded, server)
     assert versions(seeded, run_id)[prompts.STAGE_INSTRUCTIONS] == [TEST_VERSION]
-    assert parsing.PARSER_VERSIONS[prompts.STAGE_INSTRUCTIONS] == V1   # ...then v1 is current again
+    assert parsing.PARSER_VERSIONS[prompts.STAGE_INSTRUCTIONS] == CURRENT   # ...then today's is current again
     answered = seeded.cursor().execute(
         "SELECT count(*) FROM requests WHERE run_id = ? AND stage = 'instructions' AND response IS NOT NULL",
         [run_id]).fetchone()[0]
@@ -103,7 +104,7 @@ def test_unknown_version_is_refused_with_the_version_needed_and_nothing_changes(
     with pytest.raises(parsing.UnknownParserVersion) as refused:
         refilter(seeded, run_id, threshold=0.3, keywords=["list"], apply=True)
     sentence = (f"Run {run_id} cannot be re-filtered by this version of selfinstruct: its answers were read "
-                f"with parser instructions-parse-v99, and this version has only {V1}. Re-filter it with a "
+                f"with parser instructions-parse-v99, and this version has only {V1}, {CURRENT}. Re-filter it with a "
                 "selfinstruct version that has instructions-parse-v99, or leave its decisions as they are; "
                 "nothing was changed.")
     assert str(refused.value) == sentence

@@ -147,8 +147,9 @@ def stored_health(pool, run_id) -> dict:
     cur = pool.cursor()
     figures = {}
     for stage, in cur.execute("SELECT DISTINCT stage FROM requests WHERE run_id = ?", [run_id]).fetchall():
-        answers, structured = cur.execute(
-            "SELECT count(*), count(*) FILTER (WHERE structured) FROM requests WHERE run_id = ? AND stage = ? "
+        answers, structured, nul = cur.execute(
+            "SELECT count(*), count(*) FILTER (WHERE structured), count(*) FILTER (WHERE contains(response, chr(0))) "
+            "FROM requests WHERE run_id = ? AND stage = ? "
             "AND response IS NOT NULL AND applied_at IS NOT NULL", [run_id, stage]).fetchone()
         if stage == "classify":
             per_request = [int(parsing.parse_answer(stage, r[0], stored_prompt(
@@ -166,7 +167,7 @@ def stored_health(pool, run_id) -> dict:
                 "AND coalesce(c.reason, '') NOT IN ('unparseable', 'oversize')) FROM requests q "
                 "WHERE q.run_id = ? AND q.stage = ? AND q.response IS NOT NULL", [run_id, stage]).fetchall()]
         figures[stage] = {"stage": stage, "answers": answers, "parsed": sum(n > 0 for n in per_request),
-                          "items": sum(per_request), "structured": structured}
+                          "items": sum(per_request), "structured": structured, "nul": nul}
     return figures
 
 
@@ -363,7 +364,7 @@ def test_generate_page_sets_structured_output_and_shows_parse_health(app_env):
     run = pool.run(1)
     assert run["config"]["structured"] == "on" and run["structured"] is True
     table = table_with(at, "parsed %")
-    health = pool.parse_health(1)
+    health = [{k: v for k, v in h.items() if k != "nul"} for h in pool.parse_health(1)]   # NUL: a hint, not a column
     assert table[["stage", "answers", "parsed", "items", "structured"]].to_dict("records") == health
     assert any("Structured output: on" in t.value for t in at.text)
     assert any("rejects" in str(link.proto) for link in at.get("page_link"))

@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..model import QUESTIONS
+from ..model import NUL_REPLACEMENT, QUESTIONS, without_nul
 from ..store.explore import EXPORT_COLUMNS
 
 __all__ = [
@@ -280,6 +280,7 @@ class Recorder:
 
     def record(self, row: dict) -> dict | None:
         fmt = self.fmt
+        row = _nul_free(row)
         if fmt == "alpaca":
             return {"instruction": row["instruction"], "input": row["input"], "output": row["output"]}
         if fmt == "chat":
@@ -299,6 +300,7 @@ class Recorder:
     def add_to_task(self, row: dict) -> dict | None:
         """Feed a row; returns the previous task's record when this row starts a new task."""
         key = (row["source"], row["task_id"])
+        row = _nul_free(row)
         done = None
         if key != self.task_key:
             done = self.finish_task()
@@ -316,6 +318,14 @@ class Recorder:
     def finish_task(self) -> dict | None:
         done, self.task, self.task_key = self.task, None, None
         return done
+
+
+def _nul_free(row: dict) -> dict:
+    """The row's texts with NUL as U+FFFD (model.without_nul): answers stored before the parsers
+    cleaned them (parser v2) may hold one, and a seed file may not."""
+    if not any(isinstance(v, str) and "\x00" in v for v in row.values()):
+        return row
+    return {k: without_nul(v) if isinstance(v, str) else v for k, v in row.items()}
 
 
 def dumps(record: dict) -> str:
@@ -347,22 +357,22 @@ def clean_row(row: dict) -> dict:
 # (OWASP, "CSV Injection"): such a cell gets a leading single quote. A leading "-" too, even
 # in "- item" or "-5": the prefix costs one character, a missed formula costs more.
 CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-# NUL stops many CSV readers and spreadsheets mid-file; it is written as U+FFFD instead.
-CSV_NUL_REPLACEMENT = "\ufffd"
+# NUL stops many CSV readers and spreadsheets mid-file; it is written as U+FFFD instead (the one
+# rule for NUL, model.without_nul, which every export applies).
+CSV_NUL_REPLACEMENT = NUL_REPLACEMENT
 CSV_SAFETY_NOTE = (
     "Every cell is in double quotes, and every cell that starts with =, +, -, @, a tab or a "
     "carriage return gets a leading single quote (') so that no spreadsheet runs it as a formula "
     "(OWASP's advice against CSV injection); a cell that starts with ' gets one too, so removing "
     "one leading ' from every cell that starts with one gives the text back exactly. NUL "
     "characters (U+0000) are written as U+FFFD (\ufffd), as spreadsheets and many CSV readers "
-    "stop at them. The other formats hold the text unchanged.")
+    "stop at them, as in every other format of the export.")
 
 
 def csv_cell(value: str) -> str:
     """A text value as the CSV export writes it: NUL as U+FFFD, then a leading ' when
     it starts with one of `CSV_FORMULA_STARTS` or with ' (`csv_text` undoes the quote)."""
-    if "\x00" in value:
-        value = value.replace("\x00", CSV_NUL_REPLACEMENT)
+    value = without_nul(value)
     if value[:1] in CSV_FORMULA_STARTS or value[:1] == "'":
         return "'" + value
     return value

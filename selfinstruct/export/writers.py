@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from .. import render
+from ..model import NUL_REPLACEMENT
 from ..store import Pool
 from ..store.explore import EXPORT_COLUMNS
 from .card import CHART_FILES, build_card, card_data_file
@@ -194,9 +195,19 @@ def _write_parquet(reader, sink) -> int:
                           compression="zstd") as writer:
         for batch in reader:
             if batch.num_rows:
-                writer.write_batch(batch)
+                writer.write_batch(_nul_free_batch(batch))
                 records += batch.num_rows
     return records
+
+
+def _nul_free_batch(batch):
+    """The batch's text columns with NUL as U+FFFD (model.without_nul, in Arrow)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = [pc.replace_substring(col, "\x00", NUL_REPLACEMENT) if pa.types.is_string(col.type)
+               or pa.types.is_large_string(col.type) else col for col in batch.columns]
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
 
 # ---------------------------------------------------------------------------- whole exports

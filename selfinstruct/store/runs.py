@@ -67,17 +67,19 @@ class RunQueries:
     def parse_health(self, run_id: int) -> list[dict]:
         """Per stage of a run, in pipeline order: `answers` (answered requests already read),
         `parsed` (those whose answer yielded at least one item, or a readable yes/no), `items`
-        (what they yielded: instructions or tasks, yes/no answers, instances) and `structured`
-        (answers to requests sent with a JSON schema)."""
+        (what they yielded: instructions or tasks, yes/no answers, instances), `structured`
+        (answers to requests sent with a JSON schema) and `nul` (answers holding a NUL
+        character, which the parsers read as U+FFFD: model.without_nul)."""
         rows = self._rows(
             "SELECT stage, count(*) AS answers, count(*) FILTER (WHERE items > 0) AS parsed, "
-            "coalesce(sum(items), 0) AS items, count(*) FILTER (WHERE structured) AS structured "
+            "coalesce(sum(items), 0) AS items, count(*) FILTER (WHERE structured) AS structured, "
+            "count(*) FILTER (WHERE strpos(response, chr(0)) > 0) AS nul "
             "FROM requests WHERE run_id = ? AND response IS NOT NULL AND applied_at IS NOT NULL "
             "GROUP BY stage", [run_id])
         order = {"instructions": 0, "batch": 0, "classify": 1, "instances": 2}
         rows.sort(key=lambda r: order.get(r["stage"], 9))
         for row in rows:
-            for key in ("answers", "parsed", "items", "structured"):
+            for key in ("answers", "parsed", "items", "structured", "nul"):
                 row[key] = int(row[key])
         return rows
 
