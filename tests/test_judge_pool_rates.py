@@ -217,3 +217,23 @@ def test_unreadable_verdicts_are_counted_and_kept_as_a_cell_of_their_own(tmp_pat
     for measure, rate in rates.items():
         assert rate.unreadable == unreadable and rate.n_human + rate.n_judge == 400
         assert rate.low <= true_rate(truth, measure) <= rate.high
+
+
+def test_the_cli_summary_of_a_pool_run_gives_rates_or_one_sentence_why_not(tmp_path):
+    """`selfinstruct judge --pool` ends with pool-wide rates against the newest labeled study, or
+    the one sentence saying why none is shown and what to do (before: no word on rates at all)."""
+    from tests.conftest import run_cli
+
+    path = tmp_path / "pool.duckdb"
+    with Pool.open(path) as pool:
+        fill(pool, 300)
+        study_id = quality.create_study(pool, "s", size=60, seed=8).study_id
+        label_with_truth(pool, study_id)
+    limited = run_cli("judge", "--pool", "--offline", "--structured", "off", "--limit", "100", "--db", str(path))
+    assert limited.returncode == 0, limited.stderr
+    refusal = next(line for line in limited.stdout.splitlines() if line.startswith("No pool-wide rate"))
+    assert "judge every item of the pool (selfinstruct judge --pool)" in refusal and refusal.count(". ") == 0
+    whole = run_cli("judge", "--pool", "--offline", "--structured", "off", "--db", str(path))
+    assert whole.returncode == 0, whole.stderr
+    assert f"Pool-wide rates with study {study_id} (60 labeled items, 240 other judged items" in whole.stdout
+    assert "No pool-wide rate" not in whole.stdout
