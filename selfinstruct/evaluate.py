@@ -51,8 +51,8 @@ from .calibration import RATINGS, Agreement, krippendorff_alpha, unit_ratings, w
 from .engine import Interrupted, RunFailed
 from .llm import RATE_LIMIT_PATIENCE_S, AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
 from .model import ENDED_STATUSES, FAILED, FINISHED, PAUSED, RESUMABLE_STATUSES, RUNNING, STOPPED
-from .pipeline import (NEXT_STEPS, Event, RunControl, _run_coroutine, _unless_stopped, active_of,
-                       StoredSettings, check_endpoint_settings, exclusive_job, probe_structured)
+from .pipeline import (NEXT_STEPS, Event, RunControl, _run_coroutine, active_of, StoredSettings,
+                       check_endpoint_settings, exclusive_job, probe_until_answered)
 from .quality import wilson_interval
 from .store import Pool, PoolError
 
@@ -495,7 +495,8 @@ class EvalRunner:
         elif evaluation.get("judge_structured") is not None:
             return bool(evaluation["judge_structured"])
         else:
-            structured, note = _run_coroutine(_unless_stopped(probe_structured(backend, judge), self.control))
+            structured, note = probe_until_answered(backend, judge, control=self.control,
+                                                    say=lambda text: self.emit("step", text))
             self.emit("step", f"structured output: {'on' if structured else 'off'}, {note}")
         self.pool.set_evaluation_judge_structured(self.evaluation_id, structured)
         return structured

@@ -42,8 +42,8 @@ from .engine import Interrupted, RunFailed, keep_arrived
 from .llm import RATE_LIMIT_PATIENCE_S, AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
 from .model import (ALL_VALID, ENDED_STATUSES, FAILED, FINISHED, NO, PAUSED, QUESTIONS, RESUMABLE_STATUSES,
                     RUNNING, STOPPED, UNSURE, YES)
-from .pipeline import (NEXT_STEPS, Event, RunControl, _run_coroutine, _unless_stopped, active_of,
-                       StoredSettings, check_endpoint_settings, exclusive_job, probe_structured)
+from .pipeline import (NEXT_STEPS, Event, RunControl, _run_coroutine, active_of, StoredSettings,
+                       check_endpoint_settings, exclusive_job, probe_until_answered)
 from .store import Pool, PoolError
 
 SCOPE_STUDY = "study"
@@ -337,7 +337,8 @@ class JudgeRunner:
         elif run.get("structured") is not None:
             return bool(run["structured"])
         else:
-            structured, note = _run_coroutine(_unless_stopped(probe_structured(self.backend, cfg), self.control))
+            structured, note = probe_until_answered(self.backend, cfg, control=self.control,
+                                                    say=lambda text: self.emit("step", text))
             note = f"auto: {'on' if structured else 'off'}, {note}"
         if run.get("structured") != structured or run.get("structured_note") != note:
             self.pool.set_judge_run_structured(self.judge_run_id, structured, note)

@@ -414,11 +414,16 @@ class Runner:
 
 
 # -- structured output ----------------------------------------------------------------------
-async def probe_structured(backend: Backend, config: RunConfig) -> tuple[bool, str]:
-    """One tiny structured chat request: (supported, what happened in plain words). Supported
-    when the answer is JSON matching the probe's schema; a refusal (400, 422: the server does
-    not know response_format) or any other answer means the text layout. Errors that would stop
-    any request (wrong key, unknown model, unreachable) are raised as LLMError."""
+PROBE_AGAIN_S = 5.0     # a probe that got no answer is sent again after this long
+
+
+async def probe_structured(backend: Backend, config: RunConfig) -> tuple[bool | None, str, str | None]:
+    """One tiny structured chat request: (supported, what happened in plain words, error kind).
+    Supported when the answer is JSON matching the probe's schema; a refusal (400, 422: the server
+    does not know response_format) or any other answer means the text layout. No answer at all (a
+    timeout, a 5xx, a dropped connection, after the retries) is not an answer: supported is None and
+    nothing may be decided from it. Errors that would stop any request (wrong key, unknown model,
+    unreachable) are raised as LLMError."""
     prompt = prompts.build_probe_prompt()
     client = backend.client(backend.llm_config(
         model=config.model, mode="chat", concurrency=1, timeout_s=config.timeout_s,
@@ -430,15 +435,38 @@ async def probe_structured(backend: Backend, config: RunConfig) -> tuple[bool, s
     except LLMError as exc:
         if exc.kind != "bad_request":
             raise
-        return False, f"the server refused a JSON-schema request (HTTP {exc.status or 'error'})"
+        return False, f"the server refused a JSON-schema request (HTTP {exc.status or 'error'})", None
     finally:
         await client.aclose()
     if completion.error:
-        return False, f"the probe request got no answer ({completion.error})"
+        return None, f"the probe request got no answer ({completion.error})", completion.error_kind
     _, problem = parsing.read_json(completion.text, prompts.PROBE_SCHEMA, finish_reason=completion.finish_reason)
     if problem:
-        return False, f"the server ignored the JSON schema ({problem})"
-    return True, "the server answered a probe request with JSON matching its schema"
+        return False, f"the server ignored the JSON schema ({problem})", None
+    return True, "the server answered a probe request with JSON matching its schema", None
+
+
+def probe_until_answered(backend: Backend, config, *, control: "RunControl | None" = None,
+                         say: Callable[[str], None] | None = None) -> tuple[bool, str]:
+    """`probe_structured` until the endpoint answers it, before anything is planned, so the run's
+    layout (and so its dataset) never depends on a transport failure: a probe that got no answer
+    goes again after PROBE_AGAIN_S; `failure_streak` of them in a row fail the run like any
+    failing request (engine.RunFailed), with nothing stored, so a resume probes again. Generation,
+    the judge and the evaluation's pre-rating use it."""
+    from .engine import RunFailed
+
+    misses = 0
+    while True:
+        supported, note, kind = _run_coroutine(_unless_stopped(probe_structured(backend, config), control))
+        if supported is not None:
+            return supported, note
+        misses += 1
+        if misses >= config.failure_streak:
+            raise RunFailed(kind or "server", f"The structured-output probe got no answer {misses} times in a "
+                            f"row, so nothing was decided (a resume probes again); the last: {note}.")
+        if say is not None:
+            say(f"structured output: not decided yet, {note}; probing again in {PROBE_AGAIN_S:g} s")
+        _run_coroutine(_unless_stopped(asyncio.sleep(PROBE_AGAIN_S), control))
 
 
 async def _unless_stopped(coro, control: "RunControl | None"):
@@ -477,7 +505,8 @@ def decide_structured(pool: Pool, run_id: int, config: RunConfig, backend: Backe
         # The demo replays text answers: JSON would only re-dress them (`on` still tries it).
         structured, note = False, "auto: off, the offline demo replays text answers (no probe sent)"
     else:
-        structured, note = _run_coroutine(_unless_stopped(probe_structured(backend, config), control))
+        say = (lambda text: on_event(Event("step", run_id, message=text))) if on_event is not None else None
+        structured, note = probe_until_answered(backend, config, control=control, say=say)
         note = f"auto: {'on' if structured else 'off'}, {note}"
     if run.get("structured") != structured or run.get("structured_note") != note:
         pool.set_run_structured(run_id, structured, note)
