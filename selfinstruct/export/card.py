@@ -311,6 +311,7 @@ def _run_section(run: dict) -> list[str]:
         ("Sampling (classification)", _sampling_text(c.get("classify_sampling"))),
         ("Sampling (instances)", _sampling_text(c.get("instance_sampling"))),
         ("ROUGE-L threshold", f"reject above {c.get('rouge_threshold', '?')}"),
+        ("Semantic gate", _semantic_gate_text(c)),
         ("Instruction length", f"{c.get('min_words', '?')} to {c.get('max_words', '?')} words"),
         ("Keywords", ", ".join(c.get("keywords") or []) or "none"),
         ("Max instances per task", c.get("max_instances", "?")),
@@ -321,6 +322,19 @@ def _run_section(run: dict) -> list[str]:
     out += [f"| {k} | {_md_cell(v)} |" for k, v in rows]
     out.append("")
     return out
+
+
+def _semantic_gate_text(c: dict) -> str:
+    """The second novelty gate as the run used it (runs stored before it had none)."""
+    if "cosine_threshold" not in c or not c.get("embedder"):
+        return "none (no sentence vectors)"
+    spec = c["embedder"]
+    vectors = ("WordLlama's bundled 256-d static model" if spec.get("kind") == "bundled"
+               else f"`{spec.get('model', '?')}` at the run's endpoint")
+    if c.get("cosine_threshold") is None:
+        return f"off (vectors stored: {vectors})"
+    return (f"reject the same task reworded: cosine above {c['cosine_threshold']} with a pool instruction "
+            f"({vectors}; reason semantic_dup)")
 
 
 def _pct(yes: int, answered: int) -> str:
