@@ -93,3 +93,13 @@ def test_duplicates_view_removes_all_but_one_per_group_and_undoes_at_once(demo_d
     undo.click().run()
     assert not at.exception
     assert pool.counts() == before
+
+
+def test_the_dataset_card_states_the_gate(db_path):
+    from selfinstruct.export.card import build_card
+
+    _grow(db_path, cosine=0.7)
+    with Pool.open(db_path) as pool:
+        card = build_card(pool, "alpaca")
+    text = card.markdown
+    assert "| Semantic gate | reject the same task reworded: cosine above 0.7 with a pool instruction" in text
