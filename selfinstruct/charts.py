@@ -327,17 +327,22 @@ def yes_rates_by_group(frame: pd.DataFrame, title: str) -> alt.LayerChart:
 LEVEL_COLORS = {"A": "#2e7d32", "B": "#9ccc65", "C": "#ffa726", "D": "#e53935"}
 
 
+EVAL_AXIS_TITLE = ("Share of answers (%); whiskers: 95% interval of \"at least A / B / C\", "
+                   "each boundary on its own")
+
+
 def eval_levels(frame: pd.DataFrame) -> alt.LayerChart:
     """The paper's evaluation figure: one stacked bar per model, the share of its answers rated
     A, B, C and D (best on the left), and at each boundary the 95% Wilson interval of "at least
     this good" (A; A or B; A to C). `frame`: `evaluate.results_table(...)` (model, level, count,
-    n, share, cum_share, cum_low, cum_high)."""
+    n, share, cum_share, cum_low, cum_high). Each whisker is a 95% interval for its own boundary,
+    not a band for the three at once (all three hold together less often); the axis title says so."""
     frame = frame.copy()
     levels = list(LEVEL_COLORS)
     models = list(dict.fromkeys(frame["model"]))
     frame["order"] = frame["level"].map(levels.index)
     y = alt.Y("model:N", sort=models, title=None, axis=alt.Axis(labelLimit=0))
-    x = alt.X("share:Q", title="Share of answers (%)", stack="zero", scale=alt.Scale(domain=[0, 1]),
+    x = alt.X("share:Q", title=EVAL_AXIS_TITLE, stack="zero", scale=alt.Scale(domain=[0, 1]),
               axis=alt.Axis(format="%"))
     color = alt.Color("level:N", title="Rating", sort=levels, legend=_legend(orient="bottom"),
                       scale=alt.Scale(domain=levels, range=list(LEVEL_COLORS.values())))
@@ -347,7 +352,7 @@ def eval_levels(frame: pd.DataFrame) -> alt.LayerChart:
         x=x, y=y, color=color, order=alt.Order("order:Q"), tooltip=tooltip)
     bounds = frame.dropna(subset=["cum_low"])
     whiskers = alt.Chart(bounds).mark_errorbar(ticks=True, color="#1f2937").encode(
-        x=alt.X("cum_low:Q", title="Share of answers (%)"), x2="cum_high:Q", y=y,
+        x=alt.X("cum_low:Q", title=EVAL_AXIS_TITLE), x2="cum_high:Q", y=y,
         tooltip=["model:N", alt.Tooltip("level:N", title="At least"),
                  alt.Tooltip("cum_share:Q", format=".1%", title="Share"),
                  alt.Tooltip("cum_low:Q", format=".1%", title="95% from"),

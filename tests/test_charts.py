@@ -182,3 +182,14 @@ def test_the_card_charts_are_svg_files_from_the_chart_definitions(demo_pool, tmp
     assert "Length in words" in texts("lengths.svg")
     assert any(t.startswith("Most common leading verbs") for t in texts("verbs.svg"))
     assert any(t.startswith("novelty threshold") for t in texts("rouge_vs_seeds.svg"))
+
+
+def test_the_evaluation_chart_says_its_whiskers_are_per_boundary():
+    """Issue 23: each A-D whisker is a 95% interval for its own boundary, not a simultaneous band;
+    the chart says so where the reader looks (the axis title), bars and whiskers alike."""
+    chart = charts.eval_levels(pd.DataFrame(
+        [{"model": "base", "level": level, "count": 2, "n": 8, "share": 0.25, "cum_share": c,
+          "cum_low": c and c - 0.2, "cum_high": c and c + 0.2} for level, c in zip("ABCD", (0.25, 0.5, 0.75, None))]))
+    titles = [node["encoding"]["x"]["title"] for node in walk(chart.to_dict())
+              if "title" in node.get("encoding", {}).get("x", {})]
+    assert titles and all("each boundary on its own" in t and "%" in t for t in titles)
