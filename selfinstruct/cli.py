@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from pathlib import Path
 
 from . import seeds as seeds_mod
@@ -799,7 +800,7 @@ class _SigintSeen:
                 self._seen = signal.SIGINT in self._pair[0].recv(256)
             except BlockingIOError:
                 pass
-        return self._seen
+        return self._seen or _TERMINATED.is_set()
 
     def __exit__(self, *exc) -> None:
         import signal
@@ -817,7 +818,7 @@ def _interrupted(pool, run_id: int, progress, resume_command) -> int:
     except BaseException:  # noqa: BLE001 - the message below matters more than the status
         pass
     print(f"Interrupted. Resume with: {resume_command(run_id)}", file=sys.stderr)
-    return 130
+    return _interrupt_code()
 
 
 def _print_parse_health(pool, run_id: int) -> None:
@@ -1046,7 +1047,7 @@ def _judge_interrupted(pool, judge_run_id: int, progress) -> int:
     except BaseException:  # noqa: BLE001 - the message below matters more than the status
         pass
     print(f"Interrupted. Resume with: {resume_judge_command(judge_run_id)}", file=sys.stderr)
-    return 130
+    return _interrupt_code()
 
 
 def _print_judge_summary(pool, judge_run_id: int) -> None:
@@ -1300,7 +1301,7 @@ def _evaluation_interrupted(pool, evaluation_id: int, task: str, progress, comma
     except BaseException:  # noqa: BLE001 - the message below matters more than the status
         pass
     print(f"Interrupted. Resume with: {command}", file=sys.stderr)
-    return 130
+    return _interrupt_code()
 
 
 def cmd_evaluate_collect(args) -> int:
@@ -1546,6 +1547,7 @@ def cmd_export(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     _survive_file_size_limit()
+    _terminate_like_ctrl_c()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -1558,13 +1560,39 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return _interrupt_code()
     except Exception as exc:
         damaged = damage_error(exc, getattr(args, "db", None) or default_db_path())
         if damaged is None:
             raise
         print(f"error: {damaged}", file=sys.stderr)
         return 2
+
+
+_TERMINATED = threading.Event()   # SIGTERM arrived: the command ends as after Ctrl+C, with 143
+
+
+def _interrupt_code() -> int:
+    """The exit code of an interrupted command: 128 + the signal's number, as a shell reports it."""
+    return 143 if _TERMINATED.is_set() else 130
+
+
+def _terminate_like_ctrl_c() -> None:
+    """SIGTERM (systemd, Docker, CI, `kill`) takes Ctrl+C's path: answers that arrived are stored,
+    the run is left interrupted and the resume command printed, instead of a silent exit that
+    leaves the run marked running."""
+    import signal
+
+    def on_term(signum, frame) -> None:
+        _TERMINATED.set()
+        handler = signal.getsignal(signal.SIGINT)   # Python's, or asyncio's while a run goes on
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)
 
 
 def _survive_file_size_limit() -> None:

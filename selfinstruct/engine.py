@@ -34,6 +34,7 @@ from .store import Pool
 _PRIORITY = {prompts.STAGE_INSTRUCTIONS: 0, prompts.STAGE_BATCH: 0, prompts.STAGE_CLASSIFY: 1,
              prompts.STAGE_INSTANCES: 2}
 RETRY_COOLDOWN_S = 5.0       # a request whose retries ran out waits this long before it is sent again
+DRAIN_S = 1.5                # a pause, stop or Ctrl+C still stores the answers arriving this long after it
 MAX_FAILURES_PER_REQUEST = 3  # ...and the run fails if the same request runs out of retries this often
 PREVIEW_CHARS = 500           # how much of an oversize answer a reject shows
 # A structured answer spends tokens on JSON syntax and layout ('{\n    "labeling_task": "yes"\n}' is
@@ -494,6 +495,24 @@ def _oversize_details(cfg) -> dict:
 
 
 # -- the continuous scheduler ----------------------------------------------------------------
+async def keep_arrived(tasks: dict, store: Callable, seconds: float = DRAIN_S) -> None:
+    """Store the answers that come back while a run is being interrupted, for up to `seconds`,
+    instead of cancelling them with the requests still out: an answer that came back has been paid
+    for, and one thrown away is sent (and paid for) again on resume. `tasks` maps each request's
+    task to what `store(what, completion)` needs; failed requests are left for the resume. The
+    generation engine, the judge and evaluations use it."""
+    deadline = time.monotonic() + seconds
+    while tasks and (left := deadline - time.monotonic()) > 0:
+        done, _ = await asyncio.wait(tasks, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            what = tasks.pop(task)
+            if task.cancelled() or task.exception() is not None:
+                continue
+            completion = task.result()
+            if not completion.error:
+                store(what, completion)
+
+
 async def stream(state: RunState, backend, control, prices: PriceTable) -> str:
     """Send the run's requests through C slots that stay full until the run is over.
     Returns the stop reason; raises Interrupted, RunFailed or LLMError."""
@@ -532,6 +551,9 @@ async def stream(state: RunState, backend, control, prices: PriceTable) -> str:
                 row = tasks.pop(task)
                 state.on_completion(row, task.result())
             state.note_rate_limit_wait()
+    except (Interrupted, asyncio.CancelledError):    # a pause, a stop, Ctrl+C or SIGTERM
+        await keep_arrived(tasks, state.on_completion)
+        raise
     finally:
         for task in tasks:
             task.cancel()

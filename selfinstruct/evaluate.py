@@ -48,7 +48,7 @@ import duckdb
 from . import local, parsing, prompts
 from .backend import LOCAL, OFFLINE, OPENAI_COMPATIBLE, Backend, defaults_for
 from .calibration import RATINGS, Agreement, krippendorff_alpha, unit_ratings, weighted_kappa
-from .engine import Interrupted, RunFailed
+from .engine import Interrupted, RunFailed, keep_arrived
 from .llm import RATE_LIMIT_PATIENCE_S, AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
 from .model import ENDED_STATUSES, FAILED, FINISHED, PAUSED, RESUMABLE_STATUSES, RUNNING, STOPPED
 from .pipeline import (NEXT_STEPS, Event, RunControl, _run_coroutine, active_of, StoredSettings,
@@ -556,6 +556,9 @@ class EvalRunner:
                 if shown != waited:      # a 429 wait: no answer arrives, so say it once a second
                     waited = shown
                     self.emit("rate_limit", data={"rate_limit_wait_s": shown})
+        except (Interrupted, asyncio.CancelledError):    # a pause, a stop, Ctrl+C or SIGTERM
+            await keep_arrived(tasks, lambda what, completion: record(*what, completion, streak))
+            raise
         finally:
             for task in tasks:
                 task.cancel()
