@@ -144,3 +144,26 @@ def test_an_evaluation_rides_out_a_storm(db_path):
     assert outcome.status == "finished", outcome.error
     assert outcome.done == outcome.total == 12
 
+
+
+def test_batch_api_calls_answered_429_are_waited_out(seeded):
+    from selfinstruct.offline import _HTTPError
+
+    with OfflineServer(seed=3) as server:
+        api = server._batches_api
+        refused = {"n": 0}
+
+        def rate_limited_api(method, rest, query, headers, body):
+            # the provider's Batch API rate-limits polling for a while (more 429s than the openai
+            # client's own two retries)
+            if method == "GET" and rest and refused["n"] < 8:
+                refused["n"] += 1
+                raise _HTTPError(429, "Rate limit reached for batch requests.", "requests", "rate_limit_exceeded",
+                                 headers={"Retry-After": "0.2"})
+            return api(method, rest, query, headers, body)
+
+        server._batches_api = rate_limited_api
+        run_id = start_run(seeded, endpoint_config(server, batch=True, batch_poll_s=0.1))
+        outcome = Runner(seeded, run_id).run()
+    assert outcome.status == "finished", outcome.error
+    assert refused["n"] == 8 and seeded.accepted_count(run_id) > 0
