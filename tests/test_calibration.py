@@ -433,3 +433,20 @@ def test_the_judges_kappa_interval_covers_where_the_plain_one_collapsed():
         assert plain["cover"] < added["cover"]
     perfect = calibrate([YES] * 28 + [NO] * 2, [[YES]] * 28 + [[NO]] * 2)
     assert perfect.kappa.value == 1.0 and perfect.kappa.low < 0.9 and perfect.kappa.high == 1.0
+
+
+def test_krippendorff_alpha_equals_the_krippendorff_package():
+    """The reference implementation (krippendorff 0.9.0, test-only): random A-D ratings by four
+    raters with missing ratings, every metric, equal to 1e-12."""
+    import krippendorff     # pinned in requirements.txt (Tests)
+    rng = np.random.default_rng(11)
+    for trial in range(30):
+        units = rng.integers(0, 4, size=(int(rng.integers(5, 40)), 4)).astype(float)
+        units[rng.random(units.shape) < 0.3] = np.nan
+        words = [[None if np.isnan(v) else "ABCD"[int(v)] for v in unit] for unit in units]
+        for metric in ("ordinal", "interval", "nominal"):
+            ours = krippendorff_alpha(words, metric=metric)
+            if ours.value is None:
+                continue
+            theirs = krippendorff.alpha(reliability_data=units.T, level_of_measurement=metric, value_domain=[0, 1, 2, 3])
+            assert ours.value == pytest.approx(theirs, abs=1e-12), (trial, metric)

@@ -79,6 +79,9 @@ def test_every_imported_third_party_package_is_pinned():
     from importlib.metadata import packages_distributions
 
     local = {"selfinstruct", "tests", "pages", "app", "bench", "conftest", "e2e"}
+    # Run in a venv of its own, never installed here: tests/data/make_ppi_fixture.py (ppi_py's wheel
+    # installs a top-level `tests` package that would shadow ours).
+    local |= {"ppi_py"}
     local |= {p.stem for p in (ROOT / "bench").glob("*.py")} | {p.stem for p in (ROOT / "pages").glob("*.py")}
     required = _pins((ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines())
     distributions = packages_distributions()
