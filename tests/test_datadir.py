@@ -93,21 +93,71 @@ def test_the_pool_file_box_opens_only_files_in_the_data_directory(app_env, tmp_p
     for text in ("../elsewhere/pool.duckdb", str(tmp_path.parent / "x" / "pool.duckdb"), "/etc/passwd",
                  "/etc/no-such.duckdb"):
         _open_pool_file(at, text)
-        errors = [e.value for e in at.error]
-        assert errors and "outside" in errors[0] and "exist" not in errors[0], errors
+        assert [e.value for e in at.error] == ["Not opened."]
+        said = at.text[-1].value
+        assert "outside" in said and "exist" not in said, said
     assert not (tmp_path.parent / "x").exists() and not (tmp_path.parent / "elsewhere").exists()
     assert sorted(os.listdir(tmp_path)) == before
     (tmp_path / "escape.duckdb").symlink_to(tmp_path.parent / "escaped.duckdb")
     _open_pool_file(at, "escape.duckdb")
     assert at.error and not (tmp_path.parent / "escaped.duckdb").exists()
 
-    _open_pool_file(at, "team/second.duckdb")     # inside: opened (and created)
+    _open_pool_file(at, "team/second.duckdb")     # inside, new: asked first, then created
+    assert not at.error and "db_path" not in at.session_state
+    at.button(key="db_path_create").click().run()
     assert not at.error
     assert at.session_state["db_path"] == str(tmp_path / "team" / "second.duckdb")
     from pages.common import _open_pool   # the app opens what the session chose
 
     assert _open_pool(at.session_state["db_path"]).path.exists()
     assert at.text_input(key="db_path_input").value == os.path.join("team", "second.duckdb")
+
+
+def test_typed_names_follow_one_rule_for_control_characters_and_length(root, tmp_path):
+    """Bidi controls (U+202E shows "fdp.exe" as "exe.pdf"), other invisible format characters and
+    control characters are refused in every typed file name, and a name longer than the file
+    system allows gets words, not an OSError: pool and export names (confined_path), a model
+    file (local.resolve_gguf) and the CLI's --db and --out."""
+    from selfinstruct import local
+    from tests.conftest import run_cli
+
+    for text in ("pool\u202egnp.duckdb", "a\u2066b.duckdb", "zero\u200bwidth.duckdb", "tab\there.duckdb",
+                 "nul\x00.duckdb"):
+        with pytest.raises(PathRefused, match="cannot hold U\\+"):
+            confined_path(text, root, suffixes=(".duckdb",))
+        with pytest.raises(local.LocalModelError, match="cannot hold U\\+"):
+            local.resolve_gguf(str(tmp_path / text.replace(".duckdb", ".gguf")))
+    for text in ("x" * 5000 + ".duckdb", "/".join(["folder"] * 900) + "/p.duckdb"):
+        with pytest.raises(PathRefused, match="too long"):
+            confined_path(text, root, suffixes=(".duckdb",))
+    assert confined_path("équipe/données.duckdb", root) == (root / "équipe" / "données.duckdb").resolve()
+    assert not list(root.iterdir())
+    done = run_cli("info", "--db", str(tmp_path / "pool\u202egnp.duckdb"))
+    assert done.returncode != 0 and "U+202E (RIGHT-TO-LEFT OVERRIDE)" in done.stderr, done.stderr
+    done = run_cli("export", "--db", str(tmp_path / "p.duckdb"), "--format", "alpaca",
+                   "--out", str(tmp_path / "out\u202enosj.json"))
+    assert done.returncode != 0 and "U+202E" in done.stderr, done.stderr
+    assert not [p for p in tmp_path.iterdir() if "\u202e" in p.name]
+
+
+def test_the_pool_file_box_says_what_is_wrong_and_asks_before_creating(app_env, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_pool_file_box_script, default_timeout=30).run()
+    before = sorted(os.listdir(tmp_path))
+    _open_pool_file(at, "p" * 5000 + ".duckdb")      # an OSError traceback before
+    assert [e.value for e in at.error] == ["Not opened."] and "too long" in at.text[-1].value
+    _open_pool_file(at, "exports/re\u202eport.duckdb")
+    assert [e.value for e in at.error] == ["Not opened."] and "RIGHT-TO-LEFT OVERRIDE" in at.text[-1].value
+    _open_pool_file(at, "tpyo/pool.duckdb")           # a typo: asked, nothing created
+    assert [w.value.replace("\\", "") for w in at.warning] == [   # markdown-escaped on the page
+        "There is no pool file tpyo/pool.duckdb. Create a new, empty pool there?"]
+    assert "db_path" not in at.session_state
+    at.button(key="db_path_cancel").click().run()
+    assert not at.warning and "db_path" not in at.session_state
+    assert sorted(os.listdir(tmp_path)) == before
+    _open_pool_file(at, "pool.duckdb")                # the open one: nothing to ask
+    assert not at.warning
 
 
 def test_export_writes_only_inside_the_data_directory(demo_app_env, tmp_path):
