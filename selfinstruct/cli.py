@@ -13,9 +13,22 @@ from pathlib import Path
 
 from . import seeds as seeds_mod
 from .actions import ActionError
-from .model import (COSINE_THRESHOLD, FAILED, FINISHED, INTERRUPTED, KEEP_RULE, RESUMABLE_STATUSES, ROUGE_THRESHOLD,
-                    UNFINISHED_STATUSES)
+from .model import (COSINE_THRESHOLD, EXPORT_FORMATS, FAILED, FINISHED, INTERRUPTED, KEEP_RULE, RESUMABLE_STATUSES,
+                    ROUGE_THRESHOLD, UNFINISHED_STATUSES)
 from .store import DB_ENV_VAR, Pool, PoolError, damage_error, default_db_path
+
+
+def _format_of(allowed):
+    """An argparse type for --format: a format's name, an alias such as self-instruct, or a file
+    type only one format has; "jsonl" is answered with the JSONL formats (export.format_name)."""
+    def read(text: str) -> str:
+        from .export.formats import format_name
+
+        try:
+            return format_name(text, allowed)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return read
 
 
 def _duration(text: str) -> float:
@@ -63,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp = seeds_sub.add_parser("import", parents=[db],
                                help="import a seed file (Self-Instruct JSONL, Alpaca JSON or CSV)")
     imp.add_argument("file", type=Path, help="the seed file, or 'starter' for the bundled starter seeds")
-    imp.add_argument("--format", choices=seeds_mod.FORMATS, help="override the format guessed from the name")
+    imp.add_argument("--format", type=_format_of(seeds_mod.FORMATS), metavar="{" + ",".join(seeds_mod.FORMATS) + "}",
+                     help="override the format guessed from the name")
     imp.add_argument("--valid-only", action="store_true",
                      help="import the valid rows and skip the bad ones (default: all or nothing)")
     imp.set_defaults(func=cmd_seeds_import)
@@ -208,9 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "axolotl (alpaca, or chat; writes <name>_axolotl.yml) or "
                                      "llama-factory (alpaca, or chat; adds an entry to the folder's "
                                      "dataset_info.json).")
-    exp.add_argument("--format", choices=("selfinstruct", "alpaca", "chat",
-                                          "prompt-completion", "parquet", "csv"),
-                     help="the data shape (optional with --preset, which picks one)")
+    exp.add_argument("--format", type=_format_of(EXPORT_FORMATS), metavar="{" + ",".join(EXPORT_FORMATS) + "}",
+                     help="the data shape (optional with --preset, which picks one); self-instruct is "
+                          "selfinstruct")
     exp.add_argument("--preset", choices=("trl", "axolotl", "llama-factory"),
                      help="hand-off to a trainer: picks the format and writes that trainer's config "
                           "beside the data (a TRL section in the card)")

@@ -149,6 +149,10 @@ STEP_DONE = "done"
 ROUND_STEPS = (STEP_GENERATE, STEP_CLASSIFY, STEP_DONE)
 
 
+# The export's formats, by the name --format and the Export page take (export.FORMAT_INFO says
+# what each is); here so that the CLI can list them without importing the export package.
+EXPORT_FORMATS: tuple[str, ...] = ("selfinstruct", "alpaca", "chat", "prompt-completion", "parquet", "csv")
+
 # NUL (U+0000) in text: CSV readers and spreadsheets stop at it and a seed file may not hold it,
 # so model text that has one holds U+FFFD (the replacement character) instead: the parsers apply
 # it to what they read (their v2), every export to what it writes (pools from before v2).

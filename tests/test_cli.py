@@ -52,3 +52,20 @@ def test_missing_file_and_locked_pool_are_plain_errors(db_path, tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_format_names_people_type(db_path, tmp_path):
+    """--format self-instruct is the selfinstruct format; "jsonl" could be three formats, and the
+    answer lists them; a file type only one format has names it (seed import: jsonl)."""
+    assert run_cli("seeds", "import", "starter", "--db", str(db_path)).returncode == 0
+    out = tmp_path / "seeds.jsonl"
+    done = run_cli("export", "--db", str(db_path), "--format", "self-instruct", "--out", str(out), "--no-card")
+    assert done.returncode == 0, done.stderr
+    first = json.loads(out.read_text(encoding="utf-8").splitlines()[0])
+    assert set(first) == {"id", "name", "instruction", "instances", "is_classification"}
+    done = run_cli("export", "--db", str(db_path), "--format", "jsonl", "--out", str(tmp_path / "x.jsonl"))
+    assert done.returncode == 2
+    assert ("jsonl is the file type of 3 formats: selfinstruct (Self-Instruct JSONL); chat (Chat messages JSONL); "
+            "prompt-completion (Prompt/completion JSONL). Name one of them.") in done.stderr
+    done = run_cli("seeds", "import", str(out), "--format", "jsonl", "--db", str(tmp_path / "again.duckdb"))
+    assert done.returncode == 0, done.stderr

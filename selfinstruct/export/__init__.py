@@ -49,14 +49,14 @@ from ..store.explore import EXPORT_COLUMNS
 from .card import (CARD_MARKER, PAPER_LENGTHS, DatasetCard, build_card, check_languages, check_license,
                    hub_metadata, size_category)
 from .formats import (CSV_SAFETY_NOTE, FORMAT_INFO, FORMATS, PROMPT_TEMPLATES, ExportFilters, ExportOptions,
-                      FormatInfo, PromptTemplate, csv_cell, csv_text, parse_run_ids, render_prompt)
+                      FormatInfo, PromptTemplate, csv_cell, csv_text, format_name, parse_run_ids, render_prompt)
 from .presets import (PRESET_NAMES, PRESETS, ConfigFile, Preset, PresetError, config_files, dataset_key,
                       resolve_format, to_yaml)
 from .writers import (ExportNameTaken, ExportResult, card_paths, download_name, export_archive_bytes,
                       export_dataset, iter_records, preview_records, preview_table, write_export, zipped)
 
 __all__ = [
-    "FORMATS", "FORMAT_INFO", "FormatInfo", "ExportFilters", "ExportOptions", "ExportResult", "PromptTemplate",
+    "FORMATS", "FORMAT_INFO", "FormatInfo", "format_name", "ExportFilters", "ExportOptions", "ExportResult", "PromptTemplate",
     "PROMPT_TEMPLATES", "render_prompt", "write_export", "preview_records", "build_card",
     "DatasetCard", "export_dataset", "export_archive_bytes", "download_name", "iter_records", "parse_run_ids",
     "EXPORT_COLUMNS", "CARD_MARKER", "PAPER_LENGTHS", "CSV_SAFETY_NOTE", "csv_cell", "csv_text", "card_paths",

@@ -10,17 +10,39 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..model import NUL_REPLACEMENT, QUESTIONS, without_nul
+from ..model import EXPORT_FORMATS, NUL_REPLACEMENT, QUESTIONS, without_nul
 from ..store.explore import EXPORT_COLUMNS
 
 __all__ = [
-    "FORMATS", "FORMAT_INFO", "FormatInfo", "ExportFilters", "ExportOptions", "PromptTemplate",
+    "FORMATS", "FORMAT_INFO", "FORMAT_ALIASES", "format_name", "FormatInfo", "ExportFilters", "ExportOptions", "PromptTemplate",
     "PROMPT_TEMPLATES", "render_prompt", "parse_run_ids", "EXPORT_COLUMNS", "Recorder", "dumps", "rows_of",
     "clean_row", "csv_values", "csv_cell", "csv_text", "CSV_FORMULA_STARTS", "CSV_NUL_REPLACEMENT",
     "CSV_SAFETY_NOTE",
 ]
 
-FORMATS: tuple[str, ...] = ("selfinstruct", "alpaca", "chat", "prompt-completion", "parquet", "csv")
+FORMATS: tuple[str, ...] = EXPORT_FORMATS
+
+
+# Other spellings people type for a format (the paper's name is "Self-Instruct").
+FORMAT_ALIASES = {"self-instruct": "selfinstruct", "messages": "chat", "promptcompletion": "prompt-completion"}
+
+
+def format_name(text: str, allowed: Sequence[str] = FORMATS) -> str:
+    """The format a typed name means, among `allowed` (the export's FORMATS, or the seed
+    import's): the name itself, an alias ("self-instruct"), or a file type that only one of them
+    has ("parquet", "json"). ValueError in words otherwise, listing the formats a file type such
+    as "jsonl" could mean."""
+    key = (text or "").strip().lower().replace("_", "-").replace(" ", "-")
+    key = FORMAT_ALIASES.get(key, FORMAT_ALIASES.get(key.replace("-", ""), key))
+    if key in allowed:
+        return key
+    same_type = [f for f in allowed if FORMAT_INFO[f].extension == "." + key.lstrip(".")]
+    if len(same_type) == 1:
+        return same_type[0]
+    if same_type:
+        raise ValueError(f"{text} is the file type of {len(same_type)} formats: "
+                         + "; ".join(f"{f} ({FORMAT_INFO[f].label})" for f in same_type) + ". Name one of them.")
+    raise ValueError(f"Unknown format {text!r}; use one of {', '.join(allowed)}.")
 
 
 @dataclass(frozen=True)
