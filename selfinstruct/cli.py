@@ -792,7 +792,7 @@ def cmd_generate(args) -> int:
             raise CLIError(f"Run {run_id} failed: {outcome.error}\n{outcome.next_step}")
         counts = pool.counts()
         print(f"{run_headline(run_id, outcome.status, outcome.stop_reason)}; {outcome.rounds_done} round(s), "
-              f"{outcome.accepted} accepted in this run. Pool: {counts.seeds} seeds, "
+              f"{outcome.accepted} accepted in this run. Pool {pool.path}: {counts.seeds} seeds, "
               f"{counts.accepted} generated, {counts.rejected} rejected, {counts.instances} instances.")
         if outcome.status != FINISHED:
             print(outcome.next_step or f"Resume with: {resume_command(run_id)}")
@@ -1056,7 +1056,7 @@ def cmd_judge(args) -> int:
         if outcome.status == FAILED:
             raise CLIError(f"Judge run {judge_run_id} failed: {outcome.error}\n{outcome.next_step}")
         print(f"Judge run {judge_run_id} {outcome.status}: {outcome.done}/{outcome.total} items judged, "
-              f"{outcome.unparseable} unreadable, ${outcome.cost_usd:.4f}.")
+              f"{outcome.unparseable} unreadable, ${outcome.cost_usd:.4f} (pool {pool.path}).")
         _print_judge_summary(pool, judge_run_id)
         if outcome.status != FINISHED:
             print(outcome.next_step or f"Resume with: {judge_mod.resume_judge_command(judge_run_id)}")
@@ -1490,7 +1490,7 @@ def cmd_refilter(args) -> int:
                               cosine=args.cosine, apply=args.apply, actor="cli")
         except ValueError as exc:   # no such run, or a parser version this code does not have
             raise CLIError(str(exc)) from None
-    print(f"Run {report.run_id}: {report.candidates} candidates, {len(report.changed)} would change.")
+    print(f"Run {report.run_id} of {pool.path}: {report.candidates} candidates, {len(report.changed)} would change.")
     keys = sorted(set(report.before) | set(report.after))
     for key in keys:
         print(f"  {key:<26} {report.before.get(key, 0):>7} -> {report.after.get(key, 0):>7}")
@@ -1554,7 +1554,7 @@ def cmd_export(args) -> int:
                                                license=license, language=language)
         except (export_mod.ExportNameTaken, export_mod.PresetError) as exc:
             raise CLIError(str(exc)) from None
-    print(f"Wrote {result.records:,} {export_mod.FORMAT_INFO[fmt].label} record(s) to "
+    print(f"Wrote {result.records:,} {export_mod.FORMAT_INFO[fmt].label} record(s) from {pool.path} to "
           f"{result.path} ({result.bytes / 1e6:.2f} MB) in {result.seconds:.1f} s.")
     if result.files:
         print(f"  archive: {', '.join(result.files)}")
