@@ -71,6 +71,7 @@ class _Lines:
     def __init__(self, state: RunState, reader: LLMClient) -> None:
         self.state, self.reader = state, reader
         self.answered = self.failed = self.ignored = self.limited = 0
+        self.fatal: RunFailed | None = None   # raised by `check` once every line is applied
 
     def apply(self, line: dict) -> None:
         request_id = request_id_of(line.get("custom_id"))
@@ -130,8 +131,15 @@ class _Lines:
         state.last_error = (kind, message)
         self.failed += 1
         if row["failures"] >= MAX_FAILURES_PER_REQUEST:
-            raise RunFailed(kind, f"A request failed in {row['failures']} batches: {message}")
+            # Not raised here: the lines after this one are answers already paid for, to be applied.
+            self.fatal = self.fatal or RunFailed(kind, f"A request failed in {row['failures']} batches: {message}")
+            return
         state._push_ready(row)
+
+    def check(self) -> None:
+        """The run fails here if a request failed too often (after the whole file is applied)."""
+        if self.fatal is not None:
+            raise self.fatal
 
 
 async def run_batches(state: RunState, backend, control, prices: PriceTable) -> str:
@@ -147,6 +155,7 @@ async def run_batches(state: RunState, backend, control, prices: PriceTable) -> 
     failed_batches = 0
     try:
         await _adopt_unconfirmed(state, client)
+        await _recollect_stranded(state, client, reader)
         next_poll = 0.0
         while True:
             if control.requested:
@@ -165,7 +174,9 @@ async def run_batches(state: RunState, backend, control, prices: PriceTable) -> 
             if time.monotonic() >= next_poll:
                 for local in open_batches:
                     remote = await reader.api_call(lambda: client.batches.retrieve(local["remote_id"]))
-                    if remote.status != local["status"]:
+                    # An ended batch is marked so by `_collect` once its answers are applied: a
+                    # collect cut short (a crash, a failed run) leaves it open, to be read again.
+                    if remote.status != local["status"] and remote.status not in TERMINAL:
                         pool.update_batch(local["id"], status=remote.status)
                     if remote.status in TERMINAL:
                         ok = await _collect(state, client, reader, local, remote)
@@ -248,6 +259,24 @@ async def _adopt_unconfirmed(state: RunState, client) -> None:
             _release(state, local["id"])
 
 
+async def _recollect_stranded(state: RunState, client, reader: LLMClient) -> None:
+    """Requests still marked with a batch that has ended (a collect cut short by an older version,
+    which marked the batch ended before applying its answers) would never be sent again: read the
+    batch's files again (those answers were paid for), then send the rest again."""
+    open_ids = {b["id"] for b in state.pool.batches(state.run_id, open_only=True)}
+    stranded = {row["batch_id"] for row in state.open.values()
+                if row.get("batch_id") is not None and row.get("response") is None} - open_ids
+    for local in state.pool.batches(state.run_id):
+        if local["id"] not in stranded:
+            continue
+        if local["kind"] == "api" and local["remote_id"]:
+            remote = await reader.api_call(lambda: client.batches.retrieve(local["remote_id"]))
+            if remote.status in TERMINAL:
+                await _collect(state, client, reader, local, remote)
+                continue
+        _release(state, local["id"])
+
+
 def _release(state: RunState, batch_id: int) -> int:
     released = state.pool.release_batch_requests(batch_id)
     for row in state.open.values():
@@ -279,6 +308,7 @@ async def _collect(state: RunState, client, reader: LLMClient, local: dict, remo
                             error=_batch_errors(remote) if remote.status == "failed" else None)
     state.emit("batch", message=(f"Batch {local['id']} {remote.status}: {lines.answered} answered, "
                                  f"{lines.failed + released} to send again."))
+    lines.check()
     return remote.status != "failed"
 
 
@@ -362,6 +392,7 @@ def read_batch_file(pool: Pool, path: str | Path, *, run_id: int | None = None) 
     try:
         for line in parsed:
             lines.apply(line)
+        lines.check()
     except RunFailed as exc:
         pool.set_run_status(run_id, FAILED, stop_reason=exc.kind, error=exc.message)
         raise

@@ -1375,7 +1375,8 @@ class OfflineServer:
 
         ``by_endpoint`` keys: "chat/completions", "completions", "models", "files", "batches",
         "control", "unknown"; counted when a request arrives. ``in_flight`` counts completion
-        requests. Also "files_uploaded" and "batches_created" (successful uploads / creations).
+        requests. Also "files_uploaded" and "batches_created" (successful uploads / creations), and
+        "batch_lines_answered" (batch lines answered 200: what a provider would bill).
         """
         with self._stats_lock:
             by_endpoint = dict(self._counters.get("endpoint", {}))
@@ -1383,6 +1384,7 @@ class OfflineServer:
             return {
                 "files_uploaded": store.get("files_uploaded", 0),
                 "batches_created": store.get("batches_created", 0),
+                "batch_lines_answered": store.get("batch_lines_answered", 0),
                 "requests": sum(by_endpoint.values()),
                 "by_endpoint": by_endpoint,
                 "by_status": dict(self._counters.get("status", {})),
@@ -2014,6 +2016,8 @@ class OfflineServer:
                                  "error": {"code": left_code, "message": left_message}})
                 continue
             status, payload = self._answer_line(job, index, custom_id, body)
+            if status == 200:
+                self._count("store", "batch_lines_answered")   # what a provider bills
             record = {"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": custom_id,
                       "response": {"status_code": status,
                                    "request_id": f"req_{uuid.uuid4().hex[:24]}",
