@@ -98,6 +98,13 @@ else:
                                      required=True, key="study_stratify",
                                      help="Stratified: each round (or classification and other tasks) "
                                           "gets a share of the sample proportional to its size.")
+                judged_runs = [r["id"] for r in pool.judge_runs() if r["scope"] == "pool"]
+                if judged_runs:
+                    st.selectbox("Draw from", [None, *judged_runs], key="study_judge_run",
+                                 format_func=lambda r: "The pool (one random kept instance each)" if r is None
+                                 else f"The items judge run {r} judged (the instance it judged)",
+                                 help="Pool-wide rates that combine a judge run with people's labels need a "
+                                      "study drawn from the very items that run judged.")
                 create = st.form_submit_button("Draw the sample", key="study_create", type="primary",
                                                icon=":material/casino:")
             if create:
@@ -111,7 +118,8 @@ else:
                         run_ids=None if set(chosen_runs) == set(run_ids) else chosen_runs,
                         rounds=None if set(chosen_rounds) == set(round_numbers) else chosen_rounds,
                         stratify=None if stratify == "none" else stratify, actor=annotator or current_user(),
-                        overlap=int(st.session_state["study_overlap"]))
+                        overlap=int(st.session_state["study_overlap"]),
+                        judge_run=st.session_state.get("study_judge_run"))
                 except (PoolError, ValueError) as exc:  # nothing eligible, no name: plain words
                     st.error(escape_markdown(str(exc)), icon=":material/error:")
                 else:
