@@ -65,7 +65,14 @@ def test_judge_a_labeled_study_then_the_pool(demo_app_env):
     refusal = next(w.value for w in at.warning if "No pool-wide rate" in w.value)
     assert "draw a study from judge run 2's items" in refusal and refusal.count(". ") == 0
     assert not any("judge + people (%)" in d.value.columns for d in at.dataframe)
-    drawn = quality.create_study(pool, "from the judged items", size=20, seed=4, judge_run=2).study_id
+    # the Label page draws one from the judged items
+    label = open_page("pages/label.py")
+    label.number_input(key="study_size").set_value(20)
+    label.selectbox(key="study_judge_run").set_value(2)
+    label.form_submit_button(key="study_create").click().run()
+    assert not label.exception
+    drawn = pool.studies()[0]["id"]
+    assert pool.study(drawn)["config"]["judge_run"] == 2
     label_with_the_truth(pool, drawn, 12)
     at.run()
     at.selectbox(key="judge_rates_study").set_value(drawn).run()
