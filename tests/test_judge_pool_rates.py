@@ -237,3 +237,24 @@ def test_the_cli_summary_of_a_pool_run_gives_rates_or_one_sentence_why_not(tmp_p
     assert whole.returncode == 0, whole.stderr
     assert f"Pool-wide rates with study {study_id} (60 labeled items, 240 other judged items" in whole.stdout
     assert "No pool-wide rate" not in whole.stdout
+
+
+def test_a_stratified_study_is_weighed_by_its_strata_sizes(tmp_path):
+    """A study stratified by classification: pool_rates reads each stratum's size from the study's
+    stored allocation (its keys survive the JSON round trip) and puts every judged item in its
+    stratum; the rates cover the pool's truth. The weighing itself, with strata sampled out of
+    proportion, is test_calibration's test_strata_rate_uses_the_judges_cells_and_the_studys_strata_weights."""
+    with Pool.open(tmp_path / "pool.duckdb") as pool:
+        fill(pool, 200)
+        study_id = quality.create_study(pool, "by class", size=60, seed=9, stratify="classification").study_id
+        label_with_truth(pool, study_id)
+        with OfflineServer(judge_error=ERROR) as srv:
+            judge_run_id = start_judge(pool, endpoint(srv), "pool")
+            JudgeRunner(pool, judge_run_id).run()
+        stratified = pool_rates(pool, judge_run_id, study_id)
+        config = pool.study(study_id)["config"]
+        truth = [judge_truth(*texts(pool, c, i)) for c, i, _ in pool.judge_pool_items()]
+    assert config["stratify"] == "classification" and config["allocation"][0]["eligible"] == 200
+    for measure, rate in stratified.items():
+        assert rate.low <= true_rate(truth, measure) <= rate.high
+        assert rate.n_human == 60 and rate.n_judge == 140
