@@ -581,6 +581,55 @@ def capped(pool, filters, max_per_topic: int, settings: TopicSettings = TopicSet
     return dataclasses.replace(filters, max_per_topic=int(max_per_topic), topic_set_id=set_id)
 
 
+CARD_POINTS = 2_000      # points in the card's map (an SVG of 5,000 would weigh most of a megabyte)
+
+
+def _cell(value) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _share(value) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def card_part(pool, filters=None, *, charts_dir: str = "charts") -> tuple[list[str], dict[str, str]]:
+    """The dataset card's topic section (markdown lines) and its map (SVG, `topics.svg`), for the
+    topics an export was capped by, else the pool's current topics when they are up to date.
+    Rendered once per topic set and kept with it, so exports of an unchanged pool reuse it."""
+    from . import charts
+
+    set_id = getattr(filters, "topic_set_id", None)
+    if set_id is None:
+        now = current(pool)
+        if now.set is None or now.stale:
+            return (["", "## Topics", "", "The pool's topics are not computed for the pool as it is now (open the "
+                     "Topics page or run `selfinstruct topics`, then export again to have them here)."], {})
+        set_id = int(now.set["id"])
+    cached = pool.topics.card_cache(set_id)
+    if cached is None:
+        found = pool.topics.get_set(set_id)
+        rows = topic_rows(pool, set_id)
+        frame = map_frame(pool, set_id, limit=CARD_POINTS)
+        svg = charts.to_svg(charts.topic_map(frame, "topic", height=420), width=560,
+                            title="The pool's topics", subtitle=f"{len(frame):,} of {found['items']:,} items drawn")
+        table = ["| # | Topic | Size | Seeds | Accepted | Labeled invalid (95% interval) | Judge \"no\" |",
+                 "|---:|---|---:|---:|---:|---|---:|"]
+        for r in rows:
+            invalid = "–" if r["invalid_share"] is None else (
+                f"{r['invalid_share']:.0%} ({r['invalid_low']:.0%}-{r['invalid_high']:.0%}) of {r['labeled']}")
+            table.append(f"| {r['topic']} | {_cell(r['name'])} | {r['size']:,} | {_share(r['seed_share'])} | "
+                         f"{_share(r['acceptance'])} | {invalid} | {_share(r['judge_no_share'])} |")
+        cached = {"svg": svg, "table": table, "k": int(found["k"]), "fitted": int(found["fitted"]),
+                  "embedder": found["embedder"]}
+        pool.topics.save_card_cache(set_id, cached)
+    lines = ["", "## Topics", "",
+             f"The pool's {cached['fitted']:,} seed tasks and accepted instructions fall into {cached['k']} topics "
+             f"(k-means over {cached['embedder']} sentence vectors; named by their most frequent leading verb and "
+             "noun and their most distinctive words). The figures are the pool's, not only this export's.", "",
+             f"![The pool's topics]({charts_dir}/topics.svg)", "", *cached["table"], ""]
+    return lines, {"topics.svg": cached["svg"]}
+
+
 def rounds_text(rounds: Sequence[int]) -> str:
     """Round numbers as ranges: [1, 2, 3, 5] -> "1-3, 5"."""
     out: list[list[int]] = []
@@ -592,7 +641,7 @@ def rounds_text(rounds: Sequence[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in out)
 
 
-__all__ = ["capped", "avoid_marks", "in_avoided", "STEER_MODES", "STEER_REFRESH", "steer_examples", "AVOID", "MAP_POINTS", "Current", "avoided", "compute", "current", "map_frame", "refresh", "rounds_text",
+__all__ = ["card_part", "CARD_POINTS", "capped", "avoid_marks", "in_avoided", "STEER_MODES", "STEER_REFRESH", "steer_examples", "AVOID", "MAP_POINTS", "Current", "avoided", "compute", "current", "map_frame", "refresh", "rounds_text",
            "settings_key", "topic_rows", "TOPICS_VERSION", "Clustering", "Projection", "TopicName", "TopicSettings", "assign", "choose_k",
            "cluster", "entropy", "fit_projection", "mean_nn_cosine", "name_topics", "steer_weights",
            "weighted_sample"]

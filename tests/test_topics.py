@@ -211,3 +211,21 @@ def test_export_caps_each_topic_by_the_keep_rule(topic_pool):
     assert "At most 4 task(s) per topic" in " ".join(filters.describe())
     with pytest.raises(ValueError):
         topics.capped(pool, ExportFilters(), 0)
+
+
+def test_card_shows_the_topics_rendered_once_per_pool_state(pool):
+    from selfinstruct.export.card import build_card
+
+    build(pool)
+    before = build_card(pool, "alpaca")
+    assert "not computed for the pool as it is now" in before.markdown and "topics.svg" not in before.charts
+    set_id = topics.compute(pool)
+    card = build_card(pool, "alpaca")
+    assert "topics.svg" in card.charts and "| 1 | " in card.markdown
+    cached = pool.topics.card_cache(set_id)
+    assert cached["svg"] == card.charts["topics.svg"]
+    assert build_card(pool, "alpaca").charts["topics.svg"] is not None
+    assert pool.topics.card_cache(set_id) == cached           # not rendered again
+    pool.bulk_insert("candidates", {"instruction": ["Compose a short poem about a red kite in the wind."],
+                                    "status": [ACCEPTED]})
+    assert "not computed for the pool as it is now" in build_card(pool, "alpaca").markdown

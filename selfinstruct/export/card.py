@@ -15,6 +15,7 @@ from string import Template
 from typing import Any
 
 from .. import __version__, calibration, charts
+from .. import topics
 from ..explore import HEURISTIC_NOTE, NONE, rouge_histogram, rouge_vs_seeds, verb_noun_counts
 from ..model import MEASURE_LABELS, PAPER_RATES, ROUGE_THRESHOLD
 from ..store import Pool
@@ -42,6 +43,7 @@ PAPER_LENGTHS = {"instruction": 15.9, "input": 12.7, "output": 18.9}
 # chart file -> its alt text in the card (the files' names are part of the export's layout)
 CHART_FILES = {
     "lengths.svg": "Word counts of instructions, inputs and outputs",
+    "topics.svg": "The pool's topics on a map (topics.card_part)",
     "verbs.svg": "Most common leading verbs and their first nouns",
     "rouge_vs_seeds.svg": "ROUGE-L of each generated instruction against its most similar seed",
 }
@@ -167,6 +169,7 @@ def build_card(pool: Pool, fmt: str, filters: ExportFilters | None = None,
     runs = [_run_summary(pool, run_id) for run_id in pool.export_run_ids(filters)]
     studies = pool.label_summary()
     judge_lines, judge_stats = _judge_section(pool, filters, counts, studies)
+    topic_lines, topic_images = topics.card_part(pool, filters, charts_dir=charts_dir)
 
     images: dict[str, str] = {}
     if counts["tasks"]:
@@ -184,6 +187,7 @@ def build_card(pool: Pool, fmt: str, filters: ExportFilters | None = None,
             charts.rouge_vs_seeds(rouge_histogram(rouge.scores), threshold), width=560,
             title="ROUGE-L against the most similar seed instruction")
 
+    images.update(topic_images)
     n_rows = counts["tasks"] + (counts["empty_tasks"] if filters.include_empty_tasks else 0) \
         if info.per_task else counts["instances"]
     title = title or "Self-Instruct dataset"
@@ -225,7 +229,8 @@ def build_card(pool: Pool, fmt: str, filters: ExportFilters | None = None,
         filters="\n".join(f"- {line}" for line in filters.describe()),
         quality="\n".join(_quality_section(studies)),
         judge="\n\n" + "\n".join(judge_lines) if judge_lines else "",
-        charts="\n" + "\n".join(_charts_section(images, charts_dir, rouge)) if images else "",
+        charts=("\n" + "\n".join(_charts_section(images, charts_dir, rouge)) if images else "")
+        + "\n".join(topic_lines),
     )
     stats = {"metadata": metadata, "counts": counts, "lengths": {"means": lengths["means"], "counts": lengths["counts"]},
              "records": n_rows, "runs": [r["id"] for r in runs], "studies": len(studies),

@@ -506,6 +506,10 @@ MIGRATIONS: dict[int, list[str]] = {
             PRIMARY KEY (run_id, round_number)
         )""",
     ],
+    # The dataset card's topic map and table, rendered once per topic set (store/topics.py).
+    12: [
+        """ALTER TABLE topic_sets ADD COLUMN card JSON""",
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

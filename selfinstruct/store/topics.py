@@ -300,6 +300,14 @@ class TopicQueries:
                                f"WHERE m.set_id = ? AND m.kind = ?", [int(set_id), kind]).fetchall()
         return {int(i): int(t) for i, t in rows}
 
+    def card_cache(self, set_id: int) -> dict | None:
+        """The dataset card's rendering of a set (None: not rendered yet)."""
+        rows = self.pool._q("SELECT card FROM topic_sets WHERE id = ?", [int(set_id)]).fetchall()
+        return _loads(rows[0][0]) if rows else None
+
+    def save_card_cache(self, set_id: int, card: dict) -> None:
+        self.pool._q("UPDATE topic_sets SET card = ? WHERE id = ?", [_dumps(card), int(set_id)])
+
     # -- marks ("avoid") -----------------------------------------------------------------
     def add_mark(self, *, embedder: str, mark: str, name: str, centroid: np.ndarray, set_id: int,
                  topic: int) -> int:
