@@ -60,7 +60,8 @@ def _shipped_files() -> set[Path]:
     from .demo import DEFAULT_CORPUS_PATH
     from .seeds import STARTER_SEEDS_PATH
 
-    return {STARTER_SEEDS_PATH.resolve(), DEFAULT_CORPUS_PATH.resolve()}
+    return {STARTER_SEEDS_PATH.resolve(), DEFAULT_CORPUS_PATH.resolve(),
+            (DEFAULT_DATA_DIR / "eval_instructions.jsonl").resolve()}
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -437,3 +437,16 @@ def test_the_estimate_counts_the_prompts_and_prices_each_model(pool):
     expected = sum(m.price_table().cost(m.model, per_model, 3 * evaluate.ANSWER_TOKENS_GUESS) for m in models)
     assert estimate.cost_usd == pytest.approx(expected) and estimate.cost_usd > 0
     assert "guessed" in estimate.basis
+
+
+def test_the_shipped_example_instructions_make_an_evaluation(db_path):
+    """The README's evaluate example runs as written: the instruction file ships in data/."""
+    from selfinstruct.datadir import DEFAULT_DATA_DIR
+    from tests.conftest import run_cli
+
+    example = DEFAULT_DATA_DIR / "eval_instructions.jsonl"
+    assert len(evaluate.read_instruction_file(example)) == 12
+    done = run_cli("evaluate", "create", "--name", "base-vs-tuned", "--instructions", "data/eval_instructions.jsonl",
+                   "--model", "offline:offline-base", "--model", "offline:offline-tuned", "--db", str(db_path))
+    assert done.returncode == 0, done.stderr
+    assert "Evaluation 1: 12 instruction(s) x 2 models" in done.stdout
