@@ -34,6 +34,8 @@ percentages say "%" in their title.
 """
 from __future__ import annotations
 
+import functools
+import json
 import math
 from typing import Iterable, Sequence
 
@@ -427,8 +429,6 @@ def to_svg(chart: alt.TopLevelMixin, *, title: str | None = None, subtitle: str 
            width: int | None = None) -> str:
     """A chart as SVG text (vl-convert, no browser), white background; `title`
     (and `subtitle`) on top and a fixed `width` for a layer or unit chart when given."""
-    import vl_convert as vlc
-
     if title is not None:
         chart = chart.properties(title=alt.TitleParams(title, subtitle=subtitle or alt.Undefined,
                                                        anchor="start", fontSize=15))
@@ -437,4 +437,14 @@ def to_svg(chart: alt.TopLevelMixin, *, title: str | None = None, subtitle: str 
     spec = chart.to_dict()
     spec.setdefault("background", "white")
     version = "_".join(alt.SCHEMA_VERSION.split(".")[:2])       # "v6.4.1" -> "v6_4"
-    return vlc.vegalite_to_svg(spec, vl_version=version)
+    return _rendered_svg(json.dumps(spec, sort_keys=True, default=str), version)
+
+
+# The Export page builds one card up to three times (preview, download, write) and the same
+# pool gives the same charts: each is rendered once, then served from here (vl-convert takes
+# 0.1-0.5 s a chart; bench/README.md, export).
+@functools.lru_cache(maxsize=32)
+def _rendered_svg(spec_json: str, version: str) -> str:
+    import vl_convert as vlc
+
+    return vlc.vegalite_to_svg(json.loads(spec_json), vl_version=version)

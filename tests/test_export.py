@@ -830,3 +830,20 @@ def test_nul_in_model_answers_is_read_as_u_fffd_and_exports_reimport_as_seeds(tm
                 result = seeds.import_seeds(fresh, path)
                 assert result.report.ok, result.report
                 assert result.imported > 0
+
+
+def test_the_same_card_renders_its_charts_once(demo_pool):
+    """The Export page builds a card for its preview, its download and its write: the second
+    build serves every chart from the first (the SVG text is the same), a changed pool renders
+    anew."""
+    from selfinstruct import charts
+
+    charts._rendered_svg.cache_clear()
+    first = export.build_card(demo_pool, "alpaca", ExportFilters(), ExportOptions())
+    rendered = charts._rendered_svg.cache_info()
+    assert rendered.misses == len(first.charts) >= 3 and rendered.hits == 0
+    again = export.build_card(demo_pool, "alpaca", ExportFilters(), ExportOptions())
+    assert again.charts == first.charts
+    assert charts._rendered_svg.cache_info().misses == rendered.misses      # nothing rendered twice
+    only_seeds = export.build_card(demo_pool, "alpaca", ExportFilters(include_generated=False), ExportOptions())
+    assert only_seeds.charts != first.charts
