@@ -139,7 +139,7 @@ st.subheader(f"Topic {topic}: {rows[topic - 1]['name']}" if topic else "Find an 
 if topic is None:
     st.caption("Select a topic in the table to open it, or search every item here.")
 search_col, state_col = st.columns([3, 1])
-search = search_col.text_input("Search", key="topics_search", placeholder="words in the instruction")
+search = search_col.text_input("Search items", key="topics_search", placeholder="words in the instruction")
 state = state_col.selectbox("Status", list(STATES), format_func=STATES.get, key="topics_state")
 total, _ = pool.topics.topic_items(set_id, topic, search=search, state=state, limit=0)
 pages = max(1, math.ceil(total / PAGE_SIZE))
