@@ -101,7 +101,13 @@ class BundledEmbedder(Embedder):
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return normalise(self._load().embed(texts, norm=False, batch_size=256))
+        # Batches of similar length pad less (a batch is as long as its longest text); padding
+        # never changes a text's vector (the mean pools over its own tokens only).
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        vectors = self._load().embed([texts[i] for i in order], norm=False, batch_size=64)
+        out = np.empty_like(vectors)
+        out[order] = vectors
+        return normalise(out)
 
 
 def bundled_available() -> str | None:

@@ -26,7 +26,7 @@ import numpy as np
 from .embed import Embedder, ensure_vectors
 from .model import CANDIDATE, COSINE_THRESHOLD, SEED_TASK, keep_rank
 
-DEFAULT_BLOCK = 2048
+DEFAULT_BLOCK = 1024
 
 
 class SemanticIndex:
@@ -208,29 +208,34 @@ def group_by_rank(matrix: np.ndarray, ranks: Sequence[tuple], threshold: float, 
     """Groups of `matrix`'s rows (normalised): rows taken in `ranks` order (smallest first);
     each row not yet grouped leads a group of the ungrouped rows above the threshold with it."""
     n = len(matrix)
-    order = sorted(range(n), key=lambda i: ranks[i])
-    position = np.empty(n, dtype=np.int64)
-    position[order] = np.arange(n)
+    order = np.array(sorted(range(n), key=lambda i: ranks[i]), dtype=np.int64)
     ordered = np.ascontiguousarray(matrix[order])
-    neighbours: dict[int, list[tuple[int, float]]] = {}
-    for rows, cols, cos in close_pairs(ordered, threshold, block=block):
-        for r, c, x in zip(rows.tolist(), cols.tolist(), cos.tolist()):
-            neighbours.setdefault(r, []).append((c, x))     # r < c: r ranks first
-            neighbours.setdefault(c, []).append((r, x))
+    found = list(close_pairs(ordered, threshold, block=block)) if n else []
+    if not found:
+        return []
+    rows = np.concatenate([f[0] for f in found])
+    cols = np.concatenate([f[1] for f in found])
+    cos = np.concatenate([f[2] for f in found])
+    # Each pair once, r < c (r ranks first): a leader's candidates are its pairs as the row.
+    sort = np.lexsort((cols, rows))
+    rows, cols, cos = rows[sort], cols[sort], cos[sort]
+    starts = np.searchsorted(rows, np.arange(n + 1))
     taken = np.zeros(n, dtype=bool)
     groups = []
-    for p in range(n):
-        if taken[p] or p not in neighbours:
+    for p in np.unique(rows):
+        if taken[p]:
             continue
-        members = sorted(((c, x) for c, x in neighbours[p] if not taken[c] and c > p),
-                         key=lambda cx: (-cx[1], cx[0]))
-        if not members:
+        c, x = cols[starts[p]:starts[p + 1]], cos[starts[p]:starts[p + 1]]
+        free = ~taken[c]
+        c, x = c[free], x[free]
+        if not len(c):
             continue
+        by = np.lexsort((c, -x))                        # by decreasing cosine, then rank
+        c, x = c[by], x[by]
         taken[p] = True
-        for c, _ in members:
-            taken[c] = True
-        groups.append(DuplicateGroup(keep=order[p], members=[order[c] for c, _ in members],
-                                     cosines=[x for _, x in members]))
+        taken[c] = True
+        groups.append(DuplicateGroup(keep=int(order[p]), members=[int(i) for i in order[c]],
+                                     cosines=[float(v) for v in x]))
     return groups
 
 
