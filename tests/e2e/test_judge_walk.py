@@ -35,6 +35,10 @@ def test_judge_a_study_then_the_pool_then_export_for_trl(app_factory, demo_db_pa
         for (_, _, item_id), text in zip(rows, pool.judge_item_texts([(c, i) for c, i, _ in rows])):
             pool.save_label(study_id, item_id, "Kit", **judge_truth(text["instruction"], text["input"],
                                                                     text["output"]))
+        # the pool run will judge each task's first kept instance; where the study drew another,
+        # the page gives no rate but the one sentence saying why (issue 23)
+        first = {c: i for c, i, _ in pool.judge_pool_items()}
+        same_items = all(first.get(c) == i for c, i, _ in pool.judge_study_items(study_id))
     app = app_factory(demo_db_path)
     open_app(page, app)
     go_to(page, "Judge")
@@ -52,8 +56,13 @@ def test_judge_a_study_then_the_pool_then_export_for_trl(app_factory, demo_db_pa
     wait_idle(page)
     page.get_by_role("button", name="Start judging").click()
     expect(main(page).get_by_text("Judge run 2 finished")).to_be_visible(timeout=180_000)
+    wait_idle(page)            # the rerun at the run's end leaves a stale copy of the section until it is over
     expect(main(page).get_by_text("Pool-wide quality")).to_be_visible()
-    expect(main(page).get_by_text(re.compile("Prediction-powered inference"))).to_be_visible()
+    if same_items:
+        expect(main(page).get_by_text(re.compile("Judge \\+ people: the pool cut into cells"))).to_be_visible()
+    else:
+        expect(main(page).get_by_text(re.compile("No pool-wide rate: .* draw a study from judge run 2's items"))
+               ).to_be_visible()
     shots("pool-rates", page)
 
     go_to(page, "Export")
