@@ -207,13 +207,13 @@ def live_view() -> None:
             else:
                 st.caption(calibration.RATES_PROMISE)
                 first = next(iter(rates.values()))
-                people = quality.study_results(pool, study).overall
-                split = int(people["split"].iloc[0]) if len(people) else 0
-                unsure = int(people["unsure"].iloc[0]) if len(people) else 0
-                st.caption(f"Counted: {first.n_human} labeled items ({split} split and {unsure} unsure for valid "
-                           f"task, counted as not-yes), {first.n_judge:,} other judged items (study items nobody "
-                           f"labeled among them), {first.unreadable:,} without a readable verdict (a cell of their "
-                           "own, its rate taken from people's labels on such items, not dropped).")
+                studied = quality.study_results(pool, study)
+                people = studied.overall.set_index("measure")
+                st.caption(f"Counted: {first.n_human} labeled items (split and unsure ones count as not-yes, beside "
+                           f"each rate), {first.n_judge:,} other judged items, among them the "
+                           f"{studied.items - studied.labeled} study items nobody labeled; {first.unreadable:,} "
+                           "without a readable verdict (a cell of their own, its rate taken from people's labels "
+                           "on such items, not dropped).")
                 frame = calibration.rates_frame(rates, MEASURE_LABELS)
                 st.altair_chart(charts.yes_rates_by_group(frame, "Estimate"))
                 st.dataframe(pd.DataFrame([{
@@ -222,7 +222,10 @@ def live_view() -> None:
                     "people only (%)": "–" if r.human_estimate is None else
                     f"{100 * r.human_estimate:.0f} ({100 * r.human_low:.0f} to {100 * r.human_high:.0f})",
                     "paper (%)": "–" if r.paper_rate is None else f"{100 * r.paper_rate:.0f}",
-                    "labeled": r.n_human, "judged": r.n_judge} for q, r in rates.items()]),
+                    "labeled": r.n_human,
+                    "split / unsure (not-yes)": f"{int(people.loc[q, 'split'])} / {int(people.loc[q, 'unsure'])}"
+                    if q in people.index else "–",
+                    "judged": r.n_judge, "unreadable": r.unreadable} for q, r in rates.items()]),
                     hide_index=True, key="judge_pool_rates")
 
 live_view()

@@ -80,5 +80,7 @@ def test_judge_a_labeled_study_then_the_pool(demo_app_env):
     assert list(rates["measure"])[:3] == ["Valid task", "Input appropriate", "Output acceptable"]
     assert set(rates["labeled"]) == {12}
     assert any("at least 96%" in c.value for c in at.caption)          # where the interval holds
-    assert any("0 without a readable verdict" in c.value for c in at.caption)
+    assert any("0 without a readable verdict" in c.value and "the 8 study items nobody labeled" in c.value
+               for c in at.caption)
+    assert list(rates["split / unsure (not-yes)"]) == ["0 / 0"] * 4 and set(rates["unreadable"]) == {0}
     assert not at.exception
