@@ -303,9 +303,15 @@ def live_view() -> None:
                                     "finished": b["finished_at"]} for b in view.batches]),
                      hide_index=True, key="gen_batches")
     st.dataframe(
-        rounds.drop(columns=["round_id"]), hide_index=True, key="gen_rounds_table",
-        column_config={"acceptance": st.column_config.ProgressColumn("acceptance (%)", min_value=0, max_value=1,
-                                                                     format="percent"),
+        # percentages as whole numbers, as the Acceptance metric above shows them
+        rounds.drop(columns=["round_id"]).assign(acceptance=lambda f: (100 * f["acceptance"]).round()),
+        hide_index=True, key="gen_rounds_table",
+        # a reason's name is longer than its count: its column is widened so the name is not cut
+        column_config={**{label: st.column_config.NumberColumn(label, width="medium")
+                          for label in view.reasons.get("label", [])},
+                       "acceptance": st.column_config.ProgressColumn("accepted", min_value=0, max_value=100,
+                                                                     format="%.0f%%", width="medium",
+                                                                     help="Share of the round's candidates accepted"),
                        "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
                        "seconds": st.column_config.NumberColumn("seconds", format="%.1f")})
     if len(rounds):

@@ -326,17 +326,19 @@ def _pct(value) -> str:
 
 
 def numbers_table(frame: pd.DataFrame, group_title: str | None = None) -> None:
+    # every percentage on the page in one form (_pct: "17%"), never "16.67%" beside "25%"
     shown = frame.assign(
-        interval=[f"{_pct(lo)} – {_pct(hi)}" if pd.notna(lo) else "n/a" for lo, hi in zip(frame["low"], frame["high"])])
+        interval=[f"{_pct(lo)} – {_pct(hi)}" if pd.notna(lo) else "n/a" for lo, hi in zip(frame["low"], frame["high"])],
+        share=frame["share"].map(_pct), paper=frame["paper"].map(_pct))
     columns = (["group"] if group_title else []) + ["label", "yes", "n", "share", "interval", "no", "unsure",
                                                     "split", "paper"]
     st.dataframe(shown[columns], hide_index=True, column_config={
         "group": st.column_config.TextColumn(group_title),
         "label": st.column_config.TextColumn("Question"),
-        "share": st.column_config.NumberColumn("Share yes", format="percent"),
+        "share": st.column_config.TextColumn("Share yes"),
         "interval": st.column_config.TextColumn("95% Wilson interval"),
         "split": st.column_config.NumberColumn("no majority", help="Annotators split with no majority"),
-        "paper": st.column_config.NumberColumn("Paper", format="percent"),
+        "paper": st.column_config.TextColumn("Paper"),
     })
 
 
@@ -364,20 +366,19 @@ def team_progress() -> None:
             f"{lease['expires_at']:%H:%M} UTC)" for lease in leases)
             + ". An open item counts toward its labels in everyone else's queue until it is saved, "
               "skipped or its hold ends.")
-    if k < 2:
-        return
-    so_far = quality.overlap_agreement(pool.study_labels(study_id), k)
-    st.markdown(f"**Agreement so far** (items with {k} labels, whoever gave them)")
-    st.dataframe(pd.DataFrame(so_far).assign(
+    # agreement so far is the one table under "Agreement between annotators"
+
+
+def agreement_table(rows: list[dict], items_title: str) -> None:
+    """One table of agreement per question (quality.agreement or overlap_agreement rows)."""
+    st.dataframe(pd.DataFrame(rows).assign(
+        observed=lambda f: f["observed"].map(_pct),
         kappa=lambda f: f["kappa"].map(lambda v: "n/a" if v is None or pd.isna(v) else f"{v:.2f}"),
         why_undefined=lambda f: f["why_undefined"].fillna("")),
-        hide_index=True, key="label_agreement_so_far",
+        hide_index=True, key="label_agreement",
         column_order=["label", "method", "items", "observed", "kappa", "reading", "why_undefined"],
-        column_config={"label": "Question", "method": "Method", "items": "Items",
-                       "observed": st.column_config.NumberColumn("Agreed on", format="percent"),
-                       "kappa": "Kappa", "reading": "Reading", "why_undefined": "Why n/a"})
-    st.caption(f"Fleiss' kappa over the items that have their {k} labels (each item's first {k} "
-               "annotators by name), so it grows as the team labels.")
+        column_config={"label": "Question", "method": "Method", "items": items_title,
+                       "observed": "Agreed on", "kappa": "Kappa", "reading": "Reading", "why_undefined": "Why n/a"})
 
 
 def results() -> None:
@@ -435,19 +436,19 @@ def results() -> None:
                    "label this study under their own name.")
         return
     chosen = st.multiselect("Annotators", annotators, default=annotators, key="label_agree_with")
-    kappas = quality.agreement(labels, chosen)
+    k = pool.study_team_progress(study_id)["overlap"]
+    # Everyone, in a study where each item gets k labels from whoever had it: the items with k
+    # labels, whoever gave them (the team's agreement so far); a chosen few: their shared items.
+    whole_team = set(chosen) == set(annotators) and k >= 2
+    kappas = quality.overlap_agreement(labels, k) if whole_team else quality.agreement(labels, chosen)
     if kappas:
-        st.dataframe(pd.DataFrame(kappas).assign(
-            kappa=lambda f: f["kappa"].map(lambda k: "n/a" if k is None or pd.isna(k) else f"{k:.2f}"),
-            why_undefined=lambda f: f["why_undefined"].fillna("")),
-            hide_index=True, column_order=["label", "method", "items", "observed", "kappa", "reading",
-                                           "why_undefined"],
-            column_config={"label": "Question", "method": "Method", "items": "Items compared",
-                           "observed": st.column_config.NumberColumn("Agreed on", format="percent"),
-                           "kappa": "Kappa", "reading": "Reading", "why_undefined": "Why n/a"})
-        st.caption("Cohen's kappa for two annotators (items both labeled), Fleiss' kappa for more "
-                   "(items all of them labeled): agreement beyond what chance would give, 1 perfect, "
-                   "0 no better than chance. Readings follow Landis and Koch (1977).")
+        agreement_table(kappas, f"Items with {k} labels" if whole_team else "Items compared")
+        st.caption((f"Fleiss' kappa over the items that have their {k} labels (each item's first {k} "
+                    "annotators by name), so it grows as the team labels" if whole_team else
+                    "Cohen's kappa for two annotators (items both labeled), Fleiss' kappa for more "
+                    "(items all of them labeled)")
+                   + ": agreement beyond what chance would give, 1 perfect, 0 no better than chance. "
+                     "Readings follow Landis and Koch (1977).")
     else:
         st.caption("Choose two or more annotators.")
     found = quality.disagreements(labels, chosen)

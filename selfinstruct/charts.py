@@ -59,6 +59,17 @@ LENGTH_FIELDS = {"instruction": "Instruction", "input": "Input (non-empty)", "ou
 _OTHER_COLORS = ("#f58518", "#72b7b2", "#b279a2", "#9d755d", "#bab0ac", "#eeca3b")
 
 
+def count_axis(**kwargs) -> alt.Axis:
+    """The axis of a count: whole numbers only (one candidate is "1", never 0.0-1.0 in tenths)."""
+    return alt.Axis(tickMinStep=1, format="d", **kwargs)
+
+
+def round_axis(**kwargs) -> alt.Axis:
+    """The axis of round numbers: labels upright (Vega-Lite turns an ordinal axis's labels 90
+    degrees)."""
+    return alt.Axis(labelAngle=0, **kwargs)
+
+
 def _legend(**kwargs) -> alt.Legend:
     """A legend that shows its labels whole."""
     return alt.Legend(labelLimit=0, titleLimit=0, **kwargs)
@@ -87,14 +98,14 @@ def rouge_histogram(hist: pd.DataFrame, thresholds: float | Sequence[float] = ()
     x = alt.X("bin_start:Q", bin="binned", title=x_title, scale=alt.Scale(domain=[0, 1]))
     if group:
         bars = alt.Chart(hist).mark_bar().encode(
-            x=x, x2="bin_end:Q", y=alt.Y("sum(n):Q", title=y_title, stack=True),
+            x=x, x2="bin_end:Q", y=alt.Y("sum(n):Q", title=y_title, stack=True, axis=count_axis()),
             color=alt.Color(f"{group}:N", title=None, scale=_outcome_scale(hist[group]),
                             legend=_legend(orient="top")),
             tooltip=[alt.Tooltip(f"{group}:N"), alt.Tooltip("bin_start:Q", title="from"),
                      alt.Tooltip("bin_end:Q", title="to"), alt.Tooltip("n:Q", title=y_title)])
     else:
         bars = alt.Chart(hist).mark_bar(color=BAR).encode(
-            x=x, x2="bin_end:Q", y=alt.Y("n:Q", title=y_title),
+            x=x, x2="bin_end:Q", y=alt.Y("n:Q", title=y_title, axis=count_axis()),
             tooltip=[alt.Tooltip("bin_start:Q", title="from"), alt.Tooltip("bin_end:Q", title="to"),
                      alt.Tooltip("n:Q", title=y_title)])
     lines = [{"at": float(t), "line": f"novelty threshold {float(t):g}", "dash": "threshold"}
@@ -149,7 +160,7 @@ def rouge_whatif(hist: pd.DataFrame, thresholds_used: Sequence[float], what_if: 
 def rejections_by_round(reasons: pd.DataFrame) -> alt.Chart:
     """Rejected candidates per round (columns round, label, n), by reason."""
     return alt.Chart(reasons).mark_bar().encode(
-        x=alt.X("round:O", title="Round"), y=alt.Y("n:Q", title="Rejected"),
+        x=alt.X("round:O", title="Round", axis=round_axis()), y=alt.Y("n:Q", title="Rejected", axis=count_axis()),
         color=alt.Color("label:N", title="Reason", legend=_legend(orient="bottom", direction="vertical")),
         tooltip=[alt.Tooltip("round:O", title="round"), alt.Tooltip("label:N", title="reason"),
                  alt.Tooltip("n:Q", title="rejected")])
@@ -158,7 +169,8 @@ def rejections_by_round(reasons: pd.DataFrame) -> alt.Chart:
 def pool_growth(growth: pd.DataFrame) -> alt.Chart:
     """Instructions in the pool after each round (columns round, pool_size)."""
     return alt.Chart(growth).mark_line(point=True).encode(
-        x=alt.X("round:O", title="After round"), y=alt.Y("pool_size:Q", title="Instructions in the pool"),
+        x=alt.X("round:O", title="After round", axis=round_axis()),
+        y=alt.Y("pool_size:Q", title="Instructions in the pool", axis=count_axis()),
         tooltip=[alt.Tooltip("round:O", title="after round"), alt.Tooltip("pool_size:Q", title="instructions")])
 
 
@@ -234,7 +246,7 @@ def verb_bars(verbs: pd.DataFrame) -> alt.LayerChart:
     order = list(frame["verb"])
     y = alt.Y("verb:N", sort=order, title=None, axis=alt.Axis(labelLimit=0))
     bars = alt.Chart(frame).mark_bar(color=BAR).encode(
-        x=alt.X("total:Q", title="instructions"), y=y, tooltip=["verb:N", "total:Q"])
+        x=alt.X("total:Q", title="instructions", axis=count_axis()), y=y, tooltip=["verb:N", "total:Q"])
     text = alt.Chart(frame).mark_text(align="left", dx=4, fontSize=11, color="#333").encode(
         x="total:Q", y=y, text="text:N")
     return (bars + text).properties(width=360, height=alt.Step(22))
@@ -256,7 +268,7 @@ def length_histograms(stats: dict, *, show_means: bool = False, width: int = 210
     return alt.Chart(hist).mark_bar(color=BAR).encode(
         x=alt.X("bin_start:Q", bin="binned", title=f"words ({stats['cap']}+ in the last bar)",
                 scale=alt.Scale(domain=[0, stats["cap"] + stats["bin_width"]])),
-        x2="bin_end:Q", y=alt.Y("n:Q", title="count"),
+        x2="bin_end:Q", y=alt.Y("n:Q", title="count", axis=count_axis()),
         column=alt.Column("field:N", title=None, sort=list(names.values()),
                           header=alt.Header(labelLimit=0, labelFontSize=12, labelFontWeight="bold")),
         tooltip=[alt.Tooltip("field:N", title="field"), alt.Tooltip("bin_start:Q", title="from"),
@@ -268,7 +280,7 @@ def length_histograms(stats: dict, *, show_means: bool = False, width: int = 210
 def keyword_bars(keywords: pd.DataFrame) -> alt.Chart:
     """Rejected candidates per keyword (columns keyword, candidates, only_this, rescued)."""
     return alt.Chart(keywords).mark_bar(color=BAR).encode(
-        x=alt.X("candidates:Q", title="rejected candidates", axis=alt.Axis(tickMinStep=1, format="d")),
+        x=alt.X("candidates:Q", title="rejected candidates", axis=count_axis()),
         y=alt.Y("keyword:N", sort="-x", title=None, axis=alt.Axis(labelLimit=0)),
         tooltip=["keyword", "candidates", alt.Tooltip("only_this:Q", title="only this keyword"), "rescued"])
 
@@ -417,7 +429,7 @@ def topic_sizes(table: pd.DataFrame) -> alt.Chart:
                       frame.assign(kind="seed", n=frame["seeds"])])
     return alt.Chart(long).mark_bar().encode(
         y=alt.Y("label:N", sort=list(frame["label"]), title=None, axis=alt.Axis(labelLimit=0)),
-        x=alt.X("n:Q", title="Instructions", stack="zero"),
+        x=alt.X("n:Q", title="Instructions", stack="zero", axis=count_axis()),
         color=alt.Color("kind:N", title=None, legend=_legend(orient="bottom"),
                         scale=alt.Scale(domain=["generated", "seed"], range=[BAR, "#f58518"])),
         tooltip=["label:N", "kind:N", "n:Q"],

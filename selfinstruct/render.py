@@ -45,7 +45,7 @@ def marked_html(text: str, spans: Iterable[tuple[int, int]], *, mark_style: str 
 
 # Every ASCII punctuation character CommonMark lets a backslash escape, ':' included: Streamlit
 # reads ':material/...:' and ':red[...]' in markdown too.
-_MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|<>~$:&")
+_MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|<>~$:&@")   # '@': an email would become a mailto link
 
 
 def escape_markdown(text: str) -> str:

@@ -193,3 +193,17 @@ def test_the_evaluation_chart_says_its_whiskers_are_per_boundary():
     titles = [node["encoding"]["x"]["title"] for node in walk(chart.to_dict())
               if "title" in node.get("encoding", {}).get("x", {})]
     assert titles and all("each boundary on its own" in t and "%" in t for t in titles)
+
+
+def test_counts_have_whole_number_axes_and_rounds_upright_labels(rouge_hist):
+    """A count of 1 gets ticks 0 and 1, never 0.0, 0.1, ... 1.0; round numbers read upright."""
+    reasons = pd.DataFrame({"round": [1], "label": ["too short"], "n": [1]})
+    growth = pd.DataFrame({"round": [0, 1], "pool_size": [1, 2]})
+    for chart, count_channel in ((charts.rejections_by_round(reasons), "y"), (charts.pool_growth(growth), "y"),
+                                 (charts.rouge_histogram(rouge_hist), "y")):
+        spec = chart.to_dict()
+        encoding = (spec.get("encoding") or spec["layer"][0]["encoding"])
+        axis = encoding[count_channel]["axis"]
+        assert axis["format"] == "d" and axis["tickMinStep"] == 1, axis
+        if "round" in encoding["x"]["field"]:
+            assert encoding["x"]["axis"]["labelAngle"] == 0

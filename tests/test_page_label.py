@@ -1,6 +1,7 @@
 """The Label page through AppTest: create a study, label items, see the results (issue 7)."""
 import csv
 import io
+import re
 
 from streamlit.testing.v1 import AppTest
 
@@ -283,6 +284,13 @@ def test_a_team_with_two_labels_per_item_has_queues_progress_and_agreement(demo_
     so_far = next(d.value for d in hal.dataframe
                   if "why_undefined" in d.value.columns and (d.value["method"] == "Fleiss").all())
     assert set(so_far["items"]) == {2}
+    # one agreement table (the team's so far and the chosen annotators' were two near-identical
+    # ones), and every percentage in one form: "50%", never "16.67%" beside "25%"
+    assert len([d for d in hal.dataframe if "why_undefined" in d.value.columns]) == 1
+    numbers = [d.value for d in hal.dataframe if "interval" in d.value.columns]
+    shown = [str(v) for table in [so_far["observed"], *(t[c] for t in numbers for c in ("share", "paper"))]
+             for v in table]
+    assert shown and all(re.fullmatch(r"\d{1,3}%|n/a", v) for v in shown), shown
 
 
 # -- issue 16: a key for every answer, and a headline that leads with the interval --------

@@ -44,3 +44,9 @@ def test_table_shows_gaps_as_a_dash_not_none():
     assert list(frame["review"]) == ["–", "rescued"] and list(frame["note"]) == ["kept", "–"]
     assert frame["score"].isna().tolist() == [True, False]      # left alone: not in `columns`
     assert list(render.table([{"a": None}])["a"]) == ["–"]
+
+
+def test_an_escaped_email_is_text_not_a_mailto_link():
+    from selfinstruct.render import escape_markdown
+
+    assert escape_markdown("ann@example.org") == "ann\\@example\\.org"
