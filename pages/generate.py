@@ -6,7 +6,8 @@ from pages.common import current_pool, current_user, job_manager, pause_and_stop
 from pages.endpoint import endpoint_form, test_connection
 from selfinstruct import charts, embed, monitor, render
 from selfinstruct.filters import ALPACA_EXTRA_KEYWORDS, PAPER_KEYWORDS
-from selfinstruct.backend import OFFLINE, OWN_SERVERS
+from selfinstruct import local
+from selfinstruct.backend import LOCAL, OFFLINE, OWN_SERVERS
 from selfinstruct.embed import bundled_available
 from selfinstruct.llm import Sampling
 from selfinstruct.model import COSINE_THRESHOLD, ROUGE_THRESHOLD, UNFINISHED_STATUSES
@@ -251,7 +252,12 @@ def live_view() -> None:
                                               5.0, key=f"gen_fix_timeout_{run_id}")
                 fix_concurrency = o4.number_input("Concurrent requests", 1, 256, int(run_cfg.get("concurrency", RunConfig.concurrency)),
                                                   key=f"gen_fix_concurrency_{run_id}")
+                if run_cfg.get("backend") == LOCAL:   # a busy CPU: fewer threads keep llama.cpp going (monitor.Pace.note)
+                    fix_threads = st.number_input("Threads", 1, 256, int(run_cfg.get("threads") or local.default_threads()),
+                                                  key=f"gen_fix_threads_{run_id}")
             overrides = {"timeout_s": float(fix_timeout), "concurrency": int(fix_concurrency)}
+            if run_cfg.get("backend") == LOCAL:
+                overrides["threads"] = int(fix_threads)
             if run_cfg.get("backend") not in OWN_SERVERS:
                 overrides.update(model=fix_model.strip(), base_url=fix_url.strip())
             b1, b2, _ = st.columns([1, 1, 4])

@@ -182,8 +182,10 @@ class Pace:
         expect = f"; expect about {Estimate._duration(self.eta_s)}" if self.eta_s else ""
         speed = _speed(self.tokens_per_s)
         if self.busy:
-            return (f"The CPU is shared with other work: {speed}{expect}. The local model needs the cores "
-                    "to itself; pause the run and resume it when the machine is quieter, or let it go on slowly.")
+            return (f"The CPU is shared with other work: {speed}{expect}. llama.cpp's threads wait for each "
+                    "other when other work holds the cores: pause the run and resume it with 1 thread (it wrote "
+                    "14-18 tokens/s where 2 threads wrote 0.8 on a busy 2-core machine), or when the machine "
+                    "is quieter.")
         return (f"The local model writes {speed} on this machine{expect}. Fewer threads, a smaller "
                 "model or an endpoint would be faster.")
 

@@ -9,10 +9,13 @@ mode with structured output), not on particular texts. Kept small: one round of 
 or four (chat) instruction requests. `pytest -m realmodel` runs them alone.
 
 On a busy machine llama.cpp slows far more than its share of the CPU (bench/README.md: a round of
-25-60 s took up to 550 s at load 4-5; a CLI run here took 515 s at load 6 on 2 cores). So every
-deadline is generous (BUSY_DEADLINE_S for a test, REQUEST_TIMEOUT_S for one request, which a run
-would otherwise count as failed): load makes these tests slower, not red. A hang still ends:
-pytest dumps the stacks at 15 minutes and each wait below has its deadline."""
+25-60 s took up to 550 s at load 4-5; a CLI run here took 515 s at load 6 on 2 cores, and more
+than 32 minutes at load 16). Its threads wait for each other at every step, so with other work on
+the cores two threads wrote 0.8 tokens/s where one thread wrote 14-18 (load 16, 2 cores): these
+tests run llama.cpp on THREADS thread. And every deadline is generous (BUSY_DEADLINE_S for a test,
+REQUEST_TIMEOUT_S for one request, which a run would otherwise count as failed): load makes these
+tests slower, not red. A hang still ends: pytest dumps the stacks at 15 minutes and each wait
+below has its deadline."""
 from __future__ import annotations
 
 import json
@@ -37,6 +40,7 @@ pytestmark = pytest.mark.realmodel
 BUNDLED = local.model_name(None)
 BUSY_DEADLINE_S = 2400       # a whole test's run (a round takes 25-60 s on an idle machine)
 REQUEST_TIMEOUT_S = 1200     # one request (300 s, the local default, timed out at 1 token/s)
+THREADS = 1                  # see the module docstring: one thread degrades gently under load
 
 
 def stored(pool: Pool, sql: str, *params):
@@ -96,7 +100,7 @@ def assert_parse_health(pool: Pool, run_id: int, requests: list[dict]) -> None:
 
 
 def test_cli_generate_with_no_backend_runs_the_bundled_model_in_completion_mode(db_path):
-    done = run_cli("generate", "--requests-per-round", "2", "--timeout", str(REQUEST_TIMEOUT_S),
+    done = run_cli("generate", "--requests-per-round", "2", "--timeout", str(REQUEST_TIMEOUT_S), "--threads", str(THREADS),
                    "--db", str(db_path), timeout=BUSY_DEADLINE_S)
     assert done.returncode == 0, done.stderr
     assert f"Run 1: {BUNDLED} at the bundled local model" in done.stdout
@@ -117,7 +121,7 @@ def test_chat_mode_with_structured_output_yields_instances(seeded):
     # instructions to ask for instances in about 1 run of 5 (the model's answers vary with slot
     # timing); JSON is wordier than the text layout, and an instance answer cut at a lower cap
     # cannot be read (measured: bench/README.md, local model).
-    config = RunConfig(backend=LOCAL, model=BUNDLED, mode="chat", requests_per_round=4, rounds=2,
+    config = RunConfig(backend=LOCAL, model=BUNDLED, mode="chat", requests_per_round=4, rounds=2, threads=THREADS,
                        concurrency=2, timeout_s=REQUEST_TIMEOUT_S, seed=3)
     config.validate()
     run_id = start_run(seeded, config)
@@ -244,6 +248,7 @@ def test_generate_page_runs_the_local_model_by_default(app_env, monkeypatch):
     at.number_input(key="gen_rounds").set_value(1).run()
     at.number_input(key="gen_requests").set_value(1).run()
     at.number_input(key="gen_timeout_local").set_value(REQUEST_TIMEOUT_S).run()
+    at.number_input(key="gen_threads").set_value(THREADS).run()
     at.button(key="gen_start").click().run()
     assert not at.exception
     wait_for(at, lambda: not manager(app_env).status().busy, timeout=BUSY_DEADLINE_S)

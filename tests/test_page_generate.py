@@ -239,3 +239,16 @@ def test_home_and_generate_count_the_same_rounds_done(app_env):
     assert not at.exception
     assert metric(at, "Rounds done") == "1"
     assert pool.counts().rounds == 1
+
+
+def test_a_local_run_resumes_with_other_threads(app_env):
+    """A local run slowed by a busy CPU resumes with fewer threads: the page offers the field."""
+    from selfinstruct.pipeline import RunConfig, start_run
+
+    at = open_generate(app_env)
+    pool = app_pool(app_env)
+    run_id = start_run(pool, RunConfig(backend="local", model="SmolLM2-135M-Instruct.Q4_1", threads=2, rounds=1))
+    pool.set_run_status(run_id, "interrupted", stop_reason="interrupted")
+    at.run()
+    assert not at.exception
+    assert at.number_input(key=f"gen_fix_threads_{run_id}").value == 2
