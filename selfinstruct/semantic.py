@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .embed import Embedder, ensure_vectors
+from .embed import BUNDLED, Embedder, ensure_vectors
 from .model import CANDIDATE, COSINE_THRESHOLD, SEED_TASK, keep_rank
 
 DEFAULT_BLOCK = 1024
@@ -56,6 +56,12 @@ class SemanticIndex:
     def vectors(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors of `texts`, embedding and storing those the pool has none for."""
         texts = list(texts)
+        if self.embedder.kind == BUNDLED:
+            # Deterministic: embedding again gives the stored vector bit for bit, so one INSERT
+            # (which keeps rows that exist) replaces a lookup, an embed and an insert.
+            vectors = self.embedder.embed(texts)
+            self.pool.embeddings.add(self.embedder.name, self.embedder.dim, texts, vectors, kind=BUNDLED)
+            return vectors
         missing = self.pool.embeddings.missing(self.embedder.name, texts)
         fresh = {}
         if missing:
