@@ -77,7 +77,7 @@ else:
             round_numbers = [r["round"] for r in scope["rounds"]]
             round_names = {r["round"]: f"Round {r['round']} ({r['eligible']})" for r in scope["rounds"]}
             st.session_state.setdefault("study_seed", random.randrange(1, 100_000))
-            with st.form("label_new_study", border=False):
+            with st.form("label_new_study", border=False, enter_to_submit=False):   # Enter in a box is not a draw
                 st.text_input("Name", value=f"Study {len(studies) + 1}", key="study_name")
                 size_col, seed_col, overlap_col = st.columns(3)
                 size_col.number_input("Instructions to sample", min_value=1, value=quality.DEFAULT_SIZE,

@@ -33,7 +33,12 @@ def test_pressing_the_keys_labels_an_item(app_factory, demo_db_path, page, shots
     app = app_factory(demo_db_path)
     open_app(page, app, "Label")
     fill(page, "Your name, as the annotator", "Kit")
-    page.get_by_label("Instructions to sample", exact=True).fill("5")   # in a form: Enter would submit it
+    size = page.get_by_label("Instructions to sample", exact=True)
+    size.fill("5")
+    size.press("Enter")   # issue 26: Enter in a box of the form does not draw the study
+    wait_idle(page)
+    expect(main(page).get_by_role("button", name="Draw the sample")).to_be_visible()
+    expect(main(page).get_by_text("Item 1 of 5")).to_have_count(0)
     page.get_by_role("button", name="Draw the sample").click()
     wait_idle(page)
     expect(main(page).get_by_text("Item 1 of 5")).to_be_visible()
