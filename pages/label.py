@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import allowed, current_pool, current_user, page_link
+from pages.keyqueue import key_queue
 from selfinstruct import charts, quality, render
 from selfinstruct.model import SEVERAL_STUDIES_RULE
 from selfinstruct.quality import ANSWERS, MEASURE_LABELS, QUESTION_TEXT, QUESTIONS
@@ -160,21 +161,32 @@ def _keys(item_id: int) -> dict:
     return {**{q: f"lab_{q}_{item_id}" for q in QUESTIONS}, "note": f"lab_note_{item_id}"}
 
 
-def _answer(key: str, answer: str) -> None:
-    st.session_state[key] = answer
+def _on_screen(pos_key: str) -> dict:
+    """The item at this annotator's position when a key is handled, not when its button was
+    drawn: a key typed while the page was still drawing belongs to the item the annotator has
+    moved on to (keys queue in the order typed; a binding made at drawing time sent typed-ahead
+    answers to the item just saved, or lost them)."""
+    position = min(max(int(st.session_state[pos_key]), 0), int(study["items"]) - 1)
+    return pool.study_item(study_id, position, annotator)
+
+
+def _answer(pos_key: str, question: str, answer: str) -> None:
+    st.session_state[_keys(_on_screen(pos_key)["item_id"])[question]] = answer
 
 
 def _go(pos_key: str, jump_key: str, position: int) -> None:
     st.session_state[pos_key] = position
-    st.session_state[jump_key] = position + 1
 
 
-def _save(item: dict, n_items: int, pos_key: str, jump_key: str, all_yes: bool = False) -> None:
+def _save(pos_key: str, jump_key: str, all_yes: bool = False) -> None:
+    item = _on_screen(pos_key)
     keys = _keys(item["item_id"])
     answers = {q: "yes" if all_yes else st.session_state.get(keys[q]) for q in QUESTIONS}
-    if any(a is None for a in answers.values()):
-        st.session_state["label_flash"] = ("warning", "Answer all three questions before saving "
-                                           "(\"Unsure\" is an answer).")
+    if missing := [q for q, a in answers.items() if a is None]:
+        st.session_state["label_flash"] = ("warning", f"Item {item['position'] + 1} is not saved: answer "
+                                           + " and ".join(f"\"{QUESTION_TEXT[q]}\" (keys "
+                                                          f"{' '.join(ANSWER_KEYS[q].values())})" for q in missing)
+                                           + " first, then save again. \"Unsure\" is an answer.")
         return
     pool.save_label(study_id, item["item_id"], annotator, note=st.session_state.get(keys["note"]),
                     **answers)
@@ -204,8 +216,29 @@ def _first_unlabeled(pos_key: str, jump_key: str) -> None:
         _go(pos_key, jump_key, first)
 
 
-def _jump(pos_key: str, jump_key: str) -> None:
-    st.session_state[pos_key] = int(st.session_state[jump_key]) - 1
+def _jump(pos_key: str, box_key: str, shown: int) -> None:
+    # A box still on a browser that has not drawn the last move yet comes back unchanged: only
+    # a number the person typed moves them.
+    if int(st.session_state[box_key]) - 1 != shown:
+        st.session_state[pos_key] = int(st.session_state[box_key]) - 1
+
+
+KEY_ANSWERS = {key: (question, answer) for question, keys in ANSWER_KEYS.items() for answer, key in keys.items()}
+
+
+def _typed(key: str, pos_key: str, jump_key: str) -> None:
+    """One key from the page's queue, handled as its button would be, on the item on screen now."""
+    position = int(st.session_state[pos_key])
+    if key in KEY_ANSWERS:
+        _answer(pos_key, *KEY_ANSWERS[key])
+    elif key in ("ctrl+s", "y"):
+        _save(pos_key, jump_key, all_yes=key == "y")
+    elif key == "p" and position > 0:
+        _go(pos_key, jump_key, position - 1)
+    elif key == "n" and position < int(study["items"]) - 1:
+        _go(pos_key, jump_key, position + 1)
+    elif key == "u":
+        _first_unlabeled(pos_key, jump_key)
 
 
 @st.fragment
@@ -218,8 +251,10 @@ def labeling() -> None:
         if start is None:
             start = pool.study_progress(study_id, annotator)["first_unlabeled"] or 0
         _go(pos_key, jump_key, start)
+    # Keys typed while the page was busy are handled first, in order (pages/keyqueue.py).
+    key_queue("label_keys", f"{study_id}:{annotator}", [*KEY_ANSWERS, "ctrl+s", "y", "p", "n", "u"],
+              lambda key: _typed(key, pos_key, jump_key))
     position = min(max(int(st.session_state[pos_key]), 0), n_items - 1)
-    st.session_state.setdefault(jump_key, position + 1)
     # The item on screen is held for this annotator (renewed on every rerun, released by a move).
     held_until = pool.hold_item(study_id, position, annotator, seconds=quality.LABEL_LEASE_S)
     progress = pool.study_progress(study_id, annotator)
@@ -234,8 +269,11 @@ def labeling() -> None:
     bar.progress(progress["labeled"] / share if share else 1.0,
                  text=f"{progress['labeled']} of {share} items labeled by {escape_markdown(annotator)}"
                       + (f" · {progress['held']} on other annotators' screens" if progress["held"] else ""))
-    jump.number_input("Go to item", min_value=1, max_value=n_items, step=1, key=jump_key,
-                      on_change=_jump, args=(pos_key, jump_key))
+    # A box of its own per item, never written by the server: a box the server moved on came back
+    # from a browser that had not drawn the move yet as a "change", and jumped back.
+    box_key = f"{jump_key}_{position}"
+    jump.number_input("Go to item", min_value=1, max_value=n_items, value=position + 1, step=1, key=box_key,
+                      on_change=_jump, args=(pos_key, box_key, position))
     if flash := st.session_state.pop("label_flash", None):
         kind, message = flash
         if kind == "success":
@@ -292,13 +330,13 @@ def labeling() -> None:
                     st.button(answer.capitalize(), key=f"label_{question}_{answer}", shortcut=key,
                               type="primary" if chosen == answer else "secondary",
                               help=f"Key {key}: \"{answer}\" to \"{QUESTION_TEXT[question]}\"",
-                              on_click=_answer, args=(keys[question], answer))
+                              on_click=_answer, args=(pos_key, question, answer))
             if question == "input_ok" and item["input"] is not None and not item["input"].strip():
                 st.caption("The input is empty. That is appropriate when the instruction needs no "
                            "input; answer no if it needed one.")
         st.text_input("Note (optional)", value=item["note"] or "", key=keys["note"],
                       placeholder="Why, for the record or for a disagreement")
-        args = (item, n_items, pos_key, jump_key)
+        args = (pos_key, jump_key)
         with st.container(horizontal=True):
             st.button("Save and next", key="label_save", type="primary", icon=":material/done:",
                       shortcut="Ctrl+S", on_click=_save, args=args)
@@ -468,7 +506,6 @@ def results() -> None:
                  disabled=not rows):
         position = int(table.iloc[rows[0]]["position"])
         st.session_state[f"label_pos_{study_id}_{annotator}"] = position
-        st.session_state[f"label_jump_{study_id}"] = position + 1
         st.session_state["label_view_pending"] = "label"
         st.rerun()
 

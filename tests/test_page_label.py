@@ -104,7 +104,10 @@ def test_save_needs_three_answers_and_all_yes_is_one_click(demo_app_env):
     at.button(key="label_valid_task_yes").click().run()
     at.button(key="label_save").click().run()
     assert not at.exception
-    assert any("Answer all three questions" in w.value for w in at.warning)
+    # Refused, and said so: which item, which questions are unanswered, and their keys.
+    assert [w.value for w in at.warning] == [
+        f"Item 1 is not saved: answer \"{QUESTION_TEXT['input_ok']}\" (keys 4 5 6) and "
+        f"\"{QUESTION_TEXT['output_ok']}\" (keys 7 8 9) first, then save again. \"Unsure\" is an answer."]
     assert pool.study_labels(study_id) == []
     assert at.subheader[0].value == "Item 1 of 4"
     at.button(key="label_all_yes").click().run()
@@ -136,7 +139,7 @@ def test_resume_at_the_first_unlabeled_item_and_navigate(demo_app_env):
     assert again.subheader[0].value == "Item 4 of 5"
     again.button(key="label_first_unlabeled").click().run()
     assert again.subheader[0].value == "Item 3 of 5"
-    again.number_input(key=f"label_jump_{study_id}").set_value(5).run()
+    again.number_input(key=f"label_jump_{study_id}_2").set_value(5).run()   # the box of item 3
     assert not again.exception
     assert again.subheader[0].value == "Item 5 of 5"
 

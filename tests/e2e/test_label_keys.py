@@ -3,6 +3,11 @@
 Ctrl+S saves it, and the pool holds what was pressed; the results then lead with the interval."""
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
+
 from playwright.sync_api import expect
 
 from selfinstruct.model import ANSWERS, QUESTIONS
@@ -97,3 +102,63 @@ def test_pressing_the_keys_labels_an_item(app_factory, demo_db_path, page, shots
         assert [(r["position"], r["annotator"], r["valid_task"], r["input_ok"], r["output_ok"], r["note"])
                 for r in labels] == [(0, "Kit", "yes", "unsure", "yes", "1 4 7 seen by key"),
                                      (1, "Kit", "unsure", "no", "unsure", None)]
+
+
+class Busy:
+    """A machine busy with other work, for one process: it runs `share` of each slice of wall
+    clock and is stopped (SIGSTOP) for the rest, so every rerun of the page takes several
+    times longer while the person keeps typing at their own pace."""
+
+    def __init__(self, pid: int, share: float, slice_s: float = 0.1):
+        self.pid, self.share, self.slice_s = pid, share, slice_s
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            while not self.done.is_set():
+                os.kill(self.pid, signal.SIGCONT)
+                time.sleep(self.slice_s * self.share)
+                os.kill(self.pid, signal.SIGSTOP)
+                time.sleep(self.slice_s * (1 - self.share))
+        finally:
+            os.kill(self.pid, signal.SIGCONT)
+
+    def __enter__(self) -> "Busy":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+def test_keys_typed_while_the_page_redraws_are_kept_in_order(app_factory, demo_db_path, page, shots):
+    # Issue 26: on a busy machine, 1-4-8 typed 0.4 s apart right after a save, while the page
+    # was still drawing the next item, lost keys or gave them to the item just saved, and the
+    # next save then stored nothing. Keys typed ahead belong to the item the person moved to.
+    app = app_factory(demo_db_path)
+    open_app(page, app, "Label")
+    fill(page, "Your name, as the annotator", "Kit")
+    page.get_by_label("Instructions to sample", exact=True).fill("8")
+    page.get_by_role("button", name="Draw the sample").click()
+    wait_idle(page)
+    expect(main(page).get_by_text("Item 1 of 8")).to_be_visible()
+    page.wait_for_function("window.__selfinstructKeys && window.__selfinstructKeys.listening")
+    typed = [("1", "4", "8"), ("2", "5", "9"), ("3", "6", "7"), ("1", "5", "8"), ("2", "4", "7")]
+    with Busy(app.proc.pid, share=0.3):
+        for keys in typed:
+            for key in (*keys, "Control+s"):
+                page.keyboard.press(key)
+                page.wait_for_timeout(400)
+    wait_idle(page)
+    expect(main(page).get_by_text(f"Item {len(typed) + 1} of 8")).to_be_visible()
+    expect(main(page).get_by_text(f"{len(typed)} of 8 items labeled by Kit")).to_be_visible()
+    shots("after-typing-ahead", page)
+    app.stop()
+
+    answer_of = {key: (question, answer) for (question, answer), key in KEYS.items()}
+    with Pool.open(app.db_path) as pool:
+        labels = pool.study_labels(pool.studies()[0]["id"])
+    assert [(r["position"], r["valid_task"], r["input_ok"], r["output_ok"]) for r in labels] == [
+        (position, *(answer_of[key][1] for key in keys)) for position, keys in enumerate(typed)]
