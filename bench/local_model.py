@@ -17,6 +17,7 @@ instructions and kept instances. Medians over the runs. The model samples at tem
     .venv/bin/python bench/local_model.py                  # both sections, about 10 min on 2 cores
     .venv/bin/python bench/local_model.py --section speed
     .venv/bin/python bench/local_model.py --section modes --runs 1 --requests 2   # smoke run
+    .venv/bin/python bench/local_model.py --section startup   # the server's start: child vs in-process
 
 Results go to bench/results/local_model.json (git-ignored) and are printed as tables.
 """
@@ -156,7 +157,43 @@ def section_modes(args) -> dict:
     return results
 
 
-SECTIONS = {"speed": section_speed, "modes": section_modes}
+_IN_PROCESS = """
+import sys, time
+t = time.perf_counter()
+from selfinstruct import local
+key = local._Key(str(local.resolve_gguf(None)), int(sys.argv[1]), local.DEFAULT_CTX_SIZE, local.DEFAULT_SLOTS)
+server = local._server_params(key)
+print(time.perf_counter() - t, flush=True)
+import os; os._exit(0)
+"""
+
+
+def section_startup(args) -> dict:
+    """Seconds from asking for the bundled model to an address that answers: the server in a
+    child process (`LocalModel.start()`, what runs use) against xllamacpp in the asking process
+    (how it ran before the child), alternating, `--repeats` times each. Each in-process start runs
+    in a fresh Python whose imports are counted, as the child's are."""
+    import subprocess
+    import sys
+
+    threads = args.threads or local.default_threads()
+    child, in_process = [], []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        model = local.LocalModel(threads=threads).start()
+        child.append(time.perf_counter() - started)
+        model.stop()
+        done = subprocess.run([sys.executable, "-c", _IN_PROCESS, str(threads)], capture_output=True, text=True,
+                              check=True, cwd=ROOT)
+        in_process.append(float(done.stdout.strip().splitlines()[-1]))
+    result = {"threads": threads, "child_s": child, "in_process_s": in_process,
+              "child_median_s": statistics.median(child), "in_process_median_s": statistics.median(in_process)}
+    print(f"\nstartup ({threads} threads, median of {args.repeats}): child process "
+          f"{result['child_median_s']:.2f} s, in the asking process {result['in_process_median_s']:.2f} s")
+    return result
+
+
+SECTIONS = {"speed": section_speed, "modes": section_modes, "startup": section_startup}
 
 
 def main() -> None:
