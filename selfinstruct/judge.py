@@ -572,12 +572,13 @@ def _study_pairs(pool: Pool, pool_judge_run_id: int, study_id: int) -> _StudyPai
             f"No pool-wide rate: {other_instance} of the {len(rows)} labeled items of study {study_id} are another "
             f"instance of their task than the one judge run {pool_judge_run_id} judged (a pool run judges each "
             "task's first kept instance), so people and judge did not see the same items; " + draw + ".")
+    filters = [f"{k} {', '.join(map(str, cfg[k]))}" for k in ("runs", "rounds") if cfg.get(k)]
+    if filters:
+        raise NoPoolRates(
+            f"No pool-wide rate: study {study_id} was drawn from {' and '.join(filters)} only, not from every "
+            f"item judge run {pool_judge_run_id} judged, so it is not a random sample of them; " + draw
+            + " with no run or round filter.")
     if not from_run:
-        filters = [f"{k} {', '.join(map(str, cfg[k]))}" for k in ("runs", "rounds") if cfg.get(k)]
-        if filters:
-            raise NoPoolRates(
-                f"No pool-wide rate: study {study_id} was drawn from {' and '.join(filters)} only, not from every "
-                f"item judge run {pool_judge_run_id} judged, so it is not a random sample of them; " + draw + ".")
         eligible = cfg.get("eligible")
         if eligible is not None and int(eligible) != len(planned):
             raise NoPoolRates(
