@@ -258,3 +258,18 @@ def test_a_stratified_study_is_weighed_by_its_strata_sizes(tmp_path):
     for measure, rate in stratified.items():
         assert rate.low <= true_rate(truth, measure) <= rate.high
         assert rate.n_human == 60 and rate.n_judge == 140
+
+
+def test_a_study_drawn_from_the_judged_items_with_a_round_filter_still_gives_no_rate(tmp_path):
+    """Drawn from judge run X's items but only from some rounds: not a uniform sample of all of
+    them, so no rate (the filter check does not depend on where the study was drawn from)."""
+    with Pool.open(tmp_path / "pool.duckdb") as pool:
+        fill(pool, 120)
+        with OfflineServer(judge_error=ERROR) as srv:
+            judge_run_id = start_judge(pool, endpoint(srv), "pool")
+            JudgeRunner(pool, judge_run_id).run()
+        study_id = quality.create_study(pool, "round 1 of the judged", size=20, seed=3, rounds=[1],
+                                        judge_run=judge_run_id).study_id
+        label_with_truth(pool, study_id)
+        with pytest.raises(NoPoolRates, match=r"was drawn from rounds 1 only.* with no run or round filter\.$"):
+            pool_rates(pool, judge_run_id, study_id)
