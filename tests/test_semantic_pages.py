@@ -103,3 +103,27 @@ def test_the_dataset_card_states_the_gate(db_path):
         card = build_card(pool, "alpaca")
     text = card.markdown
     assert "| Semantic gate | reject the same task reworded: cosine above 0.7 with a pool instruction" in text
+
+
+def test_generate_page_sets_the_gate_and_a_new_visit_remembers_it(app_env):
+    from tests.test_page_generate import manager, open_generate, use_endpoint, wait_for
+
+    with OfflineServer(seed=7) as server:
+        at = open_generate(app_env)
+        use_endpoint(at, server)
+        at.number_input(key="gen_rounds").set_value(1).run()
+        assert at.toggle(key="gen_gate").value is True
+        at.slider(key="gen_cosine").set_value(0.72).run()
+        at.button(key="gen_start").click().run()
+        wait_for(at, lambda: not manager(app_env).status().busy)
+        pool = app_pool(app_env)
+        config = pool.run(1)["config"]
+        assert config["cosine_threshold"] == 0.72 and config["embedder"] == {"kind": "bundled", "model": None,
+                                                                              "base_url": None}
+        again = open_page("pages/generate.py")
+        assert again.toggle(key="gen_gate").value is True and again.slider(key="gen_cosine").value == 0.72
+        again.toggle(key="gen_gate").set_value(False).run()
+        again.button(key="gen_start").click().run()
+        wait_for(again, lambda: not manager(app_env).status().busy)
+        assert pool.run(2)["config"]["cosine_threshold"] is None
+        assert pool._scalar("SELECT count(*) FROM candidates WHERE run_id = 2 AND reason = 'semantic_dup'") == 0
