@@ -587,9 +587,9 @@ def _study_pairs(pool: Pool, pool_judge_run_id: int, study_id: int) -> _StudyPai
                 "random sample of the judged items; " + draw + ".")
     strata = weights = None
     if cfg.get("stratify"):
-        from .quality import stratum_of
+        from .quality import study_strata
 
-        stratum = {int(r["candidate_id"]): stratum_of(r, cfg["stratify"]) for r in pool.study_candidates()}
+        stratum = study_strata(pool, study)
         strata = {c: stratum.get(c) for c in by_task}
         weights = {a["stratum"]: a["eligible"] for a in cfg.get("allocation") or []} or None
     labeled_tasks = {c for c, _ in where.values()}

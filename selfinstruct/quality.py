@@ -54,7 +54,8 @@ from .model import (ALL_VALID, ANSWERS, LABEL_LEASE_S, MAX_OVERLAP, MEASURE_LABE
 from .store.quality import utcnow
 
 Z95 = 1.959963984540054
-STRATIFY = {None: "No strata", "round": "By round", "classification": "Classification vs not"}
+STRATIFY = {None: "No strata", "round": "By round", "classification": "Classification vs not",
+            "topic": "By topic (equal shares)"}
 CLASS_GROUPS = {True: "classification", False: "other", None: "not classified"}
 DEFAULT_SIZE = 200
 
@@ -199,6 +200,8 @@ def kappa_words(value: float | None) -> str:
 def stratum_of(candidate: Mapping, stratify: str | None) -> Any:
     if stratify == "round":
         return candidate.get("round")
+    if stratify == "topic":
+        return candidate.get("topic")       # attached by `with_topics` (None: not in the topics)
     if stratify == "classification":
         flag = candidate.get("is_classification")
         return CLASS_GROUPS[None if flag is None else bool(flag)]
@@ -219,6 +222,39 @@ def allocate(sizes: Mapping[Any, int], total: int) -> dict[Any, int]:
     for key in order[:left]:
         shares[key] += 1
     return shares
+
+
+def allocate_equal(sizes: Mapping[Any, int], total: int) -> dict[Any, int]:
+    """Split `total` over strata as evenly as they allow (a topic-stratified study: thin topics
+    get as many labels as thick ones): each gets the same share, one more for the first ones in
+    key order when it does not divide, and what a stratum cannot hold goes to the others."""
+    shares = {key: 0 for key in sizes}
+    left = min(total, sum(sizes.values()))
+    while left > 0:
+        open_ = sorted((k for k in sizes if shares[k] < sizes[k]), key=_sort_key)
+        each, extra = divmod(left, len(open_))
+        for i, key in enumerate(open_):
+            add = min(each + (1 if i < extra else 0), sizes[key] - shares[key])
+            shares[key] += add
+            left -= add
+    return shares
+
+
+def with_topics(pool, eligible: Sequence[Mapping], topic_set_id: int) -> list[dict]:
+    """`eligible` rows with the topic of each candidate in a topic set (None: not in it)."""
+    topic = pool.topics.topic_of_items(topic_set_id, "candidate", [r["candidate_id"] for r in eligible])
+    return [{**row, "topic": topic.get(int(row["candidate_id"]))} for row in eligible]
+
+
+def study_strata(pool, study: Mapping) -> dict[int, Any] | None:
+    """candidate id -> stratum for a stratified study (None: not stratified), the way it was drawn."""
+    cfg = study.get("config") or {}
+    if not cfg.get("stratify"):
+        return None
+    rows = pool.study_candidates()
+    if cfg["stratify"] == "topic":
+        rows = with_topics(pool, rows, int(cfg["topic_set_id"]))
+    return {int(r["candidate_id"]): stratum_of(r, cfg["stratify"]) for r in rows}
 
 
 def _sort_key(value: Any) -> tuple:
@@ -255,7 +291,7 @@ def draw_sample(eligible: Sequence[Mapping], size: int, seed: int,
         for row in rows:
             groups[stratum_of(row, stratify)].append(row)
         keys = sorted(groups, key=_sort_key)
-        shares = allocate({k: len(groups[k]) for k in keys}, size)
+        shares = (allocate_equal if stratify == "topic" else allocate)({k: len(groups[k]) for k in keys}, size)
         chosen = []
         for key in keys:
             chosen.extend(rng.sample(groups[key], shares[key]))
@@ -283,7 +319,7 @@ class StudyCreated:
 def create_study(pool, name: str, *, size: int = DEFAULT_SIZE, seed: int,
                  run_ids: Sequence[int] | None = None, rounds: Sequence[int] | None = None,
                  stratify: str | None = None, actor: str = "user", overlap: int = 1,
-                 judge_run: int | None = None) -> StudyCreated:
+                 judge_run: int | None = None, topic_set_id: int | None = None) -> StudyCreated:
     """Sample the pool and store the study. Raises ValueError when nothing is eligible.
     `judge_run`: draw from the items a pool judge run judged, each task with the instance it
     judged, so the study is a random sample of them (what `judge.pool_rates` needs)."""
@@ -294,6 +330,16 @@ def create_study(pool, name: str, *, size: int = DEFAULT_SIZE, seed: int,
                     if judged.get(row["candidate_id"]) in row["instance_ids"]]
     if not eligible:
         raise ValueError("No accepted instruction with a kept instance matches these filters.")
+    if stratify == "topic":
+        if topic_set_id is None:
+            from .topics import current
+
+            now = current(pool)
+            if now.set is None or now.stale:
+                raise ValueError("A study by topic needs the pool's topics as they are now: compute them on the "
+                                 "Topics page (or with selfinstruct topics) first.")
+            topic_set_id = int(now.set["id"])
+        eligible = with_topics(pool, eligible, topic_set_id)
     sample = draw_sample(eligible, size, seed, stratify)
     config = {
         "runs": None if run_ids is None else sorted(int(r) for r in run_ids),
@@ -305,6 +351,8 @@ def create_study(pool, name: str, *, size: int = DEFAULT_SIZE, seed: int,
     }
     if judge_run is not None:
         config["judge_run"] = int(judge_run)
+    if stratify == "topic":
+        config["topic_set_id"] = int(topic_set_id)
     study_id = pool.create_study(name, seed=seed, items=sample.items, config=config, actor=actor,
                                  overlap=int(overlap))
     return StudyCreated(study_id, sample)
@@ -350,6 +398,8 @@ def describe_study(study: Mapping) -> str:
     parts.append("rounds " + ", ".join(map(str, cfg["rounds"])) if cfg.get("rounds") else "all rounds")
     if cfg.get("stratify"):
         parts.append(STRATIFY[cfg["stratify"]].lower())
+    if cfg.get("stratify") == "topic":
+        parts.append(WEIGHTED_NOTE)
     if int(study.get("overlap") or 1) > 1:
         parts.append(f"{study['overlap']} annotators per item")
     if cfg.get("requested") and cfg.get("eligible", 0) < cfg["requested"]:
@@ -373,7 +423,8 @@ def item_answers(labels: Sequence[Mapping], annotator: str | None = None) -> lis
         answer = {q: majority([r[q] for r in rows]) for q in QUESTIONS}
         answer[ALL_VALID] = YES if all(answer[q] == YES for q in QUESTIONS) else NO
         flag = first["is_classification"]
-        items.append({"item_id": item_id, "position": first["position"], "round": first["round"],
+        items.append({"item_id": item_id, "candidate_id": first.get("candidate_id"),
+                      "position": first["position"], "round": first["round"],
                       "group": CLASS_GROUPS[None if flag is None else bool(flag)],
                       "labels": len(rows), **answer})
     items.sort(key=lambda r: r["position"])
@@ -491,6 +542,62 @@ class StudyResults:
     by_round: pd.DataFrame
     by_group: pd.DataFrame
     answers: list[dict]
+    note: str | None = None         # how `overall` was computed, when not a plain share (WEIGHTED_NOTE)
+
+
+WEIGHTED_NOTE = ("rates weighted by topic size (each topic got an equal share of the sample, so a plain "
+                 "share would over-count thin topics)")
+
+
+def _korn_graubard(share: float, n_eff: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson's interval at an effective sample size (Korn and Graubard, 1998): beta
+    quantiles at share * n_eff successes of n_eff, which need not be whole numbers."""
+    from scipy.stats import beta
+
+    x, alpha = share * n_eff, 1 - confidence
+    low = 0.0 if x <= 0 else float(beta.ppf(alpha / 2, x, n_eff - x + 1))
+    high = 1.0 if x >= n_eff else float(beta.ppf(1 - alpha / 2, x + 1, n_eff - x))
+    return low, high
+
+
+def weighted_rates(items: Sequence[Mapping], strata: Mapping[int, Any], sizes: Mapping[Any, int]) -> pd.DataFrame:
+    """`rates` of a stratified study whose strata were not sampled in proportion to their size:
+    per measure, the share of yes in each stratum weighed by the stratum's size when the study was
+    drawn (`sizes`; strata with no labeled item are left out and the others' weights scaled up),
+    sum W_h p_h. Its 95% interval is Clopper-Pearson's at the effective sample size (Korn and
+    Graubard's interval for survey estimates) q(1-q)/var (at most
+    the items labeled), with q = sum W_h q_h, var = sum W_h^2 q_h(1-q_h)/n_h (1 - n_h/N_h) and
+    q_h = (yes_h + 1/2)/(n_h + 1), so a stratum whose few items all agree still counts as
+    uncertain (coverage checked by simulation in tests/test_topics.py). The counts columns stay the labeled items' own."""
+    groups: dict[Any, list[Mapping]] = defaultdict(list)
+    for item in items:
+        groups[strata.get(int(item["candidate_id"]))].append(item)
+    total = sum(sizes.get(k, 0) for k in groups)
+    rows = []
+    n = len(items)
+    for measure in MEASURES:
+        counts = Counter(i[measure] for i in items)
+        share = var = shrunk = None
+        if total:
+            share = var = shrunk = 0.0
+            for key, members in groups.items():
+                big, small = sizes.get(key, 0), len(members)
+                if not big:
+                    continue
+                w, yes_h = big / total, sum(1 for m in members if m[measure] == YES)
+                q = (yes_h + 0.5) / (small + 1)
+                share += w * yes_h / small
+                shrunk += w * q
+                var += w * w * q * (1 - q) / small * max(0.0, 1 - small / big)
+        low = high = None
+        if share is not None and n:
+            n_eff = max(1.0, min(float(n), shrunk * (1 - shrunk) / var) if var else float(n))
+            low, high = _korn_graubard(share, n_eff)
+        rows.append({"group": "all", "measure": measure, "label": MEASURE_LABELS[measure], "n": n,
+                     "yes": counts["yes"], "no": counts["no"], "unsure": counts["unsure"], "split": counts["split"],
+                     "share": share, "low": low, "high": high, "paper": PAPER_RATES[measure]})
+    columns = ["group", "measure", "label", "n", "yes", "no", "unsure", "split", "share", "low", "high", "paper"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def study_results(pool, study_id: int, annotator: str | None = None,
@@ -502,11 +609,16 @@ def study_results(pool, study_id: int, annotator: str | None = None,
         raise ValueError(f"There is no study {study_id}.")
     labels = pool.study_labels(study_id) if labels is None else labels
     answers = item_answers(labels, annotator)
+    cfg = study.get("config") or {}
+    overall, note = rates(answers), None
+    if cfg.get("stratify") == "topic" and answers:
+        sizes = {a["stratum"]: int(a["eligible"]) for a in cfg.get("allocation") or []}
+        overall, note = weighted_rates(answers, study_strata(pool, study), sizes), WEIGHTED_NOTE
     return StudyResults(
         items=int(study["items"]), labeled=len(answers),
         annotators=sorted({r["annotator"] for r in labels}),
-        overall=rates(answers), by_round=rates(answers, "round"), by_group=rates(answers, "group"),
-        answers=answers)
+        overall=overall, by_round=rates(answers, "round"), by_group=rates(answers, "group"),
+        answers=answers, note=note)
 
 
 # ---------------------------------------------------------------------------
@@ -569,7 +681,7 @@ def _iso(value: Any) -> str | None:
 __all__ = ["ANSWERS", "DEFAULT_SIZE", "LABEL_LEASE_S", "MAX_OVERLAP", "MEASURES", "MEASURE_LABELS", "PAPER_RATES", "QUESTIONS",
            "QUESTION_TEXT", "STRATIFY", "Z95", "Kappa", "Sample", "StudyCreated", "StudyResults",
            "MAX_CONSISTENT_WIDTH", "MIN_COMPARE_ITEMS", "PAPER_VERDICTS",
-           "agreement", "allocate", "claim_next", "cohen_kappa", "compare_with_paper", "create_study", "describe_study", "disagreements",
+           "agreement", "allocate", "allocate_equal", "study_strata", "weighted_rates", "with_topics", "WEIGHTED_NOTE", "claim_next", "cohen_kappa", "compare_with_paper", "create_study", "describe_study", "disagreements",
            "draw_sample", "fleiss_kappa", "item_answers", "kappa_words", "next_in_queue", "nothing_free", "overlap_agreement", "paper_verdict",
            "rates", "study_csv",
            "study_json", "study_results", "study_rows", "wilson_interval"]

@@ -229,3 +229,59 @@ def test_card_shows_the_topics_rendered_once_per_pool_state(pool):
     pool.bulk_insert("candidates", {"instruction": ["Compose a short poem about a red kite in the wind."],
                                     "status": [ACCEPTED]})
     assert "not computed for the pool as it is now" in build_card(pool, "alpaca").markdown
+
+
+# ---------------------------------------------------------------------------- a study by topic
+def test_topic_study_gives_each_topic_an_equal_share_and_weighs_the_rates(topic_pool):
+    from selfinstruct import quality
+
+    pool, families, set_id = topic_pool
+    with pytest.raises(ValueError):      # a study by topic needs topics that are up to date
+        pool.bulk_insert("candidates", {"instruction": ["Compose a short poem about dusk."], "status": [ACCEPTED]})
+        quality.create_study(pool, "by topic", size=8, seed=1, stratify="topic")
+    created = quality.create_study(pool, "by topic", size=8, seed=1, stratify="topic", topic_set_id=set_id)
+    study = pool.study(created.study_id)
+    assert [(a["eligible"], a["drawn"]) for a in sorted(study["config"]["allocation"], key=lambda a: -a["eligible"])] \
+        == [(9, 2), (8, 2), (5, 2), (4, 2)]       # accepted instructions with an instance, 2 from each
+    assert quality.WEIGHTED_NOTE in quality.describe_study(study)
+    cooking = set(families["cooking"]["accepted"])
+    for item in pool.cursor().execute("SELECT id, candidate_id FROM study_items WHERE study_id = ?",
+                                      [created.study_id]).fetchall():
+        answer = "no" if item[1] in cooking else "yes"
+        pool.save_label(created.study_id, item[0], "ann", valid_task=answer, input_ok="yes", output_ok="yes")
+    results = quality.study_results(pool, created.study_id)
+    valid = results.overall.set_index("measure").loc["valid_task"]
+    assert results.note == quality.WEIGHTED_NOTE
+    assert valid["yes"] == 6 and valid["n"] == 8                      # 6 of 8 labeled items said yes ...
+    assert valid["share"] == pytest.approx(1 - 9 / 26)                # ... but cooking is 9 of the 26
+    assert valid["low"] < valid["share"] < valid["high"]
+
+
+@pytest.mark.parametrize("sizes, rates, n", [
+    ([5000, 2000, 1000, 500, 200, 100, 50, 30], [0.95, 0.9, 0.8, 0.7, 0.6, 0.9, 0.5, 0.85], 200),
+    ([5000, 2000, 1000, 500, 200, 100, 50, 30], [0.95, 0.9, 0.8, 0.7, 0.6, 0.9, 0.5, 0.85], 60),
+    ([3000] * 4 + [300] * 6, [0.99] * 10, 100),
+    ([8000, 500, 500, 500], [0.6, 0.2, 0.9, 0.5], 40),
+])
+def test_weighted_rates_cover_the_pool_rate(sizes, rates, n):
+    """Equal shares per topic, then the weighted rate's 95% interval: it holds the pool's true rate
+    in at least 94% of 600 seeded draws at the sizes people label (30 to 200 items)."""
+    from selfinstruct import quality
+    from selfinstruct.model import QUESTIONS
+
+    rng = np.random.default_rng(11)
+    alloc = quality.allocate_equal(dict(enumerate(sizes)), n)
+    goods = [round(s * r) for s, r in zip(sizes, rates)]
+    truth = sum(goods) / sum(sizes)
+    hits = 0
+    for _ in range(600):
+        items, strata = [], {}
+        for h, (big, good) in enumerate(zip(sizes, goods)):
+            yes = rng.hypergeometric(good, big - good, alloc[h])
+            for j in range(alloc[h]):
+                answer = "yes" if j < yes else "no"
+                strata[len(items)] = h
+                items.append({"candidate_id": len(items), **{q: answer for q in QUESTIONS}, "all_valid": answer})
+        row = quality.weighted_rates(items, strata, dict(enumerate(sizes))).iloc[0]
+        hits += row["low"] <= truth <= row["high"]
+    assert hits / 600 >= 0.94
