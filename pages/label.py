@@ -18,7 +18,8 @@ from selfinstruct.store import PoolError
 ANSWER_KEYS = {q: {a: str(3 * row + col + 1) for col, a in enumerate(ANSWERS)}
                for row, q in enumerate(QUESTIONS)}
 VIEWS = {"label": "Label items", "results": "Results", "data": "Study data"}
-STRATA = {"none": "None", "round": "By round", "classification": "Classification vs not"}
+STRATA = {"none": "None", "round": "By round", "classification": "Classification vs not",
+          "topic": "By topic (equal shares)"}
 
 pool = current_pool()
 
@@ -432,6 +433,8 @@ def results() -> None:
     overall = result.overall.set_index("measure")
 
     st.subheader(f"{result.labeled} of {result.items} items labeled")
+    if result.note:
+        st.caption(f"Overall figures: {result.note}.")
     st.caption(SEVERAL_STUDIES_RULE)
     st.caption("Each figure is a 95% Wilson interval: where the share of yes most likely lies among all "
                "the instructions this study was drawn from. Under it, the share in this sample and how "
