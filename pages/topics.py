@@ -90,13 +90,18 @@ if can_edit and refresh_col.button("Refresh", key="topics_refresh", disabled=not
                                    help="Compute the topics again from the pool as it is now."):
     compute()
 
-rows = topics.topic_rows(pool, set_id)
+@st.cache_data(max_entries=8, show_spinner=False)
+def _view(db_path: str, set_id: int, state: str):
+    """The table and the map's points of a set, once per state of what they show."""
+    return topics.topic_rows(pool, set_id), topics.map_frame(pool, set_id)
+
+
+rows, points = _view(str(pool.path), set_id, pool.topics.view_state())
 table = pd.DataFrame(rows)
 
 # ---------------------------------------------------------------------------- the map
 color_by = st.segmented_control("Colour by", list(charts.TOPIC_COLORINGS), default="topic", required=True,
                                 format_func=charts.TOPIC_COLORINGS.get, key="topics_color")
-points = topics.map_frame(pool, set_id)
 if current["items"] > len(points):
     st.caption(f"The map draws a fixed random sample of {len(points):,} of the {current['items']:,} items; "
                "search below reaches every one.")

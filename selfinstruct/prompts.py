@@ -657,3 +657,28 @@ def build_eval_rate_prompt(instruction: str, input: str, answer: str, *, structu
     return Prompt(stage=STAGE_EVAL_RATE, version=EVAL_RATE_VERSIONS["text"],
                   text=f"{EVAL_RATE_BODY}{item}\n{EVAL_RATING_LABEL}:", system=SYSTEM_EVAL_RATE,
                   stop=("\n\n",), meta=meta)
+
+
+# ---------------------------------------------------------------------------
+# Topic names (topics.name_with_model): one short name for a group of the pool's tasks
+# ---------------------------------------------------------------------------
+STAGE_TOPIC_NAME = "topic_name"
+TOPIC_NAME_VERSION = "topic-name-v1"
+TOPIC_NAME_LABEL = "Name"
+
+
+def build_topic_name_prompt(examples: list[str], words: list[str] = (), *, mode: str = "chat") -> Prompt:
+    """Ask for a name of two to five words for one topic, from a few of its tasks and the words
+    that set it apart from the rest of the pool. Completion mode ends on "Name:" and stops at the
+    line's end."""
+    listed = "\n".join(f"- {' '.join(e.split())}" for e in examples)
+    hint = f"\nWords that are common here and rare elsewhere: {', '.join(words)}.\n" if words else "\n"
+    body = ("The tasks below were grouped together because they are about the same kind of thing.\n"
+            f"{listed}\n{hint}"
+            "Give the group a short name of two to five words that says what its tasks share, "
+            "like a shelf label in a library. Answer with the name alone.")
+    if mode == "completion":
+        return Prompt(stage=STAGE_TOPIC_NAME, version=TOPIC_NAME_VERSION, text=f"{body}\n\n{TOPIC_NAME_LABEL}:",
+                      stop=("\n",))
+    return Prompt(stage=STAGE_TOPIC_NAME, version=TOPIC_NAME_VERSION, text=body,
+                  system="You label groups of tasks with short, plain names.")

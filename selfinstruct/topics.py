@@ -369,7 +369,8 @@ def mean_nn_cosine(vectors: np.ndarray, block: int = 4_096) -> float:
 # Topics of a pool: computed, stored, read back
 # ---------------------------------------------------------------------------
 AVOID = "avoid"                 # the one mark a person puts on a topic
-MAP_POINTS = 5_000              # points drawn on the map at most (a seeded sample; search reaches all)
+MAP_POINTS = 3_000              # points drawn on the map at most (a seeded sample; search reaches all):
+                                # 5,000 made the page 1.4x the Pool page's time at 50K (bench/README.md)
 
 
 def settings_key(settings: TopicSettings) -> str:
@@ -506,6 +507,9 @@ def map_frame(pool, set_id: int, *, limit: int = MAP_POINTS):
     names = {int(t["topic"]): t["model_name"] or t["name"] for t in pool.topics.topics(set_id)}
     frame = pd.DataFrame(pool.topics.map_points(set_id, limit=limit, seed=set_id),
                          columns=["kind", "item_id", "topic", "x", "y", "state", "labeled_invalid", "judge_no", "text"])
+    frame = frame.drop(columns=["kind", "item_id"])     # the chart carries its data inline: only what it draws
+    frame["x"], frame["y"] = frame["x"].round(3), frame["y"].round(3)
+    frame["text"] = frame["text"].str.slice(0, 80)
     frame["topic_name"] = frame["topic"].map(names).fillna("")
     frame["origin"] = frame["state"].map(lambda s: "seed" if s == "seed" else "generated")
     for flag in ("labeled_invalid", "judge_no"):
@@ -581,6 +585,60 @@ def capped(pool, filters, max_per_topic: int, settings: TopicSettings = TopicSet
     return dataclasses.replace(filters, max_per_topic=int(max_per_topic), topic_set_id=set_id)
 
 
+# ---------------------------------------------------------------------------
+# Names by the configured model (optional)
+# ---------------------------------------------------------------------------
+MODEL_NAME_EXAMPLES = 8     # tasks of a topic shown to the model
+MODEL_NAME_MAX_WORDS = 8
+
+
+def read_model_name(text: str | None) -> str | None:
+    """The name in a model's answer: its first non-empty line without a "Name:" label, quotes,
+    list marks or a final full stop; None when that is empty or longer than MODEL_NAME_MAX_WORDS
+    words (an answer that ignored the request)."""
+    for line in (text or "").splitlines():
+        line = line.strip().strip("*#-").strip()
+        if line.lower().startswith("name:"):
+            line = line[5:].strip()
+        line = line.strip("\"'`").rstrip(".").strip()
+        if line:
+            return line if len(line.split()) <= MODEL_NAME_MAX_WORDS and len(line) <= 80 else None
+    return None
+
+
+def name_with_model(pool, set_id: int, backend, *, model: str, mode: str = "chat", seed: int = 0,
+                    concurrency: int = 4, timeout_s: float = 60.0) -> dict[int, str]:
+    """Ask the configured model (`backend`: a started `backend.Backend`) for one short name per
+    topic (prompts.build_topic_name_prompt, from a seeded sample of its seed tasks and accepted
+    instructions and its distinctive words) and store the names with the prompt version and the
+    model; our own names stay beside them. Returns topic -> name for the answers that read."""
+    from .llm import Sampling
+    from .pipeline import _run_coroutine
+    from .prompts import TOPIC_NAME_VERSION, build_topic_name_prompt
+
+    rng = random.Random(f"{seed}:{set_id}")
+    rows = pool.topics.topics(set_id)
+    asks = []
+    for t in rows:
+        _, members = pool.topics.topic_items(set_id, t["topic"], limit=2_000)
+        texts = [m["instruction"] for m in members if m["state"] != "rejected"]
+        asks.append(build_topic_name_prompt(rng.sample(texts, min(MODEL_NAME_EXAMPLES, len(texts))),
+                                            list(t["words"])[:4], mode=mode))
+    client = backend.client(backend.llm_config(model=model, mode=mode, concurrency=concurrency,
+                                               timeout_s=timeout_s))
+
+    async def ask():
+        async with client:
+            return await client.complete_many(asks, Sampling(temperature=0.0, top_p=1.0, max_tokens=24,
+                                                             presence_penalty=0.0))
+
+    answers = _run_coroutine(ask())
+    names = {int(t["topic"]): name for t, a in zip(rows, answers) if (name := read_model_name(a.text))}
+    if names:
+        pool.topics.set_model_names(set_id, names, prompt_version=TOPIC_NAME_VERSION, model=model)
+    return names
+
+
 CARD_POINTS = 2_000      # points in the card's map (an SVG of 5,000 would weigh most of a megabyte)
 
 
@@ -641,7 +699,7 @@ def rounds_text(rounds: Sequence[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in out)
 
 
-__all__ = ["card_part", "CARD_POINTS", "capped", "avoid_marks", "in_avoided", "STEER_MODES", "STEER_REFRESH", "steer_examples", "AVOID", "MAP_POINTS", "Current", "avoided", "compute", "current", "map_frame", "refresh", "rounds_text",
+__all__ = ["name_with_model", "read_model_name", "card_part", "CARD_POINTS", "capped", "avoid_marks", "in_avoided", "STEER_MODES", "STEER_REFRESH", "steer_examples", "AVOID", "MAP_POINTS", "Current", "avoided", "compute", "current", "map_frame", "refresh", "rounds_text",
            "settings_key", "topic_rows", "TOPICS_VERSION", "Clustering", "Projection", "TopicName", "TopicSettings", "assign", "choose_k",
            "cluster", "entropy", "fit_projection", "mean_nn_cosine", "name_topics", "steer_weights",
            "weighted_sample"]

@@ -285,3 +285,30 @@ def test_weighted_rates_cover_the_pool_rate(sizes, rates, n):
         row = quality.weighted_rates(items, strata, dict(enumerate(sizes))).iloc[0]
         hits += row["low"] <= truth <= row["high"]
     assert hits / 600 >= 0.94
+
+
+def test_names_by_the_configured_model_are_stored_with_the_prompt_version(topic_pool):
+    from selfinstruct.backend import OPENAI_COMPATIBLE, Backend
+    from selfinstruct.offline import OfflineServer
+    from selfinstruct.prompts import TOPIC_NAME_VERSION
+
+    pool, families, set_id = topic_pool
+
+    def answer(text, seed):
+        if "soup" in text:
+            return "Name: Soup recipes."
+        if "Python" in text:
+            return '"Small Python functions"'
+        return "This group is about many different things that have little in common with each other at all"
+
+    with OfflineServer(responder=answer, model_names=("namer",)) as srv:
+        backend = Backend(kind=OPENAI_COMPATIBLE, base_url=srv.base_url, api_key="sk-test")
+        names = topics.name_with_model(pool, set_id, backend, model="namer")
+    cooking, code = _topic_of(pool, set_id, families["cooking"]), _topic_of(pool, set_id, families["code"])
+    assert names == {cooking: "Soup recipes", code: "Small Python functions"}   # the rambling answers are dropped
+    stored = {t["topic"]: t for t in pool.topics.topics(set_id)}
+    assert stored[cooking]["model_prompt_version"] == TOPIC_NAME_VERSION and stored[cooking]["model"] == "namer"
+    rows = {r["topic"]: r for r in topics.topic_rows(pool, set_id)}
+    assert rows[cooking]["name"] == "Soup recipes" and rows[cooking]["words_name"].startswith("suggest recipe")
+    poetry = _topic_of(pool, set_id, families["poetry"])
+    assert rows[poetry]["name"].startswith("compose poem")       # no model name: ours stays

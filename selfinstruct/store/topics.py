@@ -101,6 +101,15 @@ class TopicQueries:
             f"({sql_literal(CANDIDATE)}, {sql_literal(SEED_TASK)}))").fetchall()[0]
         return "s{}-{}:c{}-{}-{}:a{}".format(*row)
 
+    def view_state(self) -> str:
+        """What the Topics page's table and map depend on beyond the set: the pool, labels, judge
+        verdicts and marks (a cache key for the page)."""
+        row = self.pool._q(
+            "SELECT (SELECT coalesce(max(id), 0) FROM labels), (SELECT count(*) FROM labels), "
+            "(SELECT coalesce(max(id), 0) FROM judge_verdicts WHERE response IS NOT NULL), "
+            "(SELECT count(*) FROM topic_marks WHERE active)").fetchall()[0]
+        return self.pool_state() + ":l{}-{}:j{}:m{}".format(*row)
+
     def pool_size(self) -> int:
         """Seed tasks and accepted candidates: the rows topics are fitted on."""
         return int(self.pool._scalar(
