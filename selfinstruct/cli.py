@@ -372,6 +372,11 @@ def _add_semantic_parsers(sub, db) -> None:
                                     "grew and they are computed again.")
     tp.add_argument("--k", type=int, metavar="N", help="this many topics (default: chosen between 4 and 30)")
     tp.add_argument("--json", action="store_true", help="one JSON object per topic per line")
+    tp.add_argument("--name-model", metavar="MODEL",
+                    help="also ask MODEL at --base-url for one short name per topic (stored beside ours)")
+    tp.add_argument("--base-url", help="the OpenAI-compatible endpoint serving --name-model")
+    tp.add_argument("--api-key-env", metavar="VAR", default="OPENAI_API_KEY",
+                    help="environment variable holding the key for --base-url (default: OPENAI_API_KEY)")
     tp.set_defaults(func=cmd_topics)
 
 
@@ -538,6 +543,19 @@ def cmd_topics(args) -> int:
                 set_id = topics.refresh(pool, settings, progress=lambda done, total: bar.update(done - bar.n))
         except embed.EmbedderUnavailable as exc:
             raise CLIError(str(exc)) from None
+        if args.name_model:
+            from .backend import OPENAI_COMPATIBLE, Backend
+            from .llm import LLMError
+
+            if not args.base_url:
+                raise CLIError("--name-model needs --base-url (an OpenAI-compatible endpoint).")
+            backend = Backend(kind=OPENAI_COMPATIBLE, base_url=args.base_url, api_key_env=args.api_key_env,
+                              env_key_any_url=True)
+            try:
+                named = topics.name_with_model(pool, set_id, backend, model=args.name_model)
+            except LLMError as exc:
+                raise CLIError(f"{exc} The topics keep the names they had.") from None
+            print(f"{args.name_model} named {len(named)} of the topics.", file=sys.stderr)
         rows = topics.topic_rows(pool, set_id)
         if args.json:
             for row in rows:

@@ -312,3 +312,24 @@ def test_names_by_the_configured_model_are_stored_with_the_prompt_version(topic_
     assert rows[cooking]["name"] == "Soup recipes" and rows[cooking]["words_name"].startswith("suggest recipe")
     poetry = _topic_of(pool, set_id, families["poetry"])
     assert rows[poetry]["name"].startswith("compose poem")       # no model name: ours stays
+
+
+def test_cli_topics_and_the_export_cap(db_path):
+    import json
+
+    from selfinstruct.store import Pool
+    from tests.conftest import run_cli
+
+    with Pool.open(db_path) as pool:
+        build(pool)
+    shown = run_cli("topics", "--db", str(db_path), "--json", timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    rows = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert sorted(r["size"] for r in rows) == sorted(a + b for a, b, _ in SIZES.values())
+    capped = run_cli("export", "--db", str(db_path), "--format", "alpaca", "--out", str(db_path.parent / "x.json"),
+                     "--max-per-topic", "2", "--dry-run", timeout=300)
+    assert capped.returncode == 0, capped.stderr
+    assert "At most 2 task(s) per topic" in capped.stdout and "8 task(s)" in capped.stdout
+    refused = run_cli("export", "--db", str(db_path), "--format", "alpaca", "--out", str(db_path.parent / "x.json"),
+                      "--max-per-topic", "0", "--dry-run", timeout=300)
+    assert refused.returncode == 2 and "at least 1" in refused.stderr
