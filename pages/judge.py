@@ -95,7 +95,8 @@ def calibration_table(calibrated: dict) -> pd.DataFrame:
         k = cal.kappa
         rows.append({
             "question": MEASURE_LABELS[q],
-            "kappa": "–" if k.value is None else f"{k.value:.2f} ({k.low:.2f} to {k.high:.2f})",
+            "kappa": "–" if k.value is None else f"{k.value:.2f} ({k.low:.2f} to {k.high:.2f})"
+            + (" *" if sum(cal.confusion["unsure"].values()) else ""),
             "compared": cal.items,
             "left out": ", ".join(f"{n} {why}" for why, n in cal.left_out.items() if n) or "none",
             "finds 'no' (recall)": "–" if cal.recall.n == 0 else
@@ -180,7 +181,9 @@ def live_view() -> None:
                    f"items without a readable verdict are left out and counted ({', '.join(calibration.LEFT_OUT)}). "
                    "Cohen's kappa with a 95% interval computed with one item added to each cell in use (the plain "
                    "interval collapses when judge and people rarely disagree; this one covered at least 93% in "
-                   "simulations of 30-200 items, rates 2-98%, lenient to 99%-accurate judges); recall: how many of "
+                   "simulations of 30-200 items, rates 2-98%, lenient to 99%-accurate judges answering yes or no; "
+                   "* marks a judge that also answered unsure, where it can be too narrow at small samples: 54% "
+                   "at 30 items with 5% unsure); recall: how many of "
                    "the items people called 'no' the judge called 'no'; precision: how many of the judge's 'no' "
                    "people agree with (exact-enough Wilson intervals).")
         st.dataframe(calibration_table(view.calibration), hide_index=True, key="judge_calibration")
