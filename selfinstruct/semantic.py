@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .embed import BUNDLED, Embedder, ensure_vectors
-from .model import CANDIDATE, COSINE_THRESHOLD, SEED_TASK, keep_rank
+from .model import COSINE_THRESHOLD, SEED_TASK, keep_rank
 
 DEFAULT_BLOCK = 1024
 
@@ -259,4 +259,4 @@ def find_duplicates(pool, embedder: Embedder, threshold: float = COSINE_THRESHOL
 
 
 __all__ = ["AnswerGate", "DuplicateGroup", "Duplicates", "SemanticIndex", "StoredOnly", "close_pairs",
-           "find_duplicates", "group_by_rank", "CANDIDATE", "SEED_TASK"]
+           "find_duplicates", "group_by_rank"]
