@@ -107,6 +107,14 @@ def require(action: str) -> None:
         st.stop()
 
 
+def ask_for_name(doing: str) -> None:
+    """Where a page that records who did what sends a person who has not named themselves: the
+    one name box, the sidebar's (issue 26: the Label and Evaluate pages had boxes of their own)."""
+    st.info(f"Type your name in **Your name** in the sidebar to start {doing}: it is recorded with every "
+            "label, rating and change you make, so several people can work on the same study and their "
+            "agreement can be measured.", icon=":material/person:")
+
+
 def pause_and_stop(prefix: str, status) -> None:
     """Pause and Stop for the job going on (a generation or judge run), next to its progress."""
     b1, b2, _ = st.columns([1, 1, 4])
@@ -180,8 +188,11 @@ def pool_sidebar() -> None:
             if st.button("Log out", key="logout", icon=":material/logout:"):
                 st.logout()
         else:
-            st.text_input("Your name", key="user_name", placeholder="user",
-                          help="Recorded with every change you make and every label you give.")
+            # The name lives under a plain key, which outlives the box (a page that runs without
+            # the sidebar, as in a test, does not forget it); the box shows and sets it.
+            st.session_state.setdefault("user_name_box", st.session_state.get("user_name", ""))
+            st.text_input("Your name", key="user_name_box", placeholder="user", on_change=_adopt_name,
+                          help="Recorded with every change you make and every label and rating you give.")
         if allowed("settings"):
             _pool_file_box()
         try:
@@ -189,6 +200,10 @@ def pool_sidebar() -> None:
         except PoolError:  # the page itself reports a pool it cannot open
             return
         st.fragment(run_every=2 if busy else None)(_job_status_line)()
+
+
+def _adopt_name() -> None:
+    st.session_state["user_name"] = (st.session_state.get("user_name_box") or "").strip()
 
 
 def _pool_file_box() -> None:

@@ -1,9 +1,9 @@
 import pandas as pd
 import streamlit as st
 
-from pages.common import allowed, current_pool, current_user, job_manager, require
+from pages.common import allowed, ask_for_name, current_pool, current_user, job_manager, require
 from pages.endpoint import endpoint_form, test_connection
-from selfinstruct import charts, evaluate, judge
+from selfinstruct import charts, evaluate, judge, quality
 from selfinstruct.backend import OFFLINE, OWN_SERVERS
 from selfinstruct.pipeline import STRUCTURED_SETTINGS
 from selfinstruct.render import escape_markdown
@@ -48,8 +48,18 @@ def pick_evaluation(key: str, *, names: bool = True) -> int | None:
 
 
 # -- rating, blind ----------------------------------------------------------------------------
-def _rate(evaluation_id: int, answer_id: int, rater: str, level: str) -> None:
+def _rate(evaluation_id: int, answer_id: int, rater: str, level: str, pos_key: str, position: int) -> None:
     evaluate.rate(pool, evaluation_id, answer_id, rater, level)
+    # The rating that leaves every answer of the instruction rated is its save: on to the next in
+    # your queue, as the Label page's save is.
+    queue = evaluate.rating_queue(pool, evaluation_id, rater)
+    ready = queue["ready"]
+    if position < len(ready) and ready[position] not in queue["todo"]:
+        following = quality.next_in_queue([ready.index(i) for i in queue["todo"]], after=position)
+        if following is None:
+            st.session_state["eval_flash"] = "You have rated every instruction that is ready."
+        else:
+            st.session_state[pos_key] = following
 
 
 def _go(key: str, position: int) -> None:
@@ -59,12 +69,8 @@ def _go(key: str, position: int) -> None:
 def rate_view() -> None:
     rater = current_user()
     if rater == "user":
-        rater = (st.session_state.get("eval_rater_name") or "").strip()
-        st.text_input("Your name, as a rater", key="eval_rater_name", placeholder="e.g. Dana",
-                      icon=":material/person:", help="Ratings are kept per rater, so several people can rate "
-                                                     "the same answers and their agreement can be measured.")
-        if not rater:
-            return
+        ask_for_name("rating")
+        return
     evaluation_id = pick_evaluation("eval_rate_pick", names=False)
     if evaluation_id is None:
         return
@@ -78,6 +84,8 @@ def rate_view() -> None:
         st.session_state[pos_key] = ready.index(queue["todo"][0]) if queue["todo"] else 0
     position = st.session_state[pos_key]
     item = evaluate.blind_item(pool, evaluation_id, rater, ready[position])
+    if flash := st.session_state.pop("eval_flash", None):
+        st.success(flash, icon=":material/check:")
     st.progress(queue["rated"] / len(ready) if ready else 0.0,
                 text=f"You rated {queue['rated']} of {len(ready)} instructions · this is instruction "
                      f"{position + 1}" + (" (rated)" if item.rated else ""))
@@ -98,18 +106,21 @@ def rate_view() -> None:
                     st.button(level, key=f"eval_rate_{answer.slot}_{level}", shortcut=shortcut,
                               type="primary" if answer.rating == level else "secondary",
                               help=f"{level}: {evaluate.LEVEL_WORDS[level]}" + (f" (key {shortcut})" if shortcut else ""),
-                              on_click=_rate, args=(evaluation_id, answer.answer_id, rater, level))
+                              on_click=_rate, args=(evaluation_id, answer.answer_id, rater, level, pos_key,
+                                                    position))
     with st.container(horizontal=True):
         st.button("Previous", key="eval_prev", icon=":material/chevron_left:", shortcut="P", disabled=position == 0,
                   on_click=_go, args=(pos_key, position - 1))
         st.button("Next", key="eval_next", icon=":material/chevron_right:", shortcut="N",
                   disabled=position >= len(ready) - 1, on_click=_go, args=(pos_key, position + 1))
-        todo = [ready.index(i) for i in queue["todo"] if i != item.instruction_id]
-        st.button("Next unrated", key="eval_next_unrated", icon=":material/skip_next:", shortcut="U",
-                  disabled=not todo, on_click=_go, args=(pos_key, todo[0] if todo else position))
-    st.caption("Keys: 1 2 3 4 rate Answer 1 A / B / C / D, 5 6 7 8 rate Answer 2; N and P move to the next and "
-               "previous instruction, U to the next one you have not rated. The answers' order is yours alone "
-               "(other raters see another) and never tells which model wrote them.")
+        first = quality.next_in_queue([ready.index(i) for i in queue["todo"]])
+        st.button("First in your queue", key="eval_next_unrated", icon=":material/skip_next:", shortcut="U",
+                  disabled=first is None, on_click=_go, args=(pos_key, position if first is None else first))
+    st.caption("Keys: 1 2 3 4 rate Answer 1 A / B / C / D, 5 6 7 8 rate Answer 2; rating the last answer of an "
+               "instruction moves on to the next one you have not rated, as saving does on the Label page; N and "
+               "P move to the next and previous instruction, U to the first in your queue (instructions you have "
+               "not rated whole). The answers' order is yours alone (other raters see another) and never tells "
+               "which model wrote them.")
 
 
 # -- set up (owners) ----------------------------------------------------------------------------

@@ -3,7 +3,7 @@ import random
 import pandas as pd
 import streamlit as st
 
-from pages.common import allowed, current_pool, current_user, page_link
+from pages.common import allowed, ask_for_name, current_pool, current_user, page_link
 from pages.keyqueue import key_queue
 from selfinstruct import charts, quality, render
 from selfinstruct.model import SEVERAL_STUDIES_RULE
@@ -32,23 +32,9 @@ st.caption(
 )
 
 
-# -- who is labeling -----------------------------------------------------------------
-def _adopt_name() -> None:
-    # Becomes the session's name in the sidebar too (setting another widget is allowed in a
-    # callback); also kept under a plain key, which outlives any widget.
-    name = (st.session_state.get("label_annotator") or "").strip()
-    st.session_state["label_annotator_name"] = name
-    st.session_state["user_name"] = name
-
-
+# -- who is labeling: the sidebar's name (local) or the login (team) ---------------------
 annotator = current_user()
 if annotator == "user":
-    annotator = st.session_state.get("label_annotator_name", "")
-if annotator in ("", "user"):
-    st.text_input("Your name, as the annotator", key="label_annotator", on_change=_adopt_name,
-                  placeholder="e.g. Dana", icon=":material/person:",
-                  help="Labels are kept per annotator, so several people can label the same study "
-                       "and their agreement can be measured. Asked once per session.")
     annotator = ""
 
 # -- studies -------------------------------------------------------------------------
@@ -543,7 +529,7 @@ if view != "label" and annotator:
     pool.release_lease(study_id, annotator)   # not labeling now: the held item goes back to the team
 if view == "label":
     if not annotator:
-        st.info("Enter your name above to start labeling.", icon=":material/person:")
+        ask_for_name("labeling")
     else:
         labeling()
 elif view == "results":

@@ -147,14 +147,15 @@ search_col, state_col = st.columns([3, 1])
 search = search_col.text_input("Search items", key="topics_search", placeholder="words in the instruction")
 state = state_col.selectbox("Status", list(STATES), format_func=STATES.get, key="topics_state")
 total, _ = pool.topics.topic_items(set_id, topic, search=search, state=state, limit=0)
-pages = max(1, math.ceil(total / PAGE_SIZE))
-page = st.number_input(f"Page (of {pages:,})", 1, pages, 1, key=f"topics_page_{topic}_{search}_{state}")
-_, items = pool.topics.topic_items(set_id, topic, search=search, state=state, limit=PAGE_SIZE,
-                                   offset=(int(page) - 1) * PAGE_SIZE)
 st.markdown(f"**{total:,}** item(s)")
-st.dataframe(pd.DataFrame(items, columns=["kind", "item_id", "topic", "state", "round", "instruction", "reason",
-                                          "review"]),
-             hide_index=True, column_config={"instruction": st.column_config.TextColumn(width="large")})
+if topic is not None or search or state:      # the whole pool's list waits for a question
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    page = st.number_input(f"Page (of {pages:,})", 1, pages, 1, key=f"topics_page_{topic}_{search}_{state}")
+    _, items = pool.topics.topic_items(set_id, topic, search=search, state=state, limit=PAGE_SIZE,
+                                       offset=(int(page) - 1) * PAGE_SIZE)
+    st.dataframe(pd.DataFrame(items, columns=["kind", "item_id", "topic", "state", "round", "instruction", "reason",
+                                              "review"]),
+                 hide_index=True, column_config={"instruction": st.column_config.TextColumn(width="large")})
 
 # ---------------------------------------------------------------------------- whole-topic actions
 if topic is not None and can_edit:

@@ -62,7 +62,11 @@ def test_set_up_collect_rate_blind_and_see_the_results(demo_app_env):
 
     # Rating: a name first, then one instruction's two answers, no model named anywhere.
     at.segmented_control(key="eval_view").set_value("rate").run()
-    at.text_input(key="eval_rater_name").input("dana").run()
+    assert any(i.value.startswith("Type your name in **Your name** in the sidebar to start rating")
+               for i in at.info)   # a hint, not a blank page
+    assert not [t.label for t in at.main.text_input if "your name" in t.label.lower()]   # one name box: the sidebar's
+    at.session_state["user_name"] = "dana"   # the sidebar's "Your name"
+    at.run()
     assert not at.exception
     shown = page_texts(at)
     assert "Answer 1" in shown and "Answer 2" in shown
@@ -73,13 +77,21 @@ def test_set_up_collect_rate_blind_and_see_the_results(demo_app_env):
     codes = [c.value for c in at.code]
     assert codes[-2:] == [a.text for a in item.answers]
     at.button(key="eval_rate_1_A").click().run()
-    at.button(key="eval_rate_2_D").click().run()
     assert not at.exception
-    assert at.button(key="eval_rate_1_A").proto.type == "primary"
+    assert at.button(key="eval_rate_1_A").proto.type == "primary"     # half rated: it stays
+    assert at.get("progress")[0].proto.text.endswith("this is instruction 1")
+    at.button(key="eval_rate_2_D").click().run()                       # rated whole: the next, as Label's save
+    assert not at.exception
     mine = {r["answer_id"]: r["rating"] for r in pool.eval_ratings(row["id"], rater="dana")}
     assert mine == {item.answers[0].answer_id: "A", item.answers[1].answer_id: "D"}
+    assert at.get("progress")[0].proto.text == "You rated 1 of 4 instructions · this is instruction 2"
+    assert at.button(key="eval_rate_1_A").proto.type == "secondary"
+    # U: the first in your queue (the same meaning as on Label), from anywhere.
+    assert at.button(key="eval_next_unrated").label == "First in your queue"
+    at.button(key="eval_next").click().run()
+    at.button(key="eval_next").click().run()
     at.button(key="eval_next_unrated").click().run()
-    assert "You rated 1 of 4 instructions" in at.get("progress")[0].proto.text
+    assert at.get("progress")[0].proto.text == "You rated 1 of 4 instructions · this is instruction 2"
 
     # Results: the models by name, the stacked bars, no agreement with one rater.
     at.segmented_control(key="eval_view").set_value("results").run()
@@ -125,7 +137,8 @@ def test_two_raters_see_their_own_stable_orders(demo_app_env):
 
     def orders(rater: str) -> list[list[str]]:
         at = open_page("pages/evaluate.py")
-        at.text_input(key="eval_rater_name").input(rater).run()
+        at.session_state["user_name"] = rater
+        at.run()
         seen = []
         for k in range(len(instructions)):
             seen.append([c.value for c in at.code][-3:])

@@ -13,7 +13,8 @@ from tests.conftest import app_pool, open_page
 def label_page(name: str | None = "alice") -> AppTest:
     at = open_page("pages/label.py")
     if name:
-        at.text_input(key="label_annotator").input(name).run()
+        at.session_state["user_name"] = name   # the sidebar's "Your name", the one name box
+        at.run()
         assert not at.exception
     return at
 
@@ -155,9 +156,12 @@ def test_labeling_needs_a_name(demo_app_env):
     at.number_input(key="study_size").set_value(3)
     at.form_submit_button(key="study_create").click().run()
     assert not at.exception
-    assert any("Enter your name" in i.value for i in at.info)
+    assert any(i.value.startswith("Type your name in **Your name** in the sidebar to start labeling")
+               for i in at.info)
     assert not at.get("progress")
-    at.text_input(key="label_annotator").input("erin").run()
+    assert not [t.label for t in at.main.text_input if "your name" in t.label.lower()]   # one name box: the sidebar's
+    at.session_state["user_name"] = "erin"
+    at.run()
     assert progress_text(at) == "0 of 3 items labeled by erin"
 
 

@@ -22,7 +22,8 @@ def test_one_item_no_in_one_study_and_yes_in_another_and_every_page_says_which_l
     assert candidate not in pool.invalid_candidate_ids()     # so the export keeps it
 
     at = open_page("pages/label.py")
-    at.text_input(key="label_annotator").input("ann").run()
+    at.session_state["user_name"] = "ann"   # the sidebar's "Your name"
+    at.run()
     at.selectbox(key="label_study").set_value(first).run()
     at.segmented_control(key="label_view").set_value("results").run()
     assert not at.exception

@@ -243,7 +243,7 @@ def test_hostile_model_text_is_shown_inert(app_factory, page, shots, tmp_path):
 
         # The label page shows the hostile instance as text.
         go_to(page, "Label")
-        fill(page, "Your name, as the annotator", "Bo")
+        fill(page, "Your name", "Bo")
         expect(page.get_by_label("Instructions to sample", exact=True)).to_have_count(1)
         page.get_by_role("button", name="Draw the sample").click()
         wait_idle(page)

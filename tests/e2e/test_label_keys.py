@@ -37,7 +37,7 @@ def press(page, key: str) -> None:
 def test_pressing_the_keys_labels_an_item(app_factory, demo_db_path, page, shots):
     app = app_factory(demo_db_path)
     open_app(page, app, "Label")
-    fill(page, "Your name, as the annotator", "Kit")
+    fill(page, "Your name", "Kit")
     size = page.get_by_label("Instructions to sample", exact=True)
     size.fill("5")
     size.press("Enter")   # issue 26: Enter in a box of the form does not draw the study
@@ -139,7 +139,7 @@ def test_keys_typed_while_the_page_redraws_are_kept_in_order(app_factory, demo_d
     # next save then stored nothing. Keys typed ahead belong to the item the person moved to.
     app = app_factory(demo_db_path)
     open_app(page, app, "Label")
-    fill(page, "Your name, as the annotator", "Kit")
+    fill(page, "Your name", "Kit")
     page.get_by_label("Instructions to sample", exact=True).fill("8")
     page.get_by_role("button", name="Draw the sample").click()
     wait_idle(page)
