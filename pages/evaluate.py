@@ -6,6 +6,7 @@ from pages.endpoint import endpoint_form, test_connection
 from selfinstruct import charts, evaluate, judge, quality
 from selfinstruct.backend import OFFLINE, OWN_SERVERS
 from selfinstruct.pipeline import STRUCTURED_SETTINGS
+from selfinstruct import render
 from selfinstruct.render import escape_markdown
 
 require("label")
@@ -28,7 +29,10 @@ st.caption("The paper's evaluation: two or more models answer the same instructi
 views = list(VIEWS) if OWNER_VIEW else ["rate"]
 if pending := st.session_state.pop("eval_view_pending", None):   # set before the widget exists
     st.session_state["eval_view"] = pending
-view = st.segmented_control("View", views, format_func=VIEWS.get, key="eval_view", default="rate", required=True)
+# The view's value lives in session state only: a default beside it made Streamlit warn (issue 26).
+if st.session_state.get("eval_view") not in views:
+    st.session_state["eval_view"] = "rate"
+view = st.segmented_control("View", views, format_func=VIEWS.get, key="eval_view", required=True)
 evaluations = pool.evaluations()
 
 
@@ -275,7 +279,7 @@ def live(evaluation_id: int, saw_busy: bool) -> None:
         usage = pd.DataFrame([{"model": v.models[u["model_index"]].name, "answers": u["answered"],
                                "tokens": u["prompt_tokens"] + u["completion_tokens"], "cost ($)": u["cost_usd"],
                                "mean latency (s)": u["latency_s"]} for u in v.usage])
-        st.dataframe(usage, hide_index=True)
+        st.dataframe(render.table(usage, ["mean latency (s)"]), hide_index=True)   # "–" before any answer
         if v.prerate_progress is not None:
             pp = v.prerate_progress
             st.progress(pp["answered"] / pp["total"] if pp["total"] else 0.0,
@@ -316,6 +320,12 @@ def results_view() -> None:
                    "\"A or B\" and \"A to C\".")
         st.altair_chart(charts.eval_levels(pd.DataFrame(evaluate.results_table(res))), width="stretch")
         st.dataframe(_share_table(res.models), hide_index=True)
+        offline = [m for m in evaluate.evaluation_view(pool, evaluation_id).models if m.backend == OFFLINE]
+        if offline:
+            st.caption("Offline stand-ins answer at random with odds set by their names (offline-tuned answers "
+                       "A or B about three times in four, offline-base about half the time), so with few "
+                       "instructions rated the order can come out the other way: the intervals say how sure "
+                       "each share is.")
         if res.agreement is not None:
             st.markdown("**Agreement between raters**")
             st.text(_agreement_line(res.agreement)

@@ -54,6 +54,8 @@ def test_set_up_collect_rate_blind_and_see_the_results(demo_app_env):
     [row] = pool.evaluations()
     assert row["name"] == "checks" and [m["model"] for m in row["config"]["models"]] == list(NAMES)
     assert at.session_state["eval_view"] == "collect"
+    # Issue 26: a gap in the usage table reads "–", not "None", before anything is collected.
+    assert list(at.dataframe[0].value["mean latency (s)"]) == ["–", "–"]
     at.button(key="eval_collect").click().run()
     assert not at.exception
     wait_done(pool, row["id"], 8)
@@ -100,6 +102,7 @@ def test_set_up_collect_rate_blind_and_see_the_results(demo_app_env):
     assert "Rated by 1 person(s)" in shown and "needs at least two raters" in shown
     table = at.dataframe[0].value
     assert list(table["model"]) == list(NAMES) and list(table["rated answers"]) == [1, 1]
+    assert "Offline stand-ins answer at random with odds set by their names" in shown   # why tuned may lose
     assert len(at.get("vega_lite_chart")) == 1
 
 
