@@ -96,13 +96,31 @@ def every_chart(rouge_hist) -> dict:
             [{"model": m, "level": level, "count": 2, "n": 8, "share": 0.25, "cum_share": c, "cum_low": c and c - 0.2,
               "cum_high": c and c + 0.2} for m in ("base", "tuned")
              for level, c in zip("ABCD", (0.25, 0.5, 0.75, None))])),
+        "topic_map": charts.topic_map(TOPIC_POINTS, "topic"),
+        "topic_sizes": charts.topic_sizes(pd.DataFrame({"topic": [1, 2], "name": ["write poem", "solve equation"],
+                                                        "size": [30, 12], "seeds": [5, 2]})),
     }
+
+
+TOPIC_POINTS = pd.DataFrame({"x": [0.1, -0.2, 0.3], "y": [0.0, 0.2, -0.1], "topic": [1, 2, 1],
+                             "topic_name": ["write poem", "solve equation", "write poem"],
+                             "state": ["seed", "accepted", "rejected"], "origin": ["seed", "generated", "generated"],
+                             "labeled_invalid": ["no", "yes", "no"], "judge_no": ["no", "no", "yes"],
+                             "text": ["Write a poem.", "Solve x + 1 = 2.", "Write a <b>poem</b>."]})
+
+
+@pytest.mark.parametrize("color_by", ["topic", "state", "origin", "labeled_invalid", "judge_no"])
+def test_topic_map_colours_by_each_field(color_by):
+    spec = charts.topic_map(TOPIC_POINTS, color_by).to_dict()
+    assert spec["encoding"]["color"]["title"] == charts.TOPIC_COLORINGS[color_by]
+    with pytest.raises(ValueError):
+        charts.topic_map(TOPIC_POINTS, "size")
 
 
 def test_every_chart_builds_a_valid_vega_lite_spec(rouge_hist):
     built = every_chart(rouge_hist)
     assert set(built) == {name for name in charts.__all__ if name not in (
-        "rouge_histogram", "to_svg", "LENGTH_FIELDS", "STUDY", "PAPER")}
+        "rouge_histogram", "to_svg", "LENGTH_FIELDS", "STUDY", "PAPER", "TOPIC_COLORINGS")}
     for name, chart in built.items():
         spec = chart.to_dict()                  # validates against the Vega-Lite schema
         assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/"), name
