@@ -42,6 +42,17 @@ class Endpoint:
     per_kind: str           # a suffix for settings whose default depends on the backend
 
 
+# What the local model's pace means for the work of each page (one home, the right words per page;
+# issue 26: the generation figure was shown on the Judge and Evaluate pages too).
+LOCAL_PACE = {
+    "generate": "A round of 8 requests takes about a minute and a half on two CPU cores.",
+    "judge": "The judge sends one request per item, one after another on a small machine: on two CPU "
+             "cores count on many seconds per item, so try a small study first.",
+    "evaluate": "Each answer (and each pre-rating) is one request: on two CPU cores count on many seconds "
+                "per answer, so try a few instructions first.",
+}
+
+
 def remembered_choice(remembered: dict | None) -> str | None:
     """The page's backend choice for a stored run configuration (None: nothing stored)."""
     if not remembered:
@@ -52,8 +63,9 @@ def remembered_choice(remembered: dict | None) -> str | None:
                 else "compatible"))
 
 
-def endpoint_form(prefix: str, remembered: dict | None = None) -> Endpoint:
-    """The backend and its settings, starting from `remembered` (a stored run's configuration)."""
+def endpoint_form(prefix: str, remembered: dict | None = None, *, work: str = "generate") -> Endpoint:
+    """The backend and its settings, starting from `remembered` (a stored run's configuration);
+    `work` (a key of LOCAL_PACE) picks what the local model's pace is said in terms of."""
     remembered_backend = remembered_choice(remembered)
     backend = st.segmented_control(
         "Backend", list(BACKENDS), format_func=BACKENDS.get, key=f"{prefix}_backend",
@@ -98,9 +110,8 @@ def endpoint_form(prefix: str, remembered: dict | None = None) -> Endpoint:
                                          "tokens and answers may run to Max tokens."))
         st.caption("A real language model running on this machine through llama.cpp, with no key and no "
                    "network. The bundled SmolLM2-135M-Instruct is small: good for trying the loop, not for "
-                   "a dataset worth training on (use a bigger GGUF or an endpoint for that). A round of 8 "
-                   "requests takes about a minute and a half on two CPU cores. Completion mode (the paper's) "
-                   "suits it best.")
+                   "a dataset worth training on (use a bigger GGUF or an endpoint for that). "
+                   + LOCAL_PACE[work] + " Completion mode (the paper's) suits it best.")
     else:
         url_col, model_col = st.columns(2)
         base_url = url_col.text_input(

@@ -136,7 +136,7 @@ def setup_view() -> None:
     for index in range(count):
         with st.container(border=True):
             st.markdown(f"**Model {index + 1}**")
-            endpoint = endpoint_form(f"eval_m{index}")
+            endpoint = endpoint_form(f"eval_m{index}", work="evaluate")
             model = endpoint.model
             if endpoint.kind == OFFLINE:
                 model = st.text_input("Offline model name", value=OFFLINE_NAMES[index], key=f"eval_m{index}_offline",
@@ -233,7 +233,7 @@ def collect_view() -> None:
     with st.expander("Let a judge model pre-rate the answers", icon=":material/gavel:"):
         st.caption("A model rates each answer A-D first. Its ratings are kept apart from people's: they never "
                    "count as a rater, and the results show how far it agrees with the people.")
-        endpoint = endpoint_form("eval_judge")
+        endpoint = endpoint_form("eval_judge", work="evaluate")
         j1, j2 = st.columns(2)
         mode = j1.segmented_control("Mode", ["chat", "completion"], key=f"eval_judge_mode{endpoint.per_kind}",
                                     default=endpoint.defaults["mode"], required=True)

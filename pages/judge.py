@@ -29,7 +29,7 @@ with st.expander("Judge model and what to judge", expanded=not runs, icon=":mate
     remembered = newest["config"] if newest else None
     if newest:
         st.caption(f"Starting from the settings of judge run {newest['id']}, this pool's newest; change any.")
-    endpoint = endpoint_form("judge", remembered)
+    endpoint = endpoint_form("judge", remembered, work="judge")
     m1, m2, m3 = st.columns(3)
     mode = m1.segmented_control("Mode", ["chat", "completion"], key=f"judge_mode{endpoint.per_kind}",
                                 default=endpoint.defaults["mode"], required=True)

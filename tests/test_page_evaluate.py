@@ -173,3 +173,25 @@ def test_an_annotator_only_rates(app_env):
     assert not at.exception
     ratings = app_pool(app_env).eval_ratings(evaluation_id)
     assert [(r["rater"], r["rating"]) for r in ratings] == [("grace@example.com", "B")]
+
+
+def test_the_local_models_pace_is_said_in_each_pages_own_terms(demo_app_env):
+    # Issue 26: "a round of 8 requests..." (generation's) was repeated on Judge and Evaluate.
+    from pages.endpoint import LOCAL_PACE
+
+    def captions(at) -> str:
+        return "\n".join(c.value for c in at.caption)
+
+    shown = {}
+    for page, key, setup in (("pages/generate.py", "gen_backend", None), ("pages/judge.py", "judge_backend", None),
+                             ("pages/evaluate.py", "eval_m0_backend", "setup")):
+        at = open_page(page)
+        if setup:
+            at.segmented_control(key="eval_view").set_value(setup).run()
+        at.segmented_control(key=key).set_value("local").run()
+        assert not at.exception
+        shown[page] = captions(at)
+    assert LOCAL_PACE["generate"] in shown["pages/generate.py"]
+    assert LOCAL_PACE["judge"] in shown["pages/judge.py"]
+    assert LOCAL_PACE["evaluate"] in shown["pages/evaluate.py"]
+    assert "round of 8" not in shown["pages/judge.py"] + shown["pages/evaluate.py"]
