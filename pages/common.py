@@ -173,7 +173,17 @@ def _login_screen() -> None:
 
 def _no_role_screen(config: access.TeamConfig) -> None:
     st.title("selfinstruct")
-    st.text(f"You are logged in as {current_user() or 'an account without an email'}, but you are not "
+    email = current_user()
+    if email and config.role_of(email, email_verified=True) is not None:
+        # On the team, but the provider marked the address unverified (issue 26): say so, not
+        # "not on the team".
+        st.text(f"You are logged in as {email}, an address on this studio's team, but your identity "
+                "provider did not verify it, so anyone could have typed it. Verify the address with "
+                "your provider (its account settings), then log out and in again.")
+        if st.button("Log out", key="logout", icon=":material/logout:"):
+            st.logout()
+        return
+    st.text(f"You are logged in as {email or 'an account without an email'}, but you are not "
             "on this studio's team. Ask the owner to add you.")
     if not config.has_team_section:
         st.caption("The server's secrets have no [team] section yet, so nobody has a role.")

@@ -43,11 +43,22 @@ def test_a_logged_out_visitor_gets_the_login_and_no_pool(app_env):
 
 
 @pytest.mark.parametrize("user", [logged_in("mallory@example.com"),
-                                  logged_in("ada@example.com", email_verified=False),
+                                  logged_in("mallory@example.com", email_verified=False),
                                   {"is_logged_in": True}])
 def test_a_login_with_no_role_gets_only_a_plain_message(app_env, user):
     at = team_app(user)
     assert "Ask the owner to add you." in at.text[0].value
+    assert buttons(at) == {"Log out"}
+    assert not app_env.exists()
+
+
+def test_an_address_on_the_team_but_unverified_is_told_the_real_reason(app_env):
+    # Issue 26: it was told "you are not on this studio's team".
+    at = team_app(logged_in("ada@example.com", email_verified=False))
+    [text] = at.text
+    assert text.value.startswith("You are logged in as ada@example.com, an address on this studio's team, but "
+                                 "your identity provider did not verify it")
+    assert "not on this studio's team" not in text.value
     assert buttons(at) == {"Log out"}
     assert not app_env.exists()
 
