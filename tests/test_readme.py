@@ -91,3 +91,16 @@ def test_every_imported_third_party_package_is_pinned():
         if not dists & set(required):
             missing.append(f"{name} (from {', '.join(sorted(dists)) or 'no installed distribution'})")
     assert not missing, "imported but not pinned in requirements.txt: " + "; ".join(missing)
+
+
+def test_the_annotators_pages_in_the_readme_are_the_ones_they_get():
+    # Issue 26: the README said three pages while annotators saw four.
+    from selfinstruct import access
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    bullet = re.search(r"- \*\*Annotators\*\* see (\w+) pages: (.*?)\n- ", text, re.S)
+    assert bullet, "the README's team section lists what annotators see"
+    named = {name.lower() for name in re.findall(r"\*\*(\w+)\*\*", bullet.group(2))}
+    assert named == set(access.pages_for(access.ANNOTATOR))
+    words = {3: "three", 4: "four", 5: "five", 6: "six"}
+    assert bullet.group(1) == words[len(named)]
