@@ -369,8 +369,8 @@ def mean_nn_cosine(vectors: np.ndarray, block: int = 4_096) -> float:
 # Topics of a pool: computed, stored, read back
 # ---------------------------------------------------------------------------
 AVOID = "avoid"                 # the one mark a person puts on a topic
-MAP_POINTS = 2_000              # points drawn on the map at most (a seeded sample; search reaches all):
-                                # 5,000 made the page 1.4x the Pool page's time at 50K (bench/README.md)
+MAP_POINTS = 1_200              # points drawn on the map at most (a seeded sample; search reaches all):
+                                # 5,000 made the page 1.4x the Pool page's time at 50K, 1,200 1.2x (bench/README.md)
 
 
 def settings_key(settings: TopicSettings) -> str:
