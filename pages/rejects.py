@@ -70,8 +70,9 @@ def show_flash(where: str | None = None) -> None:
         getattr(st, message[0])(md_plain(message[1]), icon=FLASH_ICONS.get(message[0]))
 
 
-def report(outcome, verb: str, where: str) -> None:
-    text = f"{verb} {outcome.count:,} item(s)."
+def report(outcome, verb: str, where: str, kind: str = "candidate") -> None:
+    # Named, so a message drawn beside the next item shown cannot be read as being about it.
+    text = f"{verb} {outcome.count:,} item(s)" + (f": {review.targets_text(kind, outcome.done)}." if outcome.count else ".")
     if outcome.skipped:
         text += " " + review.skipped_summary(outcome.skipped)
     flash("success" if outcome.count else "warning", text, where)
@@ -93,7 +94,7 @@ def act(fn, verb: str, *args, where: str, **kwargs) -> None:
     except actions.ActionError as exc:
         flash("error", str(exc), where)
     else:
-        report(outcome, verb, where)
+        report(outcome, verb, where, "instance" if fn is actions.rescue_instances else "candidate")
         if outcome.count:
             st.session_state["rej_reset"] = True   # a reason belongs to one action
     reset_selection_next_run()
@@ -340,8 +341,8 @@ with browse_tab:
                     m1.metric("Max ROUGE-L", f"{exp.max_rouge:.3f}")
                     m2.metric("Threshold (reject above)", f"{exp.threshold}" if exp.threshold is not None else "?")
                     best = exp.neighbours[0]
-                    m3.metric("Shared words with the nearest", f"{best.shared} of {best.candidate_tokens}",
-                              help="Tokens of the longest common subsequence, the basis of ROUGE-L.")
+                    m3.metric("Shared words with the nearest", f"{best.shared}", help=best.shared_words
+                              + ": the longest common subsequence, the basis of ROUGE-L.")
                     n_shown = len(exp.neighbours)
                     choice = st.segmented_control(
                         "Compare with", list(range(n_shown)), key=f"rej_neighbour_{detail_id}", default=0,
@@ -354,7 +355,7 @@ with browse_tab:
                         show_marked(exp.text, nb.candidate_spans)
                     with right:
                         st.markdown(f"**Pool instruction {choice + 1}** · ROUGE-L {nb.score:.3f} · "
-                                    f"{nb.shared} shared of {nb.neighbour_tokens} words")
+                                    + nb.shared_words)
                         show_marked(nb.text, nb.neighbour_spans)
                     st.caption("Marked: the words of the longest common subsequence, in order, in both texts.")
                     if abs(nb.recomputed - nb.score) > 1e-9:
@@ -455,13 +456,15 @@ with browse_tab:
     log = actions.history(pool, actions.REJECTS_ACTIONS, limit=10)
     show_flash("log")
     if log:
-        with st.expander("Recent review actions", icon=":material/history:", expanded=False):
+        # In the open, not in a collapsed box: the way back from a click must be seen (issue 26).
+        with st.container(border=True, key="rej_recent"):
+            st.markdown(":material/history: **Recent review actions**")
             for entry in log:
                 c1, c2 = st.columns([5, 1], vertical_alignment="center")
                 what = {actions.RESCUE: "rescued", actions.CONFIRM: "confirmed",
                         actions.UNDO: "undid"}.get(entry["action"], entry["action"])
                 line = (f"#{entry['first_id']} · {entry['created_at']:%Y-%m-%d %H:%M} · {entry['actor']} "
-                        f"{what} {entry['items']} {entry['target_kind']}(s)"
+                        f"{what} " + review.targets_text(entry["target_kind"], entry["target_ids"] or [])
                         + (f" · why: {entry['reason']}" if entry["reason"] and entry["action"] != actions.UNDO else ""))
                 c1.text(line)
                 if can_act and entry["action"] in actions.REJECTS_ACTIONS and entry["open"]:
@@ -472,7 +475,7 @@ with browse_tab:
                         except actions.ActionError as exc:
                             flash("error", str(exc), "log")
                         else:
-                            report(outcome, "Undid", "log")
+                            report(outcome, "Undid", "log", "audit entry")
                         reset_selection_next_run()
                         st.rerun()
                 elif entry["action"] in actions.REJECTS_ACTIONS and not entry["open"]:

@@ -29,7 +29,7 @@ from .novelty import TOKEN_RUN, rouge_l, tokenize
 
 __all__ = [
     "KIND_LABELS", "REVIEW_LABELS", "reason_label", "RejectQuery", "RejectPage", "load_page",
-    "reason_counts", "matching_total", "page_count", "matching_ids", "skipped_summary", "edited_text",
+    "reason_counts", "matching_total", "page_count", "matching_ids", "skipped_summary", "edited_text", "targets_text",
     "NOVELTY_NOTE",
     "token_spans", "lcs_alignment", "shared_word_spans", "Neighbour", "Explanation",
     "explain_candidate", "explain_instance", "rescue_warnings", "WhatIf", "whatif",
@@ -126,6 +126,18 @@ def skipped_summary(skipped: Sequence[tuple[int, str]], *, examples: int = 3) ->
         shown = ", ".join(f"#{i}" for i in items[:examples]) + (", ..." if len(items) > examples else "")
         parts.append(f"{len(items):,} because {why} ({shown})")
     return f"Skipped {len(skipped):,}: " + "; ".join(parts) + "."
+
+
+def targets_text(kind: str, ids: Sequence[int], *, examples: int = 3) -> str:
+    """The items an action touched, by number: "candidate #12", "3 candidates: #12, #15, #20",
+    "120 candidates: #1, #2, #3 and 117 more" (the audit line and the action's message)."""
+    ids = [int(i) for i in ids]
+    if len(ids) == 1:
+        return f"{kind} #{ids[0]}"
+    shown = ", ".join(f"#{i}" for i in ids[:examples])
+    more = f" and {len(ids) - examples:,} more" if len(ids) > examples else ""
+    kinds = kind[:-1] + "ies" if kind.endswith("y") else kind + "s"
+    return f"{len(ids):,} {kinds}: {shown}{more}" if ids else f"no {kind}"
 
 
 def edited_text(raw: str, text: str | None) -> str | None:
@@ -255,6 +267,14 @@ class Neighbour:
     candidate_tokens: int
     neighbour_tokens: int
     recomputed: float                   # ROUGE-L recomputed from the two texts now
+
+    @property
+    def shared_words(self) -> str:
+        """The one wording of a pair's shared words (the longest common subsequence behind
+        ROUGE-L), wherever the page shows it (issue 26: "10 of 15" and "10 shared of 13 words"
+        described one pair)."""
+        return (f"{self.shared} shared words ({self.candidate_tokens} in the candidate, "
+                f"{self.neighbour_tokens} in the pool instruction)")
 
 
 @dataclass

@@ -258,7 +258,7 @@ def test_an_audit_row_from_before_the_actions_layer_is_listed_and_undone(demo_ap
     ).fetchone()[0]
     at.run()
     assert not at.exception
-    assert any(t.value.startswith(f"#{old_id} · ") and "olga rescued 1 candidate(s) · why: looked fine" in t.value
+    assert any(t.value.startswith(f"#{old_id} · ") and f"olga rescued candidate #{cid} · why: looked fine" in t.value
                for t in at.text)
     at.button(key="rej_undo_0ldb4tch0000").click().run()
     assert not at.exception
@@ -404,3 +404,38 @@ def test_unparseable_cannot_be_rescued_from_the_page_without_an_edit(demo_db_pat
     at.button(key="rej_rescue").click().run()
     assert pool.candidate_detail(raw_id)["instruction"] == "Explain what a numbered list is."
     assert pool.candidate_detail(raw_id)["status"] == "accepted"
+
+
+# -- issue 26: one wording for shared words; a message, a log line and an Undo that name the item --
+def test_one_wording_for_shared_words_and_actions_that_name_their_item(demo_app_env):
+    at = open_page("pages/rejects.py")
+    pool = app_pool(demo_app_env)
+    cid = pool._q("SELECT id FROM candidates WHERE reason = 'rouge' AND max_rouge < 1 "
+                  "ORDER BY id DESC LIMIT 1").fetchone()[0]
+    at.pills(key="rej_reasons_instruction").set_value(["rouge"]).run()
+    at.selectbox(key="rej_detail_instruction").set_value(cid).run()
+    assert not at.exception
+    metric = next(m for m in at.metric if m.label == "Shared words with the nearest")
+    header = next(m.value for m in at.markdown if m.value.startswith("**Pool instruction 1**"))
+    wording = header.split(" · ", 2)[2]
+    assert re.fullmatch(r"\d+ shared words \(\d+ in the candidate, \d+ in the pool instruction\)", wording)
+    assert metric.help.startswith(wording)          # the same pair, said the same way, in both places
+    assert metric.value == wording.split()[0]
+
+    at.button(key="rej_rescue").click().run()
+    assert not at.exception
+    assert drawn_after(at, "rej_rescue", "success", "Rescued 1 item")
+
+    def unescaped(text: str) -> str:
+        return re.sub(r"\\(.)", r"\1", text)
+
+    assert [unescaped(s.value) for s in at.success] == [f"Rescued 1 item(s): candidate #{cid}."]
+    line = next(t.value for t in at.text if "rescued" in t.value)
+    assert line.endswith(f"rescued candidate #{cid}")
+    # Undo sits in the open, not in a collapsed box.
+    assert not [e for e in at.expander if "Recent review actions" in e.label]
+    undo = next(b for b in at.button if b.key and b.key.startswith("rej_undo_") and b.key != "rej_undo_one")
+    undo.click().run()
+    assert not at.exception
+    assert pool.candidate_detail(cid)["status"] == "rejected"
+    assert any(unescaped(s.value).startswith("Undid 1 item(s): audit entry #") for s in at.success)
