@@ -165,7 +165,13 @@ def _login_screen() -> None:
     for provider in access.login_providers(auth):
         name = f"Log in with {provider.title()}" if provider else "Log in"
         if st.button(name, key=f"login_{provider or 'default'}", type="primary", icon=":material/login:"):
-            if provider:
+            if problem := access.provider_problem(auth, provider):
+                st.error("The login cannot start: the identity provider is not reachable. Nothing is wrong "
+                         "with your account; try again in a minute, or tell the studio's owner if it lasts.",
+                         icon=":material/cloud_off:")
+                st.text(problem)   # quotes a URL and a system message: plain text
+                st.button("Try again", key="login_retry", icon=":material/refresh:")
+            elif provider:
                 st.login(provider)
             else:
                 st.login()

@@ -94,6 +94,29 @@ def login_providers(auth: Mapping) -> list[str | None]:
     return sorted(name for name, value in auth.items() if isinstance(value, Mapping))
 
 
+def provider_problem(auth: Mapping, provider: str | None, *, timeout: float = 5.0) -> str | None:
+    """Why the login provider cannot be used right now, in plain words (None: it answers). Asked
+    before sending a person to it: Streamlit's own answer to a provider that is down is a bare
+    "Authentication error" page with no way back (issue 26)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    section = auth if provider is None else auth.get(provider, {})
+    url = str(section.get("server_metadata_url") or "")
+    if not url:
+        return None   # a provider Streamlit knows by name: nothing of ours to ask
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return f"The login provider answered {exc.code} ({exc.reason}) at {url}."
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        return f"The login provider at {url} does not answer ({reason})."
+    return None
+
+
 @dataclass(frozen=True)
 class TeamConfig:
     """Team mode (or not) and who holds which role, as read from the secrets."""

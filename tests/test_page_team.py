@@ -52,6 +52,20 @@ def test_a_login_with_no_role_gets_only_a_plain_message(app_env, user):
     assert not app_env.exists()
 
 
+def test_a_provider_that_is_down_is_named_with_a_way_back(app_env):
+    # Issue 26: Streamlit's bare "Authentication error" page, with no way back. AUTH's provider
+    # is a closed port: the login says so before sending anyone there, and offers to try again.
+    at = team_app(None)
+    at.button(key="login_default").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "The login cannot start: the identity provider is not reachable. Nothing is wrong with your account; "
+        "try again in a minute, or tell the studio's owner if it lasts."]
+    assert at.text[0].value.startswith(f"The login provider at {AUTH['server_metadata_url']} does not answer (")
+    assert buttons(at) == {"Log in", "Try again"}
+    assert not app_env.exists()
+
+
 def test_an_address_on_the_team_but_unverified_is_told_the_real_reason(app_env):
     # Issue 26: it was told "you are not on this studio's team".
     at = team_app(logged_in("ada@example.com", email_verified=False))
