@@ -331,6 +331,8 @@ def duplicates() -> None:
     if not dups.groups:
         st.success(f"No near-duplicates above {threshold:.2f} among {len(dups.items):,} instructions.",
                    icon=":material/check_circle:")
+        if can_edit:
+            recent_actions()     # an earlier removal stays one click from its undo
         return
     grouped = sum(1 + len(g.members) for g in dups.groups)
     st.markdown(f"**{len(dups.groups):,} groups** holding {grouped:,} of {len(dups.items):,} instructions.")
