@@ -363,6 +363,13 @@ def duplicates() -> None:
             st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"dup_table_{n}", column_config={
                 "cosine with kept": st.column_config.NumberColumn(format="%.3f"),
                 "ROUGE-L with kept": st.column_config.NumberColumn(format="%.3f")})
+            if len(members) > 2:
+                with st.expander("Every pair: cosine (ROUGE-L)"):
+                    names = [row["item"] for row in rows]
+                    st.dataframe(pd.DataFrame(
+                        [[f"{pair[a, b]:.3f} ({rouge_l(tokenize(items[a]['instruction']), tokenize(items[b]['instruction'])):.3f})"
+                          for b in range(len(members))] for a in range(len(members))], index=names, columns=names),
+                        key=f"dup_pairs_{n}")
             if can_edit:
                 choice = st.radio("Keep", members, index=members.index(kept), horizontal=True, key=f"dup_keep_{n}",
                                   format_func=lambda i: f"{'seed' if dups.items[i]['kind'] == model.SEED_TASK else '#'} "
