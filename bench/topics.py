@@ -149,10 +149,12 @@ def _run(db: Path, args, steer: str) -> int:
                 run_id = start_run(pool, RunConfig(base_url=srv.base_url, timeout_s=30, **common))
                 outcome = Runner(pool, run_id).run()
         else:
+            from selfinstruct import local
             from selfinstruct.backend import defaults_for
 
             d = defaults_for("local")
-            run_id = start_run(pool, RunConfig(backend="local", model="", mode=d["mode"], concurrency=d["concurrency"],
+            run_id = start_run(pool, RunConfig(backend="local", model=local.model_name(None), mode=d["mode"],
+                                               concurrency=d["concurrency"],
                                                timeout_s=d["timeout_s"], **common))
             outcome = Runner(pool, run_id).run()
         print(f"  {steer}: {outcome.status} ({outcome.stop_reason}), {outcome.accepted} accepted", flush=True)
