@@ -217,7 +217,7 @@ def test_labels_persist_update_and_resume(demo_db_path):
             _label(pool, study_id, pos, "ann", ("yes", "yes", "no"), note=f"n{pos}")
         assert pool.study_progress(study_id, "ann") == {
             "items": 6, "labeled": 3, "first_unlabeled": 3, "queue": 3, "queue_positions": [3, 4, 5],
-            "overlap": 1, "complete": 3}
+            "overlap": 1, "complete": 3, "held": 0, "held_until": None, "holding": None}
     with Pool.open(demo_db_path) as pool:  # a new process, later
         progress = pool.study_progress(study_id, "ann")
         assert progress["labeled"] == 3 and progress["first_unlabeled"] == 3
