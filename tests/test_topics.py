@@ -333,3 +333,24 @@ def test_cli_topics_and_the_export_cap(db_path):
     refused = run_cli("export", "--db", str(db_path), "--format", "alpaca", "--out", str(db_path.parent / "x.json"),
                       "--max-per-topic", "0", "--dry-run", timeout=300)
     assert refused.returncode == 2 and "at least 1" in refused.stderr
+
+
+def test_a_steered_run_resumed_gives_the_prompts_of_one_run_through(tmp_path, server):
+    from selfinstruct import seeds
+    from selfinstruct.pipeline import RunConfig, Runner, start_run
+    from selfinstruct.store import Pool
+
+    config = dict(base_url=server.base_url, seed=5, steer="coverage", requests_per_round=4, example_lag=1,
+                  timeout_s=5.0, max_retries=3)
+    with Pool.open(tmp_path / "through.duckdb") as pool:
+        seeds.load_starter_seeds(pool)
+        run_id = start_run(pool, RunConfig(rounds=4, **config))
+        Runner(pool, run_id).run()
+        through = _prompts(pool, run_id), [r["set_id"] > 0 for r in pool.topics.run_rounds(run_id)]
+    with Pool.open(tmp_path / "resumed.duckdb") as pool:
+        seeds.load_starter_seeds(pool)
+        run_id = start_run(pool, RunConfig(rounds=2, **config))
+        Runner(pool, run_id).run()
+        assert Runner(pool, run_id, overrides={"rounds": 4}).run().status == "finished"
+        resumed = _prompts(pool, run_id), [r["set_id"] > 0 for r in pool.topics.run_rounds(run_id)]
+    assert resumed == through and len(through[1]) == 4
