@@ -6,6 +6,7 @@ import streamlit as st
 
 from pages.common import allowed, current_pool, current_user, require
 from selfinstruct import actions, charts, topics
+from selfinstruct.render import escape_markdown
 from selfinstruct.store import PoolError
 
 PAGE_SIZE = 50
@@ -140,7 +141,8 @@ picked = event.selection.rows if event is not None else []
 topic = int(table.iloc[picked[0]]["topic"]) if picked else None
 
 # ---------------------------------------------------------------------------- items (a topic, or all)
-st.subheader(f"Topic {topic}: {rows[topic - 1]['name']}" if topic else "Find an item")
+# A name may come from a model: its text is escaped, never read as markdown.
+st.subheader(f"Topic {topic}: {escape_markdown(rows[topic - 1]['name'])}" if topic else "Find an item")
 if topic is None:
     st.caption("Select a topic in the table to open it, or search every item here.")
 search_col, state_col = st.columns([3, 1])
