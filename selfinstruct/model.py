@@ -17,6 +17,9 @@ The rules, in words (docs/architecture.md repeats them):
   when the majority answer to "valid task?" is "no" (for its instruction), or to "input
   appropriate?" or "output acceptable?" (for its instance). The Label page, the Pool page and
   the export all use this one rule.
+- **Items labeled in several studies** (`SEVERAL_STUDIES_RULE`): a study's results use that
+  study's labels only; "labeled invalid" (the export's filter, the Label page's count across
+  studies) takes the majority over all of an item's labels from every study together.
 """
 from __future__ import annotations
 
@@ -202,6 +205,11 @@ MAX_OVERLAP = 50            # annotators per item a study may ask for, at most
 LABEL_LEASE_S = 300
 # How many "no" labels make an item invalid: the majority rule, or any single "no".
 INVALID_RULES = ("majority", "any")
+# An item labeled in several studies, in the words every page that counts labels shows.
+SEVERAL_STUDIES_RULE = ("An item labeled in several studies: a study's results (the Label page's figures, the judge's "
+                        "agreement and pool-wide rates) use that study's labels only; 'labeled invalid' (the export "
+                        "filter and the count across studies) takes the majority over all of an item's labels from "
+                        "every study together, so an item 'no' in one study and 'yes' in two others is not invalid.")
 
 
 def majority(answers: Sequence[str | None]) -> str:
