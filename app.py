@@ -27,6 +27,9 @@ PAGES = {  # name (as in selfinstruct.access.PAGES): title, icon
 landing = access.landing_page(role)
 pages = [st.Page(f"pages/{name}.py", title=title, icon=icon, default=name == landing)
          for name, (title, icon) in PAGES.items() if name in access.pages_for(role)]
+# The config hides the folder listing Streamlit shows before this line runs (see config.toml);
+# the real navigation goes in the sidebar. A visitor the gate stopped never gets here.
+st.set_option("client.showSidebarNavigation", True)
 navigation = st.navigation(pages)
 navigation_ready()
 pool_sidebar()
