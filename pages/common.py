@@ -107,6 +107,33 @@ def require(action: str) -> None:
         st.stop()
 
 
+def act_and_rerun(pool: Pool, fn, *args, actor: str, flash_key: str, done, **kwargs) -> None:
+    """Run one audited change (selfinstruct.actions) and rerun, keeping its message under
+    `flash_key` for show_flash on the next run (and its batch under `<flash_key>_batch`, for a
+    page that opens its undo). `done` is the success sentence, or a function of the Outcome."""
+    from selfinstruct.actions import ActionError
+
+    require("edit")
+    try:
+        outcome = fn(pool, *args, actor=actor, **kwargs)
+    except (ActionError, PoolError) as exc:
+        st.session_state[flash_key] = ("error", str(exc))
+    else:
+        if outcome.skipped and not outcome.done:   # an undo refused: the sentence says why
+            st.session_state[flash_key] = ("error", outcome.skipped[0][1])
+        else:
+            st.session_state[f"{flash_key}_batch"] = outcome.batch
+            st.session_state[flash_key] = ("success", done(outcome) if callable(done) else done)
+    st.rerun()
+
+
+def show_flash(flash_key: str) -> None:
+    """The message act_and_rerun kept, once."""
+    if message := st.session_state.pop(flash_key, None):
+        kind, text = message
+        (st.success if kind == "success" else st.error)(text)
+
+
 def ask_for_name(doing: str) -> None:
     """Where a page that records who did what sends a person who has not named themselves: the
     one name box, the sidebar's (issue 26: the Label and Evaluate pages had boxes of their own)."""

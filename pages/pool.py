@@ -3,11 +3,10 @@ import math
 import pandas as pd
 import streamlit as st
 
-from pages.common import allowed, current_pool, current_user, page_link, require
+from pages.common import act_and_rerun, allowed, current_pool, current_user, page_link, show_flash
 from selfinstruct import actions, charts, embed, explore, model, quality, render, semantic
 from selfinstruct.novelty import rouge_l, tokenize
 from selfinstruct.export import ExportFilters, PAPER_LENGTHS
-from selfinstruct.store import PoolError
 
 PAGE_SIZE = 50
 VIEWS = {"browse": "Browse and edit", "diversity": "Diversity", "duplicates": "Duplicates"}
@@ -38,24 +37,8 @@ view = st.segmented_control("View", list(VIEWS), default="browse", required=True
                             key="pool_view", label_visibility="collapsed")
 
 
-def flash(kind: str, text: str) -> None:
-    st.session_state["pool_flash"] = (kind, text)
-
-
-def act(fn, *args, done: str, **kwargs) -> None:
-    """Run one audited change (selfinstruct.actions); report it on the next run."""
-    require("edit")
-    try:
-        outcome = fn(pool, *args, actor=user, **kwargs)
-    except (actions.ActionError, PoolError) as exc:
-        flash("error", str(exc))
-    else:
-        if outcome.skipped and not outcome.done:   # an undo refused: the sentence says why
-            flash("error", outcome.skipped[0][1])
-        else:
-            st.session_state["pool_last_action"] = outcome.batch
-            flash("success", done)
-    st.rerun()
+def act(fn, *args, done, **kwargs) -> None:
+    act_and_rerun(pool, fn, *args, actor=user, flash_key="pool_flash", done=done, **kwargs)
 
 
 # ============================================================================ browse
@@ -225,7 +208,7 @@ def recent_actions() -> None:
     if not changes:
         return
     with st.expander("Recent changes on this page", icon=":material/history:",
-                     expanded=bool(st.session_state.get("pool_last_action"))):
+                     expanded=bool(st.session_state.get("pool_flash_batch"))):
         for entry in changes:
             text_col, button_col = st.columns([5, 1])
             target = f"#{entry['target_id']}" if entry["target_kind"] == model.CANDIDATE else str(entry["target_id"])
@@ -404,9 +387,7 @@ def pool_threshold() -> float:
 
 
 # ============================================================================ page
-if message := st.session_state.pop("pool_flash", None):
-    kind, text = message
-    (st.success if kind == "success" else st.error)(text)
+show_flash("pool_flash")
 if view == "browse":
     browse()
 elif view == "duplicates":

@@ -4,10 +4,9 @@ import math
 import pandas as pd
 import streamlit as st
 
-from pages.common import allowed, current_pool, current_user, require
+from pages.common import act_and_rerun, allowed, current_pool, current_user, require, show_flash
 from selfinstruct import actions, charts, topics
 from selfinstruct.render import escape_markdown
-from selfinstruct.store import PoolError
 
 PAGE_SIZE = 50
 STATES = {None: "Any status", "seed": "Seed tasks", "accepted": "Accepted", "rescued": "Rescued",
@@ -25,27 +24,11 @@ st.caption("Clusters of the pool's instructions by meaning (embeddings, k-means)
            "instructions define the topics; rejected candidates are placed in their nearest topic.")
 
 
-def flash(kind: str, text: str) -> None:
-    st.session_state["topics_flash"] = (kind, text)
+def act(fn, *args, done, **kwargs) -> None:
+    act_and_rerun(pool, fn, *args, actor=user, flash_key="topics_flash", done=done, **kwargs)
 
 
-def act(fn, *args, done: str, **kwargs) -> None:
-    require("edit")
-    try:
-        outcome = fn(pool, *args, actor=user, **kwargs)
-    except (actions.ActionError, PoolError) as exc:
-        flash("error", str(exc))
-    else:
-        if outcome.skipped and not outcome.done:
-            flash("error", outcome.skipped[0][1])
-        else:
-            flash("success", done.format(n=outcome.count))
-    st.rerun()
-
-
-if "topics_flash" in st.session_state:
-    kind, text = st.session_state.pop("topics_flash")
-    (st.success if kind == "success" else st.error)(text)
+show_flash("topics_flash")
 
 with st.expander("Settings", expanded=False):
     auto = st.toggle("Choose the number of topics automatically", value=True, key="topics_auto",
@@ -169,11 +152,11 @@ if topic is not None and can_edit:
                                 disabled=row["seeds"] == 0)
         if st.button("Remove all", key="topics_remove", icon=":material/delete:"):
             act(actions.remove_topic, set_id, topic, include_seeds=seeds_too,
-                done="Removed {n} item(s) of topic " + str(topic) + ". Undo below if that was a mistake.")
+                done=lambda o: f"Removed {o.count} item(s) of topic {topic}. Undo below if that was a mistake.")
     with c2:
         st.caption("Recorded as a bulk approval, kept apart from approving items one by one.")
         if st.button("Approve all", key="topics_approve", icon=":material/done_all:"):
-            act(actions.approve_topic, set_id, topic, done="Approved {n} item(s) in bulk.")
+            act(actions.approve_topic, set_id, topic, done=lambda o: f"Approved {o.count} item(s) in bulk.")
     with c3:
         st.caption("Steered generation never takes examples from a topic marked \"avoid\".")
         if row["avoid"]:
