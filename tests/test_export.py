@@ -533,12 +533,13 @@ def test_only_the_csv_file_is_changed_for_spreadsheets(pool, tmp_path):
     formula_pool(pool)
     records = list(iter_records(pool, "alpaca", ExportFilters()))
     assert [r["input"] for r in records[:len(FORMULAS)]] == FORMULAS
-    assert records[-1]["output"] == "before\x00after"
+    # NUL is the one change every format makes (model.without_nul: U+FFFD), so exports re-import
+    assert records[-1]["output"] == "before\ufffdafter"
     write_export(pool, "alpaca", tmp_path / "a.json", ExportFilters())
     assert json.loads((tmp_path / "a.json").read_text(encoding="utf-8"))[0]["input"] == FORMULAS[0]
     write_export(pool, "parquet", tmp_path / "a.parquet", ExportFilters())
     frame = pd.read_parquet(tmp_path / "a.parquet")
-    assert frame["output"].tolist() == FORMULAS + ["before\x00after"]
+    assert frame["output"].tolist() == FORMULAS + ["before\ufffdafter"]
     parquet_preview = export.preview_records(pool, "parquet", ExportFilters(), limit=1)
     assert next(csv.reader(parquet_preview[1:]))[8] == FORMULAS[0]          # shown as it is in the file
 
@@ -569,7 +570,9 @@ def test_cli_offers_every_format():
 
     export_parser = build_parser()._subparsers._group_actions[0].choices["export"]
     fmt = next(a for a in export_parser._actions if a.dest == "format")
-    assert tuple(fmt.choices) == FORMATS
+    assert fmt.metavar == "{" + ",".join(FORMATS) + "}"                  # the help lists every format
+    assert [fmt.type(name) for name in FORMATS] == list(FORMATS)       # what argparse calls on the value
+    assert fmt.type("self-instruct") == "selfinstruct"
     preset = next(a for a in export_parser._actions if a.dest == "preset")
     assert tuple(preset.choices) == export.PRESET_NAMES          # one home for the presets: presets.py
 
