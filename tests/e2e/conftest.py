@@ -169,3 +169,17 @@ def wait_idle(page, timeout: float = 30_000) -> None:
         pass
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
     page.wait_for_timeout(300)
+
+
+def sidebar_links_seen(page, seconds: float) -> list[list[str]]:
+    """Every distinct list of sidebar navigation links seen while polling for `seconds`."""
+    seen: list[list[str]] = []
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        links = page.evaluate("""() => Array.from(
+            document.querySelectorAll('[data-testid="stSidebarNav"] a, [data-testid="stSidebarNavLink"]'))
+            .map(a => a.innerText.trim()).filter(t => t)""")
+        if links and (not seen or seen[-1] != links):
+            seen.append(links)
+        page.wait_for_timeout(40)
+    return seen

@@ -4,25 +4,9 @@ script run, before app.py has called st.navigation; our config hides it and app.
 real navigation once it has it. Watched from the first moment the page answers."""
 from __future__ import annotations
 
-import time
-
-from tests.e2e.conftest import wait_idle
+from tests.e2e.conftest import sidebar_links_seen, wait_idle
 
 RAW_MODULES = {"app", "common", "endpoint", "keyqueue", "__init__"}
-
-
-def sidebar_links_seen(page, seconds: float) -> list[list[str]]:
-    """Every distinct list of sidebar navigation links seen while polling for `seconds`."""
-    seen: list[list[str]] = []
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        links = page.evaluate("""() => Array.from(
-            document.querySelectorAll('[data-testid="stSidebarNav"] a, [data-testid="stSidebarNavLink"]'))
-            .map(a => a.innerText.trim()).filter(t => t)""")
-        if links and (not seen or seen[-1] != links):
-            seen.append(links)
-        page.wait_for_timeout(40)
-    return seen
 
 
 def test_a_fresh_server_never_lists_raw_module_names(browser, app_factory, shots):

@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import expect
 
 from selfinstruct.store import Pool
-from tests.e2e.conftest import free_port, wait_idle
+from tests.e2e.conftest import free_port, sidebar_links_seen, wait_idle
 from tests.e2e.test_faults import main
 
 OWNER, ANNOTATOR, STRANGER = "ada@example.com", "Grace@Example.com", "mallory@example.com"
@@ -130,6 +130,9 @@ def test_login_roles_and_concurrent_labels(browser, team_app, shots, demo_db_pat
         # 1. A logged-out visitor, as the very first session of a fresh server, types page URLs:
         #    only the login, no page list, no pool.
         v = visitor.new_page()
+        # From the first moment the page answers, the sidebar lists nothing (no pages/ modules).
+        v.goto(app.url + "/", wait_until="commit")
+        assert sidebar_links_seen(v, 4.0) == []
         # (The very first run of a server still sees pages/ as pages: that run goes through
         # app.py before anything opens, and lands on "/".)
         for i, path in enumerate(("/export", "/generate", "/", "/label")):
