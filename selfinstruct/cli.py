@@ -1243,6 +1243,7 @@ def _add_evaluate_parser(sub, db) -> None:
     pr.add_argument("--structured", choices=("auto", "on", "off"), help="chat mode: ask for a JSON rating")
     pr.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the key (never stored)")
     pr.add_argument("--price", type=float, nargs=2, metavar=("INPUT", "OUTPUT"), help="USD per 1M tokens")
+    _add_patience(pr)
     pr.set_defaults(func=cmd_evaluate_prerate)
 
     rs = ev_sub.add_parser("results", parents=[db], help="each model's share of A-D, intervals, agreement")
@@ -1388,7 +1389,8 @@ def cmd_evaluate_prerate(args) -> int:
                 raise CLIError("--base-url needs --model (the model's name at that endpoint).")
             kind = OPENAI_COMPATIBLE if args.base_url else OFFLINE if args.offline else LOCAL
             defaults = defaults_for(kind)
-            given = {"mode": args.mode, "structured": args.structured, "key_env": args.api_key_env}
+            given = {"mode": args.mode, "structured": args.structured, "key_env": args.api_key_env,
+                     "rate_limit_patience_s": args.rate_limit_patience}
             config = JudgeConfig(**{
                 "backend": kind, "base_url": args.base_url or "", "mode": defaults["mode"],
                 "concurrency": defaults["concurrency"], "timeout_s": defaults["timeout_s"],

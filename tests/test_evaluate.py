@@ -386,9 +386,11 @@ def test_the_cli_creates_collects_prerates_and_reports(db_path, tmp_path):
     got = run_cli("evaluate", "collect", "1", *db)
     assert got.returncode == 0, got.stderr
     assert "Evaluation 1 finished: 16/16 answers" in got.stdout
-    pre = run_cli("evaluate", "prerate", "1", "--offline", *db)
+    pre = run_cli("evaluate", "prerate", "1", "--offline", "--rate-limit-patience", "90s", *db)
     assert pre.returncode == 0, pre.stderr
     assert "16 answer(s) to pre-rate" in pre.stdout and "16/16 pre-ratings" in pre.stdout
+    with Pool.open(db_path) as pool:     # the judge's patience is stored with it, as generation's is
+        assert pool.evaluation(1)["judge_config"]["rate_limit_patience_s"] == 90
     shown = run_cli("evaluate", "results", "1", *db)
     assert shown.returncode == 0, shown.stderr
     assert "rated by 0 person(s)" in shown.stdout and "Judge selfinstruct-demo (not counted above)" in shown.stdout
