@@ -1539,15 +1539,9 @@ class OfflineServer:
         stop_list = [stop] if isinstance(stop, str) else [s for s in (stop or []) if isinstance(s, str)]
         schema = self._requested_schema(req, text) if chat else None
 
-        fault = None
-        if plan is not None:
-            wait(plan.latency_for(req))
-            fault = plan.next_fault()
-        if fault is not None:
-            self._count("fault", fault.kind)
-            early = self._fault_response(fault, wait, auth)
-            if early is not None:
-                return early
+        fault, early = self._draw_fault(plan, req, wait, auth)
+        if early is not None:
+            return early
         huge: list[tuple[str, int, Callable[[], Iterator[bytes]]]] = []
 
         base_seed = self._request_seed(req)
@@ -1629,6 +1623,18 @@ class OfflineServer:
         parts.append(tail)
         return _Stream(parts, length + len(tail))
 
+    def _draw_fault(self, plan, req: dict, wait: Callable[[float], None], auth: str):
+        """Wait the plan's latency for one request and draw its fault: (fault, the response to
+        send at once instead of an answer, or None). No plan: (None, None)."""
+        if plan is None:
+            return None, None
+        wait(plan.latency_for(req))
+        fault = plan.next_fault()
+        if fault is None:
+            return None, None
+        self._count("fault", fault.kind)
+        return fault, self._fault_response(fault, wait, auth)
+
     def _fault_response(self, fault: Fault, wait: Callable[[float], None], auth: str = ""):
         kind, p = fault.kind, fault.params
         if kind == "leak_auth":
@@ -1690,14 +1696,9 @@ class OfflineServer:
         if encoding not in ("float", "base64"):
             raise _HTTPError(400, "'encoding_format' must be 'float' or 'base64'.", "invalid_request_error",
                              None, param="encoding_format")
-        if plan is not None:
-            wait(plan.latency_for(req))
-            fault = plan.next_fault()
-            if fault is not None:
-                self._count("fault", fault.kind)
-                early = self._fault_response(fault, wait, auth)
-                if early is not None:
-                    return early
+        _, early = self._draw_fault(plan, req, wait, auth)
+        if early is not None:
+            return early
         data = []
         for i, text in enumerate(texts):
             vector = offline_embedding(text)
