@@ -108,7 +108,7 @@ def time_import(path: Path, folder: Path, run: int) -> tuple[float, int, int]:
         start = time.perf_counter()
         result = import_seeds(pool, path)
         seconds = time.perf_counter() - start
-        tasks, audits = pool.counts().seeds, len(pool.audit_entries(action="import_seeds"))
+        tasks, audits = pool.counts().seeds, len(pool.audit.entries(action="import_seeds"))
     db.unlink(missing_ok=True)
     if audits != 1 or tasks != result.imported:
         raise SystemExit(f"{path.name}: {tasks} tasks and {audits} audit rows after the import")

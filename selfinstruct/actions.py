@@ -116,8 +116,8 @@ def _state_of(stored: Any) -> dict | None:
 # ---------------------------------------------------------------------------
 def _record(pool, action: str, kind: str, target_id: int, before: dict | None, after: dict | None, *,
             actor: str, reason: str | None, batch: str) -> int:
-    pool.write_state(kind, target_id, after)
-    return pool.append_audit(actor, action, kind, target_id, reason, _stored(before),
+    pool.audit.write_state(kind, target_id, after)
+    return pool.audit.append_audit(actor, action, kind, target_id, reason, _stored(before),
                              _stored(after, batch=batch))
 
 
@@ -131,7 +131,7 @@ def _change(pool, action: str, kind: str, ids: Iterable[int], decide: Callable[[
     reason = (reason or "").strip() or None
     with _transaction(pool):
         for target_id in dict.fromkeys(int(i) for i in ids):
-            before = pool.read_state(kind, target_id)
+            before = pool.audit.read_state(kind, target_id)
             try:
                 if before is None:
                     if one:
@@ -157,7 +157,7 @@ def _change_many(pool, action: str, kind: str, ids: Iterable[int], decide: Calla
     reason = (reason or "").strip() or None
     ids = list(dict.fromkeys(int(i) for i in ids))
     with _transaction(pool):
-        states = pool.read_states(kind, ids)
+        states = pool.audit.read_states(kind, ids)
         changes: list[tuple[int, dict, dict]] = []
         for target_id in ids:
             before = states.get(target_id)
@@ -167,8 +167,8 @@ def _change_many(pool, action: str, kind: str, ids: Iterable[int], decide: Calla
                 changes.append((target_id, before, decide(before)))
             except _Skip as skip:
                 outcome.skipped.append((target_id, str(skip)))
-        pool.write_states(kind, [(target_id, after) for target_id, _, after in changes])
-        outcome.audit_ids = pool.append_audits(actor, action, kind, [
+        pool.audit.write_states(kind, [(target_id, after) for target_id, _, after in changes])
+        outcome.audit_ids = pool.audit.append_audits(actor, action, kind, [
             (target_id, reason, _stored(before), _stored(after, batch=outcome.batch))
             for target_id, before, after in changes])
         outcome.done = [target_id for target_id, _, _ in changes]
@@ -284,7 +284,7 @@ def remove(pool, candidate_id: int, *, actor: str, reason: str | None = None) ->
 
 
 def _generated_instance(pool, instance_id: int) -> dict:
-    state = pool.read_state(INSTANCE, instance_id)
+    state = pool.audit.read_state(INSTANCE, instance_id)
     if state is None or state["candidate_id"] is None:
         raise ActionError(f"There is no generated instance {instance_id}.")
     return state
@@ -314,7 +314,7 @@ def edit_instance(pool, instance_id: int, *, input: str, output: str, actor: str
     with _transaction(pool):
         before = _generated_instance(pool, instance_id)
         task_id = before["candidate_id"]
-        task_before = _in_pool(pool.read_state(CANDIDATE, task_id), task_id)
+        task_before = _in_pool(pool.audit.read_state(CANDIDATE, task_id), task_id)
         if (new_input, new_output) == (before["input"], before["output"]):
             raise ActionError("The instance is unchanged.")
         after = {**before, "input": new_input, "output": new_output}
@@ -369,7 +369,7 @@ def remove_duplicates(pool, candidate_ids: Iterable[int], seed_ids: Iterable[int
     reason = (reason or "").strip() or None
     ids = list(dict.fromkeys(int(i) for i in candidate_ids))
     with _transaction(pool):
-        states = pool.read_states(CANDIDATE, ids)
+        states = pool.audit.read_states(CANDIDATE, ids)
         changes = []
         for target_id in ids:
             before = states.get(target_id)
@@ -380,12 +380,12 @@ def remove_duplicates(pool, candidate_ids: Iterable[int], seed_ids: Iterable[int
             else:
                 changes.append((target_id, before, {**before, "status": REJECTED, "reason": REMOVED,
                                                     "decided_by": BY_HUMAN}))
-        pool.write_states(CANDIDATE, [(t, after) for t, _, after in changes])
-        outcome.audit_ids = pool.append_audits(actor, REMOVE_DUPLICATES, CANDIDATE, [
+        pool.audit.write_states(CANDIDATE, [(t, after) for t, _, after in changes])
+        outcome.audit_ids = pool.audit.append_audits(actor, REMOVE_DUPLICATES, CANDIDATE, [
             (t, reason, _stored(before), _stored(after, batch=outcome.batch)) for t, before, after in changes])
         outcome.done = [t for t, _, _ in changes]
         for seed_id in dict.fromkeys(int(i) for i in seed_ids):
-            before = pool.read_state(SEED_TASK, seed_id)
+            before = pool.audit.read_state(SEED_TASK, seed_id)
             if before is None:
                 outcome.skipped.append((seed_id, f"there is no seed task {seed_id}"))
                 continue
@@ -414,7 +414,7 @@ def import_seeds(pool, tasks: Iterable[Any], *, origin: str, actor: str) -> Outc
     outcome = Outcome(IMPORT_SEEDS, _new_batch())
     with _transaction(pool):
         outcome.done = pool.insert_seed_tasks(tasks, origin=origin)
-        outcome.audit_ids.append(pool.append_audit(
+        outcome.audit_ids.append(pool.audit.append_audit(
             actor, IMPORT_SEEDS, SEED_TASK, None, None, None,
             {"origin": origin, "count": len(outcome.done), "id_ranges": _ranges(outcome.done),
              "batch": outcome.batch}))
@@ -493,8 +493,8 @@ def mark_topic(pool, set_id: int, topic: int, *, actor: str, mark: str = "avoid"
         mark_id = pool.topics.add_mark(embedder=found["embedder"], mark=mark, name=name,
                                        centroid=pool.topics.centroids(set_id)[int(topic) - 1], set_id=set_id,
                                        topic=topic)
-        outcome.audit_ids.append(pool.append_audit(actor, MARK_TOPIC, TOPIC_MARK, mark_id, (reason or "").strip() or None,
-                                                   _stored(None), _stored(pool.read_state(TOPIC_MARK, mark_id),
+        outcome.audit_ids.append(pool.audit.append_audit(actor, MARK_TOPIC, TOPIC_MARK, mark_id, (reason or "").strip() or None,
+                                                   _stored(None), _stored(pool.audit.read_state(TOPIC_MARK, mark_id),
                                                                           batch=outcome.batch)))
         outcome.done.append(mark_id)
     return outcome
@@ -550,7 +550,7 @@ def _restored(pool, entry: dict, now: dict | None) -> dict | None:
         differs = [f"{k} is now {now.get(k)!r} (was {want[k]!r})" for k in want
                    if k in cols and now.get(k) != want[k]]
     if differs:
-        later = pool.later_audit(kind, target_id, audit_id)
+        later = pool.audit.later_audit(kind, target_id, audit_id)
         by = f" by entry #{later['id']} ({later['action']}, {later['actor']})" if later else ""
         raise UndoRefused(f"Cannot undo #{audit_id}: the {noun} changed since{by}: {', '.join(differs)}. "
                           "Undo the later change first, or act on it again.")
@@ -561,22 +561,22 @@ def _undo_entry(pool, entry: dict, *, actor: str, batch: str) -> list[int]:
     """Undo one audit row (inside the caller's transaction); the undo rows written."""
     _undoable(entry)
     audit_id, kind, target_id = entry["id"], entry["target_kind"], entry["target_id"]
-    now = pool.read_state(kind, target_id)
+    now = pool.audit.read_state(kind, target_id)
     new = _restored(pool, entry, now)
-    pool.write_state(kind, target_id, new)
-    written = [pool.append_audit(actor, UNDO, kind, target_id, f"undo of #{audit_id}", _stored(now),
+    pool.audit.write_state(kind, target_id, new)
+    written = [pool.audit.append_audit(actor, UNDO, kind, target_id, f"undo of #{audit_id}", _stored(now),
                                  _stored(new, batch=batch, undoes=audit_id))]
     # A Pool-page instance edit from before one row per target kept its task's state inside.
     task_before, task_after = (entry["before"] or {}).get("task"), (entry["after"] or {}).get("task")
     if kind == INSTANCE and isinstance(task_before, dict) and isinstance(task_after, dict):
         task_id = (entry["before"] or {}).get("candidate_id") or (now or {}).get("candidate_id")
-        task_now = pool.read_state(CANDIDATE, task_id) if task_id is not None else None
+        task_now = pool.audit.read_state(CANDIDATE, task_id) if task_id is not None else None
         if task_now is not None and all(task_now.get(k) == task_after.get(k) for k in STATE_COLUMNS[CANDIDATE]):
             task_new = {**task_now, **{k: task_before[k] for k in STATE_COLUMNS[CANDIDATE] if k in task_before}}
-            pool.write_state(CANDIDATE, task_id, task_new)
-            written.append(pool.append_audit(actor, UNDO, CANDIDATE, task_id, f"undo of #{audit_id}",
+            pool.audit.write_state(CANDIDATE, task_id, task_new)
+            written.append(pool.audit.append_audit(actor, UNDO, CANDIDATE, task_id, f"undo of #{audit_id}",
                                              _stored(task_now), _stored(task_new, batch=batch, undoes=audit_id)))
-    pool.set_undone_by(audit_id, written[0])
+    pool.audit.set_undone_by(audit_id, written[0])
     return written
 
 
@@ -584,13 +584,13 @@ def _undo_at_once(pool, audit_ids: Sequence[int], *, actor: str, outcome: Outcom
     """`undo_batch`'s loop in a few statements, for a batch of distinct candidates and instances
     with no nested task state (what the Rejects actions write): the same checks, refusals,
     undo rows and `undone_by`. Returns False, having written nothing, for any other batch."""
-    entries = pool.audit_rows(audit_ids)
+    entries = pool.audit.audit_rows(audit_ids)
     keys = [(e["target_kind"], e["target_id"]) for e in entries]
     if (len(entries) != len(audit_ids) or len(set(keys)) != len(keys)
             or any(kind not in (CANDIDATE, INSTANCE) or target_id is None for kind, target_id in keys)
             or any(isinstance((e[side] or {}).get("task"), dict) for e in entries for side in ("before", "after"))):
         return False
-    now = {kind: pool.read_states(kind, [t for k, t in keys if k == kind]) for kind in {k for k, _ in keys}}
+    now = {kind: pool.audit.read_states(kind, [t for k, t in keys if k == kind]) for kind in {k for k, _ in keys}}
     plan: list[tuple[dict, dict, dict]] = []
     for entry in entries:
         try:
@@ -607,12 +607,12 @@ def _undo_at_once(pool, audit_ids: Sequence[int], *, actor: str, outcome: Outcom
     written: dict[int, int] = {}
     for kind in (CANDIDATE, INSTANCE):
         mine = [p for p in plan if p[0]["target_kind"] == kind]
-        pool.write_states(kind, [(e["target_id"], new) for e, _, new in mine])
-        ids = pool.append_audits(actor, UNDO, kind, [
+        pool.audit.write_states(kind, [(e["target_id"], new) for e, _, new in mine])
+        ids = pool.audit.append_audits(actor, UNDO, kind, [
             (e["target_id"], f"undo of #{e['id']}", _stored(before), _stored(new, batch=outcome.batch, undoes=e["id"]))
             for e, before, new in mine])
         written.update((e["id"], undo_id) for (e, _, _), undo_id in zip(mine, ids))
-    pool.set_undone_by_many(list(written.items()))
+    pool.audit.set_undone_by_many(list(written.items()))
     for entry, _, _ in plan:
         outcome.done.append(entry["id"])
         outcome.audit_ids.append(written[entry["id"]])
@@ -624,7 +624,7 @@ def undo(pool, audit_id: int, *, actor: str) -> Outcome:
     state. Raises `UndoRefused` (naming the later change) otherwise."""
     outcome = Outcome(UNDO, _new_batch())
     with _transaction(pool):
-        entry = pool.audit_entry(int(audit_id))
+        entry = pool.audit.audit_entry(int(audit_id))
         if entry is None:
             raise UndoRefused(f"There is no audit entry #{audit_id}.")
         outcome.audit_ids = _undo_entry(pool, entry, actor=actor, batch=outcome.batch)
@@ -638,14 +638,14 @@ def undo_batch(pool, batch: str, *, actor: str) -> Outcome:
     with the reason) and the rest still are."""
     outcome = Outcome(UNDO, _new_batch())
     with _transaction(pool):
-        ids = pool.batch_entry_ids(batch, actions=UNDOABLE)
+        ids = pool.audit.batch_entry_ids(batch, actions=UNDOABLE)
         if not ids:
             raise UndoRefused("Nothing left to undo in that action.")
         if _undo_at_once(pool, ids, actor=actor, outcome=outcome):
             return outcome
         for audit_id in ids:
             try:
-                outcome.audit_ids += _undo_entry(pool, pool.audit_entry(audit_id), actor=actor,
+                outcome.audit_ids += _undo_entry(pool, pool.audit.audit_entry(audit_id), actor=actor,
                                                  batch=outcome.batch)
             except UndoRefused as exc:
                 outcome.skipped.append((audit_id, str(exc)))
@@ -659,7 +659,7 @@ def history(pool, actions: Sequence[str] = REJECTS_ACTIONS, *, undos: bool = Tru
     """Recent calls of these actions, one row per batch, newest first (with `undos`, also the
     undos of them): batch, id (= first_id), created_at, actor, action, target_kind, target_id,
     reason, items, open (rows not undone yet), target_ids."""
-    return pool.audit_batches(actions, undo_action=UNDO if undos else None, limit=limit)
+    return pool.audit.audit_batches(actions, undo_action=UNDO if undos else None, limit=limit)
 
 
 __all__ = ["ActionError", "Outcome", "UndoRefused", "approve", "approve_topic", "mark_topic", "remove_topic",

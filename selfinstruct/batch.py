@@ -124,7 +124,7 @@ class _Lines:
     def fail(self, row: dict, message: str, kind: str) -> None:
         state = self.state
         message = redact(message)     # a batch line's error is the endpoint's text
-        state.pool.record_failure(row["id"], error=message, error_kind=kind, attempts=1)
+        state.pool.requests.record_failure(row["id"], error=message, error_kind=kind, attempts=1)
         row["failures"] = row.get("failures", 0) + 1
         row["batch_id"] = None
         state.failures += 1
@@ -164,7 +164,7 @@ async def run_batches(state: RunState, backend, control, prices: PriceTable) -> 
             rows = [] if state.budget_spent() else state.ready_rows()
             for start in range(0, len(rows), MAX_BATCH_REQUESTS):
                 await _submit(state, client, config, rows[start:start + MAX_BATCH_REQUESTS], reader)
-            open_batches = [b for b in pool.batches(state.run_id, open_only=True) if b["kind"] == "api"]
+            open_batches = [b for b in pool.requests.batches(state.run_id, open_only=True) if b["kind"] == "api"]
             if not open_batches:
                 if state.budget_spent() or state.finished():
                     return state.stop_reason() or state.planning_stopped or "finished"
@@ -177,7 +177,7 @@ async def run_batches(state: RunState, backend, control, prices: PriceTable) -> 
                     # An ended batch is marked so by `_collect` once its answers are applied: a
                     # collect cut short (a crash, a failed run) leaves it open, to be read again.
                     if remote.status != local["status"] and remote.status not in TERMINAL:
-                        pool.update_batch(local["id"], status=remote.status)
+                        pool.requests.update_batch(local["id"], status=remote.status)
                     if remote.status in TERMINAL:
                         ok = await _collect(state, client, reader, local, remote)
                         failed_batches = 0 if ok else failed_batches + 1
@@ -217,18 +217,18 @@ async def _submit(state: RunState, client, config: LLMConfig, rows: list[dict], 
     pool = state.pool
     endpoint = endpoint_path(config)
     ids = [row["id"] for row in rows]
-    local_id = pool.add_batch(state.run_id, "api", ids, endpoint=endpoint, status="uploading")
+    local_id = pool.requests.add_batch(state.run_id, "api", ids, endpoint=endpoint, status="uploading")
     for row in rows:
         row["batch_id"] = local_id
     data = batch_lines(state, rows, config)
     name = f"selfinstruct-run{state.run_id}-batch{local_id}.jsonl"
     upload = await reader.api_call(lambda: client.files.create(file=(name, data, "application/jsonl"),
                                                                purpose="batch"))
-    pool.update_batch(local_id, input_file_id=upload.id)
+    pool.requests.update_batch(local_id, input_file_id=upload.id)
     remote = await reader.api_call(lambda: client.batches.create(
         input_file_id=upload.id, endpoint=endpoint, completion_window=state.cfg.batch_window,
         metadata={"selfinstruct_batch": str(local_id), "selfinstruct_run": str(state.run_id)}))
-    pool.update_batch(local_id, remote_id=remote.id, status=remote.status)
+    pool.requests.update_batch(local_id, remote_id=remote.id, status=remote.status)
     state.emit("batch", message=f"Batch {local_id}: {len(rows)} request(s) submitted as {remote.id}.")
 
 
@@ -236,7 +236,7 @@ async def _adopt_unconfirmed(state: RunState, client) -> None:
     """A batch stored but whose provider id was not: find it by its metadata, or send its
     requests again (it was never created)."""
     pool = state.pool
-    for local in pool.batches(state.run_id, open_only=True):
+    for local in pool.requests.batches(state.run_id, open_only=True):
         if local["kind"] != "api" or local["remote_id"]:
             continue
         found = None
@@ -253,9 +253,9 @@ async def _adopt_unconfirmed(state: RunState, client) -> None:
                 if seen >= ADOPT_SEARCH_LIMIT:
                     break
         if found is not None:
-            pool.update_batch(local["id"], remote_id=found.id, status=found.status)
+            pool.requests.update_batch(local["id"], remote_id=found.id, status=found.status)
         else:
-            pool.update_batch(local["id"], status="cancelled", error="never created at the provider")
+            pool.requests.update_batch(local["id"], status="cancelled", error="never created at the provider")
             _release(state, local["id"])
 
 
@@ -263,10 +263,10 @@ async def _recollect_stranded(state: RunState, client, reader: LLMClient) -> Non
     """Requests still marked with a batch that has ended (a collect cut short by an older version,
     which marked the batch ended before applying its answers) would never be sent again: read the
     batch's files again (those answers were paid for), then send the rest again."""
-    open_ids = {b["id"] for b in state.pool.batches(state.run_id, open_only=True)}
+    open_ids = {b["id"] for b in state.pool.requests.batches(state.run_id, open_only=True)}
     stranded = {row["batch_id"] for row in state.open.values()
                 if row.get("batch_id") is not None and row.get("response") is None} - open_ids
-    for local in state.pool.batches(state.run_id):
+    for local in state.pool.requests.batches(state.run_id):
         if local["id"] not in stranded:
             continue
         if local["kind"] == "api" and local["remote_id"]:
@@ -278,7 +278,7 @@ async def _recollect_stranded(state: RunState, client, reader: LLMClient) -> Non
 
 
 def _release(state: RunState, batch_id: int) -> int:
-    released = state.pool.release_batch_requests(batch_id)
+    released = state.pool.requests.release_batch_requests(batch_id)
     for row in state.open.values():
         if row.get("batch_id") == batch_id and row.get("response") is None:
             row["batch_id"] = None
@@ -303,7 +303,7 @@ async def _collect(state: RunState, client, reader: LLMClient, local: dict, remo
                         continue
                     lines.apply(line)
     released = _release(state, local["id"])
-    state.pool.update_batch(local["id"], status=remote.status, output_file_id=remote.output_file_id,
+    state.pool.requests.update_batch(local["id"], status=remote.status, output_file_id=remote.output_file_id,
                             error_file_id=remote.error_file_id,
                             error=_batch_errors(remote) if remote.status == "failed" else None)
     state.emit("batch", message=(f"Batch {local['id']} {remote.status}: {lines.answered} answered, "
@@ -331,9 +331,9 @@ def write_batch_file(pool: Pool, run_id: int, path: str | Path) -> int:
         raise ValueError(f"There is no run {run_id}.")
     cfg = RunConfig.from_dict(run["config"])
     state = RunState(pool, run_id, cfg)
-    for local in pool.batches(run_id, open_only=True):
+    for local in pool.requests.batches(run_id, open_only=True):
         if local["kind"] == "file":
-            pool.update_batch(local["id"], status="cancelled", error="superseded by a newer file")
+            pool.requests.update_batch(local["id"], status="cancelled", error="superseded by a newer file")
             _release(state, local["id"])
     state.plan()
     rows = state.ready_rows()
@@ -342,7 +342,7 @@ def write_batch_file(pool: Pool, run_id: int, path: str | Path) -> int:
     config = Backend(kind="openai-compatible", base_url="http://vllm.invalid/v1").llm_config(
         model=cfg.model, mode=cfg.mode, max_answer_bytes=cfg.max_answer_bytes)
     Path(path).write_bytes(batch_lines(state, rows, config))
-    pool.add_batch(run_id, "file", [row["id"] for row in rows], input_file_id=str(path),
+    pool.requests.add_batch(run_id, "file", [row["id"] for row in rows], input_file_id=str(path),
                    endpoint=endpoint_path(config), status="written")
     if pool.run(run_id)["status"] in {CREATED, FINISHED}:
         pool.set_run_status(run_id, PAUSED, stop_reason="batch file written")
@@ -396,12 +396,12 @@ def read_batch_file(pool: Pool, path: str | Path, *, run_id: int | None = None) 
     except RunFailed as exc:
         pool.set_run_status(run_id, FAILED, stop_reason=exc.kind, error=exc.message)
         raise
-    for local in pool.batches(run_id, open_only=True):
+    for local in pool.requests.batches(run_id, open_only=True):
         if local["kind"] == "file":
             remaining = pool.cursor().execute(
                 "SELECT count(*) FROM requests WHERE batch_id = ? AND response IS NULL", [local["id"]]).fetchone()[0]
             if remaining == 0:
-                pool.update_batch(local["id"], status="imported")
+                pool.requests.update_batch(local["id"], status="imported")
     state.plan()
     status = ""
     if state.finished():

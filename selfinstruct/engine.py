@@ -139,7 +139,7 @@ class RunState:
         self.last_error: tuple[str, str] | None = None
         self.planning_stopped: str | None = None
         self.pacer: AdaptiveLimit | None = None
-        rows = pool.open_requests(run_id)
+        rows = pool.requests.open_requests(run_id)
         rows.sort(key=lambda r: (r["round"], r["position"], r["id"]))
         for row in rows:
             self._track(row)
@@ -268,7 +268,7 @@ class RunState:
             if any(self.gen_open_by_round[self.rounds[n]["id"]] > 0 for n in self.open_rounds if n <= source):
                 return   # round N's examples come from rounds up to N - lag: wait for them
             planned = self._plan_generation(number, source)
-            round_id, ids = self.pool.add_round(self.run_id, number, planned)
+            round_id, ids = self.pool.requests.add_round(self.run_id, number, planned)
             self._add_round({"id": round_id, "number": number, "step": STEP_GENERATE})
             for request_id, item in zip(ids, planned):
                 self._track(self._row(request_id, round_id, number, item))
@@ -296,11 +296,11 @@ class RunState:
         if not self.rounds:
             return
         newest = self.rounds[max(self.rounds)]
-        orphans = self.pool.candidates_needing_followups()
+        orphans = self.pool.requests.candidates_needing_followups()
         if not orphans:
             return
         planned = [self._followup(c, newest["id"]) for c in orphans]
-        ids = self.pool.add_followups(self.run_id, newest["id"], planned)
+        ids = self.pool.requests.add_followups(self.run_id, newest["id"], planned)
         if newest["step"] == STEP_DONE:
             self._set_step(newest, STEP_CLASSIFY)
         for request_id, item in zip(ids, planned):
@@ -382,7 +382,7 @@ class RunState:
         self.cost += completion.cost_usd
         answer = answer_fields(completion)
         if row["stage"] == self.gen_stage:
-            self.pool.record_answer(row["id"], answer)
+            self.pool.requests.record_answer(row["id"], answer)
             row.update(response=answer["text"], finish_reason=answer["finish_reason"],
                        oversize=answer["oversize"])
             self.decide_frontier()
@@ -395,7 +395,7 @@ class RunState:
     def on_failure(self, row: dict, completion: Completion) -> None:
         """Retries ran out: keep the error, send the request again later; a run whose requests
         keep failing fails (and says what to do)."""
-        self.pool.record_failure(row["id"], error=completion.error or "", error_kind=completion.error_kind or "",
+        self.pool.requests.record_failure(row["id"], error=completion.error or "", error_kind=completion.error_kind or "",
                                  attempts=completion.attempts, latency_s=completion.latency_s)
         row["failures"] = row.get("failures", 0) + 1
         row["batch_id"] = None
@@ -434,7 +434,7 @@ class RunState:
                         item.update(candidate_id=None, candidate_ref=i)
                         followups.append(item)
             items = sum(c.get("reason") not in _NOT_AN_ITEM for c in rows)
-            ids = self.pool.apply_answer(row["id"], run_id=self.run_id, round_id=row["round_id"],
+            ids = self.pool.requests.apply_answer(row["id"], run_id=self.run_id, round_id=row["round_id"],
                                          candidates=rows, followups=followups, items=items,
                                          parser_version=stored_parser_version(row))
             self.accepted_total += sum(c["status"] == ACCEPTED for c in rows)
@@ -459,7 +459,7 @@ class RunState:
             item = self._followup({"id": candidate_id, "instruction": instruction[0],
                                    "is_classification": label}, row["round_id"])
             followups.append(item)
-        ids = self.pool.apply_answer(row["id"], answer=answer, run_id=self.run_id, round_id=row["round_id"],
+        ids = self.pool.requests.apply_answer(row["id"], answer=answer, run_id=self.run_id, round_id=row["round_id"],
                                      classification=(candidate_id, label), followups=followups,
                                      items=int(said is not None), parser_version=version)
         for request_id, item in zip(ids, followups):
@@ -479,7 +479,7 @@ class RunState:
             rows = decide_instances(answer["text"] or "", bool(meta.get("is_classification")),
                                     self.cfg.max_instances, answer["finish_reason"], stored_prompt(row),
                                     parser_version=version)
-        self.pool.apply_answer(row["id"], answer=answer, run_id=self.run_id, round_id=row["round_id"],
+        self.pool.requests.apply_answer(row["id"], answer=answer, run_id=self.run_id, round_id=row["round_id"],
                                instances=(row["candidate_id"], rows),
                                items=sum(r.get("reason") not in _NOT_AN_ITEM for r in rows), parser_version=version)
         self._applied(row)

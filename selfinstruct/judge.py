@@ -27,31 +27,22 @@ busy), and DuckDB keeps other processes out of the file.
 """
 from __future__ import annotations
 
-import asyncio
-import math
-import time
-from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
-import duckdb
-
-from . import local, parsing, prompts
+from . import parsing, prompts
 from .backend import OFFLINE, Backend
-from .engine import Interrupted, RunFailed, keep_arrived
-from .llm import RATE_LIMIT_PATIENCE_S, AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
-from .model import (ALL_VALID, ENDED_STATUSES, FAILED, FINISHED, NO, PAUSED, QUESTIONS, RESUMABLE_STATUSES,
-                    RUNNING, STOPPED, UNSURE, YES)
-from .pipeline import (NEXT_STEPS, Event, RunControl, _run_coroutine, active_of, StoredSettings,
-                       check_endpoint_settings, exclusive_job, probe_until_answered)
-from .store import Pool, PoolError
+from .llm import RATE_LIMIT_PATIENCE_S, AdaptiveLimit, Completion, PriceTable, Sampling
+from .model import ALL_VALID, NO, QUESTIONS, RESUMABLE_STATUSES, UNSURE, YES
+from .pipeline import (NEXT_STEPS, Event, RunControl, active_of, StoredSettings,
+                       check_endpoint_settings, probe_until_answered)
+from .runner import (MAX_FAILURES_PER_ITEM, RETRY_COOLDOWN_S, UNREADABLE_CHECK, Answered,  # noqa: F401 (their home)
+                     Plan, Request, RequestRunner, lane_for)
+from .store import Pool
 
 SCOPE_STUDY = "study"
 SCOPE_POOL = "pool"
 SCOPES = (SCOPE_STUDY, SCOPE_POOL)
-MAX_FAILURES_PER_ITEM = 3       # one item running out of retries this often fails the run
-RETRY_COOLDOWN_S = 5.0          # an item whose retries ran out waits this long before it is sent again
-UNREADABLE_CHECK = 10           # this many answers in a row none of which could be read fail the run
 GONE = "the item is no longer in the pool (its candidate was deleted)"
 
 
@@ -243,9 +234,12 @@ def resumable_judge_runs(pool: Pool) -> list[dict]:
 
 
 # -- the runner ------------------------------------------------------------------------------------
-class JudgeRunner:
+class JudgeRunner(Plan):
     """Runs (or resumes) one judge run until every item is answered, a pause/stop request, or a
-    failure that needs a person (then the run ends *failed* with the next step)."""
+    failure that needs a person (then the run ends *failed* with the next step). A plan over
+    runner.RequestRunner: the run's open verdicts, one judge prompt each."""
+
+    job, step, events = "judge", "judge", ("judge_started", "judge_progress", "judge_ended")
 
     def __init__(self, pool: Pool, judge_run_id: int, on_event: Callable[[Event], None] | None = None,
                  control: RunControl | None = None, *, api_key: str | None = None, backend: Backend | None = None,
@@ -254,6 +248,7 @@ class JudgeRunner:
         if pool.judge_run(judge_run_id) is None:
             raise ValueError(f"There is no judge run {judge_run_id} in {pool.path}.")
         self.pool, self.judge_run_id = pool, judge_run_id
+        self.job_id = judge_run_id
         self.config = apply_judge_overrides(pool, judge_run_id, overrides or {}, actor=actor)
         # env_key_any_url: see backend.py (the app leaves it False; the CLI's user owns the key)
         self.backend = backend or Backend.for_run(self.config.to_dict(), api_key=api_key,
@@ -261,68 +256,50 @@ class JudgeRunner:
         self.prices = prices or self.config.price_table()
         self.on_event = on_event or (lambda event: None)
         self.control = control or RunControl()
-        self.done = self.total = self.unparseable = self.failures = 0
-        self.cost, self.tokens = 0.0, 0
-        self.in_flight = 0
-        self.pacer: AdaptiveLimit | None = None
+        RequestRunner(self, self.on_event, self.control)
+        self.structured = False
+        self._started_backend = False
 
-    # -- events
-    def emit(self, kind: str, message: str = "", data: dict | None = None) -> None:
-        pacer = self.pacer.snapshot() if self.pacer else {"limit": 0, "rate_limited": 0}
-        self.on_event(Event(kind, self.judge_run_id, step="judge", done=self.done, total=self.total, message=message,
-                            data={"in_flight": self.in_flight, "limit": pacer["limit"],
-                                  "rate_limited": pacer["rate_limited"], "failures": self.failures,
-                                  "rate_limit_wait_s": pacer.get("rate_limit_wait_s", 0.0),
-                                  "unparseable": self.unparseable, "cost_usd": self.cost, "tokens": self.tokens,
-                                  **(data or {})}))
+    @property
+    def pacer(self) -> AdaptiveLimit | None:
+        lane = self.runner.lanes.get(0)
+        return lane.pacer if lane else None
 
-    def run(self) -> JudgeOutcome:
-        with exclusive_job(self.pool, "judge", self.judge_run_id):
-            self.pool.set_judge_run_status(self.judge_run_id, RUNNING)
-            self._load_counts()
-            self.emit("judge_started", f"judge run {self.judge_run_id} started")
-            started_backend = self.backend._server is None
-            try:
-                self.backend.start()
-                structured = self._decide_structured()
-                reason = _run_coroutine(self._stream(structured))
-                return self._end(FINISHED, reason)
-            except Interrupted:
-                reason = self.control.reason or STOPPED
-                return self._end(reason, reason, next_step=f"Resume with: {resume_judge_command(self.judge_run_id)}"
-                                 if reason == PAUSED else "")
-            except local.LocalModelError as exc:
-                return self._end(FAILED, "local_model", error=str(exc),
-                                 next_step=_next_step("local_model", self.judge_run_id))
-            except (LLMError, RunFailed) as exc:
-                return self._end(FAILED, exc.kind, error=exc.message, next_step=_next_step(exc.kind, self.judge_run_id))
-            except (duckdb.Error, OSError) as exc:
-                message = (f"Could not write to the pool {self.pool.path}: {exc.__class__.__name__}: {exc}. "
-                           "Nothing already written is lost.")
-                return self._end(FAILED, "storage", error=message, next_step=_next_step("storage", self.judge_run_id))
-            finally:
-                if started_backend:
-                    self.backend.stop()
+    # -- the stored job
+    def set_status(self, status: str, **kwargs) -> None:
+        self.pool.set_judge_run_status(self.judge_run_id, status, **kwargs)
 
-    def _load_counts(self) -> None:
+    def stored_counts(self) -> dict:
         progress = self.pool.judge_progress(self.judge_run_id)
         usage = self.pool.judge_usage(self.judge_run_id)
-        self.done, self.total, self.unparseable = progress["answered"], progress["total"], progress["unparseable"]
-        self.cost, self.tokens = usage["cost_usd"], usage["tokens"]
+        return {"done": progress["answered"], "total": progress["total"], "unparseable": progress["unparseable"],
+                "cost_usd": usage["cost_usd"], "tokens": usage["tokens"]}
 
-    def _end(self, status: str, reason: str, error: str | None = None, next_step: str = "") -> JudgeOutcome:
-        try:
-            self.pool.set_judge_run_status(self.judge_run_id, status, stop_reason=reason, error=error,
-                                           ended=status in ENDED_STATUSES)
-            self._load_counts()
-        except (duckdb.Error, OSError) as exc:
-            raise PoolError(f"{error or reason} The judge run's status could not be saved either ({exc}). "
-                            f"{_next_step('storage', self.judge_run_id)}") from None
-        outcome = JudgeOutcome(self.judge_run_id, status, reason, self.done, self.total, self.unparseable,
-                               self.cost, error, next_step)
-        self.in_flight = 0
-        self.emit("judge_ended", error or reason, asdict(outcome))
-        return outcome
+    def started_words(self) -> str:
+        return f"judge run {self.judge_run_id} started"
+
+    def resume_command(self) -> str:
+        return resume_judge_command(self.judge_run_id)
+
+    def next_step(self, kind: str) -> str:
+        return _next_step(kind, self.judge_run_id)
+
+    def status_unsaved_words(self, said: str, exc: Exception) -> str:
+        return f"{said} The judge run's status could not be saved either ({exc}). {_next_step('storage', self.judge_run_id)}"
+
+    def outcome(self, status: str, reason: str, error: str | None, next_step: str) -> JudgeOutcome:
+        return JudgeOutcome(self.judge_run_id, status, reason, self.done, self.total, self.unparseable,
+                            self.cost, error, next_step)
+
+    def start(self) -> None:
+        self._started_backend = self.backend._server is None
+        self.backend.start()
+        self.structured = self._decide_structured()
+        self.sampling = Sampling.from_dict(self.config.sampling)
+
+    def close(self) -> None:
+        if self._started_backend:
+            self.backend.stop()
 
     # -- structured output
     def _decide_structured(self) -> bool:
@@ -345,69 +322,22 @@ class JudgeRunner:
             self.emit("step", f"structured output: {note}")
         return structured
 
-    # -- sending
-    async def _stream(self, structured: bool) -> str:
-        cfg = self.config
-        pacer = self.pacer = AdaptiveLimit(cfg.concurrency, rpm=cfg.rpm, tpm=cfg.tpm)
-        client = self.backend.client(self.backend.llm_config(
-            model=cfg.model, mode=cfg.mode, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s,
-            max_retries=cfg.max_retries, max_answer_bytes=cfg.max_answer_bytes,
-            rate_limit_patience_s=cfg.rate_limit_patience_s), prices=self.prices, pacer=pacer)
-        sampling = Sampling.from_dict(cfg.sampling)
-        ready = deque(self.pool.judge_open_items(self.judge_run_id))
-        cooling: dict[int, tuple[float, dict]] = {}
-        tasks: dict[asyncio.Task, tuple[dict, prompts.Prompt]] = {}
-        streak = [0, 0]       # requests in a row whose retries ran out; answers in a row not read
-        waited = 0
-        try:
-            while True:
-                if self.control.requested:
-                    raise Interrupted()
-                now = time.monotonic()
-                for verdict_id, (when, row) in list(cooling.items()):
-                    if when <= now:
-                        del cooling[verdict_id]
-                        ready.append(row)
-                while ready and len(tasks) < pacer.limit:
-                    row = ready.popleft()
-                    if not (row.get("instruction") or "").strip():
-                        self._record_gone(row)
-                        continue
-                    prompt = prompts.build_judge_prompt(row["instruction"], row.get("input") or "",
-                                                        row.get("output") or "", structured=structured)
-                    tasks[asyncio.create_task(client.complete(prompt, sampling))] = (row, prompt)
-                self.in_flight = len(tasks)
-                if not tasks:
-                    if not ready and not cooling:
-                        return "finished"
-                    wait = min(when for when, _ in cooling.values()) - time.monotonic() if cooling else 0.2
-                    await asyncio.sleep(max(0.0, min(0.2, wait)))
-                    continue
-                done, _ = await asyncio.wait(tasks, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    row, prompt = tasks.pop(task)
-                    self.in_flight = len(tasks)
-                    completion = task.result()      # a fatal LLMError is raised here
-                    if completion.error:
-                        self._failure(row, completion, streak)
-                        cooling[row["id"]] = (time.monotonic() + RETRY_COOLDOWN_S, row)
-                    else:
-                        streak[0] = 0
-                        self._answer(row, prompt, completion, streak)
-                shown = math.ceil(pacer.wait_s())
-                if shown != waited:      # a 429 wait: no answer arrives, so say it once a second
-                    waited = shown
-                    self.emit("rate_limit")
-        except (Interrupted, asyncio.CancelledError):    # a pause, a stop, Ctrl+C or SIGTERM
-            await keep_arrived(tasks, lambda what, completion: self._answer(*what, completion, streak))
-            raise
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await client.aclose()
+    # -- the requests
+    def lanes(self) -> dict:
+        return {0: lane_for(self.backend, self.config, self.prices)}
 
-    def _answer(self, row: dict, prompt: prompts.Prompt, completion: Completion, streak: list[int]) -> None:
+    def open_items(self) -> list[dict]:
+        return self.pool.judge_open_items(self.judge_run_id)
+
+    def request(self, row: dict) -> Request | None:
+        if not (row.get("instruction") or "").strip():
+            self._record_gone(row)
+            return None
+        prompt = prompts.build_judge_prompt(row["instruction"], row.get("input") or "", row.get("output") or "",
+                                            structured=self.structured)
+        return Request(lambda client: client.complete(prompt, self.sampling), prompt)
+
+    def on_answer(self, row: dict, prompt: prompts.Prompt, completion: Completion) -> Answered | None:
         cfg = self.config
         if completion.oversize:
             verdict = parsing.JudgeVerdict(unparseable=f"the answer was larger than {cfg.max_answer_bytes:,} bytes")
@@ -421,37 +351,20 @@ class JudgeRunner:
             "unparseable": verdict.unparseable, "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.completion_tokens, "cost_usd": completion.cost_usd,
             "latency_s": completion.latency_s, "attempts": completion.attempts})
-        if not stored:
-            return
-        self.done += 1
-        self.cost += completion.cost_usd
-        self.tokens += completion.prompt_tokens + completion.completion_tokens
-        if verdict.ok:
-            streak[1] = 0
-        else:
-            self.unparseable += 1
-            streak[1] += 1
-        self.emit("judge_progress")
-        if streak[1] >= UNREADABLE_CHECK and self.done == self.unparseable:
-            raise RunFailed("unparseable", f"None of the model's first {self.done} answers could be read as "
-                                           f"three yes/no/unsure answers (the last: {verdict.unparseable[:200]}).")
+        return Answered(verdict.ok, verdict.unparseable or "") if stored else None
+
+    def unreadable_words(self, done: int, why: str) -> str:
+        return (f"None of the model's first {done} answers could be read as three yes/no/unsure answers "
+                f"(the last: {why[:200]}).")
 
     def _record_gone(self, row: dict) -> None:
         if self.pool.record_judge_answer(row["id"], {"response": "", "unparseable": GONE,
                                                      "parser_version": self.config.parser_version}):
-            self.done += 1
-            self.unparseable += 1
-            self.emit("judge_progress")
+            self.runner.count(readable=False)
 
-    def _failure(self, row: dict, completion: Completion, streak: list[int]) -> None:
+    def on_failure(self, row: dict, completion: Completion) -> None:
         self.pool.record_judge_failure(row["id"], error=completion.error or "", error_kind=completion.error_kind or "",
                                        attempts=completion.attempts, latency_s=completion.latency_s)
-        row["failures"] = int(row.get("failures") or 0) + 1
-        streak[0] += 1
-        self.failures += 1
-        self.emit("judge_progress", completion.error or "", {"error_kind": completion.error_kind})
-        if streak[0] >= self.config.failure_streak or row["failures"] >= MAX_FAILURES_PER_ITEM:
-            raise RunFailed(completion.error_kind or "server", completion.error or "Requests keep failing.")
 
 
 # -- summaries for the CLI and the page ----------------------------------------------------------

@@ -84,7 +84,7 @@ def run_view(pool: Pool, run_id: int, *, newest: int = 10) -> RunView:
     echo = int(reasons.loc[reasons["reason"] == "echo", "n"].sum()) if len(reasons) else 0
     return RunView(run=run, rounds=rounds, reasons=reasons, growth=growth, rouge=rouge,
                    newest=pool.newest_accepted(run_id, newest), errors=pool.error_summary(run_id),
-                   usage=pool.run_usage(run_id), batches=pool.batches(run_id)[::-1], health=health,
+                   usage=pool.run_usage(run_id), batches=pool.requests.batches(run_id)[::-1], health=health,
                    hints=parse_hints(health, mode=(run["config"] or {}).get("mode", "chat"), echo=echo,
                                      candidates=int(rounds["candidates"].sum()) if len(rounds) else 0))
 

@@ -721,7 +721,7 @@ def refilter(pool: Pool, run_id: int, *, threshold: float | None = None, keyword
     by_round: dict[int, list[dict]] = {}
     for cand in stored:
         by_round.setdefault(cand["round_id"], []).append(cand)
-    requests = {round_id: pool.requests_for(round_id, stage) for round_id in by_round}
+    requests = {round_id: pool.requests.requests_for(round_id, stage) for round_id in by_round}
     check_parser_versions(run_id, stage, [r for rows in requests.values() for r in rows if r["response"] is not None])
     changed, before, after, decisions = [], {}, {}, {}
     for round_id, old_rows in by_round.items():
@@ -811,7 +811,7 @@ def estimate_run(pool: Pool, config: RunConfig, prices: PriceTable | None = None
     same model and backend took (wall clock per request answered, follow-ups included), with the
     range they span; with none, from a guess that says so."""
     prices = prices or config.price_table()
-    history = pool.request_history(prompts.STAGE_INSTRUCTIONS, config.model)
+    history = pool.requests.request_history(prompts.STAGE_INSTRUCTIONS, config.model)
     seeds = [t["instruction"] for t in pool.seed_tasks()[:8]] or ["An example task."]
     sample = prompts.build_instruction_prompt(seeds, num_to_generate=config.new_per_request)
     gen_prompt = history["prompt_tokens"] or math.ceil(len(sample.full_text()) / 4)

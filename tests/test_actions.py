@@ -17,11 +17,11 @@ def small(pool):
 
 
 def entry(pool, audit_id):
-    return pool.audit_entry(audit_id)
+    return pool.audit.audit_entry(audit_id)
 
 
 def candidate(pool, cid):
-    return pool.read_state(CANDIDATE, cid)
+    return pool.audit.read_state(CANDIDATE, cid)
 
 
 def old_row(pool, actor, action, kind, target_id, reason, before, after) -> int:
@@ -103,16 +103,16 @@ def test_undo_refuses_when_the_item_changed_since_and_names_the_later_change(sma
 
 def test_seed_edits_and_deletes_undo_and_an_import_is_refused_in_words(small):
     pool, ids = small
-    first = pool.read_state(SEED_TASK, ids["S2"])
+    first = pool.audit.read_state(SEED_TASK, ids["S2"])
     edit = actions.edit_seed(pool, ids["S2"], actor="ana", output="good", name="sentiment")
-    assert pool.read_state(SEED_TASK, ids["S2"])["instances"][0] == {"input": "Great film.", "output": "good"}
+    assert pool.audit.read_state(SEED_TASK, ids["S2"])["instances"][0] == {"input": "Great film.", "output": "good"}
     actions.undo(pool, edit.audit_ids[0], actor="ana")
-    assert pool.read_state(SEED_TASK, ids["S2"]) == first
+    assert pool.audit.read_state(SEED_TASK, ids["S2"]) == first
     deleted = actions.delete_seeds(pool, [ids["S2"], 999_999], actor="ana")
     assert deleted.done == [ids["S2"]] and deleted.skipped == [(999_999, "there is no seed task 999999")]
-    assert pool.read_state(SEED_TASK, ids["S2"]) is None and entry(pool, deleted.audit_ids[0])["after"]["absent"]
+    assert pool.audit.read_state(SEED_TASK, ids["S2"]) is None and entry(pool, deleted.audit_ids[0])["after"]["absent"]
     actions.undo_batch(pool, deleted.batch, actor="ana")
-    assert pool.read_state(SEED_TASK, ids["S2"]) == first                   # back, with both instances
+    assert pool.audit.read_state(SEED_TASK, ids["S2"]) == first                   # back, with both instances
     imported = actions.import_seeds(pool, [SeedTask("Name a color.", []), SeedTask("Name a fruit.", [])],
                                     origin="t", actor="ana")
     row = entry(pool, imported.audit_ids[0])
@@ -128,7 +128,7 @@ def test_old_rejects_rows_are_listed_and_undone(small):
     """The Rejects page's rows from before: partial states, the batch inside `after`."""
     pool, ids = small
     cid = ids["G3"]
-    pool.write_state(CANDIDATE, cid, {"status": "accepted", "decided_by": "human", "review": "rescued"})
+    pool.audit.write_state(CANDIDATE, cid, {"status": "accepted", "decided_by": "human", "review": "rescued"})
     audit_id = old_row(pool, "ana", "rescue", "candidate", cid, "old reason",
                        {"status": "rejected", "reason": "rouge", "review": None, "decided_by": "filter"},
                        {"status": "accepted", "reason": "rouge", "review": "rescued", "batch": "0ldb4tch0000"})
@@ -147,7 +147,7 @@ def test_old_pool_rows_are_listed_and_undone(small):
     pool, ids = small
     g6 = candidate(pool, ids["G6"])
     removed = {**g6, "status": "rejected", "reason": "removed", "decided_by": "human"}
-    pool.write_state(CANDIDATE, ids["G6"], removed)
+    pool.audit.write_state(CANDIDATE, ids["G6"], removed)
     remove_id = old_row(pool, "cy", "remove", "candidate", ids["G6"], "off topic", g6, removed)
     inst = pool.pool_item(ids["G1"])["instances"][0]
     inst_before = {"input": inst["input"], "output": inst["output"], "status": "kept", "reason": None,
@@ -155,8 +155,8 @@ def test_old_pool_rows_are_listed_and_undone(small):
     inst_after = {**inst_before, "output": "Rivers feed us."}
     task_before = candidate(pool, ids["G1"])
     task_after = {**task_before, "decided_by": "human", "review": "approved"}
-    pool.write_state(INSTANCE, inst["id"], inst_after)
-    pool.write_state(CANDIDATE, ids["G1"], task_after)
+    pool.audit.write_state(INSTANCE, inst["id"], inst_after)
+    pool.audit.write_state(CANDIDATE, ids["G1"], task_after)
     edit_id = old_row(pool, "cy", "edit_instance", "instance", inst["id"], None,
                       {**inst_before, "task": task_before}, {**inst_after, "task": task_after})
 
@@ -166,7 +166,7 @@ def test_old_pool_rows_are_listed_and_undone(small):
     actions.undo_batch(pool, f"#{remove_id}", actor="cy")                   # what the page's button does
     assert candidate(pool, ids["G6"]) == g6
     done = actions.undo(pool, edit_id, actor="cy")
-    assert pool.read_state(INSTANCE, inst["id"])["output"] == inst["output"]
+    assert pool.audit.read_state(INSTANCE, inst["id"])["output"] == inst["output"]
     assert candidate(pool, ids["G1"]) == task_before                       # its task is restored too
     assert [entry(pool, i)["target_kind"] for i in done.audit_ids] == [INSTANCE, CANDIDATE]
     assert [r["open"] for r in actions.history(pool, actions.POOL_ACTIONS, undos=False)] == [0, 0]
@@ -176,7 +176,7 @@ def test_old_rows_refuse_like_new_ones(small):
     pool, ids = small
     g2 = candidate(pool, ids["G2"])
     approved = {**g2, "decided_by": "human", "review": "approved"}
-    pool.write_state(CANDIDATE, ids["G2"], approved)
+    pool.audit.write_state(CANDIDATE, ids["G2"], approved)
     approve_id = old_row(pool, "eve", "approve", "candidate", ids["G2"], None, g2, approved)
     actions.edit_instruction(pool, ids["G2"], "Decide if the number is odd.", actor="fay")
     with pytest.raises(UndoRefused, match=r"changed since by entry #\d+ \(edit_candidate, fay\)"):
@@ -189,8 +189,8 @@ def test_old_rows_refuse_like_new_ones(small):
     with pytest.raises(UndoRefused, match="cannot be undone"):
         actions.undo(pool, old_import, actor="eve")
     # an old seed deletion (after = NULL) is undone by putting the seed back
-    gone = pool.read_state(SEED_TASK, ids["S3"])
-    pool.write_state(SEED_TASK, ids["S3"], None)
+    gone = pool.audit.read_state(SEED_TASK, ids["S3"])
+    pool.audit.write_state(SEED_TASK, ids["S3"], None)
     delete_id = old_row(pool, "di", "delete_seed", "seed_task", ids["S3"], None, gone, None)
     actions.undo(pool, delete_id, actor="di")
-    assert pool.read_state(SEED_TASK, ids["S3"]) == gone
+    assert pool.audit.read_state(SEED_TASK, ids["S3"]) == gone

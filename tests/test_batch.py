@@ -74,11 +74,11 @@ def _post(url: str, body) -> dict:
 def test_batch_run_end_to_end_costs_half_and_matches_live(seeded, server, tmp_path):
     run_id, outcome, events = run_batch(seeded, server, rounds=2, price_per_m=[2.0, 4.0])
     assert outcome.status == "finished" and outcome.stop_reason == "rounds" and outcome.rounds_done == 2
-    batches = seeded.batches(run_id)
+    batches = seeded.requests.batches(run_id)
     assert len(batches) >= 3 and {b["kind"] for b in batches} == {"api"}
     assert {b["status"] for b in batches} == {"completed"}
     assert all(b["remote_id"] and b["finished_at"] for b in batches)
-    assert seeded.batches(run_id, open_only=True) == []
+    assert seeded.requests.batches(run_id, open_only=True) == []
     assert server.stats["batches_created"] == len(batches)
     assert any(e.kind == "batch" for e in events)
     # no request went to the live endpoint
@@ -119,7 +119,7 @@ def test_failed_lines_are_sent_again_in_a_later_batch(seeded, server, tmp_path):
     failed = cur.execute("SELECT id, failures, response IS NOT NULL, batch_id FROM requests "
                          "WHERE run_id = ? AND failures > 0 ORDER BY id", [run_id]).fetchall()
     assert len(failed) == 2
-    first = seeded.batches(run_id)[0]
+    first = seeded.requests.batches(run_id)[0]
     for _, failures, answered, batch_id in failed:
         assert failures == 1 and answered
         assert batch_id is not None and batch_id > first["id"]   # answered by a later batch
@@ -138,7 +138,7 @@ def test_expired_lines_are_sent_again(seeded, server):
     server.batch_faults(expire_next=1)
     run_id, outcome, _ = run_batch(seeded, server)
     assert outcome.status == "finished", outcome.error
-    batches = seeded.batches(run_id)
+    batches = seeded.requests.batches(run_id)
     assert batches[0]["status"] == "expired" and batches[0]["requests"] == 3
     assert {b["status"] for b in batches[1:]} == {"completed"}
     cur = seeded.cursor()
@@ -179,7 +179,7 @@ def test_killed_while_a_batch_is_open_resumes_polling_it(tmp_path):
         remote = {b["id"] for b in _get(srv.base_url + "/batches?limit=100")["data"]}
     with Pool.open(db) as pool:
         assert pool.run(1)["status"] == "finished"
-        batches = pool.batches(1)
+        batches = pool.requests.batches(1)
         assert batches[0]["remote_id"] == first_id and batches[0]["status"] == "completed"
         assert batches[0]["requests"] == 3
         # one new batch per later stage, none for the requests already submitted
@@ -216,7 +216,7 @@ def test_three_failed_batches_fail_the_run(tmp_path):
         run = pool.run(1)
         assert run["status"] == "failed" and run["stop_reason"] == "batch"
         assert "failed" in run["error"]
-        batches = pool.batches(1)
+        batches = pool.requests.batches(1)
         assert len(batches) == 3 and {b["status"] for b in batches} == {"failed"}
         assert all(b["error"] for b in batches)
         # nothing is left marked as in a batch: a resume sends the requests again
@@ -299,8 +299,8 @@ def test_vllm_file_route(seeded, tmp_path, db_path):
         run = pool.run(run_id)
         assert run["status"] == "finished"
         assert_complete(pool, run_id)
-        assert {b["kind"] for b in pool.batches(run_id)} == {"file"}
-        assert {b["status"] for b in pool.batches(run_id)} == {"imported"}
+        assert {b["kind"] for b in pool.requests.batches(run_id)} == {"file"}
+        assert {b["status"] for b in pool.requests.batches(run_id)} == {"imported"}
         assert pool.cursor().execute(
             "SELECT count(*) FROM instances i JOIN candidates c ON i.candidate_id = c.id "
             "WHERE c.run_id = ? AND i.status = 'kept'", [run_id]).fetchone()[0] > 0
@@ -316,7 +316,7 @@ def test_batch_api_auth_error_fails_the_run_and_a_resume_finishes(seeded):
         assert srv.stats["batches_created"] == 0
         outcome = Runner(seeded, run_id, api_key="sk-right").run()
         assert outcome.status == "finished", outcome.error
-        first = seeded.batches(run_id)[0]
+        first = seeded.requests.batches(run_id)[0]
         assert first["status"] == "cancelled" and first["remote_id"] is None   # never created
         assert_complete(seeded, run_id)
 
@@ -335,7 +335,7 @@ def test_unconfirmed_batch_is_adopted_by_its_input_file(seeded, tmp_path):
 
         outcome = Runner(seeded, run_id, on_event=pause_on_submit, control=control).run()
         assert outcome.status == "paused"
-        first = seeded.batches(run_id)[0]
+        first = seeded.requests.batches(run_id)[0]
         real_id = first["remote_id"]
         # as if killed between the create call and storing its answer
         seeded.cursor().execute("UPDATE batches SET remote_id = NULL WHERE id = ?", [first["id"]])
@@ -352,7 +352,7 @@ def test_unconfirmed_batch_is_adopted_by_its_input_file(seeded, tmp_path):
         before = srv.stats["batches_created"]
         outcome = Runner(seeded, run_id).run()
         assert outcome.status == "finished", outcome.error
-        batches = seeded.batches(run_id)
+        batches = seeded.requests.batches(run_id)
         assert batches[0]["remote_id"] == real_id and batches[0]["status"] == "completed"
         assert srv.stats["batches_created"] == before + len(batches) - 1
     with Pool.open(tmp_path / "straight.duckdb") as straight, OfflineServer(seed=7) as srv:

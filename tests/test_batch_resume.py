@@ -51,7 +51,7 @@ def test_killed_while_applying_a_batch_reads_it_again_and_pays_once(seeded, serv
     config = RunConfig(base_url=server.base_url, batch=True, batch_poll_s=0.1, rounds=2, requests_per_round=3,
                        timeout_s=5.0, max_retries=3, seed=3, model="selfinstruct-demo")
     run_id = start_run(seeded, config)
-    store_apply, calls = seeded.apply_answer, []
+    store_apply, calls = seeded.requests.apply_answer, []
 
     def apply_answer(request_id, **kwargs):
         calls.append(request_id)
@@ -59,10 +59,10 @@ def test_killed_while_applying_a_batch_reads_it_again_and_pays_once(seeded, serv
             raise Killed()
         return store_apply(request_id, **kwargs)
 
-    seeded.apply_answer = apply_answer
+    seeded.requests.apply_answer = apply_answer
     with pytest.raises(Killed):
         Runner(seeded, run_id).run()
-    del seeded.apply_answer
+    del seeded.requests.apply_answer
     seeded.mark_interrupted_runs()
     control = RunControl()
     watchdog = threading.Timer(60, control.request, args=("stopped",))

@@ -26,7 +26,7 @@ def test_bulk_rows_land_with_their_ids_and_the_pipeline_continues_after_them(see
     assert pool.candidate_ids(status="accepted") == [first, first + 1]
     assert pool.candidate_ids(exclude_reasons=["keyword"], run_id=run_id) == [first, first + 1]
     assert pool.next_id("candidates") == first + 3
-    added = pool.add_candidates(run_id, round_id, [{"instruction": "Give a synonym for happy.",
+    added = pool.requests.add_candidates(run_id, round_id, [{"instruction": "Give a synonym for happy.",
                                                     "status": "accepted", "position": 3}])
     assert min(added) > first + 2          # the id sequence moved past the bulk rows
     summary = pool.bulk_summary()

@@ -126,7 +126,7 @@ def test_hung_server_fails_with_timeout_then_resumes_with_a_new_timeout(seeded):
         outcome = Runner(seeded, run_id, overrides={"timeout_s": 5}).run()
     assert outcome.status == "finished", outcome
     assert seeded.run(run_id)["config"]["timeout_s"] == 5
-    assert seeded.audit_entries(limit=100, action="change_run_settings")
+    assert seeded.audit.entries(limit=100, action="change_run_settings")
 
 
 # -- 4. trickle: the deadline is for the whole attempt ---------------------------------------

@@ -63,7 +63,7 @@ def test_an_older_runs_stored_lag_is_honoured_on_resume(tmp_path):
         # round 5 took its generated examples from round 1 at most: its prompts quote nothing later
         later = {c["instruction"] for c in pool.run_candidates(run_id) if c["round"] >= 2 and c["status"] == "accepted"}
         assert later
-        round5 = [r["prompt"] for r in pool.requests_for(pool.run_rounds(run_id)[4]["id"], "instructions")]
+        round5 = [r["prompt"] for r in pool.requests.requests_for(pool.run_rounds(run_id)[4]["id"], "instructions")]
         assert not any(text in prompt for text in later for prompt in round5)
 
 

@@ -110,7 +110,7 @@ def test_edit_instruction_is_audited_and_counts_as_human_approved(small):
     item = pool.pool_item(ids["G2"])
     assert item["instruction"] == "Decide whether the whole number is odd or even."
     assert (item["review"], item["decided_by"]) == ("approved", "human")
-    entry = pool.audit_entries(action="edit_candidate")[0]
+    entry = pool.audit.entries(action="edit_candidate")[0]
     assert entry["id"] == audit_id and entry["actor"] == "ana"
     assert entry["before"]["instruction"] == "Decide whether the number is odd or even."
     assert entry["after"]["instruction"] == item["instruction"]
@@ -128,9 +128,9 @@ def test_edit_and_drop_instances(small):
     kept = [i for i in pool.pool_item(ids["G1"])["instances"] if i["status"] == "kept"]
     edit = actions.edit_instance(pool, kept[0]["id"], input="A paragraph on rivers.", output="Rivers feed us.",
                                  actor="bo")
-    entry = pool.audit_entries(action="edit_instance")[0]
+    entry = pool.audit.entries(action="edit_instance")[0]
     assert entry["id"] == edit.audit_ids[0] and entry["target_id"] == kept[0]["id"]
-    vouch = pool.audit_entries(action="approve")[0]          # the task's approval, in the same batch
+    vouch = pool.audit.entries(action="approve")[0]          # the task's approval, in the same batch
     assert (vouch["id"], vouch["target_id"], vouch["after"]["batch"]) == (edit.audit_ids[1], ids["G1"], edit.batch)
     assert entry["before"]["output"] == "Rivers matter." and entry["after"]["output"] == "Rivers feed us."
     assert pool.pool_item(ids["G1"])["review"] == "approved"
@@ -156,14 +156,14 @@ def test_remove_takes_an_item_out_and_undo_puts_it_back(small):
     assert (item["status"], item["reason"], item["decided_by"]) == ("rejected", "removed", "human")
     assert pool.export_counts(ExportFilters(include_seeds=False))["tasks"] == before - 1
     assert ids["G6"] not in set(pool.pool_browse()["id"])
-    entry = pool.audit_entries(action="remove")[0]
+    entry = pool.audit.entries(action="remove")[0]
     assert entry["reason"] == "off topic" and entry["before"]["status"] == "accepted"
     with pytest.raises(ActionError, match="not in the accepted pool"):
         actions.remove(pool, ids["G6"], actor="cy")
     [undo_id] = actions.undo(pool, audit_id, actor="cy").audit_ids
     item = pool.pool_item(ids["G6"])
     assert (item["status"], item["reason"], item["decided_by"]) == ("accepted", None, "filter")
-    assert pool.audit_entries(action="remove")[0]["undone_by"] == undo_id
+    assert pool.audit.entries(action="remove")[0]["undone_by"] == undo_id
     with pytest.raises(ActionError, match="already undone"):
         actions.undo(pool, audit_id, actor="cy")
 

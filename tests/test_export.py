@@ -46,7 +46,7 @@ def build_small_pool(pool: Pool) -> dict:
 
     def add(run_id, number, rows):
         round_id = pool.create_round(run_id, number, "done")
-        return pool.add_candidates(run_id, round_id, [
+        return pool.requests.add_candidates(run_id, round_id, [
             {"position": i, "instruction": text, "status": status, "reason": reason,
              "is_classification": clf, "instances": instances}
             for i, (text, status, reason, clf, instances) in enumerate(rows)])

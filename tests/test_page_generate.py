@@ -215,10 +215,10 @@ def test_batch_choice_runs_through_the_batch_api(app_env):
     pool = app_pool(app_env)
     run = pool.run(1)
     assert run["status"] == "finished" and run["config"]["batch"] is True
-    assert all(b["status"] == "completed" for b in pool.batches(1))
+    assert all(b["status"] == "completed" for b in pool.requests.batches(1))
     assert pool.accepted_count(1) > 0
     batches = table_with(at, "provider id")
-    assert len(batches) == len(pool.batches(1)) and set(batches["status"]) == {"completed"}
+    assert len(batches) == len(pool.requests.batches(1)) and set(batches["status"]) == {"completed"}
 
 
 def test_home_and_generate_count_the_same_rounds_done(app_env):

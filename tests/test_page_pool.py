@@ -44,17 +44,17 @@ def test_select_a_row_edit_remove_and_undo(demo_app_env):
     assert any(f"Saved the instruction of #{first}" in s.value for s in at.success)
     item = pool.pool_item(first)
     assert item["instruction"] == "Suggest a kind reply when a coworker asks about pay."
-    assert pool.audit_entries(action="edit_candidate")[0]["target_id"] == first
+    assert pool.audit.entries(action="edit_candidate")[0]["target_id"] == first
 
     at.button(key="pool_remove").click().run()
     assert not at.exception
     assert pool.pool_item(first)["status"] == "rejected"
     assert matching(at) == pool.counts().accepted
-    remove_entry = pool.audit_entries(action="remove")[0]
+    remove_entry = pool.audit.entries(action="remove")[0]
     at.button(key=f"pool_undo_{remove_entry['id']}").click().run()
     assert not at.exception
     assert pool.pool_item(first)["status"] == "accepted"
-    assert pool.audit_entries(action="remove")[0]["undone_by"] is not None
+    assert pool.audit.entries(action="remove")[0]["undone_by"] is not None
 
 
 def test_edit_an_instance_and_see_the_filter_warning(demo_app_env):
@@ -100,9 +100,9 @@ def test_an_audit_row_from_before_the_actions_layer_is_listed_and_undone(demo_ap
     at = open_page("pages/pool.py")
     pool = app_pool(demo_app_env)
     first = int(at.dataframe[0].value.iloc[0]["id"])
-    before = pool.read_state(CANDIDATE, first)
+    before = pool.audit.read_state(CANDIDATE, first)
     after = {**before, "status": "rejected", "reason": "removed", "decided_by": "human"}
-    pool.write_state(CANDIDATE, first, after)
+    pool.audit.write_state(CANDIDATE, first, after)
     old_id = pool.cursor().execute(
         "INSERT INTO audit_log (actor, action, target_kind, target_id, reason, before, after) "
         "VALUES ('olga', 'remove', 'candidate', ?, NULL, ?, ?) RETURNING id",
@@ -113,8 +113,8 @@ def test_an_audit_row_from_before_the_actions_layer_is_listed_and_undone(demo_ap
     at.button(key=f"pool_undo_{old_id}").click().run()
     assert not at.exception
     assert any(f"Undid: removed #{first}" in s.value for s in at.success)
-    assert pool.read_state(CANDIDATE, first) == before
-    assert pool.audit_entry(old_id)["undone_by"] is not None
+    assert pool.audit.read_state(CANDIDATE, first) == before
+    assert pool.audit.audit_entry(old_id)["undone_by"] is not None
     assert any(f"olga removed #{first} (undone)" in t.value for t in at.text)
 
 

@@ -113,7 +113,7 @@ def test_rescue_moves_it_into_the_pool_and_undo_restores_it(demo_app_env):
     assert (after.accepted, after.rejected, after.rescued) == (before.accepted + 1, before.rejected - 1, 1)
     assert pool._q("SELECT status, decided_by, review FROM candidates WHERE id = ?", [cid]).fetchone() == \
         ("accepted", "human", "rescued")
-    entry = pool.audit_entries(action="rescue")[0]
+    entry = pool.audit.entries(action="rescue")[0]
     assert (entry["target_id"], entry["actor"], entry["reason"]) == (cid, "user", "fine for a text model")
     assert entry["before"]["status"] == "rejected" and entry["after"]["status"] == "accepted"
     assert shown_total(at) == shown - 1 and cid not in list(table(at)["id"])
@@ -128,7 +128,7 @@ def test_rescue_moves_it_into_the_pool_and_undo_restores_it(demo_app_env):
     assert not at.exception
     assert pool.counts() == before
     assert pool._q("SELECT status, review FROM candidates WHERE id = ?", [cid]).fetchone() == ("rejected", None)
-    assert pool.audit_entries(action="rescue")[0]["undone_by"] == pool.audit_entries(action="undo")[0]["id"]
+    assert pool.audit.entries(action="rescue")[0]["undone_by"] == pool.audit.entries(action="undo")[0]["id"]
 
 
 def test_bulk_confirm_and_undo_it_from_the_log(demo_app_env):
@@ -145,7 +145,7 @@ def test_bulk_confirm_and_undo_it_from_the_log(demo_app_env):
     assert any("Confirmed 3 item" in s.value for s in at.success)
     rows = pool._q("SELECT id, status, review FROM candidates WHERE review IS NOT NULL ORDER BY id").fetchall()
     assert rows == [(i, "rejected", "confirmed") for i in sorted(ids)]
-    entries = pool.audit_entries(action="confirm")
+    entries = pool.audit.entries(action="confirm")
     assert sorted(e["target_id"] for e in entries) == sorted(ids)
     assert {e["reason"] for e in entries} == {"really off-task"}
     assert len({e["after"]["batch"] for e in entries}) == 1
@@ -183,7 +183,7 @@ def test_model_text_stays_text_and_unparseable_is_rescued_after_editing(demo_db_
     with Pool.open(demo_db_path) as pool:     # before the app opens the file
         run_id = pool.create_run({"rouge_threshold": 0.7}, name="hostile")
         round_id = pool.create_round(run_id, 1, "done")
-        marked_id, raw_id = pool.add_candidates(run_id, round_id, [
+        marked_id, raw_id = pool.requests.add_candidates(run_id, round_id, [
             {"position": 0, "instruction": hostile, "status": "rejected", "reason": "keyword",
              "details": {"message": "m", "keyword": "draw", "span": [0, 4],
                          "matches": [{"keyword": "draw", "span": [0, 4]}, {"keyword": "map", "span": [36, 39]}]}},
@@ -208,7 +208,7 @@ def test_model_text_stays_text_and_unparseable_is_rescued_after_editing(demo_db_
     assert not at.exception
     assert pool._q("SELECT instruction, status FROM candidates WHERE id = ?", [raw_id]).fetchone() == \
         ("Explain what a script tag does in a web page.", "accepted")
-    assert pool.audit_entries(action="rescue")[0]["before"]["instruction"] == "7) <script>x</script> and then"
+    assert pool.audit.entries(action="rescue")[0]["before"]["instruction"] == "7) <script>x</script> and then"
 
 
 def test_instance_rejects_can_be_kept(demo_app_env):
@@ -249,7 +249,7 @@ def test_an_audit_row_from_before_the_actions_layer_is_listed_and_undone(demo_ap
     pool = app_pool(demo_app_env)
     cid = int(table(at)["id"].iloc[0])
     reason = pool.candidate_detail(cid)["reason"]
-    pool.write_state("candidate", cid, {"status": "accepted", "decided_by": "human", "review": "rescued"})
+    pool.audit.write_state("candidate", cid, {"status": "accepted", "decided_by": "human", "review": "rescued"})
     old_id = pool.cursor().execute(
         "INSERT INTO audit_log (actor, action, target_kind, target_id, reason, before, after) "
         "VALUES ('olga', 'rescue', 'candidate', ?, 'looked fine', ?, ?) RETURNING id",
@@ -265,7 +265,7 @@ def test_an_audit_row_from_before_the_actions_layer_is_listed_and_undone(demo_ap
     assert any("Undid 1 item" in s.value for s in at.success)
     assert pool._q("SELECT status, decided_by, review FROM candidates WHERE id = ?", [cid]).fetchone() == \
         ("rejected", "filter", None)
-    assert pool.audit_entry(old_id)["undone_by"] is not None
+    assert pool.audit.audit_entry(old_id)["undone_by"] is not None
 
 
 # ----------------------------------------------------------------------- issue 16
@@ -310,7 +310,7 @@ def test_a_reason_belongs_to_one_rescue_and_the_message_sits_by_the_button(demo_
     second = at.selectbox(key="rej_detail_instruction").value
     assert second != first
     at.button(key="rej_rescue").click().run()
-    reasons = {e["target_id"]: e["reason"] for e in pool.audit_entries(action="rescue")}
+    reasons = {e["target_id"]: e["reason"] for e in pool.audit.entries(action="rescue")}
     assert reasons == {first: "fine for a text model", second: None}
 
     # A reason typed for one item does not follow to another one opened without acting.
@@ -345,7 +345,7 @@ def test_bulk_all_shows_the_count_asks_for_confirmation_and_rescues_them_in_one_
     at.button(key="rej_bulk_rescue").click().run()
     assert not at.exception
     assert rescued_ids(pool) == expected
-    entries = [e for e in pool.audit_entries(limit=10_000, action="rescue")]
+    entries = [e for e in pool.audit.entries(limit=10_000, action="rescue")]
     assert len(entries) == n and {e["after"]["batch"] for e in entries} == {entries[0]["after"]["batch"]}
     assert {e["reason"] for e in entries} == {"ROUGE is too strict here"}
     assert drawn_after(at, "rej_bulk_rescue", "success", f"Rescued {n:,} item")
@@ -372,7 +372,7 @@ def _unparseable(demo_db_path, text="7) and then the model wrote"):
     with Pool.open(demo_db_path) as pool:     # before the app opens the file
         run_id = pool.create_run({"rouge_threshold": 0.7}, name="raw")
         round_id = pool.create_round(run_id, 1, "done")
-        (raw_id,) = pool.add_candidates(run_id, round_id, [
+        (raw_id,) = pool.requests.add_candidates(run_id, round_id, [
             {"position": 0, "instruction": text, "status": "rejected", "reason": "unparseable",
              "details": {"message": "The model's answer could not be read as a task."}}])
     return raw_id

@@ -62,7 +62,7 @@ def test_edit_a_seed_and_find_it_in_duckdb(app_env):
     pool = app_pool(app_env)
     first = pool.seed_tasks()[0]
     assert first["instruction"] == "Explain the rule of thirds to a beginner cook."
-    assert pool.audit_entries(action="edit_seed")[0]["after"]["instruction"] == first["instruction"]
+    assert pool.audit.entries(action="edit_seed")[0]["after"]["instruction"] == first["instruction"]
 
 
 ROWS = [{"instruction": "Name two oceans.", "input": "", "output": "Atlantic, Pacific"},

@@ -126,7 +126,7 @@ def test_labels_and_the_audit_log_record_the_logins_email(demo_app_env):
     assert not at.exception
     labels = pool.study_labels(study)
     assert [row["annotator"] for row in labels] == ["grace@example.com"]
-    assert pool.audit_entries(action="label")[0]["actor"] == "grace@example.com"
+    assert pool.audit.entries(action="label")[0]["actor"] == "grace@example.com"
 
 
 def test_an_annotator_sees_only_their_queue_not_results_or_study_data(demo_app_env):

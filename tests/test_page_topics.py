@@ -44,7 +44,7 @@ def test_compute_open_a_topic_act_and_undo(topics_app):
 
     at.button(key="topics_remove").click().run()
     assert not at.exception
-    assert all(pool.read_state("candidate", c)["status"] == REJECTED for c in families["code"]["accepted"])
+    assert all(pool.audit.read_state("candidate", c)["status"] == REJECTED for c in families["code"]["accepted"])
     assert len(pool.seed_tasks()) == sum(s for s, _, _ in SIZES.values())      # seeds not ticked: kept
     assert any("Removed" in s.value for s in at.success)
     # The pool changed: the page says so and offers to refresh.
@@ -52,7 +52,7 @@ def test_compute_open_a_topic_act_and_undo(topics_app):
     undo = next(b for b in at.button if b.key and b.key.startswith("topics_undo_"))
     undo.click().run()
     assert not at.exception
-    assert all(pool.read_state("candidate", c)["status"] == ACCEPTED for c in families["code"]["accepted"])
+    assert all(pool.audit.read_state("candidate", c)["status"] == ACCEPTED for c in families["code"]["accepted"])
 
     at.session_state["topics_table"] = {"selection": {"rows": [topic - 1], "columns": []}}
     at.run()

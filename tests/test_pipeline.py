@@ -166,7 +166,7 @@ def test_refilter_reproduces_then_changes_decisions(seeded, server):
     assert applied.applied == len(stricter.changed)
     assert seeded.counts().accepted == before_counts.accepted - (
         stricter.before["accepted"] - stricter.after["accepted"])
-    assert len(seeded.audit_entries(limit=10_000, action="refilter")) == applied.applied
+    assert len(seeded.audit.entries(limit=10_000, action="refilter")) == applied.applied
 
 
 def test_estimate_is_positive_and_scales_with_rounds(seeded):

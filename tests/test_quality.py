@@ -181,7 +181,7 @@ def test_study_from_the_pool_is_reproducible_and_draws_kept_instances(demo_pool)
     assert all(r["status"] == "accepted" and r["inst_status"] == "kept" and r["same"] for r in checks)
     study = demo_pool.study(first.study_id)
     assert study["sample_size"] == 30 and study["seed"] == 5 and study["config"]["requested"] == 30
-    assert demo_pool.audit_entries(action="create_study")[0]["after"]["items"] == 30
+    assert demo_pool.audit.entries(action="create_study")[0]["after"]["items"] == 30
 
 
 def test_study_filters_by_round_and_stratifies(demo_pool):
@@ -231,7 +231,7 @@ def test_labels_persist_update_and_resume(demo_db_path):
         assert again["labeled_at"] >= first_stamp
         count = pool._scalar("SELECT count(*) FROM labels WHERE study_id = ? AND annotator = 'ann'", [study_id])
         assert count == 3  # updated, not duplicated
-        audit = pool.audit_entries(action="label")[0]
+        audit = pool.audit.entries(action="label")[0]
         assert audit["actor"] == "ann" and audit["before"]["output_ok"] == "no"
         assert audit["after"]["output_ok"] == "unsure"
         with pytest.raises(PoolError):

@@ -119,7 +119,7 @@ def test_batch_lines_answered_429_are_sent_again_later(seeded):
         timer.cancel()
     assert outcome.status == "finished", outcome.error
     assert seeded.accepted_count(run_id) > 0
-    assert len(seeded.batches(run_id)) > 3     # the old rule failed the run at the third
+    assert len(seeded.requests.batches(run_id)) > 3     # the old rule failed the run at the third
 
 
 def test_the_judge_rides_out_a_storm(demo_pool):

@@ -57,7 +57,7 @@ def test_killed_before_deciding_any_instruction_answer_resumes_to_the_same_end(t
             pool = Pool.open(path)
             seeds.load_starter_seeds(pool)
             run_id = start_run(pool, _config(server))
-            store_apply, seen = pool.apply_answer, []
+            store_apply, seen = pool.requests.apply_answer, []
 
             def apply_answer(request_id, **kwargs):
                 if kwargs.get("answer") is None:     # an instruction answer, stored before, decided here
@@ -66,7 +66,7 @@ def test_killed_before_deciding_any_instruction_answer_resumes_to_the_same_end(t
                         raise Killed()
                 return store_apply(request_id, **kwargs)
 
-            pool.apply_answer = apply_answer
+            pool.requests.apply_answer = apply_answer
             with pytest.raises(Killed):
                 Runner(pool, run_id).run()
             pool.close()

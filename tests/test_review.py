@@ -22,7 +22,7 @@ def add_rejects(pool, rows, *, name="synthetic"):
                               "keywords": ["draw", "map", "go to"]}, name=name)
     round_id = pool.create_round(run_id, 1, "done")
     rows = [{"position": i, "status": "rejected", **row} for i, row in enumerate(rows)]
-    return run_id, pool.add_candidates(run_id, round_id, rows)
+    return run_id, pool.requests.add_candidates(run_id, round_id, rows)
 
 
 # ----------------------------------------------------------------------- tokens and LCS
@@ -171,7 +171,7 @@ def test_paged_queries_on_100k_rejects(pool):
 
 # ----------------------------------------------------------------------- actions
 def audit(pool, audit_id):
-    return next(e for e in pool.audit_entries(limit=1000) if e["id"] == audit_id)
+    return next(e for e in pool.audit.entries(limit=1000) if e["id"] == audit_id)
 
 
 def test_rescue_puts_a_reject_in_the_pool_audited_and_undoable(demo_pool):
@@ -194,7 +194,7 @@ def test_rescue_puts_a_reject_in_the_pool_audited_and_undoable(demo_pool):
                               "decided_by": "human", "batch": outcome.batch}
     # it is in the novelty pool of every later run, and waits for instances
     assert text in demo_pool.pool_instructions()
-    waiting = {c["id"]: c for c in demo_pool.candidates_needing_followups()}
+    waiting = {c["id"]: c for c in demo_pool.requests.candidates_needing_followups()}
     assert cid in waiting and waiting[cid]["is_classification"] is None
     # it stays visible as rescued
     rescued = review.load_page(demo_pool, review.RejectQuery(review="rescued")).rows
@@ -222,7 +222,7 @@ def test_undo_refuses_when_the_candidate_changed_since(demo_pool):
     actions.undo(demo_pool, confirm.audit_ids[0], actor="ana")      # then the older one
     assert sql(demo_pool, "SELECT status, review FROM candidates WHERE id = ?", [cid])[0] == ("rejected", None)
     with pytest.raises(UndoRefused, match="itself an undo"):
-        actions.undo(demo_pool, demo_pool.audit_entries(action="undo")[0]["id"], actor="ana")
+        actions.undo(demo_pool, demo_pool.audit.entries(action="undo")[0]["id"], actor="ana")
 
 
 def test_bulk_confirm_and_batch_undo(demo_pool):
@@ -331,7 +331,7 @@ def test_bulk_actions_and_their_undo_write_what_one_row_at_a_time_writes(pool):
     """The set-based path (a whole batch at once) against the per-entry one (`undo`)."""
     _, ids = add_rejects(pool, [{"instruction": f"Describe item number {i} in detail.", "reason": "keyword"}
                                 for i in range(6)] + [{"instruction": "7) raw", "reason": "unparseable"}])
-    states = {i: pool.read_state("candidate", i) for i in ids}
+    states = {i: pool.audit.read_state("candidate", i) for i in ids}
     out = actions.rescue(pool, ids, actor="ana", reason="  fine  ")
     assert out.done == ids[:6] and [s[0] for s in out.skipped] == [ids[6]] and "edit it" in out.skipped[0][1]
     rows = {audit(pool, a)["target_id"]: audit(pool, a) for a in out.audit_ids}
@@ -344,7 +344,7 @@ def test_bulk_actions_and_their_undo_write_what_one_row_at_a_time_writes(pool):
                                   "batch": out.batch}
 
     # One entry undone on its own (the per-entry path), the rest of the batch at once.
-    rescued = {i: pool.read_state("candidate", i) for i in ids[:6]}
+    rescued = {i: pool.audit.read_state("candidate", i) for i in ids[:6]}
     one = actions.undo(pool, rows[ids[0]]["id"], actor="bo")
     rest = actions.undo_batch(pool, out.batch, actor="bo")
     assert sorted(rest.done) == sorted(rows[i]["id"] for i in ids[1:6]) and not rest.skipped
@@ -354,7 +354,7 @@ def test_bulk_actions_and_their_undo_write_what_one_row_at_a_time_writes(pool):
                "reason": entry["reason"]}
         assert got == expected_undo(rescued[target], states[target], rows[target]["id"])
         assert audit(pool, rows[target]["id"])["undone_by"] == undo_id
-    assert {i: pool.read_state("candidate", i) for i in ids} == states
+    assert {i: pool.audit.read_state("candidate", i) for i in ids} == states
 
     # A batch whose item changed since: that one is refused in words, the others undone.
     again = actions.confirm(pool, ids[:3], actor="ana")

@@ -118,7 +118,7 @@ def test_importing_the_same_file_again_writes_nothing_and_says_why(pool):
         assert again.in_pool_lines == [2, 3, 4] and again.invalid_lines == []
         assert again.summary("a.json") == "Nothing new was imported from a.json: 3 line(s) already in the pool (2, 3, 4)."
         assert all(i.message.startswith("This instruction is already in the pool") for i in again.report.issues)
-    assert pool.counts().seeds == 2 and len(pool.audit_entries(action="import_seeds")) == 1
+    assert pool.counts().seeds == 2 and len(pool.audit.entries(action="import_seeds")) == 1
 
 
 def test_reimport_in_the_cli_says_already_in_the_pool(db_path, tmp_path, capsys):
@@ -166,7 +166,7 @@ def test_a_100000_row_alpaca_file_over_10_mb_imports_completely_with_progress(po
     assert (result.imported, result.instances, result.skipped_lines) == (100_000, 100_000, [])
     assert pool.counts().seeds == 100_000
     assert pool._scalar("SELECT count(*) FROM instances WHERE seed_id IS NOT NULL") == 100_000
-    audit = pool.audit_entries(action="import_seeds")
+    audit = pool.audit.entries(action="import_seeds")
     assert len(audit) == 1 and audit[0]["after"]["count"] == 100_000
     assert len(audit[0]["after"]["id_ranges"]) == 1
     # the pool keeps the file's order, and each instance stays with its task
@@ -191,7 +191,7 @@ def test_one_bad_row_at_line_99999_rejects_the_whole_file(pool, tmp_path, fmt, n
     assert err.value.report.issues == [seeds.SeedIssue(99_999, '"instruction" is empty.')]
     assert "line 99999: \"instruction\" is empty." in str(err.value)
     assert pool.counts().seeds == 0 and pool._scalar("SELECT count(*) FROM instances") == 0
-    assert pool.audit_entries(action="import_seeds") == []
+    assert pool.audit.entries(action="import_seeds") == []
 
 
 def test_reading_in_tiny_chunks_gives_the_same_tasks(monkeypatch):

@@ -130,7 +130,7 @@ def test_exact_groups_on_a_hand_made_pool_and_one_undo(pool):
     assert seed_ids == [1] and candidates == [plain[2], plain[1]]
     before_counts = pool.counts()
     outcome = actions.remove_duplicates(pool, candidates, seed_ids, actor="ann")
-    assert outcome.count == 3 and len({e["after"]["batch"] for e in pool.audit_entries(action="remove_duplicates")}) == 1
+    assert outcome.count == 3 and len({e["after"]["batch"] for e in pool.audit.entries(action="remove_duplicates")}) == 1
     assert pool.counts().seeds == before_counts.seeds - 1 and pool.counts().accepted == before_counts.accepted - 2
     assert find_duplicates(pool, embed.bundled(), 0.9).groups == []
     undone = actions.undo_batch(pool, outcome.batch, actor="ann")

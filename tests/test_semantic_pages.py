@@ -87,7 +87,7 @@ def test_duplicates_view_removes_all_but_one_per_group_and_undoes_at_once(demo_d
     state = {r[0]: r[1] for r in pool._q("SELECT id, status FROM candidates WHERE id IN (SELECT unnest(?::BIGINT[]))",
                                          [candidates + [expected.items[other]["id"]]]).fetchall()}
     assert state[expected.items[other]["id"]] == "accepted" and all(state[c] == "rejected" for c in candidates)
-    entries = pool.audit_entries(action="remove_duplicates")
+    entries = pool.audit.entries(action="remove_duplicates")
     assert len(entries) == len(candidates) and len({e["after"]["batch"] for e in entries}) == 1
     undo = next(b for b in at.button if b.key and b.key.startswith("pool_undo_"))
     undo.click().run()

@@ -72,7 +72,7 @@ def test_transactions_roll_back_as_a_whole(pool):
             actions.import_seeds(pool, [SeedTask("Translate the word into Spanish.")], origin="t", actor="t")
             raise RuntimeError("boom")
     assert pool.counts().seeds == 0
-    assert pool.audit_entries() == []
+    assert pool.audit.entries() == []
 
 
 def test_seed_edit_and_delete_are_audited(pool):
@@ -83,12 +83,12 @@ def test_seed_edit_and_delete_are_audited(pool):
     [task] = pool.seed_tasks()
     assert task["instruction"] == "Give two synonyms for the word."
     assert task["instances"] == [{"input": "quick", "output": "fast, rapid"}]
-    entry = pool.audit_entries(action="edit_seed")[0]
+    entry = pool.audit.entries(action="edit_seed")[0]
     assert entry["before"]["instruction"] == "Give a synonym for the word."
     assert entry["after"]["output"] == "fast, rapid"
     actions.delete_seeds(pool, [seed_id], actor="t")
     assert pool.counts().seeds == 0 and pool.counts().instances == 0
-    assert pool.audit_entries(action="delete_seed")[0]["before"]["id"] == seed_id
+    assert pool.audit.entries(action="delete_seed")[0]["before"]["id"] == seed_id
 
 
 def test_threads_use_their_own_cursors(pool):

@@ -66,19 +66,19 @@ def test_remove_topic_keeps_seeds_unless_ticked_and_undoes_at_once(topic_pool):
     out = actions.remove_topic(pool, set_id, t, actor="ann")
     assert sorted(out.done) == sorted(families["code"]["accepted"])
     for cid in families["code"]["accepted"]:
-        state = pool.read_state("candidate", cid)
+        state = pool.audit.read_state("candidate", cid)
         assert (state["status"], state["reason"]) == (REJECTED, REMOVED)
     assert len(pool.seed_tasks()) == sum(s for s, _, _ in SIZES.values())
     actions.undo_batch(pool, out.batch, actor="ann")
-    assert all(pool.read_state("candidate", c)["status"] == ACCEPTED for c in families["code"]["accepted"])
+    assert all(pool.audit.read_state("candidate", c)["status"] == ACCEPTED for c in families["code"]["accepted"])
 
     with_seeds = actions.remove_topic(pool, set_id, t, actor="ann", include_seeds=True)
     assert len(with_seeds.done) == len(families["code"]["accepted"]) + len(families["code"]["seeds"])
-    assert all(pool.read_state("seed_task", s) is None for s in families["code"]["seeds"])
+    assert all(pool.audit.read_state("seed_task", s) is None for s in families["code"]["seeds"])
     undone = actions.undo_batch(pool, with_seeds.batch, actor="ann")
     assert len(undone.done) == len(with_seeds.audit_ids) and not undone.skipped
-    assert all(pool.read_state("seed_task", s) is not None for s in families["code"]["seeds"])
-    assert all(pool.read_state("candidate", c)["status"] == ACCEPTED for c in families["code"]["accepted"])
+    assert all(pool.audit.read_state("seed_task", s) is not None for s in families["code"]["seeds"])
+    assert all(pool.audit.read_state("candidate", c)["status"] == ACCEPTED for c in families["code"]["accepted"])
 
 
 def test_approve_topic_is_a_bulk_approval_apart_from_item_approval(topic_pool):
@@ -90,12 +90,12 @@ def test_approve_topic_is_a_bulk_approval_apart_from_item_approval(topic_pool):
     assert sorted(out.done) == sorted(families["poetry"]["accepted"][1:])
     assert [sid for sid, _ in out.skipped] == [first]
     for cid in out.done:
-        state = pool.read_state("candidate", cid)
+        state = pool.audit.read_state("candidate", cid)
         assert state["review"] == BULK_APPROVED and not is_human_approved(state)
-    assert pool.audit_entries(limit=1)[0]["action"] == actions.APPROVE_TOPIC
+    assert pool.audit.entries(limit=1)[0]["action"] == actions.APPROVE_TOPIC
     actions.undo_batch(pool, out.batch, actor="ann")
-    assert all(pool.read_state("candidate", c)["review"] is None for c in out.done)
-    assert pool.read_state("candidate", first)["review"] == "approved"
+    assert all(pool.audit.read_state("candidate", c)["review"] is None for c in out.done)
+    assert pool.audit.read_state("candidate", first)["review"] == "approved"
 
 
 def test_avoid_mark_follows_its_topic_and_undoes(topic_pool):

@@ -3,6 +3,8 @@
 `core` holds the connection, transactions, schema migrations and counts; each other
 module holds the queries of one part of the product, and `Pool` combines them.
 """
+from functools import cached_property
+
 from .core import (DB_ENV_VAR, DEFAULT_DB_PATH, MIGRATIONS, PACKAGE_ROOT, SCHEMA_VERSION, PoolBase,
                    PoolCounts, PoolDamagedError, PoolError, PoolLockedError, SchemaTooNewError, damage_error,
                    default_db_path)
@@ -14,14 +16,25 @@ from .explore import ExploreQueries
 from .judge import JudgeQueries
 from .quality import QualityQueries
 from .review import ReviewQueries
+from .requests import RequestQueries
 from .runs import RunQueries
 from .seeds import SeedQueries
 from .topics import TopicQueries
 
 
 class Pool(ReviewQueries, QualityQueries, JudgeQueries, EvaluateQueries, ExploreQueries, RunQueries, SeedQueries,
-           AuditQueries, BulkQueries, PoolBase):
+           BulkQueries, PoolBase):
     """An open pool file. Create with `Pool.open(path)`; close with `.close()`."""
+
+    @cached_property
+    def requests(self) -> RequestQueries:
+        """Requests, batches, and the candidates and instances answers yield (store/requests.py)."""
+        return RequestQueries(self)
+
+    @cached_property
+    def audit(self) -> AuditQueries:
+        """Each target's state and the audit log (store/audit.py)."""
+        return AuditQueries(self)
 
     @property
     def embeddings(self) -> EmbeddingQueries:

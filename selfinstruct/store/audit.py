@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Sequence
 
 from ..model import CANDIDATE, INSTANCE, SEED_TASK, TOPIC_MARK
-from .core import _dumps, _loads
+from .core import Queries, _dumps, _loads
 
 # The columns each kind of target records in an audit row. Read-only ones (not written back by
 # `write_state`): an instance's candidate_id, a seed's id and its first instance's input/output.
@@ -58,7 +58,7 @@ def _bulk_target(kind: str) -> tuple[str, tuple[str, ...]]:
     return ("candidates" if kind == CANDIDATE else "instances"), STATE_COLUMNS[kind]
 
 
-class AuditQueries:
+class AuditQueries(Queries):
     # -- state of a target ---------------------------------------------------------
     def read_state(self, kind: str, target_id: int) -> dict | None:
         """The target's STATE_COLUMNS as a dict, or None when there is no such row."""
@@ -66,10 +66,10 @@ class AuditQueries:
         if kind == SEED_TASK:
             return self._seed_state(target_id)
         if kind == TOPIC_MARK:
-            return self.topics.read_mark(target_id)
+            return self.pool.topics.read_mark(target_id)
         cols = STATE_COLUMNS[kind]
         table = "candidates" if kind == CANDIDATE else "instances"
-        row = self._q(f"SELECT {', '.join(cols)} FROM {table} WHERE id = ?", [target_id]).fetchone()
+        row = self.pool._q(f"SELECT {', '.join(cols)} FROM {table} WHERE id = ?", [target_id]).fetchone()
         return None if row is None else dict(zip(cols, row))
 
     def write_state(self, kind: str, target_id: int, state: dict | None) -> None:
@@ -81,7 +81,7 @@ class AuditQueries:
             self._write_seed(target_id, state)
             return
         if kind == TOPIC_MARK:
-            self.topics.write_mark(target_id, state)
+            self.pool.topics.write_mark(target_id, state)
             return
         if state is None:
             raise ValueError(f"a {kind} cannot be deleted")
@@ -92,14 +92,14 @@ class AuditQueries:
         sets = ", ".join(f"{c} = ?" for c in cols)
         if kind == CANDIDATE:
             sets += ", updated_at = current_timestamp"
-        self._q(f"UPDATE {table} SET {sets} WHERE id = ?", [*(state[c] for c in cols), target_id])
+        self.pool._q(f"UPDATE {table} SET {sets} WHERE id = ?", [*(state[c] for c in cols), target_id])
 
     def _seed_state(self, seed_id: int) -> dict | None:
-        row = self._q("SELECT id, name, instruction, is_classification FROM seed_tasks WHERE id = ?",
+        row = self.pool._q("SELECT id, name, instruction, is_classification FROM seed_tasks WHERE id = ?",
                       [seed_id]).fetchone()
         if row is None:
             return None
-        instances = self._q("SELECT input, output FROM instances WHERE seed_id = ? ORDER BY position",
+        instances = self.pool._q("SELECT input, output FROM instances WHERE seed_id = ? ORDER BY position",
                             [seed_id]).fetchall()
         first = instances[0] if instances else ("", "")
         return {"id": row[0], "name": row[1], "instruction": row[2], "is_classification": row[3],
@@ -107,7 +107,7 @@ class AuditQueries:
                 "instances": [{"input": i, "output": o} for i, o in instances]}
 
     def _write_seed(self, seed_id: int, state: dict | None) -> None:
-        cur = self.cursor()
+        cur = self.pool.cursor()
         if state is None:
             cur.execute("DELETE FROM instances WHERE seed_id = ?", [seed_id])
             cur.execute("DELETE FROM seed_tasks WHERE id = ?", [seed_id])
@@ -139,27 +139,38 @@ class AuditQueries:
             cur.executemany("INSERT INTO instances (seed_id, position, input, output) VALUES (?, ?, ?, ?)", missing)
 
     # -- audit rows ----------------------------------------------------------------
+    def entries(self, limit: int = 100, action: str | None = None) -> list[dict]:
+        """The newest audit rows (of one action, if given), before/after decoded."""
+        sql = "SELECT * FROM audit_log"
+        params: list[Any] = []
+        if action:
+            sql += " WHERE action = ?"
+            params.append(action)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        return [_decoded(row) for row in self.pool._rows(sql, params)]
+
     def append_audit(self, actor: str, action: str, target_kind: str | None, target_id: int | None,
                      reason: str | None, before: Any, after: Any) -> int:
         """Write one audit row (before/after as JSON) on this thread's cursor; its id."""
-        return self._audit(self.cursor(), actor, action, target_kind, target_id, reason, before, after)
+        return self.pool._audit(self.pool.cursor(), actor, action, target_kind, target_id, reason, before, after)
 
     def audit_entry(self, audit_id: int) -> dict | None:
-        rows = self._rows("SELECT * FROM audit_log WHERE id = ?", [int(audit_id)])
+        rows = self.pool._rows("SELECT * FROM audit_log WHERE id = ?", [int(audit_id)])
         return _decoded(rows[0]) if rows else None
 
     def set_undone_by(self, audit_id: int, undo_id: int) -> None:
-        self._q("UPDATE audit_log SET undone_by = ? WHERE id = ?", [int(undo_id), int(audit_id)])
+        self.pool._q("UPDATE audit_log SET undone_by = ? WHERE id = ?", [int(undo_id), int(audit_id)])
 
     def later_audit(self, target_kind: str, target_id: int, audit_id: int) -> dict | None:
         """The newest audit row about this target written after entry `audit_id`."""
-        rows = self._rows("SELECT * FROM audit_log WHERE target_kind = ? AND target_id = ? AND id > ? "
+        rows = self.pool._rows("SELECT * FROM audit_log WHERE target_kind = ? AND target_id = ? AND id > ? "
                           "ORDER BY id DESC LIMIT 1", [target_kind, int(target_id), int(audit_id)])
         return _decoded(rows[0]) if rows else None
 
     def batch_entry_ids(self, batch: str, *, actions: Sequence[str], open_only: bool = True) -> list[int]:
         """Ids of a batch's rows whose action is one of `actions`, newest first."""
-        return [r[0] for r in self._q(
+        return [r[0] for r in self.pool._q(
             f"SELECT id FROM audit_log WHERE {batch_sql()} = ? AND list_contains(?::VARCHAR[], action) "
             + ("AND undone_by IS NULL " if open_only else "") + "ORDER BY id DESC",
             [batch, list(actions)]).fetchall()]
@@ -176,7 +187,7 @@ class AuditQueries:
                        f"WHERE o.action IN ({marks}) AND o.undone_by IS NOT NULL))") if undo_action else ""
         params: list[Any] = actions + ([undo_action, *actions] if undo_action else []) + [int(limit)]
         # First the newest `limit` batches (ids and keys only), then the details of their rows.
-        return self._rows(
+        return self.pool._rows(
             f"WITH r AS (SELECT a.id, {batch_sql('a')} AS batch FROM audit_log a "
             f"WHERE a.action IN ({marks}) {undo_clause}), "
             "top AS (SELECT batch, min(id) AS first_id FROM r GROUP BY batch ORDER BY first_id DESC LIMIT ?) "
@@ -198,7 +209,7 @@ class AuditQueries:
         ids = [int(i) for i in ids]
         if not ids:
             return {}
-        rows = self._q(f"SELECT t.id, {', '.join('t.' + c for c in cols)} FROM {table} t "
+        rows = self.pool._q(f"SELECT t.id, {', '.join('t.' + c for c in cols)} FROM {table} t "
                        "WHERE t.id IN (SELECT unnest(?::BIGINT[]))", [ids]).fetchall()
         return {int(row[0]): dict(zip(cols, row[1:])) for row in rows}
 
@@ -218,7 +229,7 @@ class AuditQueries:
         if kind == CANDIDATE:
             sets += ", updated_at = current_timestamp"
         unnests = ", ".join(["unnest(?::BIGINT[]) AS id"] + [f"unnest(?::VARCHAR[]) AS {c}" for c in cols])
-        self._q(f"UPDATE {table} SET {sets} FROM (SELECT {unnests}) u WHERE {table}.id = u.id",
+        self.pool._q(f"UPDATE {table} SET {sets} FROM (SELECT {unnests}) u WHERE {table}.id = u.id",
                 [[int(i) for i, _ in states], *([s[c] for _, s in states] for c in cols)])
 
     def append_audits(self, actor: str, action: str, target_kind: str,
@@ -229,7 +240,7 @@ class AuditQueries:
         if not rows:
             return []
         targets = [int(t) for t, _, _, _ in rows]
-        got = self._q(
+        got = self.pool._q(
             "INSERT INTO audit_log (actor, action, target_kind, target_id, reason, before, after) "
             "SELECT ?, ?, ?, u.target_id, u.reason, u.before, u.after FROM (SELECT "
             "unnest(?::BIGINT[]) AS target_id, unnest(?::VARCHAR[]) AS reason, unnest(?::VARCHAR[]) AS before, "
@@ -247,17 +258,15 @@ class AuditQueries:
         ids = [int(i) for i in audit_ids]
         if not ids:
             return []
-        rows = {r["id"]: r for r in self._rows(
+        rows = {r["id"]: r for r in self.pool._rows(
             "SELECT * FROM audit_log WHERE id IN (SELECT unnest(?::BIGINT[]))", [ids])}
-        for row in rows.values():
-            row["before"], row["after"] = _loads(row["before"]), _loads(row["after"])
-        return [rows[i] for i in ids if i in rows]
+        return [_decoded(rows[i]) for i in ids if i in rows]
 
     def set_undone_by_many(self, pairs: Sequence[tuple[int, int]]) -> None:
         """`set_undone_by` for many (audit_id, undo_id) pairs in one UPDATE."""
         pairs = list(pairs)
         if pairs:
-            self._q("UPDATE audit_log SET undone_by = u.undo_id FROM (SELECT unnest(?::BIGINT[]) AS audit_id, "
+            self.pool._q("UPDATE audit_log SET undone_by = u.undo_id FROM (SELECT unnest(?::BIGINT[]) AS audit_id, "
                     "unnest(?::BIGINT[]) AS undo_id) u WHERE audit_log.id = u.audit_id",
                     [[int(a) for a, _ in pairs], [int(u) for _, u in pairs]])
 

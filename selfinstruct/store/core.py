@@ -563,8 +563,18 @@ class PoolCounts:
         return dict(self.__dict__)
 
 
+class Queries:
+    """One area's queries over a pool, reached as `pool.<area>` (`pool.runs`, `pool.judge`, ...).
+
+    Data only, like the rest of the store: SQL in, rows out. An area that needs another one asks
+    for it through the pool (`self.pool.audit.read_state(...)`), so every such dependency shows."""
+
+    def __init__(self, pool: "PoolBase"):
+        self.pool = pool
+
+
 class PoolBase:
-    """Connection, transactions, schema and counts. `Pool` adds the queries."""
+    """Connection, transactions, schema and counts. `Pool` adds the areas."""
 
     def __init__(self, path: Path, con: duckdb.DuckDBPyConnection, read_only: bool):
         self.path = path
@@ -731,17 +741,3 @@ class PoolBase:
             [actor, action, target_kind, target_id, reason, _dumps(before), _dumps(after)],
         )
         return cur.fetchone()[0]
-
-    def audit_entries(self, limit: int = 100, action: str | None = None) -> list[dict]:
-        sql = "SELECT * FROM audit_log"
-        params: list[Any] = []
-        if action:
-            sql += " WHERE action = ?"
-            params.append(action)
-        sql += " ORDER BY id DESC LIMIT ?"
-        params.append(limit)
-        rows = self._rows(sql, params)
-        for row in rows:
-            row["before"], row["after"] = _loads(row["before"]), _loads(row["after"])
-        return rows
-

@@ -98,7 +98,7 @@ def test_rejects_reason_bulk_all_and_layout(app_factory, browser, shots, demo_db
     app.stop()
 
     with Pool.open(demo_db_path) as pool:
-        entries = pool.audit_entries(limit=10_000, action="rescue")
+        entries = pool.audit.entries(limit=10_000, action="rescue")
     reasons = {e["target_id"]: e["reason"] for e in entries}
     assert reasons[first] == "fine for a text model" and reasons[second] is None
     assert sorted(reasons) == sorted(before)

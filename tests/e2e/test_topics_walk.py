@@ -57,6 +57,6 @@ def test_topics_walk(app_factory, page, shots, tmp_path):
     shots("topics-undone", page)
     app.stop()
     with Pool.open(path) as pool:
-        states = [pool.read_state("candidate", c) for c in families["cooking"]["accepted"]]
+        states = [pool.audit.read_state("candidate", c) for c in families["cooking"]["accepted"]]
         assert all(s["review"] != BULK_APPROVED for s in states)
-        assert [e["action"] for e in pool.audit_entries(limit=n_acc * 2)].count("approve_topic") == n_acc
+        assert [e["action"] for e in pool.audit.entries(limit=n_acc * 2)].count("approve_topic") == n_acc

@@ -100,7 +100,7 @@ def test_the_whole_story(app_factory, page, shots, tmp_path):
         counts = pool.counts()
         assert counts.seeds == n_seeds and counts.rounds == 3
         assert counts.accepted == accepted + 1 and counts.rescued == 1
-        assert pool.audit_entries(action="rescue")[0]["actor"] == "Ada"
+        assert pool.audit.entries(action="rescue")[0]["actor"] == "Ada"
         labels = pool.cursor().execute(
             "SELECT annotator, valid_task, input_ok, output_ok FROM labels ORDER BY item_id").fetchall()
         assert len(labels) == 5 and labels[0] == ("Ada", "yes", "unsure", "no")
