@@ -419,7 +419,7 @@ def page_calls(pool) -> dict[str, list[tuple[str, object]]]:
     return {
         "(sidebar)": [("counts", pool.counts)],
         "Home": [("counts", pool.counts)],
-        "Seed": [("seed_table", pool.seed_table)],
+        "Seed": [("seed_table", pool.seeds.seed_table)],
         "Generate": [("counts", pool.counts), ("estimate_run", lambda: estimate_run(pool, RunConfig())),
                      ("runs", pool.runs), ("monitor.run_view", lambda: monitor.run_view(pool, run_id))],
         "Rejects": [("explore_version", pool.explore_version),

@@ -78,7 +78,7 @@ if report := st.session_state.get("seed_report"):
         st.caption(f"… and {report.problem_count - 500:,} more.")
 
 # -- show and edit -----------------------------------------------------------------
-table = pool.seed_table()
+table = pool.seeds.seed_table()
 n_clf = int(table["is_classification"].sum()) if len(table) else 0
 st.subheader(f"{len(table):,} seed tasks")
 st.caption(f"{n_clf} classification task(s). Edit cells, add rows at the bottom, select rows to "

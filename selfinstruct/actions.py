@@ -413,7 +413,7 @@ def import_seeds(pool, tasks: Iterable[Any], *, origin: str, actor: str) -> Outc
     tasks = tasks if hasattr(tasks, "table") and hasattr(tasks, "count") else list(tasks)
     outcome = Outcome(IMPORT_SEEDS, _new_batch())
     with _transaction(pool):
-        outcome.done = pool.insert_seed_tasks(tasks, origin=origin)
+        outcome.done = pool.seeds.insert_seed_tasks(tasks, origin=origin)
         outcome.audit_ids.append(pool.audit.append_audit(
             actor, IMPORT_SEEDS, SEED_TASK, None, None, None,
             {"origin": origin, "count": len(outcome.done), "id_ranges": _ranges(outcome.done),

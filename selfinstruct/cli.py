@@ -631,7 +631,7 @@ def cmd_seeds_import(args) -> int:
 
 def cmd_seeds_list(args) -> int:
     with open_pool(args) as pool:
-        tasks = pool.seed_tasks()
+        tasks = pool.seeds.seed_tasks()
     if args.json:
         for task in tasks:
             print(json.dumps(task, ensure_ascii=False))

@@ -812,7 +812,7 @@ def estimate_run(pool: Pool, config: RunConfig, prices: PriceTable | None = None
     range they span; with none, from a guess that says so."""
     prices = prices or config.price_table()
     history = pool.requests.request_history(prompts.STAGE_INSTRUCTIONS, config.model)
-    seeds = [t["instruction"] for t in pool.seed_tasks()[:8]] or ["An example task."]
+    seeds = [t["instruction"] for t in pool.seeds.seed_tasks()[:8]] or ["An example task."]
     sample = prompts.build_instruction_prompt(seeds, num_to_generate=config.new_per_request)
     gen_prompt = history["prompt_tokens"] or math.ceil(len(sample.full_text()) / 4)
     gen_completion = history["completion_tokens"] or config.sampling.get("max_tokens", 1024) / 2

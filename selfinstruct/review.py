@@ -413,7 +413,7 @@ def rescue_warnings(pool, candidate: dict, text: str | None = None) -> list[str]
     text, the heuristic rules of its run that the new text still breaks."""
     text = candidate.get("instruction", "") if text is None else text.strip()
     warnings: list[str] = []
-    if text and text in pool.existing_instructions([text]):
+    if text and text in pool.seeds.existing_instructions([text]):
         warnings.append("The pool already holds this exact instruction; rescuing it adds a duplicate.")
     if text != candidate.get("instruction"):
         run = pool.run(candidate["run_id"]) if candidate.get("run_id") is not None else None

@@ -313,7 +313,7 @@ class _Collector:
 
     def _stage(self) -> None:
         if self.batch["task"] or self.staged is None:
-            self.staged = self.pool.stage_seed_instances(self.staged, self.batch)
+            self.staged = self.pool.seeds.stage_seed_instances(self.staged, self.batch)
             self.batch = {k: [] for k in self.batch}
 
     def _one(self, line, instruction, instances, is_clf, name, source_id, taken) -> None:
@@ -692,7 +692,7 @@ def import_seeds(pool: Pool, data: bytes | str | Path | IO[bytes], filename: str
     holder: dict = {}
 
     def collector_for(report, fmt):
-        holder["c"] = _Collector(report, fmt != "selfinstruct", pool.existing_instructions, pool)
+        holder["c"] = _Collector(report, fmt != "selfinstruct", pool.seeds.existing_instructions, pool)
         return holder["c"]
 
     source = filename or (str(data) if isinstance(data, (str, Path)) else getattr(data, "name", None) or "upload")
@@ -707,7 +707,7 @@ def import_seeds(pool: Pool, data: bytes | str | Path | IO[bytes], filename: str
         instances = collector.instances if collector else 0
     finally:
         if "c" in holder:
-            pool.drop_staged_seeds(holder["c"].staged)
+            pool.seeds.drop_staged_seeds(holder["c"].staged)
     return ImportResult(imported=imported, instances=instances, skipped_lines=report.bad_lines, report=report)
 
 
@@ -790,7 +790,7 @@ def apply_seed_edits(pool: Pool, table, edits: dict, *, actor: str = "user") -> 
             instances=[{"input": inp, "output": out}] if (inp or out) else [],
         ))
     if new_tasks:
-        taken = pool.existing_instructions(t.instruction for t in new_tasks)
+        taken = pool.seeds.existing_instructions(t.instruction for t in new_tasks)
         for task in new_tasks:
             if task.instruction in taken:
                 issues.append(f"New row: this instruction is already in the pool: {_short(task.instruction)}")

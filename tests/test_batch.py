@@ -54,7 +54,7 @@ def assert_complete(pool, run_id):
                        "GROUP BY ALL HAVING count(*) > 1)", [run_id]).fetchone()[0] == 0
     assert cur.execute("SELECT count(*) FROM requests WHERE run_id = ? AND response IS NULL",
                        [run_id]).fetchone()[0] == 0
-    texts = pool.pool_instructions()
+    texts = pool.seeds.pool_instructions()
     assert len(texts) == len(set(texts))
 
 

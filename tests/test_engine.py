@@ -286,7 +286,7 @@ def test_full_disk_fails_cleanly_then_resumes(tmp_path):
     with Pool.open(db) as pool:
         run = pool.runs()[0]
         assert run["status"] == "finished"
-        texts = pool.pool_instructions()
+        texts = pool.seeds.pool_instructions()
         assert len(texts) == len(set(texts))
 
 

@@ -274,7 +274,7 @@ def test_empty_tasks_are_written_only_by_the_per_task_format(small, tmp_path):
 # -- round trips ----------------------------------------------------------------------
 def _tasks_of(pool: Pool) -> list[tuple]:
     return [(t["instruction"], [(i["input"], i["output"]) for i in t["instances"]], t["is_classification"])
-            for t in pool.seed_tasks()]
+            for t in pool.seeds.seed_tasks()]
 
 
 def test_selfinstruct_jsonl_reimports_as_identical_rows(demo_pool, tmp_path):
@@ -326,13 +326,13 @@ def test_alpaca_and_csv_reimport_as_identical_rows(demo_pool, tmp_path, fmt):
     with Pool.open(tmp_path / "again.duckdb") as fresh:
         result = seeds.import_seeds(fresh, path)
         assert result.report.ok
-        again = [(t["instruction"], i["input"], i["output"]) for t in fresh.seed_tasks() for i in t["instances"]]
+        again = [(t["instruction"], i["input"], i["output"]) for t in fresh.seeds.seed_tasks() for i in t["instances"]]
         if fmt == "csv":   # the CSV file guards cells against spreadsheets ("- milk" is "'- milk")
             assert any(text.startswith("'-") for row in again for text in row)
             again = [tuple(export.csv_text(text) for text in row) for row in again]
         assert again == rows
         if fmt == "csv":   # CSV also carries the classification flag
-            flags = {t["instruction"]: t["is_classification"] for t in fresh.seed_tasks()}
+            flags = {t["instruction"]: t["is_classification"] for t in fresh.seeds.seed_tasks()}
             assert flags == dict(zip(frame["instruction"], frame["is_classification"]))
 
 

@@ -60,7 +60,7 @@ def test_edit_a_seed_and_find_it_in_duckdb(app_env):
     assert not at.exception
     assert any("Saved: 1 edited" in s.value for s in at.success)
     pool = app_pool(app_env)
-    first = pool.seed_tasks()[0]
+    first = pool.seeds.seed_tasks()[0]
     assert first["instruction"] == "Explain the rule of thirds to a beginner cook."
     assert pool.audit.entries(action="edit_seed")[0]["after"]["instruction"] == first["instruction"]
 

@@ -45,7 +45,7 @@ def test_compute_open_a_topic_act_and_undo(topics_app):
     at.button(key="topics_remove").click().run()
     assert not at.exception
     assert all(pool.audit.read_state("candidate", c)["status"] == REJECTED for c in families["code"]["accepted"])
-    assert len(pool.seed_tasks()) == sum(s for s, _, _ in SIZES.values())      # seeds not ticked: kept
+    assert len(pool.seeds.seed_tasks()) == sum(s for s, _, _ in SIZES.values())      # seeds not ticked: kept
     assert any("Removed" in s.value for s in at.success)
     # The pool changed: the page says so and offers to refresh.
     assert any("changed since" in w.value for w in at.warning)

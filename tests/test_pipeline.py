@@ -49,7 +49,7 @@ def test_several_rounds_add_up(seeded, server):
     assert (summary["candidates"] == summary["accepted"] + summary["rejected"]).all()
     assert summary["accepted"].sum() == statuses["accepted"] == outcome.accepted
     # the pool holds no duplicate and no pair above the threshold (checked with rouge-score itself)
-    pool_texts = seeded.pool_instructions()
+    pool_texts = seeded.seeds.pool_instructions()
     assert len(pool_texts) == len(set(pool_texts))
     machine = seeded.machine_instructions()
     for a, b in combinations(pool_texts, 2):
@@ -242,7 +242,7 @@ def test_killed_mid_round_resumes_with_nothing_lost_or_duplicated(tmp_path, kill
         got, want = pool_state(killed), pool_state(reference)
         assert got["candidates"] == want["candidates"]
         assert got["instances"] == want["instances"]
-        texts = killed.pool_instructions()
+        texts = killed.seeds.pool_instructions()
         assert len(texts) == len(set(texts))
         # each planned request was answered once; at most the ones in flight at the kill were lost
         dup = killed.cursor().execute(

@@ -193,7 +193,7 @@ def test_rescue_puts_a_reject_in_the_pool_audited_and_undoable(demo_pool):
     assert entry["after"] == {"instruction": text, "status": "accepted", "reason": "keyword", "review": "rescued",
                               "decided_by": "human", "batch": outcome.batch}
     # it is in the novelty pool of every later run, and waits for instances
-    assert text in demo_pool.pool_instructions()
+    assert text in demo_pool.seeds.pool_instructions()
     waiting = {c["id"]: c for c in demo_pool.requests.candidates_needing_followups()}
     assert cid in waiting and waiting[cid]["is_classification"] is None
     # it stays visible as rescued

@@ -23,7 +23,7 @@ def test_released_self_instruct_seed_file_imports_cleanly(pool):
     path = shared_file("selfinstruct_seed_tasks.jsonl")
     result = import_seeds(pool, path)
     assert result.imported == 175 and result.instances == 175
-    tasks = pool.seed_tasks()
+    tasks = pool.seeds.seed_tasks()
     assert len(tasks) == 175
     # The paper says 25 classification seeds; the released file flags 26.
     assert sum(t["is_classification"] for t in tasks) == 26
@@ -259,7 +259,7 @@ def test_alpaca_rows_sharing_an_instruction_become_one_task(pool):
     ]
     result = import_seeds(pool, json.dumps(rows, indent=2).encode(), "a.json")
     assert result.imported == 2 and result.instances == 3
-    tasks = {t["instruction"]: t for t in pool.seed_tasks()}
+    tasks = {t["instruction"]: t for t in pool.seeds.seed_tasks()}
     animal = tasks["Classify the animal as a mammal or a bird."]
     assert animal["instances"] == [{"input": "eagle", "output": "bird"}, {"input": "whale", "output": "mammal"}]
     assert animal["is_classification"] is True
@@ -297,17 +297,17 @@ def test_csv_import_groups_rows_and_checks_flags(pool):
 
 def test_table_edits_are_validated_then_written(pool):
     import_seeds(pool, jsonl(GOOD, {**GOOD, "instruction": "Spell the word backwards."}), "s.jsonl")
-    table = pool.seed_table()
+    table = pool.seeds.seed_table()
     bad = seeds.apply_seed_edits(pool, table, {"edited_rows": {1: {"instruction": GOOD["instruction"]}},
                                                "added_rows": [{"instruction": ""}], "deleted_rows": []})
     assert not bad.ok and len(bad.issues) == 2
-    assert [t["instruction"] for t in pool.seed_tasks()][1] == "Spell the word backwards."
+    assert [t["instruction"] for t in pool.seeds.seed_tasks()][1] == "Spell the word backwards."
     good = seeds.apply_seed_edits(pool, table, {
         "edited_rows": {0: {"output": "Lima, Peru", "is_classification": True}},
         "added_rows": [{"instruction": "Count the vowels in the word.", "input": "banana", "output": "3"}],
         "deleted_rows": [1],
     })
     assert good.ok and (good.changed, good.added, good.deleted) == (1, 1, 1)
-    tasks = pool.seed_tasks()
+    tasks = pool.seeds.seed_tasks()
     assert [t["instruction"] for t in tasks] == [GOOD["instruction"], "Count the vowels in the word."]
     assert tasks[0]["instances"][0]["output"] == "Lima, Peru" and tasks[0]["is_classification"]

@@ -105,7 +105,7 @@ def test_groups_follow_the_keep_rule_without_chains():
 
 
 def test_exact_groups_on_a_hand_made_pool_and_one_undo(pool):
-    pool.insert_seed_tasks([SeedTask(instruction=t, instances=[{"input": "", "output": "x"}]) for t in (
+    pool.seeds.insert_seed_tasks([SeedTask(instruction=t, instances=[{"input": "", "output": "x"}]) for t in (
         "Find and fix the error in the following code.",
         "Write a haiku about autumn leaves.")], origin="test")
     plain = _accept(pool, [
@@ -142,7 +142,7 @@ def test_exact_groups_on_a_hand_made_pool_and_one_undo(pool):
 def test_dedup_cli_json_and_apply_never_remove_seeds(tmp_path):
     db = tmp_path / "p.duckdb"
     with Pool.open(db) as pool:
-        pool.insert_seed_tasks([SeedTask(instruction=t, instances=[{"input": "", "output": "x"}]) for t in (
+        pool.seeds.insert_seed_tasks([SeedTask(instruction=t, instances=[{"input": "", "output": "x"}]) for t in (
             "Find and fix the error in the following code.", "Find the errors in the following code and fix them.")],
             origin="test")
         ids = _accept(pool, ["Convert the temperature from Celsius to Fahrenheit.",

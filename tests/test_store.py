@@ -29,7 +29,7 @@ def test_older_file_is_upgraded_and_keeps_its_data(db_path):
     assert "labels" not in tables
     with Pool.open(db_path) as pool:
         assert pool.schema_version() == SCHEMA_VERSION
-        assert [t["instruction"] for t in pool.seed_tasks()] == ["Name three rivers in Africa."]
+        assert [t["instruction"] for t in pool.seeds.seed_tasks()] == ["Name three rivers in Africa."]
         assert pool.counts().studies == 0
 
 
@@ -80,7 +80,7 @@ def test_seed_edit_and_delete_are_audited(pool):
         pool, [SeedTask("Give a synonym for the word.", [{"input": "quick", "output": "fast"}])], origin="t",
         actor="t").done
     actions.edit_seed(pool, seed_id, actor="t", instruction="Give two synonyms for the word.", output="fast, rapid")
-    [task] = pool.seed_tasks()
+    [task] = pool.seeds.seed_tasks()
     assert task["instruction"] == "Give two synonyms for the word."
     assert task["instances"] == [{"input": "quick", "output": "fast, rapid"}]
     entry = pool.audit.entries(action="edit_seed")[0]

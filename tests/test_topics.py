@@ -68,7 +68,7 @@ def test_remove_topic_keeps_seeds_unless_ticked_and_undoes_at_once(topic_pool):
     for cid in families["code"]["accepted"]:
         state = pool.audit.read_state("candidate", cid)
         assert (state["status"], state["reason"]) == (REJECTED, REMOVED)
-    assert len(pool.seed_tasks()) == sum(s for s, _, _ in SIZES.values())
+    assert len(pool.seeds.seed_tasks()) == sum(s for s, _, _ in SIZES.values())
     actions.undo_batch(pool, out.batch, actor="ann")
     assert all(pool.audit.read_state("candidate", c)["status"] == ACCEPTED for c in families["code"]["accepted"])
 
@@ -172,7 +172,7 @@ def test_steered_examples_never_come_from_an_avoided_topic(seeded, server):
     set_id = topics.compute(seeded, topics.TopicSettings(k=6))
     avoided_topic = max(topics.topic_rows(seeded, set_id), key=lambda r: r["seeds"])["topic"]
     actions.mark_topic(seeded, set_id, avoided_topic, actor="ann")
-    banned = {t["instruction"] for t in seeded.seed_tasks()
+    banned = {t["instruction"] for t in seeded.seeds.seed_tasks()
               if seeded.topics.topic_of_items(set_id, "seed_task", [t["id"]]).get(t["id"]) == avoided_topic}
     assert banned
     run_id = _steered(seeded, server)

@@ -42,7 +42,7 @@ def build(pool) -> dict[str, dict[str, list[int]]]:
         for text in texts(family, n_seed):
             seed_tasks.append(SeedTask(instruction=text, instances=[{"input": "", "output": "An answer."}]))
             owners.append(family)
-    seed_ids = pool.insert_seed_tasks(seed_tasks, origin="test")
+    seed_ids = pool.seeds.insert_seed_tasks(seed_tasks, origin="test")
     for family in SIZES:
         out[family] = {"seeds": [i for i, f in zip(seed_ids, owners) if f == family], "accepted": [], "rejected": []}
     cid = pool.next_id("candidates")

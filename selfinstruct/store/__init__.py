@@ -27,6 +27,11 @@ class Pool(ReviewQueries, QualityQueries, JudgeQueries, EvaluateQueries, Explore
     """An open pool file. Create with `Pool.open(path)`; close with `.close()`."""
 
     @cached_property
+    def seeds(self) -> SeedQueries:
+        """Seed tasks: import, staging and the seed table (store/seeds.py)."""
+        return SeedQueries(self)
+
+    @cached_property
     def requests(self) -> RequestQueries:
         """Requests, batches, and the candidates and instances answers yield (store/requests.py)."""
         return RequestQueries(self)

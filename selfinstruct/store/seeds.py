@@ -41,9 +41,10 @@ class StagedSeeds:
     @property
     def count(self) -> int:
         return len(self.tasks.get("task", ()))
+from .core import Queries
 
 
-class SeedQueries:
+class SeedQueries(Queries):
     # -- seeds ---------------------------------------------------------------
     def insert_seed_tasks(self, tasks: Iterable[Any] | "StagedSeeds", *, origin: str) -> list[int]:
         """Insert seed tasks and their instances on this thread's cursor; their new ids, in
@@ -68,7 +69,7 @@ class SeedQueries:
         if not cols["task"]:
             return []
         name = _temp_name("seed_inst")
-        cur = self.cursor()
+        cur = self.pool.cursor()
         cur.register(name, pa.table(inst, schema=_instance_schema()))
         try:
             return self._insert_staged(StagedSeeds(name, cols, registered=True), origin)
@@ -81,7 +82,7 @@ class SeedQueries:
         first call (pass None). Nothing in the pool changes; `drop_staged_seeds` removes it."""
         import pyarrow as pa
 
-        cur = self.cursor()
+        cur = self.pool.cursor()
         if staged is None:
             staged = StagedSeeds(_temp_name("seed_stage"), {k: [] for k in _TASK_COLUMNS})
             cur.execute(f"CREATE TEMP TABLE {staged.table} (task BIGINT, position INTEGER, "
@@ -97,7 +98,7 @@ class SeedQueries:
 
     def drop_staged_seeds(self, staged: "StagedSeeds | None") -> None:
         if staged is not None and not staged.registered:
-            self.cursor().execute(f"DROP TABLE IF EXISTS {staged.table}")
+            self.pool.cursor().execute(f"DROP TABLE IF EXISTS {staged.table}")
 
     def _insert_staged(self, staged: "StagedSeeds", origin: str) -> list[int]:
         import pyarrow as pa
@@ -105,7 +106,7 @@ class SeedQueries:
         n = len(staged.tasks["task"])
         if not n:
             return []
-        cur = self.cursor()
+        cur = self.pool.cursor()
         tasks_view, ids = _temp_name("seed_tasks"), _temp_name("seed_ids")
         cur.register(tasks_view, pa.table(staged.tasks, schema=_task_schema()))
         try:
@@ -128,14 +129,14 @@ class SeedQueries:
 
     def seed_tasks(self) -> list[dict]:
         """Every seed task with its instances, in id order."""
-        tasks = self._rows(
+        tasks = self.pool._rows(
             "SELECT id, source_id, name, instruction, is_classification, origin "
             "FROM seed_tasks ORDER BY id"
         )
         by_id = {t["id"]: t for t in tasks}
         for t in tasks:
             t["instances"] = []
-        for row in self._q(
+        for row in self.pool._q(
             "SELECT seed_id, input, output FROM instances WHERE seed_id IS NOT NULL "
             "ORDER BY seed_id, position"
         ).fetchall():
@@ -145,7 +146,7 @@ class SeedQueries:
 
     def seed_table(self):
         """One row per seed for editing: the first instance inline, the count of the rest."""
-        return self._frame(
+        return self.pool._frame(
             """SELECT s.id, s.name, s.instruction,
                       coalesce(first_inst.input, '') AS input,
                       coalesce(first_inst.output, '') AS output,
@@ -160,7 +161,7 @@ class SeedQueries:
 
     def pool_instructions(self) -> list[str]:
         """The novelty pool: seeds then accepted candidates, in insertion order."""
-        return [r[0] for r in self._q(
+        return [r[0] for r in self.pool._q(
             "SELECT instruction FROM (SELECT 0 AS k, id, instruction FROM seed_tasks "
             f"UNION ALL SELECT 1 AS k, id, instruction FROM candidates WHERE status = {SQL.ACCEPTED}) "
             "ORDER BY k, id"
@@ -174,7 +175,7 @@ class SeedQueries:
         found: set[str] = set()
         for start in range(0, len(wanted), 5000):
             chunk = wanted[start:start + 5000]
-            found.update(r[0] for r in self._q(
+            found.update(r[0] for r in self.pool._q(
                 "SELECT instruction FROM seed_tasks WHERE instruction IN (SELECT unnest(?)) "
                 f"UNION SELECT instruction FROM candidates WHERE status = {SQL.ACCEPTED} "
                 "AND instruction IN (SELECT unnest(?))",

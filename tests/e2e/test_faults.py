@@ -95,7 +95,7 @@ def test_app_killed_mid_round_resumes_without_duplicates_or_gaps(app_factory, pa
             duplicated = pool.cursor().execute(
                 "SELECT count(*) FROM (SELECT round_id, stage, position FROM requests "
                 "GROUP BY ALL HAVING count(*) > 1)").fetchone()[0]
-            texts = pool.pool_instructions()
+            texts = pool.seeds.pool_instructions()
         with Pool.open(reference) as pool:
             Runner(pool, start_run(pool, config)).run()
             want = _decisions(pool)
