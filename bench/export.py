@@ -76,14 +76,14 @@ def fill_pool(path: Path, instances: int, seed: int = 0) -> dict:
         run_id = pool.create_run({"model": "bench-model", "backend": "synthetic", "mode": "chat",
                                   "rouge_threshold": 0.7, "seed": seed})
         round_ids = [pool.create_round(run_id, n + 1, "done") for n in range(rounds)]
-        first_candidate = pool.next_id("candidates")
+        first_candidate = pool.bulk.next_id("candidates")
         ids = list(range(first_candidate, first_candidate + tasks))
 
         def words(mean: int) -> str:
             n = max(1, int(rng.expovariate(1 / mean)))
             return " ".join(rng.choices(vocabulary, k=n))
 
-        pool.bulk_insert("candidates", pa.table({
+        pool.bulk.bulk_insert("candidates", pa.table({
             "id": ids,
             "round_id": [round_ids[i * rounds // tasks] for i in range(tasks)],
             "position": [i % 50 for i in range(tasks)],
@@ -92,13 +92,13 @@ def fill_pool(path: Path, instances: int, seed: int = 0) -> dict:
             "max_rouge": [round(rng.uniform(0.1, 0.7), 3) for _ in range(tasks)],
             "is_classification": [rng.random() < 0.12 for _ in range(tasks)],
         }), constants={"run_id": run_id})
-        pool.bulk_insert("instances", pa.table({
+        pool.bulk.bulk_insert("instances", pa.table({
             "candidate_id": [c for c in ids for _ in range(2)],
             "position": [p for _ in ids for p in range(2)],
             "input": [words(15) if p == 0 else "" for _ in ids for p in range(2)],
             "output": [words(25) for _ in range(tasks * 2)],
         }))
-        pool.checkpoint()
+        pool.bulk.checkpoint()
     with Pool.open(path, read_only=True) as pool:
         counts = pool.export_counts(ExportFilters())
     return {"seconds": time.perf_counter() - started, **counts}

@@ -42,16 +42,16 @@ def fill_pool(pool: Pool, items: int) -> None:
     """`items` accepted tasks with one kept instance each, in one run and one round."""
     run_id = pool.create_run({"model": "bench"})
     round_id = pool.create_round(run_id, 1, "done")
-    first = pool.next_id("candidates")
+    first = pool.bulk.next_id("candidates")
     ids = list(range(first, first + items))
-    pool.bulk_insert("candidates", pa.table({
+    pool.bulk.bulk_insert("candidates", pa.table({
         "id": ids, "round_id": [round_id] * items, "position": [i % 50 for i in range(items)],
         "instruction": [f"Write a short note about topic number {i} for a colleague." for i in range(items)],
         "status": ["accepted"] * items}), constants={"run_id": run_id})
-    pool.bulk_insert("instances", pa.table({
+    pool.bulk.bulk_insert("instances", pa.table({
         "candidate_id": ids, "position": [0] * items, "input": ["" if i % 3 else f"topic {i}" for i in range(items)],
         "output": [f"Here is a note about topic {i}: it matters because it is number {i}." for i in range(items)]}))
-    pool.checkpoint()
+    pool.bulk.checkpoint()
 
 
 def one_run(items: int, median_s: float, sigma: float, seed: int, concurrency: int) -> dict:

@@ -320,8 +320,8 @@ def read_pool(db: Path, *, continuous: bool = True) -> dict:
         if not runs:
             raise RuntimeError(f"No run in {db}.")
         run = runs[0]   # newest first
-        figures = pool.run_figures(run["id"])
-        bound = dependency_bound(pool.request_timeline(run["id"]), int(run["config"].get("example_lag") or 2),
+        figures = pool.bulk.run_figures(run["id"])
+        bound = dependency_bound(pool.bulk.request_timeline(run["id"]), int(run["config"].get("example_lag") or 2),
                                  ENGINE_C) if continuous else None
     n, lat_sum, attempts = figures["requests"], figures["latency_sum_s"], figures["attempts"]
     return {"requests": n, "latency_sum_s": lat_sum,

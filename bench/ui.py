@@ -268,10 +268,10 @@ def fill_pool(path: Path, *, accepted: int, rejects: int, rounds: int, seed: int
         t0 = dt.datetime(2026, 1, 5, 9, 0, 0)
         round_ids = [pool.create_round(run_id, n + 1, "done") for n in range(rounds)]
         for n, round_id in enumerate(round_ids):
-            pool.set_round_times(round_id, t0 + dt.timedelta(seconds=90 * n),
+            pool.bulk.set_round_times(round_id, t0 + dt.timedelta(seconds=90 * n),
                                  t0 + dt.timedelta(seconds=90 * n + 80))
-        next_cand = pool.next_id("candidates")
-        next_req = pool.next_id("requests")
+        next_cand = pool.bulk.next_id("candidates")
+        next_req = pool.bulk.next_id("requests")
 
         meta_instr = {"stage": "instructions", "system": prompts.SYSTEM_INSTRUCTIONS,
                       "stop": ["\n\n", "\n17."],
@@ -347,16 +347,16 @@ def fill_pool(path: Path, *, accepted: int, rejects: int, rounds: int, seed: int
                              ("is_classification", clf)):
                     cand[k].append(v)
 
-        n_req = pool.bulk_insert("requests", pa.table(req), constants={
+        n_req = pool.bulk.bulk_insert("requests", pa.table(req), constants={
             "run_id": run_id, "model": "bench-model", "mode": "chat", "attempts": 1})
-        pool.bulk_insert("candidates", pa.table(cand), constants={"run_id": run_id})
-        pool.bulk_insert("instances", pa.table(inst))
+        pool.bulk.bulk_insert("candidates", pa.table(cand), constants={"run_id": run_id})
+        pool.bulk.bulk_insert("instances", pa.table(inst))
         pool.set_run_status(run_id, "finished", stop_reason="rounds")
-        pool.checkpoint()
+        pool.bulk.checkpoint()
 
         # A few hundred human actions, through the audited API, as people would have made them.
-        rej_ids = pool.candidate_ids(status="rejected", exclude_reasons=["unparseable"])
-        acc_ids = pool.candidate_ids(status="accepted")
+        rej_ids = pool.bulk.candidate_ids(status="rejected", exclude_reasons=["unparseable"])
+        acc_ids = pool.bulk.candidate_ids(status="accepted")
         picks = rng.sample(rej_ids, min(len(rej_ids), 600))
         for actor, part in (("dana", picks[:150]), ("lee", picks[150:300])):
             for start in range(0, len(part), 50):
@@ -377,13 +377,13 @@ def fill_pool(path: Path, *, accepted: int, rejects: int, rounds: int, seed: int
                 pass
 
         created = quality.create_study(pool, "Bench study", size=200, seed=seed, actor="dana")
-        items = pool.study_item_ids(created.study_id)
+        items = pool.bulk.study_item_ids(created.study_id)
         answers = ["yes"] * 8 + ["no", "unsure"]
         for annotator, share in (("dana", 1.0), ("lee", 0.6)):
             for item_id in items[:int(len(items) * share)]:
                 pool.save_label(created.study_id, item_id, annotator, valid_task=rng.choice(answers),
                                 input_ok=rng.choice(answers), output_ok=rng.choice(answers))
-        pool.checkpoint()
+        pool.bulk.checkpoint()
         counts = pool.counts().as_dict()
     finally:
         pool.close()
@@ -892,7 +892,7 @@ def main() -> None:
                   f"{filled['decide_seconds']:.0f} s)")
         with Pool.open(db, read_only=True) as pool:
             c = pool.counts()
-            summary = pool.bulk_summary()
+            summary = pool.bulk.bulk_summary()
             reasons = summary["rejects_by_reason"]
             n_inst_rej, n_requests = summary["rejected_instances"], summary["requests"]
         print(f"Pool: {c.seeds:,} seeds, {c.accepted:,} accepted, {c.instances:,} kept instances "

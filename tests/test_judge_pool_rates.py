@@ -19,14 +19,14 @@ def fill(pool: Pool, tasks: int, *, second_instance_every: int = 0) -> None:
     """`tasks` accepted tasks, one kept instance each (a second one on every k-th task)."""
     run_id = pool.create_run({"model": "fixture"})
     round_id = pool.create_round(run_id, 1, "done")
-    first = pool.next_id("candidates")
+    first = pool.bulk.next_id("candidates")
     ids = list(range(first, first + tasks))
-    pool.bulk_insert("candidates", pa.table({
+    pool.bulk.bulk_insert("candidates", pa.table({
         "id": ids, "round_id": [round_id] * tasks, "position": [i % 40 for i in range(tasks)],
         "instruction": [f"Describe item number {i} of the catalogue in one sentence." for i in range(tasks)],
         "status": ["accepted"] * tasks}), constants={"run_id": run_id})
     extra = [c for k, c in enumerate(ids) if second_instance_every and k % second_instance_every == 0]
-    pool.bulk_insert("instances", pa.table({
+    pool.bulk.bulk_insert("instances", pa.table({
         "candidate_id": ids + extra, "position": [0] * tasks + [1] * len(extra),
         "input": [f"item {i}" if i % 2 else "" for i in range(tasks)] + ["another"] * len(extra),
         "output": [f"Item {i} is a thing with the number {i}." for i in range(tasks)]
@@ -64,7 +64,7 @@ def judged(tmp_path_factory):
             judge_run_id = start_judge(pool, endpoint(srv), "pool")
             assert JudgeRunner(pool, judge_run_id).run().status == "finished"
         truth = [judge_truth(*texts(pool, c, i)) for c, i, _ in pool.judge_pool_items()]
-        pool.checkpoint()     # one file, so a test may copy it
+        pool.bulk.checkpoint()     # one file, so a test may copy it
         yield {"path": path, "study_id": study_id, "judge_run_id": judge_run_id, "labeled": labeled,
                "truth": truth}
 

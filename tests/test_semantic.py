@@ -79,9 +79,9 @@ def test_vectors_are_stored_once_per_text_and_read_back_exactly(pool):
 # -- duplicate groups ---------------------------------------------------------------------
 def _accept(pool, texts, *, review=None):
     """Accepted candidates straight into the pool (bulk: no run needed); their ids."""
-    start = pool.next_id("candidates")
+    start = pool.bulk.next_id("candidates")
     ids = list(range(start, start + len(texts)))
-    pool.bulk_insert("candidates", {"id": ids, "instruction": list(texts)},
+    pool.bulk.bulk_insert("candidates", {"id": ids, "instruction": list(texts)},
                      constants={"status": model.ACCEPTED, "review": review,
                                 "decided_by": model.BY_HUMAN if review else model.BY_FILTER})
     return ids

@@ -53,7 +53,7 @@ def test_same_pool_same_topics_and_stale_after_growth(topic_pool):
     assert (a["topic"] == b["topic"]).all() and np.allclose(a["x"], b["x"])
     assert not topics.current(pool).stale
     assert topics.refresh(pool) == again          # nothing changed: the stored set is used
-    pool.bulk_insert("candidates", {"instruction": ["Suggest a recipe for barley soup seasoned with tarragon."],
+    pool.bulk.bulk_insert("candidates", {"instruction": ["Suggest a recipe for barley soup seasoned with tarragon."],
                                     "status": [ACCEPTED]})
     now = topics.current(pool)
     assert now.stale and now.grown == 1
@@ -106,7 +106,7 @@ def test_avoid_mark_follows_its_topic_and_undoes(topic_pool):
     with pytest.raises(actions.ActionError):
         actions.mark_topic(pool, set_id, t, actor="ann")
     # The pool grows; topics are computed again; the mark lands on the math topic of the new set.
-    pool.bulk_insert("candidates", {"instruction": ["Calculate the volume of a prism with the given measurements."],
+    pool.bulk.bulk_insert("candidates", {"instruction": ["Calculate the volume of a prism with the given measurements."],
                                     "status": [ACCEPTED]})
     later = topics.refresh(pool)
     assert later != set_id
@@ -226,7 +226,7 @@ def test_card_shows_the_topics_rendered_once_per_pool_state(pool):
     assert cached["svg"] == card.charts["topics.svg"]
     assert build_card(pool, "alpaca").charts["topics.svg"] is not None
     assert pool.topics.card_cache(set_id) == cached           # not rendered again
-    pool.bulk_insert("candidates", {"instruction": ["Compose a short poem about a red kite in the wind."],
+    pool.bulk.bulk_insert("candidates", {"instruction": ["Compose a short poem about a red kite in the wind."],
                                     "status": [ACCEPTED]})
     assert "not computed for the pool as it is now" in build_card(pool, "alpaca").markdown
 
@@ -237,7 +237,7 @@ def test_topic_study_gives_each_topic_an_equal_share_and_weighs_the_rates(topic_
 
     pool, families, set_id = topic_pool
     with pytest.raises(ValueError):      # a study by topic needs topics that are up to date
-        pool.bulk_insert("candidates", {"instruction": ["Compose a short poem about dusk."], "status": [ACCEPTED]})
+        pool.bulk.bulk_insert("candidates", {"instruction": ["Compose a short poem about dusk."], "status": [ACCEPTED]})
         quality.create_study(pool, "by topic", size=8, seed=1, stratify="topic")
     created = quality.create_study(pool, "by topic", size=8, seed=1, stratify="topic", topic_set_id=set_id)
     study = pool.study(created.study_id)

@@ -45,7 +45,7 @@ def build(pool) -> dict[str, dict[str, list[int]]]:
     seed_ids = pool.seeds.insert_seed_tasks(seed_tasks, origin="test")
     for family in SIZES:
         out[family] = {"seeds": [i for i, f in zip(seed_ids, owners) if f == family], "accepted": [], "rejected": []}
-    cid = pool.next_id("candidates")
+    cid = pool.bulk.next_id("candidates")
     rows = {"id": [], "instruction": [], "status": [], "reason": []}
     for family, (n_seed, n_acc, n_rej) in SIZES.items():
         for status, n, start in ((ACCEPTED, n_acc, n_seed), (REJECTED, n_rej, n_seed + n_acc)):
@@ -56,8 +56,8 @@ def build(pool) -> dict[str, dict[str, list[int]]]:
                 rows["reason"].append(None if status == ACCEPTED else "rouge")
                 out[family]["accepted" if status == ACCEPTED else "rejected"].append(cid)
                 cid += 1
-    pool.bulk_insert("candidates", rows)
+    pool.bulk.bulk_insert("candidates", rows)
     accepted = [i for i, status in zip(rows["id"], rows["status"]) if status == ACCEPTED]
-    pool.bulk_insert("instances", {"candidate_id": accepted, "position": [0] * len(accepted),
+    pool.bulk.bulk_insert("instances", {"candidate_id": accepted, "position": [0] * len(accepted),
                                    "input": [""] * len(accepted), "output": ["An answer."] * len(accepted)})
     return out

@@ -23,8 +23,13 @@ from .topics import TopicQueries
 
 
 class Pool(ReviewQueries, QualityQueries, JudgeQueries, EvaluateQueries, ExploreQueries, RunQueries, SeedQueries,
-           BulkQueries, PoolBase):
+           PoolBase):
     """An open pool file. Create with `Pool.open(path)`; close with `.close()`."""
+
+    @cached_property
+    def bulk(self) -> BulkQueries:
+        """Fast bulk writes and reads for benchmarks and fixtures (store/bulk.py)."""
+        return BulkQueries(self)
 
     @cached_property
     def seeds(self) -> SeedQueries:
