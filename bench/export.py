@@ -100,7 +100,7 @@ def fill_pool(path: Path, instances: int, seed: int = 0) -> dict:
         }))
         pool.bulk.checkpoint()
     with Pool.open(path, read_only=True) as pool:
-        counts = pool.export_counts(ExportFilters())
+        counts = pool.explore.export_counts(ExportFilters())
     return {"seconds": time.perf_counter() - started, **counts}
 
 
@@ -144,7 +144,7 @@ def worker(args) -> None:
     out = Path(args.out)
     with Pool.open(args.db, read_only=True) as pool:
         filters = ExportFilters()
-        pool.export_counts(filters)                                # warm the catalogue
+        pool.explore.export_counts(filters)                                # warm the catalogue
         if args.tracemalloc:
             tracemalloc.start()
         before = rss_mb()
@@ -194,7 +194,7 @@ def main() -> None:
         db = args.keep or Path(tmp) / "pool.duckdb"
         if db.exists():
             with Pool.open(db, read_only=True) as pool:
-                filled = {"seconds": 0.0, **pool.export_counts(ExportFilters())}
+                filled = {"seconds": 0.0, **pool.explore.export_counts(ExportFilters())}
             print(f"Reusing {db}.")
         else:
             filled = fill_pool(db, args.instances, args.seed)

@@ -170,7 +170,7 @@ def _arm(db: Path, run_id: int) -> dict:
         requests = dict(cur.execute(
             "SELECT r.number, count(*) FROM requests q JOIN rounds r ON r.id = q.round_id "
             "WHERE q.run_id = ? AND q.stage IN ('instructions', 'batch') GROUP BY r.number", [run_id]).fetchall())
-        return {"seeds": pool.seed_instruction_texts(), "accepted": cands, "requests": requests}
+        return {"seeds": pool.explore.seed_instruction_texts(), "accepted": cands, "requests": requests}
 
 
 def steer(args) -> dict:

@@ -254,7 +254,7 @@ def fill_pool(path: Path, *, accepted: int, rejects: int, rounds: int, seed: int
     pool = Pool.open(path)
     try:
         load_starter_seeds(pool, actor="bench")
-        seeds = pool.seed_instruction_texts()
+        seeds = pool.explore.seed_instruction_texts()
         cfg = RunConfig(model="bench-model", backend="openai-compatible", base_url="http://127.0.0.1:9/v1",
                         rounds=rounds, seed=seed)
         run_id = pool.create_run(cfg.to_dict(), name="bench", actor="bench")
@@ -367,7 +367,7 @@ def fill_pool(path: Path, *, accepted: int, rejects: int, rounds: int, seed: int
             actions.approve(pool, cid, actor="lee")
         for cid in rng.sample(acc_ids, min(len(acc_ids), 20)):
             try:
-                actions.edit_instruction(pool, cid, pool.pool_item(cid)["instruction"] + " Be brief.", actor="dana")
+                actions.edit_instruction(pool, cid, pool.explore.pool_item(cid)["instruction"] + " Be brief.", actor="dana")
             except Exception:
                 pass
         for cid in rng.sample(acc_ids, min(len(acc_ids), 15)):
@@ -422,7 +422,7 @@ def page_calls(pool) -> dict[str, list[tuple[str, object]]]:
         "Seed": [("seed_table", pool.seeds.seed_table)],
         "Generate": [("counts", pool.counts), ("estimate_run", lambda: estimate_run(pool, RunConfig())),
                      ("runs", pool.runs), ("monitor.run_view", lambda: monitor.run_view(pool, run_id))],
-        "Rejects": [("explore_version", pool.explore_version),
+        "Rejects": [("explore_version", pool.explore.explore_version),
                     ("reason_counts", lambda: review.reason_counts(pool, q)),
                     ("reject_reasons", lambda: pool.reject_reasons("instruction")),
                     ("load_page", lambda: review.load_page(pool, q, 1, 50, counts=counts)),
@@ -437,15 +437,15 @@ def page_calls(pool) -> dict[str, list[tuple[str, object]]]:
                     ("[cached] rouge_thresholds", pool.rouge_thresholds),
                     ("[cached] rouge_histogram", lambda: pool.rouge_histogram(bins=20)),
                     ("[cached] keyword_rejects", pool.keyword_rejects)],
-        "Pool": [("counts", pool.counts), ("pool_runs", pool.pool_runs),
-                 ("pool_browse_count", lambda: pool.pool_browse_count("")),
-                 ("pool_browse", lambda: pool.pool_browse("", limit=50, offset=0)),
+        "Pool": [("counts", pool.counts), ("pool_runs", pool.explore.pool_runs),
+                 ("pool_browse_count", lambda: pool.explore.pool_browse_count("")),
+                 ("pool_browse", lambda: pool.explore.pool_browse("", limit=50, offset=0)),
                  ("pool_actions", lambda: actions.history(pool, actions.POOL_ACTIONS, undos=False, limit=8))],
         "Label": [("studies", pool.studies), ("quality_scope", pool.quality_scope),
                   ("study_progress", lambda: pool.study_progress(study_id, "user") if study_id else None)],
-        "Export": [("counts", pool.counts), ("pool_runs", pool.pool_runs),
-                   ("export_counts", lambda: pool.export_counts(filters)),
-                   ("export_preview", lambda: pool.export_preview(filters, 20)),
+        "Export": [("counts", pool.counts), ("pool_runs", pool.explore.pool_runs),
+                   ("export_counts", lambda: pool.explore.export_counts(filters)),
+                   ("export_preview", lambda: pool.explore.export_preview(filters, 20)),
                    ("preview_records", lambda: preview_records(pool, "selfinstruct", filters, ExportOptions(),
                                                                limit=3))],
     }
@@ -475,7 +475,7 @@ def search_terms(db: Path, n_terms: int) -> dict[str, list[tuple[str, int]]]:
                 if page == "Rejects":
                     total = review.matching_total(review.reason_counts(pool, review.RejectQuery(search=term)), ())
                 else:
-                    total = pool.pool_browse_count(term)
+                    total = pool.explore.pool_browse_count(term)
                 if total and total != previous:
                     out[page].append((term, total))
                     previous = total
@@ -498,7 +498,7 @@ def time_search_queries(db: Path, terms: dict, n: int) -> dict[str, float]:
         out["Rejects"] = statistics.median(times)
         times = []
         for term, _ in terms["Pool"]:
-            times += [_median_ms(lambda: (pool.pool_browse_count(term), pool.pool_browse(term, limit=50)), n)[0]]
+            times += [_median_ms(lambda: (pool.explore.pool_browse_count(term), pool.explore.pool_browse(term, limit=50)), n)[0]]
         out["Pool"] = statistics.median(times)
     return out
 

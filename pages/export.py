@@ -84,7 +84,7 @@ with st.expander("Filters", expanded=True, icon=":material/filter_alt:"):
             include_empty = st.checkbox("Also tasks with no instance left", key="exp_empty",
                                         help="Written with an empty instance list. The other formats "
                                              "are one row per instance, so such tasks have no row there.")
-    runs = pool.pool_runs()
+    runs = pool.explore.pool_runs()
     with middle:
         st.markdown("**Generated tasks from**")
         run_ids = [r["id"] for r in runs]
@@ -148,7 +148,7 @@ except ValueError as exc:
     st.stop()
 
 # -- counts and preview ------------------------------------------------------------------
-found = pool.export_counts(filters)
+found = pool.explore.export_counts(filters)
 records = (found["tasks"] + (found["empty_tasks"] if include_empty else 0)
            if FORMAT_INFO[fmt].per_task else found["instances"])
 columns = st.columns(5)
@@ -160,7 +160,7 @@ for column, (label, value) in zip(columns, [
 notes = [f"{found['classification_tasks']:,} classification task(s)",
          f"{found['with_input']:,} instance(s) with an input"]
 if filters.judge_exclude:
-    unjudged = pool.export_counts(ExportFilters.from_dict({**filters.to_dict(), "judge_exclude": []}))
+    unjudged = pool.explore.export_counts(ExportFilters.from_dict({**filters.to_dict(), "judge_exclude": []}))
     notes.append(f"the judge's verdicts leave out {unjudged['tasks'] - found['tasks']:,} task(s) and "
                  f"{unjudged['instances'] - found['instances']:,} instance(s)")
 if found["empty_tasks"]:

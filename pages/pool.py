@@ -50,7 +50,7 @@ def browse() -> None:
     clf = clf_col.selectbox("Tasks", list(CLASSIFICATION), format_func=CLASSIFICATION.get, key="pool_clf")
     review = review_col.selectbox("Review", list(REVIEWS), format_func=REVIEWS.get, key="pool_review",
                                   help="Human-approved: rescued from the rejects, or approved or edited here.")
-    runs = pool.pool_runs()
+    runs = pool.explore.pool_runs()
     run_names = {None: "Every run", **{r["id"]: f"Run {r['id']}" + (f" · {r['name']}" if r["name"] else "")
                                         for r in runs}}
     run_id = run_col.selectbox("Run", list(run_names), format_func=run_names.get, key="pool_run")
@@ -60,7 +60,7 @@ def browse() -> None:
                  review=None if review == "all" else review,
                  judge_run_id=judge_run_id, judge_drop=judge_drop, judge_show=judge_show)
 
-    total = pool.pool_browse_count(search, **query)
+    total = pool.explore.pool_browse_count(search, **query)
     pages = max(1, math.ceil(total / PAGE_SIZE))
     # The page number lives in session state (clamped when a search shrinks the result).
     st.session_state["pool_page"] = min(max(1, st.session_state.get("pool_page") or 1), pages)
@@ -68,7 +68,7 @@ def browse() -> None:
     page = page_col.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, step=1,
                                  key="pool_page")
     info_col.markdown(f"**{total:,}** matching instruction(s), newest first. Select a row to open it.")
-    frame = pool.pool_browse(search, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, **query)
+    frame = pool.explore.pool_browse(search, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, **query)
     # A selected row means a row of this page of this query: start afresh when either changes.
     signature = (search, in_instances, clf, review, run_id, judge_run_id, judge_drop, judge_show, page)
     if st.session_state.get("pool_query") != signature:
@@ -131,7 +131,7 @@ def judge_controls() -> tuple[int | None, tuple[str, ...], str]:
 
 
 def item_panel(candidate_id: int) -> None:
-    item = pool.pool_item(candidate_id)
+    item = pool.explore.pool_item(candidate_id)
     if item is None:
         st.warning(f"There is no item #{candidate_id}.", icon=":material/search_off:")
         return
@@ -232,16 +232,16 @@ def verb_table(path: str, version: tuple, top: int) -> pd.DataFrame:
 @st.cache_data(show_spinner="Scoring every generated instruction against the seeds ...", max_entries=8)
 def rouge_scores(path: str, version: tuple) -> explore.RougeVsSeeds:
     p = current_pool()
-    return explore.rouge_vs_seeds(p.seed_instruction_texts(), p.machine_instructions())
+    return explore.rouge_vs_seeds(p.explore.seed_instruction_texts(), p.machine_instructions())
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def length_stats(path: str, version: tuple) -> dict:
-    return current_pool().export_length_stats(ExportFilters(include_seeds=False))
+    return current_pool().explore.export_length_stats(ExportFilters(include_seeds=False))
 
 
 def diversity() -> None:
-    version = pool.explore_version()
+    version = pool.explore.explore_version()
     path = str(pool.path)
     st.caption("The Self-Instruct paper's diversity analysis (section 3.2), on your accepted generated "
                "instructions. Computed once per change of the pool and kept.")
@@ -310,7 +310,7 @@ def duplicates() -> None:
         return
     threshold = st.slider("Cosine threshold (group above)", 0.5, 1.0, float(model.COSINE_THRESHOLD), 0.01,
                           key="dup_threshold")
-    dups = duplicate_groups(str(pool.path), pool.explore_version(), float(threshold))
+    dups = duplicate_groups(str(pool.path), pool.explore.explore_version(), float(threshold))
     if not dups.groups:
         st.success(f"No near-duplicates above {threshold:.2f} among {len(dups.items):,} instructions.",
                    icon=":material/check_circle:")
@@ -319,9 +319,9 @@ def duplicates() -> None:
         return
     grouped = sum(1 + len(g.members) for g in dups.groups)
     st.markdown(f"**{len(dups.groups):,} groups** holding {grouped:,} of {len(dups.items):,} instructions.")
-    if st.session_state.get("dup_signature") != (pool.explore_version(), threshold):
+    if st.session_state.get("dup_signature") != (pool.explore.explore_version(), threshold):
         # Another pool state or threshold gives other groups: earlier picks no longer apply.
-        st.session_state.update(dup_signature=(pool.explore_version(), threshold), dup_keep={}, dup_seeds=set())
+        st.session_state.update(dup_signature=(pool.explore.explore_version(), threshold), dup_keep={}, dup_seeds=set())
     keep: dict[int, int] = st.session_state.setdefault("dup_keep", {})
     seeds: set[int] = st.session_state.setdefault("dup_seeds", set())
     pages = math.ceil(len(dups.groups) / GROUPS_PER_PAGE)

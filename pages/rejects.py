@@ -123,7 +123,7 @@ st.write(
 
 # Whole-table reads (which runs and rounds hold rejects, the What-if evidence) are kept until
 # the pool changes: `version` moves with every new row, decision and audited edit.
-version = pool.explore_version()
+version = pool.explore.explore_version()
 runs = reject_runs(str(pool.path), version)
 if not runs:
     st.info("Nothing has been generated yet, so there is nothing to review.", icon=":material/inbox:")

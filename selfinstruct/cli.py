@@ -1556,7 +1556,7 @@ def cmd_export(args) -> int:
         if filters.judge_run_id is not None and pool.judge_run(filters.judge_run_id) is None:
             raise CLIError(f"There is no judge run {filters.judge_run_id} in {pool.path} "
                            "(the Judge page lists them; selfinstruct judge --pool starts one).")
-        counts = pool.export_counts(filters)
+        counts = pool.explore.export_counts(filters)
         for line in filters.describe():
             print(f"  {line}")
         empty = counts["empty_tasks"]

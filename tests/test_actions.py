@@ -38,7 +38,7 @@ def test_rejects_and_pool_actions_write_the_same_audit_format(small):
     pool, ids = small
     rescue = actions.rescue(pool, [ids["G3"]], actor="ana", reason="fine")
     remove = actions.remove(pool, ids["G6"], actor="bo", reason="off topic")
-    edit = actions.edit_instance(pool, pool.pool_item(ids["G1"])["instances"][0]["id"], input="x",
+    edit = actions.edit_instance(pool, pool.explore.pool_item(ids["G1"])["instances"][0]["id"], input="x",
                                  output="Rivers feed us.", actor="cy")
     seed = actions.edit_seed(pool, ids["S1"], actor="di", instruction="Translate the word into German.")
     for outcome in (rescue, remove, edit, seed):
@@ -149,7 +149,7 @@ def test_old_pool_rows_are_listed_and_undone(small):
     removed = {**g6, "status": "rejected", "reason": "removed", "decided_by": "human"}
     pool.audit.write_state(CANDIDATE, ids["G6"], removed)
     remove_id = old_row(pool, "cy", "remove", "candidate", ids["G6"], "off topic", g6, removed)
-    inst = pool.pool_item(ids["G1"])["instances"][0]
+    inst = pool.explore.pool_item(ids["G1"])["instances"][0]
     inst_before = {"input": inst["input"], "output": inst["output"], "status": "kept", "reason": None,
                    "candidate_id": ids["G1"], "seed_id": None}
     inst_after = {**inst_before, "output": "Rivers feed us."}

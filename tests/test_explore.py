@@ -61,8 +61,8 @@ def test_rouge_vs_seeds_is_the_exact_best_score_against_any_seed():
 
 
 def test_length_stats_match_python_word_counts(demo_pool):
-    stats = demo_pool.export_length_stats(ExportFilters(include_seeds=False), bin_width=5, cap=100)
-    frame = demo_pool.export_preview(ExportFilters(include_seeds=False), 100_000)
+    stats = demo_pool.explore.export_length_stats(ExportFilters(include_seeds=False), bin_width=5, cap=100)
+    frame = demo_pool.explore.export_preview(ExportFilters(include_seeds=False), 100_000)
     outputs = [len(o.split()) for o in frame["output"]]
     inputs = [len(i.split()) for i in frame["input"] if i != ""]
     instructions = [len(t.split()) for t in frame.drop_duplicates("task_id")["instruction"]]
@@ -77,29 +77,29 @@ def test_length_stats_match_python_word_counts(demo_pool):
 
 # -- browsing ---------------------------------------------------------------------------------
 def test_browse_pages_searches_and_counts_in_sql(demo_pool):
-    total = demo_pool.pool_browse_count()
+    total = demo_pool.explore.pool_browse_count()
     assert total == demo_pool.counts().accepted
-    first = demo_pool.pool_browse(limit=50, offset=0)
-    second = demo_pool.pool_browse(limit=50, offset=50)
+    first = demo_pool.explore.pool_browse(limit=50, offset=0)
+    second = demo_pool.explore.pool_browse(limit=50, offset=50)
     assert len(first) == 50 and not set(first["id"]) & set(second["id"])
     assert list(first["id"]) == sorted(first["id"], reverse=True)
     word = first.iloc[0]["instruction"].split()[0].lower()
-    hits = demo_pool.pool_browse(word.upper(), limit=500)
-    assert len(hits) == demo_pool.pool_browse_count(word) > 0
+    hits = demo_pool.explore.pool_browse(word.upper(), limit=500)
+    assert len(hits) == demo_pool.explore.pool_browse_count(word) > 0
     assert all(word in text.lower() for text in hits["instruction"])
-    clf = demo_pool.pool_browse_count(classification=True)
-    assert 0 < clf < total and clf + demo_pool.pool_browse_count(classification=False) == total
-    item = demo_pool.pool_item(int(first.iloc[0]["id"]))
+    clf = demo_pool.explore.pool_browse_count(classification=True)
+    assert 0 < clf < total and clf + demo_pool.explore.pool_browse_count(classification=False) == total
+    item = demo_pool.explore.pool_item(int(first.iloc[0]["id"]))
     kept = [i for i in item["instances"] if i["status"] == "kept"]
     assert len(kept) == first.iloc[0]["instances"]
 
 
 def test_search_can_look_inside_instances(small):
     pool, ids = small
-    assert pool.pool_browse_count("rivers") == 0
-    found = pool.pool_browse("RIVERS", in_instances=True)
+    assert pool.explore.pool_browse_count("rivers") == 0
+    found = pool.explore.pool_browse("RIVERS", in_instances=True)
     assert list(found["id"]) == [ids["G1"]]
-    assert pool.pool_browse_count("%") == 0                   # no wildcard surprises
+    assert pool.explore.pool_browse_count("%") == 0                   # no wildcard surprises
 
 
 # -- audited edits and undo -------------------------------------------------------------------
@@ -107,25 +107,25 @@ def test_edit_instruction_is_audited_and_counts_as_human_approved(small):
     pool, ids = small
     [audit_id] = actions.edit_instruction(pool, ids["G2"], "  Decide whether the whole number is odd or even. ",
                                           actor="ana").audit_ids
-    item = pool.pool_item(ids["G2"])
+    item = pool.explore.pool_item(ids["G2"])
     assert item["instruction"] == "Decide whether the whole number is odd or even."
     assert (item["review"], item["decided_by"]) == ("approved", "human")
     entry = pool.audit.entries(action="edit_candidate")[0]
     assert entry["id"] == audit_id and entry["actor"] == "ana"
     assert entry["before"]["instruction"] == "Decide whether the number is odd or even."
     assert entry["after"]["instruction"] == item["instruction"]
-    assert ids["G2"] in set(pool.pool_browse(review="human_approved")["id"])
+    assert ids["G2"] in set(pool.explore.pool_browse(review="human_approved")["id"])
     with pytest.raises(ActionError, match="empty"):
         actions.edit_instruction(pool, ids["G2"], "   ", actor="ana")
     actions.undo(pool, audit_id, actor="ana")
-    item = pool.pool_item(ids["G2"])
+    item = pool.explore.pool_item(ids["G2"])
     assert item["instruction"] == "Decide whether the number is odd or even."
     assert (item["review"], item["decided_by"]) == (None, "filter")
 
 
 def test_edit_and_drop_instances(small):
     pool, ids = small
-    kept = [i for i in pool.pool_item(ids["G1"])["instances"] if i["status"] == "kept"]
+    kept = [i for i in pool.explore.pool_item(ids["G1"])["instances"] if i["status"] == "kept"]
     edit = actions.edit_instance(pool, kept[0]["id"], input="A paragraph on rivers.", output="Rivers feed us.",
                                  actor="bo")
     entry = pool.audit.entries(action="edit_instance")[0]
@@ -133,35 +133,35 @@ def test_edit_and_drop_instances(small):
     vouch = pool.audit.entries(action="approve")[0]          # the task's approval, in the same batch
     assert (vouch["id"], vouch["target_id"], vouch["after"]["batch"]) == (edit.audit_ids[1], ids["G1"], edit.batch)
     assert entry["before"]["output"] == "Rivers matter." and entry["after"]["output"] == "Rivers feed us."
-    assert pool.pool_item(ids["G1"])["review"] == "approved"
-    rows = pool.export_preview(ExportFilters(include_seeds=False), 50)
+    assert pool.explore.pool_item(ids["G1"])["review"] == "approved"
+    rows = pool.explore.export_preview(ExportFilters(include_seeds=False), 50)
     assert "Rivers feed us." in set(rows["output"])
     with pytest.raises(ActionError, match="output"):
         actions.edit_instance(pool, kept[0]["id"], input="x", output=" ", actor="bo")
     actions.undo_batch(pool, edit.batch, actor="bo")
-    assert pool.pool_item(ids["G1"])["review"] is None
-    assert "Rivers matter." in set(pool.export_preview(ExportFilters(include_seeds=False), 50)["output"])
+    assert pool.explore.pool_item(ids["G1"])["review"] is None
+    assert "Rivers matter." in set(pool.explore.export_preview(ExportFilters(include_seeds=False), 50)["output"])
 
     [drop] = actions.remove_instance(pool, kept[1]["id"], actor="bo").audit_ids
-    assert pool.export_counts(ExportFilters(include_seeds=False))["instances"] == 4
+    assert pool.explore.export_counts(ExportFilters(include_seeds=False))["instances"] == 4
     actions.undo(pool, drop, actor="bo")
-    assert pool.export_counts(ExportFilters(include_seeds=False))["instances"] == 5
+    assert pool.explore.export_counts(ExportFilters(include_seeds=False))["instances"] == 5
 
 
 def test_remove_takes_an_item_out_and_undo_puts_it_back(small):
     pool, ids = small
-    before = pool.export_counts(ExportFilters(include_seeds=False))["tasks"]
+    before = pool.explore.export_counts(ExportFilters(include_seeds=False))["tasks"]
     [audit_id] = actions.remove(pool, ids["G6"], actor="cy", reason="off topic").audit_ids
-    item = pool.pool_item(ids["G6"])
+    item = pool.explore.pool_item(ids["G6"])
     assert (item["status"], item["reason"], item["decided_by"]) == ("rejected", "removed", "human")
-    assert pool.export_counts(ExportFilters(include_seeds=False))["tasks"] == before - 1
-    assert ids["G6"] not in set(pool.pool_browse()["id"])
+    assert pool.explore.export_counts(ExportFilters(include_seeds=False))["tasks"] == before - 1
+    assert ids["G6"] not in set(pool.explore.pool_browse()["id"])
     entry = pool.audit.entries(action="remove")[0]
     assert entry["reason"] == "off topic" and entry["before"]["status"] == "accepted"
     with pytest.raises(ActionError, match="not in the accepted pool"):
         actions.remove(pool, ids["G6"], actor="cy")
     [undo_id] = actions.undo(pool, audit_id, actor="cy").audit_ids
-    item = pool.pool_item(ids["G6"])
+    item = pool.explore.pool_item(ids["G6"])
     assert (item["status"], item["reason"], item["decided_by"]) == ("accepted", None, "filter")
     assert pool.audit.entries(action="remove")[0]["undone_by"] == undo_id
     with pytest.raises(ActionError, match="already undone"):
@@ -175,21 +175,21 @@ def test_undo_refuses_when_the_item_changed_since(small):
     actions.edit_instruction(pool, ids["G4"], "Explain photosynthesis simply to a child.", actor="d")
     with pytest.raises(ActionError, match="changed since"):
         actions.undo(pool, first, actor="d")
-    assert pool.pool_item(ids["G4"])["instruction"] == "Explain photosynthesis simply to a child."
+    assert pool.explore.pool_item(ids["G4"])["instruction"] == "Explain photosynthesis simply to a child."
 
 
 def test_approve_and_recent_actions(small):
     pool, ids = small
     [audit_id] = actions.approve(pool, ids["G2"], actor="eve").audit_ids
-    assert pool.pool_item(ids["G2"])["review"] == "approved"
+    assert pool.explore.pool_item(ids["G2"])["review"] == "approved"
     with pytest.raises(ActionError, match="already human-approved"):
         actions.approve(pool, ids["G2"], actor="eve")
     recent = actions.history(pool, actions.POOL_ACTIONS, undos=False)
     assert recent[0]["id"] == audit_id and recent[0]["action"] == "approve"
-    version = pool.explore_version()
+    version = pool.explore.explore_version()
     actions.undo(pool, audit_id, actor="eve")
-    assert pool.explore_version() != version                  # caches keyed on it are refreshed
-    assert pool.pool_item(ids["G2"])["review"] is None
+    assert pool.explore.explore_version() != version                  # caches keyed on it are refreshed
+    assert pool.explore.pool_item(ids["G2"])["review"] is None
 
 
 def test_edit_warnings_name_the_heuristic_rules():

@@ -100,14 +100,14 @@ def small(pool):
 
 
 def exported_tasks(pool, filters) -> set[str]:
-    return {text for _, text in pool.export_instructions(filters)}
+    return {text for _, text in pool.explore.export_instructions(filters)}
 
 
 # -- every format parses back ------------------------------------------------------------
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_format_parses_back_with_the_counted_rows(demo_pool, tmp_path, fmt):
     filters = ExportFilters()
-    counts = demo_pool.export_counts(filters)
+    counts = demo_pool.explore.export_counts(filters)
     path = tmp_path / f"data{FORMAT_INFO[fmt].extension}"
     result = write_export(demo_pool, fmt, path, filters, ExportOptions(system_prompt="Be brief."))
     assert counts["instances"] > 200 and counts["tasks"] > 150
@@ -149,7 +149,7 @@ def test_every_format_parses_back_with_the_counted_rows(demo_pool, tmp_path, fmt
             roles = [m["role"] for m in r["messages"]]
             assert roles == ["system", "user", "assistant"]
             assert r["messages"][0]["content"] == "Be brief."
-        frame = demo_pool.export_preview(filters, 100_000)
+        frame = demo_pool.explore.export_preview(filters, 100_000)
         assert [r["messages"][1]["content"] for r in records] == [
             f"{i}\n\n{x}" if x.strip() else i for i, x in zip(frame["instruction"], frame["input"])]
         assert [r["messages"][2]["content"] for r in records] == list(frame["output"])
@@ -193,37 +193,37 @@ def test_braces_in_text_stay_as_they_are():
 # -- filters --------------------------------------------------------------------------
 def test_default_export_counts_every_kept_instance_and_skips_empty_tasks(small):
     pool, ids = small
-    counts = pool.export_counts(ExportFilters())
+    counts = pool.explore.export_counts(ExportFilters())
     assert counts == {"tasks": 6, "empty_tasks": 2, "instances": 8, "seed_tasks": 2, "generated_tasks": 4,
                       "seed_instances": 3, "generated_instances": 5, "with_input": 6,
                       "classification_tasks": 2}
-    assert "same" not in {r["input"] for r in pool.export_preview(ExportFilters(), 50).to_dict("records")}
+    assert "same" not in {r["input"] for r in pool.explore.export_preview(ExportFilters(), 50).to_dict("records")}
 
 
 def test_each_filter_changes_the_counts_as_expected(small):
     pool, ids = small
     f = ExportFilters
-    assert pool.export_counts(f(include_seeds=False))["tasks"] == 4
-    assert pool.export_counts(f(include_generated=False))["instances"] == 3
-    assert pool.export_counts(f(include_seeds=False, include_generated=False))["tasks"] == 0
+    assert pool.explore.export_counts(f(include_seeds=False))["tasks"] == 4
+    assert pool.explore.export_counts(f(include_generated=False))["instances"] == 3
+    assert pool.explore.export_counts(f(include_seeds=False, include_generated=False))["tasks"] == 0
     assert exported_tasks(pool, f(include_seeds=False, runs=(ids["run_b"],))) == {"Suggest a name for a bakery."}
-    assert pool.export_counts(f(include_seeds=False, runs=(ids["run_a"],)))["tasks"] == 3
+    assert pool.explore.export_counts(f(include_seeds=False, runs=(ids["run_a"],)))["tasks"] == 3
     assert exported_tasks(pool, f(include_seeds=False, min_round=2)) == {
         "Explain photosynthesis to a ten year old child."}
-    assert pool.export_counts(f(include_seeds=False, max_round=1))["tasks"] == 3   # G1, G2 and run B's G6
-    clf = pool.export_counts(f(classification=True))
+    assert pool.explore.export_counts(f(include_seeds=False, max_round=1))["tasks"] == 3   # G1, G2 and run B's G6
+    clf = pool.explore.export_counts(f(classification=True))
     assert (clf["tasks"], clf["instances"], clf["seed_tasks"]) == (2, 3, 1)
-    assert pool.export_counts(f(classification=False))["tasks"] == 4
-    long_outputs = pool.export_counts(f(min_output_words=20))
+    assert pool.explore.export_counts(f(classification=False))["tasks"] == 4
+    long_outputs = pool.explore.export_counts(f(min_output_words=20))
     assert (long_outputs["tasks"], long_outputs["instances"]) == (1, 1)
     assert long_outputs["empty_tasks"] == 7          # every other task is left with no instance
-    assert pool.export_counts(f(max_output_words=2))["instances"] == 5   # not the 3- and 4-word ones
+    assert pool.explore.export_counts(f(max_output_words=2))["instances"] == 5   # not the 3- and 4-word ones
     assert exported_tasks(pool, f(max_instruction_words=6)) == {
         "Translate the word into French.", "Classify the sentiment of the review.",
         "Summarize the paragraph in one sentence.", "Suggest a name for a bakery."}
     assert exported_tasks(pool, f(min_instruction_words=8)) == {
         "Decide whether the number is odd or even.", "Explain photosynthesis to a ten year old child."}
-    assert pool.export_counts(f(include_empty_tasks=True))["empty_tasks"] == 2
+    assert pool.explore.export_counts(f(include_empty_tasks=True))["empty_tasks"] == 2
     with pytest.raises(ValueError, match="min_round"):
         f(min_round=3, max_round=1)
 
@@ -231,17 +231,17 @@ def test_each_filter_changes_the_counts_as_expected(small):
 def test_rescued_and_human_approved_filters(small):
     pool, ids = small
     rescue(pool, ids["G3"])
-    assert pool.export_counts(ExportFilters(include_seeds=False))["tasks"] == 5
+    assert pool.explore.export_counts(ExportFilters(include_seeds=False))["tasks"] == 5
     assert "Write a haiku about autumn leaves falling." not in exported_tasks(
         pool, ExportFilters(exclude_rescued=True))
-    assert pool.export_counts(ExportFilters(include_seeds=False, exclude_rescued=True))["tasks"] == 4
+    assert pool.explore.export_counts(ExportFilters(include_seeds=False, exclude_rescued=True))["tasks"] == 4
     assert exported_tasks(pool, ExportFilters(include_seeds=False, human_approved_only=True)) == {
         "Write a haiku about autumn leaves falling."}
     actions.approve(pool, ids["G6"], actor="tester")
     assert exported_tasks(pool, ExportFilters(include_seeds=False, human_approved_only=True)) == {
         "Write a haiku about autumn leaves falling.", "Suggest a name for a bakery."}
     # seeds are human-written: the approval filter leaves them in
-    assert pool.export_counts(ExportFilters(human_approved_only=True))["seed_tasks"] == 2
+    assert pool.explore.export_counts(ExportFilters(human_approved_only=True))["seed_tasks"] == 2
 
 
 def test_exclude_invalid_uses_the_quality_labels(small):
@@ -251,8 +251,8 @@ def test_exclude_invalid_uses_the_quality_labels(small):
     label(pool, ids["G6"])                                   # all yes: stays
     assert pool.invalid_candidate_ids() == {ids["G1"]}
     assert len(pool.invalid_instance_ids()) == 1
-    before = pool.export_counts(ExportFilters(include_seeds=False))
-    after = pool.export_counts(ExportFilters(include_seeds=False, exclude_invalid=True))
+    before = pool.explore.export_counts(ExportFilters(include_seeds=False))
+    after = pool.explore.export_counts(ExportFilters(include_seeds=False, exclude_invalid=True))
     assert before["tasks"] - after["tasks"] == 2             # G1 dropped, G4 left with no instance
     assert before["instances"] - after["instances"] == 3
     assert exported_tasks(pool, ExportFilters(include_seeds=False, exclude_invalid=True)) == {
@@ -287,7 +287,7 @@ def test_selfinstruct_jsonl_reimports_as_identical_rows(demo_pool, tmp_path):
         assert result.report.ok and result.imported == len(exported)
         assert _tasks_of(fresh) == exported
     # and those rows are the pool's own
-    frame = demo_pool.export_preview(ExportFilters(), 100_000)
+    frame = demo_pool.explore.export_preview(ExportFilters(), 100_000)
     assert sum(len(t[1]) for t in exported) == len(frame)
     tasks_in_order = dict.fromkeys(zip(frame["source"], frame["task_id"], frame["instruction"]))
     assert [t[0] for t in exported] == [instruction for (_, _, instruction) in tasks_in_order]
@@ -321,7 +321,7 @@ def test_selfinstruct_jsonl_round_trip_keeps_ids_and_names(demo_pool, tmp_path):
 def test_alpaca_and_csv_reimport_as_identical_rows(demo_pool, tmp_path, fmt):
     path = tmp_path / f"pool{FORMAT_INFO[fmt].extension}"
     write_export(demo_pool, fmt, path, ExportFilters())
-    frame = demo_pool.export_preview(ExportFilters(), 100_000)
+    frame = demo_pool.explore.export_preview(ExportFilters(), 100_000)
     rows = list(zip(frame["instruction"], frame["input"], frame["output"]))
     with Pool.open(tmp_path / "again.duckdb") as fresh:
         result = seeds.import_seeds(fresh, path)
@@ -346,7 +346,7 @@ def test_writing_goes_batch_by_batch_and_batches_do_not_change_the_file(demo_poo
     write_export(demo_pool, "parquet", tmp_path / "p.parquet", ExportFilters(), ExportOptions(batch_size=50))
     parquet = pq.ParquetFile(tmp_path / "p.parquet")
     assert parquet.metadata.num_row_groups > 1                  # one row group per batch written
-    assert parquet.metadata.num_rows == demo_pool.export_counts(ExportFilters())["instances"]
+    assert parquet.metadata.num_rows == demo_pool.explore.export_counts(ExportFilters())["instances"]
 
 
 def test_export_to_a_file_object_and_an_empty_export(small):
@@ -381,7 +381,7 @@ def test_the_card_lists_the_configuration_filters_and_quality(small, tmp_path):
         if expected == "charts/":
             expected = "train_charts/lengths.svg"
         assert expected in card, expected
-    counts = pool.export_counts(filters)
+    counts = pool.explore.export_counts(filters)
     assert f"| Generated tasks | {counts['generated_tasks']} | {counts['generated_instances']} |" in card
     assert {p.name for p in result.chart_paths} == {"lengths.svg", "verbs.svg", "rouge_vs_seeds.svg"}
     for chart in result.chart_paths:       # SVG rendered from selfinstruct.charts by vl-convert
@@ -399,7 +399,7 @@ def test_a_zip_holds_data_card_and_charts(demo_pool, tmp_path):
         assert {"bundle.parquet", "README.md", "charts/lengths.svg", "charts/verbs.svg"} <= names
         frame = pd.read_parquet(io.BytesIO(zf.read("bundle.parquet")))
         card = zf.read("README.md").decode("utf-8")
-    assert len(frame) == result.records == demo_pool.export_counts(ExportFilters())["instances"]
+    assert len(frame) == result.records == demo_pool.explore.export_counts(ExportFilters())["instances"]
     assert "![Word counts of instructions, inputs and outputs](charts/lengths.svg)" in card
     assert "selfinstruct-demo" in card and "No quality study has labels" in card
     assert not list(tmp_path.glob(".selfinstruct-export-*"))             # the temporary folder is gone
@@ -478,7 +478,7 @@ def test_download_names_carry_the_format_and_the_time():
 def test_the_preview_table_shows_no_none(small):
     pool, _ = small
     table = export.preview_table(pool, ExportFilters(include_empty_tasks=True), 100)
-    raw = pool.export_preview(ExportFilters(include_empty_tasks=True), 100)
+    raw = pool.explore.export_preview(ExportFilters(include_empty_tasks=True), 100)
     assert raw["run_id"].isna().any() and raw["instance_id"].isna().any()   # seeds; a task with no instance
     assert not table.isna().any().any()
     assert set(table.loc[raw["source"] == "seed", "run_id"]) == {"–"}
@@ -583,7 +583,7 @@ def test_cli_export_writes_the_filtered_data_and_the_card(demo_db_path, tmp_path
                    "--no-seeds", "--classification", "exclude", "--system-prompt", "Be kind.")
     assert done.returncode == 0, done.stderr
     with Pool.open(demo_db_path) as pool:
-        counts = pool.export_counts(ExportFilters(include_seeds=False, classification=False))
+        counts = pool.explore.export_counts(ExportFilters(include_seeds=False, classification=False))
     lines = out.read_text(encoding="utf-8").splitlines()
     assert len(lines) == counts["instances"]
     assert json.loads(lines[0])["messages"][0] == {"role": "system", "content": "Be kind."}
@@ -666,7 +666,7 @@ def test_the_judge_filter_drops_what_its_latest_verdict_calls_no(judged_small, t
     pool, ids, run_id, _ = judged_small
     every = ExportFilters(include_seeds=False)
     filters = ExportFilters(include_seeds=False, judge_run_id=run_id, judge_exclude=drop)
-    before, after = pool.export_counts(every), pool.export_counts(filters)
+    before, after = pool.explore.export_counts(every), pool.explore.export_counts(filters)
     assert (before["tasks"], before["instances"]) == (4, 5)
     assert (after["tasks"], after["instances"]) == (tasks, instances)
     assert exported_tasks(pool, every) - exported_tasks(pool, filters) == gone
@@ -675,9 +675,9 @@ def test_the_judge_filter_drops_what_its_latest_verdict_calls_no(judged_small, t
     assert written(pool, "selfinstruct", filters, tmp_path) == tasks
     assert len(export.preview_table(pool, filters, 50)) == instances
     # a judge run alone filters nothing; seeds are never judged
-    assert pool.export_counts(ExportFilters(include_seeds=False, judge_run_id=run_id)) == before
-    with_seeds = pool.export_counts(ExportFilters(judge_run_id=run_id, judge_exclude=drop))
-    assert with_seeds["seed_instances"] == pool.export_counts(ExportFilters())["seed_instances"]
+    assert pool.explore.export_counts(ExportFilters(include_seeds=False, judge_run_id=run_id)) == before
+    with_seeds = pool.explore.export_counts(ExportFilters(judge_run_id=run_id, judge_exclude=drop))
+    assert with_seeds["seed_instances"] == pool.explore.export_counts(ExportFilters())["seed_instances"]
 
 
 def test_the_judge_filter_reads_one_run_and_only_readable_verdicts(judged_small):
@@ -766,7 +766,7 @@ def test_the_card_holds_the_calibration_figures_of_calibration_calibrate(demo_po
         assert (f"{rate.estimate:.0%} ({rate.low:.0%} to {rate.high:.0%}) | {rate.human_estimate:.0%} "
                 f"({rate.human_low:.0%} to {rate.human_high:.0%}) | {rate.paper_rate:.0%} |") in card.markdown
     # the filter: what the judge called a wrong output is not in the export
-    dropped = demo_pool.export_counts(ExportFilters())["instances"] - demo_pool.export_counts(
+    dropped = demo_pool.explore.export_counts(ExportFilters())["instances"] - demo_pool.explore.export_counts(
         ExportFilters(judge_run_id=run_id, judge_exclude=("output_ok",)))["instances"]
     no_outputs = sum(v["output_ok"] == "no" for v in demo_pool.judge_verdicts(run_id))
     assert dropped == no_outputs == judged["dropped"]["instances"] > 0

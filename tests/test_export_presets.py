@@ -148,7 +148,7 @@ def test_trl_conversational_file_reads_as_messages(demo_pool, tmp_path):
     assert table.schema.field("messages").type == pa.list_(pa.struct([("role", pa.string()),
                                                                         ("content", pa.string())]))
     rows = table.to_pylist()
-    assert len(rows) == result.records == demo_pool.export_counts(ExportFilters())["instances"]
+    assert len(rows) == result.records == demo_pool.explore.export_counts(ExportFilters())["instances"]
     for row in rows:
         messages = row["messages"]
         assert all(set(m) == {"role", "content"} and isinstance(m["content"], str) for m in messages)
@@ -350,8 +350,8 @@ def test_the_card_header_is_hub_metadata(demo_pool, tmp_path):
 def test_the_size_category_counts_the_records_of_the_file(demo_pool, tmp_path, monkeypatch):
     from selfinstruct.export import card as card_module
 
-    counts = demo_pool.export_counts(ExportFilters())
-    real = demo_pool.export_counts
+    counts = demo_pool.explore.export_counts(ExportFilters())
+    real = demo_pool.explore.export_counts
 
     def counted(filters):           # the demo pool is small: pretend it has 1,000 instances
         out = dict(real(filters))
@@ -376,7 +376,7 @@ def test_bad_metadata_is_refused_before_writing(demo_pool, tmp_path, license, la
 # -- CLI --------------------------------------------------------------------------------------
 def test_cli_presets(demo_db_path, tmp_path):
     with Pool.open(demo_db_path) as pool:
-        instances = pool.export_counts(ExportFilters())["instances"]
+        instances = pool.explore.export_counts(ExportFilters())["instances"]
     done = run_cli("export", "--db", str(demo_db_path), "--preset", "axolotl", "--out", str(tmp_path / "a.json"),
                    "--license", "cc-by-4.0")
     assert done.returncode == 0, done.stderr
@@ -436,7 +436,7 @@ def test_the_page_trainer_choice_sets_the_format_and_shows_the_config(demo_app_e
     info = json.loads((tmp_path / "lf" / "dataset_info.json").read_text(encoding="utf-8"))
     assert list(info) == ["keep", "train"] and info["train"]["file_name"] == "train.json"
     rows = json.loads(target.read_text(encoding="utf-8"))
-    assert len(rows) == app_pool(demo_app_env).export_counts(ExportFilters())["instances"]
+    assert len(rows) == app_pool(demo_app_env).explore.export_counts(ExportFilters())["instances"]
 
 
 def test_the_page_trl_and_axolotl_choices(demo_app_env, tmp_path):

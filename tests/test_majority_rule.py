@@ -50,8 +50,8 @@ def test_label_results_pool_filter_and_export_agree(demo_db_path):
         assert summary[a]["invalid"] is False and summary[b]["invalid"] is True
 
         # The Pool/Export pages' filter (the same ExportFilters): B leaves, A stays.
-        all_tasks = pool.export_instructions(ExportFilters(include_seeds=False))
-        kept = pool.export_instructions(ExportFilters(include_seeds=False, exclude_invalid=True))
+        all_tasks = pool.explore.export_instructions(ExportFilters(include_seeds=False))
+        kept = pool.explore.export_instructions(ExportFilters(include_seeds=False, exclude_invalid=True))
         text_a, text_b = pool.candidate_detail(a)["instruction"], pool.candidate_detail(b)["instruction"]
         assert {text_a, text_b} <= {text for _, text in all_tasks}
         kept_texts = {text for _, text in kept}
@@ -72,12 +72,12 @@ def test_instances_count_what_the_pool_holds(demo_pool):
     tasks, though such instances stay 'kept' rows."""
     from selfinstruct import actions
 
-    exported = demo_pool.export_counts(ExportFilters(include_empty_tasks=True))["instances"]
+    exported = demo_pool.explore.export_counts(ExportFilters(include_empty_tasks=True))["instances"]
     assert demo_pool.counts().instances == exported
-    some = demo_pool.pool_browse("", limit=1)
+    some = demo_pool.explore.pool_browse("", limit=1)
     candidate_id = int(some["id"].iloc[0]) if hasattr(some, "iloc") else int(some[0]["id"])
-    with_instances = len([i for i in demo_pool.pool_item(candidate_id)["instances"] if i["status"] == model.KEPT])
+    with_instances = len([i for i in demo_pool.explore.pool_item(candidate_id)["instances"] if i["status"] == model.KEPT])
     assert with_instances > 0
     actions.remove(demo_pool, candidate_id, actor="test")
     assert demo_pool.counts().instances == exported - with_instances
-    assert demo_pool.export_counts(ExportFilters(include_empty_tasks=True))["instances"] == exported - with_instances
+    assert demo_pool.explore.export_counts(ExportFilters(include_empty_tasks=True))["instances"] == exported - with_instances

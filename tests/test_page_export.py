@@ -21,7 +21,7 @@ def metrics(at) -> dict:
 def test_counts_and_preview_are_the_filtered_query(demo_app_env):
     at = open_page("pages/export.py")
     pool = app_pool(demo_app_env)
-    full = pool.export_counts(ExportFilters())
+    full = pool.explore.export_counts(ExportFilters())
     shown = metrics(at)
     assert (shown["Tasks"], shown["Instances"], shown["Seed tasks"], shown["Generated tasks"]) == (
         full["tasks"], full["instances"], full["seed_tasks"], full["generated_tasks"])
@@ -33,7 +33,7 @@ def test_counts_and_preview_are_the_filtered_query(demo_app_env):
     at.segmented_control(key="exp_format").set_value("chat").run()
     assert not at.exception
     filters = ExportFilters(include_seeds=False, classification=False, min_output_words=3)
-    expected = pool.export_counts(filters)
+    expected = pool.explore.export_counts(filters)
     shown = metrics(at)
     assert expected["instances"] < full["instances"]
     assert (shown["Tasks"], shown["Instances"], shown["Seed tasks"], shown["Records in the file"]) == (
@@ -75,7 +75,7 @@ def test_write_from_the_page_gives_the_counted_rows(demo_app_env, tmp_path):
     with zipfile.ZipFile(target) as zf:
         rows = json.loads(zf.read("seeds.json"))
         card = zf.read("README.md").decode()
-    seed_only = app_pool(demo_app_env).export_counts(ExportFilters(include_generated=False))
+    seed_only = app_pool(demo_app_env).explore.export_counts(ExportFilters(include_generated=False))
     assert len(rows) == shown["Instances"] == seed_only["instances"] == seed_only["seed_instances"]
     assert "Seed tasks only." in card
 
@@ -120,7 +120,7 @@ def test_the_judge_filter_on_the_page_drops_what_the_judge_called_no(demo_app_en
     at.multiselect(key="exp_judge_drop").set_value(["valid_task", "output_ok"]).run()
     assert not at.exception
     filters = ExportFilters(judge_run_id=run_id, judge_exclude=("valid_task", "output_ok"))
-    shown, expected = metrics(at), pool.export_counts(filters)
+    shown, expected = metrics(at), pool.explore.export_counts(filters)
     # hand-counted: B goes with all its instances, A loses the instance the judge saw
     assert full["Instances"] - shown["Instances"] == ids["kept"][ids["B"]] + 1
     assert full["Tasks"] - shown["Tasks"] == 1 + (ids["kept"][ids["A"]] == 1)

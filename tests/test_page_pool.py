@@ -20,14 +20,14 @@ def test_browse_and_search_show_the_sql_counts(demo_app_env):
     pool = app_pool(demo_app_env)
     assert matching(at) == pool.counts().accepted
     table = at.dataframe[0].value
-    assert list(table["id"]) == list(pool.pool_browse(limit=50)["id"])
+    assert list(table["id"]) == list(pool.explore.pool_browse(limit=50)["id"])
     at.text_input(key="pool_search").input("summar").run()
     assert not at.exception
-    assert matching(at) == pool.pool_browse_count("summar") > 0
+    assert matching(at) == pool.explore.pool_browse_count("summar") > 0
     assert all("summar" in t.lower() for t in at.dataframe[0].value["instruction"])
     at.text_input(key="pool_search").input("").run()
     at.number_input(key="pool_page").set_value(2).run()
-    assert list(at.dataframe[0].value["id"]) == list(pool.pool_browse(limit=50, offset=50)["id"])
+    assert list(at.dataframe[0].value["id"]) == list(pool.explore.pool_browse(limit=50, offset=50)["id"])
 
 
 def test_select_a_row_edit_remove_and_undo(demo_app_env):
@@ -42,18 +42,18 @@ def test_select_a_row_edit_remove_and_undo(demo_app_env):
     at.button(key="pool_save_instruction").click().run()
     assert not at.exception
     assert any(f"Saved the instruction of #{first}" in s.value for s in at.success)
-    item = pool.pool_item(first)
+    item = pool.explore.pool_item(first)
     assert item["instruction"] == "Suggest a kind reply when a coworker asks about pay."
     assert pool.audit.entries(action="edit_candidate")[0]["target_id"] == first
 
     at.button(key="pool_remove").click().run()
     assert not at.exception
-    assert pool.pool_item(first)["status"] == "rejected"
+    assert pool.explore.pool_item(first)["status"] == "rejected"
     assert matching(at) == pool.counts().accepted
     remove_entry = pool.audit.entries(action="remove")[0]
     at.button(key=f"pool_undo_{remove_entry['id']}").click().run()
     assert not at.exception
-    assert pool.pool_item(first)["status"] == "accepted"
+    assert pool.explore.pool_item(first)["status"] == "accepted"
     assert pool.audit.entries(action="remove")[0]["undone_by"] is not None
 
 
@@ -62,13 +62,13 @@ def test_edit_an_instance_and_see_the_filter_warning(demo_app_env):
     pool = app_pool(demo_app_env)
     item_id = int(at.dataframe[0].value.iloc[1]["id"])
     at.number_input(key="pool_open").set_value(item_id).run()
-    instance = next(i for i in pool.pool_item(item_id)["instances"] if i["status"] == "kept")
+    instance = next(i for i in pool.explore.pool_item(item_id)["instances"] if i["status"] == "kept")
     at.text_area(key=f"pool_out_{instance['id']}").input("A corrected answer.").run()
     at.button(key=f"pool_save_inst_{instance['id']}").click().run()
     assert not at.exception
-    assert next(i for i in pool.pool_item(item_id)["instances"] if i["id"] == instance["id"])["output"] == \
+    assert next(i for i in pool.explore.pool_item(item_id)["instances"] if i["id"] == instance["id"])["output"] == \
         "A corrected answer."
-    assert pool.pool_item(item_id)["review"] == "approved"
+    assert pool.explore.pool_item(item_id)["review"] == "approved"
     at.text_area(key=f"pool_instr_{item_id}").input("Draw a map").run()
     assert any("filters would reject" in w.value for w in at.warning)
 
@@ -86,7 +86,7 @@ def test_diversity_view(demo_app_env):
     assert f"of {pool.counts().accepted:,} instructions" in recognised
     assert any("heuristic" in c.value for c in at.caption)
     means = {m.label: float(m.value) for m in at.metric}
-    stats = pool.export_length_stats(ExportFilters(include_seeds=False))
+    stats = pool.explore.export_length_stats(ExportFilters(include_seeds=False))
     assert means["Output, mean words"] == round(stats["means"]["output"], 1)
     assert any("median" in c.value for c in at.caption)
 
@@ -134,7 +134,7 @@ def test_the_judge_filter_hides_or_shows_what_the_judge_called_no(demo_app_env):
     at.selectbox(key="pool_judge_show").set_value("only").run()
     assert not at.exception
     assert matching(at) == 2 and set(at.dataframe[0].value["id"]) == {ids["A"], ids["B"]}
-    assert pool.pool_browse_count(judge_run_id=run_id, judge_drop=("valid_task", "output_ok"),
+    assert pool.explore.pool_browse_count(judge_run_id=run_id, judge_drop=("valid_task", "output_ok"),
                                   judge_show="only") == 2
     at.multiselect(key="pool_judge_drop").set_value(["input_ok"]).run()    # nobody's input was called wrong
     assert matching(at) == 0

@@ -103,8 +103,8 @@ def test_an_annotator_has_label_pool_and_rejects_only(demo_app_env):
 
 def test_an_annotator_reads_the_pool_and_rejects_without_changing_them(demo_app_env):
     pool = app_pool(demo_app_env)
-    candidate = int(pool.pool_browse(limit=1).iloc[0]["id"])
-    instruction = pool.pool_item(candidate)["instruction"]
+    candidate = int(pool.explore.pool_browse(limit=1).iloc[0]["id"])
+    instruction = pool.explore.pool_item(candidate)["instruction"]
     edits = {"Save instruction", "Approve", "Remove from the pool", "Save", "Drop"}
     rescues = {"rej_rescue", "rej_confirm", "rej_bulk_rescue", "rej_bulk_confirm"}
     for email, can_change in (("grace@example.com", False), ("ada@example.com", True)):

@@ -199,7 +199,7 @@ def test_export_caps_each_topic_by_the_keep_rule(topic_pool):
     actions.approve(pool, approved, actor="ann")
     filters = topics.capped(pool, ExportFilters(), 4)
     assert filters.topic_set_id != set_id         # the approval changed the pool: topics computed again
-    rows = pool.export_preview(filters, limit=1000)
+    rows = pool.explore.export_preview(filters, limit=1000)
     kept = {(r["source"], int(r["task_id"])) for _, r in rows.iterrows()}
     for family, (n_seed, n_acc, _) in SIZES.items():
         mine = {("seed", s) for s in families[family]["seeds"]} | {("generated", c) for c in families[family]["accepted"]}

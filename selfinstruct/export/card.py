@@ -159,15 +159,15 @@ def build_card(pool: Pool, fmt: str, filters: ExportFilters | None = None,
     filters = (filters or ExportFilters()).for_format(fmt)
     options = options or ExportOptions()
     info = FORMAT_INFO[fmt]
-    counts = pool.export_counts(filters)
-    lengths = pool.export_length_stats(filters)
-    tasks = pool.export_instructions(filters)
+    counts = pool.explore.export_counts(filters)
+    lengths = pool.explore.export_length_stats(filters)
+    tasks = pool.explore.export_instructions(filters)
     generated = [text for source, text in tasks if source == "generated"]
-    seeds_in_pool = pool.seed_instruction_texts()
+    seeds_in_pool = pool.explore.seed_instruction_texts()
     verbs = verb_noun_counts([text for _, text in tasks], top_verbs=15, nouns_per_verb=3)
     rouge = rouge_vs_seeds(seeds_in_pool, generated, max_items=rouge_max_items)
-    runs = [_run_summary(pool, run_id) for run_id in pool.export_run_ids(filters)]
-    studies = pool.label_summary()
+    runs = [_run_summary(pool, run_id) for run_id in pool.explore.export_run_ids(filters)]
+    studies = pool.explore.label_summary()
     judge_lines, judge_stats = _judge_section(pool, filters, counts, studies)
     topic_lines, topic_images = topics.card_part(pool, filters, charts_dir=charts_dir)
 
@@ -381,7 +381,7 @@ def _card_judge_run(pool: Pool, filters: ExportFilters) -> dict | None:
     if filters.judge_run_id is not None:
         return pool.judge_run(filters.judge_run_id)
     for run in pool.judge_runs():
-        if run["scope"] == "pool" and pool.export_judged(filters, run["id"])["tasks"]:
+        if run["scope"] == "pool" and pool.explore.export_judged(filters, run["id"])["tasks"]:
             return pool.judge_run(run["id"])
     return None
 
@@ -426,8 +426,8 @@ def _judge_section(pool: Pool, filters: ExportFilters, counts: dict, studies: li
     config = run["config"]
     progress = pool.judge_progress(run["id"])
     versions = sorted({v["prompt_version"] for v in pool.judge_verdicts(run["id"]) if v["prompt_version"]})
-    judged = pool.export_judged(filters, run["id"])
-    unfiltered = pool.export_counts(dataclasses.replace(filters, judge_exclude=()))
+    judged = pool.explore.export_judged(filters, run["id"])
+    unfiltered = pool.explore.export_counts(dataclasses.replace(filters, judge_exclude=()))
     dropped = {"tasks": unfiltered["generated_tasks"] - counts["generated_tasks"],
                "instances": unfiltered["generated_instances"] - counts["generated_instances"]}
     scope = (f"study {run['study_id']}'s items" if run["scope"] == "study" else "the pool's accepted tasks, "

@@ -75,7 +75,7 @@ def preview_records(pool: Pool, fmt: str, filters: ExportFilters, options: Expor
     out: list[str] = []
     if fmt == "selfinstruct":
         # enough rows for `limit` tasks: a task has at most a handful of instances
-        frame = pool.export_preview(filters, limit=max(50, limit * 20), task_labels=True)
+        frame = pool.explore.export_preview(filters, limit=max(50, limit * 20), task_labels=True)
         for row in frame.to_dict("records"):
             row = clean_row(row)
             done = recorder.add_to_task(row)
@@ -87,7 +87,7 @@ def preview_records(pool: Pool, fmt: str, filters: ExportFilters, options: Expor
         if last is not None and len(out) < limit:
             out.append(dumps(last))
         return out
-    frame = pool.export_preview(filters, limit=limit)
+    frame = pool.explore.export_preview(filters, limit=limit)
     rows = [clean_row(r) for r in frame.to_dict("records")]
     if fmt in ("csv", "parquet"):
         buffer = io.StringIO()
@@ -103,7 +103,7 @@ def preview_table(pool: Pool, filters: ExportFilters, limit: int = 20):
     """The first `limit` exported rows for a table on screen: a seed's run and round,
     which it has none of, and a missing instance's fields show "–" (st.dataframe would
     print "None"); text stays as it is."""
-    return render.table(pool.export_preview(filters, limit))
+    return render.table(pool.explore.export_preview(filters, limit))
 
 
 # ---------------------------------------------------------------------------- writing
@@ -116,11 +116,11 @@ def write_export(pool: Pool, fmt: str, out: str | Path | IO[bytes], filters: Exp
     if fmt not in FORMATS:
         raise ValueError(f"Unknown export format {fmt!r}; use one of {', '.join(FORMATS)}.")
     started = time.perf_counter()
-    counts = pool.export_counts(filters)
+    counts = pool.explore.export_counts(filters)
     path = Path(out) if isinstance(out, (str, Path)) else None
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    reader = pool.export_reader(filters, batch_size=options.batch_size, task_labels=fmt == "selfinstruct")
+    reader = pool.explore.export_reader(filters, batch_size=options.batch_size, task_labels=fmt == "selfinstruct")
     if fmt == "parquet":
         records = _write_parquet(reader, path if path is not None else out)
     else:
@@ -362,7 +362,7 @@ def iter_records(pool: Pool, fmt: str, filters: ExportFilters | None = None,
         raise ValueError("iter_records gives JSON records; read Parquet/CSV files with pandas.")
     filters = (filters or ExportFilters()).for_format(fmt)
     recorder = Recorder(fmt, options or ExportOptions())
-    for batch in pool.export_reader(filters, task_labels=fmt == "selfinstruct"):
+    for batch in pool.explore.export_reader(filters, task_labels=fmt == "selfinstruct"):
         for row in rows_of(batch):
             if fmt == "selfinstruct":
                 done = recorder.add_to_task(row)

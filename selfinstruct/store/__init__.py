@@ -22,9 +22,14 @@ from .seeds import SeedQueries
 from .topics import TopicQueries
 
 
-class Pool(ReviewQueries, QualityQueries, JudgeQueries, EvaluateQueries, ExploreQueries, RunQueries, SeedQueries,
+class Pool(ReviewQueries, QualityQueries, JudgeQueries, EvaluateQueries, RunQueries, SeedQueries,
            PoolBase):
     """An open pool file. Create with `Pool.open(path)`; close with `.close()`."""
+
+    @cached_property
+    def explore(self) -> ExploreQueries:
+        """The Pool page's browsing and the export's reads (store/explore.py)."""
+        return ExploreQueries(self)
 
     @cached_property
     def bulk(self) -> BulkQueries:

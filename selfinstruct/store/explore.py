@@ -33,7 +33,7 @@ from typing import Any
 
 from ..model import CANDIDATE, SEED_TASK, INSTANCE_QUESTIONS, INSTRUCTION_QUESTIONS, NO, QUESTIONS, SQL, human_approved_sql, rescued_sql, \
     sql_literal
-from .core import _loads
+from .core import Queries, _loads
 from .judge import latest_verdicts_sql
 from .quality import QualityQueries
 from .topics import over_cap_sql
@@ -100,7 +100,7 @@ class ExportStream:
         self.close()
 
 
-class ExploreQueries:
+class ExploreQueries(Queries):
     # =====================================================================
     # Export: one query builder
     # =====================================================================
@@ -217,7 +217,7 @@ class ExploreQueries:
         include empty tasks), instances, and the same split by seed/generated, plus
         instances with a non-empty input and classification tasks."""
         sql, params = self._export_sql(filters, keep_empty=True)
-        row = self._q(
+        row = self.pool._q(
             f"""WITH rows AS ({sql}),
                per_task AS (
                  SELECT k, task_id, any_value(is_classification) AS clf,
@@ -243,7 +243,7 @@ class ExploreQueries:
         `task_labels` also TASK_LABEL_COLUMNS."""
         sql, params = self._export_sql(filters)
         columns = EXPORT_COLUMNS + (TASK_LABEL_COLUMNS if task_labels else ())
-        return self._frame(
+        return self.pool._frame(
             f"SELECT {', '.join(columns)} FROM ({sql}) {self._EXPORT_ORDER} LIMIT ?",
             params + [int(limit)])
 
@@ -254,7 +254,7 @@ class ExploreQueries:
         cursor (other queries may run while it is open); iterate it to the end or
         close it."""
         sql, params = self._export_sql(filters)
-        cur = self._con.cursor()
+        cur = self.pool._con.cursor()
         try:
             columns = EXPORT_COLUMNS + (TASK_LABEL_COLUMNS if task_labels else ())
             reader = cur.sql(f"SELECT {', '.join(columns)} FROM ({sql}) {self._EXPORT_ORDER}",
@@ -267,14 +267,14 @@ class ExploreQueries:
     def export_instructions(self, filters) -> list[tuple[str, str]]:
         """(source, instruction) of every exported task, in export order."""
         sql, params = self._export_sql(filters)
-        return [(r[0], r[1]) for r in self._q(
+        return [(r[0], r[1]) for r in self.pool._q(
             f"SELECT source, any_value(instruction) FROM ({sql}) GROUP BY k, task_id, source "
             "ORDER BY k, task_id", params).fetchall()]
 
     def export_run_ids(self, filters) -> list[int]:
         """Runs that contributed at least one exported task."""
         sql, params = self._export_sql(filters)
-        return [int(r[0]) for r in self._q(
+        return [int(r[0]) for r in self.pool._q(
             f"SELECT DISTINCT run_id FROM ({sql}) WHERE run_id IS NOT NULL ORDER BY run_id",
             params).fetchall()]
 
@@ -291,7 +291,7 @@ class ExploreQueries:
               UNION ALL SELECT 'input', {_words('input')} FROM rows
                 WHERE instance_id IS NOT NULL AND input <> ''
               UNION ALL SELECT 'output', {_words('output')} FROM rows WHERE instance_id IS NOT NULL)"""
-        hist = self._frame(
+        hist = self.pool._frame(
             base + " SELECT field, (least(w, ?) // ?) * ? AS bin_start, count(*) AS n, sum(w) AS words "
                    "FROM words GROUP BY ALL ORDER BY field, bin_start",
             params + [int(cap), int(bin_width), int(bin_width)])
@@ -306,7 +306,7 @@ class ExploreQueries:
         """Of an export's generated rows: `tasks` with a readable verdict of this judge run on
         any of their (candidate, instance) items, and `instances` it judged."""
         sql, params = self._export_sql(filters)
-        row = self._q(
+        row = self.pool._q(
             f"""WITH rows AS ({sql}), lv AS ({latest_verdicts_sql(one_run=True)})
                SELECT count(DISTINCT r.task_id) FILTER (WHERE EXISTS (
                           SELECT 1 FROM lv WHERE lv.candidate_id = r.task_id)),
@@ -317,13 +317,13 @@ class ExploreQueries:
 
     # -- what the dataset card reports beside the rows --------------------------------
     def seed_instruction_texts(self) -> list[str]:
-        return [r[0] for r in self._q("SELECT instruction FROM seed_tasks ORDER BY id").fetchall()]
+        return [r[0] for r in self.pool._q("SELECT instruction FROM seed_tasks ORDER BY id").fetchall()]
 
     def label_summary(self) -> list[dict]:
         """Per quality study with labels: items labeled, labels, annotators, and for each
         question the 'yes' count over the answered ones; `all_yes` counts labels with
         three yeses among labels with three answers."""
-        return self._rows(
+        return self.pool._rows(
             """SELECT q.id AS study_id, q.name, q.sample_size,
                       count(DISTINCT l.item_id) AS items_labeled, count(*) AS labels,
                       count(DISTINCT l.annotator) AS annotators,
@@ -348,7 +348,7 @@ class ExploreQueries:
         made or changed, any audited edit (rescue, confirm, remove, re-filter, ...). A cheap
         (~4 ms on 150K candidates) cache key for views that read a whole table: the
         diversity analyses here, the Rejects page's What-if evidence and filter lists."""
-        return tuple(self._q(
+        return tuple(self.pool._q(
             """SELECT (SELECT count(*) FROM seed_tasks),
                       (SELECT count(*) FROM candidates WHERE status = 'accepted'),
                       (SELECT count(*) FROM instances WHERE status = 'kept'),
@@ -399,7 +399,7 @@ class ExploreQueries:
 
     def pool_browse_count(self, search: str = "", **kw) -> int:
         where, params = self._browse_where(search, **kw)
-        return int(self._scalar(f"SELECT count(*) FROM candidates c WHERE {where}", params))
+        return int(self.pool._scalar(f"SELECT count(*) FROM candidates c WHERE {where}", params))
 
     def pool_browse(self, search: str = "", *, limit: int = 50, offset: int = 0,
                     newest_first: bool = True, **kw):
@@ -408,7 +408,7 @@ class ExploreQueries:
         kept-instance count. A DataFrame."""
         where, params = self._browse_where(search, **kw)
         order = "DESC" if newest_first else "ASC"
-        return self._frame(
+        return self.pool._frame(
             f"""WITH page AS (
                   SELECT c.id, c.run_id, r.number AS round, c.instruction,
                          coalesce(c.is_classification, FALSE) AS is_classification,
@@ -424,21 +424,21 @@ class ExploreQueries:
 
     def pool_item(self, candidate_id: int) -> dict | None:
         """One candidate with all its instances (kept first, then rejected)."""
-        rows = self._rows(
+        rows = self.pool._rows(
             "SELECT c.*, r.number AS round FROM candidates c LEFT JOIN rounds r ON r.id = c.round_id "
             "WHERE c.id = ?", [int(candidate_id)])
         if not rows:
             return None
         item = rows[0]
         item["details"] = _loads(item["details"])
-        item["instances"] = self._rows(
+        item["instances"] = self.pool._rows(
             "SELECT id, position, input, output, status, reason FROM instances WHERE candidate_id = ? "
             f"ORDER BY status = {SQL.KEPT} DESC, position", [int(candidate_id)])
         return item
 
     def pool_runs(self) -> list[dict]:
         """Runs with accepted candidates, and the rounds they span (for filters)."""
-        return self._rows(
+        return self.pool._rows(
             "SELECT c.run_id AS id, any_value(ru.name) AS name, min(r.number) AS first_round, "
             "max(r.number) AS last_round, count(*) AS accepted FROM candidates c "
             "LEFT JOIN rounds r ON r.id = c.round_id LEFT JOIN runs ru ON ru.id = c.run_id "

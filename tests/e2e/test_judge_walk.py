@@ -87,6 +87,6 @@ def test_judge_a_study_then_the_pool_then_export_for_trl(app_factory, demo_db_pa
     assert all([m["role"] for m in r["messages"]][-2:] == ["user", "assistant"] for r in records)
     assert "Model judge" in card and "Training with TRL" in card
     with Pool.open(demo_db_path) as pool:
-        everything = pool.export_counts(ExportFilters())["instances"]
-        kept = pool.export_counts(ExportFilters(judge_run_id=2, judge_exclude=("output_ok",)))["instances"]
+        everything = pool.explore.export_counts(ExportFilters())["instances"]
+        kept = pool.explore.export_counts(ExportFilters(judge_run_id=2, judge_exclude=("output_ok",)))["instances"]
     assert len(records) == kept < everything     # the judge's "no" on outputs left some out

@@ -60,7 +60,7 @@ def team_app(app_factory, provider, demo_db_path, tmp_path):
     of the demo pool. Identity providers redirect to plain http only on localhost, hence the
     redirect URI (and the address the browser opens)."""
     with Pool.open(demo_db_path) as pool:   # an item for the Pool page, before the app holds the file
-        accepted_id = int(pool.pool_browse(limit=1).iloc[0]["id"])
+        accepted_id = int(pool.explore.pool_browse(limit=1).iloc[0]["id"])
     secrets_file = tmp_path / "secrets.toml"
     secrets_file.write_text(f'''
 [auth]
