@@ -30,12 +30,12 @@ def show_marked(text: str, spans) -> None:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def reject_runs(path: str, version: tuple) -> list[dict]:
-    return current_pool().reject_runs()
+    return current_pool().review.reject_runs()
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def reject_rounds(path: str, version: tuple, run_id: int | None) -> list[int]:
-    return current_pool().reject_rounds(run_id)
+    return current_pool().review.reject_rounds(run_id)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -43,9 +43,9 @@ def whatif_evidence(path: str, version: tuple, run_id: int | None) -> dict:
     """What the What-if tab reads from every stored decision (thresholds used, score histogram,
     keyword counts): read once per change of the pool (`version`), not on every rerun."""
     p = current_pool()
-    return {"thresholds": p.rouge_thresholds(run_id=run_id),
-            "histogram": p.rouge_histogram(run_id=run_id, bins=20),
-            "keywords": p.keyword_rejects(run_id=run_id)}
+    return {"thresholds": p.review.rouge_thresholds(run_id=run_id),
+            "histogram": p.review.rouge_histogram(run_id=run_id, bins=20),
+            "keywords": p.review.keyword_rejects(run_id=run_id)}
 
 
 def md_plain(text: str) -> str:
@@ -163,7 +163,7 @@ with browse_tab:
                            + (", input or output" if kind == "instance" else ""))
     base = review.RejectQuery(kind=kind, run_id=run_id, round_number=round_number, search=search, review=state)
     counts = review.reason_counts(pool, base)
-    all_reasons = pool.reject_reasons(kind)
+    all_reasons = pool.review.reject_reasons(kind)
     reasons = st.pills(
         "Reason (none picked: every reason)", all_reasons, selection_mode="multi", key=f"rej_reasons_{kind}",
         format_func=lambda r: f"{review.reason_label(r)} · {counts.get(r, 0):,}")
@@ -278,7 +278,7 @@ with browse_tab:
             st.session_state["rej_one_why"] = ""
 
         def history(target_kind: str, target_id: int) -> None:
-            entries = pool.review_history(target_kind, target_id)
+            entries = pool.review.review_history(target_kind, target_id)
             if not entries:
                 return
             with st.expander(f"History ({len(entries)})", icon=":material/history:"):
@@ -302,7 +302,7 @@ with browse_tab:
 
         with st.container(border=True):
             if kind == "instruction":
-                cand = pool.candidate_detail(detail_id)
+                cand = pool.review.candidate_detail(detail_id)
                 exp = review.explain_candidate(cand, k=10)
                 meta = f"Candidate #{cand['id']} · run {cand['run_id']} · round {cand['round']}"
                 h1, h2 = st.columns([3, 1])
@@ -418,7 +418,7 @@ with browse_tab:
                     show_flash("one")
                 history("candidate", detail_id)
             else:
-                inst = pool.instance_detail(detail_id)
+                inst = pool.review.instance_detail(detail_id)
                 exp = review.explain_instance(inst)
                 h1, h2 = st.columns([3, 1])
                 h1.markdown(f"**Instance #{inst['id']} of candidate #{inst['candidate_id']} · "

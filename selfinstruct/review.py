@@ -96,7 +96,7 @@ def _review_state(status: str, review: str | None, has_instances: bool | None) -
 
 def reason_counts(pool, query: RejectQuery) -> dict[str, int]:
     """Rejects per reason matching every filter of `query` but the reason one."""
-    return pool.reject_counts(query.kind, **query.store_kwargs(with_reasons=False))
+    return pool.review.reject_counts(query.kind, **query.store_kwargs(with_reasons=False))
 
 
 def matching_total(counts: dict[str, int], reasons: Sequence[str]) -> int:
@@ -110,7 +110,7 @@ def page_count(total: int, page_size: int = 50) -> int:
 def matching_ids(pool, query: RejectQuery) -> list[int]:
     """The ids of every reject matching `query` (all pages, in table order): what a bulk
     action on "all that match these filters" acts on."""
-    return pool.reject_ids(query.kind, **query.store_kwargs())
+    return pool.review.reject_ids(query.kind, **query.store_kwargs())
 
 
 def skipped_summary(skipped: Sequence[tuple[int, str]], *, examples: int = 3) -> str:
@@ -160,7 +160,7 @@ def load_page(pool, query: RejectQuery, page: int = 1, page_size: int = 50,
     total = matching_total(counts, query.reasons)
     pages = page_count(total, page_size)
     page = min(max(1, int(page)), pages)
-    frame = pool.reject_rows(query.kind, **query.store_kwargs(), limit=page_size,
+    frame = pool.review.reject_rows(query.kind, **query.store_kwargs(), limit=page_size,
                              offset=(page - 1) * page_size)
     frame["reason_code"] = frame["reason"]
     frame["reason"] = [reason_label(r) for r in frame["reason_code"]]
@@ -442,7 +442,7 @@ def whatif_cosine(pool, threshold: float, *, run_id: int | None = None) -> Cosin
     """How the stored cosines (each candidate's highest with the pool when it was decided) fall
     against another semantic threshold; an estimate, as `whatif` is (`selfinstruct refilter
     --cosine` decides a run again exactly)."""
-    c = pool.cosine_whatif(float(threshold), run_id=run_id)
+    c = pool.review.cosine_whatif(float(threshold), run_id=run_id)
     return CosineWhatIf(float(threshold), c["semantic_rejects"], c["would_pass"], c["accepted"], c["would_fail"],
                         c["thresholds"])
 
@@ -464,7 +464,7 @@ def whatif(pool, threshold: float, *, run_id: int | None = None,
     an estimate: in a real run each accepted candidate joins the pool and changes the
     scores of the candidates after it. `thresholds_used` saves reading them again (they
     come from `pool.rouge_thresholds`, which reads every decision's stored details)."""
-    counts = pool.rouge_whatif(float(threshold), run_id=run_id)
-    used = list(thresholds_used) if thresholds_used is not None else pool.rouge_thresholds(run_id=run_id)
+    counts = pool.review.rouge_whatif(float(threshold), run_id=run_id)
+    used = list(thresholds_used) if thresholds_used is not None else pool.review.rouge_thresholds(run_id=run_id)
     return WhatIf(float(threshold), counts["rouge_rejects"], counts["would_pass"], counts["accepted"],
                   counts["would_fail"], used)

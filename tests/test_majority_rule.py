@@ -52,7 +52,7 @@ def test_label_results_pool_filter_and_export_agree(demo_db_path):
         # The Pool/Export pages' filter (the same ExportFilters): B leaves, A stays.
         all_tasks = pool.explore.export_instructions(ExportFilters(include_seeds=False))
         kept = pool.explore.export_instructions(ExportFilters(include_seeds=False, exclude_invalid=True))
-        text_a, text_b = pool.candidate_detail(a)["instruction"], pool.candidate_detail(b)["instruction"]
+        text_a, text_b = pool.review.candidate_detail(a)["instruction"], pool.review.candidate_detail(b)["instruction"]
         assert {text_a, text_b} <= {text for _, text in all_tasks}
         kept_texts = {text for _, text in kept}
         assert text_a in kept_texts and text_b not in kept_texts

@@ -94,7 +94,7 @@ def test_rouge_detail_shows_the_stored_nearest_neighbour_and_score(demo_app_env)
     assert neighbours["ROUGE-L"].iloc[0] == stored
     marked = [m.value for m in at.markdown if "<mark" in m.value]
     assert any(plain(m) == nearest for m in marked)          # the neighbour, with its shared words marked
-    candidate = pool.candidate_detail(cid)["instruction"]
+    candidate = pool.review.candidate_detail(cid)["instruction"]
     assert any(plain(m) == candidate for m in marked)
 
 
@@ -216,7 +216,7 @@ def test_instance_rejects_can_be_kept(demo_app_env):
     pool = app_pool(demo_app_env)
     at.segmented_control(key="rej_kind").set_value("instance").run()
     iid = int(table(at)["id"].iloc[0])
-    detail = pool.instance_detail(iid)
+    detail = pool.review.instance_detail(iid)
     assert any(c.value == (detail["output"] or "(empty)") for c in at.code)
     kept = pool.counts().instances
     at.button(key="rej_rescue").click().run()
@@ -248,7 +248,7 @@ def test_an_audit_row_from_before_the_actions_layer_is_listed_and_undone(demo_ap
     at = open_page("pages/rejects.py")
     pool = app_pool(demo_app_env)
     cid = int(table(at)["id"].iloc[0])
-    reason = pool.candidate_detail(cid)["reason"]
+    reason = pool.review.candidate_detail(cid)["reason"]
     pool.audit.write_state("candidate", cid, {"status": "accepted", "decided_by": "human", "review": "rescued"})
     old_id = pool.cursor().execute(
         "INSERT INTO audit_log (actor, action, target_kind, target_id, reason, before, after) "
@@ -388,22 +388,22 @@ def test_unparseable_cannot_be_rescued_from_the_page_without_an_edit(demo_db_pat
     assert at.button(key="rej_rescue").disabled                          # the raw text, unchanged
     at.text_area(key=f"rej_edit_{raw_id}").input("  7) and then the model wrote \n").run()
     assert at.button(key="rej_rescue").disabled                          # spaces are no edit
-    assert pool.candidate_detail(raw_id)["status"] == "rejected"
+    assert pool.review.candidate_detail(raw_id)["status"] == "rejected"
 
     # selected in the table, the bulk rescue skips it and says why, beside the button
     at.session_state["rej_table"] = {"selection": {"rows": [0], "columns": []}}
     at.run()
     at.button(key="rej_bulk_rescue").click().run()
     assert not at.exception
-    assert pool.candidate_detail(raw_id)["status"] == "rejected"
+    assert pool.review.candidate_detail(raw_id)["status"] == "rejected"
     assert drawn_after(at, "rej_bulk_rescue", "warning", "could not be parsed")
 
     at.selectbox(key="rej_detail_instruction").set_value(raw_id).run()
     at.text_area(key=f"rej_edit_{raw_id}").input("Explain what a numbered list is.").run()
     assert not at.button(key="rej_rescue").disabled
     at.button(key="rej_rescue").click().run()
-    assert pool.candidate_detail(raw_id)["instruction"] == "Explain what a numbered list is."
-    assert pool.candidate_detail(raw_id)["status"] == "accepted"
+    assert pool.review.candidate_detail(raw_id)["instruction"] == "Explain what a numbered list is."
+    assert pool.review.candidate_detail(raw_id)["status"] == "accepted"
 
 
 # -- issue 26: one wording for shared words; a message, a log line and an Undo that name the item --
@@ -437,5 +437,5 @@ def test_one_wording_for_shared_words_and_actions_that_name_their_item(demo_app_
     undo = next(b for b in at.button if b.key and b.key.startswith("rej_undo_") and b.key != "rej_undo_one")
     undo.click().run()
     assert not at.exception
-    assert pool.candidate_detail(cid)["status"] == "rejected"
+    assert pool.review.candidate_detail(cid)["status"] == "rejected"
     assert any(unescaped(s.value).startswith("Undid 1 item(s): audit entry #") for s in at.success)

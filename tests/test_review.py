@@ -79,7 +79,7 @@ def test_shared_word_spans_mark_the_common_words_in_both_texts():
 def test_rouge_explanation_shows_the_stored_neighbours_and_scores(demo_pool):
     cid, stored, nearest = sql(demo_pool, "SELECT id, max_rouge, nearest_text FROM candidates "
                                           "WHERE reason = 'rouge' AND max_rouge < 1 ORDER BY id LIMIT 1")[0]
-    cand = demo_pool.candidate_detail(cid)
+    cand = demo_pool.review.candidate_detail(cid)
     exp = review.explain_candidate(cand, k=10)
     assert exp.kind == "rouge" and exp.threshold == 0.7
     assert exp.max_rouge == stored
@@ -101,10 +101,10 @@ def test_keyword_explanation_marks_the_word_from_evidence_or_recomputes_it(pool)
         {"instruction": text, "reason": "keyword",
          "details": {"message": "m", "keyword": "map", "span": [40, 99]}},   # span no longer fits
     ])
-    exp = review.explain_candidate(pool.candidate_detail(good))
+    exp = review.explain_candidate(pool.review.candidate_detail(good))
     assert [text[s:e] for s, e in exp.spans] == ["Draw", "map", "go to"]
     assert exp.keywords == ["draw", "map", "go to"]
-    exp = review.explain_candidate(pool.candidate_detail(stale))
+    exp = review.explain_candidate(pool.review.candidate_detail(stale))
     assert [text[s:e] for s, e in exp.spans] == ["map"]
 
 
@@ -114,15 +114,15 @@ def test_length_and_unparseable_explanations(pool):
          "details": {"message": "The instruction has 3 words; at least 4 are needed.", "words": 3, "limit": 4}},
         {"instruction": "1) <b>half a list", "reason": "unparseable", "details": {"message": "m"}},
     ])
-    exp = review.explain_candidate(pool.candidate_detail(short))
+    exp = review.explain_candidate(pool.review.candidate_detail(short))
     assert (exp.kind, exp.words, exp.limit, exp.facts["direction"]) == ("length", 3, 4, "at least")
-    exp = review.explain_candidate(pool.candidate_detail(raw))
+    exp = review.explain_candidate(pool.review.candidate_detail(raw))
     assert exp.kind == "unparseable" and exp.text == "1) <b>half a list" and exp.rescue_blocked
 
 
 # ----------------------------------------------------------------------- browsing
 def test_counts_and_pages_match_direct_queries(demo_pool):
-    counts = demo_pool.reject_counts("instruction", review="pending")
+    counts = demo_pool.review.reject_counts("instruction", review="pending")
     direct = dict(sql(demo_pool, "SELECT reason, count(*) FROM candidates WHERE status = 'rejected' GROUP BY 1"))
     assert counts == direct
     q = review.RejectQuery(reasons=("rouge", "keyword"))
@@ -149,7 +149,7 @@ def test_instance_rejects_are_browsable(demo_pool):
     page = review.load_page(demo_pool, review.RejectQuery(kind="instance"))
     assert page.total == scalar(demo_pool, "SELECT count(*) FROM instances WHERE status = 'rejected'") > 0
     row = page.rows.iloc[0]
-    detail = demo_pool.instance_detail(int(row["id"]))
+    detail = demo_pool.review.instance_detail(int(row["id"]))
     assert detail["instruction"] == row["instruction"] and detail["input"] == row["input"]
     exp = review.explain_instance(detail)
     assert exp.reason == row["reason_code"] and exp.facts["output"] == row["output"]
@@ -249,11 +249,11 @@ def test_unparseable_is_rescued_only_with_an_edited_text_and_undo_restores_it(po
     assert not skipped.done and "edit it" in skipped.skipped[0][1]
     with pytest.raises(ActionError):
         actions.rescue(pool, [cid], actor="ana", instruction="   ")
-    cand = pool.candidate_detail(cid)
+    cand = pool.review.candidate_detail(cid)
     warnings = review.rescue_warnings(pool, cand, "Draw a map of the town.")
     assert any("Unsuitable" in w or "mentions" in w for w in warnings)
     done = actions.rescue(pool, [cid], actor="ana", instruction=" Describe the town square in detail. ")
-    assert pool.candidate_detail(cid)["instruction"] == "Describe the town square in detail."
+    assert pool.review.candidate_detail(cid)["instruction"] == "Describe the town square in detail."
     entry = audit(pool, done.audit_ids[0])
     assert entry["before"]["instruction"] == "3) Draw a\n\nmap of"
     actions.undo(pool, done.audit_ids[0], actor="ana")
@@ -263,7 +263,7 @@ def test_unparseable_is_rescued_only_with_an_edited_text_and_undo_restores_it(po
 
 def test_rescue_warns_about_an_exact_copy(demo_pool):
     cid = scalar(demo_pool, "SELECT min(id) FROM candidates WHERE reason = 'rouge' AND max_rouge = 1")
-    warnings = review.rescue_warnings(demo_pool, demo_pool.candidate_detail(cid))
+    warnings = review.rescue_warnings(demo_pool, demo_pool.review.candidate_detail(cid))
     assert any("exact instruction" in w for w in warnings)
 
 
@@ -292,10 +292,10 @@ def test_whatif_counts_equal_direct_queries(demo_pool, t):
 
 
 def test_histogram_and_keyword_table(demo_pool):
-    hist = demo_pool.rouge_histogram(bins=20)
+    hist = demo_pool.review.rouge_histogram(bins=20)
     assert hist["n"].sum() == scalar(demo_pool, "SELECT count(*) FROM candidates WHERE max_rouge IS NOT NULL")
     assert hist["bin_start"].min() >= 0 and hist["bin_end"].max() <= 1.0
-    keywords = demo_pool.keyword_rejects()
+    keywords = demo_pool.review.keyword_rejects()
     expected: dict[str, int] = {}
     for (details,) in sql(demo_pool, "SELECT details FROM candidates WHERE reason = 'keyword'"):
         import json

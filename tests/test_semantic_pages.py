@@ -40,7 +40,7 @@ def test_rejects_page_shows_both_texts_with_cosine_and_rouge_and_rescue_works(db
     assert metrics["ROUGE-L of the pair"] == f"{details['rouge_l']:.3f}"
     assert metrics["Cosine threshold (reject above)"] == "0.7"
     marked = [plain(m.value) for m in at.markdown if "<mark" in m.value or "class=" in m.value]
-    candidate = pool.candidate_detail(cid)["instruction"]
+    candidate = pool.review.candidate_detail(cid)["instruction"]
     assert nearest in marked and candidate in marked
     before = pool.counts()
     at.button(key="rej_rescue").click().run()

@@ -22,9 +22,14 @@ from .seeds import SeedQueries
 from .topics import TopicQueries
 
 
-class Pool(ReviewQueries, QualityQueries, JudgeQueries, EvaluateQueries, RunQueries, SeedQueries,
+class Pool(QualityQueries, JudgeQueries, EvaluateQueries, RunQueries, SeedQueries,
            PoolBase):
     """An open pool file. Create with `Pool.open(path)`; close with `.close()`."""
+
+    @cached_property
+    def review(self) -> ReviewQueries:
+        """The Rejects page: reasons, rows, details and what-ifs (store/review.py)."""
+        return ReviewQueries(self)
 
     @cached_property
     def explore(self) -> ExploreQueries:

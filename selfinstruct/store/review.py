@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..model import REVIEW_STATES, SQL, rescued_sql
-from .core import _loads
+from .core import Queries, _loads
 
 KINDS = ("instruction", "instance")
 
@@ -53,7 +53,7 @@ def _review(review: str | None, kind: str) -> str:
     return review
 
 
-class ReviewQueries:
+class ReviewQueries(Queries):
     # -- browsing ----------------------------------------------------------------
     def _reject_where(self, kind: str, *, reasons: Sequence[str] | None, run_id: int | None,
                       round_number: int | None, search: str | None,
@@ -98,7 +98,7 @@ class ReviewQueries:
         where, params = self._reject_where(kind, reasons=None, run_id=None, round_number=None,
                                            search=None, review="all")
         col = "c.reason" if kind == "instruction" else "i.reason"
-        return [r[0] for r in self._q(
+        return [r[0] for r in self.pool._q(
             f"SELECT DISTINCT {col} FROM {self._reject_from(kind)} WHERE {where} "
             f"AND {col} IS NOT NULL ORDER BY 1", params).fetchall()]
 
@@ -109,7 +109,7 @@ class ReviewQueries:
         where, params = self._reject_where(kind, reasons=None, run_id=run_id,
                                            round_number=round_number, search=search, review=review)
         col = "c.reason" if kind == "instruction" else "i.reason"
-        rows = self._q(
+        rows = self.pool._q(
             f"SELECT coalesce({col}, '') AS reason, count(*) FROM {self._reject_from(kind)} "
             f"WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1", params).fetchall()
         return {reason: int(n) for reason, n in rows}
@@ -119,7 +119,7 @@ class ReviewQueries:
                      search: str | None = None, review: str | None = "all") -> int:
         where, params = self._reject_where(kind, reasons=reasons, run_id=run_id,
                                            round_number=round_number, search=search, review=review)
-        return int(self._scalar(f"SELECT count(*) FROM {self._reject_from(kind)} WHERE {where}", params))
+        return int(self.pool._scalar(f"SELECT count(*) FROM {self._reject_from(kind)} WHERE {where}", params))
 
     def reject_rows(self, kind: str = "instruction", *, reasons: Sequence[str] | None = None,
                     run_id: int | None = None, round_number: int | None = None,
@@ -134,7 +134,7 @@ class ReviewQueries:
                                            round_number=round_number, search=search, review=review)
         if kind == "instruction":
             # The page first, then the per-row instance check on its rows only.
-            return self._frame(
+            return self.pool._frame(
                 "WITH page AS (SELECT c.id, c.run_id, r.number AS round, c.reason, c.instruction, "
                 "c.max_rouge, c.status, c.review, c.decided_by, c.position "
                 f"FROM {self._reject_from(kind)} WHERE {where} "
@@ -143,7 +143,7 @@ class ReviewQueries:
                 "EXISTS (SELECT 1 FROM instances x WHERE x.candidate_id = page.id) AS has_instances "
                 "FROM page ORDER BY run_id DESC, round, position, id",
                 [*params, int(limit), int(offset)])
-        return self._frame(
+        return self.pool._frame(
             "SELECT i.id, i.candidate_id, c.run_id, r.number AS round, i.reason, c.instruction, "
             f"i.input, i.output, i.status FROM {self._reject_from(kind)} WHERE {where} "
             "ORDER BY c.run_id DESC, r.number, i.candidate_id, i.position, i.id LIMIT ? OFFSET ?",
@@ -158,12 +158,12 @@ class ReviewQueries:
                                            round_number=round_number, search=search, review=review)
         id_col, order = (("c.id", "c.run_id DESC, r.number, c.position, c.id") if kind == "instruction" else
                          ("i.id", "c.run_id DESC, r.number, i.candidate_id, i.position, i.id"))
-        return [int(r[0]) for r in self._q(
+        return [int(r[0]) for r in self.pool._q(
             f"SELECT {id_col} FROM {self._reject_from(kind)} WHERE {where} ORDER BY {order}", params).fetchall()]
 
     def reject_rounds(self, run_id: int | None = None) -> list[int]:
         """Round numbers that hold rejects (of either kind), in the given run or any."""
-        return [r[0] for r in self._q(
+        return [r[0] for r in self.pool._q(
             "SELECT DISTINCT r.number FROM rounds r JOIN candidates c ON c.round_id = r.id "
             f"WHERE (? IS NULL OR r.run_id = ?) AND (c.status = {SQL.REJECTED} OR c.review = {SQL.RESCUED} "
             "OR EXISTS (SELECT 1 FROM instances i WHERE i.candidate_id = c.id AND i.reason IS NOT NULL)) "
@@ -171,7 +171,7 @@ class ReviewQueries:
 
     def reject_runs(self) -> list[dict]:
         """Runs that have candidates: id, name, created_at, rejected (still rejected)."""
-        return self._rows(
+        return self.pool._rows(
             f"SELECT r.id, r.name, r.created_at, count(*) FILTER (WHERE c.status = {SQL.REJECTED}) AS rejected "
             "FROM runs r JOIN candidates c ON c.run_id = r.id GROUP BY r.id, r.name, r.created_at "
             "ORDER BY r.id DESC")
@@ -180,7 +180,7 @@ class ReviewQueries:
     def candidate_detail(self, candidate_id: int) -> dict | None:
         """A candidate with its round number, details decoded, its request's raw
         response and finish reason, and how many instances it has."""
-        rows = self._rows(
+        rows = self.pool._rows(
             "SELECT c.*, r.number AS round, q.response AS raw_response, q.finish_reason, "
             "(SELECT count(*) FROM instances i WHERE i.candidate_id = c.id) AS instances "
             "FROM candidates c LEFT JOIN rounds r ON r.id = c.round_id "
@@ -192,7 +192,7 @@ class ReviewQueries:
 
     def instance_detail(self, instance_id: int) -> dict | None:
         """An instance with its instruction, run, round and decoded details."""
-        rows = self._rows(
+        rows = self.pool._rows(
             "SELECT i.*, c.instruction, c.run_id, c.is_classification, r.number AS round "
             "FROM instances i LEFT JOIN candidates c ON c.id = i.candidate_id "
             "LEFT JOIN rounds r ON r.id = c.round_id WHERE i.id = ?", [instance_id])
@@ -203,7 +203,7 @@ class ReviewQueries:
 
     def review_history(self, target_kind: str, target_id: int, limit: int = 20) -> list[dict]:
         """Audit rows about one candidate or instance, newest first."""
-        rows = self._rows(
+        rows = self.pool._rows(
             "SELECT * FROM audit_log WHERE target_kind = ? AND target_id = ? ORDER BY id DESC LIMIT ?",
             [target_kind, target_id, limit])
         for row in rows:
@@ -215,7 +215,7 @@ class ReviewQueries:
         """From the stored scores: ROUGE rejects (still rejected) and how many score at or
         below `threshold` (would have passed); filter-accepted candidates and how many score
         above it (would have been rejected)."""
-        row = self._q(
+        row = self.pool._q(
             f"SELECT count(*) FILTER (WHERE status = {SQL.REJECTED} AND reason = 'rouge'), "
             f"count(*) FILTER (WHERE status = {SQL.REJECTED} AND reason = 'rouge' AND max_rouge <= ?), "
             f"count(*) FILTER (WHERE status = {SQL.ACCEPTED} AND decided_by = {SQL.BY_FILTER}), "
@@ -231,7 +231,7 @@ class ReviewQueries:
         filter-accepted candidates with a stored cosine and how many are above it; the
         thresholds the decisions used."""
         cos = "TRY_CAST(details->>'cosine' AS DOUBLE)"
-        row = self._q(
+        row = self.pool._q(
             f"SELECT count(*) FILTER (WHERE status = {SQL.REJECTED} AND reason = 'semantic_dup'), "
             f"count(*) FILTER (WHERE status = {SQL.REJECTED} AND reason = 'semantic_dup' AND {cos} <= ?), "
             f"count(*) FILTER (WHERE status = {SQL.ACCEPTED} AND decided_by = {SQL.BY_FILTER}), "
@@ -246,7 +246,7 @@ class ReviewQueries:
         """Counts of max ROUGE-L per bin of width 1/bins and outcome (accepted, rescued,
         rejected), aggregated in SQL: columns bin_start, bin_end, outcome, n."""
         bins = max(1, int(bins))
-        return self._frame(
+        return self.pool._frame(
             "SELECT least(floor(max_rouge * ?), ? - 1) / ? AS bin_start, "
             "(least(floor(max_rouge * ?), ? - 1) + 1) / ? AS bin_end, "
             f"CASE WHEN {rescued_sql('candidates')} THEN {SQL.RESCUED} "
@@ -257,7 +257,7 @@ class ReviewQueries:
 
     def rouge_thresholds(self, *, run_id: int | None = None) -> list[float]:
         """The ROUGE-L thresholds the stored decisions were made with."""
-        return [float(r[0]) for r in self._q(
+        return [float(r[0]) for r in self.pool._q(
             "SELECT DISTINCT TRY_CAST(json_extract(details, '$.threshold') AS DOUBLE) AS t "
             "FROM candidates WHERE max_rouge IS NOT NULL AND (? IS NULL OR run_id = ?) "
             "AND t IS NOT NULL ORDER BY 1", [run_id, run_id]).fetchall()]
@@ -267,7 +267,7 @@ class ReviewQueries:
         the keyword rule and mentioning it), only_this (that keyword is the only one they
         mention, so dropping it from the list would let them on to the ROUGE check),
         rescued (of those, how many a person rescued)."""
-        return self._frame(
+        return self.pool._frame(
             f"WITH k AS (SELECT c.id, {rescued_sql('c')} AS rescued, "
             "list_distinct(coalesce(json_extract_string(c.details, '$.matches[*].keyword'), "
             "[json_extract_string(c.details, '$.keyword')])) AS kws "
