@@ -381,7 +381,7 @@ def fill_pool(path: Path, *, accepted: int, rejects: int, rounds: int, seed: int
         answers = ["yes"] * 8 + ["no", "unsure"]
         for annotator, share in (("dana", 1.0), ("lee", 0.6)):
             for item_id in items[:int(len(items) * share)]:
-                pool.save_label(created.study_id, item_id, annotator, valid_task=rng.choice(answers),
+                pool.quality.save_label(created.study_id, item_id, annotator, valid_task=rng.choice(answers),
                                 input_ok=rng.choice(answers), output_ok=rng.choice(answers))
         pool.bulk.checkpoint()
         counts = pool.counts().as_dict()
@@ -413,7 +413,7 @@ def page_calls(pool) -> dict[str, list[tuple[str, object]]]:
     counts = review.reason_counts(pool, q)
     first = review.load_page(pool, q, 1, 50, counts=counts).rows
     first_id = int(first["id"].iloc[0]) if len(first) else None
-    studies = pool.studies()
+    studies = pool.quality.studies()
     study_id = studies[0]["id"] if studies else None
     filters = ExportFilters().for_format("selfinstruct")
     return {
@@ -441,8 +441,8 @@ def page_calls(pool) -> dict[str, list[tuple[str, object]]]:
                  ("pool_browse_count", lambda: pool.explore.pool_browse_count("")),
                  ("pool_browse", lambda: pool.explore.pool_browse("", limit=50, offset=0)),
                  ("pool_actions", lambda: actions.history(pool, actions.POOL_ACTIONS, undos=False, limit=8))],
-        "Label": [("studies", pool.studies), ("quality_scope", pool.quality_scope),
-                  ("study_progress", lambda: pool.study_progress(study_id, "user") if study_id else None)],
+        "Label": [("studies", pool.quality.studies), ("quality_scope", pool.quality.quality_scope),
+                  ("study_progress", lambda: pool.quality.study_progress(study_id, "user") if study_id else None)],
         "Export": [("counts", pool.counts), ("pool_runs", pool.explore.pool_runs),
                    ("export_counts", lambda: pool.explore.export_counts(filters)),
                    ("export_preview", lambda: pool.explore.export_preview(filters, 20)),

@@ -19,7 +19,7 @@ st.caption("A model answers the paper's three questions (valid task? input appro
            "never count as a label. Judge a labeled study to see how far it agrees with people, then the pool "
            "to get pool-wide rates that use both.")
 
-studies = pool.studies()
+studies = pool.quality.studies()
 runs = pool.judge_runs()
 newest = runs[0] if runs else None
 status = manager.status()
@@ -194,7 +194,7 @@ def live_view() -> None:
                      hide_index=True, key="judge_confusion")
 
     if view.run["scope"] == judge.SCOPE_POOL:
-        labeled = [s for s in pool.studies() if s["labeled_items"]]
+        labeled = [s for s in pool.quality.studies() if s["labeled_items"]]
         st.subheader("Pool-wide quality")
         if not labeled:
             st.info("Label a study on the Label page (and judge its items) to get pool-wide rates that combine "

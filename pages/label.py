@@ -47,8 +47,8 @@ if flash := st.session_state.pop("label_study_flash", None):
     else:
         st.toast(text, icon=":material/check_circle:")
 
-studies = pool.studies()
-scope = pool.quality_scope()
+studies = pool.quality.studies()
+scope = pool.quality.quality_scope()
 if not allowed("study"):   # what everyone labels is the owners' choice
     if not studies:
         st.info("No study to label yet: an owner of this studio draws one.", icon=":material/hourglass_empty:")
@@ -154,7 +154,7 @@ def _on_screen(pos_key: str) -> dict:
     moved on to (keys queue in the order typed; a binding made at drawing time sent typed-ahead
     answers to the item just saved, or lost them)."""
     position = min(max(int(st.session_state[pos_key]), 0), int(study["items"]) - 1)
-    return pool.study_item(study_id, position, annotator)
+    return pool.quality.study_item(study_id, position, annotator)
 
 
 def _answer(pos_key: str, question: str, answer: str) -> None:
@@ -175,7 +175,7 @@ def _save(pos_key: str, jump_key: str, all_yes: bool = False) -> None:
                                                           f"{' '.join(ANSWER_KEYS[q].values())})" for q in missing)
                                            + " first, then save again. \"Unsure\" is an answer.")
         return
-    pool.save_label(study_id, item["item_id"], annotator, note=st.session_state.get(keys["note"]),
+    pool.quality.save_label(study_id, item["item_id"], annotator, note=st.session_state.get(keys["note"]),
                     **answers)
     for key in keys.values():  # the next visit shows what was saved
         st.session_state.pop(key, None)
@@ -184,7 +184,7 @@ def _save(pos_key: str, jump_key: str, all_yes: bool = False) -> None:
     # screens may have taken items out of it.
     following = quality.claim_next(pool, study_id, annotator, after=item["position"])
     if following is None:
-        progress = pool.study_progress(study_id, annotator)
+        progress = pool.quality.study_progress(study_id, annotator)
         st.session_state["label_flash"] = ("info" if progress["held"] else "success",
                                            f"Saved item {item['position'] + 1}. {_nothing_free(progress)}")
         following = item["position"]
@@ -198,7 +198,7 @@ def _nothing_free(progress: dict) -> str:
 def _first_unlabeled(pos_key: str, jump_key: str) -> None:
     first = quality.claim_next(pool, study_id, annotator)
     if first is None:
-        st.session_state["label_flash"] = ("info", _nothing_free(pool.study_progress(study_id, annotator)))
+        st.session_state["label_flash"] = ("info", _nothing_free(pool.quality.study_progress(study_id, annotator)))
     else:
         _go(pos_key, jump_key, first)
 
@@ -236,17 +236,17 @@ def labeling() -> None:
     if pos_key not in st.session_state:  # resume at this annotator's queue, on an item nobody else has open
         start = quality.claim_next(pool, study_id, annotator)
         if start is None:
-            start = pool.study_progress(study_id, annotator)["first_unlabeled"] or 0
+            start = pool.quality.study_progress(study_id, annotator)["first_unlabeled"] or 0
         _go(pos_key, jump_key, start)
     # Keys typed while the page was busy are handled first, in order (pages/keyqueue.py).
     key_queue("label_keys", f"{study_id}:{annotator}", [*KEY_ANSWERS, "ctrl+s", "y", "p", "n", "u"],
               lambda key: _typed(key, pos_key, jump_key))
     position = min(max(int(st.session_state[pos_key]), 0), n_items - 1)
     # The item on screen is held for this annotator (renewed on every rerun, released by a move).
-    held_until = pool.hold_item(study_id, position, annotator, seconds=quality.LABEL_LEASE_S)
-    progress = pool.study_progress(study_id, annotator)
+    held_until = pool.quality.hold_item(study_id, position, annotator, seconds=quality.LABEL_LEASE_S)
+    progress = pool.quality.study_progress(study_id, annotator)
     queue = progress["queue_positions"]
-    item = pool.study_item(study_id, position, annotator)
+    item = pool.quality.study_item(study_id, position, annotator)
 
     head, bar, jump = st.columns([2, 3, 1], vertical_alignment="bottom")
     head.subheader(f"Item {position + 1} of {n_items}")
@@ -368,7 +368,7 @@ def numbers_table(frame: pd.DataFrame, group_title: str | None = None) -> None:
 
 
 def team_progress() -> None:
-    team = pool.study_team_progress(study_id)
+    team = pool.quality.study_team_progress(study_id)
     k = team["overlap"]
     st.subheader("Team progress")
     st.progress(team["complete"] / team["items"] if team["items"] else 1.0,
@@ -385,7 +385,7 @@ def team_progress() -> None:
                        "share": st.column_config.ProgressColumn("Progress", min_value=0, max_value=1,
                                                                 format="percent"),
                        "last_label": st.column_config.DatetimeColumn("Last label", format="YYYY-MM-DD HH:mm")})
-    if leases := pool.study_leases(study_id):
+    if leases := pool.quality.study_leases(study_id):
         st.caption("On screens now: " + ", ".join(
             f"item {lease['position'] + 1} ({escape_markdown(lease['annotator'])}, until "
             f"{lease['expires_at']:%H:%M} UTC)" for lease in leases)
@@ -407,7 +407,7 @@ def agreement_table(rows: list[dict], items_title: str) -> None:
 
 
 def results() -> None:
-    labels = pool.study_labels(study_id)
+    labels = pool.quality.study_labels(study_id)
     if not labels:
         st.info("No labels yet. Label a few items and the results appear here.", icon=":material/info:")
         return
@@ -463,7 +463,7 @@ def results() -> None:
                    "label this study under their own name.")
         return
     chosen = st.multiselect("Annotators", annotators, default=annotators, key="label_agree_with")
-    k = pool.study_team_progress(study_id)["overlap"]
+    k = pool.quality.study_team_progress(study_id)["overlap"]
     # Everyone, in a study where each item gets k labels from whoever had it: the items with k
     # labels, whoever gave them (the team's agreement so far); a chosen few: their shared items.
     whole_team = set(chosen) == set(annotators) and k >= 2
@@ -482,7 +482,7 @@ def results() -> None:
     if not found:
         st.success("No disagreements to resolve.", icon=":material/handshake:")
         return
-    texts = pool.study_texts(study_id, [row["item_id"] for row in found])
+    texts = pool.quality.study_texts(study_id, [row["item_id"] for row in found])
     table = pd.DataFrame([{**row, "instruction": texts[row["item_id"]]["instruction"]} for row in found])
     st.markdown(f"**{len(found)} item(s) with a disagreement to resolve**")
     picked = st.dataframe(
@@ -519,14 +519,14 @@ def study_data() -> None:
                              on_click="ignore")
     st.caption("One row per item and annotator; an item nobody labeled has one row with empty answers. "
                "The JSON holds the study, its settings, its annotators and every item with its labels.")
-    labeled, invalid = pool.labeled_candidate_ids(), pool.invalid_candidate_ids()
+    labeled, invalid = pool.quality.labeled_candidate_ids(), pool.quality.invalid_candidate_ids()
     st.info(f"Across all studies, {len(labeled)} instruction(s) in the pool carry a label; "
             f"{len(invalid)} of them judged not a valid task by most of their annotators. "
             "Exports can leave those out. " + SEVERAL_STUDIES_RULE, icon=":material/label:")
 
 
 if view != "label" and annotator:
-    pool.release_lease(study_id, annotator)   # not labeling now: the held item goes back to the team
+    pool.quality.release_lease(study_id, annotator)   # not labeling now: the held item goes back to the team
 if view == "label":
     if not annotator:
         ask_for_name("labeling")

@@ -1127,7 +1127,7 @@ def _print_pool_rates(pool, judge_run_id: int) -> None:
     from .quality import MEASURE_LABELS
 
     run = pool.judge_run(judge_run_id)
-    labeled = [s for s in pool.studies() if s["labeled_items"]]
+    labeled = [s for s in pool.quality.studies() if s["labeled_items"]]
     if run is None or run["scope"] != SCOPE_POOL or not labeled:
         return
     study = labeled[0]

@@ -251,7 +251,7 @@ def study_strata(pool, study: Mapping) -> dict[int, Any] | None:
     cfg = study.get("config") or {}
     if not cfg.get("stratify"):
         return None
-    rows = pool.study_candidates()
+    rows = pool.quality.study_candidates()
     if cfg["stratify"] == "topic":
         rows = with_topics(pool, rows, int(cfg["topic_set_id"]))
     return {int(r["candidate_id"]): stratum_of(r, cfg["stratify"]) for r in rows}
@@ -323,7 +323,7 @@ def create_study(pool, name: str, *, size: int = DEFAULT_SIZE, seed: int,
     """Sample the pool and store the study. Raises ValueError when nothing is eligible.
     `judge_run`: draw from the items a pool judge run judged, each task with the instance it
     judged, so the study is a random sample of them (what `judge.pool_rates` needs)."""
-    eligible = pool.study_candidates(run_ids, rounds)
+    eligible = pool.quality.study_candidates(run_ids, rounds)
     if judge_run is not None:
         judged = {v["candidate_id"]: v["instance_id"] for v in pool.judge_verdicts(judge_run)}
         eligible = [{**row, "instance_ids": [judged[row["candidate_id"]]]} for row in eligible
@@ -353,7 +353,7 @@ def create_study(pool, name: str, *, size: int = DEFAULT_SIZE, seed: int,
         config["judge_run"] = int(judge_run)
     if stratify == "topic":
         config["topic_set_id"] = int(topic_set_id)
-    study_id = pool.create_study(name, seed=seed, items=sample.items, config=config, actor=actor,
+    study_id = pool.quality.create_study(name, seed=seed, items=sample.items, config=config, actor=actor,
                                  overlap=int(overlap))
     return StudyCreated(study_id, sample)
 
@@ -373,7 +373,7 @@ def claim_next(pool, study_id: int, annotator: str, after: int | None = None, *,
     """The position `annotator` is offered next (`next_in_queue` over their queue, where items
     on other people's screens do not count), held for them for LABEL_LEASE_S; None when nothing
     is free for them right now (see `nothing_free`)."""
-    return pool.claim_next(study_id, annotator, lambda queue: next_in_queue(queue, after),
+    return pool.quality.claim_next(study_id, annotator, lambda queue: next_in_queue(queue, after),
                            seconds=LABEL_LEASE_S, now=now)
 
 
@@ -604,10 +604,10 @@ def study_results(pool, study_id: int, annotator: str | None = None,
                   labels: Sequence[Mapping] | None = None) -> StudyResults:
     """Rates for a study: overall, by round and by classification vs not; `annotator` None
     uses the majority answer of everyone who labeled an item."""
-    study = pool.study(study_id)
+    study = pool.quality.study(study_id)
     if study is None:
         raise ValueError(f"There is no study {study_id}.")
-    labels = pool.study_labels(study_id) if labels is None else labels
+    labels = pool.quality.study_labels(study_id) if labels is None else labels
     answers = item_answers(labels, annotator)
     cfg = study.get("config") or {}
     overall, note = rates(answers), None
@@ -632,7 +632,7 @@ STUDY_COLUMNS = ["item", "candidate_id", "instance_id", "run_id", "round", "is_c
 def study_rows(pool, study_id: int) -> list[dict]:
     """One row per (item, annotator), items in labeling order; an item nobody labeled appears
     once with empty answers. Columns: STUDY_COLUMNS."""
-    rows = pool.study_export_rows(study_id)
+    rows = pool.quality.study_export_rows(study_id)
     out = []
     for row in rows:
         stamp = row.get("labeled_at")
@@ -651,7 +651,7 @@ def study_csv(pool, study_id: int) -> bytes:
 
 def study_json(pool, study_id: int) -> bytes:
     """The study, its annotators and its items, each item with its labels."""
-    study = pool.study(study_id)
+    study = pool.quality.study(study_id)
     if study is None:
         raise ValueError(f"There is no study {study_id}.")
     items: dict[int, dict] = {}
@@ -662,7 +662,7 @@ def study_json(pool, study_id: int) -> bytes:
             item["labels"].append({c: row[c] for c in STUDY_COLUMNS[9:]})
     annotators = [{"name": a["annotator"], "labels": a["labels"],
                    "first_label": _iso(a["first_label"]), "last_label": _iso(a["last_label"])}
-                  for a in pool.study_annotators(study_id)]
+                  for a in pool.quality.study_annotators(study_id)]
     document = {
         "study": {"id": study["id"], "name": study["name"], "seed": study["seed"],
                   "sample_size": study["sample_size"], "created_at": _iso(study["created_at"]),

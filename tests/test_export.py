@@ -249,8 +249,8 @@ def test_exclude_invalid_uses_the_quality_labels(small):
     label(pool, ids["G1"], valid_task="no")                  # not a valid task: the task goes
     label(pool, ids["G4"], output_ok="no")                   # a wrong output: that instance goes
     label(pool, ids["G6"])                                   # all yes: stays
-    assert pool.invalid_candidate_ids() == {ids["G1"]}
-    assert len(pool.invalid_instance_ids()) == 1
+    assert pool.quality.invalid_candidate_ids() == {ids["G1"]}
+    assert len(pool.quality.invalid_instance_ids()) == 1
     before = pool.explore.export_counts(ExportFilters(include_seeds=False))
     after = pool.explore.export_counts(ExportFilters(include_seeds=False, exclude_invalid=True))
     assert before["tasks"] - after["tasks"] == 2             # G1 dropped, G4 left with no instance
@@ -747,8 +747,8 @@ def test_the_card_holds_the_calibration_figures_of_calibration_calibrate(demo_po
         answers = judge_truth(*texts[item_id])
         if k % 7 == 0:
             answers["output_ok"] = {"yes": "no", "no": "yes"}[answers["output_ok"]]
-        demo_pool.save_label(study, item_id, "ann", **answers)
-    labels = {r["item_id"]: r for r in demo_pool.study_labels(study)}
+        demo_pool.quality.save_label(study, item_id, "ann", **answers)
+    labels = {r["item_id"]: r for r in demo_pool.quality.study_labels(study)}
     card = export.build_card(demo_pool, "chat", ExportFilters(judge_run_id=run_id, judge_exclude=("output_ok",)))
     judged = card.stats["judge"]
     assert judged["study_id"] == study

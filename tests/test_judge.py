@@ -198,13 +198,13 @@ def test_verdicts_are_stored_apart_from_labels(demo_pool):
             "SELECT c.instruction, i.input, i.output FROM study_items si JOIN candidates c ON c.id = si.candidate_id "
             "JOIN instances i ON i.id = si.instance_id WHERE si.id = ?", [item_id]).fetchone())
         answers = dict(truth) if k < 6 else {q: "unsure" for q in QUESTIONS}
-        demo_pool.save_label(study, item_id, "ann", **answers)
+        demo_pool.quality.save_label(study, item_id, "ann", **answers)
 
     def human_side():
         labels = demo_pool.cursor().execute("SELECT * FROM labels ORDER BY id").fetchall()
         results = quality.study_results(demo_pool, study)
         return (labels, demo_pool.counts().labeled, results.labeled, results.annotators,
-                results.overall.to_dict(), demo_pool.invalid_candidate_ids(), demo_pool.invalid_instance_ids())
+                results.overall.to_dict(), demo_pool.quality.invalid_candidate_ids(), demo_pool.quality.invalid_instance_ids())
 
     before = human_side()
     with OfflineServer() as srv:
@@ -235,7 +235,7 @@ def test_cli_prints_the_agreement_with_people_for_a_labeled_study(demo_db_path):
     with Pool.open(demo_db_path) as pool:
         study = quality.create_study(pool, "s", size=5, seed=2).study_id
         for _, _, item_id in pool.judge_study_items(study):
-            pool.save_label(study, item_id, "ann", valid_task="yes", input_ok="no", output_ok="yes")
+            pool.quality.save_label(study, item_id, "ann", valid_task="yes", input_ok="no", output_ok="yes")
     done = run_cli("judge", "--study", str(study), "--offline", "--structured", "off", "--db", str(demo_db_path))
     assert done.returncode == 0, done.stderr
     assert "5/5 items judged" in done.stdout and "Against people's majority answer" in done.stdout

@@ -43,7 +43,7 @@ def label_with_truth(pool: Pool, study_id: int, how_many: int | None = None) -> 
     """People answer every question with the truth (offline.judge_truth) on the first items."""
     items = pool.judge_study_items(study_id)[:how_many]
     for candidate_id, instance_id, item_id in items:
-        pool.save_label(study_id, item_id, "ann", **judge_truth(*texts(pool, candidate_id, instance_id)))
+        pool.quality.save_label(study_id, item_id, "ann", **judge_truth(*texts(pool, candidate_id, instance_id)))
     return len(items)
 
 
@@ -102,7 +102,7 @@ def test_the_figures_are_calibration_pool_rate_on_the_rows(judged):
     """The same numbers, computed by hand from the verdict rows and the labels."""
     with Pool.open(judged["path"]) as pool:
         rates = pool_rates(pool, judged["judge_run_id"], judged["study_id"])
-        labels = pool.study_labels(judged["study_id"])
+        labels = pool.quality.study_labels(judged["study_id"])
         verdicts = {(v["candidate_id"], v["instance_id"]): v for v in pool.judge_verdicts(judged["judge_run_id"])}
     labeled = {(r["candidate_id"], r["instance_id"]): r for r in labels}
     tasks = {c for c, _ in labeled}
@@ -124,8 +124,8 @@ def test_split_and_unsure_count_as_not_yes(judged, tmp_path):
     shutil.copy(judged["path"], path)
     with Pool.open(path) as pool:
         before = pool_rates(pool, judged["judge_run_id"], judged["study_id"])["valid_task"]
-        item = next(r for r in pool.study_labels(judged["study_id"]) if r["valid_task"] == YES)
-        pool.save_label(judged["study_id"], item["item_id"], "bo", valid_task=NO, input_ok=item["input_ok"],
+        item = next(r for r in pool.quality.study_labels(judged["study_id"]) if r["valid_task"] == YES)
+        pool.quality.save_label(judged["study_id"], item["item_id"], "bo", valid_task=NO, input_ok=item["input_ok"],
                         output_ok=item["output_ok"])
         after = pool_rates(pool, judged["judge_run_id"], judged["study_id"])["valid_task"]
     assert after.n_human == before.n_human
@@ -252,7 +252,7 @@ def test_a_stratified_study_is_weighed_by_its_strata_sizes(tmp_path):
             judge_run_id = start_judge(pool, endpoint(srv), "pool")
             JudgeRunner(pool, judge_run_id).run()
         stratified = pool_rates(pool, judge_run_id, study_id)
-        config = pool.study(study_id)["config"]
+        config = pool.quality.study(study_id)["config"]
         truth = [judge_truth(*texts(pool, c, i)) for c, i, _ in pool.judge_pool_items()]
     assert config["stratify"] == "classification" and config["allocation"][0]["eligible"] == 200
     for measure, rate in stratified.items():

@@ -13,7 +13,7 @@ from tests.conftest import run_cli
 
 
 def _save(pool, study_id, item_id, annotator, valid_task, input_ok="yes", output_ok="yes"):
-    pool.save_label(study_id, item_id, annotator, valid_task=valid_task, input_ok=input_ok,
+    pool.quality.save_label(study_id, item_id, annotator, valid_task=valid_task, input_ok=input_ok,
                     output_ok=output_ok)
 
 
@@ -31,7 +31,7 @@ def test_label_results_pool_filter_and_export_agree(demo_db_path):
 
     with Pool.open(demo_db_path) as pool:
         study_id = quality.create_study(pool, "majority", size=4, seed=5, overlap=3).study_id
-        item_a, item_b = (pool.study_item(study_id, pos) for pos in (0, 1))
+        item_a, item_b = (pool.quality.study_item(study_id, pos) for pos in (0, 1))
         _save(pool, study_id, item_a["item_id"], "ann", "no")
         _save(pool, study_id, item_a["item_id"], "bob", None)
         _save(pool, study_id, item_b["item_id"], "ann", "no")
@@ -40,13 +40,13 @@ def test_label_results_pool_filter_and_export_agree(demo_db_path):
         a, b = item_a["candidate_id"], item_b["candidate_id"]
 
         # The Label page's results: majority answer per item.
-        answers = {row["item_id"]: row["valid_task"] for row in quality.item_answers(pool.study_labels(study_id))}
+        answers = {row["item_id"]: row["valid_task"] for row in quality.item_answers(pool.quality.study_labels(study_id))}
         assert answers == {item_a["item_id"]: model.SPLIT, item_b["item_id"]: model.NO}
 
         # The Label page's "judged not a valid task by most of their annotators" and the
         # per-candidate summary the pages show.
-        assert pool.invalid_candidate_ids() == {b}
-        summary = pool.candidate_label_summary([a, b])
+        assert pool.quality.invalid_candidate_ids() == {b}
+        summary = pool.quality.candidate_label_summary([a, b])
         assert summary[a]["invalid"] is False and summary[b]["invalid"] is True
 
         # The Pool/Export pages' filter (the same ExportFilters): B leaves, A stays.

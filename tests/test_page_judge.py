@@ -26,7 +26,7 @@ def label_with_the_truth(pool, study_id: int, items: int) -> None:
             rows, pool.judge_item_texts([(c, i) for c, i, _ in rows])):
         truth = judge_truth(text["instruction"], text["input"], text["output"])
         for annotator in ("ann", "bob"):
-            pool.save_label(study_id, item_id, annotator, **truth)
+            pool.quality.save_label(study_id, item_id, annotator, **truth)
 
 
 def test_judge_a_labeled_study_then_the_pool(demo_app_env):
@@ -48,7 +48,7 @@ def test_judge_a_labeled_study_then_the_pool(demo_app_env):
     assert any("Judge run 1 finished" in m.value for m in at.markdown)
     assert next(m.value for m in at.metric if m.label == "Items answered") == "20 of 20"
     # verdicts are not labels: the study still has the people's 24 labels only
-    assert len(pool.study_labels(study_id)) == 24
+    assert len(pool.quality.study_labels(study_id)) == 24
     calibration = next(d.value for d in at.dataframe if "kappa" in d.value.columns)
     assert list(calibration["compared"]) == [12, 12, 12]     # the 12 labeled items
     assert list(calibration["left out"]) == ["8 unlabeled"] * 3     # once "none": unlabeled items count too
@@ -71,8 +71,8 @@ def test_judge_a_labeled_study_then_the_pool(demo_app_env):
     label.selectbox(key="study_judge_run").set_value(2)
     label.form_submit_button(key="study_create").click().run()
     assert not label.exception
-    drawn = pool.studies()[0]["id"]
-    assert pool.study(drawn)["config"]["judge_run"] == 2
+    drawn = pool.quality.studies()[0]["id"]
+    assert pool.quality.study(drawn)["config"]["judge_run"] == 2
     label_with_the_truth(pool, drawn, 12)
     at.run()
     at.selectbox(key="judge_rates_study").set_value(drawn).run()

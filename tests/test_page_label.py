@@ -47,17 +47,17 @@ def test_create_a_study_label_three_items_and_see_the_results(demo_app_env):
     assert any("Drew 6 instruction(s)" in t.value for t in at.toast)
 
     pool = app_pool(demo_app_env)
-    study = pool.studies()[0]
+    study = pool.quality.studies()[0]
     assert study["items"] == 6 and study["seed"] == 42
     study_id = study["id"]
     assert progress_text(at) == "0 of 6 items labeled by alice"
-    first = pool.study_item(study_id, 0)
+    first = pool.quality.study_item(study_id, 0)
     assert first["instruction"] in [c.value for c in at.code]
 
     plan = [("yes", "yes", "yes"), ("yes", "no", "unsure"), ("no", "no", "no")]
     for position, answers in enumerate(plan):
         assert at.subheader[0].value == f"Item {position + 1} of 6"
-        item = pool.study_item(study_id, position)
+        item = pool.quality.study_item(study_id, position)
         answer(at, item["item_id"], answers)
         if position == 1:
             at.text_input(key=f"lab_note_{item['item_id']}").input("input does not fit")
@@ -67,10 +67,10 @@ def test_create_a_study_label_three_items_and_see_the_results(demo_app_env):
     assert progress_text(at) == "3 of 6 items labeled by alice"
     assert at.subheader[0].value == "Item 4 of 6"
 
-    stored = pool.study_labels(study_id)
+    stored = pool.quality.study_labels(study_id)
     assert [(r["valid_task"], r["input_ok"], r["output_ok"]) for r in stored] == plan
     assert {r["annotator"] for r in stored} == {"alice"}
-    assert pool.study_item(study_id, 1, "alice")["note"] == "input does not fit"
+    assert pool.quality.study_item(study_id, 1, "alice")["note"] == "input does not fit"
 
     at.segmented_control(key="label_view").set_value("results").run()
     assert not at.exception
@@ -87,7 +87,7 @@ def test_create_a_study_label_three_items_and_see_the_results(demo_app_env):
 
     # one more label moves the numbers
     at.segmented_control(key="label_view").set_value("label").run()
-    item = pool.study_item(study_id, 3)
+    item = pool.quality.study_item(study_id, 3)
     answer(at, item["item_id"], ("yes", "yes", "yes"))
     at.button(key="label_save").click().run()
     at.segmented_control(key="label_view").set_value("results").run()
@@ -101,7 +101,7 @@ def test_save_needs_three_answers_and_all_yes_is_one_click(demo_app_env):
     at.number_input(key="study_size").set_value(4)
     at.form_submit_button(key="study_create").click().run()
     pool = app_pool(demo_app_env)
-    study_id = pool.studies()[0]["id"]
+    study_id = pool.quality.studies()[0]["id"]
     at.button(key="label_valid_task_yes").click().run()
     at.button(key="label_save").click().run()
     assert not at.exception
@@ -109,11 +109,11 @@ def test_save_needs_three_answers_and_all_yes_is_one_click(demo_app_env):
     assert [w.value for w in at.warning] == [
         f"Item 1 is not saved: answer \"{QUESTION_TEXT['input_ok']}\" (keys 4 5 6) and "
         f"\"{QUESTION_TEXT['output_ok']}\" (keys 7 8 9) first, then save again. \"Unsure\" is an answer."]
-    assert pool.study_labels(study_id) == []
+    assert pool.quality.study_labels(study_id) == []
     assert at.subheader[0].value == "Item 1 of 4"
     at.button(key="label_all_yes").click().run()
     assert not at.exception
-    saved = pool.study_labels(study_id)
+    saved = pool.quality.study_labels(study_id)
     assert [(r["valid_task"], r["input_ok"], r["output_ok"], r["annotator"]) for r in saved] == [
         ("yes", "yes", "yes", "bea")]
     assert at.subheader[0].value == "Item 2 of 4"
@@ -124,10 +124,10 @@ def test_resume_at_the_first_unlabeled_item_and_navigate(demo_app_env):
     at.number_input(key="study_size").set_value(5)
     at.form_submit_button(key="study_create").click().run()
     pool = app_pool(demo_app_env)
-    study_id = pool.studies()[0]["id"]
+    study_id = pool.quality.studies()[0]["id"]
     for position in (0, 1):
-        item = pool.study_item(study_id, position)
-        pool.save_label(study_id, item["item_id"], "carl", valid_task="yes", input_ok="yes", output_ok="no")
+        item = pool.quality.study_item(study_id, position)
+        pool.quality.save_label(study_id, item["item_id"], "carl", valid_task="yes", input_ok="yes", output_ok="no")
 
     again = label_page("carl")  # a new browser session
     assert again.subheader[0].value == "Item 3 of 5"
@@ -170,13 +170,13 @@ def test_two_annotators_show_agreement_disagreements_and_exports(demo_app_env):
     at.number_input(key="study_size").set_value(5)
     at.form_submit_button(key="study_create").click().run()
     pool = app_pool(demo_app_env)
-    study_id = pool.studies()[0]["id"]
+    study_id = pool.quality.studies()[0]["id"]
     fay = [("yes", "yes", "yes"), ("yes", "no", "no"), ("no", "no", "no")]
     gus = [("yes", "yes", "yes"), ("yes", "yes", "no"), ("no", "no", "no")]
     for position in range(3):
-        item = pool.study_item(study_id, position)
+        item = pool.quality.study_item(study_id, position)
         for who, answers in (("fay", fay[position]), ("gus", gus[position])):
-            pool.save_label(study_id, item["item_id"], who, valid_task=answers[0], input_ok=answers[1],
+            pool.quality.save_label(study_id, item["item_id"], who, valid_task=answers[0], input_ok=answers[1],
                             output_ok=answers[2])
     at.segmented_control(key="label_view").set_value("results").run()
     assert not at.exception
@@ -224,8 +224,8 @@ def test_asking_for_more_than_the_pool_holds_takes_all_and_says_so(demo_app_env)
     at.form_submit_button(key="study_create").click().run()
     assert not at.exception
     pool = app_pool(demo_app_env)
-    eligible = pool.quality_scope()["eligible"]
-    assert pool.studies()[0]["items"] == eligible
+    eligible = pool.quality.quality_scope()["eligible"]
+    assert pool.quality.studies()[0]["items"] == eligible
     assert any(f"only {eligible} accepted instruction(s)" in w.value for w in at.warning)
 
 
@@ -235,13 +235,13 @@ def test_filters_that_match_nothing_explain_and_store_nothing(demo_app_env):
     at.form_submit_button(key="study_create").click().run()
     assert not at.exception
     assert any("No accepted instruction" in e.value for e in at.error)
-    assert app_pool(demo_app_env).studies() == []
+    assert app_pool(demo_app_env).quality.studies() == []
     at.multiselect(key="study_rounds").set_value([2])
     at.number_input(key="study_size").set_value(4)
     at.segmented_control(key="study_stratify").set_value("classification")
     at.form_submit_button(key="study_create").click().run()
     assert not at.exception
-    study = app_pool(demo_app_env).studies()[0]
+    study = app_pool(demo_app_env).quality.studies()[0]
     assert study["config"]["rounds"] == [2] and study["config"]["stratify"] == "classification"
     assert any("rounds 2" in c.value and "classification" in c.value.lower() for c in at.caption)
 
@@ -253,14 +253,14 @@ def test_a_team_with_two_labels_per_item_has_queues_progress_and_agreement(demo_
     at.form_submit_button(key="study_create").click().run()
     assert not at.exception
     pool = app_pool(demo_app_env)
-    study_id = pool.studies()[0]["id"]
-    assert pool.study(study_id)["overlap"] == 2
-    items = [pool.study_item(study_id, pos)["item_id"] for pos in range(3)]
+    study_id = pool.quality.studies()[0]["id"]
+    assert pool.quality.study(study_id)["overlap"] == 2
+    items = [pool.quality.study_item(study_id, pos)["item_id"] for pos in range(3)]
     # ivy and jo labeled item 1 already: it has its two labels and is not in hal's queue
     for who, answers in (("ivy", ("yes", "yes", "yes")), ("jo", ("yes", "no", "yes"))):
-        pool.save_label(study_id, items[0], who, valid_task=answers[0], input_ok=answers[1],
+        pool.quality.save_label(study_id, items[0], who, valid_task=answers[0], input_ok=answers[1],
                         output_ok=answers[2])
-    pool.save_label(study_id, items[1], "ivy", valid_task="yes", input_ok="yes", output_ok="yes")
+    pool.quality.save_label(study_id, items[1], "ivy", valid_task="yes", input_ok="yes", output_ok="yes")
 
     hal = label_page("hal")   # a new session starts at the first item of hal's queue
     assert hal.subheader[0].value == "Item 2 of 3"
@@ -305,7 +305,7 @@ def new_study(at: AppTest, demo_app_env, size: int) -> int:
     at.number_input(key="study_size").set_value(size)
     at.form_submit_button(key="study_create").click().run()
     assert not at.exception
-    return app_pool(demo_app_env).studies()[0]["id"]
+    return app_pool(demo_app_env).quality.studies()[0]["id"]
 
 
 def test_every_answer_has_its_own_key_shown_on_its_button(demo_app_env):
@@ -333,7 +333,7 @@ def test_pressing_answer_buttons_sets_the_answers_and_saving_stores_them(demo_ap
     at = label_page("lou")
     study_id = new_study(at, demo_app_env, 4)
     pool = app_pool(demo_app_env)
-    first, second = (pool.study_item(study_id, p)["item_id"] for p in (0, 1))
+    first, second = (pool.quality.study_item(study_id, p)["item_id"] for p in (0, 1))
     assert [chosen(at, q) for q in QUESTIONS] == [None, None, None]
 
     answer(at, first, ("no", "unsure", "yes"))             # keys 2, 6, 7
@@ -341,12 +341,12 @@ def test_pressing_answer_buttons_sets_the_answers_and_saving_stores_them(demo_ap
     at.button(key="label_valid_task_yes").click().run()    # a change of mind: key 1
     assert at.session_state[f"lab_valid_task_{first}"] == "yes"
     assert chosen(at, "valid_task") == "yes"
-    assert pool.study_labels(study_id) == []               # nothing is stored before saving
+    assert pool.quality.study_labels(study_id) == []               # nothing is stored before saving
     at.button(key="label_save").click().run()
     assert not at.exception
     assert at.subheader[0].value == "Item 2 of 4"
     assert [(r["valid_task"], r["input_ok"], r["output_ok"], r["annotator"])
-            for r in pool.study_labels(study_id)] == [("yes", "unsure", "yes", "lou")]
+            for r in pool.quality.study_labels(study_id)] == [("yes", "unsure", "yes", "lou")]
     assert [chosen(at, q) for q in QUESTIONS] == [None, None, None]   # the next item starts blank
 
     # An answer not saved stays behind when moving on, as P / N say ("without saving").
@@ -362,7 +362,7 @@ def test_pressing_answer_buttons_sets_the_answers_and_saving_stores_them(demo_ap
     at.button(key="label_input_ok_no").click().run()
     at.button(key="label_all_yes").click().run()
     assert not at.exception
-    assert [(r["valid_task"], r["input_ok"], r["output_ok"]) for r in pool.study_labels(study_id)] == [
+    assert [(r["valid_task"], r["input_ok"], r["output_ok"]) for r in pool.quality.study_labels(study_id)] == [
         ("yes", "unsure", "yes"), ("yes", "yes", "yes")]
 
 
@@ -371,8 +371,8 @@ def test_the_headline_leads_with_the_interval_and_says_when_the_sample_is_too_sm
     study_id = new_study(at, demo_app_env, 12)
     pool = app_pool(demo_app_env)
     for position in range(12):        # the case: 12 items, all yes
-        item = pool.study_item(study_id, position)
-        pool.save_label(study_id, item["item_id"], "max", valid_task="yes", input_ok="yes", output_ok="yes")
+        item = pool.quality.study_item(study_id, position)
+        pool.quality.save_label(study_id, item["item_id"], "max", valid_task="yes", input_ok="yes", output_ok="yes")
     at.segmented_control(key="label_view").set_value("results").run()
     assert not at.exception
     low, high = quality.wilson_interval(12, 12)
@@ -393,10 +393,10 @@ def test_a_larger_sample_is_compared_with_the_paper(demo_app_env):
     at = label_page("ned")
     study_id = new_study(at, demo_app_env, 30)
     pool = app_pool(demo_app_env)
-    assert pool.studies()[0]["items"] == 30
+    assert pool.quality.studies()[0]["items"] == 30
     for position in range(30):
-        item = pool.study_item(study_id, position)
-        pool.save_label(study_id, item["item_id"], "ned", valid_task="yes", input_ok="yes",
+        item = pool.quality.study_item(study_id, position)
+        pool.quality.save_label(study_id, item["item_id"], "ned", valid_task="yes", input_ok="yes",
                         output_ok="no" if position < 15 else "yes")
     at.segmented_control(key="label_view").set_value("results").run()
     assert not at.exception
@@ -420,11 +420,11 @@ def test_four_annotators_saving_in_lockstep_cover_the_whole_study(demo_app_env):
             at.button(key="label_all_yes").click().run()
             assert not at.exception
     per_item = {pos: 0 for pos in range(12)}
-    for row in pool.study_labels(study_id):
+    for row in pool.quality.study_labels(study_id):
         per_item[row["position"]] += 1
     assert per_item == {pos: 2 for pos in range(12)}   # was: items 1-6 four labels, 7-12 none
 
-    assert pool.hold_item(study_id, 0, "eve", seconds=60) is None   # a full item is not held
+    assert pool.quality.hold_item(study_id, 0, "eve", seconds=60) is None   # a full item is not held
     eve = label_page("eve")   # a fifth annotator finds nothing to do, nothing held
     assert eve.button(key="label_first_unlabeled").disabled
 
@@ -433,7 +433,7 @@ def test_an_item_open_on_another_screen_is_not_offered_and_the_page_says_until_w
     owner = label_page("ann")
     study_id = new_study(owner, demo_app_env, 1)
     pool = app_pool(demo_app_env)
-    assert pool.study_leases(study_id)[0]["annotator"] == "ann"   # the item on ann's screen
+    assert pool.quality.study_leases(study_id)[0]["annotator"] == "ann"   # the item on ann's screen
     bob = label_page("bob")
     texts = [i.value for i in bob.info]
     assert any(t.startswith("Nothing left for you right now: the 1 item(s) that still need a label are on "
@@ -442,7 +442,7 @@ def test_an_item_open_on_another_screen_is_not_offered_and_the_page_says_until_w
     # bob may still open and save it (a save is never refused); ann then sees it labeled.
     bob.button(key="label_all_yes").click().run()
     assert not bob.exception
-    assert [(r["annotator"]) for r in pool.study_labels(study_id)] == ["bob"]
+    assert [(r["annotator"]) for r in pool.quality.study_labels(study_id)] == ["bob"]
     # The owner's results name what is open on whose screen.
     owner.segmented_control(key="label_view").set_value("results").run()
-    assert pool.study_leases(study_id) == []   # leaving the labeling view lets the item go
+    assert pool.quality.study_leases(study_id) == []   # leaving the labeling view lets the item go

@@ -124,7 +124,7 @@ def test_labels_and_the_audit_log_record_the_logins_email(demo_app_env):
     at = team_app(logged_in("GRACE@example.com"), "pages/label.py")
     at.button(key="label_all_yes").click().run()
     assert not at.exception
-    labels = pool.study_labels(study)
+    labels = pool.quality.study_labels(study)
     assert [row["annotator"] for row in labels] == ["grace@example.com"]
     assert pool.audit.entries(action="label")[0]["actor"] == "grace@example.com"
 

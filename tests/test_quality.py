@@ -179,22 +179,22 @@ def test_study_from_the_pool_is_reproducible_and_draws_kept_instances(demo_pool)
         "WHERE si.study_id = ?", [first.study_id])
     assert len(checks) == 30
     assert all(r["status"] == "accepted" and r["inst_status"] == "kept" and r["same"] for r in checks)
-    study = demo_pool.study(first.study_id)
+    study = demo_pool.quality.study(first.study_id)
     assert study["sample_size"] == 30 and study["seed"] == 5 and study["config"]["requested"] == 30
     assert demo_pool.audit.entries(action="create_study")[0]["after"]["items"] == 30
 
 
 def test_study_filters_by_round_and_stratifies(demo_pool):
-    scope = demo_pool.quality_scope()
+    scope = demo_pool.quality.quality_scope()
     assert scope["eligible"] > 50 and [r["round"] for r in scope["rounds"]] == [1, 2, 3]
     only_two = quality.create_study(demo_pool, "round 2", size=10, seed=1, rounds=[2])
-    rounds = {r["round"] for r in demo_pool.study_labels(only_two.study_id)} | {
-        demo_pool.study_item(only_two.study_id, p)["round"] for p in range(10)}
+    rounds = {r["round"] for r in demo_pool.quality.study_labels(only_two.study_id)} | {
+        demo_pool.quality.study_item(only_two.study_id, p)["round"] for p in range(10)}
     assert rounds == {2}
     strat = quality.create_study(demo_pool, "strata", size=20, seed=1, stratify="round")
     sizes = {r["round"]: r["eligible"] for r in scope["rounds"]}
     expected = allocate(sizes, 20)
-    drawn = [demo_pool.study_item(strat.study_id, p)["round"] for p in range(20)]
+    drawn = [demo_pool.quality.study_item(strat.study_id, p)["round"] for p in range(20)]
     assert {k: drawn.count(k) for k in sizes} == expected
     everything = quality.create_study(demo_pool, "all", size=10_000, seed=2)
     assert everything.sample.short and len(everything.sample.items) == scope["eligible"]
@@ -204,8 +204,8 @@ def test_study_filters_by_round_and_stratifies(demo_pool):
 
 
 def _label(pool, study_id, position, annotator, answers, note=None):
-    item = pool.study_item(study_id, position)
-    pool.save_label(study_id, item["item_id"], annotator, valid_task=answers[0], input_ok=answers[1],
+    item = pool.quality.study_item(study_id, position)
+    pool.quality.save_label(study_id, item["item_id"], annotator, valid_task=answers[0], input_ok=answers[1],
                     output_ok=answers[2], note=note)
     return item
 
@@ -215,18 +215,18 @@ def test_labels_persist_update_and_resume(demo_db_path):
         study_id = quality.create_study(pool, "resume", size=6, seed=9).study_id
         for pos in range(3):
             _label(pool, study_id, pos, "ann", ("yes", "yes", "no"), note=f"n{pos}")
-        assert pool.study_progress(study_id, "ann") == {
+        assert pool.quality.study_progress(study_id, "ann") == {
             "items": 6, "labeled": 3, "first_unlabeled": 3, "queue": 3, "queue_positions": [3, 4, 5],
             "overlap": 1, "complete": 3, "held": 0, "held_until": None, "holding": None}
     with Pool.open(demo_db_path) as pool:  # a new process, later
-        progress = pool.study_progress(study_id, "ann")
+        progress = pool.quality.study_progress(study_id, "ann")
         assert progress["labeled"] == 3 and progress["first_unlabeled"] == 3
-        assert pool.study_progress(study_id, "bob")["first_unlabeled"] == 0
-        item = pool.study_item(study_id, 1, "ann")
+        assert pool.quality.study_progress(study_id, "bob")["first_unlabeled"] == 0
+        item = pool.quality.study_item(study_id, 1, "ann")
         assert (item["valid_task"], item["input_ok"], item["output_ok"], item["note"]) == ("yes", "yes", "no", "n1")
         first_stamp = item["labeled_at"]
         _label(pool, study_id, 1, "ann", ("yes", "no", "unsure"), note="changed my mind")
-        again = pool.study_item(study_id, 1, "ann")
+        again = pool.quality.study_item(study_id, 1, "ann")
         assert (again["input_ok"], again["output_ok"], again["note"]) == ("no", "unsure", "changed my mind")
         assert again["labeled_at"] >= first_stamp
         count = pool._scalar("SELECT count(*) FROM labels WHERE study_id = ? AND annotator = 'ann'", [study_id])
@@ -235,11 +235,11 @@ def test_labels_persist_update_and_resume(demo_db_path):
         assert audit["actor"] == "ann" and audit["before"]["output_ok"] == "no"
         assert audit["after"]["output_ok"] == "unsure"
         with pytest.raises(PoolError):
-            pool.save_label(study_id, item["item_id"], "ann", valid_task="maybe", input_ok="yes", output_ok="yes")
+            pool.quality.save_label(study_id, item["item_id"], "ann", valid_task="maybe", input_ok="yes", output_ok="yes")
         with pytest.raises(PoolError):
-            pool.save_label(study_id, item["item_id"], "  ", valid_task="yes", input_ok="yes", output_ok="yes")
+            pool.quality.save_label(study_id, item["item_id"], "  ", valid_task="yes", input_ok="yes", output_ok="yes")
         with pytest.raises(PoolError):
-            pool.save_label(study_id + 99, item["item_id"], "ann", valid_task="yes", input_ok="yes", output_ok="yes")
+            pool.quality.save_label(study_id + 99, item["item_id"], "ann", valid_task="yes", input_ok="yes", output_ok="yes")
 
 
 # ---------------------------------------------------------------------------
@@ -271,7 +271,7 @@ def test_majority_agreement_and_disagreements_between_annotators(demo_pool):
     for pos in range(4):
         _label(demo_pool, study_id, pos, "ann", ann[pos])
         _label(demo_pool, study_id, pos, "bob", bob[pos])
-    labels = demo_pool.study_labels(study_id)
+    labels = demo_pool.quality.study_labels(study_id)
     consensus = {r["position"]: r for r in quality.item_answers(labels)}
     assert consensus[1]["input_ok"] == "split" and consensus[0]["all_valid"] == "yes"
     assert consensus[3]["output_ok"] == "split" and consensus[3]["all_valid"] == "no"
@@ -287,7 +287,7 @@ def test_majority_agreement_and_disagreements_between_annotators(demo_pool):
     # a third annotator on two items: Fleiss' over the items all three labeled
     for pos in range(2):
         _label(demo_pool, study_id, pos, "cy", ("yes", "yes", "yes"))
-    labels = demo_pool.study_labels(study_id)
+    labels = demo_pool.quality.study_labels(study_id)
     fleiss = {k["measure"]: k for k in quality.agreement(labels, ["ann", "bob", "cy"])}
     assert fleiss["valid_task"]["method"] == "Fleiss" and fleiss["valid_task"]["items"] == 2
     assert fleiss["valid_task"]["kappa"] is None and "undefined" in fleiss["valid_task"]["why_undefined"]
@@ -303,17 +303,17 @@ def test_labeled_and_invalid_candidate_hooks(demo_pool):
     b = _label(demo_pool, study_id, 1, "ann", ("no", "yes", "yes"))       # split 1-1: majority keeps it
     _label(demo_pool, study_id, 1, "bob", ("yes", "yes", "no"))
     c = _label(demo_pool, study_id, 2, "ann", ("yes", "yes", "yes"))
-    assert demo_pool.labeled_candidate_ids() == {a["candidate_id"], b["candidate_id"], c["candidate_id"]}
-    assert demo_pool.invalid_candidate_ids() == {a["candidate_id"]}
-    assert demo_pool.invalid_candidate_ids(rule="any") == {a["candidate_id"], b["candidate_id"]}
-    assert demo_pool.invalid_instance_ids() == set()
-    assert demo_pool.invalid_instance_ids(rule="any") == {b["instance_id"]}
-    summary = demo_pool.candidate_label_summary([a["candidate_id"], b["candidate_id"], 10**9])
+    assert demo_pool.quality.labeled_candidate_ids() == {a["candidate_id"], b["candidate_id"], c["candidate_id"]}
+    assert demo_pool.quality.invalid_candidate_ids() == {a["candidate_id"]}
+    assert demo_pool.quality.invalid_candidate_ids(rule="any") == {a["candidate_id"], b["candidate_id"]}
+    assert demo_pool.quality.invalid_instance_ids() == set()
+    assert demo_pool.quality.invalid_instance_ids(rule="any") == {b["instance_id"]}
+    summary = demo_pool.quality.candidate_label_summary([a["candidate_id"], b["candidate_id"], 10**9])
     assert summary[b["candidate_id"]]["labels"] == 2 and summary[b["candidate_id"]]["valid_no"] == 1
     assert summary[a["candidate_id"]]["invalid"] is True and summary[b["candidate_id"]]["invalid"] is False
     assert 10**9 not in summary
     with pytest.raises(ValueError):
-        demo_pool.invalid_candidate_ids(rule="most")
+        demo_pool.quality.invalid_candidate_ids(rule="most")
 
 
 def test_study_export_csv_and_json(demo_pool):
@@ -325,7 +325,7 @@ def test_study_export_csv_and_json(demo_pool):
     assert list(rows[0]) == quality.STUDY_COLUMNS
     assert [(r["item"], r["annotator"]) for r in rows] == [("1", "ann"), ("1", "bob"), ("2", ""), ("3", "ann"), ("4", "")]
     assert rows[0]["note"] == 'has "quotes", commas' and rows[0]["input_ok"] == "no"
-    first = demo_pool.study_item(study_id, 0)
+    first = demo_pool.quality.study_item(study_id, 0)
     assert rows[0]["instruction"] == first["instruction"] and rows[0]["output"] == first["output"]
     doc = json.loads(quality.study_json(demo_pool, study_id))
     assert doc["study"]["name"] == "export" and doc["study"]["seed"] == 3
@@ -341,40 +341,40 @@ def test_study_export_csv_and_json(demo_pool):
 def test_overlap_two_gives_each_annotator_a_queue_that_others_complete(demo_db_path):
     with Pool.open(demo_db_path) as pool:
         study_id = quality.create_study(pool, "team", size=4, seed=3, overlap=2).study_id
-        assert pool.study(study_id)["overlap"] == 2
-        assert "2 annotators per item" in quality.describe_study(pool.studies()[0])
-        assert pool.study_progress(study_id, "ann")["queue_positions"] == [0, 1, 2, 3]
+        assert pool.quality.study(study_id)["overlap"] == 2
+        assert "2 annotators per item" in quality.describe_study(pool.quality.studies()[0])
+        assert pool.quality.study_progress(study_id, "ann")["queue_positions"] == [0, 1, 2, 3]
         for pos in (0, 1):
             _label(pool, study_id, pos, "ann", ("yes", "yes", "yes"))
         _label(pool, study_id, 0, "bob", ("yes", "no", "yes"))
         # item 0 has its two labels: it leaves carl's queue; item 1 still needs one
-        carl = pool.study_progress(study_id, "carl")
+        carl = pool.quality.study_progress(study_id, "carl")
         assert carl["queue_positions"] == [1, 2, 3] and carl["labeled"] == 0 and carl["complete"] == 1
-        ann = pool.study_progress(study_id, "ann")
+        ann = pool.quality.study_progress(study_id, "ann")
         assert ann["queue_positions"] == [2, 3] and ann["labeled"] == 2
-        bob = pool.study_progress(study_id, "bob")
+        bob = pool.quality.study_progress(study_id, "bob")
         assert bob["queue_positions"] == [1, 2, 3]
         assert quality.next_in_queue(bob["queue_positions"], after=1) == 2
         assert quality.next_in_queue(bob["queue_positions"], after=3) == 1   # back to what was skipped
         assert quality.next_in_queue([], after=0) is None
         _label(pool, study_id, 1, "carl", ("yes", "yes", "no"))
-        assert pool.study_progress(study_id, "bob")["queue_positions"] == [2, 3]
+        assert pool.quality.study_progress(study_id, "bob")["queue_positions"] == [2, 3]
 
-        team = pool.study_team_progress(study_id)
+        team = pool.quality.study_team_progress(study_id)
         assert {k: team[k] for k in ("overlap", "items", "complete", "labels_needed")} == {
             "overlap": 2, "items": 4, "complete": 2, "labels_needed": 4}
         assert [(a["annotator"], a["labels"], a["queue"]) for a in team["annotators"]] == [
             ("ann", 2, 2), ("bob", 1, 2), ("carl", 1, 2)]
 
         # agreement over the items with two labels, whoever gave them (Fleiss, m = 2)
-        so_far = {r["measure"]: r for r in quality.overlap_agreement(pool.study_labels(study_id), 2)}
+        so_far = {r["measure"]: r for r in quality.overlap_agreement(pool.quality.study_labels(study_id), 2)}
         assert so_far["valid_task"]["items"] == 2 and so_far["valid_task"]["method"] == "Fleiss"
         assert so_far["input_ok"]["observed"] == 0.5
         expected = fleiss_kappa([["yes", "no"], ["yes", "yes"]])
         assert so_far["input_ok"]["kappa"] == pytest.approx(expected.value)
-        assert quality.overlap_agreement(pool.study_labels(study_id), 1) == []
+        assert quality.overlap_agreement(pool.quality.study_labels(study_id), 1) == []
         with pytest.raises(PoolError, match="Annotators per item"):
-            pool.create_study("bad", seed=1, items=[(1, 1)], overlap=0)
+            pool.quality.create_study("bad", seed=1, items=[(1, 1)], overlap=0)
 
 
 def test_concurrent_saves_from_two_threads_are_all_stored(demo_db_path):
@@ -382,7 +382,7 @@ def test_concurrent_saves_from_two_threads_are_all_stored(demo_db_path):
 
     with Pool.open(demo_db_path) as pool:
         study_id = quality.create_study(pool, "race", size=30, seed=5, overlap=2).study_id
-        items = [pool.study_item(study_id, pos)["item_id"] for pos in range(30)]
+        items = [pool.quality.study_item(study_id, pos)["item_id"] for pos in range(30)]
         start = threading.Barrier(2)
         errors = []
 
@@ -390,10 +390,10 @@ def test_concurrent_saves_from_two_threads_are_all_stored(demo_db_path):
             try:
                 start.wait()
                 for item_id in items:
-                    pool.save_label(study_id, item_id, who, valid_task=answers, input_ok="yes",
+                    pool.quality.save_label(study_id, item_id, who, valid_task=answers, input_ok="yes",
                                     output_ok="unsure", note=f"{who} {item_id}")
                 for item_id in items[:10]:   # the same annotator saving again updates, never adds
-                    pool.save_label(study_id, item_id, who, valid_task="unsure", input_ok="yes",
+                    pool.quality.save_label(study_id, item_id, who, valid_task="unsure", input_ok="yes",
                                     output_ok="unsure")
             except Exception as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
@@ -405,14 +405,14 @@ def test_concurrent_saves_from_two_threads_are_all_stored(demo_db_path):
         for thread in threads:
             thread.join(60)
         assert not errors
-        labels = pool.study_labels(study_id)
+        labels = pool.quality.study_labels(study_id)
         assert len(labels) == 60
         assert {(r["item_id"], r["annotator"]) for r in labels} == {(i, w) for i in items for w in ("ann", "bob")}
         for row in labels:
             position = items.index(row["item_id"])
             expected = "unsure" if position < 10 else {"ann": "yes", "bob": "no"}[row["annotator"]]
             assert row["valid_task"] == expected
-        assert pool.study_team_progress(study_id)["complete"] == 30
+        assert pool.quality.study_team_progress(study_id)["complete"] == 30
 
         # one annotator saving the same item from two tabs at once: one label, not two
         for item_id in items[:5]:
@@ -420,14 +420,14 @@ def test_concurrent_saves_from_two_threads_are_all_stored(demo_db_path):
 
             def twice(answer, item_id=item_id, same=same):
                 same.wait()
-                pool.save_label(study_id, item_id, "cat", valid_task=answer, input_ok="yes", output_ok="yes")
+                pool.quality.save_label(study_id, item_id, "cat", valid_task=answer, input_ok="yes", output_ok="yes")
 
             tabs = [threading.Thread(target=twice, args=(a,)) for a in ("yes", "no") * 4]
             for tab in tabs:
                 tab.start()
             for tab in tabs:
                 tab.join(30)
-        cat = [r for r in pool.study_labels(study_id) if r["annotator"] == "cat"]
+        cat = [r for r in pool.quality.study_labels(study_id) if r["annotator"] == "cat"]
         assert sorted(r["item_id"] for r in cat) == sorted(items[:5])
 
 
@@ -463,10 +463,10 @@ def test_four_annotators_in_lockstep_spread_over_the_study(demo_db_path):
             thread.join(60)
         assert not errors and not nothing
         per_item = {pos: 0 for pos in range(12)}
-        for row in pool.study_labels(study_id):
+        for row in pool.quality.study_labels(study_id):
             per_item[row["position"]] += 1
         assert per_item == {pos: 2 for pos in range(12)}
-        assert pool.study_leases(study_id) == []   # every save released its lease
+        assert pool.quality.study_leases(study_id) == []   # every save released its lease
 
 
 def test_a_lease_holds_an_item_until_it_ends_and_never_refuses_a_save(demo_db_path):
@@ -479,7 +479,7 @@ def test_a_lease_holds_an_item_until_it_ends_and_never_refuses_a_save(demo_db_pa
         t0 = utcnow()
         assert quality.claim_next(pool, study_id, "ann", now=t0) == 0
         assert quality.claim_next(pool, study_id, "bob", now=t0) == 1
-        cat = pool.study_progress(study_id, "cat", now=t0)
+        cat = pool.quality.study_progress(study_id, "cat", now=t0)
         assert cat["queue_positions"] == [] and cat["held"] == 2
         assert cat["held_until"] == t0 + timedelta(seconds=quality.LABEL_LEASE_S)
         assert quality.claim_next(pool, study_id, "cat", now=t0) is None
@@ -488,16 +488,16 @@ def test_a_lease_holds_an_item_until_it_ends_and_never_refuses_a_save(demo_db_pa
                                 "other annotators' screens. The first is free again at ")
         assert f"{cat['held_until']:%H:%M} UTC (in about 5 min)" in words
         # Moving to another item releases the first: ann looks at bob's item (full, so not held).
-        assert pool.hold_item(study_id, 1, "ann", seconds=60, now=t0) is None
-        assert pool.study_progress(study_id, "cat", now=t0)["queue_positions"] == [0]
+        assert pool.quality.hold_item(study_id, 1, "ann", seconds=60, now=t0) is None
+        assert pool.quality.study_progress(study_id, "cat", now=t0)["queue_positions"] == [0]
         # A lease that ends frees its item; a save is never refused, held or not.
         later = t0 + timedelta(seconds=quality.LABEL_LEASE_S + 1)
-        assert pool.study_progress(study_id, "cat", now=later)["queue_positions"] == [0, 1]
+        assert pool.quality.study_progress(study_id, "cat", now=later)["queue_positions"] == [0, 1]
         _label(pool, study_id, 1, "cat", ("yes", "yes", "yes"))   # bob still holds it (at t0's clock)
-        assert [(r["position"], r["annotator"]) for r in pool.study_labels(study_id)] == [(1, "cat")]
+        assert [(r["position"], r["annotator"]) for r in pool.quality.study_labels(study_id)] == [(1, "cat")]
         # The finished study: nothing held, the plain "queue is empty" words.
         _label(pool, study_id, 0, "dan", ("yes", "yes", "yes"))
-        done = pool.study_progress(study_id, "eve", now=later)
+        done = pool.quality.study_progress(study_id, "eve", now=later)
         assert done["held"] == 0 and quality.nothing_free(done, 1).startswith("Your queue is empty")
 
 
@@ -507,7 +507,7 @@ def test_schema_5_gives_old_studies_one_label_per_item(tmp_path):
         old._q("INSERT INTO quality_studies (name, sample_size, seed) VALUES ('old', 0, 1)")
     with Pool.open(path) as pool:
         assert pool.schema_version() >= 5
-        assert pool.studies()[0]["overlap"] == 1
+        assert pool.quality.studies()[0]["overlap"] == 1
 
 
 # ---------------------------------------------------------------------------

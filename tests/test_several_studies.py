@@ -11,15 +11,15 @@ def test_one_item_no_in_one_study_and_yes_in_another_and_every_page_says_which_l
     pool = app_pool(demo_app_env)
     first = quality.create_study(pool, "first", size=5, seed=1).study_id
     candidate, instance, item = pool.judge_study_items(first)[0]
-    second = pool.create_study("second", seed=2, items=[(candidate, instance)])
+    second = pool.quality.create_study("second", seed=2, items=[(candidate, instance)])
     other_item = pool.judge_study_items(second)[0][2]
-    pool.save_label(first, item, "ann", valid_task=NO, input_ok=YES, output_ok=YES)
-    pool.save_label(second, other_item, "bo", valid_task=YES, input_ok=YES, output_ok=YES)
+    pool.quality.save_label(first, item, "ann", valid_task=NO, input_ok=YES, output_ok=YES)
+    pool.quality.save_label(second, other_item, "bo", valid_task=YES, input_ok=YES, output_ok=YES)
 
     # study 1's results: its own label, "no"; across studies: one "no", one "yes", no majority
     first_answers = {a["item_id"]: a for a in quality.study_results(pool, first).answers}
     assert first_answers[item]["valid_task"] == NO
-    assert candidate not in pool.invalid_candidate_ids()     # so the export keeps it
+    assert candidate not in pool.quality.invalid_candidate_ids()     # so the export keeps it
 
     at = open_page("pages/label.py")
     at.session_state["user_name"] = "ann"   # the sidebar's "Your name"

@@ -240,7 +240,7 @@ def test_topic_study_gives_each_topic_an_equal_share_and_weighs_the_rates(topic_
         pool.bulk.bulk_insert("candidates", {"instruction": ["Compose a short poem about dusk."], "status": [ACCEPTED]})
         quality.create_study(pool, "by topic", size=8, seed=1, stratify="topic")
     created = quality.create_study(pool, "by topic", size=8, seed=1, stratify="topic", topic_set_id=set_id)
-    study = pool.study(created.study_id)
+    study = pool.quality.study(created.study_id)
     assert [(a["eligible"], a["drawn"]) for a in sorted(study["config"]["allocation"], key=lambda a: -a["eligible"])] \
         == [(9, 2), (8, 2), (5, 2), (4, 2)]       # accepted instructions with an instance, 2 from each
     assert quality.WEIGHTED_NOTE in quality.describe_study(study)
@@ -248,7 +248,7 @@ def test_topic_study_gives_each_topic_an_equal_share_and_weighs_the_rates(topic_
     for item in pool.cursor().execute("SELECT id, candidate_id FROM study_items WHERE study_id = ?",
                                       [created.study_id]).fetchall():
         answer = "no" if item[1] in cooking else "yes"
-        pool.save_label(created.study_id, item[0], "ann", valid_task=answer, input_ok="yes", output_ok="yes")
+        pool.quality.save_label(created.study_id, item[0], "ann", valid_task=answer, input_ok="yes", output_ok="yes")
     results = quality.study_results(pool, created.study_id)
     valid = results.overall.set_index("measure").loc["valid_task"]
     assert results.note == quality.WEIGHTED_NOTE

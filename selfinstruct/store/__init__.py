@@ -22,9 +22,14 @@ from .seeds import SeedQueries
 from .topics import TopicQueries
 
 
-class Pool(QualityQueries, JudgeQueries, EvaluateQueries, RunQueries, SeedQueries,
+class Pool(JudgeQueries, EvaluateQueries, RunQueries, SeedQueries,
            PoolBase):
     """An open pool file. Create with `Pool.open(path)`; close with `.close()`."""
+
+    @cached_property
+    def quality(self) -> QualityQueries:
+        """Quality studies: samples, leases, labels (store/quality.py)."""
+        return QualityQueries(self)
 
     @cached_property
     def review(self) -> ReviewQueries:

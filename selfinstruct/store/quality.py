@@ -35,7 +35,7 @@ import duckdb
 
 from ..model import (ANSWERS, INSTANCE_QUESTIONS, INSTRUCTION_QUESTIONS, MAX_OVERLAP, NO, QUESTIONS, YES,
                      accepted_sql, kept_sql, labeled_no_sql, sql_literal)
-from .core import PoolError, _dumps, _loads
+from .core import Queries, PoolError, _dumps, _loads
 
 # Saving a label reads (is there one of this annotator already?) then writes: the app's sessions
 # share one process, so one lock makes the pair atomic and the same annotator saving from two
@@ -54,18 +54,18 @@ def _in_list(values: Sequence[Any]) -> str:
     return ", ".join("?" for _ in values)
 
 
-class QualityQueries:
+class QualityQueries(Queries):
     # -- what can be sampled -------------------------------------------------------
     def quality_scope(self) -> dict:
         """Runs and round numbers that hold sampleable instructions (accepted, with at least
         one kept instance), with counts, for the study form."""
-        runs = self._rows(
+        runs = self.pool._rows(
             f"""SELECT c.run_id, any_value(r.name) AS name, count(*) AS eligible
                FROM candidates c LEFT JOIN runs r ON r.id = c.run_id
                WHERE {accepted_sql('c')} AND EXISTS
                  (SELECT 1 FROM instances i WHERE i.candidate_id = c.id AND {kept_sql('i')})
                GROUP BY c.run_id ORDER BY c.run_id""")
-        rounds = self._rows(
+        rounds = self.pool._rows(
             f"""SELECT rd.number AS round, count(*) AS eligible
                FROM candidates c JOIN rounds rd ON rd.id = c.round_id
                WHERE {accepted_sql('c')} AND EXISTS
@@ -97,7 +97,7 @@ class QualityQueries:
             sql.append(f"AND rd.number IN ({_in_list(round_numbers)})")
             params.extend(int(r) for r in round_numbers)
         sql.append("GROUP BY c.id, c.run_id, rd.number, c.is_classification ORDER BY c.id")
-        return self._rows(" ".join(sql), params)
+        return self.pool._rows(" ".join(sql), params)
 
     # -- studies -------------------------------------------------------------------
     def create_study(self, name: str, *, seed: int, items: Sequence[tuple[int, int]],
@@ -112,7 +112,7 @@ class QualityQueries:
             raise PoolError("A study needs at least one item.")
         if not 1 <= int(overlap) <= MAX_OVERLAP:
             raise PoolError(f"Annotators per item must be between 1 and {MAX_OVERLAP}, not {overlap}.")
-        with self.transaction() as cur:
+        with self.pool.transaction() as cur:
             cur.execute(
                 "INSERT INTO quality_studies (name, sample_size, seed, config, overlap) "
                 "VALUES (?, ?, ?, ?, ?) RETURNING id",
@@ -123,14 +123,14 @@ class QualityQueries:
                 "VALUES (?, ?, ?, ?)",
                 [[study_id, pos, int(cand), None if inst is None else int(inst)]
                  for pos, (cand, inst) in enumerate(items)])
-            self._audit(cur, actor, "create_study", "study", study_id, None, None,
+            self.pool._audit(cur, actor, "create_study", "study", study_id, None, None,
                         {"name": name, "seed": int(seed), "items": len(items), "overlap": int(overlap),
                          "config": config or {}})
         return study_id
 
     def studies(self) -> list[dict]:
         """Every study, newest first, with its item, labeled-item, label and annotator counts."""
-        rows = self._rows(
+        rows = self.pool._rows(
             """SELECT s.id, s.name, s.sample_size, s.seed, s.config, s.created_at, s.overlap,
                       (SELECT count(*) FROM study_items si WHERE si.study_id = s.id) AS items,
                       (SELECT count(DISTINCT item_id) FROM labels l WHERE l.study_id = s.id) AS labeled_items,
@@ -142,7 +142,7 @@ class QualityQueries:
         return rows
 
     def study(self, study_id: int) -> dict | None:
-        rows = self._rows(
+        rows = self.pool._rows(
             "SELECT s.*, (SELECT count(*) FROM study_items si WHERE si.study_id = s.id) AS items "
             "FROM quality_studies s WHERE s.id = ?", [study_id])
         if not rows:
@@ -154,7 +154,7 @@ class QualityQueries:
         """One item with its texts, round and classification flag, and `annotator`'s label
         (answers None when not labeled yet). `input`/`output` are None when the sampled
         instance no longer exists."""
-        rows = self._rows(
+        rows = self.pool._rows(
             """SELECT si.id AS item_id, si.position, si.candidate_id, si.instance_id,
                       c.instruction, i.input, i.output, c.run_id, rd.number AS round,
                       c.is_classification, c.status AS candidate_status,
@@ -179,7 +179,7 @@ class QualityQueries:
         else's screen) and `held_until` is the earliest end of those leases (None: none held).
         `holding` is the position of the item this annotator holds (None: none)."""
         now = now or utcnow()
-        rows = self._q(
+        rows = self.pool._q(
             """WITH item AS (
                    SELECT si.id, si.position,
                           count(l.id) AS labels,
@@ -236,12 +236,12 @@ class QualityQueries:
 
     def release_lease(self, study_id: int, annotator: str) -> None:
         """`annotator` no longer has an item of this study on their screen."""
-        with _LABEL_WRITE, self.transaction() as cur:
+        with _LABEL_WRITE, self.pool.transaction() as cur:
             cur.execute("DELETE FROM label_leases WHERE study_id = ? AND annotator = ?", [study_id, annotator])
 
     def study_leases(self, study_id: int, *, now: datetime | None = None) -> list[dict]:
         """The live leases of a study (annotator, position, expires_at), by position."""
-        return self._rows(
+        return self.pool._rows(
             """SELECT ll.annotator, si.position, ll.expires_at FROM label_leases ll
                JOIN study_items si ON si.id = ll.item_id AND si.study_id = ll.study_id
                WHERE ll.study_id = ? AND ll.expires_at > ? ORDER BY si.position, ll.annotator""",
@@ -249,7 +249,7 @@ class QualityQueries:
 
     def _hold(self, study_id: int, position: int, annotator: str, seconds: float,
               now: datetime) -> datetime | None:
-        with self.transaction() as cur:
+        with self.pool.transaction() as cur:
             cur.execute("DELETE FROM label_leases WHERE study_id = ? AND (annotator = ? OR expires_at <= ?)",
                         [study_id, annotator, now])
             row = cur.execute(
@@ -275,7 +275,7 @@ class QualityQueries:
         """For the owner: the study's `overlap`, `items`, `complete` (items with k labels or
         more), `labels_needed` (labels still missing to give every item k), and per annotator
         (`annotators`, by name): labels given, items left in their queue, last label time."""
-        study = self._rows(
+        study = self.pool._rows(
             """WITH item AS (
                    SELECT si.id, count(l.id) AS labels FROM study_items si
                    LEFT JOIN labels l ON l.study_id = si.study_id AND l.item_id = si.id
@@ -287,7 +287,7 @@ class QualityQueries:
             [study_id, study_id])
         if not study:
             raise PoolError(f"There is no study {study_id}.")
-        annotators = self._rows(
+        annotators = self.pool._rows(
             """WITH item AS (
                    SELECT si.id, count(l.id) AS labels FROM study_items si
                    LEFT JOIN labels l ON l.study_id = si.study_id AND l.item_id = si.id
@@ -304,7 +304,7 @@ class QualityQueries:
         return {**{k: int(v) for k, v in study[0].items()}, "annotators": annotators}
 
     def study_annotators(self, study_id: int) -> list[dict]:
-        return self._rows(
+        return self.pool._rows(
             "SELECT annotator, count(*) AS labels, min(created_at) AS first_label, "
             "max(coalesce(updated_at, created_at)) AS last_label FROM labels WHERE study_id = ? "
             "GROUP BY annotator ORDER BY annotator", [study_id])
@@ -337,7 +337,7 @@ class QualityQueries:
     def _save_label(self, study_id: int, item_id: int, annotator: str, answers: dict,
                     note: str | None) -> int:
         valid_task, input_ok, output_ok = answers["valid_task"], answers["input_ok"], answers["output_ok"]
-        with self.transaction() as cur:
+        with self.pool.transaction() as cur:
             found = cur.execute("SELECT 1 FROM study_items WHERE id = ? AND study_id = ?",
                                 [item_id, study_id]).fetchone()
             if not found:
@@ -365,13 +365,13 @@ class QualityQueries:
                     "UPDATE labels SET valid_task = ?, input_ok = ?, output_ok = ?, note = ?, "
                     "updated_at = current_timestamp WHERE id = ?",
                     [valid_task, input_ok, output_ok, note, label_id])
-            self._audit(cur, annotator, "label", "study_item", item_id, None, before, after)
+            self.pool._audit(cur, annotator, "label", "study_item", item_id, None, before, after)
         return label_id
 
     def study_labels(self, study_id: int) -> list[dict]:
         """Every label of a study with its item's position, candidate, round and
         classification flag (no texts), in position then annotator order."""
-        return self._rows(
+        return self.pool._rows(
             """SELECT si.id AS item_id, si.position, si.candidate_id, si.instance_id,
                       rd.number AS round, c.is_classification,
                       l.annotator, l.valid_task, l.input_ok, l.output_ok, l.note
@@ -386,7 +386,7 @@ class QualityQueries:
         item_ids = [int(i) for i in item_ids]
         if not item_ids:
             return {}
-        rows = self._rows(
+        rows = self.pool._rows(
             f"""SELECT si.id AS item_id, c.instruction, i.input, i.output
                 FROM study_items si JOIN candidates c ON c.id = si.candidate_id
                 LEFT JOIN instances i ON i.id = si.instance_id
@@ -396,7 +396,7 @@ class QualityQueries:
     def study_export_rows(self, study_id: int) -> list[dict]:
         """Every item of a study with its texts and each of its labels: one row per
         (item, annotator), and one row with empty answers for an item nobody labeled."""
-        return self._rows(
+        return self.pool._rows(
             """SELECT si.position + 1 AS item, si.id AS item_id, si.candidate_id, si.instance_id,
                       c.run_id, rd.number AS round, c.is_classification,
                       c.instruction, i.input, i.output,
@@ -412,7 +412,7 @@ class QualityQueries:
     # -- hooks for the pool and export pages -----------------------------------------
     def labeled_candidate_ids(self) -> set[int]:
         """Candidates with at least one label, in any study."""
-        return {r[0] for r in self._q(
+        return {r[0] for r in self.pool._q(
             "SELECT DISTINCT si.candidate_id FROM labels l "
             "JOIN study_items si ON si.id = l.item_id AND si.study_id = l.study_id").fetchall()}
 
@@ -436,10 +436,10 @@ class QualityQueries:
 
     def invalid_candidate_ids(self, rule: str = "majority") -> set[int]:
         """Candidates people judged not a valid task (see the module docstring for `rule`)."""
-        return {r[0] for r in self._q(self.invalid_candidates_sql(rule)).fetchall()}
+        return {r[0] for r in self.pool._q(self.invalid_candidates_sql(rule)).fetchall()}
 
     def invalid_instance_ids(self, rule: str = "majority") -> set[int]:
-        return {r[0] for r in self._q(self.invalid_instances_sql(rule)).fetchall()}
+        return {r[0] for r in self.pool._q(self.invalid_instances_sql(rule)).fetchall()}
 
     def candidate_label_summary(self, candidate_ids: Iterable[int]) -> dict[int, dict]:
         """For each given candidate that has labels: {labels, valid_yes, valid_no,
@@ -447,7 +447,7 @@ class QualityQueries:
         ids = [int(i) for i in candidate_ids]
         if not ids:
             return {}
-        rows = self._rows(
+        rows = self.pool._rows(
             f"""SELECT si.candidate_id, count(*) AS labels,
                        count(*) FILTER (WHERE l.valid_task = {sql_literal(YES)}) AS valid_yes,
                        count(*) FILTER (WHERE l.valid_task = {sql_literal(NO)}) AS valid_no,

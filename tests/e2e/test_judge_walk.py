@@ -33,7 +33,7 @@ def test_judge_a_study_then_the_pool_then_export_for_trl(app_factory, demo_db_pa
         study_id = quality.create_study(pool, "checked", size=16, seed=7).study_id
         rows = pool.judge_study_items(study_id, 10)
         for (_, _, item_id), text in zip(rows, pool.judge_item_texts([(c, i) for c, i, _ in rows])):
-            pool.save_label(study_id, item_id, "Kit", **judge_truth(text["instruction"], text["input"],
+            pool.quality.save_label(study_id, item_id, "Kit", **judge_truth(text["instruction"], text["input"],
                                                                     text["output"]))
         # the pool run will judge each task's first kept instance; where the study drew another,
         # the page gives no rate but the one sentence saying why (issue 23)

@@ -97,8 +97,8 @@ def test_pressing_the_keys_labels_an_item(app_factory, demo_db_path, page, shots
     app.stop()
 
     with Pool.open(app.db_path) as pool:
-        study_id = pool.studies()[0]["id"]
-        labels = pool.study_labels(study_id)
+        study_id = pool.quality.studies()[0]["id"]
+        labels = pool.quality.study_labels(study_id)
         assert [(r["position"], r["annotator"], r["valid_task"], r["input_ok"], r["output_ok"], r["note"])
                 for r in labels] == [(0, "Kit", "yes", "unsure", "yes", "1 4 7 seen by key"),
                                      (1, "Kit", "unsure", "no", "unsure", None)]
@@ -159,6 +159,6 @@ def test_keys_typed_while_the_page_redraws_are_kept_in_order(app_factory, demo_d
 
     answer_of = {key: (question, answer) for (question, answer), key in KEYS.items()}
     with Pool.open(app.db_path) as pool:
-        labels = pool.study_labels(pool.studies()[0]["id"])
+        labels = pool.quality.study_labels(pool.quality.studies()[0]["id"])
     assert [(r["position"], r["valid_task"], r["input_ok"], r["output_ok"]) for r in labels] == [
         (position, *(answer_of[key][1] for key in keys)) for position, keys in enumerate(typed)]
