@@ -72,7 +72,7 @@ def one_run(items: int, median_s: float, sigma: float, seed: int, concurrency: i
                 time.sleep(SAMPLE_EVERY_S)
             wall = time.perf_counter() - started
         result = outcome[0]
-        latencies = [v["latency_s"] for v in pool.judge_verdicts(judge_run_id) if v["response"] is not None]
+        latencies = [v["latency_s"] for v in pool.judge.verdicts(judge_run_id) if v["response"] is not None]
     # The first samples come before the first request is sent (run start, structured decision).
     busy = [s / concurrency for s in samples]
     median_latency, mean_latency = statistics.median(latencies), statistics.fmean(latencies)

@@ -113,7 +113,7 @@ with st.expander("Filters", expanded=True, icon=":material/filter_alt:"):
         max_iw = b.number_input("Instruction, max", min_value=0, value=None, step=1, key="exp_max_iw")
         min_ow = a.number_input("Output, min", min_value=0, value=None, step=1, key="exp_min_ow")
         max_ow = b.number_input("Output, max", min_value=0, value=None, step=1, key="exp_max_ow")
-    judge_runs = pool.judge_runs()
+    judge_runs = pool.judge.runs()
     judge_run_id, judge_drop = None, []
     if judge_runs:
         st.markdown("**Model judge**")

@@ -20,7 +20,7 @@ st.caption("A model answers the paper's three questions (valid task? input appro
            "to get pool-wide rates that use both.")
 
 studies = pool.quality.studies()
-runs = pool.judge_runs()
+runs = pool.judge.runs()
 newest = runs[0] if runs else None
 status = manager.status()
 
@@ -112,7 +112,7 @@ def live_view() -> None:
     status = manager.status()
     if PAGE_SAW_BUSY and not status.busy:
         st.rerun(scope="app")   # the run ended: redraw the page without the refresh
-    runs = pool.judge_runs()
+    runs = pool.judge.runs()
     if not runs:
         st.caption("No judge runs yet.")
         return

@@ -86,7 +86,7 @@ else:
                                      required=True, key="study_stratify",
                                      help="Stratified: each round (or classification and other tasks) "
                                           "gets a share of the sample proportional to its size.")
-                judged_runs = [r["id"] for r in pool.judge_runs() if r["scope"] == "pool"]
+                judged_runs = [r["id"] for r in pool.judge.runs() if r["scope"] == "pool"]
                 if judged_runs:
                     st.selectbox("Draw from", [None, *judged_runs], key="study_judge_run",
                                  format_func=lambda r: "The pool (one random kept instance each)" if r is None

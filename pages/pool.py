@@ -109,7 +109,7 @@ JUDGE_SHOW = {"hide": "Hide them", "only": "Show only them"}
 def judge_controls() -> tuple[int | None, tuple[str, ...], str]:
     """The model judge's filter: a pool judge run, the questions whose "no" flags a task, and
     whether flagged tasks are hidden or the only ones shown."""
-    runs = [r for r in pool.judge_runs() if r["answered"]]
+    runs = [r for r in pool.judge.runs() if r["answered"]]
     if not runs:
         return None, (), "hide"
     run_col, drop_col, show_col = st.columns([3, 3, 2])

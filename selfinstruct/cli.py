@@ -1014,16 +1014,16 @@ def cmd_judge(args) -> int:
         given["gguf"] = _gguf_setting(args)
         given.setdefault("model", local.model_name(given["gguf"]))
     with open_pool(args) as pool:
-        interrupted = pool.mark_interrupted_judge_runs()
+        interrupted = pool.judge.mark_interrupted()
         overrides: dict = {}
         if args.resume is not None:
             runs = judge_mod.resumable_judge_runs(pool)
             judge_run_id = args.resume or (runs[0]["id"] if runs else None)
-            run = pool.judge_run(judge_run_id) if judge_run_id else None
+            run = pool.judge.run(judge_run_id) if judge_run_id else None
             if run is None:
                 raise CLIError("There is no judge run to resume (none is interrupted, paused, failed or stopped)."
                                if not args.resume else f"There is no judge run {args.resume}.")
-            progress = pool.judge_progress(judge_run_id)
+            progress = pool.judge.progress(judge_run_id)
             if run["status"] == FINISHED and not progress["pending"]:
                 print(f"Judge run {judge_run_id} had finished: all {progress['total']} items are judged.")
                 _print_judge_summary(pool, judge_run_id)
@@ -1057,7 +1057,7 @@ def cmd_judge(args) -> int:
                                                    actor="cli", env_key_any_url=True)   # the user's own key
                 except ValueError as exc:
                     raise CLIError(str(exc)) from None
-                total = pool.judge_progress(judge_run_id)
+                total = pool.judge.progress(judge_run_id)
                 print(f"Judge run {judge_run_id}: {total['pending']} of {total['total']} item(s) to judge with "
                       f"{runner.config.model} at {runner.backend.description}.", flush=True)
                 outcome = runner.run()
@@ -1068,7 +1068,7 @@ def cmd_judge(args) -> int:
                 return _judge_interrupted(pool, judge_run_id, progress)
             except KeyboardInterrupt:
                 return _judge_interrupted(pool, judge_run_id, progress)
-        note = (pool.judge_run(judge_run_id) or {}).get("structured_note")
+        note = (pool.judge.run(judge_run_id) or {}).get("structured_note")
         if note:
             print(f"Structured output: {note}.")
         if outcome.status == FAILED:
@@ -1087,7 +1087,7 @@ def _judge_interrupted(pool, judge_run_id: int, progress) -> int:
 
     progress.clear()
     try:
-        pool.set_judge_run_status(judge_run_id, INTERRUPTED, stop_reason="interrupted")
+        pool.judge.set_status(judge_run_id, INTERRUPTED, stop_reason="interrupted")
     except BaseException:  # noqa: BLE001 - the message below matters more than the status
         pass
     print(f"Interrupted. Resume with: {resume_judge_command(judge_run_id)}", file=sys.stderr)
@@ -1126,7 +1126,7 @@ def _print_pool_rates(pool, judge_run_id: int) -> None:
     from .judge import SCOPE_POOL, pool_rates
     from .quality import MEASURE_LABELS
 
-    run = pool.judge_run(judge_run_id)
+    run = pool.judge.run(judge_run_id)
     labeled = [s for s in pool.quality.studies() if s["labeled_items"]]
     if run is None or run["scope"] != SCOPE_POOL or not labeled:
         return
@@ -1553,7 +1553,7 @@ def cmd_export(args) -> int:
                 filters = topics.capped(pool, filters, args.max_per_topic)
             except (ValueError, embed.EmbedderUnavailable) as exc:
                 raise CLIError(str(exc)) from None
-        if filters.judge_run_id is not None and pool.judge_run(filters.judge_run_id) is None:
+        if filters.judge_run_id is not None and pool.judge.run(filters.judge_run_id) is None:
             raise CLIError(f"There is no judge run {filters.judge_run_id} in {pool.path} "
                            "(the Judge page lists them; selfinstruct judge --pool starts one).")
         counts = pool.explore.export_counts(filters)

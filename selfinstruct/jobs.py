@@ -135,7 +135,7 @@ class JobManager:
         running = active_run(pool)
         self.interrupted_at_start = pool.mark_interrupted_runs(keep=[running] if running else [])
         judging = _judge().active_judge(pool)
-        self.interrupted_judges_at_start = pool.mark_interrupted_judge_runs(keep=[judging] if judging else [])
+        self.interrupted_judges_at_start = pool.judge.mark_interrupted(keep=[judging] if judging else [])
         evaluating = _evaluate().active_evaluation(pool)
         self.interrupted_evaluations_at_start = pool.mark_interrupted_evaluations(
             keep=[evaluating] if evaluating else [])
@@ -190,7 +190,7 @@ class JobManager:
         (judge.RESUMABLE_JUDGE_SETTINGS)."""
         with self._lock:
             self._refuse_if_busy()
-            if self.pool.judge_run(judge_run_id) is None:
+            if self.pool.judge.run(judge_run_id) is None:
                 raise ValueError(f"There is no judge run {judge_run_id}.")
             if overrides:
                 _judge().apply_judge_overrides(self.pool, judge_run_id, overrides, actor=actor)
@@ -203,7 +203,7 @@ class JobManager:
         if busy:
             self._ask(STOPPED, "stopping")
         else:
-            self.pool.set_judge_run_status(judge_run_id, STOPPED, stop_reason="stopped", ended=True)
+            self.pool.judge.set_status(judge_run_id, STOPPED, stop_reason="stopped", ended=True)
 
     def resumable_judge_runs(self) -> list[dict]:
         status = self.status()
@@ -297,8 +297,8 @@ class JobManager:
         except Exception as exc:  # the worker must never die silently
             message = f"The judge run stopped on an unexpected error: {exc.__class__.__name__}: {redact(str(exc))}"
             try:
-                self.pool.set_judge_run_status(judge_run_id, FAILED, stop_reason="error", error=message, ended=True)
-                progress = self.pool.judge_progress(judge_run_id)
+                self.pool.judge.set_status(judge_run_id, FAILED, stop_reason="error", error=message, ended=True)
+                progress = self.pool.judge.progress(judge_run_id)
             except Exception:  # noqa: BLE001 - a pool that cannot be written (full disk)
                 progress = {"answered": 0, "total": 0, "unparseable": 0}
             outcome = judge.JudgeOutcome(judge_run_id, FAILED, "error", progress["answered"], progress["total"],

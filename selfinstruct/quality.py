@@ -325,7 +325,7 @@ def create_study(pool, name: str, *, size: int = DEFAULT_SIZE, seed: int,
     judged, so the study is a random sample of them (what `judge.pool_rates` needs)."""
     eligible = pool.quality.study_candidates(run_ids, rounds)
     if judge_run is not None:
-        judged = {v["candidate_id"]: v["instance_id"] for v in pool.judge_verdicts(judge_run)}
+        judged = {v["candidate_id"]: v["instance_id"] for v in pool.judge.verdicts(judge_run)}
         eligible = [{**row, "instance_ids": [judged[row["candidate_id"]]]} for row in eligible
                     if judged.get(row["candidate_id"]) in row["instance_ids"]]
     if not eligible:

@@ -615,14 +615,14 @@ def test_cli_export_writes_the_filtered_data_and_the_card(demo_db_path, tmp_path
 def judge_rows(pool: Pool, verdicts: dict, *, model: str = "judge-model") -> int:
     """A pool judge run stored by hand: {(candidate id, instance id): answers, or None for an
     answer that could not be read}."""
-    run_id = pool.create_judge_run(scope="pool", config={"model": model, "backend": "offline", "mode": "chat"},
+    run_id = pool.judge.create_run(scope="pool", config={"model": model, "backend": "offline", "mode": "chat"},
                                    items=[(c, i, None) for c, i in verdicts])
-    for row, answers in zip(pool.judge_verdicts(run_id), verdicts.values()):
+    for row, answers in zip(pool.judge.verdicts(run_id), verdicts.values()):
         if answers is None:
-            pool.record_judge_answer(row["id"], {"response": "hmm", "unparseable": "no answer for valid_task",
+            pool.judge.record_answer(row["id"], {"response": "hmm", "unparseable": "no answer for valid_task",
                                                  "prompt_version": "judge-v1"})
         else:
-            pool.record_judge_answer(row["id"], {"response": "ok", "prompt_version": "judge-v1", **answers})
+            pool.judge.record_answer(row["id"], {"response": "ok", "prompt_version": "judge-v1", **answers})
     return run_id
 
 
@@ -738,7 +738,7 @@ def test_the_card_holds_the_calibration_figures_of_calibration_calibrate(demo_po
         assert JudgeRunner(demo_pool, run_id).run().status == "finished"
     # drawn from the judged items (the same instance of each task), so pool-wide rates may be given
     study = quality.create_study(demo_pool, "people", size=40, seed=3, judge_run=run_id).study_id
-    items = demo_pool.judge_study_items(study)
+    items = demo_pool.judge.study_items(study)
     texts = {}
     for k, (c, i, item_id) in enumerate(items):
         texts[item_id] = demo_pool.cursor().execute(
@@ -768,7 +768,7 @@ def test_the_card_holds_the_calibration_figures_of_calibration_calibrate(demo_po
     # the filter: what the judge called a wrong output is not in the export
     dropped = demo_pool.explore.export_counts(ExportFilters())["instances"] - demo_pool.explore.export_counts(
         ExportFilters(judge_run_id=run_id, judge_exclude=("output_ok",)))["instances"]
-    no_outputs = sum(v["output_ok"] == "no" for v in demo_pool.judge_verdicts(run_id))
+    no_outputs = sum(v["output_ok"] == "no" for v in demo_pool.judge.verdicts(run_id))
     assert dropped == no_outputs == judged["dropped"]["instances"] > 0
 
 

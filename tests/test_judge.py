@@ -159,9 +159,9 @@ def test_a_perfect_judge_gives_the_truth_for_every_item(demo_pool, mode, structu
         outcome = JudgeRunner(demo_pool, judge_run_id).run()
     if mode == "chat":   # the offline server counts characters / 4 of what it is sent, as the estimate does
         assert estimate.items == outcome.total
-        assert estimate.prompt_tokens == demo_pool.judge_usage(judge_run_id)["prompt_tokens"]
+        assert estimate.prompt_tokens == demo_pool.judge.usage(judge_run_id)["prompt_tokens"]
     assert outcome.status == "finished" and outcome.done == outcome.total > 50 and outcome.unparseable == 0
-    verdicts = demo_pool.judge_verdicts(judge_run_id)
+    verdicts = demo_pool.judge.verdicts(judge_run_id)
     for v in verdicts:
         assert {q: v[q] for q in QUESTIONS} == judge_truth(*item_texts(demo_pool, v))
         assert v["parser_version"] == "judge-parse-v1" and v["answered_at"] is not None
@@ -169,8 +169,8 @@ def test_a_perfect_judge_gives_the_truth_for_every_item(demo_pool, mode, structu
         assert v["prompt_version"] == ("judge-json-v1" if v["structured"] else "judge-v1")
         assert v["prompt"] and v["response"] and v["reason"]
     # the pool scope: every accepted candidate with a kept instance, its first one, once
-    assert len({v["candidate_id"] for v in verdicts}) == len(verdicts) == len(demo_pool.judge_pool_items())
-    assert demo_pool.judge_run(judge_run_id)["status"] == "finished"
+    assert len({v["candidate_id"] for v in verdicts}) == len(verdicts) == len(demo_pool.judge.pool_items())
+    assert demo_pool.judge.run(judge_run_id)["status"] == "finished"
 
 
 def test_the_measured_error_rate_is_the_servers(demo_pool):
@@ -178,7 +178,7 @@ def test_the_measured_error_rate_is_the_servers(demo_pool):
         judge_run_id = start_judge(demo_pool, endpoint(srv, structured="on", concurrency=4), "pool")
         assert JudgeRunner(demo_pool, judge_run_id).run().status == "finished"
     wrong = total = 0
-    for v in demo_pool.judge_verdicts(judge_run_id):
+    for v in demo_pool.judge.verdicts(judge_run_id):
         texts = item_texts(demo_pool, v)
         assert {q: v[q] for q in QUESTIONS} == judge_answer(*texts, error=0.2, seed=11)   # the known mistakes
         truth = judge_truth(*texts)
@@ -192,7 +192,7 @@ def test_the_measured_error_rate_is_the_servers(demo_pool):
 
 def test_verdicts_are_stored_apart_from_labels(demo_pool):
     study = quality.create_study(demo_pool, "judge vs people", size=12, seed=4).study_id
-    items = demo_pool.judge_study_items(study)
+    items = demo_pool.judge.study_items(study)
     for k, (_, _, item_id) in enumerate(items[:8]):
         truth = judge_truth(*demo_pool.cursor().execute(
             "SELECT c.instruction, i.input, i.output FROM study_items si JOIN candidates c ON c.id = si.candidate_id "
@@ -211,11 +211,11 @@ def test_verdicts_are_stored_apart_from_labels(demo_pool):
         judge_run_id = start_judge(demo_pool, endpoint(srv, structured="off"), "study", study)
         assert JudgeRunner(demo_pool, judge_run_id).run().status == "finished"
     assert human_side() == before                                  # nothing a person sees has changed
-    verdicts = demo_pool.judge_verdicts(judge_run_id)
+    verdicts = demo_pool.judge.verdicts(judge_run_id)
     assert [v["study_item_id"] for v in verdicts] == [item_id for _, _, item_id in items]
-    latest = demo_pool.latest_judge_verdicts(study_id=study)
+    latest = demo_pool.judge.latest_verdicts(study_id=study)
     assert [r["study_item_id"] for r in latest] == [item_id for _, _, item_id in items]
-    assert demo_pool.latest_judge_verdicts()                      # the pool-wide view
+    assert demo_pool.judge.latest_verdicts()                      # the pool-wide view
     view = judge_view(demo_pool, judge_run_id)
     assert view.progress["answered"] == view.progress["total"] == len(items) and view.run["scope"] == "study"
     assert view.calibration is not None and view.resume_command == f"selfinstruct judge --resume {judge_run_id}"
@@ -234,7 +234,7 @@ def test_verdicts_are_stored_apart_from_labels(demo_pool):
 def test_cli_prints_the_agreement_with_people_for_a_labeled_study(demo_db_path):
     with Pool.open(demo_db_path) as pool:
         study = quality.create_study(pool, "s", size=5, seed=2).study_id
-        for _, _, item_id in pool.judge_study_items(study):
+        for _, _, item_id in pool.judge.study_items(study):
             pool.quality.save_label(study, item_id, "ann", valid_task="yes", input_ok="no", output_ok="yes")
     done = run_cli("judge", "--study", str(study), "--offline", "--structured", "off", "--db", str(demo_db_path))
     assert done.returncode == 0, done.stderr
@@ -251,7 +251,7 @@ def test_unreadable_answers_are_stored_with_a_reason_and_a_judge_that_never_answ
         outcome = JudgeRunner(demo_pool, judge_run_id).run()
     assert outcome.status == "failed" and outcome.stop_reason == "unparseable"
     assert "--structured on" in outcome.next_step and "selfinstruct judge --resume" in outcome.next_step
-    answered = [v for v in demo_pool.judge_verdicts(judge_run_id) if v["response"] is not None]
+    answered = [v for v in demo_pool.judge.verdicts(judge_run_id) if v["response"] is not None]
     assert len(answered) == 10 and all(v["unparseable"] and v["valid_task"] is None for v in answered)
 
 
@@ -271,8 +271,8 @@ def test_a_killed_judge_resumes_without_sending_an_answered_item_again(demo_db_p
                 "--concurrency", "2", "--db", str(demo_db_path)]
         kill_cli_after(args, srv.base_url, 12)
         with Pool.open(demo_db_path) as pool:
-            before = {v["id"]: item_texts(pool, v) for v in pool.judge_verdicts(1) if v["response"] is not None}
-            total = pool.judge_progress(1)["total"]
+            before = {v["id"]: item_texts(pool, v) for v in pool.judge.verdicts(1) if v["response"] is not None}
+            total = pool.judge.progress(1)["total"]
         assert 10 <= len(before) < total
         with lock:
             sent_before = sum(sent.values())
@@ -280,8 +280,8 @@ def test_a_killed_judge_resumes_without_sending_an_answered_item_again(demo_db_p
         assert resumed.returncode == 0, resumed.stderr
         assert "Judge run 1 finished" in resumed.stdout and "valid task" in resumed.stdout
     with Pool.open(demo_db_path) as pool:
-        verdicts = pool.judge_verdicts(1)
-        assert pool.judge_run(1)["status"] == "finished" and len(verdicts) == total
+        verdicts = pool.judge.verdicts(1)
+        assert pool.judge.run(1)["status"] == "finished" and len(verdicts) == total
         assert len({v["position"] for v in verdicts}) == total      # every item once, none duplicated
         assert all(v["response"] is not None and v["unparseable"] is None for v in verdicts)
         for v in verdicts:
@@ -300,16 +300,16 @@ def test_a_failing_endpoint_ends_failed_with_exit_2_and_the_resume_command(demo_
     assert "Judge run 1 failed" in done.stderr and "Resume with: selfinstruct judge --resume 1" in done.stderr
     assert "Traceback" not in done.stderr
     with Pool.open(demo_db_path) as pool:
-        run = pool.judge_run(1)
+        run = pool.judge.run(1)
         assert run["status"] == "failed" and run["stop_reason"] == "server" and run["finished_at"] is not None
-        progress = pool.judge_progress(1)
+        progress = pool.judge.progress(1)
         assert progress["answered"] == 0 and progress["failing"] >= 1
     # the endpoint works again: resume finishes the run
     with OfflineServer() as srv:
         done = run_cli("judge", "--resume", "1", "--base-url", srv.base_url, "--db", str(demo_db_path))
     assert done.returncode == 0, done.stderr
     with Pool.open(demo_db_path) as pool:
-        assert pool.judge_run(1)["status"] == "finished" and pool.judge_progress(1)["pending"] == 0
+        assert pool.judge.run(1)["status"] == "finished" and pool.judge.progress(1)["pending"] == 0
 
 
 def test_fatal_errors_fail_at_once(demo_pool):
@@ -351,7 +351,7 @@ def test_one_job_per_pool_with_generation(demo_pool):
             other.resume(run_id)
         manager.pause()
         assert manager.wait(30)
-        assert demo_pool.judge_run(judge_run_id)["status"] == "paused"
+        assert demo_pool.judge.run(judge_run_id)["status"] == "paused"
         assert [r["id"] for r in manager.resumable_judge_runs()] == [judge_run_id]
         manager.resume_judge(judge_run_id, overrides={"concurrency": 8})
         assert manager.wait(60)
@@ -392,4 +392,4 @@ def test_ctrl_c_exits_130_with_the_resume_command(demo_db_path):
     assert proc.returncode == 130, out + err
     assert "Resume with: selfinstruct judge --resume 1" in err
     with Pool.open(demo_db_path) as pool:
-        assert pool.judge_run(1)["status"] == "interrupted" and pool.judge_progress(1)["answered"] >= 1
+        assert pool.judge.run(1)["status"] == "interrupted" and pool.judge.progress(1)["answered"] >= 1

@@ -41,7 +41,7 @@ def texts(pool: Pool, candidate_id: int, instance_id: int) -> tuple[str, str, st
 
 def label_with_truth(pool: Pool, study_id: int, how_many: int | None = None) -> int:
     """People answer every question with the truth (offline.judge_truth) on the first items."""
-    items = pool.judge_study_items(study_id)[:how_many]
+    items = pool.judge.study_items(study_id)[:how_many]
     for candidate_id, instance_id, item_id in items:
         pool.quality.save_label(study_id, item_id, "ann", **judge_truth(*texts(pool, candidate_id, instance_id)))
     return len(items)
@@ -63,7 +63,7 @@ def judged(tmp_path_factory):
         with OfflineServer(judge_error=ERROR, judge_seed=2) as srv:
             judge_run_id = start_judge(pool, endpoint(srv), "pool")
             assert JudgeRunner(pool, judge_run_id).run().status == "finished"
-        truth = [judge_truth(*texts(pool, c, i)) for c, i, _ in pool.judge_pool_items()]
+        truth = [judge_truth(*texts(pool, c, i)) for c, i, _ in pool.judge.pool_items()]
         pool.bulk.checkpoint()     # one file, so a test may copy it
         yield {"path": path, "study_id": study_id, "judge_run_id": judge_run_id, "labeled": labeled,
                "truth": truth}
@@ -103,7 +103,7 @@ def test_the_figures_are_calibration_pool_rate_on_the_rows(judged):
     with Pool.open(judged["path"]) as pool:
         rates = pool_rates(pool, judged["judge_run_id"], judged["study_id"])
         labels = pool.quality.study_labels(judged["study_id"])
-        verdicts = {(v["candidate_id"], v["instance_id"]): v for v in pool.judge_verdicts(judged["judge_run_id"])}
+        verdicts = {(v["candidate_id"], v["instance_id"]): v for v in pool.judge.verdicts(judged["judge_run_id"])}
     labeled = {(r["candidate_id"], r["instance_id"]): r for r in labels}
     tasks = {c for c, _ in labeled}
     unlabeled = [v for key, v in verdicts.items() if key[0] not in tasks]
@@ -210,10 +210,10 @@ def test_unreadable_verdicts_are_counted_and_kept_as_a_cell_of_their_own(tmp_pat
         with OfflineServer(responder=responder, judge_answers=False) as srv:
             judge_run_id = start_judge(pool, endpoint(srv, failure_streak=50), "pool")
             assert JudgeRunner(pool, judge_run_id).run().status == "finished"
-        unreadable = sum(v["unparseable"] is not None for v in pool.judge_verdicts(judge_run_id))
+        unreadable = sum(v["unparseable"] is not None for v in pool.judge.verdicts(judge_run_id))
         assert 20 < unreadable < 90
         rates = pool_rates(pool, judge_run_id, study_id)
-        truth = [judge_truth(*texts(pool, c, i)) for c, i, _ in pool.judge_pool_items()]
+        truth = [judge_truth(*texts(pool, c, i)) for c, i, _ in pool.judge.pool_items()]
     for measure, rate in rates.items():
         assert rate.unreadable == unreadable and rate.n_human + rate.n_judge == 400
         assert rate.low <= true_rate(truth, measure) <= rate.high
@@ -253,7 +253,7 @@ def test_a_stratified_study_is_weighed_by_its_strata_sizes(tmp_path):
             JudgeRunner(pool, judge_run_id).run()
         stratified = pool_rates(pool, judge_run_id, study_id)
         config = pool.quality.study(study_id)["config"]
-        truth = [judge_truth(*texts(pool, c, i)) for c, i, _ in pool.judge_pool_items()]
+        truth = [judge_truth(*texts(pool, c, i)) for c, i, _ in pool.judge.pool_items()]
     assert config["stratify"] == "classification" and config["allocation"][0]["eligible"] == 200
     for measure, rate in stratified.items():
         assert rate.low <= true_rate(truth, measure) <= rate.high

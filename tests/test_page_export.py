@@ -101,7 +101,7 @@ def judged_demo(path) -> tuple[int, dict]:
 
     yes = {"valid_task": "yes", "input_ok": "yes", "output_ok": "yes"}
     with Pool.open(path) as pool:
-        a, b, c, d = [cand for cand, _, _ in pool.judge_pool_items()[:4]]
+        a, b, c, d = [cand for cand, _, _ in pool.judge.pool_items()[:4]]
         run_id = judge_rows(pool, {(a, first_kept(pool, a)[0]): {**yes, "output_ok": "no"},
                                    (b, first_kept(pool, b)[0]): {**yes, "valid_task": "no"},
                                    (c, first_kept(pool, c)[0]): yes,

@@ -21,9 +21,9 @@ def wait_idle(at, db_path, timeout: float = 90.0) -> None:
 
 
 def label_with_the_truth(pool, study_id: int, items: int) -> None:
-    rows = pool.judge_study_items(study_id, items)
+    rows = pool.judge.study_items(study_id, items)
     for (candidate_id, instance_id, item_id), text in zip(
-            rows, pool.judge_item_texts([(c, i) for c, i, _ in rows])):
+            rows, pool.judge.item_texts([(c, i) for c, i, _ in rows])):
         truth = judge_truth(text["instruction"], text["input"], text["output"])
         for annotator in ("ann", "bob"):
             pool.quality.save_label(study_id, item_id, annotator, **truth)

@@ -83,7 +83,7 @@ def test_the_judge_probes_again(demo_pool):
         server.faults.push("503", count=3)
         outcome = JudgeRunner(demo_pool, judge_run_id).run()
     assert outcome.status == "finished", outcome.error
-    assert demo_pool.judge_run(judge_run_id)["structured"] is True
+    assert demo_pool.judge.run(judge_run_id)["structured"] is True
 
 
 def test_the_evaluations_pre_rating_probes_again(db_path):

@@ -10,9 +10,9 @@ from tests.conftest import app_pool, open_page
 def test_one_item_no_in_one_study_and_yes_in_another_and_every_page_says_which_labels_count(demo_app_env):
     pool = app_pool(demo_app_env)
     first = quality.create_study(pool, "first", size=5, seed=1).study_id
-    candidate, instance, item = pool.judge_study_items(first)[0]
+    candidate, instance, item = pool.judge.study_items(first)[0]
     second = pool.quality.create_study("second", seed=2, items=[(candidate, instance)])
-    other_item = pool.judge_study_items(second)[0][2]
+    other_item = pool.judge.study_items(second)[0][2]
     pool.quality.save_label(first, item, "ann", valid_task=NO, input_ok=YES, output_ok=YES)
     pool.quality.save_label(second, other_item, "bo", valid_task=YES, input_ok=YES, output_ok=YES)
 

@@ -379,10 +379,10 @@ def _card_judge_run(pool: Pool, filters: ExportFilters) -> dict | None:
     """The judge run the card reports: the filter's, else the newest judge run of the pool that
     judged some of the exported tasks."""
     if filters.judge_run_id is not None:
-        return pool.judge_run(filters.judge_run_id)
-    for run in pool.judge_runs():
+        return pool.judge.run(filters.judge_run_id)
+    for run in pool.judge.runs():
         if run["scope"] == "pool" and pool.explore.export_judged(filters, run["id"])["tasks"]:
-            return pool.judge_run(run["id"])
+            return pool.judge.run(run["id"])
     return None
 
 
@@ -424,8 +424,8 @@ def _judge_section(pool: Pool, filters: ExportFilters, counts: dict, studies: li
     if run is None:
         return [], None
     config = run["config"]
-    progress = pool.judge_progress(run["id"])
-    versions = sorted({v["prompt_version"] for v in pool.judge_verdicts(run["id"]) if v["prompt_version"]})
+    progress = pool.judge.progress(run["id"])
+    versions = sorted({v["prompt_version"] for v in pool.judge.verdicts(run["id"]) if v["prompt_version"]})
     judged = pool.explore.export_judged(filters, run["id"])
     unfiltered = pool.explore.export_counts(dataclasses.replace(filters, judge_exclude=()))
     dropped = {"tasks": unfiltered["generated_tasks"] - counts["generated_tasks"],

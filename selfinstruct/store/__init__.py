@@ -22,9 +22,14 @@ from .seeds import SeedQueries
 from .topics import TopicQueries
 
 
-class Pool(JudgeQueries, EvaluateQueries, RunQueries, SeedQueries,
+class Pool(EvaluateQueries, RunQueries, SeedQueries,
            PoolBase):
     """An open pool file. Create with `Pool.open(path)`; close with `.close()`."""
+
+    @cached_property
+    def judge(self) -> JudgeQueries:
+        """Judge runs and their verdicts (store/judge.py)."""
+        return JudgeQueries(self)
 
     @cached_property
     def quality(self) -> QualityQueries:

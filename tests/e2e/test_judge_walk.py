@@ -31,14 +31,14 @@ def pick(page, label: str, option: str) -> None:
 def test_judge_a_study_then_the_pool_then_export_for_trl(app_factory, demo_db_path, page, shots, tmp_path):
     with Pool.open(demo_db_path) as pool:          # people labeled 10 items of a study, with the truth
         study_id = quality.create_study(pool, "checked", size=16, seed=7).study_id
-        rows = pool.judge_study_items(study_id, 10)
-        for (_, _, item_id), text in zip(rows, pool.judge_item_texts([(c, i) for c, i, _ in rows])):
+        rows = pool.judge.study_items(study_id, 10)
+        for (_, _, item_id), text in zip(rows, pool.judge.item_texts([(c, i) for c, i, _ in rows])):
             pool.quality.save_label(study_id, item_id, "Kit", **judge_truth(text["instruction"], text["input"],
                                                                     text["output"]))
         # the pool run will judge each task's first kept instance; where the study drew another,
         # the page gives no rate but the one sentence saying why (issue 23)
-        first = {c: i for c, i, _ in pool.judge_pool_items()}
-        same_items = all(first.get(c) == i for c, i, _ in pool.judge_study_items(study_id))
+        first = {c: i for c, i, _ in pool.judge.pool_items()}
+        same_items = all(first.get(c) == i for c, i, _ in pool.judge.study_items(study_id))
     app = app_factory(demo_db_path)
     open_app(page, app)
     go_to(page, "Judge")
