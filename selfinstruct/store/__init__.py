@@ -22,9 +22,14 @@ from .seeds import SeedQueries
 from .topics import TopicQueries
 
 
-class Pool(EvaluateQueries, RunQueries, SeedQueries,
+class Pool(RunQueries, SeedQueries,
            PoolBase):
     """An open pool file. Create with `Pool.open(path)`; close with `.close()`."""
+
+    @cached_property
+    def evaluations(self) -> EvaluateQueries:
+        """Evaluations of models: answers, ratings, pre-ratings (store/evaluate.py)."""
+        return EvaluateQueries(self)
 
     @cached_property
     def judge(self) -> JudgeQueries:

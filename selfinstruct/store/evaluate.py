@@ -16,7 +16,7 @@ import threading
 from typing import Sequence
 
 from ..model import INTERRUPTED, RUNNING
-from .core import PoolError, _dumps, _loads
+from .core import Queries, PoolError, _dumps, _loads
 
 # The columns an answer writes (record_eval_answer), in order.
 EVAL_ANSWER_COLUMNS = ("prompt", "prompt_version", "response", "finish_reason", "prompt_tokens",
@@ -30,9 +30,9 @@ PRERATE_COLUMNS = ("prompt", "prompt_version", "parser_version", "structured", "
 _RATING_LOCK = threading.Lock()
 
 
-class EvaluateQueries:
+class EvaluateQueries(Queries):
     # -- evaluations ---------------------------------------------------------------
-    def create_evaluation(self, *, name: str | None, config: dict, instructions: Sequence[dict],
+    def create(self, *, name: str | None, config: dict, instructions: Sequence[dict],
                           models: int, actor: str = "user") -> int:
         """Store an evaluation, its instructions (`instruction`, `input`, `source`, in order) and
         one planned answer per (instruction, model index), in one transaction; audited."""
@@ -40,7 +40,7 @@ class EvaluateQueries:
             raise PoolError("An evaluation needs at least one instruction.")
         if models < 1:
             raise PoolError("An evaluation needs at least one model.")
-        with self.transaction() as cur:
+        with self.pool.transaction() as cur:
             cur.execute("INSERT INTO evaluations (name, status, config, updated_at) "
                         "VALUES (?, 'created', ?, current_timestamp) RETURNING id", [name, _dumps(config)])
             evaluation_id = cur.fetchone()[0]
@@ -53,12 +53,12 @@ class EvaluateQueries:
                 "INSERT INTO eval_answers (evaluation_id, instruction_id, model_index) "
                 "SELECT i.evaluation_id, i.id, m.m FROM eval_instructions i, range(?) AS m(m) "
                 "WHERE i.evaluation_id = ? ORDER BY i.position, m.m", [int(models), evaluation_id])
-            self._audit(cur, actor, "create_evaluation", "evaluation", evaluation_id, None, None,
+            self.pool._audit(cur, actor, "create_evaluation", "evaluation", evaluation_id, None, None,
                         {"name": name, "instructions": len(instructions), "models": models})
         return evaluation_id
 
-    def evaluation(self, evaluation_id: int) -> dict | None:
-        rows = self._rows("SELECT * FROM evaluations WHERE id = ?", [evaluation_id])
+    def get(self, evaluation_id: int) -> dict | None:
+        rows = self.pool._rows("SELECT * FROM evaluations WHERE id = ?", [evaluation_id])
         if not rows:
             return None
         row = rows[0]
@@ -66,10 +66,10 @@ class EvaluateQueries:
         row["judge_config"] = _loads(row["judge_config"]) if row["judge_config"] else None
         return row
 
-    def evaluations(self) -> list[dict]:
+    def all(self) -> list[dict]:
         """Every evaluation, newest first, with `instructions`, `answers` (planned), `answered`
         and `cost_usd`."""
-        rows = self._rows(
+        rows = self.pool._rows(
             """SELECT e.*, (SELECT count(*) FROM eval_instructions i WHERE i.evaluation_id = e.id) AS instructions,
                       count(a.id) AS answers, count(a.response) AS answered,
                       coalesce(sum(a.cost_usd), 0.0) AS cost_usd
@@ -80,41 +80,41 @@ class EvaluateQueries:
             row["judge_config"] = _loads(row["judge_config"]) if row["judge_config"] else None
         return rows
 
-    def set_evaluation_status(self, evaluation_id: int, status: str, *, stop_reason: str | None = None,
+    def set_status(self, evaluation_id: int, status: str, *, stop_reason: str | None = None,
                               error: str | None = None, ended: bool = False, judge: bool = False) -> None:
         """The collection's status (or, `judge`, the pre-rating's)."""
         if judge:
-            self._q("UPDATE evaluations SET judge_status = ?, judge_stop_reason = coalesce(?, judge_stop_reason), "
+            self.pool._q("UPDATE evaluations SET judge_status = ?, judge_stop_reason = coalesce(?, judge_stop_reason), "
                     "judge_error = ?, updated_at = current_timestamp WHERE id = ?",
                     [status, stop_reason, error, evaluation_id])
             return
-        self._q("UPDATE evaluations SET status = ?, stop_reason = coalesce(?, stop_reason), error = ?, "
+        self.pool._q("UPDATE evaluations SET status = ?, stop_reason = coalesce(?, stop_reason), error = ?, "
                 "updated_at = current_timestamp, "
                 "started_at = CASE WHEN ? = ? THEN coalesce(started_at, current_timestamp) ELSE started_at END, "
                 "finished_at = CASE WHEN ? THEN current_timestamp ELSE NULL END WHERE id = ?",
                 [status, stop_reason, error, status, RUNNING, bool(ended), evaluation_id])
 
-    def mark_interrupted_evaluations(self, *, keep: Sequence[int] = ()) -> list[int]:
+    def mark_interrupted(self, *, keep: Sequence[int] = ()) -> list[int]:
         """Evaluations whose collection or pre-rating is still marked running when nothing runs it."""
         keep = set(keep)
         found = []
-        for evaluation_id, status, judge_status in self._q(
+        for evaluation_id, status, judge_status in self.pool._q(
                 "SELECT id, status, judge_status FROM evaluations WHERE status = ? OR judge_status = ?",
                 [RUNNING, RUNNING]).fetchall():
             if evaluation_id in keep:
                 continue
             if status == RUNNING:
-                self.set_evaluation_status(evaluation_id, INTERRUPTED, stop_reason="interrupted")
+                self.set_status(evaluation_id, INTERRUPTED, stop_reason="interrupted")
             if judge_status == RUNNING:
-                self.set_evaluation_status(evaluation_id, INTERRUPTED, stop_reason="interrupted", judge=True)
+                self.set_status(evaluation_id, INTERRUPTED, stop_reason="interrupted", judge=True)
             found.append(int(evaluation_id))
         return found
 
-    def set_evaluation_judge(self, evaluation_id: int, judge_config: dict, *, actor: str = "user") -> int:
+    def set_judge(self, evaluation_id: int, judge_config: dict, *, actor: str = "user") -> int:
         """Store the pre-rating judge's settings and plan a pre-rating for every answered answer
         that this judge model has not pre-rated, in one transaction; the number planned."""
         model = judge_config.get("model") or ""
-        with self.transaction() as cur:
+        with self.pool.transaction() as cur:
             cur.execute("UPDATE evaluations SET judge_config = ?, judge_status = 'created', judge_error = NULL, "
                         "judge_structured = NULL, updated_at = current_timestamp WHERE id = ?",
                         [_dumps(judge_config), evaluation_id])
@@ -126,50 +126,50 @@ class EvaluateQueries:
                      AND NOT EXISTS (SELECT 1 FROM eval_prerates p WHERE p.answer_id = a.id AND p.judge_model = ?)
                    ORDER BY i.position, a.model_index RETURNING id""", [model, evaluation_id, model])
             planned = len(cur.fetchall())
-            self._audit(cur, actor, "set_evaluation_judge", "evaluation", evaluation_id, None, None,
+            self.pool._audit(cur, actor, "set_evaluation_judge", "evaluation", evaluation_id, None, None,
                         {"judge_model": model, "planned": planned})
         return planned
 
-    def set_evaluation_judge_structured(self, evaluation_id: int, structured: bool) -> None:
-        self._q("UPDATE evaluations SET judge_structured = ? WHERE id = ?", [structured, evaluation_id])
+    def set_judge_structured(self, evaluation_id: int, structured: bool) -> None:
+        self.pool._q("UPDATE evaluations SET judge_structured = ? WHERE id = ?", [structured, evaluation_id])
 
     # -- instructions and answers ---------------------------------------------------
-    def eval_instructions(self, evaluation_id: int) -> list[dict]:
-        return self._rows("SELECT * FROM eval_instructions WHERE evaluation_id = ? ORDER BY position",
+    def instructions(self, evaluation_id: int) -> list[dict]:
+        return self.pool._rows("SELECT * FROM eval_instructions WHERE evaluation_id = ? ORDER BY position",
                           [evaluation_id])
 
-    def eval_answers(self, evaluation_id: int) -> list[dict]:
+    def answers(self, evaluation_id: int) -> list[dict]:
         """Every planned answer, in (instruction position, model index) order, with `position`."""
-        return self._rows(
+        return self.pool._rows(
             """SELECT a.*, i.position FROM eval_answers a JOIN eval_instructions i ON i.id = a.instruction_id
                WHERE a.evaluation_id = ? ORDER BY i.position, a.model_index""", [evaluation_id])
 
-    def eval_open_answers(self, evaluation_id: int) -> list[dict]:
+    def open_answers(self, evaluation_id: int) -> list[dict]:
         """Unanswered answers in (position, model) order, with the instruction's texts and failures so far."""
-        return self._rows(
+        return self.pool._rows(
             """SELECT a.id, a.model_index, a.failures, i.position, i.instruction, i.input
                FROM eval_answers a JOIN eval_instructions i ON i.id = a.instruction_id
                WHERE a.evaluation_id = ? AND a.response IS NULL ORDER BY i.position, a.model_index""",
             [evaluation_id])
 
-    def record_eval_answer(self, answer_id: int, answer: dict) -> bool:
+    def record_answer(self, answer_id: int, answer: dict) -> bool:
         """Store one model answer (`EVAL_ANSWER_COLUMNS`); an answered row is left alone (False)."""
         values = [answer.get(col) for col in EVAL_ANSWER_COLUMNS]
         sets = ", ".join(f"{col} = ?" for col in EVAL_ANSWER_COLUMNS)
-        row = self._q(f"UPDATE eval_answers SET {sets}, error = NULL, error_kind = NULL, "
+        row = self.pool._q(f"UPDATE eval_answers SET {sets}, error = NULL, error_kind = NULL, "
                       f"answered_at = current_timestamp WHERE id = ? AND response IS NULL RETURNING id",
                       [*values, answer_id]).fetchone()
         return row is not None
 
-    def record_eval_failure(self, answer_id: int, *, error: str, error_kind: str, attempts: int = 0,
+    def record_failure(self, answer_id: int, *, error: str, error_kind: str, attempts: int = 0,
                             latency_s: float = 0.0) -> None:
-        self._q("UPDATE eval_answers SET error = ?, error_kind = ?, attempts = ?, latency_s = ?, "
+        self.pool._q("UPDATE eval_answers SET error = ?, error_kind = ?, attempts = ?, latency_s = ?, "
                 "failures = failures + 1 WHERE id = ? AND response IS NULL",
                 [error, error_kind, attempts, latency_s, answer_id])
 
-    def eval_progress(self, evaluation_id: int) -> dict:
+    def progress(self, evaluation_id: int) -> dict:
         """`total` answers planned, `answered`, `pending`, `failing`, tokens and `cost_usd`."""
-        row = self._q(
+        row = self.pool._q(
             "SELECT count(*), count(response), count(*) FILTER (WHERE response IS NULL AND error IS NOT NULL), "
             "coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), coalesce(sum(cost_usd), 0.0) "
             "FROM eval_answers WHERE evaluation_id = ?", [evaluation_id]).fetchone()
@@ -178,9 +178,9 @@ class EvaluateQueries:
                 "failing": int(failing), "prompt_tokens": int(pt), "completion_tokens": int(ct),
                 "tokens": int(pt) + int(ct), "cost_usd": float(cost)}
 
-    def eval_usage_by_model(self, evaluation_id: int) -> list[dict]:
+    def usage_by_model(self, evaluation_id: int) -> list[dict]:
         """Per model index: answered, tokens, cost and mean latency."""
-        return self._rows(
+        return self.pool._rows(
             """SELECT model_index, count(response) AS answered, coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
                       coalesce(sum(completion_tokens), 0) AS completion_tokens,
                       coalesce(sum(cost_usd), 0.0) AS cost_usd, avg(latency_s) FILTER (WHERE response IS NOT NULL)
@@ -189,13 +189,13 @@ class EvaluateQueries:
             [evaluation_id])
 
     # -- people's ratings -------------------------------------------------------------
-    def save_eval_rating(self, answer_id: int, rater: str, rating: str, note: str | None = None) -> None:
+    def save_rating(self, answer_id: int, rater: str, rating: str, note: str | None = None) -> None:
         """One rating per rater per answer: inserted, or updated when the rater rated it before."""
         with _RATING_LOCK:
-            evaluation_id = self._scalar("SELECT evaluation_id FROM eval_answers WHERE id = ?", [answer_id])
+            evaluation_id = self.pool._scalar("SELECT evaluation_id FROM eval_answers WHERE id = ?", [answer_id])
             if evaluation_id is None:
                 raise PoolError(f"There is no answer {answer_id}.")
-            with self.transaction() as cur:
+            with self.pool.transaction() as cur:
                 cur.execute("SELECT id FROM eval_ratings WHERE answer_id = ? AND rater = ?", [answer_id, rater])
                 found = cur.fetchone()
                 if found:
@@ -205,17 +205,17 @@ class EvaluateQueries:
                     cur.execute("INSERT INTO eval_ratings (evaluation_id, answer_id, rater, rating, note) "
                                 "VALUES (?, ?, ?, ?, ?)", [evaluation_id, answer_id, rater, rating, note])
 
-    def eval_ratings(self, evaluation_id: int, *, rater: str | None = None) -> list[dict]:
+    def ratings(self, evaluation_id: int, *, rater: str | None = None) -> list[dict]:
         """People's ratings (of one rater when given), with the answer's instruction and model index."""
         where, params = ("AND r.rater = ?", [rater]) if rater is not None else ("", [])
-        return self._rows(
+        return self.pool._rows(
             f"""SELECT r.*, a.instruction_id, a.model_index FROM eval_ratings r
                 JOIN eval_answers a ON a.id = r.answer_id
                 WHERE r.evaluation_id = ? {where} ORDER BY r.answer_id, r.rater""", [evaluation_id, *params])
 
     # -- the judge's pre-ratings ------------------------------------------------------
-    def eval_open_prerates(self, evaluation_id: int, judge_model: str) -> list[dict]:
-        return self._rows(
+    def open_prerates(self, evaluation_id: int, judge_model: str) -> list[dict]:
+        return self.pool._rows(
             """SELECT p.id, p.answer_id, p.failures, i.position, a.model_index, i.instruction, i.input,
                       a.response AS answer
                FROM eval_prerates p JOIN eval_answers a ON a.id = p.answer_id
@@ -223,30 +223,30 @@ class EvaluateQueries:
                WHERE p.evaluation_id = ? AND p.judge_model = ? AND p.response IS NULL
                ORDER BY i.position, a.model_index""", [evaluation_id, judge_model])
 
-    def record_eval_prerate(self, prerate_id: int, answer: dict) -> bool:
+    def record_prerate(self, prerate_id: int, answer: dict) -> bool:
         values = [answer.get(col) for col in PRERATE_COLUMNS]
         sets = ", ".join(f"{col} = ?" for col in PRERATE_COLUMNS)
-        row = self._q(f"UPDATE eval_prerates SET {sets}, error = NULL, error_kind = NULL, "
+        row = self.pool._q(f"UPDATE eval_prerates SET {sets}, error = NULL, error_kind = NULL, "
                       f"answered_at = current_timestamp WHERE id = ? AND response IS NULL RETURNING id",
                       [*values, prerate_id]).fetchone()
         return row is not None
 
-    def record_eval_prerate_failure(self, prerate_id: int, *, error: str, error_kind: str, attempts: int = 0,
+    def record_prerate_failure(self, prerate_id: int, *, error: str, error_kind: str, attempts: int = 0,
                                     latency_s: float = 0.0) -> None:
-        self._q("UPDATE eval_prerates SET error = ?, error_kind = ?, attempts = ?, latency_s = ?, "
+        self.pool._q("UPDATE eval_prerates SET error = ?, error_kind = ?, attempts = ?, latency_s = ?, "
                 "failures = failures + 1 WHERE id = ? AND response IS NULL",
                 [error, error_kind, attempts, latency_s, prerate_id])
 
-    def eval_prerates(self, evaluation_id: int, judge_model: str | None = None) -> list[dict]:
+    def prerates(self, evaluation_id: int, judge_model: str | None = None) -> list[dict]:
         """Pre-ratings (of one judge model when given), with the answer's instruction and model index."""
         where, params = ("AND p.judge_model = ?", [judge_model]) if judge_model is not None else ("", [])
-        return self._rows(
+        return self.pool._rows(
             f"""SELECT p.*, a.instruction_id, a.model_index FROM eval_prerates p
                 JOIN eval_answers a ON a.id = p.answer_id JOIN eval_instructions i ON i.id = a.instruction_id
                 WHERE p.evaluation_id = ? {where} ORDER BY i.position, a.model_index""", [evaluation_id, *params])
 
-    def eval_prerate_progress(self, evaluation_id: int, judge_model: str) -> dict:
-        row = self._q(
+    def prerate_progress(self, evaluation_id: int, judge_model: str) -> dict:
+        row = self.pool._q(
             "SELECT count(*), count(response), count(unparseable), coalesce(sum(cost_usd), 0.0), "
             "coalesce(sum(prompt_tokens), 0) + coalesce(sum(completion_tokens), 0) "
             "FROM eval_prerates WHERE evaluation_id = ? AND judge_model = ?", [evaluation_id, judge_model]).fetchone()
