@@ -73,9 +73,9 @@ def fill_pool(path: Path, instances: int, seed: int = 0) -> dict:
         from selfinstruct.seeds import import_seeds
 
         import_seeds(pool, SEED_FILE, valid_only=True, origin="bench")
-        run_id = pool.create_run({"model": "bench-model", "backend": "synthetic", "mode": "chat",
+        run_id = pool.runs.create({"model": "bench-model", "backend": "synthetic", "mode": "chat",
                                   "rouge_threshold": 0.7, "seed": seed})
-        round_ids = [pool.create_round(run_id, n + 1, "done") for n in range(rounds)]
+        round_ids = [pool.runs.create_round(run_id, n + 1, "done") for n in range(rounds)]
         first_candidate = pool.bulk.next_id("candidates")
         ids = list(range(first_candidate, first_candidate + tasks))
 

@@ -40,8 +40,8 @@ SAMPLE_EVERY_S = 0.05
 
 def fill_pool(pool: Pool, items: int) -> None:
     """`items` accepted tasks with one kept instance each, in one run and one round."""
-    run_id = pool.create_run({"model": "bench"})
-    round_id = pool.create_round(run_id, 1, "done")
+    run_id = pool.runs.create({"model": "bench"})
+    round_id = pool.runs.create_round(run_id, 1, "done")
     first = pool.bulk.next_id("candidates")
     ids = list(range(first, first + items))
     pool.bulk.bulk_insert("candidates", pa.table({

@@ -99,7 +99,7 @@ def section_speed(args) -> dict:
 
 # -- modes ------------------------------------------------------------------------------------
 def _health(pool: Pool, run_id: int) -> dict:
-    rows = {row["stage"]: row for row in pool.parse_health(run_id)}
+    rows = {row["stage"]: row for row in pool.runs.parse_health(run_id)}
     return {stage: {k: rows.get(stage, {}).get(k, 0) for k in ("answers", "parsed", "items", "structured")}
             for stage in STAGES}
 
@@ -117,8 +117,8 @@ def one_run(settings: dict, seed: int, requests: int, threads: int | None) -> di
         if outcome.status != "finished":
             raise SystemExit(f"run failed: {outcome}")
         return {"seed": seed, "seconds": seconds, "accepted": outcome.accepted,
-                "instances": int(pool.round_summaries(run_id)["instances"].sum()),
-                "tokens": pool.run_usage(run_id).get("tokens"), "structured": pool.run(run_id).get("structured"),
+                "instances": int(pool.runs.round_summaries(run_id)["instances"].sum()),
+                "tokens": pool.runs.usage(run_id).get("tokens"), "structured": pool.runs.get(run_id).get("structured"),
                 "health": _health(pool, run_id)}
 
 

@@ -158,7 +158,7 @@ def sweep(workdir: Path, *, moments: int, rng: random.Random, rounds: int = 3, p
                 resume_times.append(time.monotonic() - started)
                 resent = _served(server) - served_before - (expected_answered - answered_before)
                 with Pool.open(copy) as pool:
-                    status = pool.run(1)["status"] if pool.run(1) else "no run"
+                    status = pool.runs.get(1)["status"] if pool.runs.get(1) else "no run"
                     got = decisions(pool)
                 why = ("exit %d: %s" % (resumed.returncode, resumed.stderr.strip()[-300:]) if resumed.returncode
                        else f"run {status}" if status != "finished"

@@ -316,7 +316,7 @@ def read_pool(db: Path, *, continuous: bool = True) -> dict:
     the barrier engine's older schema is upgraded on opening (it is a temporary file); its
     dependency bound is not computed (`continuous=False`)."""
     with Pool.open(db) as pool:
-        runs = pool.runs()
+        runs = pool.runs.all()
         if not runs:
             raise RuntimeError(f"No run in {db}.")
         run = runs[0]   # newest first

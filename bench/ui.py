@@ -257,7 +257,7 @@ def fill_pool(path: Path, *, accepted: int, rejects: int, rounds: int, seed: int
         seeds = pool.explore.seed_instruction_texts()
         cfg = RunConfig(model="bench-model", backend="openai-compatible", base_url="http://127.0.0.1:9/v1",
                         rounds=rounds, seed=seed)
-        run_id = pool.create_run(cfg.to_dict(), name="bench", actor="bench")
+        run_id = pool.runs.create(cfg.to_dict(), name="bench", actor="bench")
         log(f"  deciding {accepted:,} accepted + {rejects:,} rejected candidates ...")
         t_decide = time.perf_counter()
         decider = Decider(seeds, corpus, accepted=accepted, rejects=rejects, seed=seed)
@@ -266,7 +266,7 @@ def fill_pool(path: Path, *, accepted: int, rejects: int, rounds: int, seed: int
         log(f"  decided in {decide_s:.0f} s; writing ...")
 
         t0 = dt.datetime(2026, 1, 5, 9, 0, 0)
-        round_ids = [pool.create_round(run_id, n + 1, "done") for n in range(rounds)]
+        round_ids = [pool.runs.create_round(run_id, n + 1, "done") for n in range(rounds)]
         for n, round_id in enumerate(round_ids):
             pool.bulk.set_round_times(round_id, t0 + dt.timedelta(seconds=90 * n),
                                  t0 + dt.timedelta(seconds=90 * n + 80))
@@ -351,7 +351,7 @@ def fill_pool(path: Path, *, accepted: int, rejects: int, rounds: int, seed: int
             "run_id": run_id, "model": "bench-model", "mode": "chat", "attempts": 1})
         pool.bulk.bulk_insert("candidates", pa.table(cand), constants={"run_id": run_id})
         pool.bulk.bulk_insert("instances", pa.table(inst))
-        pool.set_run_status(run_id, "finished", stop_reason="rounds")
+        pool.runs.set_status(run_id, "finished", stop_reason="rounds")
         pool.bulk.checkpoint()
 
         # A few hundred human actions, through the audited API, as people would have made them.
@@ -408,7 +408,7 @@ def page_calls(pool) -> dict[str, list[tuple[str, object]]]:
     from selfinstruct.export import ExportFilters, ExportOptions, preview_records
     from selfinstruct.pipeline import estimate_run
 
-    run_id = pool.runs()[0]["id"] if pool.runs() else None
+    run_id = pool.runs.all()[0]["id"] if pool.runs.all() else None
     q = review.RejectQuery()
     counts = review.reason_counts(pool, q)
     first = review.load_page(pool, q, 1, 50, counts=counts).rows
@@ -421,7 +421,7 @@ def page_calls(pool) -> dict[str, list[tuple[str, object]]]:
         "Home": [("counts", pool.counts)],
         "Seed": [("seed_table", pool.seeds.seed_table)],
         "Generate": [("counts", pool.counts), ("estimate_run", lambda: estimate_run(pool, RunConfig())),
-                     ("runs", pool.runs), ("monitor.run_view", lambda: monitor.run_view(pool, run_id))],
+                     ("runs", pool.runs.all), ("monitor.run_view", lambda: monitor.run_view(pool, run_id))],
         "Rejects": [("explore_version", pool.explore.explore_version),
                     ("reason_counts", lambda: review.reason_counts(pool, q)),
                     ("reject_reasons", lambda: pool.review.reject_reasons("instruction")),

@@ -16,7 +16,7 @@ from selfinstruct.pipeline import NEXT_STEPS, STRUCTURED_SETTINGS, RunConfig, es
 pool = current_pool()
 manager = job_manager()
 # The form starts from the settings of this pool's newest run (or the defaults, for a new pool).
-newest_run = next(iter(pool.runs()), None)
+newest_run = next(iter(pool.runs.all()), None)
 defaults = RunConfig.from_dict(newest_run["config"]) if newest_run else RunConfig()
 
 st.title("Generate")
@@ -190,7 +190,7 @@ def live_view() -> None:
     status = manager.status()
     if PAGE_SAW_BUSY and not status.busy:
         st.rerun(scope="app")  # the run ended: redraw the page without the 1 s refresh
-    runs = pool.runs()
+    runs = pool.runs.all()
     if not runs:
         st.caption("No runs yet. Choose a backend and press Start run.")
         return

@@ -226,13 +226,13 @@ def recent_actions() -> None:
 # ============================================================================ diversity
 @st.cache_data(show_spinner="Reading the leading verbs ...", max_entries=8)
 def verb_table(path: str, version: tuple, top: int) -> pd.DataFrame:
-    return explore.verb_noun_counts(current_pool().machine_instructions(), top_verbs=top, nouns_per_verb=4)
+    return explore.verb_noun_counts(current_pool().runs.machine_instructions(), top_verbs=top, nouns_per_verb=4)
 
 
 @st.cache_data(show_spinner="Scoring every generated instruction against the seeds ...", max_entries=8)
 def rouge_scores(path: str, version: tuple) -> explore.RougeVsSeeds:
     p = current_pool()
-    return explore.rouge_vs_seeds(p.explore.seed_instruction_texts(), p.machine_instructions())
+    return explore.rouge_vs_seeds(p.explore.seed_instruction_texts(), p.runs.machine_instructions())
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -382,7 +382,7 @@ def duplicates() -> None:
 
 
 def pool_threshold() -> float:
-    runs = pool.runs()
+    runs = pool.runs.all()
     return float((runs[0]["config"] or {}).get("rouge_threshold", model.ROUGE_THRESHOLD)) if runs else model.ROUGE_THRESHOLD
 
 

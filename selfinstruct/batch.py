@@ -326,7 +326,7 @@ def write_batch_file(pool: Pool, run_id: int, path: str | Path) -> int:
     from .backend import Backend
     from .pipeline import RunConfig
 
-    run = pool.run(run_id)
+    run = pool.runs.get(run_id)
     if run is None:
         raise ValueError(f"There is no run {run_id}.")
     cfg = RunConfig.from_dict(run["config"])
@@ -344,8 +344,8 @@ def write_batch_file(pool: Pool, run_id: int, path: str | Path) -> int:
     Path(path).write_bytes(batch_lines(state, rows, config))
     pool.requests.add_batch(run_id, "file", [row["id"] for row in rows], input_file_id=str(path),
                    endpoint=endpoint_path(config), status="written")
-    if pool.run(run_id)["status"] in {CREATED, FINISHED}:
-        pool.set_run_status(run_id, PAUSED, stop_reason="batch file written")
+    if pool.runs.get(run_id)["status"] in {CREATED, FINISHED}:
+        pool.runs.set_status(run_id, PAUSED, stop_reason="batch file written")
     return len(rows)
 
 
@@ -382,7 +382,7 @@ def read_batch_file(pool: Pool, path: str | Path, *, run_id: int | None = None) 
         if len(found) != 1:
             raise ValueError(f"{path}: its lines belong to {len(found)} runs; name one with --run.")
         run_id = found[0][0]
-    run = pool.run(run_id)
+    run = pool.runs.get(run_id)
     if run is None:
         raise ValueError(f"There is no run {run_id}.")
     cfg = RunConfig.from_dict(run["config"])
@@ -394,7 +394,7 @@ def read_batch_file(pool: Pool, path: str | Path, *, run_id: int | None = None) 
             lines.apply(line)
         lines.check()
     except RunFailed as exc:
-        pool.set_run_status(run_id, FAILED, stop_reason=exc.kind, error=exc.message)
+        pool.runs.set_status(run_id, FAILED, stop_reason=exc.kind, error=exc.message)
         raise
     for local in pool.requests.batches(run_id, open_only=True):
         if local["kind"] == "file":
@@ -405,7 +405,7 @@ def read_batch_file(pool: Pool, path: str | Path, *, run_id: int | None = None) 
     state.plan()
     status = ""
     if state.finished():
-        pool.set_run_status(run_id, FINISHED, stop_reason=state.planning_stopped)
+        pool.runs.set_status(run_id, FINISHED, stop_reason=state.planning_stopped)
         status = FINISHED
     ready = len([r for r in state.open.values() if r.get("response") is None and r.get("batch_id") is None])
     return ReadReport(run_id, lines.answered, lines.failed, lines.ignored, ready, status)

@@ -737,11 +737,11 @@ def cmd_generate(args) -> int:
         if pool.counts().seeds == 0:
             loaded = seeds_mod.load_starter_seeds(pool, actor="cli")
             print(f"The pool had no seed tasks: loaded the {loaded.imported} starter seeds.")
-        interrupted = pool.mark_interrupted_runs()
+        interrupted = pool.runs.mark_interrupted()
         overrides: dict = {}
         if args.resume is not None:
             run_id = args.resume or _latest_resumable(pool)
-            run = pool.run(run_id) if run_id else None
+            run = pool.runs.get(run_id) if run_id else None
             if run is None:
                 raise CLIError("There is no run to resume (none is interrupted, paused, failed or stopped)."
                                if not args.resume else f"There is no run {args.resume}.")
@@ -858,7 +858,7 @@ class _SigintSeen:
 def _interrupted(pool, run_id: int, progress, resume_command) -> int:
     progress.clear()
     try:
-        pool.set_run_status(run_id, INTERRUPTED, stop_reason="interrupted")
+        pool.runs.set_status(run_id, INTERRUPTED, stop_reason="interrupted")
     except BaseException:  # noqa: BLE001 - the message below matters more than the status
         pass
     print(f"Interrupted. Resume with: {resume_command(run_id)}", file=sys.stderr)
@@ -882,7 +882,7 @@ def _print_parse_health(pool, run_id: int) -> None:
 
 
 def _latest_resumable(pool) -> int | None:
-    for run in pool.runs():
+    for run in pool.runs.all():
         if run["status"] in UNFINISHED_STATUSES:
             return run["id"]
     return None
@@ -1342,7 +1342,7 @@ def _evaluation_interrupted(pool, evaluation_id: int, task: str, progress, comma
 
     progress.clear()
     try:
-        pool.evaluations.set_status(evaluation_id, INTERRUPTED, stop_reason="interrupted", judge=task == PRERATE)
+        pool.evaluations.all.set_status(evaluation_id, INTERRUPTED, stop_reason="interrupted", judge=task == PRERATE)
     except BaseException:  # noqa: BLE001 - the message below matters more than the status
         pass
     print(f"Interrupted. Resume with: {command}", file=sys.stderr)
@@ -1353,11 +1353,11 @@ def cmd_evaluate_collect(args) -> int:
     from . import evaluate
 
     with open_pool(args) as pool:
-        pool.evaluations.mark_interrupted()
-        evaluation = pool.evaluations.get(args.evaluation_id)
+        pool.evaluations.all.mark_interrupted()
+        evaluation = pool.evaluations.all.get(args.evaluation_id)
         if evaluation is None:
             raise CLIError(f"There is no evaluation {args.evaluation_id}.")
-        progress = pool.evaluations.progress(args.evaluation_id)
+        progress = pool.evaluations.all.progress(args.evaluation_id)
         if not progress["pending"]:
             print(f"Evaluation {args.evaluation_id} has all {progress['total']} answers.")
             return 0
@@ -1377,8 +1377,8 @@ def cmd_evaluate_prerate(args) -> int:
     from .judge import JudgeConfig
 
     with open_pool(args) as pool:
-        pool.evaluations.mark_interrupted()
-        evaluation = pool.evaluations.get(args.evaluation_id)
+        pool.evaluations.all.mark_interrupted()
+        evaluation = pool.evaluations.all.get(args.evaluation_id)
         if evaluation is None:
             raise CLIError(f"There is no evaluation {args.evaluation_id}.")
         if args.resume:
@@ -1422,7 +1422,7 @@ def cmd_evaluate_results(args) -> int:
             res = evaluate.results(pool, args.evaluation_id)
         except ValueError as exc:
             raise CLIError(str(exc)) from None
-        progress = pool.evaluations.progress(args.evaluation_id)
+        progress = pool.evaluations.all.progress(args.evaluation_id)
     if args.json:
         print(json.dumps(asdict(res), default=str))
         return 0
@@ -1449,7 +1449,7 @@ def cmd_evaluate_results(args) -> int:
 
 def cmd_evaluate_list(args) -> int:
     with open_pool(args) as pool:
-        rows = pool.evaluations.all()
+        rows = pool.evaluations.all.all()
     if not rows:
         print("No evaluation yet: selfinstruct evaluate create --help")
     for e in rows:

@@ -133,11 +133,11 @@ class JobManager:
         # Runs marked running belong to a process that died: nothing runs them now (unless
         # another manager of this process runs one).
         running = active_run(pool)
-        self.interrupted_at_start = pool.mark_interrupted_runs(keep=[running] if running else [])
+        self.interrupted_at_start = pool.runs.mark_interrupted(keep=[running] if running else [])
         judging = _judge().active_judge(pool)
         self.interrupted_judges_at_start = pool.judge.mark_interrupted(keep=[judging] if judging else [])
         evaluating = _evaluate().active_evaluation(pool)
-        self.interrupted_evaluations_at_start = pool.evaluations.mark_interrupted(
+        self.interrupted_evaluations_at_start = pool.evaluations.all.mark_interrupted(
             keep=[evaluating] if evaluating else [])
 
     # -- what pages read --------------------------------------------------------
@@ -152,7 +152,7 @@ class JobManager:
 
     def resumable_runs(self) -> list[dict]:
         busy_id = self.status().run_id if self.status().busy else None
-        return [r for r in self.pool.runs()
+        return [r for r in self.pool.runs.all()
                 if r["status"] in UNFINISHED_STATUSES and r["id"] != busy_id]
 
     # -- actions ------------------------------------------------------------------
@@ -169,7 +169,7 @@ class JobManager:
         """Resume a run, with corrected settings if given (see pipeline.RESUMABLE_SETTINGS)."""
         with self._lock:
             self._refuse_if_busy()
-            if self.pool.run(run_id) is None:
+            if self.pool.runs.get(run_id) is None:
                 raise ValueError(f"There is no run {run_id}.")
             if overrides:
                 apply_overrides(self.pool, run_id, overrides, actor=actor)
@@ -215,7 +215,7 @@ class JobManager:
         key typed for a model, by model index (this session's only, never stored)."""
         with self._lock:
             self._refuse_if_busy()
-            if self.pool.evaluations.get(evaluation_id) is None:
+            if self.pool.evaluations.all.get(evaluation_id) is None:
                 raise ValueError(f"There is no evaluation {evaluation_id}.")
             self._launch(evaluation_id, api_keys, kind="evaluate")
 
@@ -226,7 +226,7 @@ class JobManager:
         (evaluate.plan_prerating); without, the stored judge goes on. The number planned."""
         with self._lock:
             self._refuse_if_busy()
-            evaluation = self.pool.evaluations.get(evaluation_id)
+            evaluation = self.pool.evaluations.all.get(evaluation_id)
             if evaluation is None:
                 raise ValueError(f"There is no evaluation {evaluation_id}.")
             planned = 0
@@ -247,7 +247,7 @@ class JobManager:
         if busy:
             self._ask(STOPPED, "stopping")
         elif run_id is not None:
-            self.pool.set_run_status(run_id, STOPPED, stop_reason="stopped")
+            self.pool.runs.set_status(run_id, STOPPED, stop_reason="stopped")
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the worker ends (tests and shutdown); True when it has."""
@@ -323,7 +323,7 @@ class JobManager:
         except Exception as exc:  # the worker must never die silently
             message = f"The evaluation stopped on an unexpected error: {exc.__class__.__name__}: {redact(str(exc))}"
             try:
-                self.pool.evaluations.set_status(evaluation_id, FAILED, stop_reason="error", error=message,
+                self.pool.evaluations.all.set_status(evaluation_id, FAILED, stop_reason="error", error=message,
                                                 ended=True, judge=task == evaluate.PRERATE)
             except Exception:  # noqa: BLE001 - a pool that cannot be written (full disk)
                 pass
@@ -345,8 +345,8 @@ class JobManager:
         except Exception as exc:  # the worker must never die silently
             message = f"The run stopped on an unexpected error: {exc.__class__.__name__}: {redact(str(exc))}"
             try:
-                self.pool.set_run_status(run_id, FAILED, stop_reason="error", error=message)
-                rounds, accepted = self.pool.rounds_done(run_id), self.pool.accepted_count(run_id)
+                self.pool.runs.set_status(run_id, FAILED, stop_reason="error", error=message)
+                rounds, accepted = self.pool.runs.rounds_done(run_id), self.pool.runs.accepted_count(run_id)
             except Exception:  # noqa: BLE001 - a pool that cannot be written (full disk)
                 rounds = accepted = 0
             outcome = RunOutcome(run_id, FAILED, "error", rounds, accepted, message)

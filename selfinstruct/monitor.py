@@ -65,26 +65,26 @@ def run_headline(run_id: int, status: str, stop_reason: str | None = None, noun:
 
 
 def run_view(pool: Pool, run_id: int, *, newest: int = 10) -> RunView:
-    run = pool.run(run_id)
+    run = pool.runs.get(run_id)
     if run is None:
         raise ValueError(f"There is no run {run_id}.")
-    rounds = pool.round_summaries(run_id)
-    reasons = pool.reject_reasons_by_round(run_id)
+    rounds = pool.runs.round_summaries(run_id)
+    reasons = pool.runs.reject_reasons_by_round(run_id)
     reasons["label"] = [reason_label(r) for r in reasons["reason"]]
     if len(reasons):
         wide = reasons.pivot_table(index="round", columns="label", values="n", aggfunc="sum", fill_value=0)
         rounds = rounds.merge(wide, how="left", left_on="round", right_index=True)
         rounds[list(wide.columns)] = rounds[list(wide.columns)].fillna(0).astype(int)
-    start_size = pool.pool_size_before_run(run_id)
+    start_size = pool.runs.pool_size_before_run(run_id)
     growth = pd.DataFrame({"round": [0, *rounds["round"]],
                            "pool_size": [start_size, *(start_size + rounds["accepted"].cumsum())]})
     latest = int(rounds["round"].max()) if len(rounds) else None
-    rouge = pool.rouge_scores(run_id, latest) if latest else pool.rouge_scores(run_id, -1)
-    health = pool.parse_health(run_id)
+    rouge = pool.runs.rouge_scores(run_id, latest) if latest else pool.runs.rouge_scores(run_id, -1)
+    health = pool.runs.parse_health(run_id)
     echo = int(reasons.loc[reasons["reason"] == "echo", "n"].sum()) if len(reasons) else 0
     return RunView(run=run, rounds=rounds, reasons=reasons, growth=growth, rouge=rouge,
-                   newest=pool.newest_accepted(run_id, newest), errors=pool.error_summary(run_id),
-                   usage=pool.run_usage(run_id), batches=pool.requests.batches(run_id)[::-1], health=health,
+                   newest=pool.runs.newest_accepted(run_id, newest), errors=pool.runs.error_summary(run_id),
+                   usage=pool.runs.usage(run_id), batches=pool.requests.batches(run_id)[::-1], health=health,
                    hints=parse_hints(health, mode=(run["config"] or {}).get("mode", "chat"), echo=echo,
                                      candidates=int(rounds["candidates"].sum()) if len(rounds) else 0))
 
@@ -215,9 +215,9 @@ def run_pace(pool: Pool, run_id: int, *, elapsed_s: float, busy: bool | None = N
     the estimate's figure)."""
     from .backend import LOCAL
 
-    run = pool.run(run_id) or {}
+    run = pool.runs.get(run_id) or {}
     config = run.get("config") or {}
-    a = pool.run_activity(run_id, since_s=elapsed_s, last=PACE_LAST)
+    a = pool.runs.run_activity(run_id, since_s=elapsed_s, last=PACE_LAST)
     tokens_per_s = (a["recent_tokens"] / a["recent_seconds"]
                     if a["recent"] and a["recent_seconds"] > 0 and elapsed_s >= PACE_SINCE_MIN_S else None)
     seconds_per_request = elapsed_s / a["answered_recently"] if a["answered_recently"] else None

@@ -249,12 +249,12 @@ def start_run(pool: Pool, config: RunConfig, *, name: str | None = None, actor: 
         raise ValueError("The pool has no seed tasks; import some first.")
     config.validate()
     config.example_lag = config.lag()   # stored: a resume keeps the lag its run started with
-    return pool.create_run(config.to_dict(), name=name, actor=actor)
+    return pool.runs.create(config.to_dict(), name=name, actor=actor)
 
 
 def apply_overrides(pool: Pool, run_id: int, overrides: dict, *, actor: str = "user") -> RunConfig:
     """Change a stored run's resumable settings (a corrected model, URL, timeout...), audited."""
-    run = pool.run(run_id)
+    run = pool.runs.get(run_id)
     if run is None:
         raise ValueError(f"There is no run {run_id} in {pool.path}.")
     stored = run["config"]
@@ -265,7 +265,7 @@ def apply_overrides(pool: Pool, run_id: int, overrides: dict, *, actor: str = "u
     config = RunConfig.from_dict({**stored, **overrides})
     config.validate()
     if changes:
-        pool.update_run_config(run_id, config.to_dict(), changes, actor=actor)
+        pool.runs.update_config(run_id, config.to_dict(), changes, actor=actor)
     return config
 
 
@@ -340,7 +340,7 @@ class Runner:
                  prices: PriceTable | None = None, on_event: Callable[[Event], None] | None = None,
                  control: RunControl | None = None, backend: Backend | None = None,
                  overrides: dict | None = None, actor: str = "user", env_key_any_url: bool = False):
-        if pool.run(run_id) is None:
+        if pool.runs.get(run_id) is None:
             raise ValueError(f"There is no run {run_id} in {pool.path}.")
         self.pool = pool
         self.run_id = run_id
@@ -356,7 +356,7 @@ class Runner:
         from . import engine
 
         with exclusive_job(self.pool, "run", self.run_id):
-            self.pool.set_run_status(self.run_id, RUNNING)
+            self.pool.runs.set_status(self.run_id, RUNNING)
             self.on_event(Event("run_started", self.run_id, message=f"run {self.run_id} started"))
             started_backend = self.backend._server is None
             try:
@@ -401,9 +401,9 @@ class Runner:
 
     def _end(self, status: str, reason: str, error: str | None = None, next_step: str = "") -> RunOutcome:
         try:
-            self.pool.set_run_status(self.run_id, status, stop_reason=reason, error=error)
-            outcome = RunOutcome(self.run_id, status, reason, self.pool.rounds_done(self.run_id),
-                                 self.pool.accepted_count(self.run_id), error, next_step)
+            self.pool.runs.set_status(self.run_id, status, stop_reason=reason, error=error)
+            outcome = RunOutcome(self.run_id, status, reason, self.pool.runs.rounds_done(self.run_id),
+                                 self.pool.runs.accepted_count(self.run_id), error, next_step)
         except (duckdb.Error, OSError) as exc:
             # The pool cannot be written at all (a full disk): say so; the run is marked
             # interrupted the next time the file is opened, and resumes from what was written.
@@ -492,7 +492,7 @@ def decide_structured(pool: Pool, run_id: int, config: RunConfig, backend: Backe
                       control: "RunControl | None" = None) -> bool:
     """Whether the run's new requests ask for JSON: decided once per run and stored with it
     (`runs.structured`, `runs.structured_note`); `auto` sends one probe request the first time."""
-    run = pool.run(run_id) or {}
+    run = pool.runs.get(run_id) or {}
     if config.mode != "chat":
         structured, note = False, "completion mode: the paper's text layout (structured output is for chat)"
     elif config.structured == "on":
@@ -509,7 +509,7 @@ def decide_structured(pool: Pool, run_id: int, config: RunConfig, backend: Backe
         structured, note = probe_until_answered(backend, config, control=control, say=say)
         note = f"auto: {'on' if structured else 'off'}, {note}"
     if run.get("structured") != structured or run.get("structured_note") != note:
-        pool.set_run_structured(run_id, structured, note)
+        pool.runs.set_structured(run_id, structured, note)
         if on_event is not None:
             on_event(Event("step", run_id, message=f"structured output: {note}"))
     return structured
@@ -702,7 +702,7 @@ def refilter(pool: Pool, run_id: int, *, threshold: float | None = None, keyword
     `cosine`: the semantic gate's threshold to try ("off": none; None: the run's), from the
     stored vectors (a run without an embedder is tried with the bundled one; an endpoint's
     vectors are never fetched again: texts without one are an error naming `selfinstruct embed`)."""
-    run = pool.run(run_id)
+    run = pool.runs.get(run_id)
     if run is None:
         raise ValueError(f"There is no run {run_id}.")
     cfg = RunConfig.from_dict(run["config"])
@@ -714,10 +714,10 @@ def refilter(pool: Pool, run_id: int, *, threshold: float | None = None, keyword
         cfg.cosine_threshold = None if cosine == "off" else float(cosine)
         if cfg.cosine_threshold is not None and cfg.embedder is None:
             cfg.embedder = {"kind": "bundled"}
-    index = NoveltyIndex(pool.pool_instructions_before_run(run_id))
-    semantic = stored_semantic_index(pool, cfg, pool.pool_instructions_before_run(run_id))
+    index = NoveltyIndex(pool.runs.pool_instructions_before_run(run_id))
+    semantic = stored_semantic_index(pool, cfg, pool.runs.pool_instructions_before_run(run_id))
     stage = prompts.STAGE_BATCH if cfg.generation == "alpaca" else prompts.STAGE_INSTRUCTIONS
-    stored = pool.run_candidates(run_id)
+    stored = pool.runs.candidates(run_id)
     by_round: dict[int, list[dict]] = {}
     for cand in stored:
         by_round.setdefault(cand["round_id"], []).append(cand)
@@ -741,7 +741,7 @@ def refilter(pool: Pool, run_id: int, *, threshold: float | None = None, keyword
                 decisions[old["id"]] = {**new, "why": "re-filter with other settings"}
     report = RefilterReport(run_id, len(stored), changed, before, after)
     if apply and decisions:
-        report.applied = pool.redecide_candidates(run_id, decisions, actor=actor)
+        report.applied = pool.runs.redecide_candidates(run_id, decisions, actor=actor)
     return report
 
 
@@ -823,11 +823,11 @@ def estimate_run(pool: Pool, config: RunConfig, prices: PriceTable | None = None
     if config.rounds:
         rounds = config.rounds
     elif config.target:
-        rounds = max(1, math.ceil(max(0, config.target - pool.accepted_count()) / per_round_accepted))
+        rounds = max(1, math.ceil(max(0, config.target - pool.runs.accepted_count()) / per_round_accepted))
     else:
         rounds = 1
     follow_ups = 0 if config.generation == "alpaca" else int(2 * per_round_accepted)
-    paces = [p for p in pool.run_pace(config.model, config.backend) if p["requests"]]
+    paces = [p for p in pool.runs.run_pace(config.model, config.backend) if p["requests"]]
     same = [p for p in paces if p["concurrency"] == config.concurrency]
     paces = same or paces
     if paces:

@@ -416,7 +416,7 @@ def rescue_warnings(pool, candidate: dict, text: str | None = None) -> list[str]
     if text and text in pool.seeds.existing_instructions([text]):
         warnings.append("The pool already holds this exact instruction; rescuing it adds a duplicate.")
     if text != candidate.get("instruction"):
-        run = pool.run(candidate["run_id"]) if candidate.get("run_id") is not None else None
+        run = pool.runs.get(candidate["run_id"]) if candidate.get("run_id") is not None else None
         cfg = (run or {}).get("config") or {}
         try:
             rule = InstructionFilter.from_config(

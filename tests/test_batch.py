@@ -94,7 +94,7 @@ def test_batch_run_end_to_end_costs_half_and_matches_live(seeded, server, tmp_pa
     prompt, completion = cur.execute("SELECT sum(prompt_tokens), sum(completion_tokens) FROM requests "
                                      "WHERE run_id = ?", [run_id]).fetchone()
     assert prompt > 0 and completion > 0
-    usage = seeded.run_usage(run_id)
+    usage = seeded.runs.usage(run_id)
     assert usage["cost_usd"] == pytest.approx((prompt * 2.0 + completion * 4.0) / 1e6 * 0.5)
     per_request = cur.execute("SELECT prompt_tokens, completion_tokens, cost_usd FROM requests WHERE run_id = ?",
                               [run_id]).fetchall()
@@ -107,7 +107,7 @@ def test_batch_run_end_to_end_costs_half_and_matches_live(seeded, server, tmp_pa
         live_outcome = Runner(live, live_id).run()
         assert live_outcome.status == "finished"
         assert candidates(live, live_id) == candidates(seeded, run_id)
-        assert live.run_usage(live_id)["cost_usd"] == pytest.approx(2 * usage["cost_usd"])
+        assert live.runs.usage(live_id)["cost_usd"] == pytest.approx(2 * usage["cost_usd"])
 
 
 # -- 2 ------------------------------------------------------------------------------------------
@@ -178,7 +178,7 @@ def test_killed_while_a_batch_is_open_resumes_polling_it(tmp_path):
         created = srv.stats["batches_created"]
         remote = {b["id"] for b in _get(srv.base_url + "/batches?limit=100")["data"]}
     with Pool.open(db) as pool:
-        assert pool.run(1)["status"] == "finished"
+        assert pool.runs.get(1)["status"] == "finished"
         batches = pool.requests.batches(1)
         assert batches[0]["remote_id"] == first_id and batches[0]["status"] == "completed"
         assert batches[0]["requests"] == 3
@@ -213,7 +213,7 @@ def test_three_failed_batches_fail_the_run(tmp_path):
     assert "Traceback" not in done.stderr
     assert "3 batches in a row failed" in done.stderr and "batch_failed" in done.stderr
     with Pool.open(db) as pool:
-        run = pool.run(1)
+        run = pool.runs.get(1)
         assert run["status"] == "failed" and run["stop_reason"] == "batch"
         assert "failed" in run["error"]
         batches = pool.requests.batches(1)
@@ -296,7 +296,7 @@ def test_vllm_file_route(seeded, tmp_path, db_path):
         done = run_cli("batch", "read", str(bad), "--db", str(db_path))
         assert done.returncode == 2 and "line 2" in done.stderr and "Traceback" not in done.stderr
     with Pool.open(db_path) as pool:
-        run = pool.run(run_id)
+        run = pool.runs.get(run_id)
         assert run["status"] == "finished"
         assert_complete(pool, run_id)
         assert {b["kind"] for b in pool.requests.batches(run_id)} == {"file"}
@@ -312,7 +312,7 @@ def test_batch_api_auth_error_fails_the_run_and_a_resume_finishes(seeded):
         run_id = start_run(seeded, batch_config(srv))
         outcome = Runner(seeded, run_id, api_key="sk-wrong").run()
         assert outcome.status == "failed" and outcome.stop_reason == "auth"
-        assert "401" in outcome.error and seeded.run(run_id)["status"] == "failed"
+        assert "401" in outcome.error and seeded.runs.get(run_id)["status"] == "failed"
         assert srv.stats["batches_created"] == 0
         outcome = Runner(seeded, run_id, api_key="sk-right").run()
         assert outcome.status == "finished", outcome.error

@@ -33,14 +33,14 @@ def test_failed_in_three_batches_then_resumed_sends_what_is_missing_and_pays_onc
     assert failed.returncode == 2, failed.stdout + failed.stderr
     assert "failed in 3 batches" in failed.stderr and "Resume with: selfinstruct generate --resume 1" in failed.stderr
     with Pool.open(db) as pool:
-        assert pool.run(1)["status"] == "failed"
+        assert pool.runs.get(1)["status"] == "failed"
         assert _counts(pool)["stranded"] == 0        # nothing left tied to a batch that has ended
     server.batch_faults(clear=True)
     resumed = run_cli("generate", "--resume", "1", *args, timeout=180)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     billed = server.stats["batch_lines_answered"]
     with Pool.open(db) as pool:
-        assert pool.run(1)["status"] == "finished" and pool.rounds_done(1) == 4
+        assert pool.runs.get(1)["status"] == "finished" and pool.runs.rounds_done(1) == 4
         counts = _counts(pool)
         assert counts["unapplied"] == 0 and counts["stranded"] == 0
         assert counts["answered"] == billed                  # every answer stored, none paid for twice
@@ -63,7 +63,7 @@ def test_killed_while_applying_a_batch_reads_it_again_and_pays_once(seeded, serv
     with pytest.raises(Killed):
         Runner(seeded, run_id).run()
     del seeded.requests.apply_answer
-    seeded.mark_interrupted_runs()
+    seeded.runs.mark_interrupted()
     control = RunControl()
     watchdog = threading.Timer(60, control.request, args=("stopped",))
     watchdog.start()

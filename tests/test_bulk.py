@@ -6,8 +6,8 @@ import pytest
 
 def test_bulk_rows_land_with_their_ids_and_the_pipeline_continues_after_them(seeded):
     pool = seeded
-    run_id = pool.create_run({"model": "bulk"})
-    round_id = pool.create_round(run_id, 1, "done")
+    run_id = pool.runs.create({"model": "bulk"})
+    round_id = pool.runs.create_round(run_id, 1, "done")
     first = pool.bulk.next_id("candidates")
     n = pool.bulk.bulk_insert("candidates", {
         "id": [first, first + 1, first + 2],

@@ -49,7 +49,7 @@ def test_ctrl_c_anywhere_in_generate_is_a_clean_interrupt(tmp_path, slow_server,
     assert proc.returncode == 130, (proc.returncode, err)
     assert "Interrupted. Resume with" in err
     with Pool.open(db) as pool:
-        assert [run["status"] for run in pool.runs()] == [model.INTERRUPTED]
+        assert [run["status"] for run in pool.runs.all()] == [model.INTERRUPTED]
 
 
 # -- answers that came back are kept; SIGTERM is an interrupt too (issue 22, item 6) -----------
@@ -59,7 +59,7 @@ EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 def _answered(db) -> tuple[int, str, int]:
     with Pool.open(db) as pool:
         answered = pool.cursor().execute("SELECT count(*) FROM requests WHERE response IS NOT NULL").fetchone()[0]
-        return answered, pool.run(1)["status"], max(r["number"] for r in pool.run_rounds(1))
+        return answered, pool.runs.get(1)["status"], max(r["number"] for r in pool.runs.rounds(1))
 
 
 def test_answers_that_came_back_before_an_interrupt_are_stored_and_never_sent_again(tmp_path):
@@ -122,7 +122,7 @@ def test_sigterm_in_generate_is_handled_like_ctrl_c(tmp_path, slow_server, delay
     assert proc.returncode == 143, (proc.returncode, err)
     assert "Interrupted. Resume with: selfinstruct generate --resume 1" in err and "Traceback" not in err
     with Pool.open(db) as pool:
-        assert [run["status"] for run in pool.runs()] == [model.INTERRUPTED]
+        assert [run["status"] for run in pool.runs.all()] == [model.INTERRUPTED]
 
 
 def test_sigterm_in_evaluate_collect_keeps_what_came_back(db_path):
@@ -145,5 +145,5 @@ def test_sigterm_in_evaluate_collect_keeps_what_came_back(db_path):
     assert proc.returncode == 143, err
     assert f"Resume with: selfinstruct evaluate collect {evaluation_id}" in err
     with Pool.open(db_path) as pool:
-        assert pool.evaluations.get(evaluation_id)["status"] == model.INTERRUPTED
-        assert pool.evaluations.progress(evaluation_id)["answered"] == served
+        assert pool.evaluations.all.get(evaluation_id)["status"] == model.INTERRUPTED
+        assert pool.evaluations.all.progress(evaluation_id)["answered"] == served

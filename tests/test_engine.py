@@ -125,7 +125,7 @@ def test_hung_server_fails_with_timeout_then_resumes_with_a_new_timeout(seeded):
         srv.faults.clear()
         outcome = Runner(seeded, run_id, overrides={"timeout_s": 5}).run()
     assert outcome.status == "finished", outcome
-    assert seeded.run(run_id)["config"]["timeout_s"] == 5
+    assert seeded.runs.get(run_id)["config"]["timeout_s"] == 5
     assert seeded.audit.entries(limit=100, action="change_run_settings")
 
 
@@ -189,8 +189,8 @@ def test_wrong_model_fails_then_cli_resume_with_the_right_model(seeded, db_path)
                        "--base-url", srv.base_url, "--db", str(db_path))
         assert done.returncode == 0, done.stderr
     with Pool.open(db_path) as pool:
-        assert pool.run(run_id)["status"] == "finished"
-        assert pool.run(run_id)["config"]["model"] == "selfinstruct-demo"
+        assert pool.runs.get(run_id)["status"] == "finished"
+        assert pool.runs.get(run_id)["config"]["model"] == "selfinstruct-demo"
 
 
 # -- 7. a failed classification stays unknown --------------------------------------------
@@ -233,7 +233,7 @@ def test_429_storm_finishes_and_the_pacer_backs_off(seeded):
         run_id = make_run(seeded, srv, rounds=2, concurrency=32, max_retries=8)
         outcome = Runner(seeded, run_id, on_event=events.append).run()
     assert outcome.status == "finished", outcome
-    assert seeded.run_usage(run_id)["errors"] == 0
+    assert seeded.runs.usage(run_id)["errors"] == 0
     data = [e.data for e in events if e.data]
     assert max(d.get("rate_limited", 0) for d in data) > 0
     assert min(d["limit"] for d in data if d.get("limit")) < 32
@@ -256,7 +256,7 @@ def test_one_run_per_pool_across_managers(seeded):
     cur = seeded.cursor()
     runs_with_candidates = cur.execute("SELECT count(DISTINCT run_id) FROM candidates").fetchone()[0]
     assert runs_with_candidates == 1
-    assert len(seeded.runs()) == 1
+    assert len(seeded.runs.all()) == 1
     assert cur.execute("SELECT count(*) FROM (SELECT instruction FROM candidates WHERE status = 'accepted' "
                        "GROUP BY 1 HAVING count(*) > 1)"
                        ).fetchone()[0] == 0
@@ -284,7 +284,7 @@ def test_full_disk_fails_cleanly_then_resumes(tmp_path):
     done = run_cli("generate", "--resume", "--db", str(db))
     assert done.returncode == 0, done.stderr
     with Pool.open(db) as pool:
-        run = pool.runs()[0]
+        run = pool.runs.all()[0]
         assert run["status"] == "finished"
         texts = pool.seeds.pool_instructions()
         assert len(texts) == len(set(texts))
@@ -304,7 +304,7 @@ def test_several_kills_in_one_run_lose_and_duplicate_nothing(tmp_path):
         straight = run_cli(*args, "--db", str(straight_db))
         assert straight.returncode == 0, straight.stderr
     with Pool.open(killed_db) as killed, Pool.open(straight_db) as reference:
-        assert killed.run(1)["status"] == "finished" and killed.rounds_done(1) == 2
+        assert killed.runs.get(1)["status"] == "finished" and killed.runs.rounds_done(1) == 2
         assert decisions(killed) == decisions(reference)
         assert duplicated_positions(killed) == 0
         answered = "SELECT count(*) FROM requests WHERE response IS NOT NULL"
@@ -320,7 +320,7 @@ def test_target_reached_mid_flight_finishes_follow_ups(seeded):
         outcome = Runner(seeded, run_id).run()
     assert outcome.status == "finished" and outcome.stop_reason == "target", outcome
     assert seeded.counts().accepted >= 30
-    assert len(seeded.machine_instructions()) >= 30
+    assert len(seeded.runs.machine_instructions()) >= 30
     assert seeded.cursor().execute("SELECT count(*) FROM candidates WHERE status = 'accepted' "
                                    "AND is_classification IS NULL").fetchone()[0] == 0
 
@@ -342,13 +342,13 @@ def test_cli_outage_fails_non_zero_and_resumes_on_a_corrected_base_url(tmp_path)
     assert failed.returncode == 2 and "Traceback" not in failed.stderr
     assert "Run 1 failed" in failed.stderr and "--resume 1" in failed.stderr
     with Pool.open(db) as pool:
-        assert pool.run(1)["status"] == "failed" and pool.run(1)["stop_reason"] == "server"
+        assert pool.runs.get(1)["status"] == "failed" and pool.runs.get(1)["stop_reason"] == "server"
         assert pool.cursor().execute("SELECT count(*) FROM candidates").fetchone()[0] == 0
     with served_offline() as healthy:
         resumed = run_cli("generate", "--resume", "1", "--base-url", healthy, "--db", db)
     assert resumed.returncode == 0, resumed.stderr
     assert f"base_url={healthy}" in resumed.stdout
     with Pool.open(db) as pool:
-        assert pool.run(1)["status"] == "finished" and pool.run(1)["config"]["base_url"] == healthy
-        assert pool.accepted_count(1) > 0 and duplicated_positions(pool) == 0
+        assert pool.runs.get(1)["status"] == "finished" and pool.runs.get(1)["config"]["base_url"] == healthy
+        assert pool.runs.accepted_count(1) > 0 and duplicated_positions(pool) == 0
         assert pool.cursor().execute("SELECT count(*) FROM requests WHERE response IS NULL").fetchone()[0] == 0

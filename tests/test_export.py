@@ -37,15 +37,15 @@ def build_small_pool(pool: Pool) -> dict:
         SeedTask("Tell a short joke about cats.", []),
     ], origin="test", actor="test").done
     ids = {"S1": s1, "S2": s2, "S3": s3}
-    run_a = pool.create_run({"model": "test-model-a", "mode": "completion", "rouge_threshold": 0.7,
+    run_a = pool.runs.create({"model": "test-model-a", "mode": "completion", "rouge_threshold": 0.7,
                              "keywords": ["image", "plot"], "seed": 42,
                              "sampling": {"temperature": 0.7, "top_p": 0.5},
                              "prompt_versions": {"instructions": "instructions-v1"}})
-    run_b = pool.create_run({"model": "test-model-b", "mode": "chat", "seed": 7})
+    run_b = pool.runs.create({"model": "test-model-b", "mode": "chat", "seed": 7})
     ids.update(run_a=run_a, run_b=run_b)
 
     def add(run_id, number, rows):
-        round_id = pool.create_round(run_id, number, "done")
+        round_id = pool.runs.create_round(run_id, number, "done")
         return pool.requests.add_candidates(run_id, round_id, [
             {"position": i, "instruction": text, "status": status, "reason": reason,
              "is_classification": clf, "instances": instances}
@@ -818,7 +818,7 @@ def test_nul_in_model_answers_is_read_as_u_fffd_and_exports_reimport_as_seeds(tm
         assert cur.execute("SELECT count(*) FROM instances WHERE reason IS DISTINCT FROM 'unparseable' AND "
                            "(strpos(input, chr(0)) > 0 OR strpos(output, chr(0)) > 0)").fetchone()[0] == 0
         assert cur.execute("SELECT count(*) FROM candidates WHERE strpos(instruction, '\ufffd') > 0").fetchone()[0] > 0
-        health = pool.parse_health(run_id)
+        health = pool.runs.parse_health(run_id)
         assert sum(h["nul"] for h in health) > 0
         assert any("NUL characters" in hint for hint in monitor.parse_hints(health))
         # an answer stored by an older version, NUL and all

@@ -17,8 +17,8 @@ ERROR = 0.15          # the offline judge flips each true answer with this proba
 
 def fill(pool: Pool, tasks: int, *, second_instance_every: int = 0) -> None:
     """`tasks` accepted tasks, one kept instance each (a second one on every k-th task)."""
-    run_id = pool.create_run({"model": "fixture"})
-    round_id = pool.create_round(run_id, 1, "done")
+    run_id = pool.runs.create({"model": "fixture"})
+    round_id = pool.runs.create_round(run_id, 1, "done")
     first = pool.bulk.next_id("candidates")
     ids = list(range(first, first + tasks))
     pool.bulk.bulk_insert("candidates", pa.table({

@@ -92,7 +92,7 @@ def test_a_url_typed_on_the_page_never_receives_the_servers_key(app_env, canary)
         at.button(key="gen_start").click().run()
         assert not at.exception
         _wait_idle(at, app_env)
-        assert app_pool(app_env).run(1)["status"] == "finished"
+        assert app_pool(app_env).runs.get(1)["status"] == "finished"
         assert len(server.seen) > 3
         assert not any(CANARY in header for header in server.seen), set(server.seen)
 
@@ -105,19 +105,19 @@ def test_resuming_a_run_does_not_send_the_servers_key_to_its_url(app_env, canary
 
         run_id = start_run(pool, RunConfig(backend="openai-compatible", base_url=server.base_url,
                                            model="selfinstruct-demo", rounds=1))
-        pool.set_run_status(run_id, "paused")
+        pool.runs.set_status(run_id, "paused")
         at.run()
         at.button(key="gen_resume").click().run()
         assert not at.exception
         _wait_idle(at, app_env)
-        assert pool.run(run_id)["status"] == "finished"
+        assert pool.runs.get(run_id)["status"] == "finished"
         assert server.seen and not any(CANARY in header for header in server.seen)
 
         # the library's own resume path, as the app's JobManager uses it
         from selfinstruct.jobs import JobManager
 
         seen = len(server.seen)
-        pool.set_run_status(run_id, "stopped")
+        pool.runs.set_status(run_id, "stopped")
         manager = JobManager(pool)
         manager.resume(run_id, overrides={"rounds": 2})
         assert manager.wait(90)
@@ -135,7 +135,7 @@ def test_an_endpoints_error_text_is_shown_literally(app_env, canary):
         at.button(key="gen_start").click().run()
         _wait_idle(at, app_env)
         assert not at.exception
-        assert MARKDOWN in app_pool(app_env).run(1)["error"]
+        assert MARKDOWN in app_pool(app_env).runs.get(1)["error"]
         assert any(MARKDOWN in t.value for t in at.text)
         # nowhere as markdown: not in alerts, markdown, captions or toasts
         rendered = [e.value for kind in ("error", "warning", "info", "success", "caption", "markdown", "toast")

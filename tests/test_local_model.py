@@ -79,7 +79,7 @@ def assert_decided(pool: Pool, run_id: int, mode: str, instruction_requests: int
 def assert_parse_health(pool: Pool, run_id: int, requests: list[dict]) -> None:
     """Parse health (what the Generate page and the CLI show) equals what the stored rows say:
     answers per stage, answers that yielded something, and the items they yielded."""
-    health = {row["stage"]: row for row in pool.parse_health(run_id)}
+    health = {row["stage"]: row for row in pool.runs.parse_health(run_id)}
     not_items = ("unparseable", "oversize")
     candidates = [c for c in stored(pool, "SELECT * FROM candidates WHERE run_id = ?", run_id)
                   if c["reason"] not in not_items]
@@ -106,7 +106,7 @@ def test_cli_generate_with_no_backend_runs_the_bundled_model_in_completion_mode(
     assert f"Run 1: {BUNDLED} at the bundled local model" in done.stdout
     assert "a small model for trying the loop" in done.stdout
     with Pool.open(db_path) as pool:
-        config = pool.run(1)["config"]
+        config = pool.runs.get(1)["config"]
         assert (config["backend"], config["mode"], config["model"], config["gguf"]) == \
                (LOCAL, "completion", BUNDLED, "")
         counts = assert_decided(pool, 1, "completion", 2)
@@ -131,7 +131,7 @@ def test_chat_mode_with_structured_output_yields_instances(seeded):
     # before its first round the run says it is loading the model (a resume sat at "starting")
     assert [e.message for e in events if e.kind == "preparing"] == [f"loading the local model {BUNDLED} (llama.cpp)"]
     assert [e.kind for e in events].index("preparing") < [e.kind for e in events].index("round_started")
-    assert seeded.run(run_id)["structured"] is True, seeded.run(run_id)
+    assert seeded.runs.get(run_id)["structured"] is True, seeded.runs.get(run_id)
     counts = assert_decided(seeded, run_id, "chat", 8)
     requests = stored(seeded, "SELECT structured FROM requests WHERE run_id = ?", run_id)
     assert all(r["structured"] for r in requests)
@@ -224,13 +224,13 @@ def test_resume_restarts_the_run_on_the_same_gguf(db_path, tmp_path):
 
         seeds.load_starter_seeds(pool)
         run_id = start_run(pool, config)
-        pool.set_run_status(run_id, "interrupted", stop_reason="interrupted")
+        pool.runs.set_status(run_id, "interrupted", stop_reason="interrupted")
     done = run_cli("generate", "--resume", "--db", str(db_path), timeout=BUSY_DEADLINE_S)
     assert "Loading the local model smol-copy (llama.cpp) ..." in done.stderr
     assert done.returncode == 0, done.stderr
     assert f"Run {run_id}: smol-copy at the local model {gguf} via llama.cpp" in done.stdout
     with Pool.open(db_path) as pool:
-        assert pool.run(run_id)["status"] == "finished"
+        assert pool.runs.get(run_id)["status"] == "finished"
         requests = stored(pool, "SELECT * FROM requests WHERE run_id = ?", run_id)
         assert requests and {r["model"] for r in requests} == {"smol-copy"}
         assert all(r["response"] is not None for r in requests)
@@ -253,8 +253,8 @@ def test_generate_page_runs_the_local_model_by_default(app_env, monkeypatch):
     assert not at.exception
     wait_for(at, lambda: not manager(app_env).status().busy, timeout=BUSY_DEADLINE_S)
     pool = app_pool(app_env)
-    run = pool.run(1)
+    run = pool.runs.get(1)
     assert run["status"] == "finished", run
     assert (run["config"]["backend"], run["config"]["mode"], run["config"]["model"]) == (LOCAL, "completion", BUNDLED)
     assert_decided(pool, 1, "completion", 1)
-    assert metric(at, "Accepted") == f"{pool.accepted_count(1):,}"
+    assert metric(at, "Accepted") == f"{pool.runs.accepted_count(1):,}"

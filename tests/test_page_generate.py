@@ -58,7 +58,7 @@ def test_demo_run_numbers_on_the_page_equal_app_pool(app_env):
     assert not at.exception
     pool = app_pool(app_env)
     counts = pool.counts()
-    assert counts.rounds == 2 and pool.run(1)["status"] == "finished"
+    assert counts.rounds == 2 and pool.runs.get(1)["status"] == "finished"
     assert metric(at, "Rounds done") == "2"
     assert metric(at, "Accepted") == f"{counts.accepted:,}"
     assert metric(at, "Rejected") == f"{counts.rejected:,}"
@@ -67,7 +67,7 @@ def test_demo_run_numbers_on_the_page_equal_app_pool(app_env):
     assert int(table["accepted"].sum()) == counts.accepted
     assert any("Run 1 finished" in m.value for m in at.markdown)
     newest = table_with(at, "instruction")
-    assert len(newest) == 10 and set(newest["instruction"]) <= set(pool.machine_instructions())
+    assert len(newest) == 10 and set(newest["instruction"]) <= set(pool.runs.machine_instructions())
 
 
 def test_without_a_key_the_local_model_is_the_default(app_env, monkeypatch, tmp_path):
@@ -107,7 +107,7 @@ def test_pause_resume_and_stop(app_env):
         at.button(key="gen_pause").click().run()
         wait_for(at, lambda: not jobs.status().busy)
         pool = app_pool(app_env)
-        assert pool.run(1)["status"] == "paused"
+        assert pool.runs.get(1)["status"] == "paused"
         assert any("Run 1 is paused" in m.value for m in at.markdown)
         # said once: not "Run 1 is paused (paused)"
         assert not any("paused (paused)" in m.value or "paused: paused" in m.value for m in at.markdown)
@@ -116,7 +116,7 @@ def test_pause_resume_and_stop(app_env):
         wait_for(at, lambda: jobs.status().round >= 2)
         at.button(key="gen_stop").click().run()
         wait_for(at, lambda: not jobs.status().busy)
-        assert pool.run(1)["status"] == "stopped"
+        assert pool.runs.get(1)["status"] == "stopped"
         assert any("Run 1 was stopped" in m.value for m in at.markdown)
         assert not any("stopped (stopped)" in m.value for m in at.markdown)
         # The run picker's labels hold nothing that goes stale while a run changes state.
@@ -159,7 +159,7 @@ def test_failing_endpoint_shows_the_error_and_stops_cleanly(app_env):
         wait_for(at, lambda: not manager(app_env).status().busy)
     assert not at.exception
     pool = app_pool(app_env)
-    run = pool.run(1)
+    run = pool.runs.get(1)
     assert run["status"] == "failed" and "401" in run["error"]
     assert any("401" in t.value for t in at.text)
     assert any("Check the API key" in e.value for e in at.error)
@@ -180,7 +180,7 @@ def test_server_errors_are_counted_in_plain_words(app_env):
         wait_for(at, lambda: not manager(app_env).status().busy, timeout=120)
     warnings = [w.value for w in at.warning]
     assert any(w.startswith("2 request(s) failed (server)") for w in warnings), warnings
-    assert app_pool(app_env).run(1)["status"] == "failed"
+    assert app_pool(app_env).runs.get(1)["status"] == "failed"
     assert any("kept failing" in t.value for t in at.text)
 
 
@@ -189,15 +189,15 @@ def test_interrupted_run_is_shown_with_resume(app_env):
     pool = app_pool(app_env)
     from selfinstruct.pipeline import RunConfig, start_run
     run_id = start_run(pool, RunConfig(rounds=1))
-    pool.set_run_status(run_id, "running")   # as if the app had died mid-run
+    pool.runs.set_status(run_id, "running")   # as if the app had died mid-run
     import streamlit as st
     st.cache_resource.clear()                 # an app restart: new pool handle and job manager
     at = open_page("pages/generate.py")
     assert any(f"Run {run_id} was interrupted" in m.value for m in at.markdown)
-    assert "interrupted" in app_pool(app_env).run(run_id)["status"]
+    assert "interrupted" in app_pool(app_env).runs.get(run_id)["status"]
     at.button(key="gen_resume").click().run()
     wait_for(at, lambda: not manager(app_env).status().busy)
-    assert app_pool(app_env).run(run_id)["status"] == "finished"
+    assert app_pool(app_env).runs.get(run_id)["status"] == "finished"
 
 
 def test_batch_choice_runs_through_the_batch_api(app_env):
@@ -213,10 +213,10 @@ def test_batch_choice_runs_through_the_batch_api(app_env):
         wait_for(at, lambda: not manager(app_env).status().busy, timeout=60)
         assert server.stats["batches_created"] >= 3      # instructions, then classification, then instances
     pool = app_pool(app_env)
-    run = pool.run(1)
+    run = pool.runs.get(1)
     assert run["status"] == "finished" and run["config"]["batch"] is True
     assert all(b["status"] == "completed" for b in pool.requests.batches(1))
-    assert pool.accepted_count(1) > 0
+    assert pool.runs.accepted_count(1) > 0
     batches = table_with(at, "provider id")
     assert len(batches) == len(pool.requests.batches(1)) and set(batches["status"]) == {"completed"}
 
@@ -229,9 +229,9 @@ def test_home_and_generate_count_the_same_rounds_done(app_env):
     at = open_generate(app_env)
     pool = app_pool(app_env)
     run_id = start_run(pool, RunConfig(backend="offline", rounds=6))
-    rounds = [pool.create_round(run_id, n, "generate") for n in range(1, 6)]
-    pool.set_round_step(rounds[0], "done")
-    pool.set_round_step(rounds[1], "classify")
+    rounds = [pool.runs.create_round(run_id, n, "generate") for n in range(1, 6)]
+    pool.runs.set_round_step(rounds[0], "done")
+    pool.runs.set_round_step(rounds[1], "classify")
     at.run()
     assert not at.exception
     assert metric(at, "Rounds done") == "1"
@@ -248,7 +248,7 @@ def test_a_local_run_resumes_with_other_threads(app_env):
     at = open_generate(app_env)
     pool = app_pool(app_env)
     run_id = start_run(pool, RunConfig(backend="local", model="SmolLM2-135M-Instruct.Q4_1", threads=2, rounds=1))
-    pool.set_run_status(run_id, "interrupted", stop_reason="interrupted")
+    pool.runs.set_status(run_id, "interrupted", stop_reason="interrupted")
     at.run()
     assert not at.exception
     assert at.number_input(key=f"gen_fix_threads_{run_id}").value == 2

@@ -79,7 +79,7 @@ def test_diversity_view(demo_app_env):
     at.segmented_control(key="pool_view").set_value("diversity").run()
     assert not at.exception
     verbs = at.dataframe[0].value
-    expected = explore.verb_noun_counts(pool.machine_instructions(), top_verbs=20, nouns_per_verb=4)
+    expected = explore.verb_noun_counts(pool.runs.machine_instructions(), top_verbs=20, nouns_per_verb=4)
     expected = expected[expected["verb"] != "(none)"][["verb", "noun", "count"]]
     assert verbs.reset_index(drop=True).equals(expected.reset_index(drop=True))
     recognised = next(m.value for m in at.markdown if "leading verb was recognised" in m.value)

@@ -181,8 +181,8 @@ def test_whatif_counts_equal_a_direct_query(demo_app_env):
 def test_model_text_stays_text_and_unparseable_is_rescued_after_editing(demo_db_path, demo_app_env):
     hostile = "Draw a <img src=x onerror=alert(1)> map\n\n![p](http://127.0.0.1:9/x.png) **bold**"
     with Pool.open(demo_db_path) as pool:     # before the app opens the file
-        run_id = pool.create_run({"rouge_threshold": 0.7}, name="hostile")
-        round_id = pool.create_round(run_id, 1, "done")
+        run_id = pool.runs.create({"rouge_threshold": 0.7}, name="hostile")
+        round_id = pool.runs.create_round(run_id, 1, "done")
         marked_id, raw_id = pool.requests.add_candidates(run_id, round_id, [
             {"position": 0, "instruction": hostile, "status": "rejected", "reason": "keyword",
              "details": {"message": "m", "keyword": "draw", "span": [0, 4],
@@ -370,8 +370,8 @@ def test_bulk_all_confirmation_is_asked_again_when_the_filters_change(demo_app_e
 
 def _unparseable(demo_db_path, text="7) and then the model wrote"):
     with Pool.open(demo_db_path) as pool:     # before the app opens the file
-        run_id = pool.create_run({"rouge_threshold": 0.7}, name="raw")
-        round_id = pool.create_round(run_id, 1, "done")
+        run_id = pool.runs.create({"rouge_threshold": 0.7}, name="raw")
+        round_id = pool.runs.create_round(run_id, 1, "done")
         (raw_id,) = pool.requests.add_candidates(run_id, round_id, [
             {"position": 0, "instruction": text, "status": "rejected", "reason": "unparseable",
              "details": {"message": "The model's answer could not be read as a task."}}])

@@ -44,14 +44,14 @@ def test_several_rounds_add_up(seeded, server):
     reasons = {r[0] for r in cur.execute("SELECT DISTINCT reason FROM candidates WHERE reason IS NOT NULL").fetchall()}
     assert "rouge" in reasons and reasons & {"keyword", "too_short", "write_a_program"}
     # every generation request answered and accounted for
-    summary = seeded.round_summaries(run_id)
+    summary = seeded.runs.round_summaries(run_id)
     assert list(summary["round"]) == [1, 2, 3] and set(summary["step"]) == {"done"}
     assert (summary["candidates"] == summary["accepted"] + summary["rejected"]).all()
     assert summary["accepted"].sum() == statuses["accepted"] == outcome.accepted
     # the pool holds no duplicate and no pair above the threshold (checked with rouge-score itself)
     pool_texts = seeded.seeds.pool_instructions()
     assert len(pool_texts) == len(set(pool_texts))
-    machine = seeded.machine_instructions()
+    machine = seeded.runs.machine_instructions()
     for a, b in combinations(pool_texts, 2):
         if a in machine or b in machine:
             assert SCORER.score(a, b)["rougeL"].fmeasure <= 0.7, (a, b)
@@ -67,7 +67,7 @@ def test_several_rounds_add_up(seeded, server):
                        ).fetchone()[0] > 0
     assert [e.round for e in events if e.kind == "round_done"] == [1, 2, 3]
     # the run's configuration is stored, without any key
-    config = seeded.run(run_id)["config"]
+    config = seeded.runs.get(run_id)["config"]
     assert config["rouge_threshold"] == 0.7 and config["prompt_versions"]
     assert "api_key" not in json.dumps(config)
 
@@ -76,7 +76,7 @@ def test_rate_limits_are_retried_and_an_outage_fails_the_run(seeded, server):
     server.faults.push("429", count=2, retry_after=0.2)
     run_id, outcome, _ = run_rounds(seeded, server, rounds=1, requests_per_round=2)
     assert outcome.status == "finished"
-    assert seeded.run_usage(run_id)["errors"] == 0
+    assert seeded.runs.usage(run_id)["errors"] == 0
     attempts = seeded.cursor().execute("SELECT max(attempts) FROM requests").fetchone()[0]
     assert attempts >= 2
     # An outage: every attempt fails. The run ends failed (never "finished"), says what to do,
@@ -85,14 +85,14 @@ def test_rate_limits_are_retried_and_an_outage_fails_the_run(seeded, server):
     run_id, outcome, _ = run_rounds(seeded, server, rounds=1, requests_per_round=2, max_retries=1)
     assert outcome.status == "failed" and outcome.stop_reason == "server"
     assert "kept failing" in outcome.error and f"--resume {run_id}" in outcome.next_step
-    assert seeded.run(run_id)["status"] == "failed"
+    assert seeded.runs.get(run_id)["status"] == "failed"
     assert seeded.cursor().execute("SELECT count(*) FROM candidates WHERE run_id = ?", [run_id]).fetchone()[0] == 0
-    errors = seeded.error_summary(run_id)
+    errors = seeded.runs.error_summary(run_id)
     assert errors and errors[0]["error_kind"] == "server"
     server.faults.clear()
     outcome = Runner(seeded, run_id).run()
     assert outcome.status == "finished" and outcome.accepted > 0
-    assert seeded.error_summary(run_id) == []
+    assert seeded.runs.error_summary(run_id) == []
 
 
 def test_wrong_key_fails_the_run_with_a_plain_message(seeded):
@@ -102,7 +102,7 @@ def test_wrong_key_fails_the_run_with_a_plain_message(seeded):
         outcome = Runner(seeded, run_id, api_key="sk-wrong").run()
     assert outcome.status == "failed" and outcome.stop_reason == "auth"
     assert "401" in outcome.error and "key" in outcome.error.lower()
-    assert seeded.run(run_id)["status"] == "failed"
+    assert seeded.runs.get(run_id)["status"] == "failed"
 
 
 def test_chat_and_completion_modes(seeded, server):
@@ -238,7 +238,7 @@ def test_killed_mid_round_resumes_with_nothing_lost_or_duplicated(tmp_path, kill
         assert straight.returncode == 0, straight.stderr
     from selfinstruct.store import Pool
     with Pool.open(killed_db) as killed, Pool.open(straight_db) as reference:
-        assert killed.run(1)["status"] == "finished" and killed.rounds_done(1) == 2
+        assert killed.runs.get(1)["status"] == "finished" and killed.runs.rounds_done(1) == 2
         got, want = pool_state(killed), pool_state(reference)
         assert got["candidates"] == want["candidates"]
         assert got["instances"] == want["instances"]
@@ -255,9 +255,9 @@ def test_costs_come_from_the_runs_price(seeded, server):
     run_id, outcome, _ = run_rounds(seeded, server, rounds=1, requests_per_round=2, price_per_m=[1.5, 4.0])
     tokens = seeded.cursor().execute(
         "SELECT sum(prompt_tokens), sum(completion_tokens) FROM requests WHERE run_id = ?", [run_id]).fetchone()
-    usage = seeded.run_usage(run_id)
+    usage = seeded.runs.usage(run_id)
     assert tokens[0] > 0 and usage["cost_usd"] == pytest.approx((tokens[0] * 1.5 + tokens[1] * 4.0) / 1e6)
-    assert seeded.run(run_id)["config"]["price_per_m"] == [1.5, 4.0]
+    assert seeded.runs.get(run_id)["config"]["price_per_m"] == [1.5, 4.0]
     # Without a price of its own a run uses the built-in table: known models cost, the demo does not.
     assert estimate_run(seeded, RunConfig(model="gpt-4o-mini", rounds=1)).cost_usd > 0
     assert estimate_run(seeded, RunConfig(model="selfinstruct-demo", rounds=1)).cost_usd == 0

@@ -39,7 +39,7 @@ def a_run(path, fault: str | None = None, count: int = 0, *, resume: bool = Fals
         outcomes = [Runner(pool, run_id).run()]
         if resume:
             outcomes.append(Runner(pool, run_id).run())
-        return pool.run(run_id), accepted(pool, run_id), outcomes
+        return pool.runs.get(run_id), accepted(pool, run_id), outcomes
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +67,11 @@ def test_a_probe_that_never_gets_through_fails_the_run_and_a_resume_probes_again
         run_id = start_run(pool, run_config(server))
         first = Runner(pool, run_id).run()
         assert first.status == "failed" and "probe" in first.error and f"--resume {run_id}" in first.next_step
-        assert pool.run(run_id)["structured"] is None
+        assert pool.runs.get(run_id)["structured"] is None
         assert pool.cursor().execute("SELECT count(*) FROM requests WHERE run_id = ?", [run_id]).fetchone()[0] == 0
         resumed = Runner(pool, run_id).run()
         assert resumed.status == "finished", resumed.error
-        assert pool.run(run_id)["structured"] is True
+        assert pool.runs.get(run_id)["structured"] is True
         assert accepted(pool, run_id) == answered_at_once
 
 
@@ -99,4 +99,4 @@ def test_the_evaluations_pre_rating_probes_again(db_path):
         server.faults.push("timeout", count=3, seconds=TIMEOUT_S + 1)
         outcome = EvalRunner(pool, evaluation_id, task=evaluate.PRERATE).run()
         assert outcome.status == "finished", outcome.error
-        assert pool.evaluations.get(evaluation_id)["judge_structured"] is True
+        assert pool.evaluations.all.get(evaluation_id)["judge_structured"] is True

@@ -63,11 +63,11 @@ def test_a_storm_with_retry_after_2_slows_the_run_and_the_page_shows_the_wait(se
         outcome = manager.status().outcome
     assert outcome is not None and outcome.status == "finished", outcome
     assert max(waits) > 0, "the page never saw the wait"
-    run = seeded.run(run_id)
+    run = seeded.runs.get(run_id)
     assert run["status"] == "finished" and run["error"] is None
     failed = seeded.cursor().execute("SELECT count(*) FROM requests WHERE run_id = ? AND error IS NOT NULL",
                                      [run_id]).fetchone()[0]
-    assert failed == 0 and seeded.accepted_count(run_id) > 0
+    assert failed == 0 and seeded.runs.accepted_count(run_id) > 0
 
 
 def test_ninety_percent_429_with_retry_after_1_finishes(seeded):
@@ -76,7 +76,7 @@ def test_ninety_percent_429_with_retry_after_1_finishes(seeded):
         run_id = start_run(seeded, endpoint_config(server, requests_per_round=8, concurrency=8))
         outcome = Runner(seeded, run_id).run()
     assert outcome.status == "finished", outcome.error
-    assert seeded.accepted_count(run_id) > 0
+    assert seeded.runs.accepted_count(run_id) > 0
 
 
 def test_a_storm_longer_than_the_patience_fails_with_the_message_and_the_resume_command(db_path):
@@ -93,7 +93,7 @@ def test_a_storm_longer_than_the_patience_fails_with_the_message_and_the_resume_
     assert "rate limited: waiting 1 s" in done.stderr
     assert took < 60
     with Pool.open(db_path) as pool:
-        run = pool.run(1)
+        run = pool.runs.get(1)
         assert run["status"] == "failed" and run["stop_reason"] == "rate_limit"
         assert run["config"]["rate_limit_patience_s"] == 3.0
     # a resume may give the provider more time
@@ -118,7 +118,7 @@ def test_batch_lines_answered_429_are_sent_again_later(seeded):
         outcome = Runner(seeded, run_id).run()
         timer.cancel()
     assert outcome.status == "finished", outcome.error
-    assert seeded.accepted_count(run_id) > 0
+    assert seeded.runs.accepted_count(run_id) > 0
     assert len(seeded.requests.batches(run_id)) > 3     # the old rule failed the run at the third
 
 
@@ -166,4 +166,4 @@ def test_batch_api_calls_answered_429_are_waited_out(seeded):
         run_id = start_run(seeded, endpoint_config(server, batch=True, batch_poll_s=0.1))
         outcome = Runner(seeded, run_id).run()
     assert outcome.status == "finished", outcome.error
-    assert refused["n"] == 8 and seeded.accepted_count(run_id) > 0
+    assert refused["n"] == 8 and seeded.runs.accepted_count(run_id) > 0

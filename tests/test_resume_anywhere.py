@@ -33,7 +33,7 @@ def _config(server) -> RunConfig:
 def _resume(path, watchdog_s: float = 20.0):
     """Resume the pool's run; a run that has not finished after `watchdog_s` is stopped."""
     with Pool.open(path) as pool:
-        pool.mark_interrupted_runs()
+        pool.runs.mark_interrupted()
         control = RunControl()
         timer = threading.Timer(watchdog_s, control.request, args=("stopped",))
         timer.start()

@@ -18,9 +18,9 @@ def scalar(pool, query, params=None):
 
 def add_rejects(pool, rows, *, name="synthetic"):
     """A run with one round holding `rows` (candidates as the pipeline writes them)."""
-    run_id = pool.create_run({"rouge_threshold": 0.7, "min_words": 4, "max_words": 150,
+    run_id = pool.runs.create({"rouge_threshold": 0.7, "min_words": 4, "max_words": 150,
                               "keywords": ["draw", "map", "go to"]}, name=name)
-    round_id = pool.create_round(run_id, 1, "done")
+    round_id = pool.runs.create_round(run_id, 1, "done")
     rows = [{"position": i, "status": "rejected", **row} for i, row in enumerate(rows)]
     return run_id, pool.requests.add_candidates(run_id, round_id, rows)
 

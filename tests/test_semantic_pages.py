@@ -117,7 +117,7 @@ def test_generate_page_sets_the_gate_and_a_new_visit_remembers_it(app_env):
         at.button(key="gen_start").click().run()
         wait_for(at, lambda: not manager(app_env).status().busy)
         pool = app_pool(app_env)
-        config = pool.run(1)["config"]
+        config = pool.runs.get(1)["config"]
         assert config["cosine_threshold"] == 0.72 and config["embedder"] == {"kind": "bundled", "model": None,
                                                                               "base_url": None}
         again = open_page("pages/generate.py")
@@ -125,5 +125,5 @@ def test_generate_page_sets_the_gate_and_a_new_visit_remembers_it(app_env):
         again.toggle(key="gen_gate").set_value(False).run()
         again.button(key="gen_start").click().run()
         wait_for(again, lambda: not manager(app_env).status().busy)
-        assert pool.run(2)["config"]["cosine_threshold"] is None
+        assert pool.runs.get(2)["config"]["cosine_threshold"] is None
         assert pool._scalar("SELECT count(*) FROM candidates WHERE run_id = 2 AND reason = 'semantic_dup'") == 0

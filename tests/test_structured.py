@@ -175,13 +175,13 @@ def test_auto_probe_finds_support_and_every_request_goes_structured(seeded):
     with OfflineServer(seed=5) as srv:
         run_id = run_against(seeded, srv, structured="auto")
         chat_requests = srv.stats["by_endpoint"]["chat/completions"]
-    run = seeded.run(run_id)
+    run = seeded.runs.get(run_id)
     assert run["structured"] is True and run["structured_note"].startswith("auto: on")
     rows = seeded.cursor().execute("SELECT structured, response FROM requests WHERE run_id = ?", [run_id]).fetchall()
     assert rows and all(s is True for s, _ in rows)
     assert all(isinstance(json.loads(r), dict) for _, r in rows)
     assert chat_requests == len(rows) + 1   # exactly one probe
-    health = seeded.parse_health(run_id)
+    health = seeded.runs.parse_health(run_id)
     assert {h["stage"] for h in health} == {"instructions", "classify", "instances"}
     assert {h["stage"]: h for h in health} == stored_health(seeded, run_id)
     assert all(h["structured"] == h["answers"] > 0 for h in health)
@@ -203,12 +203,12 @@ def test_auto_probe_finds_support_and_every_request_goes_structured(seeded):
 def test_auto_probe_falls_back_to_the_text_layout(seeded, server_kind):
     with OfflineServer(seed=5, structured_output=server_kind) as srv:
         run_id = run_against(seeded, srv, structured="auto")
-    run = seeded.run(run_id)
+    run = seeded.runs.get(run_id)
     assert run["structured"] is False and run["structured_note"].startswith("auto: off")
     assert ("HTTP 400" in run["structured_note"]) == (server_kind is False)
     assert seeded.cursor().execute("SELECT count(*) FROM requests WHERE run_id = ? AND structured IS NOT NULL",
                                    [run_id]).fetchone()[0] == 0
-    health = seeded.parse_health(run_id)
+    health = seeded.runs.parse_health(run_id)
     assert {h["stage"]: h for h in health} == stored_health(seeded, run_id)
     assert all(h["structured"] == 0 for h in health)
 
@@ -218,7 +218,7 @@ def test_structured_off_sends_no_probe_and_on_against_a_refusing_server_fails_pl
         run_id = run_against(seeded, srv, structured="off")
         assert srv.stats["by_endpoint"]["chat/completions"] == seeded.cursor().execute(
             "SELECT count(*) FROM requests WHERE run_id = ?", [run_id]).fetchone()[0]
-    assert seeded.run(run_id)["structured"] is False
+    assert seeded.runs.get(run_id)["structured"] is False
     with OfflineServer(seed=5, structured_output=False) as srv:
         config = RunConfig(base_url=srv.base_url, backend="openai-compatible", rounds=1, structured="on", **FAST)
         run_id = start_run(seeded, config)
@@ -233,7 +233,7 @@ def test_alpaca_batch_api_run_goes_structured(seeded):
     with OfflineServer(seed=5, batch_delay_s=0.05) as srv:
         run_id = run_against(seeded, srv, structured="on", generation="alpaca", batch=True, batch_poll_s=0.05,
                              batch_size=5)
-    health = {h["stage"]: h for h in seeded.parse_health(run_id)}
+    health = {h["stage"]: h for h in seeded.runs.parse_health(run_id)}
     assert health["batch"]["structured"] == health["batch"]["answers"] == 2
     assert health["batch"]["parsed"] == 2 and health["batch"]["items"] > 0
     assert health == stored_health(seeded, run_id)
@@ -324,7 +324,7 @@ def test_run_view_and_cli_show_parse_health(seeded, tmp_path):
     with OfflineServer(seed=5) as srv:
         run_id = run_against(seeded, srv, structured="on")
     view = monitor.run_view(seeded, run_id)
-    assert view.health == seeded.parse_health(run_id) and view.hints == []
+    assert view.health == seeded.runs.parse_health(run_id) and view.hints == []
     db = tmp_path / "cli.duckdb"
     done = run_cli("generate", "--offline", "--structured", "on", "--rounds", "1", "--requests-per-round", "2",
                    "--db", str(db))
@@ -361,10 +361,10 @@ def test_generate_page_sets_structured_output_and_shows_parse_health(app_env):
     wait_for(at, lambda: not manager(app_env).status().busy)
     assert not at.exception
     pool = app_pool(app_env)
-    run = pool.run(1)
+    run = pool.runs.get(1)
     assert run["config"]["structured"] == "on" and run["structured"] is True
     table = table_with(at, "parsed %")
-    health = [{k: v for k, v in h.items() if k != "nul"} for h in pool.parse_health(1)]   # NUL: a hint, not a column
+    health = [{k: v for k, v in h.items() if k != "nul"} for h in pool.runs.parse_health(1)]   # NUL: a hint, not a column
     assert table[["stage", "answers", "parsed", "items", "structured"]].to_dict("records") == health
     assert any("Structured output: on" in t.value for t in at.text)
     assert any("rejects" in str(link.proto) for link in at.get("page_link"))

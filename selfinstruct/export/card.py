@@ -272,10 +272,10 @@ def _loading_hint(fmt: str, data_file: str) -> str:
 
 
 def _run_summary(pool: Pool, run_id: int) -> dict:
-    run = pool.run(run_id) or {"id": run_id, "name": None, "status": "unknown", "config": {}}
+    run = pool.runs.get(run_id) or {"id": run_id, "name": None, "status": "unknown", "config": {}}
     return {"id": run_id, "name": run.get("name"), "status": run.get("status"),
-            "config": run.get("config") or {}, "usage": pool.run_usage(run_id),
-            "rounds_done": pool.rounds_done(run_id)}
+            "config": run.get("config") or {}, "usage": pool.runs.usage(run_id),
+            "rounds_done": pool.runs.rounds_done(run_id)}
 
 
 def _sampling_text(sampling: dict | None) -> str:

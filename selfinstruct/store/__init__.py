@@ -22,9 +22,14 @@ from .seeds import SeedQueries
 from .topics import TopicQueries
 
 
-class Pool(RunQueries, SeedQueries,
+class Pool(SeedQueries,
            PoolBase):
     """An open pool file. Create with `Pool.open(path)`; close with `.close()`."""
+
+    @cached_property
+    def runs(self) -> RunQueries:
+        """Runs and their rounds: settings, status, progress, what they produced (store/runs.py)."""
+        return RunQueries(self)
 
     @cached_property
     def evaluations(self) -> EvaluateQueries:

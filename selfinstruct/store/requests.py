@@ -170,7 +170,7 @@ class RequestQueries(Queries):
         with self.pool.transaction() as cur:
             ids = [self._insert_candidate(cur, run_id, round_id, row.get("request_id"), row) for row in rows]
             if next_step:
-                self.pool.set_round_step(round_id, next_step)
+                self.pool.runs.set_round_step(round_id, next_step)
         return ids
 
     def _insert_candidate(self, cur, run_id: int | None, round_id: int | None, request_id: int | None,

@@ -6,31 +6,31 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..model import ENDED_STATUSES, INTERRUPTED, RUNNING, SQL, round_done_sql
-from .core import _dumps, _loads
+from .core import Queries, _dumps, _loads
 
 
-class RunQueries:
+class RunQueries(Queries):
     # -- runs ------------------------------------------------------------------
-    def create_run(self, config: dict, *, name: str | None = None, actor: str = "user") -> int:
-        with self.transaction() as cur:
+    def create(self, config: dict, *, name: str | None = None, actor: str = "user") -> int:
+        with self.pool.transaction() as cur:
             cur.execute(
                 "INSERT INTO runs (name, status, config, started_at, updated_at) "
                 "VALUES (?, 'created', ?, current_timestamp, current_timestamp) RETURNING id",
                 [name, _dumps(config)],
             )
             run_id = cur.fetchone()[0]
-            self._audit(cur, actor, "create_run", "run", run_id, None, None, {"name": name})
+            self.pool._audit(cur, actor, "create_run", "run", run_id, None, None, {"name": name})
         return run_id
 
-    def run(self, run_id: int) -> dict | None:
-        rows = self._rows("SELECT * FROM runs WHERE id = ?", [run_id])
+    def get(self, run_id: int) -> dict | None:
+        rows = self.pool._rows("SELECT * FROM runs WHERE id = ?", [run_id])
         if not rows:
             return None
         rows[0]["config"] = _loads(rows[0]["config"])
         return rows[0]
 
-    def runs(self) -> list[dict]:
-        rows = self._rows(
+    def all(self) -> list[dict]:
+        rows = self.pool._rows(
             f"""SELECT r.*,
                  (SELECT count(*) FROM rounds WHERE run_id = r.id AND {round_done_sql()}) AS rounds_done,
                  (SELECT count(*) FROM candidates WHERE run_id = r.id AND status = {SQL.ACCEPTED}) AS accepted,
@@ -42,27 +42,27 @@ class RunQueries:
             row["config"] = _loads(row["config"])
         return rows
 
-    def set_run_status(self, run_id: int, status: str, *, stop_reason: str | None = None,
+    def set_status(self, run_id: int, status: str, *, stop_reason: str | None = None,
                        error: str | None = None) -> None:
         finished = status in ENDED_STATUSES
-        self._q(
+        self.pool._q(
             "UPDATE runs SET status = ?, stop_reason = coalesce(?, stop_reason), error = ?, "
             "updated_at = current_timestamp, "
             "finished_at = CASE WHEN ? THEN current_timestamp ELSE NULL END WHERE id = ?",
             [status, stop_reason, error, finished, run_id],
         )
 
-    def update_run_config(self, run_id: int, config: dict, changes: dict, *, actor: str = "user") -> None:
+    def update_config(self, run_id: int, config: dict, changes: dict, *, actor: str = "user") -> None:
         """Store a run's corrected settings (resume with another model, URL, timeout...); audited."""
-        with self.transaction() as cur:
+        with self.pool.transaction() as cur:
             cur.execute("UPDATE runs SET config = ?, updated_at = current_timestamp WHERE id = ?",
                         [_dumps(config), run_id])
-            self._audit(cur, actor, "change_run_settings", "run", run_id, None,
+            self.pool._audit(cur, actor, "change_run_settings", "run", run_id, None,
                         {k: v[0] for k, v in changes.items()}, {k: v[1] for k, v in changes.items()})
 
-    def set_run_structured(self, run_id: int, structured: bool | None, note: str) -> None:
+    def set_structured(self, run_id: int, structured: bool | None, note: str) -> None:
         """How the run's chat requests go (JSON with a schema, or the text layout), and why."""
-        self._q("UPDATE runs SET structured = ?, structured_note = ?, updated_at = current_timestamp "
+        self.pool._q("UPDATE runs SET structured = ?, structured_note = ?, updated_at = current_timestamp "
                 "WHERE id = ?", [structured, note, run_id])
 
     def parse_health(self, run_id: int) -> list[dict]:
@@ -71,7 +71,7 @@ class RunQueries:
         (what they yielded: instructions or tasks, yes/no answers, instances), `structured`
         (answers to requests sent with a JSON schema) and `nul` (answers holding a NUL
         character, which the parsers read as U+FFFD: model.without_nul)."""
-        rows = self._rows(
+        rows = self.pool._rows(
             "SELECT stage, count(*) AS answers, count(*) FILTER (WHERE items > 0) AS parsed, "
             "coalesce(sum(items), 0) AS items, count(*) FILTER (WHERE structured) AS structured, "
             "count(*) FILTER (WHERE strpos(response, chr(0)) > 0) AS nul "
@@ -84,17 +84,17 @@ class RunQueries:
                 row[key] = int(row[key])
         return rows
 
-    def mark_interrupted_runs(self, *, keep: Sequence[int] = ()) -> list[int]:
+    def mark_interrupted(self, *, keep: Sequence[int] = ()) -> list[int]:
         """Runs still marked running when nothing runs them (the process died); `keep`
         lists runs that are running in this process."""
-        ids = [r[0] for r in self._q("SELECT id FROM runs WHERE status = ?", [RUNNING]).fetchall()
+        ids = [r[0] for r in self.pool._q("SELECT id FROM runs WHERE status = ?", [RUNNING]).fetchall()
                if r[0] not in set(keep)]
         for run_id in ids:
-            self.set_run_status(run_id, INTERRUPTED, stop_reason="interrupted")
+            self.set_status(run_id, INTERRUPTED, stop_reason="interrupted")
         return ids
 
-    def run_usage(self, run_id: int) -> dict:
-        row = self._q(
+    def usage(self, run_id: int) -> dict:
+        row = self.pool._q(
             "SELECT count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), "
             "coalesce(sum(cost_usd), 0.0), count(*) FILTER (WHERE error IS NOT NULL) "
             "FROM requests WHERE run_id = ? AND (response IS NOT NULL OR error IS NOT NULL)",
@@ -105,29 +105,29 @@ class RunQueries:
 
     def pool_size_before_run(self, run_id: int) -> int:
         """Seeds plus what earlier runs accepted: where a run's pool-growth chart starts."""
-        return int(self._scalar(
+        return int(self.pool._scalar(
             "SELECT (SELECT count(*) FROM seed_tasks) + (SELECT count(*) FROM candidates "
             f"WHERE status = {SQL.ACCEPTED} AND run_id < ?)", [run_id]))
 
     def accepted_count(self, run_id: int | None = None) -> int:
         if run_id is None:
-            return int(self._scalar(f"SELECT count(*) FROM candidates WHERE status = {SQL.ACCEPTED}"))
-        return int(self._scalar(
+            return int(self.pool._scalar(f"SELECT count(*) FROM candidates WHERE status = {SQL.ACCEPTED}"))
+        return int(self.pool._scalar(
             f"SELECT count(*) FROM candidates WHERE status = {SQL.ACCEPTED} AND run_id = ?", [run_id]))
 
     # -- rounds ------------------------------------------------------------------
     def create_round(self, run_id: int, number: int, step: str) -> int:
-        return self._scalar(
+        return self.pool._scalar(
             "INSERT INTO rounds (run_id, number, step) VALUES (?, ?, ?) RETURNING id",
             [run_id, number, step],
         )
 
     def rounds_done(self, run_id: int) -> int:
-        return int(self._scalar(
+        return int(self.pool._scalar(
             f"SELECT count(*) FROM rounds WHERE run_id = ? AND {round_done_sql()}", [run_id]))
 
     def set_round_step(self, round_id: int, step: str) -> None:
-        self._q(
+        self.pool._q(
             f"UPDATE rounds SET step = ?, finished_at = CASE WHEN ? = {SQL.STEP_DONE} THEN current_timestamp "
             "ELSE finished_at END WHERE id = ?",
             [step, step, round_id],
@@ -136,7 +136,7 @@ class RunQueries:
     def round_summaries(self, run_id: int):
         """One row per round: requests, errors, candidates, accepted, rejections by
         reason, instances, tokens, cost and duration; derived from the rows, never cached."""
-        frame = self._frame(
+        frame = self.pool._frame(
             f"""WITH req AS (
                  SELECT round_id, count(*) FILTER (WHERE response IS NOT NULL OR error IS NOT NULL) AS requests,
                         count(*) FILTER (WHERE error IS NOT NULL) AS errors,
@@ -172,7 +172,7 @@ class RunQueries:
         return frame
 
     def reject_reasons_by_round(self, run_id: int):
-        return self._frame(
+        return self.pool._frame(
             "SELECT r.number AS round, c.reason, count(*) AS n FROM candidates c "
             f"JOIN rounds r ON r.id = c.round_id WHERE c.run_id = ? AND c.status = {SQL.REJECTED} "
             "GROUP BY r.number, c.reason ORDER BY r.number, c.reason",
@@ -185,7 +185,7 @@ class RunQueries:
         its done rounds, the requests answered in them, the wall seconds from the first of those
         rounds starting to the last finishing (a pause in between counts), its concurrency and
         requests per round. For estimates."""
-        return self._rows(
+        return self.pool._rows(
             f"""WITH done AS (
                    SELECT run_id, count(*) AS rounds, epoch(max(finished_at) - min(started_at)) AS seconds
                    FROM rounds WHERE step = {SQL.STEP_DONE} AND finished_at IS NOT NULL GROUP BY run_id),
@@ -208,7 +208,7 @@ class RunQueries:
         `since_s` seconds (since the run (re)started) how many there are and, for the newest
         `last` of them, their completion tokens and seconds of answering."""
         since = int(max(0.0, since_s) * 1_000_000)
-        row = self._q(
+        row = self.pool._q(
             f"""WITH r AS (SELECT id, {round_done_sql()} AS done FROM rounds WHERE run_id = ?),
                  q AS (SELECT q.*, r.done FROM requests q JOIN r ON r.id = q.round_id WHERE q.run_id = ?),
                  recent AS (SELECT completion_tokens, latency_s FROM q
@@ -229,19 +229,19 @@ class RunQueries:
         return {k: (float(v) if k == "recent_seconds" else int(v)) for k, v in zip(keys, row)}
 
     def error_summary(self, run_id: int) -> list[dict]:
-        return self._rows(
+        return self.pool._rows(
             "SELECT error_kind, any_value(error) AS example, count(*) AS n FROM requests "
             "WHERE run_id = ? AND error IS NOT NULL GROUP BY error_kind ORDER BY n DESC",
             [run_id],
         )
 
-    def run_rounds(self, run_id: int) -> list[dict]:
-        return self._rows("SELECT id, number, step FROM rounds WHERE run_id = ? ORDER BY number", [run_id])
+    def rounds(self, run_id: int) -> list[dict]:
+        return self.pool._rows("SELECT id, number, step FROM rounds WHERE run_id = ? ORDER BY number", [run_id])
 
     def machine_instructions_until(self, run_id: int, last_round: int) -> list[str]:
         """Accepted generated instructions a run's round may use as examples: those of earlier
         runs and of this run's rounds up to `last_round` (a fixed lag keeps prompts deterministic)."""
-        return [r[0] for r in self._q(
+        return [r[0] for r in self.pool._q(
             "SELECT c.instruction FROM candidates c LEFT JOIN rounds r ON r.id = c.round_id "
             f"WHERE c.status = {SQL.ACCEPTED} AND (c.run_id IS NULL OR c.run_id < ? "
             "OR (c.run_id = ? AND r.number <= ?)) ORDER BY c.id",
@@ -250,11 +250,11 @@ class RunQueries:
     # -- what a run produced -----------------------------------------------------------
     def machine_instructions(self, limit: int | None = None) -> list[str]:
         sql = f"SELECT instruction FROM candidates WHERE status = {SQL.ACCEPTED} ORDER BY id"
-        return [r[0] for r in self._q(sql + (" LIMIT ?" if limit else ""),
+        return [r[0] for r in self.pool._q(sql + (" LIMIT ?" if limit else ""),
                                       [limit] if limit else []).fetchall()]
 
     def newest_accepted(self, run_id: int, limit: int = 10) -> list[dict]:
-        return self._rows(
+        return self.pool._rows(
             "SELECT c.id, r.number AS round, c.instruction, c.max_rouge, c.is_classification "
             "FROM candidates c JOIN rounds r ON r.id = c.round_id "
             f"WHERE c.run_id = ? AND c.status = {SQL.ACCEPTED} ORDER BY c.id DESC LIMIT ?",
@@ -268,11 +268,11 @@ class RunQueries:
         if round_number is not None:
             sql += " AND r.number = ?"
             params.append(round_number)
-        return self._frame(sql, params)
+        return self.pool._frame(sql, params)
 
-    def run_candidates(self, run_id: int):
+    def candidates(self, run_id: int):
         """Every candidate of a run in decision order (for re-filtering and checks)."""
-        rows = self._rows(
+        rows = self.pool._rows(
             "SELECT c.*, r.number AS round FROM candidates c JOIN rounds r ON r.id = c.round_id "
             "WHERE c.run_id = ? ORDER BY r.number, c.position", [run_id])
         for row in rows:
@@ -281,7 +281,7 @@ class RunQueries:
 
     def pool_instructions_before_run(self, run_id: int) -> list[str]:
         """The novelty pool as a run saw it when it began: seeds and what earlier runs accepted."""
-        return [r[0] for r in self._q(
+        return [r[0] for r in self.pool._q(
             "SELECT instruction FROM (SELECT 0 AS k, id, instruction FROM seed_tasks "
             f"UNION ALL SELECT 1 AS k, id, instruction FROM candidates WHERE status = {SQL.ACCEPTED} "
             "AND run_id < ?) ORDER BY k, id", [run_id]).fetchall()]
@@ -290,7 +290,7 @@ class RunQueries:
         """Apply re-filter decisions ({candidate id: {status, reason, details, max_rouge,
         nearest_text}}) to candidates the filters decided; audited."""
         changed = 0
-        with self.transaction() as cur:
+        with self.pool.transaction() as cur:
             for candidate_id, new in decisions.items():
                 before = cur.execute(
                     "SELECT status, reason, max_rouge FROM candidates WHERE id = ? AND run_id = ? "
@@ -303,7 +303,7 @@ class RunQueries:
                     [new["status"], new.get("reason"), _dumps(new.get("details")), new.get("max_rouge"),
                      new.get("nearest_text"), candidate_id],
                 )
-                self._audit(cur, actor, "refilter", "candidate", candidate_id, new.get("why"),
+                self.pool._audit(cur, actor, "refilter", "candidate", candidate_id, new.get("why"),
                             {"status": before[0], "reason": before[1], "max_rouge": before[2]},
                             {"status": new["status"], "reason": new.get("reason"),
                              "max_rouge": new.get("max_rouge")})

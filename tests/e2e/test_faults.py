@@ -90,7 +90,7 @@ def test_app_killed_mid_round_resumes_without_duplicates_or_gaps(app_factory, pa
         reference = tmp_path / "reference.duckdb"
         seeded_pool(reference)
         with Pool.open(db) as pool:
-            config = RunConfig.from_dict(pool.run(1)["config"])
+            config = RunConfig.from_dict(pool.runs.get(1)["config"])
             got = _decisions(pool)
             duplicated = pool.cursor().execute(
                 "SELECT count(*) FROM (SELECT round_id, stage, position FROM requests "
