@@ -33,7 +33,7 @@ if pending := st.session_state.pop("eval_view_pending", None):   # set before th
 if st.session_state.get("eval_view") not in views:
     st.session_state["eval_view"] = "rate"
 view = st.segmented_control("View", views, format_func=VIEWS.get, key="eval_view", required=True)
-evaluations = pool.evaluations.all.all()
+evaluations = pool.evaluations.all()
 
 
 def pick_evaluation(key: str, *, names: bool = True) -> int | None:
@@ -206,7 +206,7 @@ def collect_view() -> None:
         return
     status = manager.status()
     keys = st.session_state.get(f"eval_keys_{evaluation_id}") or {}
-    progress = pool.evaluations.all.progress(evaluation_id)
+    progress = pool.evaluations.progress(evaluation_id)
     if progress["pending"]:
         estimate = evaluate.estimate_collection(pool, evaluation_id)
         e1, e2, e3 = st.columns(3)

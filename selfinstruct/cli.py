@@ -1342,7 +1342,7 @@ def _evaluation_interrupted(pool, evaluation_id: int, task: str, progress, comma
 
     progress.clear()
     try:
-        pool.evaluations.all.set_status(evaluation_id, INTERRUPTED, stop_reason="interrupted", judge=task == PRERATE)
+        pool.evaluations.set_status(evaluation_id, INTERRUPTED, stop_reason="interrupted", judge=task == PRERATE)
     except BaseException:  # noqa: BLE001 - the message below matters more than the status
         pass
     print(f"Interrupted. Resume with: {command}", file=sys.stderr)
@@ -1353,11 +1353,11 @@ def cmd_evaluate_collect(args) -> int:
     from . import evaluate
 
     with open_pool(args) as pool:
-        pool.evaluations.all.mark_interrupted()
-        evaluation = pool.evaluations.all.get(args.evaluation_id)
+        pool.evaluations.mark_interrupted()
+        evaluation = pool.evaluations.get(args.evaluation_id)
         if evaluation is None:
             raise CLIError(f"There is no evaluation {args.evaluation_id}.")
-        progress = pool.evaluations.all.progress(args.evaluation_id)
+        progress = pool.evaluations.progress(args.evaluation_id)
         if not progress["pending"]:
             print(f"Evaluation {args.evaluation_id} has all {progress['total']} answers.")
             return 0
@@ -1377,8 +1377,8 @@ def cmd_evaluate_prerate(args) -> int:
     from .judge import JudgeConfig
 
     with open_pool(args) as pool:
-        pool.evaluations.all.mark_interrupted()
-        evaluation = pool.evaluations.all.get(args.evaluation_id)
+        pool.evaluations.mark_interrupted()
+        evaluation = pool.evaluations.get(args.evaluation_id)
         if evaluation is None:
             raise CLIError(f"There is no evaluation {args.evaluation_id}.")
         if args.resume:
@@ -1422,7 +1422,7 @@ def cmd_evaluate_results(args) -> int:
             res = evaluate.results(pool, args.evaluation_id)
         except ValueError as exc:
             raise CLIError(str(exc)) from None
-        progress = pool.evaluations.all.progress(args.evaluation_id)
+        progress = pool.evaluations.progress(args.evaluation_id)
     if args.json:
         print(json.dumps(asdict(res), default=str))
         return 0
@@ -1449,7 +1449,7 @@ def cmd_evaluate_results(args) -> int:
 
 def cmd_evaluate_list(args) -> int:
     with open_pool(args) as pool:
-        rows = pool.evaluations.all.all()
+        rows = pool.evaluations.all()
     if not rows:
         print("No evaluation yet: selfinstruct evaluate create --help")
     for e in rows:

@@ -137,7 +137,7 @@ class JobManager:
         judging = _judge().active_judge(pool)
         self.interrupted_judges_at_start = pool.judge.mark_interrupted(keep=[judging] if judging else [])
         evaluating = _evaluate().active_evaluation(pool)
-        self.interrupted_evaluations_at_start = pool.evaluations.all.mark_interrupted(
+        self.interrupted_evaluations_at_start = pool.evaluations.mark_interrupted(
             keep=[evaluating] if evaluating else [])
 
     # -- what pages read --------------------------------------------------------
@@ -215,7 +215,7 @@ class JobManager:
         key typed for a model, by model index (this session's only, never stored)."""
         with self._lock:
             self._refuse_if_busy()
-            if self.pool.evaluations.all.get(evaluation_id) is None:
+            if self.pool.evaluations.get(evaluation_id) is None:
                 raise ValueError(f"There is no evaluation {evaluation_id}.")
             self._launch(evaluation_id, api_keys, kind="evaluate")
 
@@ -226,7 +226,7 @@ class JobManager:
         (evaluate.plan_prerating); without, the stored judge goes on. The number planned."""
         with self._lock:
             self._refuse_if_busy()
-            evaluation = self.pool.evaluations.all.get(evaluation_id)
+            evaluation = self.pool.evaluations.get(evaluation_id)
             if evaluation is None:
                 raise ValueError(f"There is no evaluation {evaluation_id}.")
             planned = 0
@@ -323,7 +323,7 @@ class JobManager:
         except Exception as exc:  # the worker must never die silently
             message = f"The evaluation stopped on an unexpected error: {exc.__class__.__name__}: {redact(str(exc))}"
             try:
-                self.pool.evaluations.all.set_status(evaluation_id, FAILED, stop_reason="error", error=message,
+                self.pool.evaluations.set_status(evaluation_id, FAILED, stop_reason="error", error=message,
                                                 ended=True, judge=task == evaluate.PRERATE)
             except Exception:  # noqa: BLE001 - a pool that cannot be written (full disk)
                 pass

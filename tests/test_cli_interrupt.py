@@ -145,5 +145,5 @@ def test_sigterm_in_evaluate_collect_keeps_what_came_back(db_path):
     assert proc.returncode == 143, err
     assert f"Resume with: selfinstruct evaluate collect {evaluation_id}" in err
     with Pool.open(db_path) as pool:
-        assert pool.evaluations.all.get(evaluation_id)["status"] == model.INTERRUPTED
-        assert pool.evaluations.all.progress(evaluation_id)["answered"] == served
+        assert pool.evaluations.get(evaluation_id)["status"] == model.INTERRUPTED
+        assert pool.evaluations.progress(evaluation_id)["answered"] == served

@@ -103,27 +103,27 @@ def test_the_offline_rater_has_a_known_error_rate():
 def test_answers_are_collected_over_http_each_with_its_known_level(pool):
     with OfflineServer(model_names=("base", "tuned")) as server:
         evaluation_id = collected(pool, server)
-    answers = pool.evaluations.all.answers(evaluation_id)
+    answers = pool.evaluations.answers(evaluation_id)
     assert len(answers) == 2 * len(INSTRUCTIONS)
     names = [m.model for m in evaluate.models_of(pool, evaluation_id)]
-    by_id = {i["id"]: i for i in pool.evaluations.all.instructions(evaluation_id)}
+    by_id = {i["id"]: i for i in pool.evaluations.instructions(evaluation_id)}
     for a in answers:
         instruction = by_id[a["instruction_id"]]
         assert a["prompt_version"] == prompts.EVAL_ANSWER_VERSION
         assert a["prompt_tokens"] > 0 and a["completion_tokens"] > 0 and a["latency_s"] is not None
         assert eval_answer_level(a["response"]) == eval_truth(names[a["model_index"]], instruction["instruction"],
                                                               instruction["input"])
-    config = pool.evaluations.all.get(evaluation_id)["config"]
+    config = pool.evaluations.get(evaluation_id)["config"]
     assert config["sampling"]["temperature"] == 0.0
     assert all("api_key" not in m for m in config["models"])
-    assert pool.evaluations.all.get(evaluation_id)["status"] == "finished"
+    assert pool.evaluations.get(evaluation_id)["status"] == "finished"
 
 
 def test_offline_models_share_one_offline_server_of_the_run(pool):
     evaluation_id = evaluate.create_evaluation(
         pool, [evaluate.model_from_spec("offline:base"), evaluate.model_from_spec("offline:tuned")], INSTRUCTIONS[:4])
     assert EvalRunner(pool, evaluation_id).run().status == "finished"
-    levels = [eval_answer_level(a["response"]) for a in pool.evaluations.all.answers(evaluation_id)]
+    levels = [eval_answer_level(a["response"]) for a in pool.evaluations.answers(evaluation_id)]
     assert levels == [eval_truth(("base", "tuned")[k % 2], INSTRUCTIONS[k // 2]["instruction"],
                                  INSTRUCTIONS[k // 2]["input"]) for k in range(8)]
 
@@ -144,11 +144,11 @@ def test_a_killed_collection_resumes_without_sending_an_answered_request_again(d
             evaluation_id = evaluate.create_evaluation(pool, http_models(srv), instructions)
         kill_cli_after(["evaluate", "collect", str(evaluation_id), "--db", str(db_path)], srv.base_url, 14)
         with Pool.open(db_path) as pool:
-            answers = pool.evaluations.all.answers(evaluation_id)
+            answers = pool.evaluations.answers(evaluation_id)
             before = [a for a in answers if a["response"] is not None]
             total = len(answers)
             texts = {i["id"]: prompts.eval_request_text(i["instruction"], i["input"])
-                     for i in pool.evaluations.all.instructions(evaluation_id)}
+                     for i in pool.evaluations.instructions(evaluation_id)}
         assert 10 <= len(before) < total
         with lock:
             sent_before = sum(sent.values())
@@ -156,7 +156,7 @@ def test_a_killed_collection_resumes_without_sending_an_answered_request_again(d
         assert resumed.returncode == 0, resumed.stderr
         assert f"Evaluation {evaluation_id} finished: {total}/{total} answers" in resumed.stdout
     with Pool.open(db_path) as pool:
-        answers = pool.evaluations.all.answers(evaluation_id)
+        answers = pool.evaluations.answers(evaluation_id)
         assert all(a["response"] for a in answers) and len(answers) == total
         assert len({(a["instruction_id"], a["model_index"]) for a in answers}) == total
     done_before = Counter(a["instruction_id"] for a in before)
@@ -180,8 +180,8 @@ def test_a_failing_endpoint_ends_failed_with_exit_2_and_how_to_resume(db_path):
     assert f"Resume with: selfinstruct evaluate collect {evaluation_id}" in done.stderr
     assert "Traceback" not in done.stderr
     with Pool.open(db_path) as pool:
-        assert pool.evaluations.all.get(evaluation_id)["status"] == "failed"
-        assert pool.evaluations.all.progress(evaluation_id)["answered"] == 0
+        assert pool.evaluations.get(evaluation_id)["status"] == "failed"
+        assert pool.evaluations.progress(evaluation_id)["answered"] == 0
 
 
 # -- rating, blind -------------------------------------------------------------------------------------------
@@ -197,17 +197,17 @@ def test_the_blind_order_is_stable_for_a_rater_and_differs_between_raters():
 def test_a_blind_item_names_no_model_and_ratings_are_one_per_rater(pool):
     with OfflineServer(model_names=("base", "tuned")) as server:
         evaluation_id = collected(pool, server, INSTRUCTIONS[:3])
-    first = pool.evaluations.all.instructions(evaluation_id)[0]["id"]
+    first = pool.evaluations.instructions(evaluation_id)[0]["id"]
     item = evaluate.blind_item(pool, evaluation_id, "ann", first)
     assert [a.slot for a in item.answers] == [1, 2]
     assert "model" not in repr(item) and "base" not in repr(item) and "tuned" not in repr(item)
     assert [a.answer_id for a in item.answers] == [
-        [a["id"] for a in pool.evaluations.all.answers(evaluation_id) if a["instruction_id"] == first][m]
+        [a["id"] for a in pool.evaluations.answers(evaluation_id) if a["instruction_id"] == first][m]
         for m in evaluate.blind_order(evaluation_id, "ann", first, 2)]
     evaluate.rate(pool, evaluation_id, item.answers[0].answer_id, "ann", "C")
     evaluate.rate(pool, evaluation_id, item.answers[0].answer_id, "ann", "A")        # changes her rating
     evaluate.rate(pool, evaluation_id, item.answers[0].answer_id, "bob", "D")
-    rows = pool.evaluations.all.ratings(evaluation_id)
+    rows = pool.evaluations.ratings(evaluation_id)
     assert sorted((r["rater"], r["rating"]) for r in rows) == [("ann", "A"), ("bob", "D")]
     assert evaluate.blind_item(pool, evaluation_id, "ann", first).answers[0].rating == "A"
     queue = evaluate.rating_queue(pool, evaluation_id, "ann")
@@ -221,20 +221,20 @@ def test_a_blind_item_names_no_model_and_ratings_are_one_per_rater(pool):
 def test_concurrent_saves_keep_one_rating_per_rater_per_answer(pool):
     with OfflineServer(model_names=("base", "tuned")) as server:
         evaluation_id = collected(pool, server, INSTRUCTIONS[:1])
-    answer_id = pool.evaluations.all.answers(evaluation_id)[0]["id"]
+    answer_id = pool.evaluations.answers(evaluation_id)[0]["id"]
     threads = [threading.Thread(target=evaluate.rate, args=(pool, evaluation_id, answer_id, "ann", "ABCD"[k % 4]))
                for k in range(12)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(pool.evaluations.all.ratings(evaluation_id, rater="ann")) == 1
+    assert len(pool.evaluations.ratings(evaluation_id, rater="ann")) == 1
 
 
 # -- results ---------------------------------------------------------------------------------------------------
 def rate_all(pool, evaluation_id, table: dict[str, list[str]]) -> None:
     """table: rater -> one rating per answer, in (instruction, model) order."""
-    answers = pool.evaluations.all.answers(evaluation_id)
+    answers = pool.evaluations.answers(evaluation_id)
     for rater, ratings in table.items():
         for answer, rating in zip(answers, ratings):
             if rating:
@@ -268,7 +268,7 @@ def test_results_equal_hand_computed_shares_and_agreement_equals_calibrations(po
     cat = ["A", "B", "B", "A", "D", "A", "B", "C", None, "A"]
     rate_all(pool, evaluation_id, {"cat": cat})
     res = evaluate.results(pool, evaluation_id)
-    ids = [a["id"] for a in pool.evaluations.all.answers(evaluation_id)]
+    ids = [a["id"] for a in pool.evaluations.answers(evaluation_id)]
     expected = calibration.krippendorff_alpha(calibration.unit_ratings(
         {r: {i: v for i, v in zip(ids, t) if v} for r, t in (("ann", ann), ("bob", bob), ("cat", cat))}))
     assert res.agreement == expected and res.agreement.method == "Krippendorff's alpha (ordinal)"
@@ -284,10 +284,10 @@ def test_the_judge_pre_rates_apart_from_people_and_is_calibrated_against_them(po
         assert evaluate.plan_prerating(pool, evaluation_id, judge) == 20
         outcome = EvalRunner(pool, evaluation_id, task=evaluate.PRERATE).run()
     assert outcome.status == "finished" and outcome.done == 20
-    assert pool.evaluations.all.ratings(evaluation_id) == []                        # never a person's rating
-    prerates = pool.evaluations.all.prerates(evaluation_id)
-    answers = {a["id"]: a for a in pool.evaluations.all.answers(evaluation_id)}
-    texts = {i["id"]: i for i in pool.evaluations.all.instructions(evaluation_id)}
+    assert pool.evaluations.ratings(evaluation_id) == []                        # never a person's rating
+    prerates = pool.evaluations.prerates(evaluation_id)
+    answers = {a["id"]: a for a in pool.evaluations.answers(evaluation_id)}
+    texts = {i["id"]: i for i in pool.evaluations.instructions(evaluation_id)}
     for p in prerates:
         a = answers[p["answer_id"]]
         i = texts[a["instruction_id"]]
@@ -390,7 +390,7 @@ def test_the_cli_creates_collects_prerates_and_reports(db_path, tmp_path):
     assert pre.returncode == 0, pre.stderr
     assert "16 answer(s) to pre-rate" in pre.stdout and "16/16 pre-ratings" in pre.stdout
     with Pool.open(db_path) as pool:     # the judge's patience is stored with it, as generation's is
-        assert pool.evaluations.all.get(1)["judge_config"]["rate_limit_patience_s"] == 90
+        assert pool.evaluations.get(1)["judge_config"]["rate_limit_patience_s"] == 90
     shown = run_cli("evaluate", "results", "1", *db)
     assert shown.returncode == 0, shown.stderr
     assert "rated by 0 person(s)" in shown.stdout and "Judge selfinstruct-demo (not counted above)" in shown.stdout
@@ -422,8 +422,8 @@ def test_ctrl_c_exits_130_with_the_resume_command(db_path):
     assert proc.returncode == 130, out + err
     assert f"Resume with: selfinstruct evaluate collect {evaluation_id}" in err
     with Pool.open(db_path) as pool:
-        assert pool.evaluations.all.get(evaluation_id)["status"] == "interrupted"
-        assert 1 <= pool.evaluations.all.progress(evaluation_id)["answered"] < 80
+        assert pool.evaluations.get(evaluation_id)["status"] == "interrupted"
+        assert 1 <= pool.evaluations.progress(evaluation_id)["answered"] < 80
 
 
 def test_the_estimate_counts_the_prompts_and_prices_each_model(pool):

@@ -358,7 +358,7 @@ def test_the_size_category_counts_the_records_of_the_file(demo_pool, tmp_path, m
         out["instances"] = 1_000
         return out
 
-    monkeypatch.setattr(demo_pool, "export_counts", counted)
+    monkeypatch.setattr(demo_pool.explore, "export_counts", counted)
     built = card_module.build_card(demo_pool, "alpaca", ExportFilters(), data_file="x.json")
     assert yaml_header(built.markdown)["size_categories"] == ["1K<n<10K"]
     per_task = card_module.build_card(demo_pool, "selfinstruct", ExportFilters(), data_file="x.jsonl")

@@ -23,7 +23,7 @@ def page_texts(at) -> str:
 
 def wait_done(pool, evaluation_id, total: int, timeout: float = 30) -> None:
     deadline = time.time() + timeout
-    while pool.evaluations.all.progress(evaluation_id)["answered"] < total and time.time() < deadline:
+    while pool.evaluations.progress(evaluation_id)["answered"] < total and time.time() < deadline:
         time.sleep(0.05)
     from pages.common import job_manager   # the app's manager: wait for its worker to end
 
@@ -51,7 +51,7 @@ def test_set_up_collect_rate_blind_and_see_the_results(demo_app_env):
     assert at.segmented_control(key="eval_view").options == ["Rate answers", "Set up", "Collect", "Results"]
     set_up(at)
     pool = app_pool(demo_app_env)
-    [row] = pool.evaluations.all.all()
+    [row] = pool.evaluations.all()
     assert row["name"] == "checks" and [m["model"] for m in row["config"]["models"]] == list(NAMES)
     assert at.session_state["eval_view"] == "collect"
     # Issue 26: a gap in the usage table reads "–", not "None", before anything is collected.
@@ -84,7 +84,7 @@ def test_set_up_collect_rate_blind_and_see_the_results(demo_app_env):
     assert at.get("progress")[0].proto.text.endswith("this is instruction 1")
     at.button(key="eval_rate_2_D").click().run()                       # rated whole: the next, as Label's save
     assert not at.exception
-    mine = {r["answer_id"]: r["rating"] for r in pool.evaluations.all.ratings(row["id"], rater="dana")}
+    mine = {r["answer_id"]: r["rating"] for r in pool.evaluations.ratings(row["id"], rater="dana")}
     assert mine == {item.answers[0].answer_id: "A", item.answers[1].answer_id: "D"}
     assert at.get("progress")[0].proto.text == "You rated 1 of 4 instructions · this is instruction 2"
     assert at.button(key="eval_rate_1_A").proto.type == "secondary"
@@ -110,7 +110,7 @@ def test_the_judge_pre_rates_from_the_page_and_is_shown_apart(demo_app_env):
     at = open_page("pages/evaluate.py")
     set_up(at, 3)
     pool = app_pool(demo_app_env)
-    evaluation_id = pool.evaluations.all.all()[0]["id"]
+    evaluation_id = pool.evaluations.all()[0]["id"]
     at.button(key="eval_collect").click().run()
     wait_done(pool, evaluation_id, 6)
     at.run()
@@ -118,12 +118,12 @@ def test_the_judge_pre_rates_from_the_page_and_is_shown_apart(demo_app_env):
     at.button(key="eval_prerate").click().run()
     assert not at.exception
     deadline = time.time() + 30
-    while pool.evaluations.all.prerate_progress(evaluation_id, "selfinstruct-demo")["answered"] < 6 and time.time() < deadline:
+    while pool.evaluations.prerate_progress(evaluation_id, "selfinstruct-demo")["answered"] < 6 and time.time() < deadline:
         time.sleep(0.05)
     from pages.common import job_manager
 
     job_manager().wait(10)
-    assert pool.evaluations.all.ratings(evaluation_id) == []
+    assert pool.evaluations.ratings(evaluation_id) == []
     at.segmented_control(key="eval_view").set_value("results").run()
     assert not at.exception
     shown = page_texts(at)
@@ -171,7 +171,7 @@ def test_an_annotator_only_rates(app_env):
     assert "Answer 1" in shown and all(name not in shown for name in NAMES)
     at.button(key="eval_rate_2_B").click().run()
     assert not at.exception
-    ratings = app_pool(app_env).evaluations.all.ratings(evaluation_id)
+    ratings = app_pool(app_env).evaluations.ratings(evaluation_id)
     assert [(r["rater"], r["rating"]) for r in ratings] == [("grace@example.com", "B")]
 
 

@@ -99,4 +99,4 @@ def test_the_evaluations_pre_rating_probes_again(db_path):
         server.faults.push("timeout", count=3, seconds=TIMEOUT_S + 1)
         outcome = EvalRunner(pool, evaluation_id, task=evaluate.PRERATE).run()
         assert outcome.status == "finished", outcome.error
-        assert pool.evaluations.all.get(evaluation_id)["judge_structured"] is True
+        assert pool.evaluations.get(evaluation_id)["judge_structured"] is True

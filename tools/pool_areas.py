@@ -101,10 +101,22 @@ class CallSites(cst.CSTTransformer):
 
     def __init__(self, areas: set[str]):
         self.areas, self.changed = areas, 0
+        self.areas_seen: set[int] = set()
+        self.called: set[int] = set()
+
+    def visit_Call(self, node: cst.Call) -> None:
+        self.called.add(id(node.func))
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        # `pool.runs.get` after the move: `pool.runs` is the area now, not the old method runs()
+        if node.attr.value in AREAS and _code(node.value) in POOL_RECEIVERS:
+            self.areas_seen.add(id(node))
 
     def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute) -> cst.BaseExpression:
         name = updated.attr.value
         if name not in OLD_TO_AREA or _code(original.value) not in POOL_RECEIVERS:
+            return updated
+        if name in AREAS and id(original) in self.areas_seen and id(original) not in self.called:
             return updated
         area, new = OLD_TO_AREA[name]
         if area not in self.areas:
@@ -149,6 +161,8 @@ class AreaClass(cst.CSTTransformer):
         name = updated.attr.value
         if name == "pool" or name.startswith("__"):
             return updated
+        if name in self.names.values() and name not in self.names:
+            return updated          # already renamed
         if name in self.names:
             new = self.names[name]
             return updated if new == name else updated.with_changes(attr=cst.Name(new))

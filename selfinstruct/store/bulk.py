@@ -13,10 +13,10 @@ import datetime as dt
 from typing import Any, Mapping, Sequence
 
 from ..model import SQL
+from .core import Queries
 
 # The tables a caller may fill in bulk, with the sequence that hands out their ids.
 BULK_TABLES = {"requests": "seq_requests", "candidates": "seq_candidates", "instances": "seq_instances"}
-from .core import Queries
 
 
 class BulkQueries(Queries):

@@ -10,15 +10,14 @@ import json
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from ..model import CANDIDATE, SEED_TASK, accepted_sql, sql_literal
 
-if TYPE_CHECKING:  # pragma: no cover
-    from . import Pool
+from .core import Queries
 
 _register_lock = threading.Lock()
 _counter = [0]
@@ -69,11 +68,8 @@ def _registered(cur, prefix: str, table: pa.Table) -> Iterator[str]:
         cur.unregister(name)
 
 
-class EmbeddingQueries:
+class EmbeddingQueries(Queries):
     """Store and read sentence vectors (see the module docstring)."""
-
-    def __init__(self, pool: "Pool"):
-        self.pool = pool
 
     # -- embedders ----------------------------------------------------------
     def register(self, name: str, kind: str, dim: int, spec: dict | None = None) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from ..model import SQL
+from .core import Queries
 
 _TASK_COLUMNS = ("task", "source_id", "name", "instruction", "is_classification")
 _INSTANCE_COLUMNS = ("task", "position", "input", "output")
@@ -41,7 +42,6 @@ class StagedSeeds:
     @property
     def count(self) -> int:
         return len(self.tasks.get("task", ()))
-from .core import Queries
 
 
 class SeedQueries(Queries):

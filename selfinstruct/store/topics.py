@@ -15,18 +15,15 @@ from __future__ import annotations
 import json
 import threading
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from ..model import CANDIDATE, INSTRUCTION_QUESTIONS, SEED_TASK, SQL, accepted_sql, keep_rank_sql, labeled_no_sql, \
     rescued_sql, sql_literal
-from .core import _dumps, _loads
+from .core import Queries, _dumps, _loads
 from .judge import latest_verdicts_sql
-
-if TYPE_CHECKING:  # pragma: no cover
-    from . import Pool
 
 _lock = threading.Lock()
 _counter = [0]
@@ -83,11 +80,8 @@ def over_cap_sql(kind: str) -> str:
             f"WHERE rank > ? AND kind = {sql_literal(kind)}")
 
 
-class TopicQueries:
+class TopicQueries(Queries):
     """Store and read topic sets, marks and steered rounds (see the module docstring)."""
-
-    def __init__(self, pool: "Pool"):
-        self.pool = pool
 
     # -- the pool as topics see it -------------------------------------------------
     def pool_state(self) -> str:

@@ -24,7 +24,7 @@ def test_rating_is_blind_and_the_results_name_the_models(app_factory, db_path, p
         evaluation_id = evaluate.create_evaluation(
             pool, [evaluate.model_from_spec(f"offline:{n}") for n in NAMES], instructions, name="spring check")
         assert evaluate.EvalRunner(pool, evaluation_id).run().status == "finished"
-        first = evaluate.blind_item(pool, evaluation_id, "Kit", pool.evaluations.all.instructions(evaluation_id)[0]["id"])
+        first = evaluate.blind_item(pool, evaluation_id, "Kit", pool.evaluations.instructions(evaluation_id)[0]["id"])
     app = app_factory(db_path)
     open_app(page, app, "Evaluate")
     fill(page, "Your name", "Kit")
@@ -64,5 +64,5 @@ def test_rating_is_blind_and_the_results_name_the_models(app_factory, db_path, p
     shots("results", page)
     app.stop()
     with Pool.open(db_path) as pool:
-        ratings = {r["answer_id"]: (r["rater"], r["rating"]) for r in pool.evaluations.all.ratings(evaluation_id)}
+        ratings = {r["answer_id"]: (r["rater"], r["rating"]) for r in pool.evaluations.ratings(evaluation_id)}
     assert ratings == {first.answers[0].answer_id: ("Kit", "B"), first.answers[1].answer_id: ("Kit", "D")}
