@@ -36,7 +36,8 @@ import openai
 
 from selfinstruct import local, seeds
 from selfinstruct.backend import LOCAL
-from selfinstruct.pipeline import RunConfig, Runner, start_run
+from selfinstruct.settings import RunConfig
+from selfinstruct.pipeline import Runner, start_run
 from selfinstruct.prompts import build_instruction_prompt
 from selfinstruct.store import Pool
 

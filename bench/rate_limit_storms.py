@@ -21,7 +21,8 @@ from pathlib import Path
 
 from selfinstruct import seeds
 from selfinstruct.offline import OfflineServer
-from selfinstruct.pipeline import RunConfig, Runner, start_run
+from selfinstruct.settings import RunConfig
+from selfinstruct.pipeline import Runner, start_run
 from selfinstruct.store import Pool
 
 

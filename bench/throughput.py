@@ -208,7 +208,7 @@ def section_filters(args: argparse.Namespace) -> dict:
 
     from selfinstruct.filters import InstructionFilter
     from selfinstruct.novelty import NoveltyIndex
-    from selfinstruct.pipeline import decide_round
+    from selfinstruct.decisions import decide_round
     from selfinstruct.prompts import build_instruction_prompt
 
     base = load_instructions()

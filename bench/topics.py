@@ -138,7 +138,8 @@ def page(args) -> dict:
 def _run(db: Path, args, steer: str) -> int:
     from selfinstruct.demo import SyntheticModel
     from selfinstruct.offline import OfflineServer
-    from selfinstruct.pipeline import RunConfig, Runner, start_run
+    from selfinstruct.settings import RunConfig
+    from selfinstruct.pipeline import Runner, start_run
 
     with Pool.open(db) as pool:
         seeds.load_starter_seeds(pool)

@@ -66,7 +66,8 @@ from selfinstruct import actions, prompts
 from selfinstruct.filters import InstructionFilter, filter_instances
 from selfinstruct.novelty import NoveltyIndex
 from selfinstruct.parsing import TRUNCATED
-from selfinstruct.pipeline import TOP_K_EVIDENCE, RunConfig
+from selfinstruct.decisions import TOP_K_EVIDENCE
+from selfinstruct.settings import RunConfig
 from selfinstruct.store import Pool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +113,7 @@ def _instance_bank() -> list[tuple[str, str]]:
 
 
 class Decider:
-    """Candidates decided as `pipeline.decide_instruction` decides them, with quotas per outcome."""
+    """Candidates decided as `decisions.decide_instruction` decides them, with quotas per outcome."""
 
     def __init__(self, seeds: list[str], corpus: list[str], *, accepted: int, rejects: int, seed: int):
         self.rng = random.Random(seed)

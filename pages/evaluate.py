@@ -5,7 +5,7 @@ from pages.common import allowed, ask_for_name, current_pool, current_user, job_
 from pages.endpoint import endpoint_form, test_connection
 from selfinstruct import charts, evaluate, judge, quality
 from selfinstruct.backend import OFFLINE, OWN_SERVERS
-from selfinstruct.pipeline import STRUCTURED_SETTINGS
+from selfinstruct.settings import STRUCTURED_SETTINGS
 from selfinstruct import render
 from selfinstruct.render import escape_markdown
 

@@ -11,7 +11,8 @@ from selfinstruct.backend import LOCAL, OFFLINE, OWN_SERVERS
 from selfinstruct.embed import bundled_available
 from selfinstruct.llm import Sampling
 from selfinstruct.model import COSINE_THRESHOLD, ROUGE_THRESHOLD, UNFINISHED_STATUSES
-from selfinstruct.pipeline import NEXT_STEPS, STRUCTURED_SETTINGS, RunConfig, estimate_run
+from selfinstruct.pipeline import NEXT_STEPS, estimate_run
+from selfinstruct.settings import RunConfig, STRUCTURED_SETTINGS
 
 pool = current_pool()
 manager = job_manager()

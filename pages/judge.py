@@ -6,7 +6,7 @@ from pages.endpoint import endpoint_form, test_connection
 from selfinstruct import calibration, charts, judge, monitor, quality, render
 from selfinstruct.backend import OWN_SERVERS
 from selfinstruct.model import PAPER_RATES, QUESTIONS, RESUMABLE_STATUSES
-from selfinstruct.pipeline import STRUCTURED_SETTINGS
+from selfinstruct.settings import STRUCTURED_SETTINGS
 from selfinstruct.quality import MEASURE_LABELS
 
 require("judges")

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import openai
-
-from .engine import MAX_FAILURES_PER_REQUEST, Interrupted, RunFailed, RunState, stored_prompt
+from .decisions import stored_prompt
+from .engine import MAX_FAILURES_PER_REQUEST, RunState
+from .control import Interrupted, RunFailed
 from .llm import (AdaptiveLimit, LLMClient, LLMConfig, LLMError, PriceTable, _server_message, endpoint_path,
                   is_rate_limit, rate_limit_patience_error, request_body)
 from .model import CREATED, FAILED, FINISHED, PAUSED
@@ -324,7 +325,7 @@ def write_batch_file(pool: Pool, run_id: int, path: str | Path) -> int:
     """Write the run's ready requests as an OpenAI batch input file; returns how many.
     Requests written to an earlier file and never read back are written again."""
     from .backend import Backend
-    from .pipeline import RunConfig
+    from .settings import RunConfig
 
     run = pool.runs.get(run_id)
     if run is None:
@@ -361,7 +362,7 @@ class ReadReport:
 
 def read_batch_file(pool: Pool, path: str | Path, *, run_id: int | None = None) -> ReadReport:
     """Apply a batch output file (from `vllm run-batch` or a provider) to its run."""
-    from .pipeline import RunConfig
+    from .settings import RunConfig
 
     parsed = []
     for number, text in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):

@@ -51,10 +51,20 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import beta, norm
+from scipy.stats import beta, binomtest, norm
 
 from .model import NO, PAPER_RATES, SPLIT, UNSURE, YES, majority
-from .quality import wilson_interval
+
+
+def wilson_interval(yes: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """The Wilson score interval for `yes` successes in `n` trials (None when n is 0), from
+    scipy. Unlike the normal approximation it stays inside [0, 1] and is not empty at 0% or 100%."""
+    if n <= 0:
+        return None
+    if not 0 <= yes <= n:
+        raise ValueError(f"yes must be between 0 and n, got {yes} of {n}")
+    ci = binomtest(int(yes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
 
 JUDGE_ANSWERS = (YES, NO, UNSURE)      # rows of the confusion matrix
 HUMAN_TRUTHS = (YES, NO)               # its columns

@@ -290,7 +290,7 @@ _SHARE_TITLE = "Share answered yes (%)"
 
 
 def _measure_order() -> list[str]:
-    from .quality import MEASURE_LABELS
+    from .model import MEASURE_LABELS
 
     return list(MEASURE_LABELS.values())
 

@@ -400,7 +400,7 @@ def _semantic_settings(args) -> dict:
 
 def _check_lag_unchanged(args, run_id: int, stored: dict) -> None:
     """The example lag decides a run's prompts: a resume keeps the one its run started with."""
-    from .pipeline import RunConfig
+    from .settings import RunConfig
 
     lag = RunConfig.from_dict(stored).lag()
     if args.example_lag is not None and args.example_lag != lag:
@@ -411,7 +411,7 @@ def _check_lag_unchanged(args, run_id: int, stored: dict) -> None:
 def _check_semantic_unchanged(args, run_id: int, stored: dict) -> None:
     """The embedder and the cosine threshold are fixed when a run starts (the same answers give
     the same pool): a resume that asks for others is refused."""
-    from .pipeline import RunConfig
+    from .settings import RunConfig
 
     cfg = RunConfig.from_dict(stored)
     if args.cosine is not None:
@@ -723,7 +723,8 @@ def cmd_generate(args) -> int:
     from . import local
     from .backend import LOCAL, defaults_for
     from .monitor import run_headline
-    from .pipeline import RunConfig, Runner, estimate_run, resume_command, start_run
+    from .settings import RunConfig
+    from .pipeline import Runner, estimate_run, resume_command, start_run
 
     if args.base_url and not args.model and args.resume is None:   # a resumed run has its model
         raise CLIError("--base-url needs --model (the model's name at that endpoint).")

@@ -19,6 +19,11 @@ from typing import Iterable
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = PACKAGE_ROOT / "data"
+# The files the project ships in data/ (the bottom layer names them, so nothing above has to
+# import the module that reads them just to know where they are).
+STARTER_SEEDS_PATH = DEFAULT_DATA_DIR / "seed_tasks.jsonl"
+DEFAULT_CORPUS_PATH = DEFAULT_DATA_DIR / "demo_corpus.jsonl"
+EVAL_INSTRUCTIONS_PATH = DEFAULT_DATA_DIR / "eval_instructions.jsonl"
 DATA_DIR_ENV = "SELFINSTRUCT_DATA_DIR"
 
 
@@ -57,11 +62,7 @@ def data_dir() -> Path:
 def _shipped_files() -> set[Path]:
     # The starter seeds and the demo corpus live in the default data directory: an export typed
     # over them would break Load starter seeds and the offline demo for everyone.
-    from .demo import DEFAULT_CORPUS_PATH
-    from .seeds import STARTER_SEEDS_PATH
-
-    return {STARTER_SEEDS_PATH.resolve(), DEFAULT_CORPUS_PATH.resolve(),
-            (DEFAULT_DATA_DIR / "eval_instructions.jsonl").resolve()}
+    return {STARTER_SEEDS_PATH.resolve(), DEFAULT_CORPUS_PATH.resolve(), EVAL_INSTRUCTIONS_PATH.resolve()}
 
 
 def _inside(path: Path, root: Path) -> bool:

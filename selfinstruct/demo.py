@@ -27,13 +27,13 @@ import random
 import re
 from pathlib import Path
 
+from .datadir import DEFAULT_CORPUS_PATH
 from .parsing import read_prompt
 from .prompts import (
     STAGE_BATCH, STAGE_CLASSIFY, STAGE_INSTANCES, STAGE_INSTRUCTIONS, MAX_INSTANCES,
     NO_INPUT, one_line, render_batch_task, render_instances,
 )
 
-DEFAULT_CORPUS_PATH = Path(__file__).resolve().parent.parent / "data" / "demo_corpus.jsonl"
 
 UNKNOWN_STAGE_ANSWER = (
     "This is the offline demo model. It only answers the prompts that selfinstruct builds, "

@@ -18,23 +18,25 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
+import random
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
 from . import parsing, prompts
+from .control import Interrupted, RunFailed, keep_arrived
+from .decisions import decide_instances, decide_round, is_structured, stored_parser_version, stored_prompt
 from .llm import AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
 from .model import ACCEPTED, REJECTED, STEP_CLASSIFY, STEP_DONE, STEP_GENERATE
 from .novelty import NoveltyIndex
-from .redact import redact
+from .settings import RunConfig
 from .store import Pool
 
 # Instruction requests first: each one unlocks the most follow-up work and the next rounds.
 _PRIORITY = {prompts.STAGE_INSTRUCTIONS: 0, prompts.STAGE_BATCH: 0, prompts.STAGE_CLASSIFY: 1,
              prompts.STAGE_INSTANCES: 2}
 RETRY_COOLDOWN_S = 5.0       # a request whose retries ran out waits this long before it is sent again
-DRAIN_S = 1.5                # a pause, stop or Ctrl+C still stores the answers arriving this long after it
 MAX_FAILURES_PER_REQUEST = 3  # ...and the run fails if the same request runs out of retries this often
 PREVIEW_CHARS = 500           # how much of an oversize answer a reject shows
 # A structured answer spends tokens on JSON syntax and layout ('{\n    "labeling_task": "yes"\n}' is
@@ -42,19 +44,6 @@ PREVIEW_CHARS = 500           # how much of an oversize answer a reject shows
 STRUCTURED_MIN_TOKENS = {prompts.STAGE_CLASSIFY: 32}
 # Candidate reasons that mean the answer yielded no item (parse health counts the others).
 _NOT_AN_ITEM = ("unparseable", "oversize")
-
-
-class RunFailed(Exception):
-    """The run cannot go on: `kind` names why, `message` says it in plain words."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        message = redact(message)     # often an endpoint's words, stored and printed
-        super().__init__(message)
-        self.kind, self.message = kind, message
-
-
-class Interrupted(Exception):
-    """A pause or stop asked for from outside."""
 
 
 def answer_fields(completion: Completion) -> dict:
@@ -96,25 +85,25 @@ class RunState:
     """What a run still has to do, held in memory and written to the pool step by step."""
 
     def __init__(self, pool: Pool, run_id: int, config, *, on_event: Callable | None = None, backend=None) -> None:
-        from .pipeline import Event  # the event type lives with the public API
+        from .control import Event
 
         self._event_type = Event
         self.pool, self.run_id, self.cfg = pool, run_id, config
         self.on_event = on_event or (lambda event: None)
         self.gen_stage = prompts.STAGE_BATCH if config.generation == "alpaca" else prompts.STAGE_INSTRUCTIONS
         # Structured output (decided once per run, see pipeline.decide_structured) is a chat feature.
-        run = pool.run(run_id) or {}
+        run = pool.runs.get(run_id) or {}
         self.structured = config.mode == "chat" and bool(run.get("structured"))
         self.filter = config.instruction_filter()
-        self.index = NoveltyIndex(pool.pool_instructions())
-        self.semantic = semantic_index(pool, config, pool.pool_instructions(), backend)
-        self.accepted_total = pool.accepted_count()
-        usage = pool.run_usage(run_id)
+        self.index = NoveltyIndex(pool.seeds.pool_instructions())
+        self.semantic = semantic_index(pool, config, pool.seeds.pool_instructions(), backend)
+        self.accepted_total = pool.runs.accepted_count()
+        usage = pool.runs.usage(run_id)
         self.tokens, self.cost = usage["tokens"], usage["cost_usd"]
         self.rounds: dict[int, dict] = {}          # number -> {id, number, step}
         self.open_rounds: set[int] = set()         # numbers of the rounds not done (a few at a time)
         self.round_of: dict[int, dict] = {}        # round id -> the same dict
-        for rnd in pool.run_rounds(run_id):
+        for rnd in pool.runs.rounds(run_id):
             self._add_round(rnd)
         self.open: dict[int, dict] = {}            # unapplied requests by id
         self.open_by_round: Counter = Counter()
@@ -203,9 +192,9 @@ class RunState:
             self.open_rounds.discard(rnd["number"])
         else:
             self.open_rounds.add(rnd["number"])
-        self.pool.set_round_step(rnd["id"], step)
+        self.pool.runs.set_round_step(rnd["id"], step)
         if step == STEP_DONE:
-            summary = self.pool.round_summaries(self.run_id)
+            summary = self.pool.runs.round_summaries(self.run_id)
             row = summary[summary["round"] == rnd["number"]].iloc[0].to_dict()
             self.emit("round_done", rnd["number"], step,
                       f"round {rnd['number']}: {row['candidates']} candidates, {row['accepted']} accepted, "
@@ -277,10 +266,9 @@ class RunState:
             self.plan_followups()
 
     def _plan_generation(self, number: int, source_round: int) -> list[dict]:
-        from .pipeline import plan_generation
 
-        machine = self.pool.machine_instructions_until(self.run_id, source_round)
-        seeds = self.pool.seed_tasks()
+        machine = self.pool.runs.machine_instructions_until(self.run_id, source_round)
+        seeds = self.pool.seeds.seed_tasks()
         weights = None
         if getattr(self.cfg, "steer", "off") == "coverage":
             from .topics import steer_examples
@@ -308,7 +296,6 @@ class RunState:
         self.total += len(ids)
 
     def _followup(self, candidate: dict, round_id: int) -> dict:
-        from .pipeline import planned_request
 
         if candidate.get("is_classification") is None:
             prompt = prompts.build_classify_prompt(candidate["instruction"], structured=self.structured)
@@ -409,8 +396,6 @@ class RunState:
 
     def decide_frontier(self) -> None:
         """Decide answered instruction requests in their fixed order, as far as answers allow."""
-        from .pipeline import decide_round
-
         while self.frontier and self.frontier[0].get("response") is not None:
             row = self.frontier.popleft()
             if row["id"] not in self.open:
@@ -468,8 +453,6 @@ class RunState:
         self._applied(row)
 
     def _apply_instances(self, row: dict, answer: dict) -> None:
-        from .pipeline import decide_instances
-
         meta = row["meta"] or {}
         version = stored_parser_version(row)
         if answer["oversize"]:
@@ -492,25 +475,6 @@ class RunState:
 def _oversize_details(cfg) -> dict:
     return {"message": f"The answer was larger than {cfg.max_answer_bytes:,} bytes; it was cut there "
                        "and not read as tasks.", "max_answer_bytes": cfg.max_answer_bytes}
-
-
-# -- the continuous scheduler ----------------------------------------------------------------
-async def keep_arrived(tasks: dict, store: Callable, seconds: float = DRAIN_S) -> None:
-    """Store the answers that come back while a run is being interrupted, for up to `seconds`,
-    instead of cancelling them with the requests still out: an answer that came back has been paid
-    for, and one thrown away is sent (and paid for) again on resume. `tasks` maps each request's
-    task to what `store(what, completion)` needs; failed requests are left for the resume. The
-    generation engine, the judge and evaluations use it."""
-    deadline = time.monotonic() + seconds
-    while tasks and (left := deadline - time.monotonic()) > 0:
-        done, _ = await asyncio.wait(tasks, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            what = tasks.pop(task)
-            if task.cancelled() or task.exception() is not None:
-                continue
-            completion = task.result()
-            if not completion.error:
-                store(what, completion)
 
 
 async def stream(state: RunState, backend, control, prices: PriceTable) -> str:
@@ -561,24 +525,56 @@ async def stream(state: RunState, backend, control, prices: PriceTable) -> str:
         await client.aclose()
 
 
-def stored_prompt(row: dict) -> prompts.Prompt:
-    meta = row["meta"] or {}
-    return prompts.Prompt(stage=row["stage"], version=row["prompt_version"], text=row["prompt"],
-                          system=meta.get("system"), stop=tuple(meta["stop"]) if meta.get("stop") else None,
-                          meta=meta.get("prompt_meta") or {}, schema=meta.get("schema"))
-
-
-def stored_parser_version(row: dict) -> str:
-    """The parser version that reads a stored request's answer (`parsing.parser_version_of`): the
-    one stored when it was applied, or today's for a request not applied yet."""
-    return parsing.parser_version_of(row["stage"], row.get("parser_version"), applied=row.get("applied_at") is not None)
-
-
-def is_structured(row: dict) -> bool:
-    """Whether a stored request asks for JSON (its schema is stored with it)."""
-    return bool((row.get("meta") or {}).get("schema"))
-
-
-__all__ = ["RunState", "RunFailed", "Interrupted", "Progress", "stream", "stored_prompt", "is_structured",
-           "answer_fields",
+__all__ = ["RunState", "Progress", "stream", "answer_fields",
            "LLMError"]
+
+
+# -- planning a round (deterministic for the run's seed) ------------------------------------------
+def plan_generation(cfg: RunConfig, run_id: int, number: int, seeds: list[dict],
+                    machine: list[str], *, structured: bool = False, weights: tuple | None = None) -> list[dict]:
+    """Round `number`'s instruction requests: deterministic for the run's seed, the seeds and
+    the generated instructions it may use as examples. `structured`: ask for JSON. `weights`
+    (seed weights, generated weights; steered runs, topics.steer_examples): examples are drawn
+    with those weights instead of uniformly, never one of weight 0."""
+    from .topics import weighted_sample
+
+    rng = random.Random(f"{cfg.seed}:{run_id}:{number}")
+
+    def draw(items, k, which):
+        if weights is None:
+            return rng.sample(items, k)
+        return weighted_sample(rng, items, weights[which], k)
+
+    planned = []
+    for position in range(cfg.requests_per_round):
+        if cfg.generation == "alpaca":
+            examples = [_task_example(t, rng) for t in draw(seeds, min(cfg.batch_examples, len(seeds)), 0)]
+            prompt = prompts.build_batch_prompt(examples, num_to_generate=cfg.batch_size, structured=structured)
+        else:
+            n_machine = min(cfg.machine_examples, len(machine))
+            n_human = min(cfg.human_examples + cfg.machine_examples - n_machine, len(seeds))
+            examples = [t["instruction"] for t in draw(seeds, n_human, 0)]
+            examples += draw(machine, n_machine, 1)
+            rng.shuffle(examples)
+            prompt = prompts.build_instruction_prompt(examples, num_to_generate=cfg.new_per_request,
+                                                      structured=structured)
+        planned.append(planned_request(position, prompt, cfg))
+    return planned
+
+
+def planned_request(position: int, prompt: prompts.Prompt, cfg: RunConfig, extra: dict | None = None) -> dict:
+    return {
+        "position": position, "prompt_version": prompt.version, "model": cfg.model, "mode": cfg.mode,
+        "prompt": prompt.text,
+        "meta": {"stage": prompt.stage, "system": prompt.system,
+                 "stop": list(prompt.stop) if prompt.stop else None, "prompt_meta": prompt.meta,
+                 # the schema as sent, so a resumed run rebuilds the very same request
+                 **({"schema": prompt.schema} if prompt.schema else {}),
+                 **(extra or {})},
+        "structured": True if prompt.schema else None,
+    }
+
+
+def _task_example(task: dict, rng: random.Random) -> dict:
+    instance = rng.choice(task["instances"]) if task["instances"] else {"input": "", "output": ""}
+    return {"instruction": task["instruction"], "input": instance["input"], "output": instance["output"]}

@@ -7,7 +7,7 @@ UI: pages read the manager's `status()` and the pool.
 
 One run per pool at a time holds for the whole process, not just for one manager: a
 second manager for the same file (another cache entry, another browser session) sees the
-run through `pipeline.active_run` and refuses to start or resume another.
+run through `control.active_run` and refuses to start or resume another.
 
 Judge runs (selfinstruct/judge.py) are jobs under the same rule: `start_judge` / `resume_judge`
 run a `judge.JudgeRunner` in the same kind of thread, and neither kind starts while the other is
@@ -28,8 +28,9 @@ from .llm import PriceTable
 from .model import FAILED, PAUSED, STOPPED, UNFINISHED_STATUSES
 from .monitor import doing_words, run_headline
 from .redact import redact
-from .pipeline import (JOB_NOUNS, Event, RunConfig, RunControl, RunOutcome, Runner, active_job, active_run,
-                       apply_overrides, start_run)
+from .control import Event, JOB_NOUNS, RunControl, active_job, active_run
+from .settings import RunConfig
+from .pipeline import RunOutcome, Runner, apply_overrides, start_run
 from .store import Pool
 
 

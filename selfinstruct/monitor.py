@@ -240,7 +240,8 @@ _per_round_estimates: dict[tuple, float] = {}
 
 
 def _estimated_requests_per_round(pool: Pool, config: dict) -> float:
-    from .pipeline import RunConfig, estimate_run
+    from .settings import RunConfig
+    from .pipeline import estimate_run
 
     key = (str(pool.path), json.dumps(config, sort_keys=True, default=str))
     if key not in _per_round_estimates:

@@ -47,8 +47,8 @@ from datetime import datetime
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
-from scipy.stats import binomtest
 
+from .calibration import wilson_interval
 from .model import (ALL_VALID, ANSWERS, LABEL_LEASE_S, MAX_OVERLAP, MEASURE_LABELS, MEASURES, NO, PAPER_RATES,
                     QUESTION_TEXT, QUESTIONS, UNSURE, YES, majority)
 from .store.quality import utcnow
@@ -63,17 +63,6 @@ DEFAULT_SIZE = 200
 # ---------------------------------------------------------------------------
 # Statistics
 # ---------------------------------------------------------------------------
-def wilson_interval(yes: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
-    """The Wilson score interval for `yes` successes in `n` trials (None when n is 0), from
-    scipy. Unlike the normal approximation it stays inside [0, 1] and is not empty at 0% or 100%."""
-    if n <= 0:
-        return None
-    if not 0 <= yes <= n:
-        raise ValueError(f"yes must be between 0 and n, got {yes} of {n}")
-    ci = binomtest(int(yes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(ci.low), float(ci.high)
-
-
 # Comparing a study's rate with the paper's (`compare_with_paper`).
 MIN_COMPARE_ITEMS = 10        # fewer labeled items than this: too few to say anything
 MAX_CONSISTENT_WIDTH = 0.20   # "consistent" needs an interval at most 20 points wide

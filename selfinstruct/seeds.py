@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator
 
 from . import actions
-from .store import PACKAGE_ROOT, Pool
+from .datadir import STARTER_SEEDS_PATH
+from .store import Pool
 
-STARTER_SEEDS_PATH = PACKAGE_ROOT / "data" / "seed_tasks.jsonl"
 MAX_SEED_FILE_BYTES = 4 * 1024 ** 3   # a sanity bound; the app's upload limit is .streamlit/config.toml's
 FORMATS = ("selfinstruct", "alpaca", "csv")
 _TRUE = {"true", "1", "yes", "y", "t"}

@@ -474,7 +474,7 @@ def avoided(pool, set_id: int) -> list[int]:
 def topic_rows(pool, set_id: int) -> list[dict]:
     """The per-topic table: the store's counts with the shares and the labeled-invalid
     interval (quality.wilson_interval), and the "avoid" marks."""
-    from .quality import wilson_interval
+    from .calibration import wilson_interval
 
     avoid = set(avoided(pool, set_id))
     rows = []
@@ -613,7 +613,7 @@ def name_with_model(pool, set_id: int, backend, *, model: str, mode: str = "chat
     instructions and its distinctive words) and store the names with the prompt version and the
     model; our own names stay beside them. Returns topic -> name for the answers that read."""
     from .llm import Sampling
-    from .pipeline import _run_coroutine
+    from .control import run_coroutine
     from .prompts import TOPIC_NAME_VERSION, build_topic_name_prompt
 
     rng = random.Random(f"{seed}:{set_id}")
@@ -632,7 +632,7 @@ def name_with_model(pool, set_id: int, backend, *, model: str, mode: str = "chat
             return await client.complete_many(asks, Sampling(temperature=0.0, top_p=1.0, max_tokens=24,
                                                              presence_penalty=0.0))
 
-    answers = _run_coroutine(ask())
+    answers = run_coroutine(ask())
     names = {int(t["topic"]): name for t, a in zip(rows, answers) if (name := read_model_name(a.text))}
     if names:
         pool.topics.set_model_names(set_id, names, prompt_version=TOPIC_NAME_VERSION, model=model)

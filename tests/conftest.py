@@ -135,7 +135,8 @@ def _demo_pool_template(tmp_path_factory) -> Path:
     """A pool grown by three offline-demo rounds, made once per test session."""
     from selfinstruct import seeds
     from selfinstruct.offline import OfflineServer
-    from selfinstruct.pipeline import RunConfig, Runner, start_run
+    from selfinstruct.settings import RunConfig
+    from selfinstruct.pipeline import Runner, start_run
 
     path = tmp_path_factory.mktemp("demo") / "demo.duckdb"
     with Pool.open(path) as pool, OfflineServer(seed=1) as server:

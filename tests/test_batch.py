@@ -13,7 +13,8 @@ import pytest
 
 from selfinstruct import seeds
 from selfinstruct.offline import OfflineServer
-from selfinstruct.pipeline import RunConfig, Runner, start_run
+from selfinstruct.settings import RunConfig
+from selfinstruct.pipeline import Runner, start_run
 from selfinstruct.store import Pool
 from tests.conftest import ROOT, run_cli
 
@@ -323,7 +324,7 @@ def test_batch_api_auth_error_fails_the_run_and_a_resume_finishes(seeded):
 
 def test_unconfirmed_batch_is_adopted_by_its_input_file(seeded, tmp_path):
     import openai
-    from selfinstruct.pipeline import RunControl
+    from selfinstruct.control import RunControl
 
     with OfflineServer(seed=7, batch_delay_s=1.0) as srv:
         control = RunControl()

@@ -5,8 +5,9 @@ Files and Batches API; billing is the server's count of batch lines it answered.
 import threading
 
 import pytest
-
-from selfinstruct.pipeline import RunConfig, RunControl, Runner, start_run
+from selfinstruct.settings import RunConfig
+from selfinstruct.control import RunControl
+from selfinstruct.pipeline import Runner, start_run
 from selfinstruct.store import Pool
 from tests.conftest import run_cli
 

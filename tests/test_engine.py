@@ -13,7 +13,9 @@ import pytest
 from selfinstruct import prompts, seeds
 from selfinstruct.jobs import JobManager
 from selfinstruct.offline import OfflineServer
-from selfinstruct.pipeline import RunConfig, RunControl, Runner, start_run
+from selfinstruct.settings import RunConfig
+from selfinstruct.control import RunControl
+from selfinstruct.pipeline import Runner, start_run
 from selfinstruct.store import Pool
 from tests.conftest import ROOT, kill_cli_after, run_cli, served_offline
 

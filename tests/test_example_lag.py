@@ -3,7 +3,8 @@ asks for another, whatever the concurrency, so the same seed gives the same pool
 concurrency (issue 22, item 7). Real DuckDB files, real HTTP to the offline server."""
 from selfinstruct import seeds
 from selfinstruct.offline import OfflineServer
-from selfinstruct.pipeline import RunConfig, Runner, start_run
+from selfinstruct.settings import RunConfig
+from selfinstruct.pipeline import Runner, start_run
 from selfinstruct.store import Pool
 from tests.conftest import app_pool, run_cli, served_offline
 from tests.test_page_generate import manager, open_generate, use_endpoint, wait_for

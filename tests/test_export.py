@@ -798,7 +798,8 @@ def test_nul_in_model_answers_is_read_as_u_fffd_and_exports_reimport_as_seeds(tm
     from selfinstruct import monitor
     from selfinstruct.demo import DemoModel
     from selfinstruct.offline import OfflineServer
-    from selfinstruct.pipeline import RunConfig, Runner, start_run
+    from selfinstruct.settings import RunConfig
+    from selfinstruct.pipeline import Runner, start_run
 
     demo = DemoModel(seed=1)
 

@@ -15,7 +15,8 @@ from selfinstruct.judge import (JudgeConfig, JudgeRunner, active_judge, answer_r
                                 judge_view, start_judge)
 from selfinstruct.model import ANSWERS, QUESTIONS
 from selfinstruct.offline import FaultPlan, OfflineServer, judge_answer, judge_mistakes, judge_reply, judge_truth
-from selfinstruct.pipeline import RunConfig, active_run
+from selfinstruct.settings import RunConfig
+from selfinstruct.control import active_run
 from selfinstruct.store import Pool
 from tests.conftest import kill_cli_after, run_cli
 

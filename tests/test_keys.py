@@ -101,7 +101,8 @@ def test_resuming_a_run_does_not_send_the_servers_key_to_its_url(app_env, canary
     with RecordingServer(latency_s=0.0) as server:
         at = _generate_page(app_env)
         pool = app_pool(app_env)
-        from selfinstruct.pipeline import RunConfig, start_run
+        from selfinstruct.settings import RunConfig
+        from selfinstruct.pipeline import start_run
 
         run_id = start_run(pool, RunConfig(backend="openai-compatible", base_url=server.base_url,
                                            model="selfinstruct-demo", rounds=1))

@@ -30,7 +30,8 @@ import pytest
 from selfinstruct import local
 from selfinstruct.backend import LOCAL, Backend
 from selfinstruct.llm import Sampling
-from selfinstruct.pipeline import RunConfig, Runner, start_run
+from selfinstruct.settings import RunConfig
+from selfinstruct.pipeline import Runner, start_run
 from selfinstruct.prompts import STAGE_CLASSIFY, STAGE_INSTANCES, STAGE_INSTRUCTIONS
 from selfinstruct.store import Pool
 from tests.conftest import run_cli

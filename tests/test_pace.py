@@ -10,7 +10,8 @@ import pytest
 from selfinstruct import monitor
 from selfinstruct.jobs import JobManager, JobStatus
 from selfinstruct.offline import OfflineServer
-from selfinstruct.pipeline import RunConfig, Runner, apply_overrides, start_run
+from selfinstruct.settings import RunConfig
+from selfinstruct.pipeline import Runner, apply_overrides, start_run
 from selfinstruct.prompts import STAGE_CLASSIFY, STAGE_INSTANCES
 
 

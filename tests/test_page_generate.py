@@ -187,7 +187,8 @@ def test_server_errors_are_counted_in_plain_words(app_env):
 def test_interrupted_run_is_shown_with_resume(app_env):
     at = open_generate(app_env)
     pool = app_pool(app_env)
-    from selfinstruct.pipeline import RunConfig, start_run
+    from selfinstruct.settings import RunConfig
+    from selfinstruct.pipeline import start_run
     run_id = start_run(pool, RunConfig(rounds=1))
     pool.runs.set_status(run_id, "running")   # as if the app had died mid-run
     import streamlit as st
@@ -224,7 +225,8 @@ def test_batch_choice_runs_through_the_batch_api(app_env):
 def test_home_and_generate_count_the_same_rounds_done(app_env):
     """A round is done when its step is done (model.is_round_done): rounds planned or half
     answered count on neither page (Home said "Rounds 5" where Generate said "Rounds done 0")."""
-    from selfinstruct.pipeline import RunConfig, start_run
+    from selfinstruct.settings import RunConfig
+    from selfinstruct.pipeline import start_run
 
     at = open_generate(app_env)
     pool = app_pool(app_env)
@@ -243,7 +245,8 @@ def test_home_and_generate_count_the_same_rounds_done(app_env):
 
 def test_a_local_run_resumes_with_other_threads(app_env):
     """A local run slowed by a busy CPU resumes with fewer threads: the page offers the field."""
-    from selfinstruct.pipeline import RunConfig, start_run
+    from selfinstruct.settings import RunConfig
+    from selfinstruct.pipeline import start_run
 
     at = open_generate(app_env)
     pool = app_pool(app_env)

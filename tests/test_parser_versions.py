@@ -5,7 +5,8 @@ import duckdb
 import pytest
 
 from selfinstruct import parsing, prompts
-from selfinstruct.pipeline import RunConfig, Runner, refilter, start_run
+from selfinstruct.settings import RunConfig
+from selfinstruct.pipeline import Runner, refilter, start_run
 from selfinstruct.store import SCHEMA_VERSION, Pool
 from tests.conftest import run_cli
 

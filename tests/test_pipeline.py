@@ -8,7 +8,9 @@ from rouge_score import rouge_scorer
 
 from selfinstruct import seeds
 from selfinstruct.offline import OfflineServer
-from selfinstruct.pipeline import RunConfig, RunControl, Runner, estimate_run, refilter, start_run
+from selfinstruct.settings import RunConfig
+from selfinstruct.control import RunControl
+from selfinstruct.pipeline import Runner, estimate_run, refilter, start_run
 from tests.conftest import kill_cli_after, run_cli, served_offline
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)

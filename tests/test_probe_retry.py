@@ -13,7 +13,8 @@ from selfinstruct import evaluate, seeds
 from selfinstruct.evaluate import EvalModel, EvalRunner
 from selfinstruct.judge import JudgeConfig, JudgeRunner, start_judge
 from selfinstruct.offline import OfflineServer
-from selfinstruct.pipeline import RunConfig, Runner, start_run
+from selfinstruct.settings import RunConfig
+from selfinstruct.pipeline import Runner, start_run
 from selfinstruct.store import Pool
 
 TIMEOUT_S = 1.0

@@ -21,7 +21,8 @@ from selfinstruct.judge import JudgeConfig, JudgeRunner, start_judge
 from selfinstruct.llm import LLMClient, LLMConfig, LLMError, RATE_LIMIT_PATIENCE_S, Sampling, duration_words
 from selfinstruct.monitor import rate_limit_words
 from selfinstruct.offline import OfflineServer
-from selfinstruct.pipeline import RESUMABLE_SETTINGS, RunConfig, Runner, start_run
+from selfinstruct.settings import RESUMABLE_SETTINGS, RunConfig
+from selfinstruct.pipeline import Runner, start_run
 from selfinstruct.prompts import Prompt
 from selfinstruct.store import Pool
 from tests.conftest import run_cli

@@ -17,7 +17,8 @@ from selfinstruct import evaluate, redact, seeds
 from selfinstruct.evaluate import EvalModel
 from selfinstruct.llm import LLMConfig
 from selfinstruct.offline import OfflineServer
-from selfinstruct.pipeline import RunConfig, Runner, start_run
+from selfinstruct.settings import RunConfig
+from selfinstruct.pipeline import Runner, start_run
 from selfinstruct.store import Pool
 from tests.conftest import run_cli
 

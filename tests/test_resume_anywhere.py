@@ -15,7 +15,9 @@ import pytest
 from bench.resume_sweep import decisions, sweep
 from selfinstruct import seeds
 from selfinstruct.offline import OfflineServer
-from selfinstruct.pipeline import RunConfig, RunControl, Runner, start_run
+from selfinstruct.settings import RunConfig
+from selfinstruct.control import RunControl
+from selfinstruct.pipeline import Runner, start_run
 from selfinstruct.store import Pool
 
 ROUNDS, PER_ROUND = 2, 3

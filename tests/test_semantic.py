@@ -15,7 +15,8 @@ from selfinstruct import actions, embed, model, seeds
 from selfinstruct.backend import OPENAI_COMPATIBLE, Backend
 from selfinstruct.llm import LLMError
 from selfinstruct.offline import EMBEDDING_MODEL, OfflineServer, offline_embedding
-from selfinstruct.pipeline import RunConfig, Runner, refilter, start_run
+from selfinstruct.settings import RunConfig
+from selfinstruct.pipeline import Runner, refilter, start_run
 from selfinstruct.seeds import SeedTask
 from selfinstruct.semantic import find_duplicates, group_by_rank
 from selfinstruct.store import Pool

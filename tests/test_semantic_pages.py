@@ -8,7 +8,8 @@ import re
 from selfinstruct import embed, seeds, semantic
 from selfinstruct.backend import OPENAI_COMPATIBLE
 from selfinstruct.offline import OfflineServer
-from selfinstruct.pipeline import RunConfig, Runner, start_run
+from selfinstruct.settings import RunConfig
+from selfinstruct.pipeline import Runner, start_run
 from selfinstruct.store import Pool
 from tests.conftest import app_pool, open_page
 

@@ -9,12 +9,14 @@ import pytest
 
 from selfinstruct import monitor, parsing, prompts
 from selfinstruct.backend import Backend
-from selfinstruct.engine import stored_prompt
+from selfinstruct.decisions import decide_round, stored_prompt
 from selfinstruct.filters import REASON_LABELS, PIPELINE_REASONS, InstructionFilter, find_echoes
 from selfinstruct.llm import LLMConfig, Sampling, request_body
 from selfinstruct.novelty import NoveltyIndex
 from selfinstruct.offline import OfflineServer
-from selfinstruct.pipeline import RunConfig, Runner, decide_round, planned_request, start_run
+from selfinstruct.settings import RunConfig
+from selfinstruct.pipeline import Runner, start_run
+from selfinstruct.engine import planned_request
 
 DATA = Path(__file__).parent / "data"
 FAST = {"requests_per_round": 2, "concurrency": 4, "max_retries": 1, "timeout_s": 20}

@@ -135,7 +135,8 @@ def test_steer_weights_favour_thin_topics_and_skip_avoided():
 
 # ---------------------------------------------------------------------------- steered generation
 def _steered(pool, server, **extra):
-    from selfinstruct.pipeline import RunConfig, Runner, start_run
+    from selfinstruct.settings import RunConfig
+    from selfinstruct.pipeline import Runner, start_run
 
     config = RunConfig(base_url=server.base_url, rounds=4, seed=5, steer="coverage", requests_per_round=4,
                        example_lag=1, timeout_s=5.0, max_retries=3, **extra)
@@ -181,8 +182,8 @@ def test_steered_examples_never_come_from_an_avoided_topic(seeded, server):
     prompts = _prompts(seeded, run_id)
     # The mark means the marked topic's items, whatever topics the run computes for its rounds.
     assert prompts and not [text for text in banned for p in prompts if text in p]
-    # Without steering, those seeds are drawn as usual.
-    from selfinstruct.pipeline import RunConfig, Runner, start_run
+    from selfinstruct.settings import RunConfig
+    from selfinstruct.pipeline import Runner, start_run
 
     plain = start_run(seeded, RunConfig(base_url=server.base_url, rounds=2, seed=5, requests_per_round=4,
                                         timeout_s=5.0, max_retries=3))
@@ -337,7 +338,8 @@ def test_cli_topics_and_the_export_cap(db_path):
 
 def test_a_steered_run_resumed_gives_the_prompts_of_one_run_through(tmp_path, server):
     from selfinstruct import seeds
-    from selfinstruct.pipeline import RunConfig, Runner, start_run
+    from selfinstruct.settings import RunConfig
+    from selfinstruct.pipeline import Runner, start_run
     from selfinstruct.store import Pool
 
     config = dict(base_url=server.base_url, seed=5, steer="coverage", requests_per_round=4, example_lag=1,

@@ -13,7 +13,8 @@ from playwright.sync_api import expect
 from selfinstruct import seeds
 from selfinstruct.offline import OfflineServer
 from selfinstruct.parsing import identify_stage
-from selfinstruct.pipeline import RunConfig, Runner, start_run
+from selfinstruct.settings import RunConfig
+from selfinstruct.pipeline import Runner, start_run
 from selfinstruct.prompts import STAGE_CLASSIFY, STAGE_INSTANCES, STAGE_INSTRUCTIONS
 from selfinstruct.store import Pool
 from tests.e2e.conftest import go_to, open_app, wait_idle
