@@ -31,36 +31,29 @@ Keys follow `backend.Backend`'s rule.
 """
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
 import json
-import math
 import random
-import time
-from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
-
-import duckdb
 
 from . import local, parsing, prompts
 from .backend import LOCAL, OFFLINE, OPENAI_COMPATIBLE, Backend, defaults_for
 from .calibration import RATINGS, Agreement, krippendorff_alpha, unit_ratings, weighted_kappa
-from .engine import Interrupted, RunFailed, keep_arrived
-from .llm import RATE_LIMIT_PATIENCE_S, AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
-from .model import ENDED_STATUSES, FAILED, FINISHED, PAUSED, RESUMABLE_STATUSES, RUNNING, STOPPED
-from .pipeline import (NEXT_STEPS, Event, RunControl, _run_coroutine, active_of, StoredSettings,
-                       check_endpoint_settings, exclusive_job, probe_until_answered)
+from .llm import RATE_LIMIT_PATIENCE_S, Completion, PriceTable, Sampling
+from .model import RESUMABLE_STATUSES
+from .pipeline import NEXT_STEPS, probe_until_answered
+from .control import Event, RunControl, active_of
+from .settings import StoredSettings, check_endpoint_settings
 from .quality import wilson_interval
-from .store import Pool, PoolError
+from .runner import (MAX_FAILURES_PER_ITEM, RETRY_COOLDOWN_S, UNREADABLE_CHECK, Answered,  # noqa: F401 (their home)
+                     Plan, Request, RequestRunner, lane_for)
+from .store import Pool
 
 COLLECT, PRERATE = "collect", "prerate"
 TASKS = (COLLECT, PRERATE)
-MAX_FAILURES_PER_ITEM = 3
-RETRY_COOLDOWN_S = 5.0
-UNREADABLE_CHECK = 10
 MIN_MODELS = 2
 LEVELS = RATINGS                      # "A", "B", "C", "D", best first (calibration.RATINGS)
 LEVEL_WORDS = prompts.EVAL_LEVELS     # what each level means, in the prompt's and the page's words
@@ -203,11 +196,11 @@ def holdout_instructions(pool: Pool, k: int, *, seed: int = 0) -> list[dict]:
     instance's input), to hold out from training and evaluate on."""
     if k < 1:
         raise ValueError("Hold out at least one task.")
-    items = pool.judge_pool_items()
+    items = pool.judge.pool_items()
     if not items:
         raise ValueError("The pool has no accepted task with a kept instance to hold out.")
     chosen = sorted(random.Random(seed).sample(items, min(k, len(items))))
-    texts = pool.judge_item_texts([(c, i) for c, i, _ in chosen])
+    texts = pool.judge.item_texts([(c, i) for c, i, _ in chosen])
     return [{"instruction": t["instruction"], "input": t["input"] or "", "source": f"pool:candidate {c}"}
             for (c, _, _), t in zip(chosen, texts)]
 
@@ -226,12 +219,12 @@ def create_evaluation(pool: Pool, models: Sequence[EvalModel], instructions: Seq
         raise ValueError("Give the evaluation at least one instruction.")
     config = {"models": [m.to_dict() for m in models], "sampling": answer_sampling().to_dict(),
               "prompt_version": prompts.EVAL_ANSWER_VERSION}
-    return pool.create_evaluation(name=name, config=config, instructions=list(instructions), models=len(models),
+    return pool.evaluations.create(name=name, config=config, instructions=list(instructions), models=len(models),
                                   actor=actor)
 
 
 def models_of(pool: Pool, evaluation_id: int) -> list[EvalModel]:
-    evaluation = pool.evaluation(evaluation_id)
+    evaluation = pool.evaluations.get(evaluation_id)
     if evaluation is None:
         raise ValueError(f"There is no evaluation {evaluation_id}.")
     return [EvalModel.from_dict(m) for m in evaluation["config"].get("models", [])]
@@ -241,14 +234,14 @@ def plan_prerating(pool: Pool, evaluation_id: int, judge_config, *, actor: str =
     """Set the judge (a `judge.JudgeConfig`: endpoint, mode, structured...) that pre-rates this
     evaluation's answers and plan a pre-rating for each answered answer it has not rated yet; the
     number planned."""
-    if pool.evaluation(evaluation_id) is None:
+    if pool.evaluations.get(evaluation_id) is None:
         raise ValueError(f"There is no evaluation {evaluation_id}.")
     judge_config.validate()
-    if not pool.eval_progress(evaluation_id)["answered"]:
+    if not pool.evaluations.progress(evaluation_id)["answered"]:
         raise ValueError("Collect the models' answers first: there is nothing to pre-rate yet.")
     config = {**judge_config.to_dict(), "prompt_versions": dict(prompts.EVAL_RATE_VERSIONS),
               "parser_version": parsing.EVAL_RATE_PARSER}
-    return pool.set_evaluation_judge(evaluation_id, config, actor=actor)
+    return pool.evaluations.set_judge(evaluation_id, config, actor=actor)
 
 
 ANSWER_TOKENS_GUESS = 250      # tokens of an answer, before any is stored
@@ -272,10 +265,10 @@ def estimate_collection(pool: Pool, evaluation_id: int) -> EvalEstimate:
     offline server counts) and, per answer, the mean of the answers already stored for that model
     (else a guess of ANSWER_TOKENS_GUESS), priced with each model's table."""
     models = models_of(pool, evaluation_id)
-    stored = {u["model_index"]: u for u in pool.eval_usage_by_model(evaluation_id)}
+    stored = {u["model_index"]: u for u in pool.evaluations.usage_by_model(evaluation_id)}
     prompt_tokens = completion_tokens = 0
     cost = 0.0
-    open_rows = pool.eval_open_answers(evaluation_id)
+    open_rows = pool.evaluations.open_answers(evaluation_id)
     guessed = False
     for index, model in enumerate(models):
         rows = [r for r in open_rows if r["model_index"] == index]
@@ -310,7 +303,7 @@ def _next_step(kind: str, evaluation_id: int, task: str) -> str:
 
 def active_evaluation(pool: Pool) -> int | None:
     """The evaluation collecting or pre-rating in this process for this pool file, if any (one job
-    per pool: pipeline.exclusive_job)."""
+    per pool: control.exclusive_job)."""
     return active_of(pool, "evaluate")
 
 
@@ -329,15 +322,18 @@ class EvalOutcome:
     next_step: str = ""
 
 
-class EvalRunner:
+class EvalRunner(Plan):
     """Collects an evaluation's answers (task 'collect') or the judge's pre-ratings ('prerate')
     until every planned row is answered, a pause/stop request, or a failure that needs a person.
-    `api_keys`: a typed key per model index (collect) or for the judge (key None)."""
+    `api_keys`: a typed key per model index (collect) or for the judge (key None). A plan over
+    runner.RequestRunner: one lane per model (collect) or the judge's lane (prerate)."""
+
+    job, events = "evaluate", ("eval_started", "eval_progress", "eval_ended")
 
     def __init__(self, pool: Pool, evaluation_id: int, on_event: Callable[[Event], None] | None = None,
                  control: RunControl | None = None, *, task: str = COLLECT, api_keys: dict | None = None,
                  env_key_any_url: bool = False, prices: PriceTable | None = None):
-        evaluation = pool.evaluation(evaluation_id)
+        evaluation = pool.evaluations.get(evaluation_id)
         if evaluation is None:
             raise ValueError(f"There is no evaluation {evaluation_id} in {pool.path}.")
         if task not in TASKS:
@@ -345,6 +341,7 @@ class EvalRunner:
         if task == PRERATE and not evaluation["judge_config"]:
             raise ValueError(f"Evaluation {evaluation_id} has no judge to pre-rate with; set one first.")
         self.pool, self.evaluation_id, self.task = pool, evaluation_id, task
+        self.job_id, self.step = evaluation_id, task
         self.models = models_of(pool, evaluation_id)
         self.sampling = Sampling.from_dict(evaluation["config"].get("sampling") or answer_sampling().to_dict())
         self.judge = None
@@ -357,79 +354,64 @@ class EvalRunner:
         self.prices = prices
         self.on_event = on_event or (lambda event: None)
         self.control = control or RunControl()
-        self.done = self.total = self.unparseable = self.failures = 0
-        self.cost, self.tokens, self.in_flight = 0.0, 0, 0
+        RequestRunner(self, self.on_event, self.control)
         self._offline = None
+        self._backends: list[Backend] = []
+        self._setups: dict = {}          # lane key -> (settings, started backend, prices)
+        self._structured = False
 
     @property
     def judge_model(self) -> str:
         return self.judge.model if self.judge else ""
 
-    def emit(self, kind: str, message: str = "", data: dict | None = None) -> None:
-        self.on_event(Event(kind, self.evaluation_id, step=self.task, done=self.done, total=self.total,
-                            message=message, data={"in_flight": self.in_flight, "failures": self.failures,
-                                                   "unparseable": self.unparseable, "cost_usd": self.cost,
-                                                   "tokens": self.tokens, **(data or {})}))
+    # -- the stored job
+    def set_status(self, status: str, **kwargs) -> None:
+        self.pool.evaluations.set_status(self.evaluation_id, status, judge=self.task == PRERATE, **kwargs)
 
-    def _set_status(self, status: str, **kwargs) -> None:
-        self.pool.set_evaluation_status(self.evaluation_id, status, judge=self.task == PRERATE, **kwargs)
-
-    def _load_counts(self) -> None:
+    def stored_counts(self) -> dict:
         if self.task == COLLECT:
-            progress = self.pool.eval_progress(self.evaluation_id)
-            self.unparseable = 0
+            progress, unparseable = self.pool.evaluations.progress(self.evaluation_id), 0
         else:
-            progress = self.pool.eval_prerate_progress(self.evaluation_id, self.judge_model)
-            self.unparseable = progress["unparseable"]
-        self.done, self.total = progress["answered"], progress["total"]
-        self.cost, self.tokens = progress["cost_usd"], progress["tokens"]
+            progress = self.pool.evaluations.prerate_progress(self.evaluation_id, self.judge_model)
+            unparseable = progress["unparseable"]
+        return {"done": progress["answered"], "total": progress["total"], "unparseable": unparseable,
+                "cost_usd": progress["cost_usd"], "tokens": progress["tokens"]}
 
-    def run(self) -> EvalOutcome:
-        with exclusive_job(self.pool, "evaluate", self.evaluation_id):
-            self._set_status(RUNNING)
-            self._load_counts()
-            self.emit("eval_started", f"evaluation {self.evaluation_id}: {self.task} started")
-            backends: list[Backend] = []
-            try:
-                if self.task == COLLECT:
-                    reason = self._collect(backends)
-                else:
-                    reason = self._prerate(backends)
-                return self._end(FINISHED, reason)
-            except Interrupted:
-                reason = self.control.reason or STOPPED
-                command = collect_command(self.evaluation_id) if self.task == COLLECT else \
-                    prerate_command(self.evaluation_id)
-                return self._end(reason, reason, next_step=f"Resume with: {command}" if reason == PAUSED else "")
-            except local.LocalModelError as exc:
-                return self._end(FAILED, "local_model", error=str(exc),
-                                 next_step=_next_step("local_model", self.evaluation_id, self.task))
-            except (LLMError, RunFailed) as exc:
-                return self._end(FAILED, exc.kind, error=exc.message,
-                                 next_step=_next_step(exc.kind, self.evaluation_id, self.task))
-            except (duckdb.Error, OSError) as exc:
-                message = (f"Could not write to the pool {self.pool.path}: {exc.__class__.__name__}: {exc}. "
-                           "Nothing already written is lost.")
-                return self._end(FAILED, "storage", error=message,
-                                 next_step=_next_step("storage", self.evaluation_id, self.task))
-            finally:
-                for backend in backends:
-                    backend.stop()
-                if self._offline is not None:
-                    self._offline.stop()
-                    self._offline = None
+    def started_words(self) -> str:
+        return f"evaluation {self.evaluation_id}: {self.task} started"
 
-    def _end(self, status: str, reason: str, error: str | None = None, next_step: str = "") -> EvalOutcome:
-        try:
-            self._set_status(status, stop_reason=reason, error=error, ended=status in ENDED_STATUSES)
-            self._load_counts()
-        except (duckdb.Error, OSError) as exc:
-            raise PoolError(f"{error or reason} The evaluation's status could not be saved either ({exc}).") from None
-        outcome = EvalOutcome(self.evaluation_id, self.task, status, reason, self.done, self.total,
-                              self.unparseable, self.cost, error, next_step)
-        self.in_flight = 0
-        self.emit("eval_ended", error or reason, asdict(outcome))
-        return outcome
+    def resume_command(self) -> str:
+        return collect_command(self.evaluation_id) if self.task == COLLECT else prerate_command(self.evaluation_id)
+
+    def next_step(self, kind: str) -> str:
+        return _next_step(kind, self.evaluation_id, self.task)
+
+    def status_unsaved_words(self, said: str, exc: Exception) -> str:
+        return f"{said} The evaluation's status could not be saved either ({exc})."
+
+    def outcome(self, status: str, reason: str, error: str | None, next_step: str) -> EvalOutcome:
+        return EvalOutcome(self.evaluation_id, self.task, status, reason, self.done, self.total,
+                           self.unparseable, self.cost, error, next_step)
+
+    def start(self) -> None:
+        if self.task == COLLECT:
+            offline_names = [m.model for m in self.models if m.backend == OFFLINE]
+            for index, model in enumerate(self.models):
+                backend = self._backend(model, self.api_keys.get(index), self._backends, offline_names)
+                self._setups[index] = (model, backend, self.prices or model.price_table())
+        else:
+            judge = self.judge
+            backend = self._backend(judge, self.api_keys.get(None), self._backends, [judge.model])
+            self._structured = self._decide_structured(backend)
+            self._setups[0] = (judge, backend, self.prices or judge.price_table())
+
+    def close(self) -> None:
+        for backend in self._backends:
+            backend.stop()
+        self._backends.clear()
+        if self._offline is not None:
+            self._offline.stop()
+            self._offline = None
 
     # -- backends
     def _backend(self, settings, key: str | None, backends: list[Backend], offline_names: Sequence[str]) -> Backend:
@@ -446,48 +428,9 @@ class EvalRunner:
         backends.append(backend)
         return backend.start()
 
-    def _client(self, settings, backend: Backend, prices: PriceTable) -> tuple:
-        pacer = AdaptiveLimit(settings.concurrency, rpm=getattr(settings, "rpm", None),
-                              tpm=getattr(settings, "tpm", None))
-        client = backend.client(backend.llm_config(
-            model=settings.model, mode=settings.mode, concurrency=settings.concurrency, timeout_s=settings.timeout_s,
-            max_retries=settings.max_retries, max_answer_bytes=settings.max_answer_bytes,
-            rate_limit_patience_s=settings.rate_limit_patience_s), prices=prices, pacer=pacer)
-        return client, pacer
-
-    def _collect(self, backends: list[Backend]) -> str:
-        offline_names = [m.model for m in self.models if m.backend == OFFLINE]
-        setups = {}
-        for index, model in enumerate(self.models):
-            backend = self._backend(model, self.api_keys.get(index), backends, offline_names)
-            setups[index] = (model, backend, self.prices or model.price_table())
-        rows = self.pool.eval_open_answers(self.evaluation_id)
-
-        def make_prompt(row: dict) -> prompts.Prompt:
-            model = self.models[row["model_index"]]
-            return prompts.build_eval_answer_prompt(row["instruction"], row["input"] or "",
-                                                    completion=model.mode == "completion")
-
-        return _run_coroutine(self._stream(rows, setups, lambda row: row["model_index"], make_prompt,
-                                           self._record_answer, self._record_failure, self.sampling))
-
-    def _prerate(self, backends: list[Backend]) -> str:
-        judge = self.judge
-        backend = self._backend(judge, self.api_keys.get(None), backends, [judge.model])
-        structured = self._decide_structured(backend)
-        rows = self.pool.eval_open_prerates(self.evaluation_id, judge.model)
-
-        def make_prompt(row: dict) -> prompts.Prompt:
-            return prompts.build_eval_rate_prompt(row["instruction"], row["input"] or "", row["answer"] or "",
-                                                  structured=structured)
-
-        return _run_coroutine(self._stream(rows, {0: (judge, backend, self.prices or judge.price_table())},
-                                           lambda row: 0, make_prompt, self._record_rating,
-                                           self._record_rating_failure, judge_sampling()))
-
     def _decide_structured(self, backend: Backend) -> bool:
         judge = self.judge
-        evaluation = self.pool.evaluation(self.evaluation_id) or {}
+        evaluation = self.pool.evaluations.get(self.evaluation_id) or {}
         if judge.mode != "chat" or judge.structured == "off":
             structured = False
         elif judge.structured == "on":
@@ -498,129 +441,74 @@ class EvalRunner:
             structured, note = probe_until_answered(backend, judge, control=self.control,
                                                     say=lambda text: self.emit("step", text))
             self.emit("step", f"structured output: {'on' if structured else 'off'}, {note}")
-        self.pool.set_evaluation_judge_structured(self.evaluation_id, structured)
+        self.pool.evaluations.set_judge_structured(self.evaluation_id, structured)
         return structured
 
-    async def _stream(self, rows: list[dict], setups: dict, key_of, make_prompt, record, fail,
-                      sampling: Sampling) -> str:
-        clients: dict = {}
-        tasks: dict[asyncio.Task, tuple[dict, prompts.Prompt]] = {}
-        try:
-            for key, (settings, backend, prices) in setups.items():
-                clients[key] = self._client(settings, backend, prices)
-            ready = {key: deque(r for r in rows if key_of(r) == key) for key in setups}
-            cooling: dict[int, tuple[float, dict]] = {}
-            streak = [0, 0]
-            waited = 0
-            while True:
-                if self.control.requested:
-                    raise Interrupted()
-                now = time.monotonic()
-                for row_id, (when, row) in list(cooling.items()):
-                    if when <= now:
-                        del cooling[row_id]
-                        ready[key_of(row)].append(row)
-                for key, queue in ready.items():
-                    client, pacer = clients[key]
-                    busy = sum(1 for r, _ in tasks.values() if key_of(r) == key)
-                    while queue and busy < pacer.limit:
-                        row = queue.popleft()
-                        prompt = make_prompt(row)
-                        tasks[asyncio.create_task(client.complete(prompt, sampling))] = (row, prompt)
-                        busy += 1
-                self.in_flight = len(tasks)
-                if not tasks:
-                    if not any(ready.values()) and not cooling:
-                        return "finished"
-                    await asyncio.sleep(0.2)
-                    continue
-                done, _ = await asyncio.wait(tasks, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    row, prompt = tasks.pop(task)
-                    self.in_flight = len(tasks)
-                    completion = task.result()      # a fatal LLMError is raised here
-                    if completion.error:
-                        fail(row, completion)
-                        row["failures"] = int(row.get("failures") or 0) + 1
-                        streak[0] += 1
-                        self.failures += 1
-                        self.emit("eval_progress", completion.error or "", {"error_kind": completion.error_kind})
-                        limit = setups[key_of(row)][0].failure_streak
-                        if streak[0] >= limit or row["failures"] >= MAX_FAILURES_PER_ITEM:
-                            raise RunFailed(completion.error_kind or "server", completion.error or "Requests keep failing.")
-                        cooling[row["id"]] = (time.monotonic() + RETRY_COOLDOWN_S, row)
-                    else:
-                        streak[0] = 0
-                        record(row, prompt, completion, streak)
-                shown = math.ceil(max(pacer.wait_s() for _, pacer in clients.values()))
-                if shown != waited:      # a 429 wait: no answer arrives, so say it once a second
-                    waited = shown
-                    self.emit("rate_limit", data={"rate_limit_wait_s": shown})
-        except (Interrupted, asyncio.CancelledError):    # a pause, a stop, Ctrl+C or SIGTERM
-            await keep_arrived(tasks, lambda what, completion: record(*what, completion, streak))
-            raise
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for client, _ in clients.values():
-                await client.aclose()
+    # -- the requests
+    def lanes(self) -> dict:
+        return {key: lane_for(backend, settings, prices) for key, (settings, backend, prices) in self._setups.items()}
 
-    def _record_answer(self, row: dict, prompt: prompts.Prompt, completion: Completion, streak: list[int]) -> None:
+    def open_items(self) -> list[dict]:
+        if self.task == COLLECT:
+            return self.pool.evaluations.open_answers(self.evaluation_id)
+        return self.pool.evaluations.open_prerates(self.evaluation_id, self.judge_model)
+
+    def lane_of(self, row: dict) -> int:
+        return row["model_index"] if self.task == COLLECT else 0
+
+    def request(self, row: dict) -> Request:
+        if self.task == COLLECT:
+            prompt = prompts.build_eval_answer_prompt(row["instruction"], row["input"] or "",
+                                                      completion=self.models[row["model_index"]].mode == "completion")
+            sampling = self.sampling
+        else:
+            prompt = prompts.build_eval_rate_prompt(row["instruction"], row["input"] or "", row["answer"] or "",
+                                                    structured=self._structured)
+            sampling = judge_sampling()
+        return Request(lambda client: client.complete(prompt, sampling), prompt)
+
+    def on_answer(self, row: dict, prompt: prompts.Prompt, completion: Completion) -> Answered | None:
+        if self.task == COLLECT:
+            return self._record_answer(row, prompt, completion)
+        return self._record_rating(row, prompt, completion)
+
+    def on_failure(self, row: dict, completion: Completion) -> None:
+        record = self.pool.evaluations.record_failure if self.task == COLLECT else self.pool.evaluations.record_prerate_failure
+        record(row["id"], error=completion.error or "", error_kind=completion.error_kind or "",
+               attempts=completion.attempts, latency_s=completion.latency_s)
+
+    def unreadable_words(self, done: int, why: str) -> str:
+        return f"None of the judge's first {done} ratings could be read as A, B, C or D (the last: {why[:200]})."
+
+    def _record_answer(self, row: dict, prompt: prompts.Prompt, completion: Completion) -> Answered | None:
         text = completion.text
         if completion.oversize:
             text = text or ""
-        stored = self.pool.record_eval_answer(row["id"], {
+        stored = self.pool.evaluations.record_answer(row["id"], {
             "prompt": prompt.full_text(), "prompt_version": prompt.version, "response": text,
             "finish_reason": completion.finish_reason, "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.completion_tokens, "cost_usd": completion.cost_usd,
             "latency_s": completion.latency_s, "attempts": completion.attempts})
-        if stored:
-            self._count(completion)
+        return Answered() if stored else None
 
-    def _record_failure(self, row: dict, completion: Completion) -> None:
-        self.pool.record_eval_failure(row["id"], error=completion.error or "", error_kind=completion.error_kind or "",
-                                      attempts=completion.attempts, latency_s=completion.latency_s)
-
-    def _record_rating(self, row: dict, prompt: prompts.Prompt, completion: Completion, streak: list[int]) -> None:
+    def _record_rating(self, row: dict, prompt: prompts.Prompt, completion: Completion) -> Answered | None:
         if completion.oversize:
             rating = parsing.EvalRating(unparseable="the answer was larger than the size limit")
         else:
             rating = parsing.parse_eval_rate_answer(completion.text, prompt, finish_reason=completion.finish_reason)
-        stored = self.pool.record_eval_prerate(row["id"], {
+        stored = self.pool.evaluations.record_prerate(row["id"], {
             "prompt": prompt.full_text(), "prompt_version": prompt.version, "parser_version": parsing.EVAL_RATE_PARSER,
             "structured": True if prompt.structured else None, "response": completion.text,
             "finish_reason": completion.finish_reason, "rating": rating.rating, "reason": rating.reason or None,
             "unparseable": rating.unparseable, "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.completion_tokens, "cost_usd": completion.cost_usd,
             "latency_s": completion.latency_s, "attempts": completion.attempts})
-        if not stored:
-            return
-        if rating.ok:
-            streak[1] = 0
-        else:
-            self.unparseable += 1
-            streak[1] += 1
-        self._count(completion)
-        if streak[1] >= UNREADABLE_CHECK and self.done == self.unparseable:
-            raise RunFailed("unparseable", f"None of the judge's first {self.done} ratings could be read as A, B, C "
-                                           f"or D (the last: {(rating.unparseable or '')[:200]}).")
-
-    def _record_rating_failure(self, row: dict, completion: Completion) -> None:
-        self.pool.record_eval_prerate_failure(row["id"], error=completion.error or "",
-                                              error_kind=completion.error_kind or "",
-                                              attempts=completion.attempts, latency_s=completion.latency_s)
-
-    def _count(self, completion: Completion) -> None:
-        self.done += 1
-        self.cost += completion.cost_usd
-        self.tokens += completion.prompt_tokens + completion.completion_tokens
-        self.emit("eval_progress")
+        return Answered(rating.ok, rating.unparseable or "") if stored else None
 
 
 def resumable_evaluations(pool: Pool) -> list[dict]:
     """Evaluations whose collection ended before every answer came in."""
-    return [e for e in pool.evaluations() if e["status"] in RESUMABLE_STATUSES and e["answered"] < e["answers"]]
+    return [e for e in pool.evaluations.all() if e["status"] in RESUMABLE_STATUSES and e["answered"] < e["answers"]]
 
 
 # -- blind rating ----------------------------------------------------------------------------------
@@ -659,8 +547,8 @@ class BlindItem:
 def rating_queue(pool: Pool, evaluation_id: int, rater: str) -> dict:
     """A rater's work: `ready` (instruction ids whose answers are all in, in order), `todo` (those
     the rater has not rated whole), `rated` (count)."""
-    answers = pool.eval_answers(evaluation_id)
-    mine = {r["answer_id"] for r in pool.eval_ratings(evaluation_id, rater=rater)}
+    answers = pool.evaluations.answers(evaluation_id)
+    mine = {r["answer_id"] for r in pool.evaluations.ratings(evaluation_id, rater=rater)}
     by_instruction: dict[int, list[dict]] = {}
     for a in answers:
         by_instruction.setdefault(a["instruction_id"], []).append(a)
@@ -670,11 +558,11 @@ def rating_queue(pool: Pool, evaluation_id: int, rater: str) -> dict:
 
 
 def blind_item(pool: Pool, evaluation_id: int, rater: str, instruction_id: int) -> BlindItem:
-    instruction = next((i for i in pool.eval_instructions(evaluation_id) if i["id"] == instruction_id), None)
+    instruction = next((i for i in pool.evaluations.instructions(evaluation_id) if i["id"] == instruction_id), None)
     if instruction is None:
         raise ValueError(f"Evaluation {evaluation_id} has no instruction {instruction_id}.")
-    rows = {a["model_index"]: a for a in pool.eval_answers(evaluation_id) if a["instruction_id"] == instruction_id}
-    mine = {r["answer_id"]: r["rating"] for r in pool.eval_ratings(evaluation_id, rater=rater)}
+    rows = {a["model_index"]: a for a in pool.evaluations.answers(evaluation_id) if a["instruction_id"] == instruction_id}
+    mine = {r["answer_id"]: r["rating"] for r in pool.evaluations.ratings(evaluation_id, rater=rater)}
     order = blind_order(evaluation_id, rater, instruction_id, len(rows))
     answers = tuple(BlindAnswer(slot, rows[m]["id"], rows[m]["response"] or "", mine.get(rows[m]["id"]))
                     for slot, m in enumerate(order, 1))
@@ -689,10 +577,10 @@ def rate(pool: Pool, evaluation_id: int, answer_id: int, rater: str, rating: str
     rater = (rater or "").strip()
     if not rater:
         raise ValueError("Say who is rating.")
-    answer = next((a for a in pool.eval_answers(evaluation_id) if a["id"] == answer_id), None)
+    answer = next((a for a in pool.evaluations.answers(evaluation_id) if a["id"] == answer_id), None)
     if answer is None or answer["response"] is None:
         raise ValueError("That answer is not in this evaluation or has not come in yet.")
-    pool.save_eval_rating(answer_id, rater, rating, note)
+    pool.evaluations.save_rating(answer_id, rater, rating, note)
 
 
 # -- results ----------------------------------------------------------------------------------------
@@ -766,18 +654,18 @@ def agreement_of(ratings: dict[str, dict[int, str]]) -> Agreement | None:
 
 def results(pool: Pool, evaluation_id: int) -> EvalResults:
     models = models_of(pool, evaluation_id)
-    evaluation = pool.evaluation(evaluation_id)
-    model_of = {a["id"]: a["model_index"] for a in pool.eval_answers(evaluation_id)}
+    evaluation = pool.evaluations.get(evaluation_id)
+    model_of = {a["id"]: a["model_index"] for a in pool.evaluations.answers(evaluation_id)}
     by_rater: dict[str, dict[int, str]] = {}
     by_answer: dict[int, list[str]] = {}
-    for row in pool.eval_ratings(evaluation_id):
+    for row in pool.evaluations.ratings(evaluation_id):
         by_rater.setdefault(row["rater"], {})[row["answer_id"]] = row["rating"]
         by_answer.setdefault(row["answer_id"], []).append(row["rating"])
     people = {a: people_rating(r) for a, r in by_answer.items()}
     judge_model = (evaluation.get("judge_config") or {}).get("model") if evaluation else None
     judge = {}
     if judge_model:
-        judge = {p["answer_id"]: p["rating"] for p in pool.eval_prerates(evaluation_id, judge_model)
+        judge = {p["answer_id"]: p["rating"] for p in pool.evaluations.prerates(evaluation_id, judge_model)
                  if p["rating"] in LEVELS}
     pairs = [(judge[a], people[a]) for a in judge if a in people]
     return EvalResults(
@@ -814,13 +702,13 @@ class EvalView:
 
 
 def evaluation_view(pool: Pool, evaluation_id: int) -> EvalView:
-    evaluation = pool.evaluation(evaluation_id)
+    evaluation = pool.evaluations.get(evaluation_id)
     if evaluation is None:
         raise ValueError(f"There is no evaluation {evaluation_id}.")
     judge_model = (evaluation.get("judge_config") or {}).get("model")
-    return EvalView(evaluation, models_of(pool, evaluation_id), pool.eval_progress(evaluation_id),
-                    pool.eval_usage_by_model(evaluation_id),
-                    pool.eval_prerate_progress(evaluation_id, judge_model) if judge_model else None,
+    return EvalView(evaluation, models_of(pool, evaluation_id), pool.evaluations.progress(evaluation_id),
+                    pool.evaluations.usage_by_model(evaluation_id),
+                    pool.evaluations.prerate_progress(evaluation_id, judge_model) if judge_model else None,
                     results(pool, evaluation_id))
 
 

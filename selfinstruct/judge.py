@@ -22,7 +22,7 @@ run for the CLI and the page; calibration against people lives in selfinstruct/c
 
 Servers and keys go through `backend.Backend` (its key rule), never the environment directly.
 One job per pool: a judge run and a generation run of the same pool never go on at once in one
-process (`active_judge`, `pipeline.active_run`; jobs.JobManager refuses either while the other is
+process (`active_judge`, `control.active_run`; jobs.JobManager refuses either while the other is
 busy), and DuckDB keeps other processes out of the file.
 """
 from __future__ import annotations
@@ -34,8 +34,9 @@ from . import parsing, prompts
 from .backend import OFFLINE, Backend
 from .llm import RATE_LIMIT_PATIENCE_S, AdaptiveLimit, Completion, PriceTable, Sampling
 from .model import ALL_VALID, NO, QUESTIONS, RESUMABLE_STATUSES, UNSURE, YES
-from .pipeline import (NEXT_STEPS, Event, RunControl, active_of, StoredSettings,
-                       check_endpoint_settings, probe_until_answered)
+from .pipeline import NEXT_STEPS, probe_until_answered
+from .control import Event, RunControl, active_of
+from .settings import StoredSettings, check_endpoint_settings
 from .runner import (MAX_FAILURES_PER_ITEM, RETRY_COOLDOWN_S, UNREADABLE_CHECK, Answered,  # noqa: F401 (their home)
                      Plan, Request, RequestRunner, lane_for)
 from .store import Pool
@@ -123,7 +124,7 @@ def _next_step(kind: str, judge_run_id: int) -> str:
 
 def active_judge(pool: Pool) -> int | None:
     """The judge run going on in this process for this pool file, if any (one job per pool:
-    pipeline.exclusive_job)."""
+    control.exclusive_job)."""
     return active_of(pool, "judge")
 
 
@@ -140,17 +141,17 @@ def start_judge(pool: Pool, config: JudgeConfig, scope: str, study_id: int | Non
     if limit is not None and limit < 1:
         raise ValueError("The limit must be at least 1 item.")
     if scope == SCOPE_STUDY:
-        if study_id is None or pool.study(study_id) is None:
+        if study_id is None or pool.quality.study(study_id) is None:
             raise ValueError(f"There is no study {study_id}." if study_id is not None else "Choose a study to judge.")
-        items = pool.judge_study_items(study_id, limit)
+        items = pool.judge.study_items(study_id, limit)
         if not items:
             raise ValueError(f"Study {study_id} has no items.")
     else:
         study_id = None
-        items = pool.judge_pool_items(limit)
+        items = pool.judge.pool_items(limit)
         if not items:
             raise ValueError("The pool has no accepted generated instruction with a kept instance to judge.")
-    return pool.create_judge_run(scope=scope, study_id=study_id, config=config.to_dict(), items=items,
+    return pool.judge.create_run(scope=scope, study_id=study_id, config=config.to_dict(), items=items,
                                  name=name, actor=actor)
 
 
@@ -175,14 +176,14 @@ def estimate_judge(pool: Pool, config: JudgeConfig, scope: str, study_id: int | 
     """Tokens and cost before a judge run: the prompts' sizes (characters / 4, as the offline
     server counts) and, per answer, the mean of this model's earlier verdicts in the pool (else a
     guess of ANSWER_TOKENS_GUESS)."""
-    items = (pool.judge_study_items(study_id, limit) if scope == SCOPE_STUDY and study_id is not None
-             else pool.judge_pool_items(limit))
-    texts = pool.judge_item_texts([(c, i) for c, i, _ in items])
+    items = (pool.judge.study_items(study_id, limit) if scope == SCOPE_STUDY and study_id is not None
+             else pool.judge.pool_items(limit))
+    texts = pool.judge.item_texts([(c, i) for c, i, _ in items])
     structured = config.mode == "chat" and config.structured == "on"
     prompt_tokens = sum(-(-len(prompts.build_judge_prompt(t["instruction"] or "-", t["input"] or "", t["output"] or "",
                                                           structured=structured).full_text()) // 4)
                         for t in texts)
-    mean = pool.judge_answer_tokens(config.model)
+    mean = pool.judge.answer_tokens(config.model)
     per_answer = mean if mean is not None else ANSWER_TOKENS_GUESS
     completion_tokens = int(round(per_answer * len(items)))
     cost = config.price_table().cost(config.model, prompt_tokens, completion_tokens)
@@ -203,17 +204,17 @@ class JudgeView:
 
 
 def judge_view(pool: Pool, judge_run_id: int) -> JudgeView:
-    run = pool.judge_run(judge_run_id)
+    run = pool.judge.run(judge_run_id)
     if run is None:
         raise ValueError(f"There is no judge run {judge_run_id}.")
-    return JudgeView(run, pool.judge_progress(judge_run_id), pool.judge_usage(judge_run_id),
+    return JudgeView(run, pool.judge.progress(judge_run_id), pool.judge.usage(judge_run_id),
                      answer_rates(pool, judge_run_id), calibrate_run(pool, judge_run_id),
                      resume_judge_command(judge_run_id))
 
 
 def apply_judge_overrides(pool: Pool, judge_run_id: int, overrides: dict, *, actor: str = "user") -> JudgeConfig:
     """Change a stored judge run's resumable settings (audited); returns its configuration."""
-    run = pool.judge_run(judge_run_id)
+    run = pool.judge.run(judge_run_id)
     if run is None:
         raise ValueError(f"There is no judge run {judge_run_id} in {pool.path}.")
     unknown = set(overrides) - set(RESUMABLE_JUDGE_SETTINGS)
@@ -224,13 +225,13 @@ def apply_judge_overrides(pool: Pool, judge_run_id: int, overrides: dict, *, act
     config = JudgeConfig.from_dict({**stored, **overrides})
     config.validate()
     if changes:
-        pool.update_judge_run_config(judge_run_id, config.to_dict(), changes, actor=actor)
+        pool.judge.update_config(judge_run_id, config.to_dict(), changes, actor=actor)
     return config
 
 
 def resumable_judge_runs(pool: Pool) -> list[dict]:
     """Judge runs that ended before every item was answered (interrupted, paused, failed, stopped)."""
-    return [r for r in pool.judge_runs() if r["status"] in RESUMABLE_STATUSES and r["answered"] < r["items"]]
+    return [r for r in pool.judge.runs() if r["status"] in RESUMABLE_STATUSES and r["answered"] < r["items"]]
 
 
 # -- the runner ------------------------------------------------------------------------------------
@@ -245,7 +246,7 @@ class JudgeRunner(Plan):
                  control: RunControl | None = None, *, api_key: str | None = None, backend: Backend | None = None,
                  prices: PriceTable | None = None, overrides: dict | None = None, actor: str = "user",
                  env_key_any_url: bool = False):
-        if pool.judge_run(judge_run_id) is None:
+        if pool.judge.run(judge_run_id) is None:
             raise ValueError(f"There is no judge run {judge_run_id} in {pool.path}.")
         self.pool, self.judge_run_id = pool, judge_run_id
         self.job_id = judge_run_id
@@ -267,11 +268,11 @@ class JudgeRunner(Plan):
 
     # -- the stored job
     def set_status(self, status: str, **kwargs) -> None:
-        self.pool.set_judge_run_status(self.judge_run_id, status, **kwargs)
+        self.pool.judge.set_status(self.judge_run_id, status, **kwargs)
 
     def stored_counts(self) -> dict:
-        progress = self.pool.judge_progress(self.judge_run_id)
-        usage = self.pool.judge_usage(self.judge_run_id)
+        progress = self.pool.judge.progress(self.judge_run_id)
+        usage = self.pool.judge.usage(self.judge_run_id)
         return {"done": progress["answered"], "total": progress["total"], "unparseable": progress["unparseable"],
                 "cost_usd": usage["cost_usd"], "tokens": usage["tokens"]}
 
@@ -304,7 +305,7 @@ class JudgeRunner(Plan):
     # -- structured output
     def _decide_structured(self) -> bool:
         """Whether this run's requests ask for JSON: decided at the first start and stored."""
-        cfg, run = self.config, self.pool.judge_run(self.judge_run_id) or {}
+        cfg, run = self.config, self.pool.judge.run(self.judge_run_id) or {}
         if cfg.mode != "chat":
             structured, note = False, "completion mode: the text layout (structured output is for chat)"
         elif cfg.structured == "on":
@@ -318,7 +319,7 @@ class JudgeRunner(Plan):
                                                     say=lambda text: self.emit("step", text))
             note = f"auto: {'on' if structured else 'off'}, {note}"
         if run.get("structured") != structured or run.get("structured_note") != note:
-            self.pool.set_judge_run_structured(self.judge_run_id, structured, note)
+            self.pool.judge.set_structured(self.judge_run_id, structured, note)
             self.emit("step", f"structured output: {note}")
         return structured
 
@@ -327,7 +328,7 @@ class JudgeRunner(Plan):
         return {0: lane_for(self.backend, self.config, self.prices)}
 
     def open_items(self) -> list[dict]:
-        return self.pool.judge_open_items(self.judge_run_id)
+        return self.pool.judge.open_items(self.judge_run_id)
 
     def request(self, row: dict) -> Request | None:
         if not (row.get("instruction") or "").strip():
@@ -344,7 +345,7 @@ class JudgeRunner(Plan):
         else:
             verdict = parsing.parse_answer(prompts.STAGE_JUDGE, completion.text, prompt,
                                            finish_reason=completion.finish_reason, version=cfg.parser_version)
-        stored = self.pool.record_judge_answer(row["id"], {
+        stored = self.pool.judge.record_answer(row["id"], {
             "prompt": prompt.full_text(), "prompt_version": prompt.version, "parser_version": cfg.parser_version,
             "structured": True if prompt.structured else None, "response": completion.text,
             "finish_reason": completion.finish_reason, **verdict.answers, "reason": verdict.reason or None,
@@ -358,12 +359,12 @@ class JudgeRunner(Plan):
                 f"(the last: {why[:200]}).")
 
     def _record_gone(self, row: dict) -> None:
-        if self.pool.record_judge_answer(row["id"], {"response": "", "unparseable": GONE,
+        if self.pool.judge.record_answer(row["id"], {"response": "", "unparseable": GONE,
                                                      "parser_version": self.config.parser_version}):
             self.runner.count(readable=False)
 
     def on_failure(self, row: dict, completion: Completion) -> None:
-        self.pool.record_judge_failure(row["id"], error=completion.error or "", error_kind=completion.error_kind or "",
+        self.pool.judge.record_failure(row["id"], error=completion.error or "", error_kind=completion.error_kind or "",
                                        attempts=completion.attempts, latency_s=completion.latency_s)
 
 
@@ -371,7 +372,7 @@ class JudgeRunner(Plan):
 def answer_rates(pool: Pool, judge_run_id: int) -> dict[str, dict]:
     """Per question, over a run's readable verdicts: counts of yes / no / unsure, `n` (readable
     verdicts) and `yes_rate` (None with none); plus `unparseable` under the key "_unparseable"."""
-    rows = pool.judge_verdicts(judge_run_id)
+    rows = pool.judge.verdicts(judge_run_id)
     readable = [r for r in rows if r["response"] is not None and r["unparseable"] is None]
     out: dict[str, dict] = {}
     for q in QUESTIONS:
@@ -386,17 +387,17 @@ def calibration_inputs(pool: Pool, judge_run_id: int) -> dict[str, tuple[list, l
     no readable verdict; the answers people gave that item, [] when nobody labeled it), over every
     item the run judged, in study order: what `calibration.calibrate` takes (it counts the
     unlabeled ones as left out). None when the run is not a study's or nobody labeled its items."""
-    run = pool.judge_run(judge_run_id)
+    run = pool.judge.run(judge_run_id)
     if run is None or run["scope"] != SCOPE_STUDY or run["study_id"] is None:
         return None
     labels: dict[int, list[dict]] = {}
-    for row in pool.study_labels(run["study_id"]):
+    for row in pool.quality.study_labels(run["study_id"]):
         labels.setdefault(row["item_id"], []).append(row)
     if not labels:
         return None
-    verdicts = {v["study_item_id"]: v for v in pool.judge_verdicts(judge_run_id)
+    verdicts = {v["study_item_id"]: v for v in pool.judge.verdicts(judge_run_id)
                 if v["response"] is not None and v["unparseable"] is None}
-    items = [v["study_item_id"] for v in pool.judge_verdicts(judge_run_id)]
+    items = [v["study_item_id"] for v in pool.judge.verdicts(judge_run_id)]
     return {q: ([verdicts[i][q] if i in verdicts else None for i in items],
                 [[r[q] for r in labels.get(i, ())] for i in items]) for q in QUESTIONS}
 
@@ -443,16 +444,16 @@ def _study_pairs(pool: Pool, pool_judge_run_id: int, study_id: int) -> _StudyPai
     """A pool judge run's verdicts beside a study's labels (see `pool_rates`), after checking that
     the labeled items are a uniform random sample (within strata, for a stratified study) of the
     very items the run judged; NoPoolRates in one sentence otherwise."""
-    run = pool.judge_run(pool_judge_run_id)
+    run = pool.judge.run(pool_judge_run_id)
     if run is None:
         raise NoPoolRates(f"There is no judge run {pool_judge_run_id}.")
     if run["scope"] != SCOPE_POOL:
         raise NoPoolRates(f"Judge run {pool_judge_run_id} judged study {run['study_id']}, not the pool: pool-wide "
                           "rates need a judge run of the pool (selfinstruct judge --pool).")
-    study = pool.study(study_id)
+    study = pool.quality.study(study_id)
     if study is None:
         raise NoPoolRates(f"There is no study {study_id}.")
-    labels = pool.study_labels(study_id)
+    labels = pool.quality.study_labels(study_id)
     if not labels:
         raise NoPoolRates(f"Nobody has labeled study {study_id} yet: pool-wide rates need people's labels "
                           "(the Label page).")
@@ -460,7 +461,7 @@ def _study_pairs(pool: Pool, pool_judge_run_id: int, study_id: int) -> _StudyPai
     for row in labels:
         rows.setdefault(row["item_id"], []).append(row)
     # An item deleted since the run planned it is no longer in the pool.
-    planned = [v for v in pool.judge_verdicts(pool_judge_run_id) if v["unparseable"] != GONE]
+    planned = [v for v in pool.judge.verdicts(pool_judge_run_id) if v["unparseable"] != GONE]
     unanswered = sum(v["response"] is None for v in planned)
     if unanswered:
         raise NoPoolRates(
@@ -562,7 +563,7 @@ def pool_calibration(pool: Pool, pool_judge_run_id: int, study_id: int) -> dict:
     from . import calibration
 
     pairs = _study_pairs(pool, pool_judge_run_id, study_id)
-    unlabeled = sum(item not in pairs.rows for _, _, item in pool.judge_study_items(study_id))
+    unlabeled = sum(item not in pairs.rows for _, _, item in pool.judge.study_items(study_id))
     return {q: calibration.calibrate([_answer(pairs.verdicts[i], q) for i in pairs.order] + [None] * unlabeled,
                                      [[r[q] for r in pairs.rows[i]] for i in pairs.order] + [[]] * unlabeled,
                                      question=q)

@@ -8,11 +8,11 @@ times end the job *failed* with the plan's next step, each answer is handed to t
 moment it arrives (so a killed process resumes from what the plan stored: its open items), a
 run whose first UNREADABLE_CHECK answers are all unreadable fails, a 429 wait is told once a
 second, and a pause, stop, Ctrl+C or SIGTERM still keeps the answers arriving for
-engine.DRAIN_S (`keep_arrived`). Tokens and cost are counted from the answers the plan stored.
+control.DRAIN_S (`keep_arrived`). Tokens and cost are counted from the answers the plan stored.
 
 The key rule and redaction are not repeated here: a lane's client comes from its
 `backend.Backend` (which decides the key), `llm.LLMClient` retries and redacts what endpoints
-say, and `engine.RunFailed` redacts its message.
+say, and `control.RunFailed` redacts its message.
 
 Plans: the judge (`judge.JudgeRunner`), an evaluation's answers and the judge's pre-ratings
 (`evaluate.EvalRunner`), and the endpoint embedder's batches (`embed.EndpointEmbedder`, which
@@ -23,6 +23,7 @@ sharing its cooling (see docs/architecture.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import Counter, deque
@@ -32,7 +33,7 @@ from typing import Any, Awaitable, Callable, Hashable
 import duckdb
 
 from . import local
-from .engine import Interrupted, RunFailed, keep_arrived
+from .control import Interrupted, RunFailed, keep_arrived
 from .llm import AdaptiveLimit, LLMClient, LLMError
 from .model import ENDED_STATUSES, FAILED, FINISHED, PAUSED, RUNNING, STOPPED
 from .store import PoolError
@@ -87,7 +88,7 @@ class Plan:
     also the status, counts, outcome and words hooks below."""
 
     pool = None                 # a stored job's store.Pool
-    job = ""                    # pipeline.exclusive_job's kind ("judge", "evaluate")
+    job = ""                    # control.exclusive_job's kind ("judge", "evaluate")
     job_id = 0
     step = ""                   # the events' step
     events = ("started", "progress", "ended")
@@ -192,7 +193,7 @@ class RequestRunner:
                 "rate_limit_wait_s": max((s["rate_limit_wait_s"] for s in snaps), default=0.0)}
 
     def emit(self, kind: str, message: str = "", data: dict | None = None) -> None:
-        from .pipeline import Event
+        from .control import Event
 
         self.on_event(Event(kind, self.plan.job_id, step=self.plan.step, done=self.done, total=self.total,
                             message=message, data={"in_flight": self.in_flight, **self.pacing(),
@@ -302,16 +303,17 @@ class RequestRunner:
     def run(self):
         """Run (or resume) the plan's job until every item is answered, a pause/stop request, or
         a failure that needs a person; the plan's outcome."""
-        from .pipeline import _run_coroutine, exclusive_job
+        from .control import exclusive_job, run_coroutine
 
         plan = self.plan
-        with exclusive_job(plan.pool, plan.job, plan.job_id):
+        # One job per pool file (a plan without a pool is nobody else's business).
+        with exclusive_job(plan.pool, plan.job, plan.job_id) if plan.pool is not None else contextlib.nullcontext():
             plan.set_status(RUNNING)
             self.load_counts()
             self.emit(plan.events[0], plan.started_words())
             try:
                 plan.start()
-                reason = _run_coroutine(self.stream())
+                reason = run_coroutine(self.stream())
                 return self._end(FINISHED, reason)
             except Interrupted:
                 reason = (self.control.reason if self.control is not None else None) or STOPPED
@@ -322,7 +324,8 @@ class RequestRunner:
             except (LLMError, RunFailed) as exc:
                 return self._end(FAILED, exc.kind, error=exc.message, next_step=plan.next_step(exc.kind))
             except (duckdb.Error, OSError) as exc:
-                message = (f"Could not write to the pool {plan.pool.path}: {exc.__class__.__name__}: {exc}. "
+                where = f"the pool {plan.pool.path}" if plan.pool is not None else "the store"
+                message = (f"Could not write to {where}: {exc.__class__.__name__}: {exc}. "
                            "Nothing already written is lost.")
                 return self._end(FAILED, "storage", error=message, next_step=plan.next_step("storage"))
             finally:
