@@ -23,6 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .runner import Answered, Lane, Plan, Request, RequestRunner
+
 BUNDLED = "bundled"
 ENDPOINT = "endpoint"
 OFF = "off"
@@ -169,8 +171,8 @@ class EndpointEmbedder(Embedder):
         # Embedding answers are far larger than chat answers (a float per dimension per text).
         config = backend.llm_config(model=self.model, concurrency=concurrency, timeout_s=timeout_s,
                                     max_retries=max_retries, max_answer_bytes=64 * 1024 * 1024)
-        self.client = backend.client(config, prices=prices or PriceTable.default(),
-                                     pacer=AdaptiveLimit(concurrency, rpm=rpm, tpm=tpm))
+        self.pacer = AdaptiveLimit(concurrency, rpm=rpm, tpm=tpm)
+        self.client = backend.client(config, prices=prices or PriceTable.default(), pacer=self.pacer)
         self._cost = 0.0
         self.tokens = 0
 
@@ -188,26 +190,22 @@ class EndpointEmbedder(Embedder):
         return self._cost
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        from .pipeline import _run_coroutine
+        from .control import run_coroutine
 
         texts = list(texts)
         # Servers refuse an empty input; an empty text gets a zero row (close to nothing).
         sent = [i for i, t in enumerate(texts) if t.strip()]
         batches = [[texts[i] for i in sent[k:k + self.batch_size]] for k in range(0, len(sent), self.batch_size)]
 
-        async def run():
-            import asyncio
-
-            try:
-                return await asyncio.gather(*(self.client.embed(b) for b in batches))
-            finally:
-                await self.client.aclose()
-
-        answers = _run_coroutine(run()) if batches else []
+        answers = []
+        if batches:
+            plan = _Batches(Lane(self.client, self.pacer), batches)
+            runner = RequestRunner(plan)
+            run_coroutine(runner.stream())
+            answers = [plan.answers[k] for k in range(len(batches))]
+            self._cost += runner.cost
+            self.tokens += runner.tokens
         rows = [v for a in answers for v in a.vectors]
-        for a in answers:
-            self._cost += a.cost_usd
-            self.tokens += a.prompt_tokens
         if rows:
             dim = len(rows[0])
             if self._dim is not None and dim != self._dim:
@@ -217,6 +215,29 @@ class EndpointEmbedder(Embedder):
         if rows:
             out[sent] = np.asarray(rows, dtype=np.float32)
         return normalise(out) if len(texts) else out
+
+
+class _Batches(Plan):
+    """One `embed` call's batches as items of runner.RequestRunner: sent C at a time, 429s
+    lowering C; a batch whose retries ran out raises LLMError (vectors are no stored job to
+    resume: `ensure_vectors` stores each chunk as it gets it)."""
+
+    def __init__(self, lane: Lane, batches: list[list[str]]):
+        self.lane, self.batches, self.answers = lane, batches, {}
+
+    def lanes(self) -> dict:
+        return {0: self.lane}
+
+    def open_items(self) -> list[dict]:
+        return [{"id": k} for k in range(len(self.batches))]
+
+    def request(self, item: dict) -> Request:
+        texts = self.batches[item["id"]]
+        return Request(lambda client: client.embed(texts))
+
+    def on_answer(self, item: dict, sent, answer) -> Answered:
+        self.answers[item["id"]] = answer
+        return Answered()
 
 
 def embedder_for(spec: "EmbedderSpec | dict | None", backend=None) -> Embedder | None:
