@@ -254,3 +254,21 @@ def test_each_lane_keeps_its_own_slots_full_and_no_more(tmp_path):
         assert job.run().status == "finished"
         assert (a.stats["max_in_flight"], b.stats["max_in_flight"]) == (2, 5)
     assert job.answers() == expected(path)
+
+
+def test_the_judge_as_a_plan_rides_a_storm_and_its_cost_is_its_stored_verdicts(demo_pool, quick_retries, monkeypatch):
+    from selfinstruct.judge import JudgeConfig, JudgeRunner, start_judge
+
+    monkeypatch.setattr(runner, "MAX_FAILURES_PER_ITEM", 1000)
+    faults = FaultPlan().set_rates({"500": 0.2, "503": 0.1}, seed=4)
+    with OfflineServer(faults=faults) as srv:
+        config = JudgeConfig(backend="openai-compatible", base_url=srv.base_url, model=DEFAULT_MODEL, structured="off",
+                             price_per_m=[2.0, 6.0], max_retries=0, failure_streak=1000, concurrency=4)
+        judge_run_id = start_judge(demo_pool, config, "pool")
+        job = JudgeRunner(demo_pool, judge_run_id)
+        outcome = job.run()
+    verdicts = demo_pool.judge.verdicts(judge_run_id)
+    assert outcome.status == "finished" and outcome.done == outcome.total == len(verdicts) > 20
+    assert all(v["response"] for v in verdicts) and job.failures > 0
+    assert outcome.cost_usd == pytest.approx(sum(v["cost_usd"] for v in verdicts)) and outcome.cost_usd > 0
+    assert job.tokens == sum(v["prompt_tokens"] + v["completion_tokens"] for v in verdicts)
