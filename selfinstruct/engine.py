@@ -30,14 +30,16 @@ from .decisions import decide_instances, decide_round, is_structured, stored_par
 from .llm import AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
 from .model import ACCEPTED, REJECTED, STEP_CLASSIFY, STEP_DONE, STEP_GENERATE
 from .novelty import NoveltyIndex
+from .runner import MAX_FAILURES_PER_ITEM, RETRY_COOLDOWN_S, lane_for
 from .settings import RunConfig
 from .store import Pool
 
 # Instruction requests first: each one unlocks the most follow-up work and the next rounds.
 _PRIORITY = {prompts.STAGE_INSTRUCTIONS: 0, prompts.STAGE_BATCH: 0, prompts.STAGE_CLASSIFY: 1,
              prompts.STAGE_INSTANCES: 2}
-RETRY_COOLDOWN_S = 5.0       # a request whose retries ran out waits this long before it is sent again
-MAX_FAILURES_PER_REQUEST = 3  # ...and the run fails if the same request runs out of retries this often
+# A request whose retries ran out waits RETRY_COOLDOWN_S before it is sent again, and the run fails
+# if the same request runs out of retries MAX_FAILURES_PER_REQUEST times: the runner's rules.
+MAX_FAILURES_PER_REQUEST = MAX_FAILURES_PER_ITEM
 PREVIEW_CHARS = 500           # how much of an oversize answer a reject shows
 # A structured answer spends tokens on JSON syntax and layout ('{\n    "labeling_task": "yes"\n}' is
 # ~12 tokens for a small model): a yes/no request's 8-token budget would cut it.
@@ -480,13 +482,9 @@ def _oversize_details(cfg) -> dict:
 async def stream(state: RunState, backend, control, prices: PriceTable) -> str:
     """Send the run's requests through C slots that stay full until the run is over.
     Returns the stop reason; raises Interrupted, RunFailed or LLMError."""
-    cfg = state.cfg
-    pacer = AdaptiveLimit(cfg.concurrency, rpm=cfg.rpm, tpm=cfg.tpm)
+    lane = lane_for(backend, state.cfg, prices)     # the client and pacer a judge or an evaluation gets
+    client, pacer = lane.client, lane.pacer
     state.pacer = pacer
-    client = backend.client(backend.llm_config(
-        model=cfg.model, mode=cfg.mode, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s,
-        max_retries=cfg.max_retries, max_answer_bytes=cfg.max_answer_bytes,
-        rate_limit_patience_s=cfg.rate_limit_patience_s), prices=prices, pacer=pacer)
     tasks: dict[asyncio.Task, dict] = {}
 
     async def send(row: dict) -> Completion:
