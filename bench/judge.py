@@ -15,6 +15,15 @@ repeat's index). Reported per run and as medians over the repeats:
 
     .venv/bin/python bench/judge.py                      # 2,000 items, 3 repeats, ~7 min
     .venv/bin/python bench/judge.py --items 300 --median 0.2 --repeats 1   # smoke, ~10 s
+
+`--task collect` times an evaluation's collection instead (two models, C/2 slots each, items / 2
+instructions: `EvalRunner.run()`), `--task prerate` the judge's A-D pre-ratings of items answers
+(collected first from an offline server without latency, not timed). All three go through
+runner.RequestRunner now; an older checkout runs this file unchanged (`call` finds its Pool
+methods), so the same figures can be taken side by side:
+
+    git worktree add --detach /tmp/old <commit>; cp bench/judge.py /tmp/old/bench/judge_sbs.py
+    cd /tmp/old/bench && PYTHONPATH=/tmp/old <this checkout>/.venv/bin/python judge_sbs.py --task collect
 """
 from __future__ import annotations
 
