@@ -67,3 +67,28 @@ def test_the_old_mixin_names_are_gone():
     for old in ("judge_run", "record_eval_answer", "reject_rows", "create_study", "export_counts", "read_state",
                 "add_round", "seed_tasks", "bulk_insert", "audit_entries"):
         assert not hasattr(Pool, old), old
+
+
+def test_no_call_site_uses_an_old_pool_method_name():
+    """tools/pool_areas.py --check finds no `pool.<old name>` left (code written before the split
+    would otherwise only fail when that line runs)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "pool_areas.py"), "--check"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_codemod_rewrites_pool_calls_and_nothing_else():
+    import libcst
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from pool_areas import CallSites
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    before = ("pool.judge_run(3)\nself.pool.record_eval_answer(1, {})\nasyncio.run(main())\n"
+              "pool.runs()\npool.runs.get(2)\nargs.run\nrunner.run()\nseeded.reject_rows(f)\n")
+    after = libcst.parse_module(before).visit(CallSites({"judge", "evaluations", "runs", "review"})).code
+    assert after == ("pool.judge.run(3)\nself.pool.evaluations.record_answer(1, {})\nasyncio.run(main())\n"
+                     "pool.runs.all()\npool.runs.get(2)\nargs.run\nrunner.run()\nseeded.review.reject_rows(f)\n")
+    again = libcst.parse_module(after).visit(CallSites({"judge", "evaluations", "runs", "review"})).code
+    assert again == after

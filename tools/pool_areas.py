@@ -9,6 +9,7 @@ anything else (`asyncio.run`, an argparse namespace's `.run`) is left alone.
 
     pip install libcst
     python tools/pool_areas.py [AREA ...]      # no areas: all of them
+    python tools/pool_areas.py --check         # exit 1, naming the files, if any old name is left
 """
 from __future__ import annotations
 
@@ -100,7 +101,7 @@ class CallSites(cst.CSTTransformer):
     """`pool.judge_run(3)` -> `pool.judge.run(3)` wherever the receiver is a pool."""
 
     def __init__(self, areas: set[str]):
-        self.areas, self.changed = areas, 0
+        self.areas = areas
         self.areas_seen: set[int] = set()
         self.called: set[int] = set()
 
@@ -121,7 +122,6 @@ class CallSites(cst.CSTTransformer):
         area, new = OLD_TO_AREA[name]
         if area not in self.areas:
             return updated
-        self.changed += 1
         return updated.with_changes(value=cst.Attribute(value=updated.value, attr=cst.Name(area)),
                                     attr=cst.Name(new))
 
@@ -133,7 +133,7 @@ class AreaClass(cst.CSTTransformer):
     def __init__(self, area: str, cls: str, areas: set[str]):
         self.area, self.cls, self.areas = area, cls, areas
         self.names = AREAS[area][2]
-        self.inside, self.changed, self.unknown = 0, 0, []
+        self.inside = 0
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         if node.name.value == self.cls:
@@ -151,7 +151,6 @@ class AreaClass(cst.CSTTransformer):
     def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.FunctionDef:
         old = original.name.value
         if self.inside and old in self.names and self.names[old] != old:
-            self.changed += 1
             return updated.with_changes(name=cst.Name(self.names[old]))
         return updated
 
@@ -166,7 +165,6 @@ class AreaClass(cst.CSTTransformer):
         if name in self.names:
             new = self.names[name]
             return updated if new == name else updated.with_changes(attr=cst.Name(new))
-        self.changed += 1
         if name in POOL_OWN:
             return updated.with_changes(value=cst.Attribute(value=cst.Name("self"), attr=cst.Name("pool")))
         if name in OLD_TO_AREA:
@@ -176,9 +174,7 @@ class AreaClass(cst.CSTTransformer):
             return updated.with_changes(
                 value=cst.Attribute(value=cst.Attribute(value=cst.Name("self"), attr=cst.Name("pool")),
                                     attr=cst.Name(area)), attr=cst.Name(new))
-        self.unknown.append(name)
-        self.changed -= 1
-        return updated
+        return updated          # a class attribute of its own (_EXPORT_ORDER)
 
 
 def _import_queries(tree: cst.Module) -> cst.Module:
@@ -206,8 +202,9 @@ def migrated() -> set[str]:
             if (store / f"{module}.py").exists() and f"class {cls}(Queries)" in (store / f"{module}.py").read_text()}
 
 
-def rewrite(areas: set[str]) -> int:
-    total = 0
+def rewrite(areas: set[str], *, write: bool = True) -> list[Path]:
+    """Rewrite (or with write=False only list) the files that still use an old name."""
+    changed = []
     store = ROOT / "selfinstruct" / "store"
     areas = areas | migrated()
     for path in python_files():
@@ -219,19 +216,24 @@ def rewrite(areas: set[str]) -> int:
                 inner = AreaClass(area, cls, areas)
                 tree = tree.visit(inner)
                 tree = _import_queries(tree)
-                if inner.unknown:
-                    print(f"{path.relative_to(ROOT)}: self.{sorted(set(inner.unknown))} not placed", file=sys.stderr)
         tree = tree.visit(CallSites(areas))
         if tree.code != source:
-            path.write_text(tree.code)
-            total += 1
-            print(f"rewrote {path.relative_to(ROOT)}")
-    return total
+            changed.append(path)
+            if write:
+                path.write_text(tree.code)
+                print(f"rewrote {path.relative_to(ROOT)}")
+    return changed
 
 
 if __name__ == "__main__":
-    chosen = set(sys.argv[1:]) or set(AREAS)
+    check = "--check" in sys.argv[1:]
+    chosen = {a for a in sys.argv[1:] if a != "--check"} or set(AREAS)
     unknown = chosen - set(AREAS)
     if unknown:
         sys.exit(f"unknown areas: {sorted(unknown)}; known: {sorted(AREAS)}")
-    print(f"{rewrite(chosen)} files rewritten")
+    changed = rewrite(chosen, write=not check)
+    if check:
+        for path in changed:
+            print(f"old pool method names in {path.relative_to(ROOT)}")
+        sys.exit(1 if changed else 0)
+    print(f"{len(changed)} files rewritten")
