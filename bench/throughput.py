@@ -20,6 +20,11 @@ default 1.5 s median); `--rounds-list 1 --median 0.05` is a smoke run.
     .venv/bin/python bench/throughput.py --section engine
     .venv/bin/python bench/throughput.py --section engine --rounds-list 2 --median 0.05
 
+Section "loop": this checkout's generation against another git revision's (`--before`, a
+temporary worktree), in turn, the same seeds: wall time, utilization and the paired ratio.
+
+    .venv/bin/python bench/throughput.py --section loop --before 957dbce --rounds-list 3 --repeats 5
+
 New sections: write `section_<name>(args) -> dict`, register it in SECTIONS, and add its
 options in `add_arguments`.
 """
@@ -285,12 +290,18 @@ def post_faults(base_url: str, spec: dict) -> dict:
 @contextlib.contextmanager
 def old_engine_worktree() -> Iterator[Path]:
     """A detached git worktree of the barrier engine's tag, removed afterwards."""
-    tmp = Path(tempfile.mkdtemp(prefix="bench-engine-v1-"))
-    tree = tmp / "tree"
     has_tag = subprocess.run(["git", "rev-parse", "-q", "--verify", f"refs/tags/{OLD_ENGINE_TAG}"],
                              cwd=ROOT, capture_output=True).returncode == 0
-    subprocess.run(["git", "worktree", "add", "--detach", str(tree),
-                    OLD_ENGINE_TAG if has_tag else OLD_ENGINE_COMMIT], cwd=ROOT,
+    with worktree_at(OLD_ENGINE_TAG if has_tag else OLD_ENGINE_COMMIT) as tree:
+        yield tree
+
+
+@contextlib.contextmanager
+def worktree_at(rev: str) -> Iterator[Path]:
+    """A detached git worktree of `rev`, removed afterwards."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-worktree-"))
+    tree = tmp / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT,
                    check=True, capture_output=True, text=True)
     try:
         yield tree
@@ -367,7 +378,7 @@ def dependency_bound(timeline: list[dict], lag: int, concurrency: int) -> dict:
 
 def run_generate(src: Path, rounds: int, median_s: float, sigma: float, latency_seed: int,
                  responder: str = "demo",
-                 faults: dict | None = None, timeout_s: float = 3600.0) -> dict:
+                 faults: dict | None = None, timeout_s: float = 3600.0, lag: int | None = None) -> dict:
     """One measurement: fresh pool with the starter seeds, a fresh lognormal server, one timed
     `generate` subprocess of the checkout at `src`, then the pool read back."""
     env = _engine_env(src)
@@ -384,7 +395,9 @@ def run_generate(src: Path, rounds: int, median_s: float, sigma: float, latency_
                    "--model", MODEL, "--rounds", str(rounds),
                    "--requests-per-round", str(ENGINE_RPR), "--concurrency", str(ENGINE_C),
                    "--seed", "0", "--db", str(db)]
-            if src == ROOT:       # the old engine has no lag (and no --example-lag): it waits for each step
+            if lag is not None:
+                cmd += ["--example-lag", str(lag)]
+            elif src == ROOT:     # the old engine has no lag (and no --example-lag): it waits for each step
                 cmd += ["--example-lag", str(ENGINE_LAG)]
             started = time.perf_counter()
             try:
@@ -542,10 +555,39 @@ def section_engine(args: argparse.Namespace) -> dict:
     return result
 
 
+def section_loop(args: argparse.Namespace) -> dict:
+    """This checkout's generation against `--before` (a git revision in a temporary worktree),
+    the same runs in turn (before, after, before, after ...): the wall time and utilization of
+    `generate`, to check that moving the engine onto the one request loop cost nothing."""
+    rows: dict[str, list[dict]] = {"before": [], "after": []}
+    with worktree_at(args.before) as before:
+        for rep in range(args.repeats):
+            for name, src in (("before", before), ("after", ROOT)):
+                sample = run_generate(src, args.rounds_list[0], args.median, args.sigmas[0], rep, lag=ENGINE_LAG)
+                if sample.get("returncode") != 0:
+                    _log(f"    {name}: generate failed:\n" + sample.get("stderr_tail", ""))
+                rows[name].append(sample)
+                _log(f"  {name} rep {rep}: {sample['wall_s']:.2f} s, utilization "
+                     f"{sample.get('utilization', float('nan')):.3f}, accepted {sample.get('accepted')}")
+    result = {name: {key: statistics.median(r[key] for r in samples if key in r)
+                     for key in ("wall_s", "utilization", "requests", "accepted")} for name, samples in rows.items()}
+    pairs = [a["wall_s"] / b["wall_s"] for a, b in zip(rows["after"], rows["before"])]
+    result["wall_ratio_after_over_before"] = statistics.median(pairs)
+    print(f"generate, {args.rounds_list[0]} rounds, C={ENGINE_C}, median latency {args.median} s, "
+          f"sigma {args.sigmas[0]}, {args.repeats} pairs (before = {args.before})")
+    print("| | wall s | utilization | requests | accepted |\n|---|---:|---:|---:|---:|")
+    for name in ("before", "after"):
+        r = result[name]
+        print(f"| {name} | {r['wall_s']:.2f} | {r['utilization']:.3f} | {r['requests']:.0f} | {r['accepted']:.0f} |")
+    print(f"median after/before wall ratio (paired): {result['wall_ratio_after_over_before']:.3f}")
+    return result
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "requests": section_requests,
     "filters": section_filters,
     "engine": section_engine,
+    "loop": section_loop,
 }
 
 
@@ -578,6 +620,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="the offline server's model: demo (bundled corpus) and/or synthetic (endless new tasks)")
     e.add_argument("--no-storm", dest="storm", action="store_false",
                    help="skip the 429-storm case (new engine, 3 rounds)")
+    e.add_argument("--before", default="HEAD",
+                   help="section loop: the git revision this checkout is compared with (default: HEAD)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,9 +15,7 @@ deterministic because round N samples generated examples only from rounds up to 
 """
 from __future__ import annotations
 
-import asyncio
 import heapq
-import math
 import random
 import time
 from collections import Counter, deque
@@ -25,12 +23,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import parsing, prompts
-from .control import Interrupted, RunFailed, keep_arrived
+from .control import RunFailed
 from .decisions import decide_instances, decide_round, is_structured, stored_parser_version, stored_prompt
 from .llm import AdaptiveLimit, Completion, LLMError, PriceTable, Sampling
 from .model import ACCEPTED, REJECTED, STEP_CLASSIFY, STEP_DONE, STEP_GENERATE
 from .novelty import NoveltyIndex
-from .runner import MAX_FAILURES_PER_ITEM, RETRY_COOLDOWN_S, lane_for
+from .runner import IDLE_S, MAX_FAILURES_PER_ITEM, RETRY_COOLDOWN_S, Request, Source, lane_for, send_all
 from .settings import RunConfig
 from .store import Pool
 
@@ -221,14 +219,6 @@ class RunState:
     def _in_flight_stages(self) -> dict:
         stages = [self.open[i]["stage"] for i in self.in_flight if i in self.open]
         return {stage: stages.count(stage) for stage in dict.fromkeys(prompts.STAGES + tuple(stages)) if stage in stages}
-
-    def note_rate_limit_wait(self) -> None:
-        """Tell the page and the CLI, once per second of it, that requests wait out a 429 (no
-        answer arrives meanwhile, so no other event would)."""
-        shown = math.ceil(self.pacer.wait_s()) if self.pacer else 0
-        if shown != getattr(self, "_wait_shown", 0):
-            self._wait_shown = shown
-            self.emit("rate_limit")
 
     # -- planning ------------------------------------------------------------------------
     def stop_reason(self) -> str | None:
@@ -479,48 +469,51 @@ def _oversize_details(cfg) -> dict:
                        "and not read as tasks.", "max_answer_bytes": cfg.max_answer_bytes}
 
 
+class RunSource(Source):
+    """A generation run's requests for the one request loop (`runner.send_all`): rounds planned
+    each time round as answers allow, items in the state's priority order, no more sent once a
+    budget is spent, and the state's own cooling and failure rule (batch mode shares them)."""
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+
+    def turn(self) -> None:
+        self.state.plan()
+
+    def may_send(self) -> bool:
+        return not self.state.budget_spent()
+
+    def next_request(self, lane) -> tuple[dict, Request] | None:
+        state = self.state
+        row = state.next_ready()
+        if row is None:
+            return None
+        state.in_flight.add(row["id"])
+        return row, Request(lambda client: client.complete(stored_prompt(row), state.row_sampling(row)))
+
+    def completed(self, item: dict, sent, answer, lane) -> None:
+        self.state.on_completion(item, answer)
+
+    def end_reason(self) -> str | None:
+        state = self.state
+        if state.budget_spent() or state.finished():
+            return state.stop_reason() or state.planning_stopped or "finished"
+        return None
+
+    def idle_s(self) -> float:
+        wait = self.state.cooling_wait()
+        return min(IDLE_S, wait) if wait is not None else IDLE_S
+
+    def waiting_out_rate_limit(self) -> None:
+        self.state.emit("rate_limit")
+
+
 async def stream(state: RunState, backend, control, prices: PriceTable) -> str:
     """Send the run's requests through C slots that stay full until the run is over.
     Returns the stop reason; raises Interrupted, RunFailed or LLMError."""
     lane = lane_for(backend, state.cfg, prices)     # the client and pacer a judge or an evaluation gets
-    client, pacer = lane.client, lane.pacer
-    state.pacer = pacer
-    tasks: dict[asyncio.Task, dict] = {}
-
-    async def send(row: dict) -> Completion:
-        return await client.complete(stored_prompt(row), state.row_sampling(row))
-
-    try:
-        while True:
-            if control.requested:
-                raise Interrupted()
-            state.plan()
-            spent = state.budget_spent()
-            while not spent and len(tasks) < pacer.limit:
-                row = state.next_ready()
-                if row is None:
-                    break
-                state.in_flight.add(row["id"])
-                tasks[asyncio.create_task(send(row))] = row
-            if not tasks:
-                if spent or state.finished():
-                    return state.stop_reason() or state.planning_stopped or "finished"
-                wait = state.cooling_wait()
-                await asyncio.sleep(min(0.2, wait) if wait is not None else 0.2)
-                continue
-            done, _ = await asyncio.wait(tasks, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                row = tasks.pop(task)
-                state.on_completion(row, task.result())
-            state.note_rate_limit_wait()
-    except (Interrupted, asyncio.CancelledError):    # a pause, a stop, Ctrl+C or SIGTERM
-        await keep_arrived(tasks, state.on_completion)
-        raise
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await client.aclose()
+    state.pacer = lane.pacer
+    return await send_all(RunSource(state), {0: lane}, control)
 
 
 __all__ = ["RunState", "Progress", "stream", "answer_fields",

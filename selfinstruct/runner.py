@@ -1,4 +1,11 @@
-"""One request runner (issue 27): the loop every job of independent requests goes through.
+"""One request runner (issue 27): the one loop every job's requests go through (`send_all`).
+
+`send_all(source, lanes, control)` keeps up to each lane's pacer limit in flight, hands each
+answer to its source as it arrives, says a 429 wait once a second, and on a pause, stop, Ctrl+C
+or SIGTERM keeps the answers still arriving for control.DRAIN_S (`keep_arrived`). A *source*
+says what is ready and what an answer means: a generation run's `engine.RunSource` (rounds
+planned as answers arrive, items in priority order, a budget, its cooling shared with batch
+mode) or a plan's `PlanSource` below.
 
 A *plan* says what to send and what to do with each answer; `RequestRunner` does the rest, once
 for every job: up to the pacer's limit in flight per lane (`llm.AdaptiveLimit`: 429s lower it),
@@ -16,9 +23,9 @@ say, and `control.RunFailed` redacts its message.
 
 Plans: the judge (`judge.JudgeRunner`), an evaluation's answers and the judge's pre-ratings
 (`evaluate.EvalRunner`), and the endpoint embedder's batches (`embed.EndpointEmbedder`, which
-uses only `stream`: it is no stored job). Generation keeps its own scheduler (`engine.stream`):
-its items are planned while answers arrive, in priority order, with a budget and batch mode
-sharing its cooling (see docs/architecture.md).
+uses only `stream`: it is no stored job). Batch mode (batch.py) sends no requests of its own: it
+hands a run's ready requests to a provider's Batch API and applies the answers through the same
+RunState.
 """
 from __future__ import annotations
 
@@ -169,6 +176,138 @@ class Plan:
         return self.runner.run()
 
 
+class Source:
+    """Where `send_all` takes its items from and where their answers go: `PlanSource` for a plan
+    (its open items, a failed item cooling before it is sent again) and `engine.RunSource` for a
+    generation run (rounds planned as answers arrive, items in priority order, a budget)."""
+
+    def turn(self) -> None:
+        """Before sending, each time round: make ready what time or answers allow."""
+
+    def may_send(self) -> bool:
+        """False once nothing more may be sent (a spent budget); what is out still comes back."""
+        return True
+
+    def next_request(self, lane: Hashable) -> tuple[dict, Request] | None:
+        """The next item for `lane` and its request; None when that lane has nothing ready."""
+        raise NotImplementedError
+
+    def completed(self, item: dict, sent: Any, answer, lane: Lane) -> None:
+        """An item's answer (or its error, once its retries ran out) came back."""
+        raise NotImplementedError
+
+    def end_reason(self) -> str | None:
+        """Asked when nothing is in flight: why sending is over, or None to wait for more."""
+        raise NotImplementedError
+
+    def idle_s(self) -> float:
+        """How long to wait, with nothing in flight, before looking again."""
+        return IDLE_S
+
+    def in_flight(self, n: int) -> None:
+        """How many requests are out now."""
+
+    def waiting_out_rate_limit(self) -> None:
+        """A 429 wait grew or shrank by a second: no answer arrives meanwhile, so say it."""
+
+
+async def send_all(source: Source, lanes: dict[Hashable, Lane], control=None) -> str:
+    """The one request loop: up to each lane's pacer limit in flight, answers handed to `source`
+    as they arrive, until `source.end_reason()`. Raises Interrupted (a pause or stop asked on
+    `control`), RunFailed (from the source) or LLMError (fatal); on an interrupt the answers that
+    still arrive within control.DRAIN_S are kept (`keep_arrived`). Closes the lanes' clients."""
+    tasks: dict[asyncio.Task, tuple[dict, Any, Hashable]] = {}
+    busy: Counter = Counter()
+    waited = 0
+    try:
+        while True:
+            if control is not None and control.requested:
+                raise Interrupted()
+            source.turn()
+            if source.may_send():
+                for key, lane in lanes.items():
+                    while busy[key] < lane.pacer.limit and (got := source.next_request(key)) is not None:
+                        item, request = got
+                        tasks[asyncio.create_task(request.send(lane.client))] = (item, request.sent, key)
+                        busy[key] += 1
+            source.in_flight(len(tasks))
+            if not tasks:
+                reason = source.end_reason()
+                if reason is not None:
+                    return reason
+                await asyncio.sleep(source.idle_s())
+                continue
+            done, _ = await asyncio.wait(tasks, timeout=IDLE_S, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                item, sent, key = tasks.pop(task)
+                busy[key] -= 1
+                source.in_flight(len(tasks))
+                source.completed(item, sent, task.result(), lanes[key])    # a fatal LLMError is raised here
+            shown = math.ceil(max(lane.pacer.wait_s() for lane in lanes.values()))
+            if shown != waited:
+                waited = shown
+                source.waiting_out_rate_limit()
+    except (Interrupted, asyncio.CancelledError):    # a pause, a stop, Ctrl+C or SIGTERM
+        await keep_arrived(tasks, lambda what, answer: source.completed(what[0], what[1], answer, lanes[what[2]]))
+        raise
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for lane in lanes.values():
+            await lane.client.aclose()
+
+
+class PlanSource(Source):
+    """A plan's items for `send_all`: its open items per lane in stored order; an item whose
+    retries ran out is sent again after RETRY_COOLDOWN_S."""
+
+    def __init__(self, runner: "RequestRunner") -> None:
+        self.runner, self.plan = runner, runner.plan
+        self.ready: dict[Hashable, deque] = {key: deque() for key in runner.lanes}
+        for item in self.plan.open_items():
+            self.ready[self.plan.lane_of(item)].append(item)
+        self.cooling: dict[Any, tuple[float, dict]] = {}
+
+    def turn(self) -> None:
+        now = time.monotonic()
+        for item_id, (when, item) in list(self.cooling.items()):
+            if when <= now:
+                del self.cooling[item_id]
+                self.ready[self.plan.lane_of(item)].append(item)
+
+    def next_request(self, lane: Hashable) -> tuple[dict, Request] | None:
+        queue = self.ready[lane]
+        while queue:
+            item = queue.popleft()
+            request = self.plan.request(item)
+            if request is not None:         # None: the plan settled the item without a request
+                return item, request
+        return None
+
+    def completed(self, item: dict, sent: Any, answer, lane: Lane) -> None:
+        if getattr(answer, "error", None):
+            self.runner._failed(item, answer, lane)
+            self.cooling[item["id"]] = (time.monotonic() + RETRY_COOLDOWN_S, item)
+        else:
+            self.runner._streak[0] = 0
+            self.runner._answered(item, sent, answer)
+
+    def end_reason(self) -> str | None:
+        return None if any(self.ready.values()) or self.cooling else "finished"
+
+    def idle_s(self) -> float:
+        if not self.cooling:
+            return IDLE_S
+        return max(0.0, min(IDLE_S, min(when for when, _ in self.cooling.values()) - time.monotonic()))
+
+    def in_flight(self, n: int) -> None:
+        self.runner.in_flight = n
+
+    def waiting_out_rate_limit(self) -> None:
+        self.runner.emit("rate_limit")
+
+
 class RequestRunner:
     """Sends a plan's open items until each is answered (see the module docstring).
     `stream()` is the loop alone; `run()` drives a stored job around it: one job per pool, its
@@ -238,66 +377,8 @@ class RequestRunner:
     async def stream(self) -> str:
         """Send every open item until each is answered; "finished". Raises Interrupted (pause,
         stop), RunFailed or LLMError (fatal)."""
-        plan, control = self.plan, self.control
-        tasks: dict[asyncio.Task, tuple[dict, Any, Hashable]] = {}
-        self.lanes = lanes = plan.lanes()
-        try:
-            ready: dict[Hashable, deque] = {key: deque() for key in lanes}
-            for item in plan.open_items():
-                ready[plan.lane_of(item)].append(item)
-            busy: Counter = Counter()
-            cooling: dict[Any, tuple[float, dict]] = {}
-            waited = 0
-            while True:
-                if control is not None and control.requested:
-                    raise Interrupted()
-                if cooling:
-                    now = time.monotonic()
-                    for item_id, (when, item) in list(cooling.items()):
-                        if when <= now:
-                            del cooling[item_id]
-                            ready[plan.lane_of(item)].append(item)
-                for key, queue in ready.items():
-                    lane = lanes[key]
-                    while queue and busy[key] < lane.pacer.limit:
-                        item = queue.popleft()
-                        request = plan.request(item)
-                        if request is None:
-                            continue
-                        tasks[asyncio.create_task(request.send(lane.client))] = (item, request.sent, key)
-                        busy[key] += 1
-                self.in_flight = len(tasks)
-                if not tasks:
-                    if not any(ready.values()) and not cooling:
-                        return "finished"
-                    wait = min(when for when, _ in cooling.values()) - time.monotonic() if cooling else IDLE_S
-                    await asyncio.sleep(max(0.0, min(IDLE_S, wait)))
-                    continue
-                done, _ = await asyncio.wait(tasks, timeout=IDLE_S, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    item, sent, key = tasks.pop(task)
-                    busy[key] -= 1
-                    self.in_flight = len(tasks)
-                    answer = task.result()      # a fatal LLMError is raised here
-                    if getattr(answer, "error", None):
-                        self._failed(item, answer, lanes[key])
-                        cooling[item["id"]] = (time.monotonic() + RETRY_COOLDOWN_S, item)
-                    else:
-                        self._streak[0] = 0
-                        self._answered(item, sent, answer)
-                shown = math.ceil(max(lane.pacer.wait_s() for lane in lanes.values()))
-                if shown != waited:      # a 429 wait: no answer arrives, so say it once a second
-                    waited = shown
-                    self.emit("rate_limit")
-        except (Interrupted, asyncio.CancelledError):    # a pause, a stop, Ctrl+C or SIGTERM
-            await keep_arrived(tasks, lambda what, answer: self._answered(what[0], what[1], answer))
-            raise
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for lane in lanes.values():
-                await lane.client.aclose()
+        self.lanes = lanes = self.plan.lanes()
+        return await send_all(PlanSource(self), lanes, self.control)
 
     # -- a stored job
     def run(self):
@@ -344,5 +425,5 @@ class RequestRunner:
         return outcome
 
 
-__all__ = ["Answered", "Lane", "MAX_FAILURES_PER_ITEM", "Plan", "RETRY_COOLDOWN_S", "Request", "RequestRunner",
-           "UNREADABLE_CHECK", "lane_for"]
+__all__ = ["Answered", "Lane", "MAX_FAILURES_PER_ITEM", "Plan", "PlanSource", "RETRY_COOLDOWN_S", "Request",
+           "RequestRunner", "Source", "UNREADABLE_CHECK", "lane_for", "send_all"]
