@@ -78,13 +78,14 @@ def test_no_call_site_uses_an_old_pool_method_name():
 
 
 def test_the_codemod_rewrites_pool_calls_and_nothing_else():
+    import importlib.util
+
     import libcst
 
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        from pool_areas import CallSites
-    finally:
-        sys.path.remove(str(ROOT / "tools"))
+    spec = importlib.util.spec_from_file_location("pool_areas", ROOT / "tools" / "pool_areas.py")
+    codemod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(codemod)
+    CallSites = codemod.CallSites
     before = ("pool.judge_run(3)\nself.pool.record_eval_answer(1, {})\nasyncio.run(main())\n"
               "pool.runs()\npool.runs.get(2)\nargs.run\nrunner.run()\nseeded.reject_rows(f)\n")
     after = libcst.parse_module(before).visit(CallSites({"judge", "evaluations", "runs", "review"})).code
